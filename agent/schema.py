@@ -1,0 +1,434 @@
+"""Wire records: plain frozen dataclasses, encoded as positional JSON arrays.
+
+Both halves import this module and nothing else crosses the link. A record travels
+as a list of its field values in declared order (compact for 100k-row task lists);
+new fields are only ever appended, so an older observer ignores trailing values.
+Every reply is an envelope ``{"v": PROTOCOL_VERSION, "ok": bool, ...}`` serialised
+as JSON and zlib-compressed when large.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+import typing
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from agent.version import PROTOCOL_VERSION
+
+T = TypeVar("T")
+
+MAX_PAYLOAD = 64 * 1024 * 1024  # uncompressed reply cap; larger replies are truncated
+COMPRESS_ABOVE = 64 * 1024
+_CHUNK_ROWS = 2000  # rows serialised per json.dumps call, so the GIL is released between
+
+
+class WireError(ValueError):
+    """A payload that does not decode into the expected record."""
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ExposedInfo:
+    """An object the host registered with ``agent.expose``."""
+
+    name: str
+    type: str
+    size: int | None  # len() or qsize() when the type makes that safe to ask
+    repr: str
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """The host process as a whole."""
+
+    node: str
+    pid: int
+    ppid: int
+    name: str
+    cmdline: tuple[str, ...]
+    python_version: str
+    implementation: str
+    executable: str
+    host: str
+    start_time: float
+    uptime: float
+    cpu_percent: float
+    cpu_count: int
+    rss: int
+    vms: int
+    num_threads: int
+    num_fds: int | None
+    num_connections: int | None
+    gc_counts: tuple[int, ...]
+    gc_collections: tuple[int, ...]
+    agent_version: str
+    protocol_version: int
+    num_tasks: int
+    num_loops: int
+    exposed: tuple[ExposedInfo, ...]
+    role: str  # the role this connection was granted
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    """A Python thread with its OS-level CPU time."""
+
+    id: str  # "thread-<ident>", what ps prints and kill takes
+    ident: int
+    native_id: int | None
+    name: str
+    daemon: bool
+    alive: bool
+    state: str  # running / sleeping / disk-wait / ... from the OS, "unknown" when unreadable
+    cpu_time: float | None  # user + system seconds
+    function: str
+    file: str
+    line: int
+    is_main: bool
+    is_agent: bool  # one of the agent's own threads
+    loop: str | None  # id of the event loop this thread is running, if any
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    """An asyncio event loop found in some thread."""
+
+    id: str  # "loop-<n>"
+    type: str
+    thread_ident: int | None
+    thread_name: str | None
+    running: bool
+    closed: bool
+    num_tasks: int
+    lag: float | None  # seconds, last measured event-loop lag
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """An asyncio task."""
+
+    id: str  # "task-<n>": stable for the task's life, never reused
+    name: str
+    state: str  # pending / done / cancelled / failed
+    coroutine: str
+    function: str
+    file: str
+    line: int
+    loop: str
+    age: float | None  # seconds since the agent first saw it (a lower bound)
+    awaiting: tuple[str, ...]  # ids of tasks this task is waiting on
+    current: bool  # running right now on its loop
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """A descendant OS process of the host."""
+
+    id: str  # "pid-<pid>"
+    pid: int
+    ppid: int
+    name: str
+    cmdline: tuple[str, ...]
+    status: str
+    cpu_percent: float | None
+    rss: int | None
+    create_time: float
+    agent: str | None  # address of an agent running in that child, when known
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a process view needs, in one round trip."""
+
+    process: ProcessInfo
+    threads: tuple[ThreadInfo, ...]
+    loops: tuple[LoopInfo, ...]
+    tasks: tuple[TaskInfo, ...]
+    children: tuple[ChildInfo, ...]
+    tasks_total: int  # tasks that matched before the limit was applied
+    truncated: bool
+    collect_seconds: float
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """One frame of a stack, outermost first."""
+
+    index: int
+    function: str
+    file: str
+    line: int
+    source: str
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """The stack of a thread, or the coroutine/await chain of a task."""
+
+    target: str
+    kind: str  # thread / task
+    name: str
+    state: str
+    frames: tuple[FrameInfo, ...]
+    awaiting: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A frame local or an attribute, rendered safely and redacted."""
+
+    name: str
+    type: str
+    repr: str
+    size: int | None
+    redacted: bool
+    expandable: bool
+
+
+@dataclass(frozen=True)
+class LocalsInfo:
+    """Locals of one frame of a target's stack."""
+
+    target: str
+    frame: FrameInfo
+    variables: tuple[Variable, ...]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The outcome of a control action, as the agent saw it."""
+
+    target: str
+    action: str
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One control action (or denied attempt): who, what, when, result."""
+
+    time: float
+    peer: str
+    role: str
+    action: str
+    target: str
+    result: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class HistorySample:
+    """One load sample of the history ring buffer."""
+
+    time: float
+    cpu_percent: float
+    rss: int
+    threads: int
+    tasks: int
+    loop_lag: float | None
+    gc_collections: int  # total collections since start, all generations
+
+
+@dataclass(frozen=True)
+class History:
+    """The load history the agent kept, oldest first."""
+
+    interval: float
+    capacity: int
+    samples: tuple[HistorySample, ...]
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What a node says about itself right after authentication."""
+
+    node: str
+    pid: int
+    host: str
+    agent_version: str
+    protocol_version: int
+    role: str
+    python_version: str
+
+
+RECORDS: tuple[type, ...] = (
+    ExposedInfo,
+    ProcessInfo,
+    ThreadInfo,
+    LoopInfo,
+    TaskInfo,
+    ChildInfo,
+    Snapshot,
+    FrameInfo,
+    StackInfo,
+    Variable,
+    LocalsInfo,
+    ControlResult,
+    AuditRecord,
+    HistorySample,
+    History,
+    Hello,
+)
+
+# ---------------------------------------------------------------- encoding
+
+
+def to_wire(value: Any) -> Any:
+    """Turn a record (or tuple of records) into JSON-able positional lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, (tuple, list)):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    return value
+
+
+_HINTS: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _hints(cls: type) -> list[tuple[str, Any]]:
+    """Resolved (name, type) pairs of a record's fields, cached."""
+    cached = _HINTS.get(cls)
+    if cached is None:
+        hints = typing.get_type_hints(cls)
+        cached = [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+        _HINTS[cls] = cached
+    return cached
+
+
+def from_wire(tp: Any, data: Any) -> Any:
+    """Rebuild a value of type ``tp`` from its wire form, validating every field."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return from_wire(arg, data)
+            except WireError as exc:
+                errors.append(str(exc))
+        raise WireError(f"value {data!r:.60} matches none of {tp}: {'; '.join(errors)}")
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise WireError(f"expected a list for {tp}, got {type(data).__name__}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(from_wire(item_tp, v) for v in data)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        if not isinstance(data, list) or len(data) < len(hints):
+            raise WireError(f"expected {len(hints)} fields for {tp.__name__}, got {data!r:.80}")
+        return tp(*(from_wire(h, v) for (_name, h), v in zip(hints, data, strict=False)))
+    if tp is float:
+        if type(data) in (int, float):
+            return float(data)
+        raise WireError(f"expected float, got {type(data).__name__}")
+    if tp is Any:
+        return data
+    if tp in (int, str, bool):
+        if type(data) is tp:
+            return data
+        raise WireError(f"expected {tp.__name__}, got {type(data).__name__}")
+    raise WireError(f"cannot decode type {tp!r}")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def _dumps_sliced(obj: Any, depth: int = 0) -> str:
+    """JSON-encode, splitting long lists into slices and yielding the GIL between them.
+
+    ``json.dumps`` of 100k rows is one long C call that would stall the host's threads.
+    """
+    if isinstance(obj, list) and len(obj) > _CHUNK_ROWS:
+        parts = []
+        for start in range(0, len(obj), _CHUNK_ROWS):
+            parts.append(_dumps(obj[start : start + _CHUNK_ROWS])[1:-1])
+            time.sleep(0)  # let other threads (the host) run between slices
+        return "[" + ",".join(p for p in parts if p) + "]"
+    if isinstance(obj, list) and depth < 3:
+        return "[" + ",".join(_dumps_sliced(v, depth + 1) for v in obj) + "]"
+    if isinstance(obj, dict) and depth < 3:
+        return (
+            "{"
+            + ",".join(f"{_dumps(str(k))}:{_dumps_sliced(v, depth + 1)}" for k, v in obj.items())
+            + "}"
+        )
+    return _dumps(obj)
+
+
+def _pack(envelope: dict[str, Any]) -> bytes:
+    raw = _dumps_sliced(envelope).encode()
+    if len(raw) > COMPRESS_ABOVE:
+        return b"Z" + zlib.compress(raw, 1)
+    return b"J" + raw
+
+
+def encode_ok(value: Any) -> bytes:
+    """Encode a successful reply carrying a record, tuple of records or plain data."""
+    return _pack({"v": PROTOCOL_VERSION, "ok": True, "data": to_wire(value)})
+
+
+def encode_error(kind: str, message: str) -> bytes:
+    """Encode a failure reply: ``kind`` is a stable machine word, ``message`` for humans."""
+    return _pack({"v": PROTOCOL_VERSION, "ok": False, "error": kind, "message": message})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded reply."""
+
+    version: int
+    ok: bool
+    data: Any = None
+    error: str = ""
+    message: str = ""
+    size: int = field(default=0, compare=False)
+
+
+def decode_envelope(payload: bytes, max_size: int = MAX_PAYLOAD) -> Envelope:
+    """Decode a reply, bounding decompressed size and validating its shape."""
+    if not isinstance(payload, bytes) or not payload:
+        raise WireError("empty or non-bytes payload")
+    tag, body = payload[:1], payload[1:]
+    if tag == b"Z":
+        decomp = zlib.decompressobj()
+        try:
+            body = decomp.decompress(body, max_size + 1)
+        except zlib.error as exc:
+            raise WireError(f"corrupt compressed payload: {exc}") from exc
+        if len(body) > max_size:
+            raise WireError(f"payload larger than {max_size} bytes")
+    elif tag != b"J":
+        raise WireError(f"unknown payload tag {tag!r}")
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or type(obj.get("v")) is not int or type(obj.get("ok")) is not bool:
+        raise WireError("payload is not a reply envelope")
+    if obj["ok"]:
+        return Envelope(obj["v"], True, obj.get("data"), size=len(payload))
+    return Envelope(
+        obj["v"], False, error=str(obj.get("error", "")), message=str(obj.get("message", ""))
+    )
+
+
+def decode_as(tp: type[T] | Any, envelope: Envelope) -> T:
+    """Decode an envelope's data as a record type (or ``tuple[Record, ...]``)."""
+    return from_wire(tp, envelope.data)

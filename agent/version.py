@@ -1,0 +1,5 @@
+"""Versions of the agent package and of the wire protocol it speaks."""
+
+AGENT_VERSION = "0.1.0"
+# Bump on any incompatible change to the handshake or to a wire record's field order.
+PROTOCOL_VERSION = 1
