@@ -1,0 +1,102 @@
+"""``python -m agent run [options] -- script.py args | -m module args``.
+
+Runs any Python program with the agent embedded and no change to its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+
+from agent.version import AGENT_VERSION, PROTOCOL_VERSION
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m agent")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run a program with the agent embedded",
+        usage="python -m agent run [options] -- (script.py | -m module) [args...]",
+        description="Options not given fall back to OBSERVER_AGENT_* environment variables.",
+    )
+    run.add_argument("--bind", help="host:port (default 127.0.0.1:7330; port 0 = any free port)")
+    run.add_argument("--name", help="node name shown in the observer")
+    run.add_argument("--keys", help="directory made by `observer keygen` (cert, key, tokens)")
+    run.add_argument("--tls-cert")
+    run.add_argument("--tls-key")
+    run.add_argument("--viewer-token-file")
+    run.add_argument("--operator-token-file")
+    run.add_argument("--client-ca", help="require client certificates signed by this CA")
+    run.add_argument(
+        "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
+    )
+    sub.add_parser("version", help="print agent and protocol versions")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if "--" in args_list:
+        split = args_list.index("--")
+        own, target = args_list[:split], args_list[split + 1 :]
+    else:
+        own, target = args_list, []
+    args = _parser().parse_args(own)
+    if args.command == "version":
+        print(f"runtime-observer agent {AGENT_VERSION}, protocol {PROTOCOL_VERSION}")
+        return 0
+    if args.command != "run":
+        _parser().print_help()
+        return 2
+    if not target:
+        print("python -m agent run: give a program after --", file=sys.stderr)
+        return 2
+
+    import agent
+    from agent.config import read_token_file
+
+    if args.keys:
+        os.environ["OBSERVER_AGENT_TOKEN_DIR"] = args.keys
+    tokens = None
+    if args.viewer_token_file or args.operator_token_file:
+        tokens = {}
+        if args.viewer_token_file:
+            tokens["viewer"] = read_token_file(args.viewer_token_file)
+        if args.operator_token_file:
+            tokens["operator"] = read_token_file(args.operator_token_file)
+    try:
+        server = agent.start(
+            args.bind,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tokens=tokens,
+            name=args.name,
+            client_cafile=args.client_ca,
+        )
+    except (agent.ConfigError, OSError) as exc:
+        print(f"python -m agent run: {exc}", file=sys.stderr)
+        return 2
+    if args.print_address:
+        print(f"agent: {server.address}", flush=True)
+    else:
+        print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
+
+    if target[0] == "-m":
+        if len(target) < 2:
+            print("python -m agent run: -m needs a module name", file=sys.stderr)
+            return 2
+        sys.argv = [target[1], *target[2:]]
+        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(target)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
+        runpy.run_path(target[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Descendant OS processes of the host, with CPU % kept across calls."""
+
+from __future__ import annotations
+
+import threading
+
+import psutil
+
+from agent.registry import agent_address_of
+from agent.schema import ChildInfo
+
+
+class ChildTracker:
+    """Keeps psutil.Process objects of children so CPU % has a previous reading."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
+        self._lock = threading.Lock()
+        self._known: dict[tuple[int, float], psutil.Process] = {}
+
+    def processes(self) -> list[psutil.Process]:
+        """Live descendants, reusing known Process objects (pid + create time identify one)."""
+        try:
+            current = self._process.children(recursive=True)
+        except (psutil.Error, OSError):
+            return []
+        out = []
+        seen = set()
+        with self._lock:
+            for proc in current:
+                try:
+                    key = (proc.pid, proc.create_time())
+                except psutil.Error:
+                    continue
+                seen.add(key)
+                known = self._known.setdefault(key, proc)
+                out.append(known)
+            for key in list(self._known):
+                if key not in seen:
+                    del self._known[key]
+        return out
+
+    def find(self, pid: int) -> psutil.Process | None:
+        """A live descendant by pid, or None (never an unrelated process)."""
+        for proc in self.processes():
+            if proc.pid == pid:
+                return proc
+        return None
+
+    def collect(self) -> list[ChildInfo]:
+        """Describe every descendant."""
+        out = []
+        for proc in self.processes():
+            try:
+                with proc.oneshot():
+                    pid = proc.pid
+                    info = ChildInfo(
+                        id=f"pid-{pid}",
+                        pid=pid,
+                        ppid=proc.ppid(),
+                        name=proc.name(),
+                        cmdline=tuple(_safe(proc.cmdline, [])),
+                        status=str(_safe(proc.status, "unknown")),
+                        cpu_percent=_safe(proc.cpu_percent, None),
+                        rss=_safe(lambda p=proc: p.memory_info().rss, None),
+                        create_time=proc.create_time(),
+                        agent=agent_address_of(pid, proc.create_time()),
+                    )
+            except psutil.Error:
+                continue
+            out.append(info)
+        return out
+
+
+def _safe(call, default):  # type: ignore[no-untyped-def]
+    """Call a psutil getter, returning ``default`` on access/OS errors."""
+    try:
+        return call()
+    except (psutil.Error, OSError):
+        return default

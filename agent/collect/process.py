@@ -1,0 +1,123 @@
+"""Whole-process facts: identity, CPU, memory, descriptors, GC, from psutil in one oneshot."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+
+import psutil
+
+from agent.schema import ExposedInfo, ProcessInfo
+from agent.version import AGENT_VERSION, PROTOCOL_VERSION
+
+
+class CpuMeter:
+    """Process CPU % between successive readings, shared by all callers (psutil's is not)."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
+        self._lock = threading.Lock()
+        self._last = self._read()
+        self._value = 0.0
+
+    def _read(self) -> tuple[float, float]:
+        try:
+            times = self._process.cpu_times()
+            return time.monotonic(), times.user + times.system
+        except (psutil.Error, OSError):
+            return time.monotonic(), 0.0
+
+    def percent(self, min_interval: float = 0.2) -> float:
+        """CPU % since the previous reading (100 = one core); cached for ``min_interval``."""
+        with self._lock:
+            now, cpu = self._read()
+            last_t, last_cpu = self._last
+            if now - last_t >= min_interval:
+                self._value = max(0.0, 100.0 * (cpu - last_cpu) / (now - last_t))
+                self._last = (now, cpu)
+            return self._value
+
+
+def gc_collections() -> tuple[int, ...]:
+    """Collections run so far per generation."""
+    try:
+        return tuple(int(s.get("collections", 0)) for s in gc.get_stats())
+    except Exception:
+        return ()
+
+
+def collect_process(
+    process: psutil.Process,
+    cpu: CpuMeter,
+    *,
+    node: str,
+    role: str,
+    num_tasks: int,
+    num_loops: int,
+    exposed: tuple[ExposedInfo, ...],
+) -> ProcessInfo:
+    """Describe the host process; every psutil probe guarded on its own."""
+    with process.oneshot():
+        try:
+            ppid = process.ppid()
+        except psutil.Error:
+            ppid = os.getppid()
+        try:
+            name = process.name()
+        except psutil.Error:
+            name = ""
+        try:
+            start = process.create_time()
+        except psutil.Error:
+            start = time.time()
+        try:
+            mem = process.memory_info()
+            rss, vms = mem.rss, mem.vms
+        except psutil.Error:
+            rss = vms = 0
+        try:
+            num_threads = process.num_threads()
+        except psutil.Error:
+            num_threads = threading.active_count()
+    try:
+        num_fds: int | None = process.num_fds()
+    except (psutil.Error, AttributeError):
+        num_fds = None
+    try:
+        conns = getattr(process, "net_connections", None) or process.connections
+        num_connections: int | None = len(conns(kind="inet"))
+    except (psutil.Error, OSError):
+        num_connections = None
+    return ProcessInfo(
+        node=node,
+        pid=os.getpid(),
+        ppid=ppid,
+        name=name,
+        cmdline=tuple(str(a) for a in sys.argv),
+        python_version=platform.python_version(),
+        implementation=platform.python_implementation(),
+        executable=sys.executable,
+        host=socket.gethostname(),
+        start_time=start,
+        uptime=max(0.0, time.time() - start),
+        cpu_percent=cpu.percent(),
+        cpu_count=os.cpu_count() or 1,
+        rss=rss,
+        vms=vms,
+        num_threads=num_threads,
+        num_fds=num_fds,
+        num_connections=num_connections,
+        gc_counts=tuple(gc.get_count()),
+        gc_collections=gc_collections(),
+        agent_version=AGENT_VERSION,
+        protocol_version=PROTOCOL_VERSION,
+        num_tasks=num_tasks,
+        num_loops=num_loops,
+        exposed=exposed,
+        role=role,
+    )

@@ -1,0 +1,413 @@
+"""Find every asyncio event loop (in any thread) and describe its tasks.
+
+Nothing here runs on the host's loops: tasks and loops are read from other threads
+under the GIL, the same way ``asyncio.all_tasks`` and debuggers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+import types
+import weakref
+from typing import Any
+
+from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
+from agent.collect.frames import chain_step
+from agent.schema import TaskInfo
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_MAX_AWAITED = 64
+SLICE = 1000
+
+
+def _weak_task_sets() -> list[Any]:
+    """asyncio's own registries of live tasks, which differ between Python versions."""
+    sets = []
+    for attr in ("_scheduled_tasks", "_all_tasks", "_eager_tasks"):
+        value = getattr(asyncio.tasks, attr, None)
+        if value is not None and not callable(value) and hasattr(value, "__iter__"):
+            sets.append(value)
+    return sets
+
+
+def _snapshot_set(collection: Any) -> list[Any]:
+    """Copy a (weak) set that the host may be mutating, retrying like asyncio.all_tasks."""
+    refs = getattr(collection, "data", None)  # WeakSet: copy its set of refs in one C call
+    for _ in range(100):
+        try:
+            if isinstance(refs, set):
+                return [t for t in [r() for r in list(refs)] if t is not None]
+            return list(collection)
+        except RuntimeError:
+            continue
+    return []
+
+
+def _loops_on_stacks() -> dict[int, asyncio.AbstractEventLoop]:
+    """Loops found running on thread stacks (run_forever frames), keyed by thread ident."""
+    found: dict[int, asyncio.AbstractEventLoop] = {}
+    for ident, frame in sys._current_frames().items():
+        depth = 0
+        while frame is not None and depth < 400:
+            if frame.f_code.co_name in ("run_forever", "run_until_complete"):
+                try:
+                    candidate = frame.f_locals.get("self")
+                except Exception:
+                    candidate = None
+                if isinstance(candidate, asyncio.AbstractEventLoop):
+                    found[ident] = candidate
+                    break
+            frame = frame.f_back
+            depth += 1
+    return found
+
+
+class TaskRegistry:
+    """Gives tasks and loops stable, never-reused ids and remembers when each was first seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._serial = itertools.count(1)
+        # id(task) -> (weak ref, serial, first seen). Plain refs without callbacks, so no
+        # agent code ever runs in a host thread when a task is freed; pruned after scans.
+        self._task_ids: dict[int, tuple[weakref.ref[Any], int, float]] = {}
+        self._tasks_by_serial: dict[int, weakref.ref[Any]] = {}
+        self._loop_serial = itertools.count(1)
+        self._loop_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._loops_by_id: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+    # ------------------------------------------------------------ ids
+
+    def task_id(self, task: Any, now: float) -> tuple[str, float]:
+        """The task's id and first-seen time, registering it if new."""
+        entry = self._task_ids.get(id(task))
+        if entry is None or entry[0]() is not task:
+            with self._lock:
+                entry = self._task_ids.get(id(task))
+                if entry is None or entry[0]() is not task:
+                    ref = weakref.ref(task)
+                    entry = (ref, next(self._serial), now)
+                    self._task_ids[id(task)] = entry
+                    self._tasks_by_serial[entry[1]] = ref
+        return f"task-{entry[1]}", entry[2]
+
+    def prune(self, live: int) -> None:
+        """Forget tasks that no longer exist (bounded memory without weakref callbacks).
+
+        Amortised: only sweeps once dead entries may outnumber the ``live`` tasks.
+        """
+        if len(self._task_ids) <= 2 * live + 1000:
+            return
+        with self._lock:
+            dead = [key for key, entry in self._task_ids.items() if entry[0]() is None]
+            for key in dead:
+                del self._task_ids[key]
+            dead_serials = [n for n, ref in self._tasks_by_serial.items() if ref() is None]
+            for serial in dead_serials:
+                del self._tasks_by_serial[serial]
+
+    def loop_id(self, loop: Any) -> str:
+        """The loop's stable id."""
+        serial = self._loop_ids.get(loop)
+        if serial is None:
+            with self._lock:
+                serial = self._loop_ids.get(loop)
+                if serial is None:
+                    serial = next(self._loop_serial)
+                    self._loop_ids[loop] = serial
+                    self._loops_by_id[serial] = loop
+        return f"loop-{serial}"
+
+    def find_task(self, task_id: str) -> Any | None:
+        """The live task behind an id printed earlier, or None."""
+        if not task_id.startswith("task-"):
+            return None
+        try:
+            ref = self._tasks_by_serial.get(int(task_id[5:]))
+        except ValueError:
+            return None
+        return ref() if ref is not None else None
+
+    # ------------------------------------------------------------ discovery
+
+    def loops(
+        self, tasks: list[Any] | None = None
+    ) -> list[tuple[asyncio.AbstractEventLoop, int | None]]:
+        """Every event loop we can find, with the ident of the thread running it."""
+        found: dict[int, tuple[asyncio.AbstractEventLoop, int | None]] = {}
+        for ident, loop in _loops_on_stacks().items():
+            found[id(loop)] = (loop, ident)
+        seen_loops: set[int] = set()
+        for task in self.all_tasks() if tasks is None else tasks:
+            loop = getattr(task, "_loop", None)
+            if loop is None or id(loop) in seen_loops:
+                continue
+            seen_loops.add(id(loop))
+            if id(loop) not in found:
+                found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
+        current = getattr(asyncio.tasks, "_current_tasks", None)
+        if isinstance(current, dict):
+            for loop in list(current):
+                if id(loop) not in found:
+                    found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
+        with self._lock:
+            known = list(self._loops_by_id.values())
+        for loop in known:
+            if id(loop) not in found and not loop.is_closed():
+                found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
+        for loop, _ident in found.values():
+            self.loop_id(loop)
+        return list(found.values())
+
+    def all_tasks(self) -> list[Any]:
+        """Every task object of every loop, done ones included while something holds them."""
+        tasks: list[Any] = []
+        seen: set[int] = set()
+        for collection in _weak_task_sets():
+            for task in _snapshot_set(collection):
+                if id(task) not in seen:
+                    seen.add(id(task))
+                    tasks.append(task)
+        if not tasks and sys.version_info >= (3, 14):  # tasks live in per-thread C lists
+            with self._lock:
+                known = list(self._loops_by_id.values())
+            for loop in known:
+                try:
+                    tasks.extend(asyncio.all_tasks(loop))
+                except Exception:
+                    continue
+        return tasks
+
+    def count_tasks(self) -> int:
+        """Number of tasks, cheaply (no per-task work)."""
+        total = 0
+        for collection in _weak_task_sets():
+            try:
+                total += len(collection)
+            except Exception:
+                continue
+        return total
+
+
+def task_state(task: Any) -> str:
+    """pending / done / cancelled, read without retrieving (and so silencing) exceptions."""
+    try:
+        if not task.done():
+            return "pending"
+        return "cancelled" if task.cancelled() else "done"
+    except Exception:
+        return "unknown"
+
+
+def _tasks_in(value: Any, out: list[Any]) -> None:
+    """Collect tasks held directly, or in a small container, by a local variable."""
+    if isinstance(value, asyncio.Task):
+        out.append(value)
+    elif type(value) in (set, frozenset, list, tuple):
+        for item in list(value)[:_MAX_AWAITED]:
+            if isinstance(item, asyncio.Task):
+                out.append(item)
+
+
+# asyncio frames whose locals name the tasks they wait on (wait_for's fut, wait's fs, ...)
+_WAITING_FRAMES = frozenset({"wait", "_wait", "wait_for", "__aexit__", "shield", "_aexit"})
+_LOCAL_NAMES = ("fut", "fs", "inner", "arg", "children", "aw")
+
+
+def _awaited_from_frame(frame: types.FrameType, found: list[Any]) -> None:
+    """Tasks that an asyncio-internal waiting frame holds in its locals."""
+    try:
+        local_vars = dict(frame.f_locals)
+    except Exception:
+        return
+    owner = local_vars.get("self")
+    if frame.f_code.co_name == "__aexit__" and hasattr(owner, "_tasks"):  # TaskGroup
+        _tasks_in(list(getattr(owner, "_tasks", ())), found)
+    for name in _LOCAL_NAMES:
+        _tasks_in(local_vars.get(name), found)
+
+
+def _walk_task(task: Any) -> tuple[types.FrameType | None, list[Any]]:
+    """One pass over a task's await chain: its most telling frame and the tasks it awaits.
+
+    The location is the innermost frame outside asyncio itself (``sleep`` or
+    ``Queue.get`` say less than the caller awaiting them). asyncio keeps no parent
+    links before 3.14, so awaited tasks come from ``_fut_waiter`` (a task, or gather's
+    children) and from asyncio's own waiting frames (wait_for, wait, TaskGroup).
+    """
+    found: list[Any] = []
+    waiter = getattr(task, "_fut_waiter", None)
+    if waiter is not None:
+        if isinstance(waiter, asyncio.Task):
+            found.append(waiter)
+        else:
+            children = getattr(waiter, "_children", None)  # gather's _GatheringFuture
+            if children is not None:
+                _tasks_in(list(children), found)
+    try:
+        coro = task.get_coro()
+    except Exception:
+        coro = None
+    location = None
+    depth = 0
+    while coro is not None and depth < MAX_CHAIN:
+        frame, coro = chain_step(coro)
+        if frame is None:
+            break
+        depth += 1
+        code = frame.f_code
+        if code.co_filename.startswith(_ASYNCIO_DIR):
+            if location is None:
+                location = frame
+            if code.co_name in _WAITING_FRAMES:
+                _awaited_from_frame(frame, found)
+        else:
+            location = frame
+    if len(found) > 1:
+        unique: dict[int, Any] = {}
+        for child in found:
+            unique.setdefault(id(child), child)
+        found = list(unique.values())[:_MAX_AWAITED]
+    return location, [t for t in found if t is not task]
+
+
+def awaited_tasks(task: Any) -> list[Any]:
+    """Tasks this task is blocked on (see _walk_task)."""
+    return _walk_task(task)[1]
+
+
+def task_row(
+    task: Any, registry: TaskRegistry, now: float, current: set[int], loop_ids: dict[int, str]
+) -> tuple[Any, ...]:
+    """One task as a TaskInfo-ordered tuple (the wire row), built in a single pass."""
+    task_id, first_seen = registry.task_id(task, now)
+    try:
+        name = str(task.get_name())
+    except Exception:
+        name = "?"
+    try:
+        coro = task.get_coro()
+        coroutine = str(getattr(coro, "__qualname__", None) or type(coro).__qualname__)
+    except Exception:
+        coroutine = ""
+    location, awaited = _walk_task(task)
+    if location is not None:
+        code = location.f_code
+        function = getattr(code, "co_qualname", code.co_name)
+        file, line = code.co_filename, location.f_lineno or 0
+    else:
+        function, file, line = coroutine, "", 0
+    loop = getattr(task, "_loop", None)
+    loop_id = loop_ids.get(id(loop)) or (registry.loop_id(loop) if loop is not None else "")
+    awaiting = [registry.task_id(t, now)[0] for t in awaited]
+    return (
+        task_id,
+        name,
+        task_state(task),
+        coroutine,
+        function,
+        file,
+        line,
+        loop_id,
+        round(max(0.0, now - first_seen), 3),
+        awaiting,
+        id(task) in current,
+    )
+
+
+def describe_task(
+    task: Any, registry: TaskRegistry, now: float, current: set[int], loop_ids: dict[int, str]
+) -> TaskInfo:
+    """A TaskInfo for one task."""
+    row = task_row(task, registry, now, current, loop_ids)
+    return TaskInfo(*row[:9], tuple(row[9]), row[10])
+
+
+def current_task_ids() -> set[int]:
+    """ids of the tasks that are executing a step right now, on any loop."""
+    current = getattr(asyncio.tasks, "_current_tasks", None)
+    if not isinstance(current, dict):
+        return set()
+    try:
+        return {id(t) for t in list(current.values())}
+    except RuntimeError:
+        return set()
+
+
+def collect_task_rows(
+    registry: TaskRegistry,
+    *,
+    limit: int,
+    match: str = "",
+    include_done: bool = True,
+    tasks: list[Any] | None = None,
+) -> tuple[list[str], int]:
+    """Tasks as JSON-encoded slices of wire rows (pending first), and how many matched.
+
+    Rows go straight to JSON text in slices of SLICE tasks with a GIL yield between
+    slices, so the host's loops keep running and no 100k-object structure survives
+    long enough to trigger a full garbage collection in the host.
+    """
+    now = time.monotonic()
+    if tasks is None:
+        tasks = registry.all_tasks()
+    current = current_task_ids()
+    loop_ids = {id(loop): registry.loop_id(loop) for loop, _ in registry.loops(tasks)}
+    needle = match.lower()
+    pending: list[str] = []
+    finished: list[str] = []
+    rows_p: list[tuple[Any, ...]] = []
+    rows_f: list[tuple[Any, ...]] = []
+    taken = 0
+    total = 0
+    for index, task in enumerate(tasks):
+        if index % SLICE == SLICE - 1:
+            _flush(rows_p, pending)
+            _flush(rows_f, finished)
+            time.sleep(0)  # hand the GIL to the host between slices
+        state = task_state(task)
+        if not include_done and state != "pending":
+            continue
+        if needle:
+            try:
+                hay = f"{task.get_name()} {getattr(task.get_coro(), '__qualname__', '')}".lower()
+            except Exception:
+                hay = ""
+            if needle not in hay:
+                continue
+        total += 1
+        if taken < limit:
+            try:
+                row = task_row(task, registry, now, current, loop_ids)
+            except Exception:
+                continue
+            (rows_p if state == "pending" else rows_f).append(row)
+            taken += 1
+    _flush(rows_p, pending)
+    _flush(rows_f, finished)
+    registry.prune(len(tasks))
+    del tasks
+    return pending + finished, total
+
+
+def _flush(rows: list[tuple[Any, ...]], out: list[str]) -> None:
+    """Encode buffered rows into one JSON fragment (without brackets) and clear the buffer."""
+    if rows:
+        out.append(json.dumps(rows, separators=(",", ":"), allow_nan=False)[1:-1])
+        rows.clear()
+
+
+def collect_tasks(
+    registry: TaskRegistry, *, limit: int, match: str = ""
+) -> tuple[list[TaskInfo], int, bool]:
+    """TaskInfo records (for in-process users; the wire path uses collect_task_rows)."""
+    fragments, total = collect_task_rows(registry, limit=limit, match=match)
+    rows = json.loads("[" + ",".join(fragments) + "]")
+    out = [TaskInfo(*r[:9], tuple(r[9]), r[10]) for r in rows]
+    return out, total, total > len(out)

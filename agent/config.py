@@ -1,0 +1,157 @@
+"""Agent configuration: explicit arguments, else ``OBSERVER_AGENT_*`` environment variables.
+
+| variable | meaning |
+| --- | --- |
+| OBSERVER_AGENT_BIND | host:port to listen on (default 127.0.0.1:7330) |
+| OBSERVER_AGENT_NAME | node name shown in the observer (default: host name) |
+| OBSERVER_AGENT_TLS_CERT / OBSERVER_AGENT_TLS_KEY | PEM certificate and key |
+| OBSERVER_AGENT_CLIENT_CA | CA file: require client certificates (mTLS) |
+| OBSERVER_AGENT_TOKEN_DIR | a directory made by `observer keygen` (cert, key, *.token) |
+| OBSERVER_AGENT_VIEWER_TOKEN_FILE | file holding the viewer token |
+| OBSERVER_AGENT_OPERATOR_TOKEN_FILE | file holding the operator token |
+| OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
+| OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
+| OBSERVER_AGENT_AUTH_FAILURES | failed logins per peer per minute before it is refused (10) |
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.security import ROLES, ConfigError
+
+DEFAULT_BIND = "127.0.0.1:7330"
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Resolved settings for one agent server."""
+
+    host: str
+    port: int
+    name: str
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_cafile: str | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+    history_idle_interval: float = 10.0
+    max_connections: int = 16
+    auth_failure_limit: int = 10
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split ``host:port`` / ``[v6]:port`` into parts, with a clear error."""
+    text = bind.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"bind address {bind!r} must be host:port")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"bind address {bind!r} has no valid port") from None
+    if not 0 <= port <= 65535 or not host:
+        raise ConfigError(f"bind address {bind!r} must be host:port with port 0-65535")
+    return host, port
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """Read a token (first line), refusing empty or too short ones."""
+    p = Path(path)
+    try:
+        text = p.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {p}: {exc.strerror}") from exc
+    token = text[0].strip() if text else ""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"token in {p} is shorter than {MIN_TOKEN_LENGTH} characters")
+    try:
+        if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            import logging
+
+            logging.getLogger("agent").warning(
+                "runtime-observer agent: token file %s is readable by group/others", p
+            )
+    except OSError:
+        pass
+    return token
+
+
+def resolve(
+    bind: str | None,
+    *,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tokens: Mapping[str, str] | None,
+    name: str | None,
+    client_cafile: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Merge explicit arguments with the environment; validate roles and tokens."""
+    env = os.environ if env is None else env
+    key_dir = env.get("OBSERVER_AGENT_TOKEN_DIR")
+    if key_dir:
+        d = Path(key_dir)
+        tls_cert = tls_cert or (str(d / "agent.crt") if (d / "agent.crt").exists() else None)
+        tls_key = tls_key or (str(d / "agent.key") if (d / "agent.key").exists() else None)
+    host, port = parse_bind(bind or env.get("OBSERVER_AGENT_BIND") or DEFAULT_BIND)
+    tls_cert = tls_cert or env.get("OBSERVER_AGENT_TLS_CERT") or None
+    tls_key = tls_key or env.get("OBSERVER_AGENT_TLS_KEY") or None
+    client_cafile = client_cafile or env.get("OBSERVER_AGENT_CLIENT_CA") or None
+    if tokens is None:
+        found: dict[str, str] = {}
+        files = {
+            "viewer": env.get("OBSERVER_AGENT_VIEWER_TOKEN_FILE"),
+            "operator": env.get("OBSERVER_AGENT_OPERATOR_TOKEN_FILE")
+            or env.get("OBSERVER_AGENT_TOKEN_FILE"),
+            "admin": env.get("OBSERVER_AGENT_ADMIN_TOKEN_FILE"),
+        }
+        if key_dir:
+            for role in ("viewer", "operator"):
+                candidate = Path(key_dir) / f"{role}.token"
+                if not files[role] and candidate.exists():
+                    files[role] = str(candidate)
+        for role, path in files.items():
+            if path:
+                found[role] = read_token_file(path)
+        tokens = found
+    clean: dict[str, str] = {}
+    for role, token in dict(tokens).items():
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"the {role} token must be a string of {MIN_TOKEN_LENGTH}+ chars")
+        clean[role] = token
+    if len(set(clean.values())) != len(clean):
+        raise ConfigError("each role needs its own token")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("TLS needs both a certificate and a key")
+    try:
+        idle = float(env.get("OBSERVER_AGENT_HISTORY_IDLE", "10"))
+    except ValueError:
+        raise ConfigError("OBSERVER_AGENT_HISTORY_IDLE must be a number of seconds") from None
+    try:
+        failures = int(env.get("OBSERVER_AGENT_AUTH_FAILURES", "10"))
+    except ValueError:
+        raise ConfigError("OBSERVER_AGENT_AUTH_FAILURES must be an integer") from None
+    import socket
+
+    return AgentConfig(
+        host=host,
+        port=port,
+        name=name or env.get("OBSERVER_AGENT_NAME") or socket.gethostname(),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_cafile=client_cafile,
+        tokens=clean,
+        history_idle_interval=max(0.0, idle),
+        auth_failure_limit=max(1, failures),
+    )

@@ -1,0 +1,365 @@
+"""The agent's state and its operations, independent of rpyc: one data API for every front end."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from agent import control
+from agent.audit import AuditLog
+from agent.collect.children import ChildTracker
+from agent.collect.frames import (
+    coroutine_chain,
+    describe_variable,
+    frame_infos,
+    frame_variables,
+    thread_frames,
+)
+from agent.collect.history import HistoryBuffer, Sampler
+from agent.collect.lag import LagProbe
+from agent.collect.process import CpuMeter, collect_process, gc_collections
+from agent.collect.tasks import (
+    TaskRegistry,
+    awaited_tasks,
+    collect_task_rows,
+    collect_tasks,
+    task_state,
+)
+from agent.collect.threads import collect_threads, find_thread
+from agent.errors import BadRequest, NotFound
+from agent.exposed import ExposedRegistry
+from agent.saferepr import safe_children
+from agent.schema import (
+    AuditRecord,
+    ChildInfo,
+    Hello,
+    History,
+    HistorySample,
+    LocalsInfo,
+    LoopInfo,
+    ProcessInfo,
+    RawJSON,
+    Snapshot,
+    StackInfo,
+    TaskInfo,
+    ThreadInfo,
+    Variable,
+    to_wire,
+)
+from agent.version import AGENT_VERSION, PROTOCOL_VERSION
+
+_SNAPSHOT_TASKS = [f.name for f in dataclasses.fields(Snapshot)].index("tasks")
+DEFAULT_TASK_LIMIT = 100_000
+MAX_TASK_LIMIT = 1_000_000
+MAX_PATH = 16
+
+
+class AgentCore:
+    """Everything the agent knows and can do; thread-safe; never touches rpyc."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        history_capacity: int = 600,
+        history_interval: float = 1.0,
+        history_idle_interval: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.process = psutil.Process()
+        self.cpu = CpuMeter(self.process)
+        self.tasks = TaskRegistry()
+        self.children = ChildTracker(self.process)
+        self.exposed = ExposedRegistry()
+        self.audit = AuditLog()
+        self.lag = LagProbe()
+        self.history = HistoryBuffer(history_capacity, history_interval)
+        self._agent_idents: set[int] = set()
+        self._idents_lock = threading.Lock()
+        self._observers = 0
+        self._observers_lock = threading.Lock()
+        self.sampler = Sampler(
+            self.sample,
+            self.history,
+            interval=history_interval,
+            idle_interval=history_idle_interval,
+            observers=lambda: self._observers,
+            on_thread=self.add_agent_thread,
+        )
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def add_agent_thread(self, ident: int) -> None:
+        with self._idents_lock:
+            self._agent_idents.add(ident)
+
+    def remove_agent_thread(self, ident: int) -> None:
+        with self._idents_lock:
+            self._agent_idents.discard(ident)
+
+    def agent_idents(self) -> set[int]:
+        with self._idents_lock:
+            return set(self._agent_idents)
+
+    def observer_connected(self) -> None:
+        with self._observers_lock:
+            self._observers += 1
+        self.sampler.wake()
+
+    def observer_disconnected(self) -> None:
+        with self._observers_lock:
+            self._observers = max(0, self._observers - 1)
+
+    @property
+    def observers(self) -> int:
+        return self._observers
+
+    # ------------------------------------------------------------ reads
+
+    def hello(self, role: str) -> Hello:
+        import platform
+        import socket
+
+        return Hello(
+            self.name,
+            self.process.pid,
+            socket.gethostname(),
+            AGENT_VERSION,
+            PROTOCOL_VERSION,
+            role,
+            platform.python_version(),
+        )
+
+    def _loops(self, tasks: list[Any] | None = None) -> list[tuple[Any, int | None]]:
+        return self.tasks.loops(tasks)
+
+    def process_info(self, role: str) -> ProcessInfo:
+        loops = self._loops()
+        return collect_process(
+            self.process,
+            self.cpu,
+            node=self.name,
+            role=role,
+            num_tasks=self.tasks.count_tasks(),
+            num_loops=len(loops),
+            exposed=self.exposed.describe(),
+        )
+
+    def loop_infos(self, loops: list[tuple[Any, int | None]], tasks: list[Any]) -> list[LoopInfo]:
+        counts: dict[int, int] = {}
+        for task in tasks:
+            loop = getattr(task, "_loop", None)
+            counts[id(loop)] = counts.get(id(loop), 0) + 1
+        names = {t.ident: t.name for t in threading.enumerate()}
+        out = []
+        for loop, ident in loops:
+            try:
+                out.append(
+                    LoopInfo(
+                        id=self.tasks.loop_id(loop),
+                        type=f"{type(loop).__module__}.{type(loop).__qualname__}",
+                        thread_ident=ident,
+                        thread_name=names.get(ident) if ident is not None else None,
+                        running=bool(loop.is_running()),
+                        closed=bool(loop.is_closed()),
+                        num_tasks=counts.get(id(loop), 0),
+                        lag=self.lag.lag(loop),
+                    )
+                )
+            except Exception:
+                continue
+        return out
+
+    def threads(self) -> list[ThreadInfo]:
+        loops = self._loops()
+        by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
+        return collect_threads(self.process, self.agent_idents(), by_thread)
+
+    def task_list(self, limit: int, match: str) -> tuple[list[TaskInfo], int, bool]:
+        return collect_tasks(self.tasks, limit=limit, match=match)
+
+    def child_list(self) -> list[ChildInfo]:
+        return self.children.collect()
+
+    def task_rows(self, limit: int, match: str) -> dict[str, Any]:
+        """Wire form of a task listing: rows pre-encoded in slices (see collect_task_rows)."""
+        fragments, total = collect_task_rows(self.tasks, limit=limit, match=match)
+        taken = min(total, limit)
+        return {
+            "tasks": RawJSON("[" + ",".join(fragments) + "]"),
+            "total": total,
+            "truncated": total > taken,
+        }
+
+    def snapshot(self, role: str, limit: int, match: str) -> list[Any]:
+        """Process, threads, loops, tasks and children in one go (one round trip).
+
+        Returns the Snapshot's wire form, with the task rows already encoded.
+        """
+        started = time.perf_counter()
+        all_tasks = self.tasks.all_tasks()
+        loops = self._loops(all_tasks)
+        loop_infos = self.loop_infos(loops, all_tasks)
+        by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
+        threads = collect_threads(self.process, self.agent_idents(), by_thread)
+        fragments, total = collect_task_rows(self.tasks, limit=limit, match=match, tasks=all_tasks)
+        del all_tasks
+        process = collect_process(
+            self.process,
+            self.cpu,
+            node=self.name,
+            role=role,
+            num_tasks=self.tasks.count_tasks(),
+            num_loops=len(loops),
+            exposed=self.exposed.describe(),
+        )
+        children = self.children.collect()
+        snap = Snapshot(
+            process=process,
+            threads=tuple(threads),
+            loops=tuple(loop_infos),
+            tasks=(),
+            children=tuple(children),
+            tasks_total=total,
+            truncated=total > limit,
+            collect_seconds=time.perf_counter() - started,
+        )
+        wire = to_wire(snap)
+        wire[_SNAPSHOT_TASKS] = RawJSON("[" + ",".join(fragments) + "]")
+        return wire
+
+    # ------------------------------------------------------------ stacks and locals
+
+    def _thread_ident(self, target: str) -> int:
+        if not target.startswith("thread-"):
+            raise BadRequest(f"{target!r} is not a thread id")
+        try:
+            return int(target[7:])
+        except ValueError as exc:
+            raise BadRequest(f"{target!r} is not a thread id") from exc
+
+    def _frames_of(self, target: str) -> tuple[str, str, str, list[Any], tuple[str, ...], str]:
+        """(kind, name, state, frames outermost first, awaiting ids, note) of a target."""
+        if target.startswith("task-"):
+            task = self.tasks.find_task(target)
+            if task is None:
+                raise NotFound(f"no task {target} (it may have finished and been collected)")
+            try:
+                coro = task.get_coro()
+            except Exception:
+                coro = None
+            frames = [frame for _c, frame in coroutine_chain(coro)]
+            now = time.monotonic()
+            awaiting = tuple(self.tasks.task_id(t, now)[0] for t in awaited_tasks(task))
+            state = task_state(task)
+            note = "await chain, outermost coroutine first"
+            if not frames:
+                note = f"task is {state}: it has no coroutine frames left"
+            return "task", task.get_name(), state, frames, awaiting, note
+        if target.startswith("thread-"):
+            ident = self._thread_ident(target)
+            thread = find_thread(ident)
+            frame = sys._current_frames().get(ident)
+            if thread is None or frame is None:
+                raise NotFound(f"no live thread {target}")
+            return "thread", thread.name, "alive", thread_frames(frame), (), "outermost first"
+        raise BadRequest(f"{target!r} is neither a task-N nor a thread-N id")
+
+    def stack(self, target: str) -> StackInfo:
+        kind, name, state, frames, awaiting, note = self._frames_of(target)
+        return StackInfo(target, kind, str(name), state, frame_infos(frames), awaiting, note)
+
+    def locals(self, target: str, frame_index: int, path: tuple[str, ...] = ()) -> LocalsInfo:
+        """Safe locals of one frame; ``path`` walks into expandable values (labels)."""
+        _kind, _name, _state, frames, _aw, _note = self._frames_of(target)
+        if frame_index < 0:
+            frame_index += len(frames)
+        if not 0 <= frame_index < len(frames):
+            raise NotFound(f"{target} has no frame {frame_index} (it has {len(frames)})")
+        frame = frames[frame_index]
+        info = frame_infos([frame])[0]
+        info = type(info)(frame_index, info.function, info.file, info.line, info.source)
+        if not path:
+            variables, truncated = frame_variables(frame)
+            return LocalsInfo(target, info, variables, truncated)
+        if len(path) > MAX_PATH:
+            raise BadRequest("path too deep")
+        value = self._walk(frame, path)
+        children = safe_children(value)
+        variables = tuple(describe_variable(label, child) for label, child in children)
+        return LocalsInfo(target, info, variables, False)
+
+    @staticmethod
+    def _walk(frame: Any, path: tuple[str, ...]) -> Any:
+        try:
+            local_vars = dict(frame.f_locals)
+        except Exception as exc:
+            raise NotFound("frame locals are not readable") from exc
+        if path[0] not in local_vars:
+            raise NotFound(f"no local named {path[0]!r}")
+        value = local_vars[path[0]]
+        from agent.redact import is_sensitive
+
+        if is_sensitive(path[0]):
+            raise NotFound(f"{path[0]!r} is redacted")
+        for label in path[1:]:
+            for child_label, child in safe_children(value):
+                if child_label == label:
+                    value = child
+                    break
+            else:
+                raise NotFound(f"no element {label!r} under {'/'.join(path)}")
+        return value
+
+    def variables_of_exposed(self, name: str) -> tuple[Variable, ...]:
+        try:
+            obj = self.exposed.get(name)
+        except KeyError as exc:
+            raise NotFound(f"nothing exposed as {name!r}") from exc
+        return tuple(describe_variable(label, child) for label, child in safe_children(obj))
+
+    # ------------------------------------------------------------ history
+
+    def sample(self) -> HistorySample:
+        """One load sample; also posts lag probes to every running loop."""
+        loops = [lp for lp, _ in self._loops()]
+        self.lag.probe(loops)
+        try:
+            rss = self.process.memory_info().rss
+        except psutil.Error:
+            rss = 0
+        try:
+            threads = self.process.num_threads()
+        except psutil.Error:
+            threads = threading.active_count()
+        return HistorySample(
+            time=time.time(),
+            cpu_percent=self.cpu.percent(),
+            rss=rss,
+            threads=threads,
+            tasks=self.tasks.count_tasks(),
+            loop_lag=self.lag.worst(loops),
+            gc_collections=sum(gc_collections()),
+        )
+
+    def history_since(self, since: float) -> History:
+        return self.history.snapshot(since)
+
+    def audit_records(self, limit: int) -> tuple[AuditRecord, ...]:
+        return self.audit.records(limit)
+
+    # ------------------------------------------------------------ control
+
+    def cancel(self, task_id: str, message: str) -> str:
+        return control.cancel_task(self.tasks, task_id, message)
+
+    def raise_in(self, thread_id: str, exc_name: str) -> str:
+        return control.raise_in_thread(self._thread_ident(thread_id), exc_name, self.agent_idents())
+
+    def signal(self, pid: int, signame: str) -> str:
+        return control.signal_child(self.children, pid, signame)

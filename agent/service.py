@@ -1,0 +1,207 @@
+"""The rpyc service: ``exposed_*`` methods that take builtins and return encoded bytes.
+
+Every method checks its arguments' exact types (a netref never reaches host code),
+checks the connection's role, runs the core operation with every error contained,
+audits control actions, and returns one immutable ``bytes`` envelope: one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import rpyc
+
+from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
+from agent.errors import AgentError, BadRequest, PermissionDenied
+from agent.schema import ControlResult, encode_error, encode_ok
+from agent.security import ROLES, Credentials
+
+log = logging.getLogger("agent")
+
+MAX_ID = 200
+
+
+def _check(value: Any, kind: type, name: str) -> Any:
+    """Accept only exact builtin types: never a netref or a subclass."""
+    if type(value) is not kind:
+        raise BadRequest(f"{name} must be {kind.__name__}")
+    if kind is str and len(value) > 10_000:
+        raise BadRequest(f"{name} too long")
+    return value
+
+
+def _check_id(value: Any, name: str = "id") -> str:
+    value = _check(value, str, name)
+    if not value or len(value) > MAX_ID:
+        raise BadRequest(f"bad {name}")
+    return value
+
+
+class AgentService(rpyc.Service):
+    """One instance per connection; the core is shared."""
+
+    core: AgentCore  # set by make_service
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._creds = Credentials("viewer", "?")
+
+    def on_connect(self, conn: rpyc.Connection) -> None:
+        creds = conn._config.get("credentials")
+        if isinstance(creds, Credentials):
+            self._creds = creds
+        self.core.observer_connected()
+
+    def on_disconnect(self, conn: rpyc.Connection) -> None:
+        self.core.observer_disconnected()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _run(self, fn: Callable[[], Any], *, role: str = "viewer") -> bytes:
+        try:
+            if ROLES.get(self._creds.role, 0) < ROLES[role]:
+                raise PermissionDenied(
+                    f"permission denied: this action needs the {role} role, "
+                    f"this connection has {self._creds.role}"
+                )
+            return encode_ok(fn())
+        except AgentError as exc:
+            return encode_error(exc.kind, exc.message)
+        except Exception as exc:  # contained: never into the host, never a traceback out
+            log.exception("runtime-observer agent: request failed")
+            return encode_error("internal", f"agent error: {type(exc).__name__}")
+
+    def _control(self, action: str, target: str, fn: Callable[[], str]) -> bytes:
+        """Run a control action with role check and audit (denials are audited too)."""
+        creds = self._creds
+
+        def run() -> ControlResult:
+            message = fn()
+            return ControlResult(target, action, True, message)
+
+        try:
+            if ROLES.get(creds.role, 0) < ROLES["operator"]:
+                raise PermissionDenied(
+                    f"permission denied: {action} needs the operator role, "
+                    f"this connection has {creds.role}"
+                )
+            result = run()
+        except AgentError as exc:
+            result_word = "denied" if isinstance(exc, PermissionDenied) else exc.kind
+            self.core.audit.record(
+                peer=creds.peer,
+                role=creds.role,
+                action=action,
+                target=target,
+                result=result_word,
+                detail=exc.message,
+            )
+            return encode_error(exc.kind, exc.message)
+        except Exception as exc:
+            log.exception("runtime-observer agent: %s failed", action)
+            self.core.audit.record(
+                peer=creds.peer, role=creds.role, action=action, target=target, result="error"
+            )
+            return encode_error("internal", f"agent error: {type(exc).__name__}")
+        self.core.audit.record(
+            peer=creds.peer,
+            role=creds.role,
+            action=action,
+            target=target,
+            result="ok",
+            detail=result.message,
+        )
+        return encode_ok(result)
+
+    # ------------------------------------------------------------ reads
+
+    def exposed_hello(self) -> bytes:
+        return self._run(lambda: self.core.hello(self._creds.role))
+
+    def exposed_process(self) -> bytes:
+        return self._run(lambda: self.core.process_info(self._creds.role))
+
+    def exposed_threads(self) -> bytes:
+        return self._run(lambda: tuple(self.core.threads()))
+
+    def exposed_tasks(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
+        def run() -> Any:
+            _check(limit, int, "limit")
+            _check(match, str, "match")
+            return self.core.task_rows(min(max(limit, 0), MAX_TASK_LIMIT), match)
+
+        return self._run(run)
+
+    def exposed_snapshot(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
+        def run() -> Any:
+            _check(limit, int, "limit")
+            _check(match, str, "match")
+            return self.core.snapshot(self._creds.role, min(max(limit, 0), MAX_TASK_LIMIT), match)
+
+        return self._run(run)
+
+    def exposed_children(self) -> bytes:
+        return self._run(lambda: tuple(self.core.child_list()))
+
+    def exposed_stack(self, target: str) -> bytes:
+        return self._run(lambda: self.core.stack(_check_id(target, "target")))
+
+    def exposed_locals(self, target: str, frame: int, path: tuple = ()) -> bytes:
+        def run() -> Any:
+            _check_id(target, "target")
+            _check(frame, int, "frame")
+            _check(path, tuple, "path")
+            labels = tuple(_check(p, str, "path element") for p in path)
+            return self.core.locals(target, frame, labels)
+
+        return self._run(run)
+
+    def exposed_exposed(self, name: str) -> bytes:
+        return self._run(lambda: self.core.variables_of_exposed(_check(name, str, "name")))
+
+    def exposed_history(self, since: float = 0.0) -> bytes:
+        def run() -> Any:
+            value = float(since) if type(since) in (int, float) else None
+            if value is None:
+                raise BadRequest("since must be a number")
+            return self.core.history_since(value)
+
+        return self._run(run)
+
+    def exposed_audit(self, limit: int = 1000) -> bytes:
+        return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
+
+    # ------------------------------------------------------------ control
+
+    def exposed_cancel(self, task_id: str, message: str = "") -> bytes:
+        target = task_id if type(task_id) is str else "?"
+        return self._control(
+            "cancel",
+            target[:MAX_ID],
+            lambda: self.core.cancel(_check_id(task_id, "task id"), _check(message, str, "msg")),
+        )
+
+    def exposed_raise_in(self, thread_id: str, exception: str = "SystemExit") -> bytes:
+        target = thread_id if type(thread_id) is str else "?"
+        return self._control(
+            f"raise {exception if type(exception) is str else '?'}"[:80],
+            target[:MAX_ID],
+            lambda: self.core.raise_in(
+                _check_id(thread_id, "thread id"), _check(exception, str, "exception")
+            ),
+        )
+
+    def exposed_signal(self, pid: int, signal: str = "TERM") -> bytes:
+        target = f"pid-{pid}" if type(pid) is int else "?"
+        return self._control(
+            f"signal {signal if type(signal) is str else '?'}"[:40],
+            target,
+            lambda: self.core.signal(_check(pid, int, "pid"), _check(signal, str, "signal")),
+        )
+
+
+def make_service(core: AgentCore) -> type[AgentService]:
+    """A service class bound to one core (rpyc instantiates it per connection)."""
+    return type("RuntimeObserverAgent", (AgentService,), {"core": core})

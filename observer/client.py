@@ -1,0 +1,303 @@
+"""The observer's public Python API: ``connect()`` returns a ``Node``.
+
+    >>> from observer.client import connect
+    >>> node = connect("10.0.0.5:7330", token_file="operator.token",
+    ...                fingerprint="sha256:...")
+    >>> [t.name for t in node.tasks()]
+    >>> node.cancel("task-12")
+
+Every method is one round trip and returns frozen records from ``agent.schema``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.schema import (
+    AuditRecord,
+    ChildInfo,
+    ControlResult,
+    Hello,
+    History,
+    LocalsInfo,
+    ProcessInfo,
+    Snapshot,
+    StackInfo,
+    TaskInfo,
+    ThreadInfo,
+    Variable,
+    WireError,
+    decode_envelope,
+    from_wire,
+)
+from agent.version import PROTOCOL_VERSION
+from observer.errors import (
+    BadRequest,
+    NodeDown,
+    NodeTimeout,
+    ObserverError,
+    remote_error,
+)
+from observer.transport import Address, open_session, parse_address
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class TaskList:
+    """Tasks as returned by the agent, with how many matched before the limit."""
+
+    tasks: tuple[TaskInfo, ...]
+    total: int
+    truncated: bool
+
+
+def read_token(
+    token: str | None = None, token_file: str | os.PathLike[str] | None = None
+) -> str | None:
+    """The token from an argument, a file, or OBSERVER_TOKEN / OBSERVER_TOKEN_FILE."""
+    if token:
+        return token.strip()
+    path = token_file or os.environ.get("OBSERVER_TOKEN_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text().strip().splitlines()
+        except OSError as exc:
+            raise ObserverError(f"cannot read token file {path}: {exc.strerror}") from exc
+        if not lines or not lines[0].strip():
+            raise ObserverError(f"token file {path} is empty")
+        return lines[0].strip()
+    env = os.environ.get("OBSERVER_TOKEN")
+    return env.strip() if env else None
+
+
+class Node:
+    """A connection to one agent. Thread-safe: calls are serialised on the connection."""
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        token: str | None,
+        fingerprint: str | None,
+        cafile: str | None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        tls: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        self._methods: dict[str, Any] = {}
+        session = open_session(
+            address,
+            token=token,
+            fingerprint=fingerprint,
+            cafile=cafile,
+            certfile=certfile,
+            keyfile=keyfile,
+            tls=tls,
+            timeout=timeout,
+        )
+        self._conn = session.conn
+        self.role = session.role
+        self.agent_version = session.agent_version
+        self.tls = session.tls
+        self.last_rtt: float | None = None
+        self.last_size = 0
+        self.hello_info: Hello = self._call(Hello, "hello")
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} {self.address} role={self.role}>"
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.hello_info.node
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._conn.closed)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _raw(self, method: str, *args: Any) -> Any:
+        """One round trip: call an exposed method and decode its envelope."""
+        with self._lock:
+            try:
+                fn = self._methods.get(method)
+                if fn is None:  # the getattr is a round trip of its own: do it once
+                    fn = getattr(self._conn.root, method)
+                    self._methods[method] = fn
+                started = time.perf_counter()
+                payload = fn(*args)
+                self.last_rtt = time.perf_counter() - started
+            except TimeoutError as exc:
+                raise NodeTimeout(
+                    f"{self.address} did not answer {method} within {self.timeout:.0f}s"
+                ) from exc
+            except EOFError as exc:
+                raise NodeDown(f"connection to {self.address} lost") from exc
+            except OSError as exc:
+                raise NodeDown(f"connection to {self.address} lost: {exc}") from exc
+        if type(payload) is not bytes:
+            raise ObserverError(f"{self.address} sent a non-bytes reply to {method}")
+        try:
+            envelope = decode_envelope(payload)
+        except WireError as exc:
+            raise ObserverError(f"{self.address} sent a malformed reply: {exc}") from exc
+        self.last_size = len(payload)
+        if envelope.version != PROTOCOL_VERSION:
+            raise ObserverError(f"{self.address} replied with protocol {envelope.version}")
+        if not envelope.ok:
+            raise remote_error(envelope.error, envelope.message)
+        return envelope.data
+
+    def _call(self, tp: Any, method: str, *args: Any) -> Any:
+        data = self._raw(method, *args)
+        try:
+            return from_wire(tp, data)
+        except WireError as exc:
+            raise ObserverError(f"{self.address} sent a malformed {method} reply: {exc}") from exc
+
+    # ------------------------------------------------------------ reads
+
+    def hello(self) -> Hello:
+        """Node name, pid, versions and the role granted to this connection."""
+        self.hello_info = self._call(Hello, "hello")
+        return self.hello_info
+
+    def process(self) -> ProcessInfo:
+        """The host process: identity, CPU, memory, fds, GC, exposed objects."""
+        return self._call(ProcessInfo, "process")
+
+    def threads(self) -> tuple[ThreadInfo, ...]:
+        """Every Python thread with CPU time and current location."""
+        return self._call(tuple[ThreadInfo, ...], "threads")
+
+    def task_list(self, limit: int = 100_000, match: str = "") -> TaskList:
+        """Tasks (filtered in the agent by name/coroutine substring), pending first."""
+        data = self._raw("tasks", int(limit), str(match))
+        try:
+            return TaskList(
+                from_wire(tuple[TaskInfo, ...], data["tasks"]),
+                int(data["total"]),
+                bool(data["truncated"]),
+            )
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            raise ObserverError(f"{self.address} sent a malformed tasks reply: {exc}") from exc
+
+    def tasks(self, limit: int = 100_000, match: str = "") -> tuple[TaskInfo, ...]:
+        """Asyncio tasks of every event loop in the process."""
+        return self.task_list(limit, match).tasks
+
+    def snapshot(self, limit: int = 100_000, match: str = "") -> Snapshot:
+        """Process, threads, loops, tasks and children in one round trip."""
+        return self._call(Snapshot, "snapshot", int(limit), str(match))
+
+    def tree(self, limit: int = 100_000) -> Snapshot:
+        """The snapshot a process tree is drawn from (see observer.tree.build_tree)."""
+        return self.snapshot(limit)
+
+    def children(self) -> tuple[ChildInfo, ...]:
+        """Descendant OS processes."""
+        return self._call(tuple[ChildInfo, ...], "children")
+
+    def stack(self, target: str) -> StackInfo:
+        """Full stack of a thread, or await chain of a task (``thread-N`` / ``task-N``)."""
+        return self._call(StackInfo, "stack", str(target))
+
+    def locals(self, target: str, frame: int = -1, path: tuple[str, ...] = ()) -> LocalsInfo:
+        """Safe, redacted locals of one frame (default innermost); ``path`` expands a value."""
+        return self._call(LocalsInfo, "locals", str(target), int(frame), tuple(map(str, path)))
+
+    def exposed(self, name: str) -> tuple[Variable, ...]:
+        """The members of an object the host exposed."""
+        return self._call(tuple[Variable, ...], "exposed", str(name))
+
+    def history(self, since: float = 0.0) -> History:
+        """The agent's load-history ring buffer (samples newer than ``since``)."""
+        return self._call(History, "history", float(since))
+
+    def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
+        """Recent control actions on this node, oldest first."""
+        return self._call(tuple[AuditRecord, ...], "audit", int(limit))
+
+    # ------------------------------------------------------------ control (operator)
+
+    def cancel(self, task_id: str, message: str = "cancelled by runtime-observer") -> ControlResult:
+        """Cancel a task on its own event loop."""
+        return self._call(ControlResult, "cancel", str(task_id), str(message))
+
+    def raise_in(self, thread_id: str, exception: str = "SystemExit") -> ControlResult:
+        """Raise a builtin exception in a thread (lands at its next bytecode, not in C code)."""
+        return self._call(ControlResult, "raise_in", str(thread_id), str(exception))
+
+    def signal(self, pid: int | str, sig: str = "TERM") -> ControlResult:
+        """Send SIGTERM / SIGKILL / SIGINT to a child process (``1234`` or ``pid-1234``)."""
+        return self._call(ControlResult, "signal", parse_pid(pid), str(sig))
+
+    def kill(
+        self, target: str, *, signal: str | None = None, exception: str | None = None
+    ) -> ControlResult:
+        """Act on any id ps prints: cancel a task, raise in a thread, signal a child."""
+        if target.startswith("task-"):
+            return self.cancel(target)
+        if target.startswith("thread-"):
+            return self.raise_in(target, exception or "SystemExit")
+        if target.startswith("pid-") or target.isdigit():
+            return self.signal(target, signal or "TERM")
+        raise BadRequest("bad-request", f"{target!r} is not a task-N, thread-N or pid-N id")
+
+
+def parse_pid(value: int | str) -> int:
+    """Accept 1234 or 'pid-1234'."""
+    if isinstance(value, int):
+        return value
+    text = value.removeprefix("pid-")
+    if not text.isdigit():
+        raise BadRequest("bad-request", f"{value!r} is not a process id")
+    return int(text)
+
+
+def connect(
+    address: str,
+    *,
+    token: str | None = None,
+    token_file: str | os.PathLike[str] | None = None,
+    fingerprint: str | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    tls: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Node:
+    """Connect to an agent at ``host:port``, verify it, authenticate; return a Node."""
+    return Node(
+        parse_address(address),
+        token=read_token(token, token_file),
+        fingerprint=fingerprint or os.environ.get("OBSERVER_FINGERPRINT"),
+        cafile=cafile or os.environ.get("OBSERVER_CAFILE"),
+        certfile=certfile,
+        keyfile=keyfile,
+        tls=tls,
+        timeout=timeout,
+    )

@@ -1,0 +1,220 @@
+"""Open an authenticated rpyc connection: TCP, TLS with pinning, then the token handshake."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass
+
+import rpyc
+
+from agent.version import PROTOCOL_VERSION
+from agent.wire import (
+    MAGIC,
+    NONCE_BYTES,
+    HandshakeError,
+    TLSSocketStream,
+    agent_proof,
+    cert_digest,
+    client_proof,
+    decode_nonce,
+    parse_fingerprint,
+    recv_frame,
+    send_frame,
+)
+from observer.errors import (
+    AuthenticationError,
+    CertificateError,
+    ConnectError,
+    NodeTimeout,
+    ObserverError,
+    VersionMismatch,
+)
+
+OBSERVER_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Address:
+    """host and port of a node."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``host:port`` or ``[v6]:port``."""
+    value = text.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = value.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ObserverError(f"node address {text!r} must be host:port") from None
+    if not host or not 0 < port < 65536:
+        raise ObserverError(f"node address {text!r} must be host:port")
+    return Address(host, port)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the handshake established."""
+
+    conn: rpyc.Connection
+    role: str
+    agent_version: str
+    tls: bool
+
+
+def _client_context(
+    fingerprint: str | None, cafile: str | None, certfile: str | None, keyfile: str | None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cafile:
+        ctx.load_verify_locations(cafile)
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:  # pinned: the fingerprint check after the handshake is the verification
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def open_session(
+    address: Address,
+    *,
+    token: str | None,
+    fingerprint: str | None,
+    cafile: str | None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    tls: bool = True,
+    timeout: float = 10.0,
+) -> Session:
+    """Connect, verify the agent and authenticate; raise a precise ObserverError otherwise."""
+    pinned = parse_fingerprint(fingerprint) if fingerprint else None
+    if tls and pinned is None and not cafile:
+        raise CertificateError(
+            "no way to verify the agent's certificate: pass --fingerprint sha256:... "
+            "(printed by `observer keygen`) or --cafile"
+        )
+    try:
+        raw = socket.create_connection((address.host, address.port), timeout=timeout)
+    except TimeoutError as exc:
+        raise NodeTimeout(f"timed out connecting to {address}") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+    sock: socket.socket = raw
+    try:
+        binding = b""
+        if tls:
+            ctx = _client_context(fingerprint, cafile, certfile, keyfile)
+            try:
+                sock = ctx.wrap_socket(raw, server_hostname=address.host)
+            except ssl.SSLCertVerificationError as exc:
+                raise CertificateError(
+                    f"certificate of {address} failed verification: {exc.verify_message}"
+                ) from exc
+            except ssl.SSLError as exc:
+                hint = ""
+                if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version" in str(exc):
+                    hint = " (is the agent running without TLS? use --no-tls for loopback)"
+                raise ConnectError(
+                    f"TLS handshake with {address} failed: {exc.reason}{hint}"
+                ) from None
+            der = sock.getpeercert(binary_form=True)
+            if der is None:
+                raise CertificateError(f"{address} presented no certificate")
+            if pinned is not None and not hmac.compare_digest(cert_digest(der), pinned):
+                raise CertificateError(
+                    f"certificate fingerprint mismatch for {address}: expected "
+                    f"sha256:{pinned.hex()}, agent presented sha256:{cert_digest(der).hex()}"
+                )
+            binding = cert_digest(der)
+        role, agent_version = _handshake(sock, address, token, binding)
+        sock.settimeout(None)
+        conn = rpyc.connect_stream(
+            TLSSocketStream(sock),
+            service=rpyc.VoidService,
+            config={
+                "allow_pickle": False,
+                "allow_public_attrs": False,
+                "sync_request_timeout": timeout,
+                "include_local_traceback": False,
+            },
+        )
+        return Session(conn, role, agent_version, tls)
+    except TimeoutError as exc:
+        sock.close()
+        raise NodeTimeout(
+            f"{address} did not complete the handshake within {timeout:.0f}s"
+        ) from exc
+    except ObserverError:
+        sock.close()
+        raise
+    except (OSError, HandshakeError) as exc:
+        sock.close()
+        raise ConnectError(f"handshake with {address} failed: {exc}") from exc
+
+
+def _handshake(
+    sock: socket.socket, address: Address, token: str | None, binding: bytes
+) -> tuple[str, str]:
+    try:
+        hello = recv_frame(sock)
+    except HandshakeError as exc:
+        raise ConnectError(
+            f"{address} is not a runtime-observer agent or closed the connection ({exc})"
+        ) from exc
+    if hello.get("proto") != MAGIC:
+        raise ConnectError(f"{address} is not a runtime-observer agent")
+    agent_version = str(hello.get("agent", "?"))
+    if hello.get("version") != PROTOCOL_VERSION:
+        raise VersionMismatch(
+            f"protocol version mismatch: agent {agent_version} speaks protocol "
+            f"{hello.get('version')}, this observer {OBSERVER_VERSION} speaks {PROTOCOL_VERSION}"
+        )
+    server_nonce = decode_nonce(hello.get("nonce"))
+    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    needs_token = hello.get("auth") == "token"
+    if needs_token and not token:
+        raise AuthenticationError(
+            f"authentication failed: {address} requires a token (--token-file or OBSERVER_TOKEN)"
+        )
+    mac = client_proof(token, server_nonce, client_nonce, binding) if token else ""
+    send_frame(
+        sock,
+        {
+            "version": PROTOCOL_VERSION,
+            "observer": OBSERVER_VERSION,
+            "nonce": client_nonce.hex(),
+            "mac": mac,
+        },
+    )
+    try:
+        reply = recv_frame(sock)
+    except HandshakeError as exc:
+        raise AuthenticationError(f"authentication failed: {address} closed the link") from exc
+    if not reply.get("ok"):
+        if reply.get("error") == "version":
+            raise VersionMismatch(str(reply.get("message")))
+        raise AuthenticationError(f"authentication failed for {address}")
+    role = str(reply.get("role", "viewer"))
+    if needs_token and token:
+        expected = agent_proof(token, server_nonce, client_nonce, binding)
+        if not hmac.compare_digest(expected, str(reply.get("proof", ""))):
+            raise AuthenticationError(
+                f"authentication failed: {address} could not prove it knows the token"
+            )
+    return role, agent_version
