@@ -1,0 +1,406 @@
+"""The ``observer`` command: a thin front end over observer.client.
+
+Human tables by default, ``--json`` for scripts; exit status 0 on success, otherwise
+non-zero with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from observer.errors import ObserverError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("node", metavar="NODE", help="agent address, host:port")
+    _credential_options(parser)
+
+
+def _credential_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", help="file holding the token (or set OBSERVER_TOKEN)")
+    parser.add_argument("--fingerprint", help="pinned agent certificate, sha256:HEX")
+    parser.add_argument("--cafile", help="CA bundle to verify the agent certificate instead")
+    parser.add_argument("--cert", help="client certificate for mTLS")
+    parser.add_argument("--key", help="client key for mTLS")
+    parser.add_argument(
+        "--no-tls", action="store_true", help="plain TCP (only for agents bound to loopback)"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from observer.client import connect
+
+    return connect(
+        args.node,
+        token_file=args.token_file,
+        fingerprint=args.fingerprint,
+        cafile=args.cafile,
+        certfile=args.cert,
+        keyfile=args.key,
+        tls=not args.no_tls,
+        timeout=args.timeout,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _print_json(value: Any) -> None:
+    json.dump(_jsonable(value), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from observer.format import human_bytes, human_seconds, short_path, table
+
+    with _connect(args) as node:
+        snap = node.snapshot(limit=args.limit, match=args.match or "")
+    if args.json:
+        _print_json(
+            {
+                "node": snap.process.node,
+                "pid": snap.process.pid,
+                "threads": snap.threads,
+                "tasks": snap.tasks,
+                "loops": snap.loops,
+                "children": snap.children,
+                "tasks_total": snap.tasks_total,
+                "truncated": snap.truncated,
+            }
+        )
+        return 0
+    p = snap.process
+    print(
+        f"{p.node}  pid {p.pid}  {p.implementation} {p.python_version}  "
+        f"cpu {p.cpu_percent:.1f}%  rss {human_bytes(p.rss)}  up {human_seconds(p.uptime)}  "
+        f"threads {len(snap.threads)}  tasks {p.num_tasks}  children {len(snap.children)}"
+    )
+    print()
+    print(
+        table(
+            ["ID", "NAME", "STATE", "CPU", "FUNCTION", "LOCATION"],
+            [
+                (
+                    t.id,
+                    t.name + (" [agent]" if t.is_agent else ""),
+                    t.state,
+                    f"{t.cpu_time:.2f}s" if t.cpu_time is not None else "",
+                    t.function,
+                    f"{short_path(t.file)}:{t.line}" if t.file else "",
+                )
+                for t in snap.threads
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "LOCATION", "AWAITING"],
+            [
+                (
+                    t.id,
+                    t.name,
+                    t.state,
+                    human_seconds(t.age),
+                    t.coroutine,
+                    f"{short_path(t.file)}:{t.line}" if t.file else "",
+                    ",".join(t.awaiting),
+                )
+                for t in snap.tasks
+            ],
+        )
+    )
+    if snap.truncated:
+        print(f"\n{len(snap.tasks)} of {snap.tasks_total} tasks shown (use --limit)")
+    if snap.children:
+        print()
+        print(
+            table(
+                ["ID", "NAME", "STATUS", "CPU", "RSS", "COMMAND"],
+                [
+                    (
+                        c.id,
+                        c.name + (f" [agent {c.agent}]" if c.agent else ""),
+                        c.status,
+                        f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
+                        human_bytes(c.rss),
+                        " ".join(c.cmdline),
+                    )
+                    for c in snap.children
+                ],
+            )
+        )
+    return 0
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    from observer.format import human_seconds, short_path
+    from observer.tree import build_tree
+
+    with _connect(args) as node:
+        snap = node.snapshot(limit=args.limit)
+    root = build_tree(snap)
+    if args.json:
+        _print_json(root)
+        return 0
+    for depth, item in root.walk():
+        parts = [f"{'  ' * depth}{item.kind} {item.name}", f"({item.id})"]
+        if item.state:
+            parts.append(item.state)
+        if item.cpu:
+            parts.append(item.cpu)
+        if item.age is not None and item.kind == "task":
+            parts.append(f"age {human_seconds(item.age)}")
+        if item.function:
+            parts.append(item.function)
+        if item.location:
+            file, _, line = item.location.rpartition(":")
+            parts.append(f"{short_path(file)}:{line}")
+        print("  ".join(parts))
+    if snap.truncated:
+        print(f"({len(snap.tasks)} of {snap.tasks_total} tasks shown; use --limit)")
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    with _connect(args) as node:
+        stack = node.stack(args.id)
+        frames_locals = []
+        if args.locals:
+            for frame in stack.frames:
+                frames_locals.append(node.locals(args.id, frame.index))
+    if args.json:
+        _print_json({"stack": stack, "locals": frames_locals})
+        return 0
+    print(f"{stack.kind} {stack.name} ({stack.target}) {stack.state} - {stack.note}")
+    if stack.awaiting:
+        print(f"awaiting: {', '.join(stack.awaiting)}")
+    for i, frame in enumerate(stack.frames):
+        print(f'  File "{frame.file}", line {frame.line}, in {frame.function}')
+        if frame.source:
+            print(f"    {frame.source}")
+        if args.locals and i < len(frames_locals):
+            for var in frames_locals[i].variables:
+                print(f"      {var.name} = {var.repr}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    with _connect(args) as node:
+        result = node.kill(args.id, signal=args.signal, exception=args.exception)
+    if args.json:
+        _print_json(result)
+    else:
+        print(result.message)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from observer.format import human_bytes, human_seconds
+
+    with _connect(args) as node:
+        p = node.process()
+    if args.json:
+        _print_json(p)
+        return 0
+    rows = [
+        ("node", p.node),
+        ("pid / ppid", f"{p.pid} / {p.ppid}"),
+        ("host", p.host),
+        ("python", f"{p.implementation} {p.python_version} ({p.executable})"),
+        ("argv", " ".join(p.cmdline)),
+        ("uptime", human_seconds(p.uptime)),
+        ("cpu", f"{p.cpu_percent:.1f}% of {p.cpu_count} cpus"),
+        ("memory", f"rss {human_bytes(p.rss)}  vms {human_bytes(p.vms)}"),
+        ("threads / tasks / loops", f"{p.num_threads} / {p.num_tasks} / {p.num_loops}"),
+        ("fds / connections", f"{p.num_fds} / {p.num_connections}"),
+        ("gc counts / collections", f"{list(p.gc_counts)} / {list(p.gc_collections)}"),
+        ("agent", f"{p.agent_version} (protocol {p.protocol_version}), you are {p.role}"),
+    ]
+    for key, value in rows:
+        print(f"{key:>24}  {value}")
+    for e in p.exposed:
+        size = f" size={e.size}" if e.size is not None else ""
+        print(f"{'exposed ' + e.name:>24}  {e.type}{size}  {e.repr}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from observer.format import table
+
+    with _connect(args) as node:
+        records = node.audit(args.limit)
+    if args.json:
+        _print_json(records)
+        return 0
+    print(
+        table(
+            ["TIME", "PEER", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL"],
+            [
+                (
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)),
+                    r.peer,
+                    r.role,
+                    r.action,
+                    r.target,
+                    r.result,
+                    r.detail,
+                )
+                for r in records
+            ],
+            max_width=100,
+        )
+    )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    from observer.format import human_bytes, table
+
+    with _connect(args) as node:
+        history = node.history()
+    if args.json:
+        _print_json(history)
+        return 0
+    print(
+        table(
+            ["TIME", "CPU%", "RSS", "THREADS", "TASKS", "LOOP LAG", "GC"],
+            [
+                (
+                    time.strftime("%H:%M:%S", time.localtime(s.time)),
+                    f"{s.cpu_percent:.1f}",
+                    human_bytes(s.rss),
+                    s.threads,
+                    s.tasks,
+                    f"{s.loop_lag * 1000:.1f}ms" if s.loop_lag is not None else "",
+                    s.gc_collections,
+                )
+                for s in history.samples[-args.last :]
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from observer.keygen import generate
+
+    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1", "::1")
+    try:
+        km = generate(args.dir, hosts=hosts, overwrite=args.force)
+    except FileExistsError as exc:
+        raise ObserverError(f"{exc} (use --force)") from exc
+    d = km.directory.resolve()
+    print(f"wrote {km.cert}, {km.key}, {km.viewer_token}, {km.operator_token}")
+    print(f"fingerprint: {km.fingerprint}")
+    print()
+    print("embed the agent (in the production process):")
+    print(
+        f'  agent.start("127.0.0.1:7330", tls_cert="{d}/agent.crt", tls_key="{d}/agent.key",\n'
+        f'              tokens={{"viewer": open("{d}/viewer.token").read().strip(),\n'
+        f'                      "operator": open("{d}/operator.token").read().strip()}})'
+    )
+    print("or with environment variables:")
+    print("  OBSERVER_AGENT_BIND=127.0.0.1:7330")
+    print(f"  OBSERVER_AGENT_TOKEN_DIR={d}")
+    print()
+    print("connect (from the operator's machine):")
+    print(f"  observer ps HOST:7330 --token-file {d}/operator.token --fingerprint {km.fingerprint}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from observer.demo.launch import run
+
+    return run(args)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="observer", description="Inspect live Python processes running the agent."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_text: str, node: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if node:
+            _node_options(p)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("ps", cmd_ps, "threads, tasks and child processes of a node")
+    p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
+    p.add_argument("--match", help="only tasks whose name or coroutine contains this")
+    p = add("tree", cmd_tree, "process -> threads -> event loops -> tasks, and children")
+    p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
+    p = add("stack", cmd_stack, "full stack of a thread or await chain of a task")
+    p.add_argument("id", metavar="ID", help="thread-N or task-N as ps prints it")
+    p.add_argument("--locals", action="store_true", help="also show each frame's locals")
+    p = add("kill", cmd_kill, "cancel a task, raise in a thread, or signal a child process")
+    p.add_argument("id", metavar="ID", help="task-N, thread-N or pid-N as ps prints it")
+    p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
+    p.add_argument("--exception", help="for thread-N: builtin exception name (default SystemExit)")
+    add("info", cmd_info, "process facts: python, memory, fds, gc, exposed objects")
+    p = add("audit", cmd_audit, "recent control actions recorded by the agent")
+    p.add_argument("--limit", type=int, default=100)
+    p = add("history", cmd_history, "the agent's load history")
+    p.add_argument("--last", type=int, default=30, help="show the last N samples")
+    p = add("keygen", cmd_keygen, "create agent certificate, key and tokens in DIR", node=False)
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p = add("demo", cmd_demo, "run the demo service with the agent embedded", node=False)
+    p.add_argument("--keys", help="key directory (default: user config dir)")
+    p.add_argument("--no-wait", action="store_true", help="leave it running and return")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ObserverError as exc:
+        print(f"observer: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Create a self-signed agent certificate, its key and viewer/operator tokens.
+
+Lives on the observer side: ``cryptography`` is never required by the agent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.wire import format_fingerprint
+
+TOKEN_BYTES = 32
+CERT_DAYS = 825
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """Paths written by :func:`generate` and the certificate's pinned fingerprint."""
+
+    directory: Path
+    cert: Path
+    key: Path
+    viewer_token: Path
+    operator_token: Path
+    fingerprint: str
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def generate(
+    directory: str | os.PathLike[str],
+    *,
+    common_name: str = "runtime-observer-agent",
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+    overwrite: bool = False,
+) -> KeyMaterial:
+    """Write agent.crt, agent.key, viewer.token and operator.token into ``directory``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = [out / n for n in ("agent.crt", "agent.key", "viewer.token", "operator.token")]
+    existing = [p.name for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite")
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    alt_names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path, viewer_path, operator_path = paths
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    _write_private(viewer_path, (secrets.token_urlsafe(TOKEN_BYTES) + "\n").encode())
+    _write_private(operator_path, (secrets.token_urlsafe(TOKEN_BYTES) + "\n").encode())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return KeyMaterial(
+        directory=out,
+        cert=cert_path,
+        key=key_path,
+        viewer_token=viewer_path,
+        operator_token=operator_path,
+        fingerprint=format_fingerprint(der),
+    )

@@ -1,0 +1,138 @@
+"""Build the process tree from a snapshot: process -> threads -> loops -> tasks, children.
+
+Qt-free, so the CLI prints it and the GUI's model adapts it. A task is nested under
+the task that awaits it (the first one, if several do); cycles are broken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.schema import Snapshot
+
+
+@dataclass
+class TreeNode:
+    """One row of the tree."""
+
+    kind: str  # process / thread / loop / task / child
+    id: str
+    name: str
+    state: str = ""
+    cpu: str = ""
+    age: float | None = None
+    function: str = ""
+    location: str = ""
+    children: list[TreeNode] = field(default_factory=list)
+
+    def walk(self, depth: int = 0):  # type: ignore[no-untyped-def]
+        """Yield (depth, node) depth-first, parents before children."""
+        yield depth, self
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+
+def _loc(file: str, line: int) -> str:
+    return f"{file}:{line}" if file else ""
+
+
+def build_tree(snap: Snapshot) -> TreeNode:
+    """The tree for one node's snapshot; every thread, loop, task and child appears once."""
+    proc = snap.process
+    root = TreeNode(
+        "process",
+        f"pid-{proc.pid}",
+        proc.name or proc.node,
+        "running",
+        f"{proc.cpu_percent:.1f}%",
+        proc.uptime,
+    )
+    threads: dict[int, TreeNode] = {}
+    for t in snap.threads:
+        node = TreeNode(
+            "thread",
+            t.id,
+            t.name + (" [agent]" if t.is_agent else ""),
+            t.state,
+            f"{t.cpu_time:.2f}s" if t.cpu_time is not None else "",
+            None,
+            t.function,
+            _loc(t.file, t.line),
+        )
+        threads[t.ident] = node
+        root.children.append(node)
+    loops: dict[str, TreeNode] = {}
+    for lp in snap.loops:
+        lag = f"lag {lp.lag * 1000:.1f}ms" if lp.lag is not None else ""
+        node = TreeNode(
+            "loop",
+            lp.id,
+            lp.type.rsplit(".", 1)[-1],
+            "running" if lp.running else ("closed" if lp.closed else "stopped"),
+            lag,
+        )
+        loops[lp.id] = node
+        parent = threads.get(lp.thread_ident) if lp.thread_ident is not None else None
+        (parent or root).children.append(node)
+    tasks = {t.id: t for t in snap.tasks}
+    parent_of: dict[str, str] = {}
+    for t in snap.tasks:
+        for child_id in t.awaiting:
+            if child_id in tasks and child_id not in parent_of and child_id != t.id:
+                parent_of[child_id] = t.id
+    _break_cycles(parent_of)
+    nodes = {
+        t.id: TreeNode(
+            "task",
+            t.id,
+            t.name,
+            t.state,
+            "",
+            t.age,
+            t.function or t.coroutine,
+            _loc(t.file, t.line),
+        )
+        for t in snap.tasks
+    }
+    for t in snap.tasks:
+        node = nodes[t.id]
+        parent_id = parent_of.get(t.id)
+        if parent_id is not None:
+            nodes[parent_id].children.append(node)
+        elif t.loop in loops:
+            loops[t.loop].children.append(node)
+        else:
+            root.children.append(node)
+    pids = {c.pid: c for c in snap.children}
+    child_nodes = {
+        c.pid: TreeNode(
+            "child",
+            c.id,
+            c.name + (f" [agent {c.agent}]" if c.agent else ""),
+            c.status,
+            f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
+            None,
+            " ".join(c.cmdline)[:120],
+        )
+        for c in snap.children
+    }
+    child_parent = {c.pid: c.ppid for c in snap.children if c.ppid in pids and c.ppid != c.pid}
+    _break_cycles(child_parent)
+    for c in snap.children:
+        parent = child_nodes.get(child_parent[c.pid]) if c.pid in child_parent else None
+        (parent or root).children.append(child_nodes[c.pid])
+    return root
+
+
+def _break_cycles(parent_of: dict[Any, Any]) -> None:
+    """Detach entries whose parent chain loops back, so every node stays reachable."""
+    for key in list(parent_of):
+        seen = {key}
+        cur = parent_of.get(key)
+        while cur is not None:
+            if cur in seen:
+                parent_of.pop(key, None)
+                break
+            seen.add(cur)
+            cur = parent_of.get(cur)
