@@ -1,0 +1,96 @@
+"""Fixtures: key material made by our own keygen, and real host processes with the agent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from observer.client import Node, connect
+from observer.keygen import KeyMaterial, generate
+from tests.helpers import HostProcess, line_value, start_test_host
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyMaterial:
+    return generate(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyMaterial:
+    """A second, unrelated key set: its fingerprint and tokens must all be rejected."""
+    return generate(tmp_path_factory.mktemp("other-keys"))
+
+
+@dataclass
+class Host:
+    process: HostProcess
+    address: str
+    echo: str
+    child_pid: int
+    keys: KeyMaterial
+
+    def connect(self, role: str = "operator", **kw: object) -> Node:
+        token_file = self.keys.operator_token if role == "operator" else self.keys.viewer_token
+        return connect(
+            self.address,
+            token_file=token_file,
+            fingerprint=self.keys.fingerprint,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+def _host(keys: KeyMaterial, *args: str, env: dict[str, str] | None = None) -> Host:
+    proc = start_test_host(keys.directory, *args, env=env)
+    return Host(
+        proc,
+        line_value(proc, "agent"),
+        line_value(proc, "echo"),
+        int(line_value(proc, "child")),
+        keys,
+    )
+
+
+@pytest.fixture(scope="module")
+def host(keys: KeyMaterial) -> Iterator[Host]:
+    """A test host shared by a module's read-only tests."""
+    h = _host(keys)
+    yield h
+    h.process.stop()
+
+
+@pytest.fixture
+def fresh_host(keys: KeyMaterial) -> Iterator[Host]:
+    """A test host of one's own, for tests that kill things in it."""
+    h = _host(keys)
+    yield h
+    h.process.stop()
+
+
+@pytest.fixture
+def make_host(keys: KeyMaterial) -> Iterator[object]:
+    hosts: list[Host] = []
+
+    def make(*args: str, env: dict[str, str] | None = None) -> Host:
+        h = _host(keys, *args, env=env)
+        hosts.append(h)
+        return h
+
+    yield make
+    for h in hosts:
+        h.process.stop()
+
+
+@pytest.fixture
+def operator(host: Host) -> Iterator[Node]:
+    node = host.connect("operator")
+    yield node
+    node.close()

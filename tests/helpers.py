@@ -1,0 +1,126 @@
+"""Test helpers: run real host processes and wait on real conditions (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 15.0, message: str = "") -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the condition may not be checkable yet
+            last_exc = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message or check}: last error {last_exc!r}")
+
+
+class HostProcess:
+    """A real subprocess whose stdout lines are collected for the test to wait on."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.stderr: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._cond = threading.Condition()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True).start()
+
+    def _pump(self, stream: Any, is_stdout: bool) -> None:
+        for line in stream:
+            with self._cond:
+                (self.lines if is_stdout else self.stderr).append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
+        """Wait for a stdout line (from index ``start``) matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._more()):
+                    raise AssertionError(
+                        f"no line matching {pattern!r}; stdout={self.lines[-20:]} "
+                        f"stderr={self.stderr[-20:]}"
+                    )
+                self._cond.wait(min(remaining, 0.5))
+
+    def _more(self) -> bool:
+        return False
+
+    def mark(self) -> int:
+        """Index to pass as ``start`` to only see lines printed after now."""
+        with self._cond:
+            return len(self.lines)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_test_host(keys: Path, *args: str, env: dict[str, str] | None = None) -> HostProcess:
+    """Start tests/hosts/app.py and wait until its agent and echo server listen."""
+    host = HostProcess([sys.executable, "-m", "tests.hosts.app", str(keys), *args], env=env)
+    host.wait_line(r"^echo: ")
+    return host
+
+
+def line_value(host: HostProcess, key: str) -> str:
+    return host.wait_line(rf"^{key}: (\S+)").group(1)
+
+
+def echo_ok(address: str) -> bool:
+    """True if the host's echo server answers: the host is still serving."""
+    hostname, port = address.rsplit(":", 1)
+    with socket.create_connection((hostname, int(port)), timeout=5) as sock:
+        sock.sendall(b"ping\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(100)
+            if not chunk:
+                break
+            data += chunk
+    return data == b"pong ping\n"

@@ -1,0 +1,205 @@
+"""The observer command, run as a real subprocess against a real host."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from tests.helpers import ROOT, wait_until
+
+
+def observer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.pop("OBSERVER_TOKEN", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "observer", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=60,
+    )
+
+
+def creds(host, role="operator"):
+    token = host.keys.operator_token if role == "operator" else host.keys.viewer_token
+    return ["--token-file", str(token), "--fingerprint", host.keys.fingerprint]
+
+
+def test_ps_json_contract(host):
+    out = observer("ps", host.address, *creds(host), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {"threads", "tasks"}
+    for row in data["threads"] + data["tasks"]:
+        assert {"id", "name", "state"} <= set(row)
+    assert all("coroutine" in t for t in data["tasks"])
+    sleeper = next(t for t in data["tasks"] if t["name"] == "sleeper-1")
+    assert sleeper["coroutine"] == "sleeper" and sleeper["state"] == "pending"
+    assert any(t["name"] == "busy-thread" for t in data["threads"])
+
+
+def test_ps_table_tree_stack_info_history(host):
+    out = observer("ps", host.address, *creds(host, "viewer"))
+    assert out.returncode == 0, out.stderr
+    assert "sleeper-1" in out.stdout and "busy-thread" in out.stdout and "pid-" in out.stdout
+    tree = observer("tree", host.address, *creds(host, "viewer"))
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    parent = next(i for i, line in enumerate(lines) if "task parent " in line)
+    child = lines[parent + 1]
+    indent = lambda s: len(s) - len(s.lstrip())  # noqa: E731
+    assert "child-of-parent" in child and indent(child) > indent(lines[parent])
+    task_id = re.search(r"\((task-\d+)\)", lines[parent]).group(1)
+    stack = observer("stack", host.address, task_id, "--locals", *creds(host, "viewer"))
+    assert stack.returncode == 0, stack.stderr
+    assert "in parent" in stack.stdout and "job = " in stack.stdout
+    info = observer("info", host.address, *creds(host, "viewer"))
+    assert info.returncode == 0 and "test-host" in info.stdout and "you are viewer" in info.stdout
+    assert "s3cr3t" not in info.stdout
+    history = observer("history", host.address, *creds(host, "viewer"), "--json")
+    assert history.returncode == 0 and "samples" in json.loads(history.stdout)
+
+
+def test_kill_takes_the_id_ps_prints(fresh_host):
+    ps = json.loads(observer("ps", fresh_host.address, *creds(fresh_host), "--json").stdout)
+    worker = next(t for t in ps["tasks"] if t["name"] == "worker")
+    mark = fresh_host.process.mark()
+    out = observer("kill", fresh_host.address, worker["id"], *creds(fresh_host))
+    assert out.returncode == 0, out.stderr
+    assert "cancelled" in out.stdout
+    fresh_host.process.wait_line("worker ended cancelled=True", start=mark)
+    child = next(c for c in ps["children"])
+    out = observer("kill", fresh_host.address, child["id"], "--signal", "KILL", *creds(fresh_host))
+    assert out.returncode == 0, out.stderr
+    fresh_host.process.wait_line("child exited code=-9", start=mark)
+    audit = observer("audit", fresh_host.address, *creds(fresh_host), "--json")
+    actions = [r["action"] for r in json.loads(audit.stdout)]
+    assert "cancel" in actions and "signal KILL" in actions
+
+
+def test_failures_exit_nonzero_with_one_line_reason(host, other_keys):
+    cases = [
+        (
+            [
+                "--token-file",
+                str(other_keys.operator_token),
+                "--fingerprint",
+                host.keys.fingerprint,
+            ],
+            "authentication",
+        ),
+        (
+            [
+                "--token-file",
+                str(host.keys.operator_token),
+                "--fingerprint",
+                other_keys.fingerprint,
+            ],
+            "fingerprint",
+        ),
+    ]
+    for options, word in cases:
+        out = observer("ps", host.address, *options)
+        assert out.returncode != 0
+        assert word in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    worker = "task-1"
+    out = observer("kill", host.address, worker, *creds(host, "viewer"))
+    assert out.returncode != 0 and "permission" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = observer("kill", host.address, "task-987654", *creds(host))
+    assert out.returncode != 0 and "no task task-987654" in out.stderr
+    out = observer("ps", "127.0.0.1:1", *creds(host))
+    assert out.returncode != 0 and "cannot connect" in out.stderr
+    out = observer("ps", host.address, "--fingerprint", host.keys.fingerprint)
+    assert out.returncode != 0 and "authentication" in out.stderr
+
+
+def test_token_from_environment(host):
+    token = host.keys.viewer_token.read_text().strip()
+    out = observer(
+        "ps",
+        host.address,
+        "--fingerprint",
+        host.keys.fingerprint.replace("sha256:", "sha256:"),
+        "--json",
+        env={"OBSERVER_TOKEN": token},
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_fingerprint_with_colons_is_accepted(host):
+    hexdigits = host.keys.fingerprint.removeprefix("sha256:")
+    colons = ":".join(hexdigits[i : i + 2] for i in range(0, 64, 2)).upper()
+    out = observer(
+        "info",
+        host.address,
+        "--token-file",
+        str(host.keys.viewer_token),
+        "--fingerprint",
+        f"sha256:{colons}",
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_keygen_prints_fingerprint_and_files(tmp_path):
+    out = observer("keygen", str(tmp_path / "k"))
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^fingerprint: sha256:[0-9a-f]{64}$", out.stdout, re.M)
+    for name in ("agent.crt", "agent.key", "viewer.token", "operator.token"):
+        assert (tmp_path / "k" / name).exists()
+    assert oct((tmp_path / "k" / "operator.token").stat().st_mode)[-3:] == "600"
+    again = observer("keygen", str(tmp_path / "k"))
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+
+def test_agent_run_embeds_agent_in_unmodified_script(tmp_path, keys):
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import asyncio\n"
+        "async def untouched():\n"
+        "    await asyncio.sleep(3600)\n"
+        "async def main():\n"
+        "    await asyncio.create_task(untouched(), name='unmodified-task')\n"
+        "asyncio.run(main())\n"
+    )
+    from tests.helpers import HostProcess
+
+    proc = HostProcess(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--bind",
+            "127.0.0.1:0",
+            "--keys",
+            str(keys.directory),
+            "--print-address",
+            "--",
+            str(script),
+        ]
+    )
+    try:
+        address = proc.wait_line(r"^agent: (\S+)").group(1)
+
+        def listed():
+            out = observer(
+                "ps",
+                address,
+                "--token-file",
+                str(keys.viewer_token),
+                "--fingerprint",
+                keys.fingerprint,
+                "--json",
+            )
+            return any(t["name"] == "unmodified-task" for t in json.loads(out.stdout)["tasks"])
+
+        wait_until(listed, message="unmodified-task listed")
+    finally:
+        proc.stop()
