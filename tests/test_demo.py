@@ -70,7 +70,6 @@ def test_killing_a_child_process_brings_a_new_one(node):
     result = node.signal(victim.pid, "TERM")
     assert result.ok
     wait_until(
-        lambda: victim.pid not in {c.pid for c in node.children()}
-        and len(node.children()) >= 2,
+        lambda: victim.pid not in {c.pid for c in node.children()} and len(node.children()) >= 2,
         message="replacement child",
     )
