@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.security import ROLES, ConfigError
+from agent.wire import split_host_port
 
 DEFAULT_BIND = "127.0.0.1:7330"
 MIN_TOKEN_LENGTH = 16
@@ -46,21 +47,10 @@ class AgentConfig:
 
 def parse_bind(bind: str) -> tuple[str, int]:
     """Split ``host:port`` / ``[v6]:port`` into parts, with a clear error."""
-    text = bind.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ConfigError(f"bind address {bind!r} must be host:port")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"bind address {bind!r} has no valid port") from None
-    if not 0 <= port <= 65535 or not host:
+    parts = split_host_port(bind)
+    if parts is None:
         raise ConfigError(f"bind address {bind!r} must be host:port with port 0-65535")
-    return host, port
+    return parts
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

@@ -138,8 +138,11 @@ class AgentCore:
     def _loops(self, tasks: list[Any] | None = None) -> list[tuple[Any, int | None]]:
         return self.tasks.loops(tasks)
 
-    def process_info(self, role: str) -> ProcessInfo:
-        loops = self._loops()
+    def process_info(
+        self, role: str, loops: list[tuple[Any, int | None]] | None = None
+    ) -> ProcessInfo:
+        if loops is None:
+            loops = self._loops()
         return collect_process(
             self.process,
             self.cpu,
@@ -209,15 +212,7 @@ class AgentCore:
         threads = collect_threads(self.process, self.agent_idents(), by_thread)
         fragments, total = collect_task_rows(self.tasks, limit=limit, match=match, tasks=all_tasks)
         del all_tasks
-        process = collect_process(
-            self.process,
-            self.cpu,
-            node=self.name,
-            role=role,
-            num_tasks=self.tasks.count_tasks(),
-            num_loops=len(loops),
-            exposed=self.exposed.describe(),
-        )
+        process = self.process_info(role, loops)
         children = self.children.collect()
         snap = Snapshot(
             process=process,

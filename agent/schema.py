@@ -339,6 +339,48 @@ def _float(data: Any) -> float:
     raise WireError(f"expected float, got {type(data).__name__}")
 
 
+def _fail(cls: type, index: int, value: Any) -> None:
+    field_name = dataclasses.fields(cls)[index].name
+    raise WireError(f"bad {cls.__name__}.{field_name}: {type(value).__name__} {value!r:.40}")
+
+
+def _record_decoder(cls: type) -> Decoder:
+    """Generate a straight-line decoder for one record type.
+
+    Primitive and optional-primitive fields are checked inline (no call per field), which
+    makes decoding 100k task rows several times faster than a generic walk.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_fail": _fail}
+    lines = [
+        "def decode(data):",
+        f"    if type(data) is not list or len(data) < {len(fields)}:",
+        f"        raise WireError('expected {len(fields)} fields for {cls.__name__}')",
+    ]
+    for i, f in enumerate(fields):
+        hint = hints[f.name]
+        v = f"v{i}"
+        lines.append(f"    {v} = data[{i}]")
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (Union, types.UnionType) and type(None) in args
+        inner = [a for a in args if a is not type(None)] if optional else [hint]
+        base = inner[0] if len(inner) == 1 else None
+        guard = f"{v} is not None and " if optional else ""
+        if base in (str, int, bool):
+            lines.append(f"    if {guard}type({v}) is not {base.__name__}: _fail(cls, {i}, {v})")
+        elif base is float:
+            lines.append(f"    if {guard}type({v}) is not float:")
+            lines.append(f"        if type({v}) is int: {v} = float({v})")
+            lines.append(f"        else: _fail(cls, {i}, {v})")
+        else:
+            env[f"d{i}"] = _decoder(hint)
+            lines.append(f"    {v} = d{i}({v})")
+    lines.append(f"    return cls({', '.join(f'v{i}' for i in range(len(fields)))})")
+    exec("\n".join(lines), env)  # generated from our own type hints only
+    return env["decode"]
+
+
 def _build_decoder(tp: Any) -> Decoder:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -368,17 +410,7 @@ def _build_decoder(tp: Any) -> Decoder:
 
         return decode_tuple
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        fields = [_decoder(hints[f.name]) for f in dataclasses.fields(tp)]
-        count = len(fields)
-        name = tp.__name__
-
-        def decode_record(data: Any) -> Any:
-            if type(data) is not list or len(data) < count:
-                raise WireError(f"expected {count} fields for {name}, got {data!r:.80}")
-            return tp(*[dec(v) for dec, v in zip(fields, data, strict=False)])
-
-        return decode_record
+        return _record_decoder(tp)
     if tp is float:
         return _float
     if tp is Any:

@@ -65,6 +65,19 @@ def recv_frame(sock: socket.socket) -> dict[str, Any]:
     return message
 
 
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """``host:port`` / ``[v6]:port`` as (host, port), or None when it is not of that form."""
+    value = text.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = value.rpartition(":")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        return None
+    return host, int(port_text)
+
+
 def cert_digest(der: bytes | None) -> bytes:
     """SHA-256 of a DER certificate, or empty bytes for a plain (loopback) link."""
     return hashlib.sha256(der).digest() if der else b""

@@ -44,6 +44,7 @@ from observer.errors import (
     ObserverError,
     remote_error,
 )
+from observer.gcpause import gc_paused
 from observer.transport import Address, open_session, parse_address
 
 T = TypeVar("T")
@@ -161,7 +162,8 @@ class Node:
         if type(payload) is not bytes:
             raise ObserverError(f"{self.address} sent a non-bytes reply to {method}")
         try:
-            envelope = decode_envelope(payload)
+            with gc_paused():
+                envelope = decode_envelope(payload)
         except WireError as exc:
             raise ObserverError(f"{self.address} sent a malformed reply: {exc}") from exc
         self.last_size = len(payload)
@@ -174,7 +176,8 @@ class Node:
     def _call(self, tp: Any, method: str, *args: Any) -> Any:
         data = self._raw(method, *args)
         try:
-            return from_wire(tp, data)
+            with gc_paused():
+                return from_wire(tp, data)
         except WireError as exc:
             raise ObserverError(f"{self.address} sent a malformed {method} reply: {exc}") from exc
 
@@ -197,11 +200,12 @@ class Node:
         """Tasks (filtered in the agent by name/coroutine substring), pending first."""
         data = self._raw("tasks", int(limit), str(match))
         try:
-            return TaskList(
-                from_wire(tuple[TaskInfo, ...], data["tasks"]),
-                int(data["total"]),
-                bool(data["truncated"]),
-            )
+            with gc_paused():
+                return TaskList(
+                    from_wire(tuple[TaskInfo, ...], data["tasks"]),
+                    int(data["total"]),
+                    bool(data["truncated"]),
+                )
         except (WireError, KeyError, TypeError, ValueError) as exc:
             raise ObserverError(f"{self.address} sent a malformed tasks reply: {exc}") from exc
 

@@ -23,6 +23,7 @@ from agent.wire import (
     parse_fingerprint,
     recv_frame,
     send_frame,
+    split_host_port,
 )
 from observer.errors import (
     AuthenticationError,
@@ -49,19 +50,10 @@ class Address:
 
 def parse_address(text: str) -> Address:
     """Parse ``host:port`` or ``[v6]:port``."""
-    value = text.strip()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, _, port_text = value.rpartition(":")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ObserverError(f"node address {text!r} must be host:port") from None
-    if not host or not 0 < port < 65536:
+    parts = split_host_port(text)
+    if parts is None or parts[1] == 0:
         raise ObserverError(f"node address {text!r} must be host:port")
-    return Address(host, port)
+    return Address(*parts)
 
 
 @dataclass(frozen=True)
