@@ -215,6 +215,10 @@ class HttpServer:
                     break
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # A cancelled connection is simply closed. Letting CancelledError out of a
+            # start_server callback makes Python 3.11's streams log a bogus traceback.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
