@@ -135,7 +135,11 @@ class Authenticator:
         except (HandshakeError, ssl.SSLError, OSError, ValueError) as exc:
             self._limiter.failed(peer_ip)
             log.warning("runtime-observer agent: rejected %s: %s", peer, exc)
+            sock.close()
             raise AuthRejected(str(exc)) from exc
+        except AuthRejected:
+            sock.close()
+            raise
         sock.settimeout(None)
         return sock, Credentials(role, peer)
 

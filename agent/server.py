@@ -57,25 +57,30 @@ class _Server(ThreadedServer):
         with contextlib.suppress(Exception):
             threading.current_thread().name = "observer-agent-conn"
         acquired = self._slots.acquire(blocking=False)
+        live = sock  # after TLS wrapping, the SSL socket owns the descriptor
         try:
             if not acquired:
                 log.warning("runtime-observer agent: too many connections, refusing one")
                 return
             try:
-                sock2, credentials = self.authenticator(sock)  # type: ignore[misc]
+                live, credentials = self.authenticator(sock)  # type: ignore[misc]
             except AuthRejected:
                 return
-            self._serve(sock2, credentials)
+            if live is not sock:  # so that close() (agent.stop) reaches this connection
+                self.clients.discard(sock)
+                self.clients.add(live)
+            self._serve(live, credentials)
         except Exception:
             log.debug("runtime-observer agent: connection ended with an error", exc_info=True)
         finally:
             if acquired:
                 self._slots.release()
-            with contextlib.suppress(Exception):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(Exception):
-                sock.close()
-            self.clients.discard(sock)
+            for s in {sock, live}:
+                with contextlib.suppress(Exception):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(Exception):
+                    s.close()
+                self.clients.discard(s)
             self._core.remove_agent_thread(ident)
 
     def _serve(self, sock: socket.socket, credentials: Any) -> None:

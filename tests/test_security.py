@@ -19,7 +19,7 @@ from agent.server import AgentServer
 from agent.version import PROTOCOL_VERSION
 from agent.wire import recv_frame, send_frame
 from observer.client import connect
-from observer.errors import AuthenticationError, CertificateError, ConnectError
+from observer.errors import AuthenticationError, CertificateError, ConnectError, NodeDown
 from tests.helpers import echo_ok, wait_until
 
 
@@ -215,3 +215,19 @@ def test_loopback_without_tls_gives_an_anonymous_viewer():
             connect(server.address, fingerprint="sha256:" + "0" * 64)
     finally:
         agent.stop()
+
+
+def test_stop_closes_connected_observers(keys):
+    tokens = {"operator": keys.operator_token.read_text().strip()}
+    server = agent.start(
+        "127.0.0.1:0", tls_cert=str(keys.cert), tls_key=str(keys.key), tokens=tokens, name="st"
+    )
+    node = connect(server.address, token=tokens["operator"], fingerprint=keys.fingerprint)
+    try:
+        assert node.process().node == "st"
+        agent.stop()
+        with pytest.raises(NodeDown):
+            node.process()
+    finally:
+        agent.stop()
+        node.close()
