@@ -39,6 +39,16 @@ def _check_id(value: Any, name: str = "id") -> str:
     return value
 
 
+def _limit(value: Any) -> int:
+    """A task-count limit, clamped to what the agent will ever send."""
+    return min(max(_check(value, int, "limit"), 0), MAX_TASK_LIMIT)
+
+
+def _label(value: Any, width: int = MAX_ID) -> str:
+    """How an argument is named in the audit log, even when it is malformed."""
+    return value[:width] if type(value) is str else "?"
+
+
 class AgentService(rpyc.Service):
     """One instance per connection; the core is shared."""
 
@@ -59,13 +69,9 @@ class AgentService(rpyc.Service):
 
     # ------------------------------------------------------------ plumbing
 
-    def _run(self, fn: Callable[[], Any], *, role: str = "viewer") -> bytes:
+    def _run(self, fn: Callable[[], Any]) -> bytes:
+        """Run a read (every authenticated role may read) with all errors contained."""
         try:
-            if ROLES.get(self._creds.role, 0) < ROLES[role]:
-                raise PermissionDenied(
-                    f"permission denied: this action needs the {role} role, "
-                    f"this connection has {self._creds.role}"
-                )
             return encode_ok(fn())
         except AgentError as exc:
             return encode_error(exc.kind, exc.message)
@@ -76,44 +82,30 @@ class AgentService(rpyc.Service):
     def _control(self, action: str, target: str, fn: Callable[[], str]) -> bytes:
         """Run a control action with role check and audit (denials are audited too)."""
         creds = self._creds
-
-        def run() -> ControlResult:
-            message = fn()
-            return ControlResult(target, action, True, message)
-
         try:
             if ROLES.get(creds.role, 0) < ROLES["operator"]:
                 raise PermissionDenied(
                     f"permission denied: {action} needs the operator role, "
                     f"this connection has {creds.role}"
                 )
-            result = run()
+            result = ControlResult(target, action, True, fn())
+            outcome, detail, reply = "ok", result.message, encode_ok(result)
         except AgentError as exc:
-            result_word = "denied" if isinstance(exc, PermissionDenied) else exc.kind
-            self.core.audit.record(
-                peer=creds.peer,
-                role=creds.role,
-                action=action,
-                target=target,
-                result=result_word,
-                detail=exc.message,
-            )
-            return encode_error(exc.kind, exc.message)
+            outcome = "denied" if isinstance(exc, PermissionDenied) else exc.kind
+            detail, reply = exc.message, encode_error(exc.kind, exc.message)
         except Exception as exc:
             log.exception("runtime-observer agent: %s failed", action)
-            self.core.audit.record(
-                peer=creds.peer, role=creds.role, action=action, target=target, result="error"
-            )
-            return encode_error("internal", f"agent error: {type(exc).__name__}")
+            outcome, detail = "error", type(exc).__name__
+            reply = encode_error("internal", f"agent error: {detail}")
         self.core.audit.record(
             peer=creds.peer,
             role=creds.role,
             action=action,
             target=target,
-            result="ok",
-            detail=result.message,
+            result=outcome,
+            detail=detail,
         )
-        return encode_ok(result)
+        return reply
 
     # ------------------------------------------------------------ reads
 
@@ -128,17 +120,15 @@ class AgentService(rpyc.Service):
 
     def exposed_tasks(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
         def run() -> Any:
-            _check(limit, int, "limit")
             _check(match, str, "match")
-            return self.core.task_rows(min(max(limit, 0), MAX_TASK_LIMIT), match)
+            return self.core.task_rows(_limit(limit), match)
 
         return self._run(run)
 
     def exposed_snapshot(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
         def run() -> Any:
-            _check(limit, int, "limit")
             _check(match, str, "match")
-            return self.core.snapshot(self._creds.role, min(max(limit, 0), MAX_TASK_LIMIT), match)
+            return self.core.snapshot(self._creds.role, _limit(limit), match)
 
         return self._run(run)
 
@@ -176,28 +166,25 @@ class AgentService(rpyc.Service):
     # ------------------------------------------------------------ control
 
     def exposed_cancel(self, task_id: str, message: str = "") -> bytes:
-        target = task_id if type(task_id) is str else "?"
         return self._control(
             "cancel",
-            target[:MAX_ID],
+            _label(task_id),
             lambda: self.core.cancel(_check_id(task_id, "task id"), _check(message, str, "msg")),
         )
 
     def exposed_raise_in(self, thread_id: str, exception: str = "SystemExit") -> bytes:
-        target = thread_id if type(thread_id) is str else "?"
         return self._control(
-            f"raise {exception if type(exception) is str else '?'}"[:80],
-            target[:MAX_ID],
+            f"raise {_label(exception, 60)}",
+            _label(thread_id),
             lambda: self.core.raise_in(
                 _check_id(thread_id, "thread id"), _check(exception, str, "exception")
             ),
         )
 
     def exposed_signal(self, pid: int, signal: str = "TERM") -> bytes:
-        target = f"pid-{pid}" if type(pid) is int else "?"
         return self._control(
-            f"signal {signal if type(signal) is str else '?'}"[:40],
-            target,
+            f"signal {_label(signal, 20)}",
+            f"pid-{pid}" if type(pid) is int else "?",
             lambda: self.core.signal(_check(pid, int, "pid"), _check(signal, str, "signal")),
         )
 
