@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
+import socket
 import sys
 import threading
 import time
@@ -23,16 +25,11 @@ from agent.collect.frames import (
 from agent.collect.history import HistoryBuffer, Sampler
 from agent.collect.lag import LagProbe
 from agent.collect.process import CpuMeter, collect_process, gc_collections
-from agent.collect.tasks import (
-    TaskRegistry,
-    awaited_tasks,
-    collect_task_rows,
-    collect_tasks,
-    task_state,
-)
+from agent.collect.tasks import TaskRegistry, awaited_tasks, collect_task_rows, task_state
 from agent.collect.threads import collect_threads, find_thread
 from agent.errors import BadRequest, NotFound
 from agent.exposed import ExposedRegistry
+from agent.redact import is_sensitive
 from agent.saferepr import safe_children
 from agent.schema import (
     AuditRecord,
@@ -46,7 +43,6 @@ from agent.schema import (
     RawJSON,
     Snapshot,
     StackInfo,
-    TaskInfo,
     ThreadInfo,
     Variable,
     to_wire,
@@ -57,6 +53,11 @@ _SNAPSHOT_TASKS = [f.name for f in dataclasses.fields(Snapshot)].index("tasks")
 DEFAULT_TASK_LIMIT = 100_000
 MAX_TASK_LIMIT = 1_000_000
 MAX_PATH = 16
+
+
+def _json_array(fragments: list[str]) -> RawJSON:
+    """Join pre-encoded row slices into one JSON array."""
+    return RawJSON("[" + ",".join(fragments) + "]")
 
 
 class AgentCore:
@@ -115,16 +116,9 @@ class AgentCore:
         with self._observers_lock:
             self._observers = max(0, self._observers - 1)
 
-    @property
-    def observers(self) -> int:
-        return self._observers
-
     # ------------------------------------------------------------ reads
 
     def hello(self, role: str) -> Hello:
-        import platform
-        import socket
-
         return Hello(
             self.name,
             self.process.pid,
@@ -135,14 +129,11 @@ class AgentCore:
             platform.python_version(),
         )
 
-    def _loops(self, tasks: list[Any] | None = None) -> list[tuple[Any, int | None]]:
-        return self.tasks.loops(tasks)
-
     def process_info(
         self, role: str, loops: list[tuple[Any, int | None]] | None = None
     ) -> ProcessInfo:
         if loops is None:
-            loops = self._loops()
+            loops = self.tasks.loops()
         return collect_process(
             self.process,
             self.cpu,
@@ -179,12 +170,9 @@ class AgentCore:
         return out
 
     def threads(self) -> list[ThreadInfo]:
-        loops = self._loops()
+        loops = self.tasks.loops()
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         return collect_threads(self.process, self.agent_idents(), by_thread)
-
-    def task_list(self, limit: int, match: str) -> tuple[list[TaskInfo], int, bool]:
-        return collect_tasks(self.tasks, limit=limit, match=match)
 
     def child_list(self) -> list[ChildInfo]:
         return self.children.collect()
@@ -192,12 +180,7 @@ class AgentCore:
     def task_rows(self, limit: int, match: str) -> dict[str, Any]:
         """Wire form of a task listing: rows pre-encoded in slices (see collect_task_rows)."""
         fragments, total = collect_task_rows(self.tasks, limit=limit, match=match)
-        taken = min(total, limit)
-        return {
-            "tasks": RawJSON("[" + ",".join(fragments) + "]"),
-            "total": total,
-            "truncated": total > taken,
-        }
+        return {"tasks": _json_array(fragments), "total": total, "truncated": total > limit}
 
     def snapshot(self, role: str, limit: int, match: str) -> list[Any]:
         """Process, threads, loops, tasks and children in one go (one round trip).
@@ -206,7 +189,7 @@ class AgentCore:
         """
         started = time.perf_counter()
         all_tasks = self.tasks.all_tasks()
-        loops = self._loops(all_tasks)
+        loops = self.tasks.loops(all_tasks)
         loop_infos = self.loop_infos(loops, all_tasks)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         threads = collect_threads(self.process, self.agent_idents(), by_thread)
@@ -225,7 +208,7 @@ class AgentCore:
             collect_seconds=time.perf_counter() - started,
         )
         wire = to_wire(snap)
-        wire[_SNAPSHOT_TASKS] = RawJSON("[" + ",".join(fragments) + "]")
+        wire[_SNAPSHOT_TASKS] = _json_array(fragments)
         return wire
 
     # ------------------------------------------------------------ stacks and locals
@@ -277,8 +260,7 @@ class AgentCore:
         if not 0 <= frame_index < len(frames):
             raise NotFound(f"{target} has no frame {frame_index} (it has {len(frames)})")
         frame = frames[frame_index]
-        info = frame_infos([frame])[0]
-        info = type(info)(frame_index, info.function, info.file, info.line, info.source)
+        info = dataclasses.replace(frame_infos([frame])[0], index=frame_index)
         if not path:
             variables, truncated = frame_variables(frame)
             return LocalsInfo(target, info, variables, truncated)
@@ -298,8 +280,6 @@ class AgentCore:
         if path[0] not in local_vars:
             raise NotFound(f"no local named {path[0]!r}")
         value = local_vars[path[0]]
-        from agent.redact import is_sensitive
-
         if is_sensitive(path[0]):
             raise NotFound(f"{path[0]!r} is redacted")
         for label in path[1:]:
@@ -322,7 +302,7 @@ class AgentCore:
 
     def sample(self) -> HistorySample:
         """One load sample; also posts lag probes to every running loop."""
-        loops = [lp for lp, _ in self._loops()]
+        loops = [lp for lp, _ in self.tasks.loops()]
         self.lag.probe(loops)
         try:
             rss = self.process.memory_info().rss

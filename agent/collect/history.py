@@ -38,10 +38,6 @@ class HistoryBuffer:
             samples = tuple(s for s in self._samples if s.time > since)
         return History(self.interval, self.capacity, samples)
 
-    def latest(self) -> HistorySample | None:
-        with self._lock:
-            return self._samples[-1] if self._samples else None
-
 
 class Sampler:
     """Daemon thread calling ``take`` on a schedule; errors are logged, never raised."""

@@ -44,15 +44,14 @@ class LagProbe:
                     self._pending.pop(loop, None)
 
     def lag(self, loop: Any) -> float | None:
-        """Last measured lag, or the age of an outstanding probe if that is larger."""
+        """Last measured lag, raised to the age of a probe still waiting to run."""
         with self._lock:
             last = self._last.get(loop)
             sent = self._pending.get(loop)
-        if sent is not None:
-            waiting = time.monotonic() - sent
-            if last is None or waiting > last:
-                return waiting if waiting > 0.05 or last is None else last
-        return last
+        if sent is None:
+            return last
+        waiting = time.monotonic() - sent
+        return waiting if last is None else max(last, waiting)
 
     def worst(self, loops: list[Any]) -> float | None:
         """The largest lag among loops, None when nothing was measured."""

@@ -18,8 +18,7 @@ import weakref
 from typing import Any
 
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
-from agent.collect.frames import chain_step
-from agent.schema import TaskInfo
+from agent.collect.frames import chain_step, code_location
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _MAX_AWAITED = 64
@@ -142,26 +141,26 @@ class TaskRegistry:
     def loops(
         self, tasks: list[Any] | None = None
     ) -> list[tuple[asyncio.AbstractEventLoop, int | None]]:
-        """Every event loop we can find, with the ident of the thread running it."""
+        """Event loops with the ident of the thread running each.
+
+        Cheap by default: loops on thread stacks, loops mid-step, and loops seen before.
+        Pass the task list (as a full snapshot has it) to also find loops that only
+        their tasks reveal, e.g. uvloop's, which has no Python frame on any stack.
+        """
         found: dict[int, tuple[asyncio.AbstractEventLoop, int | None]] = {}
         for ident, loop in _loops_on_stacks().items():
             found[id(loop)] = (loop, ident)
-        seen_loops: set[int] = set()
-        for task in self.all_tasks() if tasks is None else tasks:
+        candidates: list[Any] = []
+        for task in tasks or ():
             loop = getattr(task, "_loop", None)
-            if loop is None or id(loop) in seen_loops:
-                continue
-            seen_loops.add(id(loop))
-            if id(loop) not in found:
+            if loop is not None and id(loop) not in found:
                 found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
         current = getattr(asyncio.tasks, "_current_tasks", None)
         if isinstance(current, dict):
-            for loop in list(current):
-                if id(loop) not in found:
-                    found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
+            candidates.extend(list(current))
         with self._lock:
-            known = list(self._loops_by_id.values())
-        for loop in known:
+            candidates.extend(self._loops_by_id.values())
+        for loop in candidates:
             if id(loop) not in found and not loop.is_closed():
                 found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
         for loop, _ident in found.values():
@@ -293,7 +292,10 @@ def task_row(
     loop_ids: dict[int, str],
     state: str | None = None,
 ) -> tuple[Any, ...]:
-    """One task as a TaskInfo-ordered tuple (the wire row), built in a single pass."""
+    """One task as a TaskInfo-ordered tuple (the wire row), built in a single pass.
+
+    ``loop_ids`` is a per-scan cache of loop ids, filled as loops are met.
+    """
     task_id, first_seen = registry.task_id(task, now)
     try:
         name = str(task.get_name())
@@ -305,21 +307,18 @@ def task_row(
     except Exception:
         coroutine = ""
     location, awaited = _walk_task(task)
-    if location is not None:
-        code = location.f_code
-        function = getattr(code, "co_qualname", code.co_name)
-        file, line = code.co_filename, location.f_lineno or 0
-    else:
-        function, file, line = coroutine, "", 0
+    function, file, line = code_location(location)
     loop = getattr(task, "_loop", None)
-    loop_id = loop_ids.get(id(loop)) or (registry.loop_id(loop) if loop is not None else "")
+    loop_id = loop_ids.get(id(loop))
+    if loop_id is None:
+        loop_id = loop_ids[id(loop)] = registry.loop_id(loop) if loop is not None else ""
     awaiting = [registry.task_id(t, now)[0] for t in awaited] if awaited else _NO_TASKS
     return (
         task_id,
         name,
         state or task_state(task),
         coroutine,
-        function,
+        function or coroutine,
         file,
         line,
         loop_id,
@@ -327,14 +326,6 @@ def task_row(
         awaiting,
         id(task) in current,
     )
-
-
-def describe_task(
-    task: Any, registry: TaskRegistry, now: float, current: set[int], loop_ids: dict[int, str]
-) -> TaskInfo:
-    """A TaskInfo for one task."""
-    row = task_row(task, registry, now, current, loop_ids)
-    return TaskInfo(*row[:9], tuple(row[9]), row[10])
 
 
 def current_task_ids() -> set[int]:
@@ -353,7 +344,6 @@ def collect_task_rows(
     *,
     limit: int,
     match: str = "",
-    include_done: bool = True,
     tasks: list[Any] | None = None,
 ) -> tuple[list[str], int]:
     """Tasks as JSON-encoded slices of wire rows (pending first), and how many matched.
@@ -366,7 +356,7 @@ def collect_task_rows(
     if tasks is None:
         tasks = registry.all_tasks()
     current = current_task_ids()
-    loop_ids = {id(loop): registry.loop_id(loop) for loop, _ in registry.loops(tasks)}
+    loop_ids: dict[int, str] = {}
     needle = match.lower()
     pending: list[str] = []
     finished: list[str] = []
@@ -380,8 +370,6 @@ def collect_task_rows(
             _flush(rows_f, finished)
             time.sleep(YIELD)  # really hand the GIL over: sleep(0) rarely lets a waiter in
         state = task_state(task)
-        if not include_done and state != "pending":
-            continue
         if needle:
             try:
                 hay = f"{task.get_name()} {getattr(task.get_coro(), '__qualname__', '')}".lower()
@@ -409,13 +397,3 @@ def _flush(rows: list[tuple[Any, ...]], out: list[str]) -> None:
     if rows:
         out.append(json.dumps(rows, separators=(",", ":"), allow_nan=False)[1:-1])
         rows.clear()
-
-
-def collect_tasks(
-    registry: TaskRegistry, *, limit: int, match: str = ""
-) -> tuple[list[TaskInfo], int, bool]:
-    """TaskInfo records (for in-process users; the wire path uses collect_task_rows)."""
-    fragments, total = collect_task_rows(registry, limit=limit, match=match)
-    rows = json.loads("[" + ",".join(fragments) + "]")
-    out = [TaskInfo(*r[:9], tuple(r[9]), r[10]) for r in rows]
-    return out, total, total > len(out)
