@@ -14,6 +14,7 @@ import psutil
 
 from agent import control
 from agent.audit import AuditLog
+from agent.collect import guarded
 from agent.collect.children import ChildTracker
 from agent.collect.frames import (
     coroutine_chain,
@@ -304,19 +305,12 @@ class AgentCore:
         """One load sample; also posts lag probes to every running loop."""
         loops = [lp for lp, _ in self.tasks.loops()]
         self.lag.probe(loops)
-        try:
-            rss = self.process.memory_info().rss
-        except psutil.Error:
-            rss = 0
-        try:
-            threads = self.process.num_threads()
-        except psutil.Error:
-            threads = threading.active_count()
+        mem = guarded(self.process.memory_info, None)
         return HistorySample(
             time=time.time(),
             cpu_percent=self.cpu.percent(),
-            rss=rss,
-            threads=threads,
+            rss=mem.rss if mem else 0,
+            threads=guarded(self.process.num_threads, threading.active_count()),
             tasks=self.tasks.count_tasks(),
             loop_lag=self.lag.worst(loops),
             gc_collections=sum(gc_collections()),

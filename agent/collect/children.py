@@ -6,6 +6,7 @@ import threading
 
 import psutil
 
+from agent.collect import guarded
 from agent.registry import agent_address_of
 from agent.schema import ChildInfo
 
@@ -59,10 +60,10 @@ class ChildTracker:
                         pid=pid,
                         ppid=proc.ppid(),
                         name=proc.name(),
-                        cmdline=tuple(_safe(proc.cmdline, [])),
-                        status=str(_safe(proc.status, "unknown")),
-                        cpu_percent=_safe(proc.cpu_percent, None),
-                        rss=_safe(lambda p=proc: p.memory_info().rss, None),
+                        cmdline=tuple(guarded(proc.cmdline, [])),
+                        status=str(guarded(proc.status, "unknown")),
+                        cpu_percent=guarded(proc.cpu_percent, None),
+                        rss=guarded(lambda p=proc: p.memory_info().rss, None),
                         create_time=proc.create_time(),
                         agent=agent_address_of(pid, proc.create_time()),
                     )
@@ -70,11 +71,3 @@ class ChildTracker:
                 continue
             out.append(info)
         return out
-
-
-def _safe(call, default):  # type: ignore[no-untyped-def]
-    """Call a psutil getter, returning ``default`` on access/OS errors."""
-    try:
-        return call()
-    except (psutil.Error, OSError):
-        return default

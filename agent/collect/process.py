@@ -12,6 +12,7 @@ import time
 
 import psutil
 
+from agent.collect import guarded
 from agent.schema import ExposedInfo, ProcessInfo
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
@@ -63,36 +64,14 @@ def collect_process(
 ) -> ProcessInfo:
     """Describe the host process; every psutil probe guarded on its own."""
     with process.oneshot():
-        try:
-            ppid = process.ppid()
-        except psutil.Error:
-            ppid = os.getppid()
-        try:
-            name = process.name()
-        except psutil.Error:
-            name = ""
-        try:
-            start = process.create_time()
-        except psutil.Error:
-            start = time.time()
-        try:
-            mem = process.memory_info()
-            rss, vms = mem.rss, mem.vms
-        except psutil.Error:
-            rss = vms = 0
-        try:
-            num_threads = process.num_threads()
-        except psutil.Error:
-            num_threads = threading.active_count()
-    try:
-        num_fds: int | None = process.num_fds()
-    except (psutil.Error, AttributeError):
-        num_fds = None
-    try:
-        conns = getattr(process, "net_connections", None) or process.connections
-        num_connections: int | None = len(conns(kind="inet"))
-    except (psutil.Error, OSError):
-        num_connections = None
+        ppid = guarded(process.ppid, os.getppid())
+        name = guarded(process.name, "")
+        start = guarded(process.create_time, time.time())
+        mem = guarded(process.memory_info, None)
+        num_threads = guarded(process.num_threads, threading.active_count())
+    num_fds = guarded(process.num_fds, None)  # not on Windows
+    conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    num_connections = guarded(lambda: len(conns(kind="inet")), None)
     return ProcessInfo(
         node=node,
         pid=os.getpid(),
@@ -107,8 +86,8 @@ def collect_process(
         uptime=max(0.0, time.time() - start),
         cpu_percent=cpu.percent(),
         cpu_count=os.cpu_count() or 1,
-        rss=rss,
-        vms=vms,
+        rss=mem.rss if mem else 0,
+        vms=mem.vms if mem else 0,
         num_threads=num_threads,
         num_fds=num_fds,
         num_connections=num_connections,

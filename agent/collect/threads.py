@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import psutil
 
+from agent.collect import guarded
 from agent.collect.frames import code_location
 from agent.schema import ThreadInfo
 
@@ -38,10 +39,8 @@ def _os_thread_state(native_id: int | None) -> str:
 
 def thread_cpu_times(process: psutil.Process) -> dict[int, float]:
     """user+system seconds per native thread id (empty when the OS will not say)."""
-    try:
-        return {t.id: t.user_time + t.system_time for t in process.threads()}
-    except (psutil.Error, OSError, NotImplementedError):
-        return {}
+    threads = guarded(process.threads, [])
+    return {t.id: t.user_time + t.system_time for t in threads}
 
 
 def collect_threads(
