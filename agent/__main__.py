@@ -57,22 +57,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     import agent
-    from agent.config import read_token_file
+    from agent.config import key_dir_files, read_token_file
 
-    if args.keys:
-        os.environ["OBSERVER_AGENT_TOKEN_DIR"] = args.keys
-    tokens = None
-    if args.viewer_token_file or args.operator_token_file:
-        tokens = {}
-        if args.viewer_token_file:
-            tokens["viewer"] = read_token_file(args.viewer_token_file)
-        if args.operator_token_file:
-            tokens["operator"] = read_token_file(args.operator_token_file)
+    from_dir = key_dir_files(args.keys) if args.keys else {}
+    token_files = {
+        "viewer": args.viewer_token_file or from_dir.get("viewer"),
+        "operator": args.operator_token_file or from_dir.get("operator"),
+    }
     try:
+        tokens = None
+        if any(token_files.values()):
+            tokens = {role: read_token_file(path) for role, path in token_files.items() if path}
         server = agent.start(
             args.bind,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
+            tls_cert=args.tls_cert or from_dir.get("tls_cert"),
+            tls_key=args.tls_key or from_dir.get("tls_key"),
             tokens=tokens,
             name=args.name,
             client_cafile=args.client_ca,

@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from pathlib import Path
 
 from agent.security import ROLES, ConfigError
 from agent.wire import split_host_port
+
+log = logging.getLogger("agent")
 
 DEFAULT_BIND = "127.0.0.1:7330"
 MIN_TOKEN_LENGTH = 16
@@ -65,14 +69,25 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
         raise ConfigError(f"token in {p} is shorter than {MIN_TOKEN_LENGTH} characters")
     try:
         if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            import logging
-
-            logging.getLogger("agent").warning(
-                "runtime-observer agent: token file %s is readable by group/others", p
-            )
+            log.warning("runtime-observer agent: token file %s is readable by group/others", p)
     except OSError:
         pass
     return token
+
+
+def key_dir_files(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """What an `observer keygen` directory holds: cert/key paths and token files by role."""
+    d = Path(directory)
+    names = {"tls_cert": "agent.crt", "tls_key": "agent.key"}
+    names.update({role: f"{role}.token" for role in ROLES})
+    return {what: str(d / name) for what, name in names.items() if (d / name).exists()}
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    try:
+        return kind(env.get(name, default))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {env[name]!r}") from None
 
 
 def resolve(
@@ -87,32 +102,27 @@ def resolve(
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
-    key_dir = env.get("OBSERVER_AGENT_TOKEN_DIR")
-    if key_dir:
-        d = Path(key_dir)
-        tls_cert = tls_cert or (str(d / "agent.crt") if (d / "agent.crt").exists() else None)
-        tls_key = tls_key or (str(d / "agent.key") if (d / "agent.key").exists() else None)
+    from_dir = (
+        key_dir_files(env["OBSERVER_AGENT_TOKEN_DIR"])
+        if env.get("OBSERVER_AGENT_TOKEN_DIR")
+        else {}
+    )
     host, port = parse_bind(bind or env.get("OBSERVER_AGENT_BIND") or DEFAULT_BIND)
-    tls_cert = tls_cert or env.get("OBSERVER_AGENT_TLS_CERT") or None
-    tls_key = tls_key or env.get("OBSERVER_AGENT_TLS_KEY") or None
+    tls_cert = tls_cert or env.get("OBSERVER_AGENT_TLS_CERT") or from_dir.get("tls_cert")
+    tls_key = tls_key or env.get("OBSERVER_AGENT_TLS_KEY") or from_dir.get("tls_key")
     client_cafile = client_cafile or env.get("OBSERVER_AGENT_CLIENT_CA") or None
     if tokens is None:
-        found: dict[str, str] = {}
         files = {
             "viewer": env.get("OBSERVER_AGENT_VIEWER_TOKEN_FILE"),
             "operator": env.get("OBSERVER_AGENT_OPERATOR_TOKEN_FILE")
             or env.get("OBSERVER_AGENT_TOKEN_FILE"),
             "admin": env.get("OBSERVER_AGENT_ADMIN_TOKEN_FILE"),
         }
-        if key_dir:
-            for role in ("viewer", "operator"):
-                candidate = Path(key_dir) / f"{role}.token"
-                if not files[role] and candidate.exists():
-                    files[role] = str(candidate)
-        for role, path in files.items():
-            if path:
-                found[role] = read_token_file(path)
-        tokens = found
+        tokens = {
+            role: read_token_file(path)
+            for role in ROLES
+            if (path := files[role] or from_dir.get(role))
+        }
     clean: dict[str, str] = {}
     for role, token in dict(tokens).items():
         if role not in ROLES:
@@ -124,16 +134,8 @@ def resolve(
         raise ConfigError("each role needs its own token")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("TLS needs both a certificate and a key")
-    try:
-        idle = float(env.get("OBSERVER_AGENT_HISTORY_IDLE", "10"))
-    except ValueError:
-        raise ConfigError("OBSERVER_AGENT_HISTORY_IDLE must be a number of seconds") from None
-    try:
-        failures = int(env.get("OBSERVER_AGENT_AUTH_FAILURES", "10"))
-    except ValueError:
-        raise ConfigError("OBSERVER_AGENT_AUTH_FAILURES must be an integer") from None
-    import socket
-
+    idle = _env_number(env, "OBSERVER_AGENT_HISTORY_IDLE", 10.0, float)
+    failures = int(_env_number(env, "OBSERVER_AGENT_AUTH_FAILURES", 10, int))
     return AgentConfig(
         host=host,
         port=port,
