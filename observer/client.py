@@ -45,7 +45,7 @@ from observer.errors import (
     remote_error,
 )
 from observer.gcpause import gc_paused
-from observer.transport import Address, open_session, parse_address
+from observer.transport import Address, Session, open_session, parse_address
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
@@ -82,42 +82,22 @@ def read_token(
 class Node:
     """A connection to one agent. Thread-safe: calls are serialised on the connection."""
 
-    def __init__(
-        self,
-        address: Address,
-        *,
-        token: str | None,
-        fingerprint: str | None,
-        cafile: str | None,
-        certfile: str | None = None,
-        keyfile: str | None = None,
-        tls: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
+    def __init__(self, address: Address, session: Session, *, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
         self._lock = threading.RLock()
         self._methods: dict[str, Any] = {}
-        session = open_session(
-            address,
-            token=token,
-            fingerprint=fingerprint,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            tls=tls,
-            timeout=timeout,
-        )
         self._conn = session.conn
         self.role = session.role
         self.agent_version = session.agent_version
         self.tls = session.tls
         self.last_rtt: float | None = None
         self.last_size = 0
-        self.hello_info: Hello = self._call(Hello, "hello")
+        self._hello: Hello | None = None
 
     def __repr__(self) -> str:
-        return f"<Node {self.name!r} {self.address} role={self.role}>"
+        name = self._hello.node if self._hello else "?"  # repr never does network I/O
+        return f"<Node {name!r} {self.address} role={self.role}>"
 
     def __enter__(self) -> Node:
         return self
@@ -127,7 +107,11 @@ class Node:
 
     @property
     def name(self) -> str:
-        return self.hello_info.node
+        """The node's name (asked once, on first use: connecting costs no extra round trip)."""
+        if self._hello is None:
+            self.hello()
+        assert self._hello is not None
+        return self._hello.node
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -185,8 +169,8 @@ class Node:
 
     def hello(self) -> Hello:
         """Node name, pid, versions and the role granted to this connection."""
-        self.hello_info = self._call(Hello, "hello")
-        return self.hello_info
+        self._hello = self._call(Hello, "hello")
+        return self._hello
 
     def process(self) -> ProcessInfo:
         """The host process: identity, CPU, memory, fds, GC, exposed objects."""
@@ -295,8 +279,9 @@ def connect(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Node:
     """Connect to an agent at ``host:port``, verify it, authenticate; return a Node."""
-    return Node(
-        parse_address(address),
+    where = parse_address(address)
+    session = open_session(
+        where,
         token=read_token(token, token_file),
         fingerprint=fingerprint or os.environ.get("OBSERVER_FINGERPRINT"),
         cafile=cafile or os.environ.get("OBSERVER_CAFILE"),
@@ -305,3 +290,4 @@ def connect(
         tls=tls,
         timeout=timeout,
     )
+    return Node(where, session, timeout=timeout)
