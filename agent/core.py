@@ -249,9 +249,21 @@ class AgentCore:
             return "thread", thread.name, "alive", thread_frames(frame), (), "outermost first"
         raise BadRequest(f"{target!r} is neither a task-N nor a thread-N id")
 
-    def stack(self, target: str) -> StackInfo:
+    def stack(self, target: str, with_locals: bool = False) -> dict[str, Any]:
+        """The stack and, if asked, every frame's locals, read from the same frames.
+
+        One call, so the locals can never belong to a stack that moved on between
+        two requests (and a 200-frame thread costs one round trip, not 201).
+        """
         kind, name, state, frames, awaiting, note = self._frames_of(target)
-        return StackInfo(target, kind, str(name), state, frame_infos(frames), awaiting, note)
+        infos = frame_infos(frames)
+        stack = StackInfo(target, kind, str(name), state, infos, awaiting, note)
+        local_infos = []
+        if with_locals:
+            for info, frame in zip(infos, frames, strict=True):
+                variables, truncated = frame_variables(frame)
+                local_infos.append(LocalsInfo(target, info, variables, truncated))
+        return {"stack": stack, "locals": local_infos}
 
     def locals(self, target: str, frame_index: int, path: tuple[str, ...] = ()) -> LocalsInfo:
         """Safe locals of one frame; ``path`` walks into expandable values (labels)."""

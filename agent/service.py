@@ -135,8 +135,12 @@ class AgentService(rpyc.Service):
     def exposed_children(self) -> bytes:
         return self._run(lambda: tuple(self.core.child_list()))
 
-    def exposed_stack(self, target: str) -> bytes:
-        return self._run(lambda: self.core.stack(_check_id(target, "target")))
+    def exposed_stack(self, target: str, with_locals: bool = False) -> bytes:
+        return self._run(
+            lambda: self.core.stack(
+                _check_id(target, "target"), _check(with_locals, bool, "with_locals")
+            )
+        )
 
     def exposed_locals(self, target: str, frame: int, path: tuple = ()) -> bytes:
         def run() -> Any:

@@ -185,11 +185,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     with _connect(args) as node:
-        stack = node.stack(args.id)
-        frames_locals = []
-        if args.locals:
-            for frame in stack.frames:
-                frames_locals.append(node.locals(args.id, frame.index))
+        stack, frames_locals = node.stack_with_locals(args.id, with_locals=args.locals)
     if args.json:
         _print_json({"stack": stack, "locals": frames_locals})
         return 0

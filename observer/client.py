@@ -211,7 +211,21 @@ class Node:
 
     def stack(self, target: str) -> StackInfo:
         """Full stack of a thread, or await chain of a task (``thread-N`` / ``task-N``)."""
-        return self._call(StackInfo, "stack", str(target))
+        return self.stack_with_locals(target, with_locals=False)[0]
+
+    def stack_with_locals(
+        self, target: str, with_locals: bool = True
+    ) -> tuple[StackInfo, tuple[LocalsInfo, ...]]:
+        """A stack and every frame's locals, read together in one round trip."""
+        data = self._raw("stack", str(target), bool(with_locals))
+        try:
+            with gc_paused():
+                return (
+                    from_wire(StackInfo, data["stack"]),
+                    from_wire(tuple[LocalsInfo, ...], data["locals"]),
+                )
+        except (WireError, KeyError, TypeError) as exc:
+            raise ObserverError(f"{self.address} sent a malformed stack reply: {exc}") from exc
 
     def locals(self, target: str, frame: int = -1, path: tuple[str, ...] = ()) -> LocalsInfo:
         """Safe, redacted locals of one frame (default innermost); ``path`` expands a value."""

@@ -117,3 +117,13 @@ def test_task_filter_and_limit_are_applied_in_the_agent(operator):
     assert [t.name for t in listing.tasks] == ["sleeper-1"] and listing.total == 1
     limited = operator.task_list(limit=2)
     assert len(limited.tasks) == 2 and limited.truncated and limited.total > 2
+
+
+def test_stack_with_locals_in_one_round_trip(operator):
+    sleeper = next(t for t in operator.tasks() if t.name == "sleeper-1")
+    stack, frame_locals = operator.stack_with_locals(sleeper.id)
+    assert len(frame_locals) == len(stack.frames) >= 1
+    assert [f.index for f in stack.frames] == [lc.frame.index for lc in frame_locals]
+    first = {v.name: v for v in frame_locals[0].variables}
+    assert first["password"].redacted and first["answer"].repr == "42"
+    assert operator.stack_with_locals(sleeper.id, with_locals=False)[1] == ()
