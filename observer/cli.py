@@ -53,18 +53,9 @@ def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def _print_json(value: Any) -> None:
-    json.dump(_jsonable(value), sys.stdout, indent=1)
+    """Records become objects keyed by field name; everything else is plain JSON."""
+    json.dump(value, sys.stdout, indent=1, default=dataclasses.asdict)
     sys.stdout.write("\n")
 
 
