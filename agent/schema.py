@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import types
 import typing
 import zlib
@@ -25,7 +24,6 @@ T = TypeVar("T")
 
 MAX_PAYLOAD = 64 * 1024 * 1024  # uncompressed reply cap; larger replies are truncated
 COMPRESS_ABOVE = 64 * 1024
-_CHUNK_ROWS = 2000  # rows serialised per json.dumps call, so the GIL is released between
 
 
 class RawJSON(str):
@@ -424,32 +422,34 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
-def _dumps_sliced(obj: Any, depth: int = 0) -> str:
-    """JSON-encode, splitting long lists into slices and yielding the GIL between them.
+def _has_raw(obj: Any) -> bool:
+    """Whether pre-encoded JSON sits anywhere inside ``obj``."""
+    if isinstance(obj, RawJSON):
+        return True
+    if isinstance(obj, list):
+        return any(_has_raw(v) for v in obj)
+    if isinstance(obj, dict):
+        return any(_has_raw(v) for v in obj.values())
+    return False
 
-    ``json.dumps`` of 100k rows is one long C call that would stall the host's threads.
+
+def _encode(obj: Any) -> str:
+    """JSON text of ``obj``, splicing RawJSON in verbatim wherever it occurs.
+
+    Large row lists arrive as RawJSON (encoded in slices by the collector), so the
+    parts encoded here are small and no single json.dumps call holds the GIL long.
     """
     if isinstance(obj, RawJSON):
         return str(obj)
-    if isinstance(obj, list) and len(obj) > _CHUNK_ROWS:
-        parts = []
-        for start in range(0, len(obj), _CHUNK_ROWS):
-            parts.append(_dumps(obj[start : start + _CHUNK_ROWS])[1:-1])
-            time.sleep(0)  # let other threads (the host) run between slices
-        return "[" + ",".join(p for p in parts if p) + "]"
-    if isinstance(obj, list) and depth < 3:
-        return "[" + ",".join(_dumps_sliced(v, depth + 1) for v in obj) + "]"
-    if isinstance(obj, dict) and depth < 3:
-        return (
-            "{"
-            + ",".join(f"{_dumps(str(k))}:{_dumps_sliced(v, depth + 1)}" for k, v in obj.items())
-            + "}"
-        )
-    return _dumps(obj)
+    if not _has_raw(obj):
+        return _dumps(obj)
+    if isinstance(obj, list):
+        return "[" + ",".join(_encode(v) for v in obj) + "]"
+    return "{" + ",".join(f"{_dumps(str(k))}:{_encode(v)}" for k, v in obj.items()) + "}"
 
 
 def _pack(envelope: dict[str, Any]) -> bytes:
-    raw = _dumps_sliced(envelope).encode()
+    raw = _encode(envelope).encode()
     if len(raw) > COMPRESS_ABOVE:
         return b"Z" + zlib.compress(raw, 1)
     return b"J" + raw

@@ -113,3 +113,29 @@ def test_fingerprint_parsing(digest, prefix, colons, upper):
 def test_bad_fingerprints_are_rejected_with_value_error(text):
     with contextlib.suppress(ValueError):
         assert len(parse_fingerprint(text)) == 32
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values, json_values, st.integers(0, 5))
+def test_raw_json_is_spliced_at_any_depth(outer, inner, depth):
+    import json
+
+    raw_value, expected = schema.RawJSON(json.dumps(inner)), inner
+    for level in range(depth):
+        raw_value, expected = (
+            ([outer, raw_value], [outer, expected])
+            if level % 2
+            else (
+                {"k": raw_value, "o": outer},
+                {"k": expected, "o": outer},
+            )
+        )
+    envelope = schema.decode_envelope(schema.encode_ok(raw_value))
+    assert envelope.data == expected
