@@ -23,7 +23,7 @@ from agent.security import (
     server_context,
 )
 from agent.service import make_service
-from agent.wire import TLSSocketStream
+from agent.wire import TLSSocketStream, join_host_port
 
 log = logging.getLogger("agent")
 
@@ -149,8 +149,7 @@ class AgentServer:
 
     @property
     def address(self) -> str:
-        host = self._server.host
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return join_host_port(self._server.host, self.port)
 
     def start(self) -> None:
         self._server._listen()

@@ -78,6 +78,11 @@ def split_host_port(text: str) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of split_host_port: brackets around IPv6 hosts."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cert_digest(der: bytes | None) -> bytes:
     """SHA-256 of a DER certificate, or empty bytes for a plain (loopback) link."""
     return hashlib.sha256(der).digest() if der else b""

@@ -20,6 +20,7 @@ from agent.wire import (
     cert_digest,
     client_proof,
     decode_nonce,
+    join_host_port,
     parse_fingerprint,
     recv_frame,
     send_frame,
@@ -45,7 +46,7 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
 def parse_address(text: str) -> Address:
