@@ -145,11 +145,10 @@ class AgentCore:
             exposed=self.exposed.describe(),
         )
 
-    def loop_infos(self, loops: list[tuple[Any, int | None]], tasks: list[Any]) -> list[LoopInfo]:
-        counts: dict[int, int] = {}
-        for task in tasks:
-            loop = getattr(task, "_loop", None)
-            counts[id(loop)] = counts.get(id(loop), 0) + 1
+    def loop_infos(
+        self, loops: list[tuple[Any, int | None]], counts: dict[int, int]
+    ) -> list[LoopInfo]:
+        """LoopInfo records; ``counts`` maps id(loop) to its number of tasks."""
         names = {t.ident: t.name for t in threading.enumerate()}
         out = []
         for loop, ident in loops:
@@ -180,8 +179,12 @@ class AgentCore:
 
     def task_rows(self, limit: int, match: str) -> dict[str, Any]:
         """Wire form of a task listing: rows pre-encoded in slices (see collect_task_rows)."""
-        fragments, total = collect_task_rows(self.tasks, limit=limit, match=match)
-        return {"tasks": _json_array(fragments), "total": total, "truncated": total > limit}
+        scan = collect_task_rows(self.tasks, limit=limit, match=match)
+        return {
+            "tasks": _json_array(scan.fragments),
+            "total": scan.total,
+            "truncated": scan.total > limit,
+        }
 
     def snapshot(self, role: str, limit: int, match: str) -> list[Any]:
         """Process, threads, loops, tasks and children in one go (one round trip).
@@ -191,25 +194,24 @@ class AgentCore:
         started = time.perf_counter()
         all_tasks = self.tasks.all_tasks()
         loops = self.tasks.loops(all_tasks)
-        loop_infos = self.loop_infos(loops, all_tasks)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         threads = collect_threads(self.process, self.agent_idents(), by_thread)
-        fragments, total = collect_task_rows(self.tasks, limit=limit, match=match, tasks=all_tasks)
+        scan = collect_task_rows(self.tasks, limit=limit, match=match, tasks=all_tasks)
         del all_tasks
         process = self.process_info(role, loops)
         children = self.children.collect()
         snap = Snapshot(
             process=process,
             threads=tuple(threads),
-            loops=tuple(loop_infos),
+            loops=tuple(self.loop_infos(loops, scan.per_loop)),
             tasks=(),
             children=tuple(children),
-            tasks_total=total,
-            truncated=total > limit,
+            tasks_total=scan.total,
+            truncated=scan.total > limit,
             collect_seconds=time.perf_counter() - started,
         )
         wire = to_wire(snap)
-        wire[_SNAPSHOT_TASKS] = _json_array(fragments)
+        wire[_SNAPSHOT_TASKS] = _json_array(scan.fragments)
         return wire
 
     # ------------------------------------------------------------ stacks and locals

@@ -127,3 +127,12 @@ def test_stack_with_locals_in_one_round_trip(operator):
     first = {v.name: v for v in frame_locals[0].variables}
     assert first["password"].redacted and first["answer"].repr == "42"
     assert operator.stack_with_locals(sleeper.id, with_locals=False)[1] == ()
+
+
+def test_loops_count_their_tasks(operator):
+    snap = operator.snapshot()
+    assert not snap.truncated
+    per_loop = {lp.id: lp.num_tasks for lp in snap.loops}
+    for loop_id, count in per_loop.items():
+        assert count == sum(1 for t in snap.tasks if t.loop == loop_id)
+    assert sum(per_loop.values()) == len(snap.tasks)

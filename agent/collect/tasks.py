@@ -15,6 +15,7 @@ import threading
 import time
 import types
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
@@ -339,14 +340,24 @@ def current_task_ids() -> set[int]:
         return set()
 
 
+@dataclass
+class TaskScan:
+    """The result of one pass over every task."""
+
+    fragments: list[str]  # JSON text of wire rows, without the enclosing brackets
+    total: int  # tasks that matched the filter (before the limit)
+    per_loop: dict[int, int]  # id(loop) -> number of tasks, all tasks counted
+
+
 def collect_task_rows(
     registry: TaskRegistry,
     *,
     limit: int,
     match: str = "",
     tasks: list[Any] | None = None,
-) -> tuple[list[str], int]:
-    """Tasks as JSON-encoded slices of wire rows (pending first), and how many matched.
+) -> TaskScan:
+    """Tasks as JSON-encoded slices of wire rows (pending first), how many matched, and
+    how many tasks each loop has (counted in the same pass over every task).
 
     Rows go straight to JSON text in slices of SLICE tasks with a GIL yield between
     slices, so the host's loops keep running and no 100k-object structure survives
@@ -362,9 +373,12 @@ def collect_task_rows(
     finished: list[str] = []
     rows_p: list[tuple[Any, ...]] = []
     rows_f: list[tuple[Any, ...]] = []
+    per_loop: dict[int, int] = {}
     taken = 0
     total = 0
     for index, task in enumerate(tasks):
+        loop_key = id(getattr(task, "_loop", None))
+        per_loop[loop_key] = per_loop.get(loop_key, 0) + 1
         if index % SLICE == SLICE - 1:
             _flush(rows_p, pending)
             _flush(rows_f, finished)
@@ -388,8 +402,7 @@ def collect_task_rows(
     _flush(rows_p, pending)
     _flush(rows_f, finished)
     registry.prune(len(tasks))
-    del tasks
-    return pending + finished, total
+    return TaskScan(pending + finished, total, per_loop)
 
 
 def _flush(rows: list[tuple[Any, ...]], out: list[str]) -> None:
