@@ -68,8 +68,9 @@ class Session:
 
 
 def _client_context(
-    fingerprint: str | None, cafile: str | None, certfile: str | None, keyfile: str | None
+    cafile: str | None, certfile: str | None, keyfile: str | None
 ) -> ssl.SSLContext:
+    """TLS client context: CA verification when a CA is given, else pinning does it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cafile:
@@ -112,7 +113,7 @@ def open_session(
     try:
         binding = b""
         if tls:
-            ctx = _client_context(fingerprint, cafile, certfile, keyfile)
+            ctx = _client_context(cafile, certfile, keyfile)
             try:
                 sock = ctx.wrap_socket(raw, server_hostname=address.host)
             except ssl.SSLCertVerificationError as exc:
