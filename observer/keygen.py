@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import os
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,22 @@ class KeyMaterial:
     viewer_token: Path
     operator_token: Path
     fingerprint: str
+
+
+FILES = ("agent.crt", "agent.key", "viewer.token", "operator.token")
+
+
+def _material(directory: Path, der: bytes) -> KeyMaterial:
+    cert, key, viewer, operator = (directory / name for name in FILES)
+    return KeyMaterial(directory, cert, key, viewer, operator, format_fingerprint(der))
+
+
+def load(directory: str | os.PathLike[str]) -> KeyMaterial | None:
+    """The key material generate() wrote earlier, or None if any file is missing."""
+    out = Path(directory)
+    if not all((out / name).is_file() for name in FILES):
+        return None
+    return _material(out, ssl.PEM_cert_to_DER_cert((out / "agent.crt").read_text()))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -53,7 +70,7 @@ def generate(
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths = [out / n for n in ("agent.crt", "agent.key", "viewer.token", "operator.token")]
+    paths = [out / n for n in FILES]
     existing = [p.name for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite")
@@ -91,12 +108,4 @@ def generate(
     )
     _write_private(viewer_path, (secrets.token_urlsafe(TOKEN_BYTES) + "\n").encode())
     _write_private(operator_path, (secrets.token_urlsafe(TOKEN_BYTES) + "\n").encode())
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return KeyMaterial(
-        directory=out,
-        cert=cert_path,
-        key=key_path,
-        viewer_token=viewer_path,
-        operator_token=operator_path,
-        fingerprint=format_fingerprint(der),
-    )
+    return _material(out, cert.public_bytes(serialization.Encoding.DER))

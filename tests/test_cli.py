@@ -203,3 +203,11 @@ def test_agent_run_embeds_agent_in_unmodified_script(tmp_path, keys):
         wait_until(listed, message="unmodified-task listed")
     finally:
         proc.stop()
+
+
+def test_keygen_load_reads_back_what_generate_wrote(tmp_path):
+    from observer.keygen import generate, load
+
+    assert load(tmp_path / "none") is None
+    made = generate(tmp_path / "k")
+    assert load(tmp_path / "k") == made

@@ -11,7 +11,6 @@ import os
 import queue
 import shlex
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -23,33 +22,16 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from observer.keygen import KeyMaterial, generate, load
+
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 TAIL_LINES = 200
-KEY_FILES = ("agent.crt", "agent.key", "viewer.token", "operator.token")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class DemoError(RuntimeError):
     """The demo service could not be started (the message carries its stderr tail)."""
-
-
-@dataclass(frozen=True)
-class DemoKeys:
-    """Where the demo's key material lives and the certificate fingerprint to pin."""
-
-    directory: Path
-    fingerprint: str
-
-    @property
-    def operator_token(self) -> Path:
-        """Return the path of the operator token file."""
-        return self.directory / "operator.token"
-
-    @property
-    def viewer_token(self) -> Path:
-        """Return the path of the viewer (read-only) token file."""
-        return self.directory / "viewer.token"
 
 
 def default_keys_dir() -> Path:
@@ -58,21 +40,9 @@ def default_keys_dir() -> Path:
     return Path(base) / "runtime-observer" / "demo-keys"
 
 
-def cert_fingerprint(cert: Path) -> str:
-    """Return the pinned-fingerprint string of a PEM certificate, as the CLI expects it."""
-    from agent.wire import format_fingerprint
-
-    return format_fingerprint(ssl.PEM_cert_to_DER_cert(cert.read_text()))
-
-
-def ensure_keys(directory: Path) -> DemoKeys:
+def ensure_keys(directory: Path) -> KeyMaterial:
     """Reuse the demo keys in ``directory``, generating them when any file is missing."""
-    if all((directory / name).is_file() for name in KEY_FILES):
-        return DemoKeys(directory, cert_fingerprint(directory / "agent.crt"))
-    from observer.keygen import generate
-
-    material = generate(directory, overwrite=True)
-    return DemoKeys(directory, material.fingerprint)
+    return load(directory) or generate(directory, overwrite=True)
 
 
 def service_env() -> dict[str, str]:
@@ -232,7 +202,7 @@ def start_service(
     return demo
 
 
-def connect_help(demo: DemoProcess, keys: DemoKeys) -> str:
+def connect_help(demo: DemoProcess, keys: KeyMaterial) -> str:
     """Return the ready message with copy-pasteable CLI commands."""
     conn = (
         f"{demo.agent_address} --token-file {shlex.quote(str(keys.operator_token))}"
