@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import rpyc
 
-from agent.version import PROTOCOL_VERSION
+from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
     NONCE_BYTES,
@@ -35,7 +35,7 @@ from observer.errors import (
     VersionMismatch,
 )
 
-OBSERVER_VERSION = "0.1.0"
+OBSERVER_VERSION = AGENT_VERSION  # one distribution ships both halves
 
 
 @dataclass(frozen=True)
