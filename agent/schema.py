@@ -77,6 +77,7 @@ class ProcessInfo:
     num_loops: int
     exposed: tuple[ExposedInfo, ...]
     role: str  # the role this connection was granted
+    environ: tuple[str, ...]  # "NAME=value", sorted, secrets redacted in the agent
 
 
 @dataclass(frozen=True)

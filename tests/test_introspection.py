@@ -136,3 +136,13 @@ def test_loops_count_their_tasks(operator):
     for loop_id, count in per_loop.items():
         assert count == sum(1 for t in snap.tasks if t.loop == loop_id)
     assert sum(per_loop.values()) == len(snap.tasks)
+
+
+def test_environment_is_sent_redacted(make_host):
+    h = make_host(env={"DEMO_API_TOKEN": "tok-very-secret", "DEMO_PLAIN": "visible-value"})
+    with h.connect("viewer") as node:
+        lines = node.process().environ
+    env = dict(line.partition("=")[::2] for line in lines)
+    assert env["DEMO_PLAIN"] == "visible-value"
+    assert env["DEMO_API_TOKEN"] == REDACTED
+    assert not any("tok-very-secret" in line for line in lines)

@@ -127,6 +127,7 @@ def test_task_nested_under_awaiting_task():
             0,
             (),
             "viewer",
+            (),
         ),
         (),
         (schema.LoopInfo("loop-1", "L", None, None, True, False, 2, None),),

@@ -13,8 +13,12 @@ import time
 import psutil
 
 from agent.collect import guarded
+from agent.redact import redact_mapping
 from agent.schema import ExposedInfo, ProcessInfo
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
+
+ENV_MAX = 500  # variables sent at most
+ENV_VALUE_MAX = 2000  # characters per value
 
 
 class CpuMeter:
@@ -99,4 +103,14 @@ def collect_process(
         num_loops=num_loops,
         exposed=exposed,
         role=role,
+        environ=environ_lines(),
     )
+
+
+def environ_lines() -> tuple[str, ...]:
+    """The host's environment as sorted ``NAME=value`` lines, secrets redacted."""
+    try:
+        env = redact_mapping(os.environ)
+        return tuple(f"{k}={v[:ENV_VALUE_MAX]}" for k, v in sorted(env.items())[:ENV_MAX])
+    except Exception:
+        return ()
