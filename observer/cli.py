@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from observer.errors import ObserverError
@@ -25,7 +26,7 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     _credential_options(parser)
 
 
-def _credential_options(parser: argparse.ArgumentParser) -> None:
+def _credential_options(parser: argparse.ArgumentParser, json_output: bool = True) -> None:
     parser.add_argument("--token-file", help="file holding the token (or set OBSERVER_TOKEN)")
     parser.add_argument("--fingerprint", help="pinned agent certificate, sha256:HEX")
     parser.add_argument("--cafile", help="CA bundle to verify the agent certificate instead")
@@ -35,7 +36,8 @@ def _credential_options(parser: argparse.ArgumentParser) -> None:
         "--no-tls", action="store_true", help="plain TCP (only for agents bound to loopback)"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -321,6 +323,41 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+    """Nodes for the window: those named on the command line, else the remembered ones."""
+    from observer.nodesfile import NodeSpec, default_nodes_path, load_nodes
+
+    nodes = getattr(args, "nodes", None) or getattr(args, "node", None) or []
+    if not nodes:
+        return load_nodes(Path(args.nodes_file) if args.nodes_file else default_nodes_path())
+    return [
+        NodeSpec(
+            address=address,
+            token_file=args.token_file or "",
+            fingerprint=args.fingerprint or "",
+            cafile=args.cafile or "",
+            certfile=args.cert or "",
+            keyfile=args.key or "",
+            tls=not args.no_tls,
+            timeout=args.timeout,
+        )
+        for address in nodes
+    ]
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from observer.gui.app import run_window
+    from observer.nodesfile import default_nodes_path
+
+    return run_window(
+        gui_specs(args),
+        nodes_file=Path(args.nodes_file) if args.nodes_file else default_nodes_path(),
+        tab=args.tab,
+        screenshot=Path(args.screenshot) if args.screenshot else None,
+        after=args.after,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from observer.demo.launch import run
 
@@ -366,15 +403,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p = add("gui", cmd_gui, "open the desktop observer on nodes", node=False)
+    p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
+    _credential_options(p, json_output=False)
+    _gui_options(p)
     p = add("demo", cmd_demo, "run the demo service with the agent embedded", node=False)
     p.add_argument("--keys", help="key directory (default: user config dir)")
     p.add_argument("--no-wait", action="store_true", help="leave it running and return")
+    p.add_argument("--no-gui", action="store_true", help="print CLI commands instead of a window")
     return parser
+
+
+def _gui_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
+    parser.add_argument(
+        "--tab", choices=["system", "charts", "processes", "table"], help="tab to open on"
+    )
+    parser.add_argument("--screenshot", metavar="PNG", help="save the window as PNG and exit")
+    parser.add_argument(
+        "--after", type=float, default=1.0, help="seconds to wait after the first data"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None and not (sys.argv[1:] if argv is None else argv):
+        args = parser.parse_args(["gui"])  # plain `observer` opens the window
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -1,0 +1,91 @@
+"""Start the desktop observer: ``observer gui [NODE ...]``, plain ``observer``, ``--screenshot``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from observer.nodesfile import NodeSpec
+
+TABS = ("system", "charts", "processes", "table")
+EXIT_NO_WINDOW = 3
+
+
+def run_window(
+    specs: Sequence[NodeSpec],
+    *,
+    nodes_file: Path | None,
+    tab: str | None = None,
+    screenshot: Path | None = None,
+    after: float = 1.0,
+    timeout: float = 60.0,
+) -> int:
+    """Open the window on ``specs``; with ``screenshot``, save a PNG and exit instead."""
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if screenshot is not None and not has_display:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
+    from observer.gui.qtcheck import window_problem
+
+    problem = window_problem()
+    if problem:
+        print(f"observer: {problem}", file=sys.stderr)
+        return EXIT_NO_WINDOW
+    from PyQt6.QtWidgets import QApplication
+
+    from observer.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication(["runtime-observer"])
+    app.setApplicationName("runtime-observer")
+    window = MainWindow(nodes_file)
+    for spec in specs:
+        window.add_link(spec)
+    if tab:
+        window.show_tab(tab)
+    if screenshot is not None:
+        return save_screenshot(window, screenshot, after=after, timeout=timeout)
+    window.show()
+    return app.exec()
+
+
+def save_screenshot(window: object, path: Path, *, after: float, timeout: float) -> int:
+    """Show the window until its tab has drawn real data, wait ``after`` s, save a PNG."""
+    from PyQt6.QtCore import QEventLoop, QTimer
+
+    from observer.gui.window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    window.show()
+    tab = window.current_tab()
+    loop = QEventLoop()
+    outcome = {"data": False}
+
+    def got_data() -> None:
+        if not outcome["data"]:
+            outcome["data"] = True
+            QTimer.singleShot(int(after * 1000), loop.quit)
+
+    tab.applied.connect(got_data)
+    QTimer.singleShot(int(timeout * 1000), loop.quit)
+    deadline = time.monotonic() + timeout
+    loop.exec()
+    window.repaint()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = window.grab().save(str(path))
+    window.close()
+    if not saved:
+        print(f"observer: could not write {path}", file=sys.stderr)
+        return 1
+    if not outcome["data"]:
+        link = window.current_link()
+        why = link.error if link is not None and link.error else "no node answered"
+        waited = timeout - max(0.0, deadline - time.monotonic())
+        print(
+            f"observer: saved {path}, but no data arrived within {waited:.0f}s: {why}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"saved {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""What every tab shares: which node it shows, one request per refresh, an error banner."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from observer.client import Node
+from observer.gui.link import NodeLink, Reply
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+
+class Banner(QLabel):
+    """A plain-words message above a view: errors, staleness, hints. Hidden when empty."""
+
+    STYLES: ClassVar[dict[str, str]] = {
+        "error": "background:#ffebe9; color:#82071e; border:1px solid #ff8182;",
+        "info": "background:#ddf4ff; color:#0a3069; border:1px solid #54aeff;",
+    }
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.hide()
+
+    def say(self, text: str, level: str = "error") -> None:
+        if not text:
+            self.clear()
+            self.hide()
+            return
+        self.setStyleSheet(f"QLabel {{ {self.STYLES[level]} padding:4px 8px; }}")
+        self.setText(text)
+        self.show()
+
+
+class Tab(QWidget):
+    """A tab that refreshes from one node with one request, only while it is visible."""
+
+    key = ""
+    title = ""
+    applied = pyqtSignal()  # a reply was drawn
+    status_changed = pyqtSignal()
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window_ = window
+        self.link: NodeLink | None = None
+        self.last_applied = 0.0  # time.time() of the data shown
+        self.apply_seconds = 0.0  # GUI-thread time spent drawing the last reply
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(4, 4, 4, 4)
+        self.banner = Banner(self)
+        self.layout_.addWidget(self.banner)
+
+    # ------------------------------------------------------------ driven by the window
+
+    def set_link(self, link: NodeLink | None) -> None:
+        """Show another node (or none): forget what was shown."""
+        if link is self.link:
+            return
+        self.link = link
+        self.last_applied = 0.0
+        self.banner.say("")
+        self.clear()
+        self.status_changed.emit()
+
+    def refresh(self) -> None:
+        """Ask the node for this tab's data; the reply is drawn when it arrives."""
+        if self.link is not None:
+            self.link.request(self.key, self.job(), self._on_reply)
+
+    def _on_reply(self, reply: Reply) -> None:
+        if reply.source is not self.link:
+            return  # the user moved to another node meanwhile
+        if not reply.ok:
+            self.show_error(reply)
+            return
+        self.banner.say("")
+        started = time.perf_counter()
+        self.apply(reply.value)
+        self.apply_seconds = time.perf_counter() - started
+        self.last_applied = reply.finished
+        self.status_changed.emit()
+        self.applied.emit()
+
+    def show_error(self, reply: Reply) -> None:
+        """Keep the last data, say what failed and how old what is shown is."""
+        text = reply.error.rstrip(".") + "."
+        if self.last_applied:
+            stamp = time.strftime("%H:%M:%S", time.localtime(self.last_applied))
+            text += f" Showing data from {stamp}."
+        self.banner.say(text)
+
+    # ------------------------------------------------------------ for subclasses
+
+    def job(self) -> Callable[[Node], Any]:
+        """What to run against the node, in the link's worker thread."""
+        raise NotImplementedError
+
+    def apply(self, value: Any) -> None:
+        """Draw a reply (GUI thread): keep it cheap, the worker did the heavy lifting."""
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Forget the shown data."""
+
+    def status_text(self) -> str:
+        """Counts for the status bar."""
+        return ""
+
+    def focus_filter(self) -> None:
+        """Ctrl-F: put the cursor in this tab's filter box, if it has one."""

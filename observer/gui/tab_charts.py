@@ -1,0 +1,173 @@
+"""Load charts: CPU, RSS, threads, tasks, loop lag and GC rate over a sliding time window.
+
+Filled from the agent's history ring on connect, so a fresh window already shows the
+last minutes; afterwards each refresh asks only for samples newer than the last one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel
+
+from agent.schema import History, HistorySample
+from observer.client import Node
+from observer.format import human_bytes
+from observer.gui.tab import Tab
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+KEEP_SAMPLES = 3600  # an hour at the agent's connected rate, bounded
+WINDOWS = ((60, "1 min"), (120, "2 min"), (300, "5 min"), (600, "10 min"))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One chart: how to read a value from consecutive samples and how to print it."""
+
+    title: str
+    unit: str
+    colour: str
+    value: Callable[[HistorySample, HistorySample | None], float]
+    text: Callable[[float], str]
+
+
+def _gc_rate(s: HistorySample, prev: HistorySample | None) -> float:
+    if prev is None or s.time <= prev.time:
+        return 0.0
+    return max(0.0, (s.gc_collections - prev.gc_collections) / (s.time - prev.time))
+
+
+SERIES: tuple[Series, ...] = (
+    Series("CPU", "%", "#0969da", lambda s, p: s.cpu_percent, lambda v: f"{v:.1f}%"),
+    Series("RSS", "MiB", "#8250df", lambda s, p: s.rss / 2**20, lambda v: human_bytes(v * 2**20)),
+    Series("Threads", "", "#1a7f37", lambda s, p: float(s.threads), lambda v: f"{v:.0f}"),
+    Series("Tasks", "", "#bf3989", lambda s, p: float(s.tasks), lambda v: f"{v:,.0f}"),
+    Series(
+        "Event-loop lag",
+        "ms",
+        "#cf222e",
+        lambda s, p: (s.loop_lag or 0.0) * 1000,
+        lambda v: f"{v:.1f} ms",
+    ),
+    Series("GC collections", "/s", "#9a6700", _gc_rate, lambda v: f"{v:.1f}/s"),
+)
+
+
+class ChartsTab(Tab):
+    key = "charts"
+    title = "Load charts"
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Window:"))
+        self.window_box = QComboBox()
+        for seconds, label in WINDOWS:
+            self.window_box.addItem(label, seconds)
+        self.window_box.currentIndexChanged.connect(lambda _i: self._redraw())
+        bar.addWidget(self.window_box)
+        self.interval_label = QLabel("")
+        bar.addWidget(self.interval_label)
+        bar.addStretch(1)
+        self.layout_.addLayout(bar)
+        pg.setConfigOptions(antialias=True, background="w", foreground="#24292f")
+        self.graphs = pg.GraphicsLayoutWidget()
+        self.layout_.addWidget(self.graphs, 1)
+        self.plots: list[pg.PlotItem] = []
+        self.curves: list[pg.PlotDataItem] = []
+        for i, series in enumerate(SERIES):
+            plot = self.graphs.addPlot(
+                row=i // 2, col=i % 2, axisItems={"bottom": pg.DateAxisItem()}
+            )
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setMenuEnabled(False)
+            plot.setMouseEnabled(x=False, y=False)
+            plot.hideButtons()
+            if series.unit:
+                plot.setLabel("left", series.unit)
+            plot.getAxis("left").enableAutoSIPrefix(False)  # no "(x0.001)" on the axis
+            if self.plots:
+                plot.setXLink(self.plots[0])
+            curve = plot.plot(
+                pen=pg.mkPen(series.colour, width=2),
+                fillLevel=0,
+                brush=pg.mkBrush(series.colour + "30"),
+            )
+            self.plots.append(plot)
+            self.curves.append(curve)
+        self.samples: deque[HistorySample] = deque(maxlen=KEEP_SAMPLES)
+        self._titles()
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.window_box.currentData())
+
+    def set_window(self, seconds: int) -> None:
+        """Show the last ``seconds`` (60-600)."""
+        index = self.window_box.findData(seconds)
+        if index >= 0:
+            self.window_box.setCurrentIndex(index)
+
+    def job(self) -> Callable[[Node], Any]:
+        since = self.samples[-1].time if self.samples else 0.0
+        return lambda node: node.history(since)
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self._redraw()
+
+    def apply(self, value: History) -> None:
+        last = self.samples[-1].time if self.samples else 0.0
+        self.samples.extend(s for s in value.samples if s.time > last)
+        self.interval_label.setText(f"agent samples every {value.interval:g} s")
+        self._redraw()
+
+    def _redraw(self) -> None:
+        samples = list(self.samples)
+        if not samples:
+            for curve in self.curves:
+                curve.setData([], [])
+            self._titles()
+            return
+        end = samples[-1].time
+        start = end - self.window_seconds
+        first = next((i for i, s in enumerate(samples) if s.time >= start), len(samples))
+        first = max(0, first - 1)  # one point before the window, so the line enters it
+        shown = samples[first:]
+        xs = np.fromiter((s.time for s in shown), float, len(shown))
+        for series, curve in zip(SERIES, self.curves, strict=True):
+            ys = np.fromiter(
+                (
+                    series.value(s, samples[first + i - 1] if first + i > 0 else None)
+                    for i, s in enumerate(shown)
+                ),
+                float,
+                len(shown),
+            )
+            curve.setData(xs, ys)
+        self.plots[0].setXRange(start, end, padding=0)
+        self._titles()
+
+    def _titles(self) -> None:
+        samples = list(self.samples)
+        for series, plot in zip(SERIES, self.plots, strict=True):
+            now = ""
+            if samples:
+                prev = samples[-2] if len(samples) > 1 else None
+                now = f": {series.text(series.value(samples[-1], prev))}"
+            plot.setTitle(f"<b>{series.title}</b>{now}", size="10pt")
+
+    def point_count(self) -> int:
+        """How many points the first chart draws (for tests and the status bar)."""
+        xs, _ys = self.curves[0].getData()
+        return 0 if xs is None else len(xs)
+
+    def status_text(self) -> str:
+        return f"{len(self.samples)} samples" if self.samples else ""

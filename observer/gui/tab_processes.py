@@ -1,0 +1,171 @@
+"""Processes tab: OS process -> threads -> event loops -> tasks, children processes.
+
+Expanded rows, the selection and the scroll position survive every refresh: they are
+remembered by target id, not by Qt index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PyQt6.QtCore import QItemSelectionModel, QModelIndex
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTreeView
+
+from observer.client import Node
+from observer.gui.models import ID_ROLE, TreeModel
+from observer.gui.rows import TreeData, empty_tree, tree_items
+from observer.gui.tab import Tab
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+COLUMN_WIDTHS = (280, 60, 175, 80, 70, 60, 220)
+EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
+
+
+def filter_box(placeholder: str) -> QLineEdit:
+    """The filter line both views use (Ctrl-F focuses it)."""
+    box = QLineEdit()
+    box.setPlaceholderText(placeholder)
+    box.setClearButtonEnabled(True)
+    return box
+
+
+class ProcessesTab(Tab):
+    key = "processes"
+    title = "Processes"
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.filter = filter_box("Filter by name or function (Ctrl-F)")
+        self.filter.textChanged.connect(self._filter_changed)
+        self.model = TreeModel(self)
+        self.view = QTreeView()
+        self.view.setModel(self.model)
+        self.view.setUniformRowHeights(True)  # lets Qt lay out 100k rows lazily
+        self.view.setAlternatingRowColors(True)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.view.header()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for column, width in enumerate(COLUMN_WIDTHS):
+            self.view.setColumnWidth(column, width)
+        self.view.expanded.connect(self._on_expanded)
+        self.view.collapsed.connect(self._on_collapsed)
+        self.layout_.addWidget(self.filter)
+        self.layout_.addWidget(self.view)
+        window.install_target_view(self.view)
+        self._expanded: set[str] = set()  # ids the user (or the first view) expanded
+        self._restoring = False
+        self._first = True
+
+    def _on_expanded(self, index: QModelIndex) -> None:
+        if not self._restoring:
+            self._expanded.add(index.data(ID_ROLE))
+
+    def _on_collapsed(self, index: QModelIndex) -> None:
+        if not self._restoring:
+            self._expanded.discard(index.data(ID_ROLE))
+
+    def job(self) -> Callable[[Node], Any]:
+        return lambda node: tree_items(node.snapshot())
+
+    def clear(self) -> None:
+        self._expanded.clear()
+        self._first = True
+        self.model.set_data(empty_tree())
+
+    def apply(self, value: TreeData) -> None:
+        selected = self.selected_id()
+        scroll = self.view.verticalScrollBar().value()
+        if self._first:
+            self._expanded = first_expansion(value)
+            self._first = False
+        self.view.setUpdatesEnabled(False)
+        try:
+            self.model.set_data(value)
+            self._restore(selected)
+        finally:
+            self.view.setUpdatesEnabled(True)
+        self.view.verticalScrollBar().setValue(scroll)
+
+    def _restore(self, selected: str | None) -> None:
+        data = self.model.data_ or empty_tree()
+        self._expanded &= data.by_id.keys()  # forget rows that are gone
+        expanded = set(self._expanded)
+        if self.model.filter_text:  # show every match: expand all rows that are kept
+            expanded |= {i.id for i in data.by_id.values() if i.shown}
+        self._restoring = True
+        try:
+            for target in expanded:
+                index = self.model.index_of(target)
+                if index.isValid():
+                    self.view.setExpanded(index, True)
+        finally:
+            self._restoring = False
+        if selected:
+            index = self.model.index_of(selected)
+            if index.isValid():
+                self.view.selectionModel().setCurrentIndex(
+                    index,
+                    QItemSelectionModel.SelectionFlag.ClearAndSelect
+                    | QItemSelectionModel.SelectionFlag.Rows,
+                )
+
+    def _filter_changed(self, text: str) -> None:
+        selected = self.selected_id()
+        self.model.set_filter(text)
+        self._restore(selected)
+        self.status_changed.emit()
+
+    def selected_id(self) -> str | None:
+        index = self.view.currentIndex()
+        return index.data(ID_ROLE) if index.isValid() else None
+
+    def select(self, target: str) -> bool:
+        """Select (and reveal) the row of ``target``; False when it is not in the tree."""
+        index = self.model.index_of(target)
+        if not index.isValid():
+            return False
+        parent = index.parent()
+        while parent.isValid():
+            self.view.setExpanded(parent, True)
+            parent = parent.parent()
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+        return True
+
+    def status_text(self) -> str:
+        data = self.model.data_
+        if data is None or not data.by_id:
+            return ""
+        kinds: dict[str, int] = {}
+        for item in data.by_id.values():
+            kinds[item.kind] = kinds.get(item.kind, 0) + 1
+        text = (
+            f"{kinds.get('thread', 0)} threads, {kinds.get('task', 0):,} tasks, "
+            f"{kinds.get('child', 0)} children"
+        )
+        if self.model.filter_text:
+            text += f" · {self.model.hits:,} match “{self.model.filter_text}”"
+        return text
+
+    def focus_filter(self) -> None:
+        self.filter.setFocus()
+        self.filter.selectAll()
+
+
+def first_expansion(data: TreeData) -> set[str]:
+    """What is open the first time a node is shown: everything in a small tree, else the
+    process, the threads that run loops and the loops themselves."""
+    items = data.by_id.values()
+    if len(data.by_id) <= EXPAND_ALL_UP_TO:
+        return {item.id for item in items if item.children}
+    return {
+        item.id
+        for item in items
+        if item.kind in ("process", "loop")
+        or (item.kind == "thread" and any(c.kind == "loop" for c in item.children))
+    }

@@ -1,0 +1,98 @@
+"""Tasks & threads tab: one flat, sortable, filterable table over a virtual model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PyQt6.QtCore import QItemSelectionModel, Qt
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+
+from observer.client import Node
+from observer.gui.models import ID_ROLE, TableModel
+from observer.gui.rows import TableData, empty_table, table_rows
+from observer.gui.tab import Tab
+from observer.gui.tab_processes import COLUMN_WIDTHS, filter_box
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+
+class TableTab(Tab):
+    key = "table"
+    title = "Tasks && threads"
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.filter = filter_box("Filter by name or function (Ctrl-F)")
+        self.filter.textChanged.connect(self._filter_changed)
+        self.model = TableModel(self)
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # agent order until a click
+        self.view.setAlternatingRowColors(True)
+        self.view.setWordWrap(False)
+        self.view.setShowGrid(False)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        rows = self.view.verticalHeader()
+        rows.hide()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row measuring
+        rows.setDefaultSectionSize(self.view.fontMetrics().height() + 6)
+        header = self.view.horizontalHeader()
+        header.setStretchLastSection(True)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for column, width in enumerate(COLUMN_WIDTHS):
+            self.view.setColumnWidth(column, width)
+        self.layout_.addWidget(self.filter)
+        self.layout_.addWidget(self.view)
+        window.install_target_view(self.view)
+
+    def job(self) -> Callable[[Node], Any]:
+        return lambda node: table_rows(node.snapshot())
+
+    def clear(self) -> None:
+        self.model.set_rows(empty_table())
+
+    def apply(self, value: TableData) -> None:
+        selected = self.selected_id()
+        scroll = self.view.verticalScrollBar().value()
+        self.model.set_rows(value)
+        self._reselect(selected)
+        self.view.verticalScrollBar().setValue(scroll)
+
+    def _reselect(self, selected: str | None) -> None:
+        if not selected:
+            return
+        row = self.model.row_of(selected)
+        if row >= 0:
+            self.view.selectionModel().setCurrentIndex(
+                self.model.index(row, 0),
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+
+    def _filter_changed(self, text: str) -> None:
+        selected = self.selected_id()
+        self.model.set_filter(text)
+        self._reselect(selected)
+        self.status_changed.emit()
+
+    def selected_id(self) -> str | None:
+        index = self.view.currentIndex()
+        return index.data(ID_ROLE) if index.isValid() else None
+
+    def status_text(self) -> str:
+        rows = self.model.rows
+        if rows is None or not len(rows):
+            return ""
+        text = f"{self.model.rowCount():,} of {len(rows):,} rows"
+        total = rows.counts.get("tasks_total", 0)
+        if total > rows.counts.get("tasks", 0):
+            text += f" (agent truncated tasks: {rows.counts['tasks']:,} of {total:,})"
+        return text
+
+    def focus_filter(self) -> None:
+        self.filter.setFocus()
+        self.filter.selectAll()
