@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -45,7 +46,7 @@ class HostProcess:
             argv,
             cwd=ROOT,
             env=full_env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # hosts that read commands get them via send()
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -86,12 +87,21 @@ class HostProcess:
     def _more(self) -> bool:
         return False
 
+    def send(self, command: str) -> None:
+        """Write one command line to the host's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
     def mark(self) -> int:
         """Index to pass as ``start`` to only see lines printed after now."""
         with self._cond:
             return len(self.lines)
 
     def stop(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

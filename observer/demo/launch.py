@@ -248,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
     if no_wait:
         print(f"stop it with: kill {demo.pid}   (logs: {log_path})", flush=True)
         return 0
+    if not getattr(args, "no_gui", False):
+        code = _open_window(demo, keys)
+        if code is not None:
+            return code
     print("Ctrl-C stops it.", flush=True)
     previous = _interrupt_on_terminate()
     try:
@@ -265,6 +269,39 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     print(f"demo service exited with status {code}", file=sys.stderr)
     return 0 if code == 0 else 1
+
+
+def _open_window(demo: DemoProcess, keys: KeyMaterial) -> int | None:
+    """Show the observer window on the demo; stop the demo when it closes.
+
+    Returns None when no window can open here: the reason has been printed and the
+    caller keeps the service running for the CLI instead.
+    """
+    try:
+        from observer.gui.qtcheck import window_problem
+    except ImportError:
+        return None
+    problem = window_problem()
+    if problem:
+        print(f"observer demo: {problem}", file=sys.stderr, flush=True)
+        return None
+    from observer.gui.app import run_window
+    from observer.nodesfile import NodeSpec, default_nodes_path
+
+    spec = NodeSpec(
+        address=demo.agent_address,
+        name="demo",
+        token_file=str(keys.operator_token),
+        fingerprint=keys.fingerprint,
+    )
+    print("opening the observer window; closing it stops the demo.", flush=True)
+    try:
+        code = run_window([spec], nodes_file=default_nodes_path(), tab="processes")
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        demo.stop()
+    return code
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

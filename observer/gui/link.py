@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -70,6 +71,10 @@ class Reply:
 
 
 Callback = Callable[[Reply], None]
+
+
+class NotConnected(ObserverError):
+    """No connection right now (connect failed, or waiting out the backoff); status is set."""
 
 
 @dataclass
@@ -190,6 +195,8 @@ class NodeLink(QObject):
             self.rtt = node.last_rtt
         except RemoteError as exc:  # the node answered: it is up, the request failed
             reply.error, reply.error_type = str(exc), type(exc)
+        except NotConnected as exc:
+            reply.error, reply.error_type = str(exc), type(exc)
         except (NodeDown, NodeTimeout) as exc:
             self._lost(exc)
             reply.error, reply.error_type = str(exc), type(exc)
@@ -208,7 +215,7 @@ class NodeLink(QObject):
             return node
         wait = self._next_attempt - time.monotonic()
         if wait > 0:
-            raise NodeDown(f"{self.error or 'node is down'} (retrying in {wait:.0f}s)")
+            raise NotConnected(f"{self.error or 'node is down'} (retrying in {math.ceil(wait)}s)")
         self._set(Status.CONNECTING, "")
         try:
             node = connect(self.spec.address, **self.spec.connect_kwargs())
@@ -216,11 +223,11 @@ class NodeLink(QObject):
         except (AuthenticationError, CertificateError, VersionMismatch) as exc:
             self._schedule_retry(longer=True)
             self._set(Status.AUTH_FAILED, str(exc))
-            raise
+            raise NotConnected(str(exc)) from exc
         except ObserverError as exc:
             self._schedule_retry()
             self._set(self._down_or_dead(exc), str(exc))
-            raise NodeDown(str(exc)) from exc
+            raise NotConnected(str(exc)) from exc
         if self.pid is not None and hello.pid != self.pid:
             self.restarted = f"restarted: pid {self.pid} -> {hello.pid}"
         self.pid = hello.pid

@@ -45,6 +45,7 @@ class Tab(QWidget):
     key = ""
     title = ""
     applied = pyqtSignal()  # a reply was drawn
+    failed = pyqtSignal(str)  # a refresh failed; the banner says why
     status_changed = pyqtSignal()
 
     def __init__(self, window: MainWindow) -> None:
@@ -96,6 +97,7 @@ class Tab(QWidget):
             stamp = time.strftime("%H:%M:%S", time.localtime(self.last_applied))
             text += f" Showing data from {stamp}."
         self.banner.say(text)
+        self.failed.emit(reply.error)
 
     # ------------------------------------------------------------ for subclasses
 

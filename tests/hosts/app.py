@@ -142,8 +142,29 @@ async def main(args: argparse.Namespace) -> None:
         say(f"event: child exited code={code}")
 
     threading.Thread(target=watch_child, name="child-watcher", daemon=True).start()
+    threading.Thread(
+        target=commands, args=(server.address, tokens, keys), name="commands", daemon=True
+    ).start()
     async with echo_server:
         await echo_server.serve_forever()
+
+
+def commands(address: str, tokens: dict[str, str], keys: str) -> None:
+    """stdin commands from the test: stop the agent, start it again on the same address."""
+    for line in sys.stdin:
+        word = line.strip()
+        if word == "agent-stop":
+            agent.stop()
+            say("event: agent stopped")
+        elif word == "agent-start":
+            server = agent.start(
+                address,
+                tls_cert=f"{keys}/agent.crt",
+                tls_key=f"{keys}/agent.key",
+                tokens=tokens,
+                name="test-host",
+            )
+            say(f"event: agent started {server.address}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,425 @@
+"""The desktop observer against real agents: pytest-qt drives the real window."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QMessageBox
+
+from observer.client import connect
+from observer.demo.launch import DemoProcess, start_service
+from observer.gui.actions import VIEWER_REASON
+from observer.gui.link import NodeLink, Status
+from observer.gui.models import ID_ROLE, KIND_ROLE
+from observer.gui.rows import ID, NAME
+from observer.gui.window import MainWindow
+from observer.nodesfile import NodeSpec
+from tests.helpers import ROOT
+
+WAIT = 20_000  # ms
+
+
+@pytest.fixture(scope="module")
+def demo(keys) -> Iterator[DemoProcess]:
+    proc = start_service(keys.directory)
+    yield proc
+    proc.stop()
+
+
+def spec(address: str, keys, role: str = "operator") -> NodeSpec:
+    token = keys.operator_token if role == "operator" else keys.viewer_token
+    return NodeSpec(address=address, token_file=str(token), fingerprint=keys.fingerprint)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path) -> Iterator[MainWindow]:
+    win = MainWindow(nodes_file=tmp_path / "nodes.toml")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+
+
+def wait_up(qtbot, link: NodeLink) -> None:
+    qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+
+
+def tree_names(win: MainWindow) -> dict[str, list]:
+    """Rows of the Processes tree by name (as the model holds them)."""
+    data = win.processes.model.data_
+    out: dict[str, list] = {}
+    for item in data.by_id.values() if data else ():
+        out.setdefault(item.values[NAME], []).append(item)
+    return out
+
+
+def wait_tree(qtbot, win: MainWindow, *names: str) -> dict[str, list]:
+    qtbot.waitUntil(lambda: all(n in tree_names(win) for n in names), timeout=WAIT)
+    return tree_names(win)
+
+
+# ------------------------------------------------------------------ Processes tree
+
+
+def test_tree_shows_demo_tasks_threads_and_children(qtbot, window, demo, keys):
+    window.show_tab("processes")
+    window.add_link(spec(demo.agent_address, keys))
+    names = wait_tree(qtbot, window, "supervisor", "worker-1", "http-server", "cache-janitor")
+    kinds = {item.kind for items in names.values() for item in items}
+    assert {"process", "thread", "loop", "task", "child"} <= kinds
+    assert sum(i.kind == "child" for items in names.values() for i in items) >= 2
+    worker = names["worker-1"][0]
+    assert worker.parent is not None and worker.parent.values[NAME] == "supervisor"
+    # the worker row is really on screen: its parents are expanded the first time
+    index = window.processes.model.index_of(worker.id)
+    assert index.isValid() and window.processes.view.isExpanded(index.parent())
+    assert "tasks" in window.counts_label.text()
+
+
+def test_tree_keeps_expansion_and_selection_across_refreshes(qtbot, window, demo, keys):
+    tab = window.show_tab("processes")
+    window.add_link(spec(demo.agent_address, keys))
+    names = wait_tree(qtbot, window, "supervisor", "http-server")
+    supervisor = names["supervisor"][0].id
+    http = names["http-server"][0].id
+    view, model = tab.view, tab.model
+    view.collapse(model.index_of(supervisor))
+    view.setCurrentIndex(model.index_of(http))
+    for _ in range(2):  # two full refreshes replace the whole model
+        with qtbot.waitSignal(tab.applied, timeout=WAIT):
+            window.refresh()
+    assert not view.isExpanded(model.index_of(supervisor))
+    assert view.isExpanded(model.index_of(names["main"][0].id))
+    assert tab.selected_id() == http
+
+
+def test_tree_filter_keeps_matches_and_their_ancestors(qtbot, window, demo, keys):
+    tab = window.show_tab("processes")
+    window.add_link(spec(demo.agent_address, keys))
+    names = wait_tree(qtbot, window, "worker-2", "http-server")
+    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert tab.filter.hasFocus()
+    qtbot.keyClicks(tab.filter, "worker-2")
+    model = tab.model
+    worker = model.index_of(names["worker-2"][0].id)
+    assert worker.isValid() and tab.view.isExpanded(worker.parent())
+    assert not model.index_of(names["http-server"][0].id).isValid()
+    assert model.hits >= 1 and "match" in tab.status_text()
+    tab.filter.clear()
+    assert model.index_of(names["http-server"][0].id).isValid()
+
+
+# ------------------------------------------------------------------ table
+
+
+def visible(model, column: int) -> list[str]:
+    return [model.index(r, column).data() for r in range(model.rowCount())]
+
+
+def test_table_sorts_and_filters(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: "worker-1" in visible(tab.model, NAME), timeout=WAIT)
+    model = tab.model
+    total = model.rowCount()
+    tab.view.sortByColumn(NAME, Qt.SortOrder.AscendingOrder)  # what a header click does
+    names = visible(model, NAME)
+    assert names == sorted(names, key=str.lower)
+    tab.view.sortByColumn(ID, Qt.SortOrder.DescendingOrder)
+    ids = [(i.rpartition("-")[0], int(i.rpartition("-")[2])) for i in visible(model, ID)]
+    assert ids == sorted(ids, reverse=True)
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):  # sort order survives a refresh
+        window.refresh()
+    ids = [(i.rpartition("-")[0], int(i.rpartition("-")[2])) for i in visible(model, ID)]
+    assert ids == sorted(ids, reverse=True)
+    qtbot.keyClicks(tab.filter, "Worker")
+    rows = [
+        (model.index(r, NAME).data(), model.index(r, 6).data()) for r in range(model.rowCount())
+    ]
+    assert rows and all("worker" in f"{n} {f}".lower() for n, f in rows)
+    assert model.rowCount() < total
+    assert f"{model.rowCount()} of" in window.counts_label.text()
+
+
+# ------------------------------------------------------------------ inspect
+
+
+def test_inspect_task_shows_stack_and_lazy_locals(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: "supervisor" in visible(tab.model, NAME), timeout=WAIT)
+    row = visible(tab.model, NAME).index("supervisor")
+    tab.view.setCurrentIndex(tab.model.index(row, 0))
+    qtbot.keyClick(tab.view, Qt.Key.Key_Return)  # Enter inspects, like a double-click
+    assert len(window.inspectors) == 1
+    inspector = next(iter(window.inspectors.values()))
+    qtbot.addWidget(inspector)
+    qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
+    functions = [inspector.frames.topLevelItem(i).text(1) for i in range(3)]
+    assert any("supervise" in f for f in functions)
+    assert "supervisor" in inspector.windowTitle()
+    # the selected (innermost) frame's locals are shown; expand one that can be expanded
+    qtbot.waitUntil(lambda: inspector.variables.topLevelItemCount() > 0, timeout=WAIT)
+    inspector.frames.setCurrentItem(inspector.frames.topLevelItem(0))
+    for i in range(inspector.frames.topLevelItemCount()):
+        inspector.frames.setCurrentItem(inspector.frames.topLevelItem(i))
+        expandable = [
+            inspector.variables.topLevelItem(j)
+            for j in range(inspector.variables.topLevelItemCount())
+            if inspector.variables.topLevelItem(j).childCount() == 1
+        ]
+        if expandable:
+            break
+    assert expandable, "some frame of the supervisor has an expandable local (self)"
+    item = expandable[0]
+    item.setExpanded(True)
+    qtbot.waitUntil(lambda: item.child(0).text(0) != "loading…", timeout=WAIT)
+    assert item.childCount() >= 1 and item.child(0).text(0) != "(unavailable)"
+
+
+def test_inspect_thread_and_dead_target(qtbot, window, demo, keys):
+    window.show_tab("processes")
+    link = window.add_link(spec(demo.agent_address, keys))
+    names = wait_tree(qtbot, window, "cache-janitor")
+    inspector = window.inspect(link, names["cache-janitor"][0].id, "thread", "cache-janitor")
+    qtbot.addWidget(inspector)
+    qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
+    assert inspector.frames.topLevelItem(0).text(2)  # file:line of the innermost frame
+    gone = window.inspect(link, "task-999999999", "task", "ghost")
+    qtbot.addWidget(gone)
+    qtbot.waitUntil(lambda: gone.dead, timeout=WAIT)
+    assert gone.windowTitle().startswith("[DEAD]")
+    assert "task-999999999" in gone.banner.text()
+
+
+def test_inspect_exposed_object_from_system_tab(qtbot, window, demo, keys):
+    tab = window.show_tab("system")
+    link = window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: tab.info is not None, timeout=WAIT)
+    assert {e.name for e in tab.info.exposed} >= {"cache", "jobs", "config"}
+    inspector = window.inspect_exposed(link, "config")
+    qtbot.addWidget(inspector)
+    qtbot.waitUntil(lambda: inspector.variables.topLevelItemCount() > 0, timeout=WAIT)
+    values = {
+        inspector.variables.topLevelItem(i).text(0): inspector.variables.topLevelItem(i).text(2)
+        for i in range(inspector.variables.topLevelItemCount())
+    }
+    assert "demo-secret" not in " ".join(values.values())
+
+
+# ------------------------------------------------------------------ kill
+
+
+def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: "worker-2" in visible(tab.model, NAME), timeout=WAIT)
+    row = visible(tab.model, NAME).index("worker-2")
+    old_id = tab.model.index(row, ID).data()
+    tab.view.setFocus()
+    tab.view.setCurrentIndex(tab.model.index(row, 0))
+    qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
+    box = window.confirm_box
+    assert box is not None and old_id in box.text() and "demo" in box.text().lower()
+    with qtbot.waitSignal(window.control_done, timeout=WAIT) as done:
+        qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
+    assert done.args[0].ok, done.args[0]
+    assert old_id in window.statusBar().currentMessage()
+
+    def replaced() -> bool:
+        rows = [
+            (tab.model.index(r, ID).data(), tab.model.index(r, 3).data())
+            for r, n in enumerate(visible(tab.model, NAME))
+            if n == "worker-2"
+        ]
+        return any(i != old_id and state == "pending" for i, state in rows)
+
+    qtbot.waitUntil(replaced, timeout=WAIT)
+    with connect(
+        demo.agent_address, token_file=keys.viewer_token, fingerprint=keys.fingerprint
+    ) as node:  # in the host: the old task really was cancelled, a new worker-2 runs
+        states = {t.id: (t.name, t.state) for t in node.tasks()}
+    assert states.get(old_id, ("worker-2", "cancelled")) == ("worker-2", "cancelled")
+    assert any(v == ("worker-2", "pending") for k, v in states.items() if k != old_id)
+
+
+def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    link = window.add_link(spec(demo.agent_address, keys, role="viewer"))
+    qtbot.waitUntil(lambda: "worker-1" in visible(tab.model, NAME), timeout=WAIT)
+    assert link.role == "viewer"
+    row = visible(tab.model, NAME).index("worker-1")
+    index = tab.model.index(row, 0)
+    menu = window.row_menu(link, index.data(ID_ROLE), index.data(KIND_ROLE), "worker-1")
+    entries = {a.text(): a for a in menu.actions() if a.text()}
+    assert entries["Inspect"].isEnabled()
+    assert not entries["Cancel task"].isEnabled()
+    assert entries["Cancel task"].toolTip() == VIEWER_REASON
+    tab.view.setFocus()
+    tab.view.setCurrentIndex(index)
+    qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
+    assert window.confirm_box is None
+    assert "viewer" in window.statusBar().currentMessage()
+
+
+# ------------------------------------------------------------------ node states
+
+
+def test_agent_stop_marks_down_and_restart_brings_it_back(qtbot, window, make_host, keys):
+    host = make_host()
+    window.set_interval(1)
+    tab = window.show_tab("processes")
+    link = window.add_link(spec(host.address, keys))
+    wait_up(qtbot, link)
+    qtbot.waitUntil(lambda: tab.last_applied > 0, timeout=WAIT)
+    mark = host.process.mark()
+    host.process.send("agent-stop")
+    host.process.wait_line("agent stopped", start=mark)
+    qtbot.waitUntil(lambda: link.status is Status.DOWN, timeout=WAIT)
+    qtbot.waitUntil(lambda: tab.banner.isVisible(), timeout=WAIT)
+    assert "Showing data from" in tab.banner.text()  # the last data stays, marked stale
+    assert "stale" in window.refresh_label.text()
+    host.process.send("agent-start")
+    host.process.wait_line("agent started", start=mark)
+    window.refresh()  # Ctrl-R retries at once instead of waiting for the backoff
+    qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+    qtbot.waitUntil(lambda: not tab.banner.isVisible(), timeout=WAIT)
+    assert link.restarted == ""  # same process, same pid
+
+
+def test_exited_process_is_dead(qtbot, window, make_host, keys):
+    host = make_host()
+    window.set_interval(1)
+    link = window.add_link(spec(host.address, keys))
+    wait_up(qtbot, link)
+    host.process.stop()
+    qtbot.waitUntil(lambda: "dead" in window.node_label.text(), timeout=WAIT)
+    assert link.status is Status.DEAD
+
+
+def test_wrong_token_shows_auth_failed(qtbot, window, demo, other_keys, keys):
+    bad = NodeSpec(
+        address=demo.agent_address,
+        token_file=str(other_keys.operator_token),
+        fingerprint=keys.fingerprint,
+    )
+    link = window.add_link(bad)
+    qtbot.waitUntil(lambda: link.status is Status.AUTH_FAILED, timeout=WAIT)
+    assert "authentication" in link.error.lower()
+    item = window.nodes.item_of(link)
+    assert item is not None and "auth failed" in item.text(2)
+
+
+# ------------------------------------------------------------------ polling and charts
+
+
+def test_only_the_visible_tab_polls_and_pause_stops_it(qtbot, window, demo, keys):
+    tab = window.show_tab("processes")
+    link = window.add_link(spec(demo.agent_address, keys))
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.tick()
+    assert window.system.last_applied == 0 and window.table.last_applied == 0
+    qtbot.waitUntil(lambda: link.busy == 0, timeout=WAIT)
+    window.set_paused(True)
+    window.tick()
+    assert link.busy == 0  # nothing was asked of the node
+    assert "PAUSED" in window.refresh_label.text()
+
+
+def test_charts_are_filled_from_history(qtbot, window, demo, keys):
+    tab = window.show_tab("charts")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: tab.point_count() >= 2, timeout=WAIT)
+    before = len(tab.samples)
+    assert before >= 2  # the agent's history arrives with the first refresh
+    tab.set_window(600)
+    assert tab.window_seconds == 600
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.refresh()
+    assert len(tab.samples) >= before
+    assert "CPU" in tab.plots[0].titleLabel.text
+
+
+# ------------------------------------------------------------------ command line
+
+
+def observer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "observer", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_screenshot_command_writes_a_png_of_real_data(demo, keys, tmp_path):
+    out = tmp_path / "shot.png"
+    result = observer(
+        "gui",
+        demo.agent_address,
+        "--token-file",
+        str(keys.viewer_token),
+        "--fingerprint",
+        keys.fingerprint,
+        "--screenshot",
+        str(out),
+        "--tab",
+        "table",
+        "--after",
+        "0.2",
+    )
+    assert result.returncode == 0, result.stderr
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) >= (800, 600)
+
+
+def test_screenshot_of_unreachable_node_says_why(keys, tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = observer(
+        "gui",
+        f"127.0.0.1:{port}",
+        "--token-file",
+        str(keys.viewer_token),
+        "--fingerprint",
+        keys.fingerprint,
+        "--screenshot",
+        str(tmp_path / "x.png"),
+        "--after",
+        "0",
+    )
+    assert result.returncode != 0
+    assert "cannot connect" in result.stderr
+
+
+def test_no_display_gives_one_clear_message():
+    from observer.gui.qtcheck import window_problem
+
+    env = {"PATH": "/usr/bin:/bin"}
+    message = window_problem(env)
+    if sys.platform.startswith("linux"):
+        assert message is not None and "DISPLAY" in message and "--screenshot" in message
+    assert window_problem({"QT_QPA_PLATFORM": "offscreen"}) is None
+
+
+def test_cli_without_display_exits_with_the_message(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the DISPLAY check is specific to X11/Wayland systems")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    result = observer("gui", env=env)
+    assert result.returncode == 3
+    assert "no display" in result.stderr and "Traceback" not in result.stderr
