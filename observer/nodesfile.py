@@ -12,7 +12,6 @@ Tokens themselves never go in this file, only the path of the file that holds th
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -132,9 +131,22 @@ def dumps_nodes(specs: Iterable[NodeSpec]) -> str:
             elif isinstance(value, float):
                 text = repr(value)
             else:
-                text = json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
+                text = toml_string(value)
             out.append(f"{f.name} = {text}\n")
     return "".join(out)
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in value:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def save_nodes(path: Path, specs: Iterable[NodeSpec]) -> None:

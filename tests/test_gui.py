@@ -12,17 +12,18 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pytestqt")
 
-from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QMessageBox
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox
 
 from observer.client import connect
 from observer.demo.launch import DemoProcess, start_service
 from observer.gui.actions import VIEWER_REASON
 from observer.gui.link import NodeLink, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE
+from observer.gui.nodelist import AddNodeDialog
 from observer.gui.rows import ID, NAME
 from observer.gui.window import MainWindow
-from observer.nodesfile import NodeSpec
+from observer.nodesfile import NodeSpec, load_nodes
 from tests.helpers import ROOT
 
 WAIT = 20_000  # ms
@@ -274,6 +275,38 @@ def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
 # ------------------------------------------------------------------ node states
 
 
+def test_add_node_dialog_checks_connects_and_remembers(qtbot, window, demo, keys):
+    seen: list[str] = []
+
+    def fill() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, AddNodeDialog):
+            QTimer.singleShot(20, fill)  # not shown yet
+            return
+        ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+        dialog.address.setText("no-port-here")
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+        seen.append(dialog.error.text())
+        dialog.address.setText(demo.agent_address)
+        dialog.token_file.setText(str(keys.viewer_token) + ".missing")
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+        seen.append(dialog.error.text())
+        dialog.name.setText("demo-node")
+        dialog.token_file.setText(str(keys.viewer_token))
+        dialog.fingerprint.setText(keys.fingerprint)
+        qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, fill)
+    window.add_node()  # modal: returns when the dialog is accepted
+    assert "Address" in seen[0] and "host:port" in seen[0]
+    assert "does not exist" in seen[1]
+    (saved,) = load_nodes(window.nodes_file)
+    assert (saved.name, saved.address) == ("demo-node", demo.agent_address)
+    link = window.links[-1]
+    wait_up(qtbot, link)
+    assert window.current_link() is link and link.role == "viewer"
+
+
 def test_agent_stop_marks_down_and_restart_brings_it_back(qtbot, window, make_host, keys):
     host = make_host()
     window.set_interval(1)
@@ -420,6 +453,7 @@ def test_cli_without_display_exits_with_the_message(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("the DISPLAY check is specific to X11/Wayland systems")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
-    result = observer("gui", env=env)
-    assert result.returncode == 3
-    assert "no display" in result.stderr and "Traceback" not in result.stderr
+    for args in (["gui"], []):  # plain `observer` opens the window too
+        result = observer(*args, env=env)
+        assert result.returncode == 3, result.stderr
+        assert "no display" in result.stderr and "Traceback" not in result.stderr
