@@ -33,6 +33,23 @@ class TreeNode:
             yield from child.walk(depth + 1)
 
 
+def child_label(name: str, cmdline: tuple[str, ...] | list[str]) -> str:
+    """A child process's name that says what it runs: 'python' -> 'python -m pkg.worker 3'."""
+    if not name.lower().startswith("python") or len(cmdline) < 2:
+        return name
+    args = list(cmdline[1:])
+    while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
+        args.pop(0)  # interpreter flags such as -u or -X dev
+    if not args:
+        return name
+    if args[0] in ("-m", "-c") and len(args) > 1:
+        what = f"{args[0]} {args[1] if args[0] == '-m' else '…'}"
+        rest = args[2:]
+    else:
+        what, rest = args[0].rsplit("/", 1)[-1], args[1:]
+    return " ".join([name, what, *rest])[:80]
+
+
 def _loc(file: str, line: int) -> str:
     return f"{file}:{line}" if file else ""
 
@@ -109,7 +126,7 @@ def build_tree(snap: Snapshot) -> TreeNode:
         c.pid: TreeNode(
             "child",
             c.id,
-            c.name + (f" [agent {c.agent}]" if c.agent else ""),
+            child_label(c.name, c.cmdline) + (f" [agent {c.agent}]" if c.agent else ""),
             c.status,
             f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
             None,

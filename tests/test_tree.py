@@ -148,3 +148,15 @@ def test_task_nested_under_awaiting_task():
     loop = root.children[0]
     assert [c.name for c in loop.children] == ["parent"]
     assert [c.name for c in loop.children[0].children] == ["child"]
+
+
+def test_child_label_says_what_a_python_child_runs():
+    from observer.tree import child_label
+
+    assert child_label("python3", ("/usr/bin/python3", "-u", "-m", "pkg.worker", "3")) == (
+        "python3 -m pkg.worker 3"
+    )
+    assert child_label("python", ("python", "/srv/app/job.py", "--x")) == "python job.py --x"
+    assert child_label("python", ("python", "-c", "import time")) == "python -c …"
+    assert child_label("nginx", ("nginx", "-g", "daemon off;")) == "nginx"
+    assert child_label("python", ("python",)) == "python"

@@ -158,10 +158,9 @@ class InspectWindow(QWidget):
         dead = "[DEAD] " if self.dead else ""
         self.setWindowTitle(f"{dead}{what} {self.name or self.target} - {self.link.label}")
         state = f" · {self.stack.state}" if self.stack else ""
-        note = f"<br><i>{self.stack.note}</i>" if self.stack and self.stack.note else ""
         gone = " <span style='color:#cf222e'><b>DEAD</b></span>" if self.dead else ""
         self.header.setText(
-            f"<b>{what} {self.name}</b> ({self.target}){state}{gone} on {self.link.label}{note}"
+            f"<b>{what} {self.name}</b> ({self.target}){state}{gone} on {self.link.label}"
         )
 
     def _fill_frames(self, stack: StackInfo) -> None:

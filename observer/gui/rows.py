@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
-from observer.tree import TreeNode, build_tree
+from observer.tree import TreeNode, build_tree, child_label
 
 COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Function", "Location")
 NAME, KIND, ID, STATE, CPU, AGE, FUNCTION, LOCATION = range(len(COLUMNS))
@@ -190,7 +190,7 @@ def table_rows(snap: Snapshot) -> TableData:
     for c in snap.children:
         add(
             (
-                c.name,
+                child_label(c.name, c.cmdline),
                 "child",
                 c.id,
                 c.status,

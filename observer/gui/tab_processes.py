@@ -20,7 +20,7 @@ from observer.gui.tab import Tab
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
-COLUMN_WIDTHS = (280, 60, 175, 80, 70, 60, 220)
+COLUMN_WIDTHS = (300, 60, 170, 80, 70, 60, 220)
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
 
 
