@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from observer.nodesfile import NodeSpec
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from PyQt6.QtWidgets import QApplication
+
+log = logging.getLogger(__name__)
 
 TABS = ("system", "charts", "processes", "table")
 EXIT_NO_WINDOW = 3
@@ -38,6 +48,7 @@ def run_window(
 
     app = QApplication.instance() or QApplication(["runtime-observer"])
     app.setApplicationName("runtime-observer")
+    keep_running_on_errors()
     window = MainWindow(nodes_file)
     for spec in specs:
         window.add_link(spec)
@@ -46,7 +57,32 @@ def run_window(
     if screenshot is not None:
         return save_screenshot(window, screenshot, after=after, timeout=timeout)
     window.show()
+    quit_on_ctrl_c(app)
     return app.exec()
+
+
+def keep_running_on_errors() -> None:
+    """Log an exception that escapes a Qt slot instead of letting PyQt abort the process."""
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            from PyQt6.QtWidgets import QApplication
+
+            QApplication.quit()
+            return
+        log.error("unexpected error in the observer window", exc_info=(kind, value, tb))
+
+    sys.excepthook = hook
+
+
+def quit_on_ctrl_c(app: QApplication) -> None:
+    """Ctrl-C closes the window cleanly: Python only sees signals when it runs, so tick."""
+    from PyQt6.QtCore import QTimer
+
+    signal.signal(signal.SIGINT, lambda *_: app.quit())
+    timer = QTimer(app)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
 
 
 def save_screenshot(window: object, path: Path, *, after: float, timeout: float) -> int:

@@ -142,6 +142,8 @@ class NodeLink(QObject):
                 if callback and callback not in job.callbacks:
                     job.callbacks.append(callback)
             self._cond.notify()
+        if job is None and self.busy == 1:
+            self.changed.emit()  # now waiting: the window may show a spinner
 
     def reconnect_now(self) -> None:
         """Forget the backoff so the next job connects at once (Ctrl-R on a down node)."""
