@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from PyQt6.QtCore import pyqtSignal
-from PyQt6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PyQt6.QtCore import QItemSelectionModel, QModelIndex, pyqtSignal
+from PyQt6.QtWidgets import QAbstractItemView, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from observer.client import Node
 from observer.gui.link import NodeLink, Reply
+from observer.gui.models import ID_ROLE
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
@@ -118,3 +119,54 @@ class Tab(QWidget):
 
     def focus_filter(self) -> None:
         """Ctrl-F: put the cursor in this tab's filter box, if it has one."""
+
+
+COLUMN_WIDTHS = (300, 60, 170, 80, 70, 60, 220)
+
+
+class RowsTab(Tab):
+    """A tab showing rows of targets in a view with a filter box (Ctrl-F).
+
+    The selection is remembered by target id, so it survives the model being replaced.
+    """
+
+    view: QAbstractItemView
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter by name or function (Ctrl-F)")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self._filter_changed)
+        self.layout_.addWidget(self.filter)
+
+    def _filter_changed(self, text: str) -> None:
+        selected = self.selected_id()
+        self.set_filter(text)
+        self.restore(selected)
+        self.status_changed.emit()
+
+    def set_filter(self, text: str) -> None:
+        """Apply the filter text to the model."""
+        raise NotImplementedError
+
+    def restore(self, selected: str | None) -> None:
+        """Bring back the view state (at least the selected row) after the model changed."""
+        raise NotImplementedError
+
+    def selected_id(self) -> str | None:
+        index = self.view.currentIndex()
+        return index.data(ID_ROLE) if index.isValid() else None
+
+    def make_current(self, index: QModelIndex) -> None:
+        """Select the row of ``index`` without scrolling to it."""
+        if index.isValid():
+            self.view.selectionModel().setCurrentIndex(
+                index,
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+
+    def focus_filter(self) -> None:
+        self.filter.setFocus()
+        self.filter.selectAll()

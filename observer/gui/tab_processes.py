@@ -9,37 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QItemSelectionModel, QModelIndex
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTreeView
+from PyQt6.QtCore import QModelIndex
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTreeView
 
 from observer.client import Node
 from observer.gui.models import ID_ROLE, TreeModel
 from observer.gui.rows import TreeData, empty_tree, tree_items
-from observer.gui.tab import Tab
+from observer.gui.tab import COLUMN_WIDTHS, RowsTab
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
-COLUMN_WIDTHS = (300, 60, 170, 80, 70, 60, 220)
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
 
 
-def filter_box(placeholder: str) -> QLineEdit:
-    """The filter line both views use (Ctrl-F focuses it)."""
-    box = QLineEdit()
-    box.setPlaceholderText(placeholder)
-    box.setClearButtonEnabled(True)
-    return box
-
-
-class ProcessesTab(Tab):
+class ProcessesTab(RowsTab):
     key = "processes"
     title = "Processes"
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
-        self.filter = filter_box("Filter by name or function (Ctrl-F)")
-        self.filter.textChanged.connect(self._filter_changed)
         self.model = TreeModel(self)
         self.view = QTreeView()
         self.view.setModel(self.model)
@@ -54,7 +43,6 @@ class ProcessesTab(Tab):
             self.view.setColumnWidth(column, width)
         self.view.expanded.connect(self._on_expanded)
         self.view.collapsed.connect(self._on_collapsed)
-        self.layout_.addWidget(self.filter)
         self.layout_.addWidget(self.view)
         window.install_target_view(self.view)
         self._expanded: set[str] = set()  # ids the user (or the first view) expanded
@@ -86,12 +74,12 @@ class ProcessesTab(Tab):
         self.view.setUpdatesEnabled(False)
         try:
             self.model.set_data(value)
-            self._restore(selected)
+            self.restore(selected)
         finally:
             self.view.setUpdatesEnabled(True)
         self.view.verticalScrollBar().setValue(scroll)
 
-    def _restore(self, selected: str | None) -> None:
+    def restore(self, selected: str | None) -> None:
         data = self.model.data_ or empty_tree()
         self._expanded &= data.by_id.keys()  # forget rows that are gone
         expanded = set(self._expanded)
@@ -106,36 +94,10 @@ class ProcessesTab(Tab):
         finally:
             self._restoring = False
         if selected:
-            index = self.model.index_of(selected)
-            if index.isValid():
-                self.view.selectionModel().setCurrentIndex(
-                    index,
-                    QItemSelectionModel.SelectionFlag.ClearAndSelect
-                    | QItemSelectionModel.SelectionFlag.Rows,
-                )
+            self.make_current(self.model.index_of(selected))
 
-    def _filter_changed(self, text: str) -> None:
-        selected = self.selected_id()
+    def set_filter(self, text: str) -> None:
         self.model.set_filter(text)
-        self._restore(selected)
-        self.status_changed.emit()
-
-    def selected_id(self) -> str | None:
-        index = self.view.currentIndex()
-        return index.data(ID_ROLE) if index.isValid() else None
-
-    def select(self, target: str) -> bool:
-        """Select (and reveal) the row of ``target``; False when it is not in the tree."""
-        index = self.model.index_of(target)
-        if not index.isValid():
-            return False
-        parent = index.parent()
-        while parent.isValid():
-            self.view.setExpanded(parent, True)
-            parent = parent.parent()
-        self.view.setCurrentIndex(index)
-        self.view.scrollTo(index)
-        return True
 
     def status_text(self) -> str:
         data = self.model.data_
@@ -151,10 +113,6 @@ class ProcessesTab(Tab):
         if self.model.filter_text:
             text += f" · {self.model.hits:,} match “{self.model.filter_text}”"
         return text
-
-    def focus_filter(self) -> None:
-        self.filter.setFocus()
-        self.filter.selectAll()
 
 
 def first_expansion(data: TreeData) -> set[str]:

@@ -5,27 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QItemSelectionModel, Qt
+from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from observer.client import Node
-from observer.gui.models import ID_ROLE, TableModel
+from observer.gui.models import TableModel
 from observer.gui.rows import TableData, empty_table, table_rows
-from observer.gui.tab import Tab
-from observer.gui.tab_processes import COLUMN_WIDTHS, filter_box
+from observer.gui.tab import COLUMN_WIDTHS, RowsTab
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
 
-class TableTab(Tab):
+class TableTab(RowsTab):
     key = "table"
     title = "Tasks && threads"
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
-        self.filter = filter_box("Filter by name or function (Ctrl-F)")
-        self.filter.textChanged.connect(self._filter_changed)
         self.model = TableModel(self)
         self.view = QTableView()
         self.view.setModel(self.model)
@@ -45,7 +42,6 @@ class TableTab(Tab):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         for column, width in enumerate(COLUMN_WIDTHS):
             self.view.setColumnWidth(column, width)
-        self.layout_.addWidget(self.filter)
         self.layout_.addWidget(self.view)
         window.install_target_view(self.view)
 
@@ -59,29 +55,16 @@ class TableTab(Tab):
         selected = self.selected_id()
         scroll = self.view.verticalScrollBar().value()
         self.model.set_rows(value)
-        self._reselect(selected)
+        self.restore(selected)
         self.view.verticalScrollBar().setValue(scroll)
 
-    def _reselect(self, selected: str | None) -> None:
-        if not selected:
-            return
-        row = self.model.row_of(selected)
+    def restore(self, selected: str | None) -> None:
+        row = self.model.row_of(selected) if selected else -1
         if row >= 0:
-            self.view.selectionModel().setCurrentIndex(
-                self.model.index(row, 0),
-                QItemSelectionModel.SelectionFlag.ClearAndSelect
-                | QItemSelectionModel.SelectionFlag.Rows,
-            )
+            self.make_current(self.model.index(row, 0))
 
-    def _filter_changed(self, text: str) -> None:
-        selected = self.selected_id()
+    def set_filter(self, text: str) -> None:
         self.model.set_filter(text)
-        self._reselect(selected)
-        self.status_changed.emit()
-
-    def selected_id(self) -> str | None:
-        index = self.view.currentIndex()
-        return index.data(ID_ROLE) if index.isValid() else None
 
     def status_text(self) -> str:
         rows = self.model.rows
@@ -92,7 +75,3 @@ class TableTab(Tab):
         if total > rows.counts.get("tasks", 0):
             text += f" (agent truncated tasks: {rows.counts['tasks']:,} of {total:,})"
         return text
-
-    def focus_filter(self) -> None:
-        self.filter.setFocus()
-        self.filter.selectAll()
