@@ -15,6 +15,7 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox
 
+from bench.delayproxy import DelayProxy
 from observer.client import connect
 from observer.demo.launch import DemoProcess, start_service
 from observer.gui.actions import VIEWER_REASON
@@ -59,7 +60,7 @@ def tree_names(win: MainWindow) -> dict[str, list]:
     data = win.processes.model.data_
     out: dict[str, list] = {}
     for item in data.by_id.values() if data else ():
-        out.setdefault(item.values[NAME], []).append(item)
+        out.setdefault(data.row_values(item)[NAME], []).append(item)
     return out
 
 
@@ -79,7 +80,8 @@ def test_tree_shows_demo_tasks_threads_and_children(qtbot, window, demo, keys):
     assert {"process", "thread", "loop", "task", "child"} <= kinds
     assert sum(i.kind == "child" for items in names.values() for i in items) >= 2
     worker = names["worker-1"][0]
-    assert worker.parent is not None and worker.parent.values[NAME] == "supervisor"
+    data = window.processes.model.data_
+    assert worker.parent is not None and data.row_values(worker.parent)[NAME] == "supervisor"
     # the worker row is really on screen: its parents are expanded the first time
     index = window.processes.model.index_of(worker.id)
     assert index.isValid() and window.processes.view.isExpanded(index.parent())
@@ -350,6 +352,22 @@ def test_wrong_token_shows_auth_failed(qtbot, window, demo, other_keys, keys):
     assert "authentication" in link.error.lower()
     item = window.nodes.item_of(link)
     assert item is not None and "auth failed" in item.text(2)
+
+
+def test_slow_link_shows_a_spinner_and_a_dropped_link_recovers(qtbot, window, demo, keys):
+    host, port = demo.agent_address.rsplit(":", 1)
+    with DelayProxy(host, int(port), delay=0.3) as proxy:
+        tab = window.show_tab("system")
+        link = window.add_link(spec(proxy.address, keys))
+        qtbot.waitUntil(lambda: tab.last_applied > 0, timeout=WAIT)
+        window.refresh()
+        qtbot.waitUntil(lambda: window.spinner.text() != "", timeout=WAIT)  # waiting, not frozen
+        qtbot.waitUntil(lambda: link.busy == 0 and window.spinner.text() == "", timeout=WAIT)
+        proxy.cut()  # the link drops: the next refresh fails, the one after reconnects
+        qtbot.waitUntil(lambda: link.status is Status.DOWN, timeout=WAIT)
+        assert tab.info is not None  # the last data is still shown
+        window.refresh()
+        qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
 
 
 # ------------------------------------------------------------------ polling and charts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import logging
 import math
 import threading
@@ -34,6 +35,7 @@ from observer.errors import (
     RemoteError,
     VersionMismatch,
 )
+from observer.gcpause import gc_paused
 from observer.nodesfile import NodeSpec
 
 log = logging.getLogger(__name__)
@@ -192,7 +194,9 @@ class NodeLink(QObject):
         reply = Reply(job.key)
         try:
             node = self._ensure_connected()
-            reply.value = job.fn(node)
+            with gc_paused():  # decoding and row building make ~1M objects: no GC passes
+                reply.value = job.fn(node)
+                gc.freeze()  # and none later over them: they are freed by refcount
             reply.rtt = node.last_rtt
             self.rtt = node.last_rtt
         except RemoteError as exc:  # the node answered: it is up, the request failed

@@ -12,7 +12,17 @@ from typing import Any
 from PyQt6.QtCore import QAbstractItemModel, QAbstractTableModel, QModelIndex, QObject, Qt
 from PyQt6.QtGui import QColor, QFont
 
-from observer.gui.rows import COLUMNS, KIND, TableData, TreeData, apply_filter
+from observer.gui.disposal import dispose
+from observer.gui.rows import (
+    COLUMNS,
+    KIND,
+    Item,
+    TableData,
+    TreeData,
+    apply_filter,
+    copy_values,
+    same_shape,
+)
 
 DISPLAY = Qt.ItemDataRole.DisplayRole
 TOOLTIP = Qt.ItemDataRole.ToolTipRole
@@ -48,12 +58,42 @@ class TreeModel(QAbstractItemModel):
         self.filter_text = ""
         self.hits = 0
 
-    def set_data(self, data: TreeData) -> None:
-        """Replace the whole tree (the view restores expansion and selection by id)."""
+    def set_data(self, data: TreeData) -> bool:
+        """Show a new tree; True when the model was reset (the view must restore its state).
+
+        A refresh that changed only values (the usual case) is copied into the rows the
+        view already holds, so Qt does not lay out 100k rows again.
+        """
+        old = self.data_
+        if old is not None and not self.filter_text and same_shape(old, data):
+            stale = (old.values, old.search)  # freed off the GUI thread, like the rest
+            copy_values(old, data)
+            dispose(data)
+            dispose(stale)
+            self._values_changed(old.root)
+            return False
         self.beginResetModel()
         self.data_ = data
         self.hits = apply_filter(data, self.filter_text)
         self.endResetModel()
+        dispose(old)
+        return True
+
+    def _values_changed(self, root: Item) -> None:
+        last = len(COLUMNS) - 1
+        stack = [(root, _NO_PARENT)]
+        while stack:
+            item, index = stack.pop()
+            if not item.shown:
+                continue
+            self.dataChanged.emit(
+                self.index(0, 0, index), self.index(len(item.shown) - 1, last, index)
+            )
+            stack.extend(
+                (child, self.createIndex(child.row, 0, child))
+                for child in item.shown
+                if child.shown
+            )
 
     def set_filter(self, text: str) -> None:
         self.beginResetModel()
@@ -109,18 +149,19 @@ class TreeModel(QAbstractItemModel):
         if not index.isValid():
             return None
         item = index.internalPointer()
+        values = self.data_.values[item.pos]  # type: ignore[union-attr]
         if role == DISPLAY:
-            return item.values[index.column()]
+            return values[index.column()]
         if role == ID_ROLE:
             return item.id
         if role == KIND_ROLE:
             return item.kind
         if role == NAME_ROLE:
-            return item.values[0]
+            return values[0]
         if role == TOOLTIP and index.column() >= 6:
-            return item.values[index.column()] or None
+            return values[index.column()] or None
         if role == FOREGROUND and index.column() == 3:
-            return _STATE_COLOURS.get(item.values[3])
+            return _STATE_COLOURS.get(values[3])
         if role == FONT and index.column() == 0 and item.kind in ("process", "loop"):
             return _BOLD
         return None
@@ -141,10 +182,12 @@ class TableModel(QAbstractTableModel):
         self.filter_text = ""
 
     def set_rows(self, rows: TableData) -> None:
+        old = self.rows
         self.beginResetModel()
         self.rows = rows
         self.order = self._ordered()
         self.endResetModel()
+        dispose(old)
 
     def set_filter(self, text: str) -> None:
         self.beginResetModel()

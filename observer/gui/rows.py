@@ -6,7 +6,7 @@ models only index into them, so ``data()`` never computes or does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
@@ -28,43 +28,91 @@ def _location(file: str, line: int) -> str:
 
 
 class Item:
-    """One row of the Processes tree; ``shown`` are the children the current filter keeps."""
+    """One row of the Processes tree; ``shown`` are the children the current filter keeps.
 
-    __slots__ = ("children", "id", "kind", "parent", "row", "search", "shown", "values")
+    Its text lives in ``TreeData.values[pos]``, not here: a refresh that changes only
+    values then replaces one list instead of touching 100k rows on the GUI thread.
+    """
 
-    def __init__(self, values: tuple[str, ...], parent: Item | None) -> None:
-        self.values = values
-        self.id = values[ID]
-        self.kind = values[KIND]
+    __slots__ = ("children", "id", "kind", "parent", "pos", "row", "shown")
+
+    def __init__(self, target: str, kind: str, parent: Item | None, pos: int) -> None:
+        self.id = target
+        self.kind = kind
         self.parent = parent
+        self.pos = pos
         self.row = 0
         self.children: list[Item] = []
         self.shown: list[Item] = self.children
-        self.search = f"{values[NAME]}\n{values[FUNCTION]}".lower()
 
 
 @dataclass
 class TreeData:
-    """The tree to show: a root whose children are top-level rows, and an id index."""
+    """The tree to show: a root whose children are top-level rows, and an id index.
+
+    ``shape`` (every row's id and its parent's id, in order) tells whether a refresh
+    changed the structure or only the values; ``counts`` are rows per kind.
+    """
 
     root: Item
     by_id: dict[str, Item]
+    values: list[tuple[str, ...]] = field(default_factory=list)  # by Item.pos
+    search: list[str] = field(default_factory=list)  # lowercased name + function, by pos
+    shape: tuple[tuple[str, str], ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)
+    filtered: bool = False  # some rows' ``shown`` differ from their children
+    same_shape_as: tuple[tuple[str, str], ...] | None = None  # set by the worker
+
+    def row_values(self, item: Item) -> tuple[str, ...]:
+        return self.values[item.pos]
+
+    def dismantle(self) -> None:
+        """Break the parent <-> child cycles so reference counting frees the rows at once
+        (without it, only a full GC pass over every object in the process could)."""
+        for item in self.by_id.values():
+            item.parent = None
+            item.children = item.shown = []
+        self.root.children = self.root.shown = []
+        self.by_id = {}
 
 
 def empty_tree() -> TreeData:
     """A tree with no rows (nothing received yet)."""
-    return TreeData(Item(("",) * len(COLUMNS), None), {})
+    return TreeData(Item("", "", None, -1), {})
 
 
-def tree_items(snap: Snapshot) -> TreeData:
-    """Turn a snapshot into Items (iteratively: await chains can be deep)."""
+def same_shape(old: TreeData, new: TreeData) -> bool:
+    """True when only values changed: the same rows under the same parents, in order.
+
+    The worker compares against the shape shown when the refresh was asked for, so the
+    GUI thread only checks that it still shows that very tree.
+    """
+    if new.same_shape_as is not None:
+        return new.same_shape_as is old.shape and bool(old.shape)
+    return bool(old.shape) and old.shape == new.shape
+
+
+def copy_values(old: TreeData, new: TreeData) -> None:
+    """Move a same-shaped refresh's values into the tree the view already holds."""
+    old.values, old.search, old.counts = new.values, new.search, new.counts
+
+
+def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None = None) -> TreeData:
+    """Turn a snapshot into Items (iteratively: await chains can be deep).
+
+    ``shown_shape`` is the shape of the tree on screen: when equal, the result says so.
+    """
     top = build_tree(snap)
-    root = Item(("",) * len(COLUMNS), None)
+    root = Item("", "", None, -1)
     by_id: dict[str, Item] = {}
+    values: list[tuple[str, ...]] = []
+    shape: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
     stack: list[tuple[TreeNode, Item]] = [(top, root)]
     while stack:
         node, parent = stack.pop()
-        item = Item(
+        item = Item(node.id, node.kind, parent, len(values))
+        values.append(
             (
                 node.name,
                 node.kind,
@@ -74,14 +122,19 @@ def tree_items(snap: Snapshot) -> TreeData:
                 human_seconds(node.age),
                 node.function,
                 short_location(node.location),
-            ),
-            parent,
+            )
         )
         item.row = len(parent.children)
         parent.children.append(item)
         by_id[item.id] = item
+        shape.append((item.id, parent.id))
+        counts[item.kind] = counts.get(item.kind, 0) + 1
         stack.extend((child, item) for child in reversed(node.children))
-    return TreeData(root, by_id)
+    search = [f"{v[NAME]}\n{v[FUNCTION]}".lower() for v in values]
+    data = TreeData(root, by_id, values, search, tuple(shape), counts)
+    if shown_shape and data.shape == shown_shape:
+        data.same_shape_as = shown_shape
+    return data
 
 
 def short_location(location: str) -> str:
@@ -95,14 +148,18 @@ def apply_filter(data: TreeData, text: str) -> int:
     needle = text.strip().lower()
     items = list(data.by_id.values())
     if not needle:
-        for item in items:
-            item.shown = item.children
-        _renumber(data.root)
+        if data.filtered:  # rows were built unfiltered: only undo an earlier filter
+            for item in [data.root, *items]:
+                item.shown = item.children
+            _renumber(data.root)
+            data.filtered = False
         return len(items)
+    data.filtered = True
     keep: set[int] = set()
     hits = 0
+    search = data.search
     for item in items:
-        if needle in item.search:
+        if needle in search[item.pos]:
             hits += 1
             node: Item | None = item
             while node is not None and id(node) not in keep:

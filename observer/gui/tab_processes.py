@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
+EXPAND_LOOP_UP_TO = 2000  # a loop with more tasks starts collapsed: laying out 100k rows costs
 
 
 class ProcessesTab(RowsTab):
@@ -58,7 +59,9 @@ class ProcessesTab(RowsTab):
             self._expanded.discard(index.data(ID_ROLE))
 
     def job(self) -> Callable[[Node], Any]:
-        return lambda node: tree_items(node.snapshot())
+        data = self.model.data_
+        shape = data.shape if data is not None and not self.model.filter_text else None
+        return lambda node: tree_items(node.snapshot(), shape)
 
     def clear(self) -> None:
         self._expanded.clear()
@@ -73,11 +76,11 @@ class ProcessesTab(RowsTab):
             self._first = False
         self.view.setUpdatesEnabled(False)
         try:
-            self.model.set_data(value)
-            self.restore(selected)
+            if self.model.set_data(value):
+                self.restore(selected)
+                self.view.verticalScrollBar().setValue(scroll)
         finally:
             self.view.setUpdatesEnabled(True)
-        self.view.verticalScrollBar().setValue(scroll)
 
     def restore(self, selected: str | None) -> None:
         data = self.model.data_ or empty_tree()
@@ -103,9 +106,7 @@ class ProcessesTab(RowsTab):
         data = self.model.data_
         if data is None or not data.by_id:
             return ""
-        kinds: dict[str, int] = {}
-        for item in data.by_id.values():
-            kinds[item.kind] = kinds.get(item.kind, 0) + 1
+        kinds = data.counts
         text = (
             f"{kinds.get('thread', 0)} threads, {kinds.get('task', 0):,} tasks, "
             f"{kinds.get('child', 0)} children"
@@ -124,6 +125,7 @@ def first_expansion(data: TreeData) -> set[str]:
     return {
         item.id
         for item in items
-        if item.kind in ("process", "loop")
+        if item.kind == "process"
+        or (item.kind == "loop" and len(item.children) <= EXPAND_LOOP_UP_TO)
         or (item.kind == "thread" and any(c.kind == "loop" for c in item.children))
     }

@@ -1,0 +1,545 @@
+"""GUI cost at 100k tasks: refresh, sort, memory, and input latency over a slow link.
+
+    QT_QPA_PLATFORM=offscreen python bench/gui.py [--tasks 100000] [--delay 0.2]
+
+Drives a real MainWindow (paused, so it refreshes only when asked) against a bench host
+(bench/host.py) and measures on the GUI thread:
+
+a) Processes and Table refreshes: request->reply (request -> the link worker finished:
+   network, agent, decoding, row building), apply (``tab.apply_seconds``), paint (one forced
+   ``viewport().repaint()`` after ``applied``; it includes the view's pending item layout
+   unless Qt already ran it inside the event loop), reply->painted (worker finished ->
+   painted and the event queue drained, wall clock: queueing + apply + status bar + layout +
+   paint), and the worst GUI-thread stall from request to painted (a 5 ms QTimer: longest
+   gap between ticks minus 5 ms; the worker's GIL holds show up here too).
+b) Table sort of all rows (``view.sortByColumn``, as a header click, plus a repaint).
+c) Observer RSS before loading and with both tabs holding the rows; then, for context, the
+   cost of typing into the filter boxes.
+d) Through a DelayProxy (``--delay`` each way, in its own process): refreshes while key
+   presses are posted to the filter box every 20 ms from another thread (latency from when
+   each was due to when the box's event filter saw it; the stall meter is off meanwhile),
+   then refreshes with the stall meter on.
+
+Targets: reply->painted <= 300 ms, no stall > 50 ms, sort <= 300 ms, RSS <= 500 MB,
+input handled within 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import math
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+from PyQt6.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, QEvent, QEventLoop, QObject, Qt, QTimer
+from PyQt6.QtGui import QKeyEvent
+from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QApplication, QWidget
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from snapshot import start_host  # noqa: E402
+
+from observer.client import connect  # noqa: E402
+from observer.gui.link import NodeLink, Status  # noqa: E402
+from observer.gui.tab_processes import ProcessesTab  # noqa: E402
+from observer.gui.tab_table import TableTab  # noqa: E402
+from observer.gui.window import MainWindow  # noqa: E402
+from observer.keygen import KeyMaterial, generate  # noqa: E402
+from observer.nodesfile import NodeSpec  # noqa: E402
+
+TIMEOUT = 180.0  # seconds any one wait may take before the bench gives up
+TICK_MS = 5
+KEY_PERIOD = 0.02
+REFRESH_TARGET = 0.300
+STALL_TARGET = 0.050
+SORT_TARGET = 0.300
+RSS_TARGET = 500 * 1024 * 1024
+INPUT_TARGET = 0.050
+SORT_COLUMNS = ((0, "Name"), (2, "ID"), (5, "Age"), (3, "State"))
+
+
+def ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.0f}"
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def wait_for(
+    signal: Any, timeout: float = TIMEOUT, until: Callable[[], bool] | None = None
+) -> bool:
+    """Run the event loop until ``signal`` fires (and ``until()`` holds), or time out."""
+    if until is not None and until():
+        return True
+    loop = QEventLoop()
+    fired: list[bool] = []
+
+    def on_signal(*_args: object) -> None:
+        if until is None or until():
+            fired.append(True)
+            loop.quit()
+
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    signal.connect(on_signal)
+    timer.start(int(timeout * 1000))
+    try:
+        loop.exec()
+    finally:
+        timer.stop()
+        signal.disconnect(on_signal)
+    return bool(fired)
+
+
+class StallMeter:
+    """A 5 ms timer on the GUI thread; ``worst`` is the longest gap between ticks minus 5 ms."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.worst = 0.0
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.worst = max(self.worst, now - self._last - TICK_MS / 1000)
+        self._last = now
+
+    def reset(self) -> None:
+        self._last = time.perf_counter()
+        self.worst = 0.0
+
+    def start(self) -> None:
+        self.reset()
+        self.timer.start()
+
+    def stop(self) -> None:
+        """Off while input latency is measured: each tick is a Python call that queues for
+        the GIL behind the link's worker, which would delay the key events too."""
+        self.timer.stop()
+
+    def settle(self) -> float:
+        """Let one more tick through, so a gap still open is counted; return ``worst``."""
+        wait_for(self.timer.timeout, 1.0)
+        return self.worst
+
+
+class InputProbe(QObject):
+    """Post a key press to ``widget`` every 20 ms from a thread; time until the widget sees it.
+
+    Each press is due on a fixed 20 ms grid; if the posting thread itself was held up (the
+    GIL), the overdue presses are posted at once and still timed from when they were due, as
+    input queued by the OS would be. Right-arrow in an empty line edit changes nothing.
+    """
+
+    def __init__(self, widget: QWidget) -> None:
+        super().__init__()
+        self.widget = widget
+        self.latencies: list[float] = []
+        self._due: deque[float] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._post, name="input-probe", daemon=True)
+        self._press()  # the first key event creates Qt's keyboard device: on the GUI thread
+        widget.installEventFilter(self)
+
+    @staticmethod
+    def _press() -> QKeyEvent:
+        return QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Right, Qt.KeyboardModifier.NoModifier)
+
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
+        if (
+            obj is self.widget
+            and event is not None
+            and event.type() == QEvent.Type.KeyPress
+            and self._due
+        ):
+            self.latencies.append(time.perf_counter() - self._due.popleft())
+        return False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        QApplication.processEvents()  # deliver what is still posted
+        self.widget.removeEventFilter(self)
+
+    def _post(self) -> None:
+        start = time.perf_counter()
+        sent = 0
+        while not self._stop.is_set():
+            due = start + sent * KEY_PERIOD
+            wait = due - time.perf_counter()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            while due <= time.perf_counter():
+                self._due.append(due)
+                QApplication.postEvent(self.widget, self._press())
+                sent += 1
+                due = start + sent * KEY_PERIOD
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+ViewTab = ProcessesTab | TableTab
+
+
+def show(window: MainWindow, key: str) -> ViewTab:
+    """Make ``key`` the shown tab and wait until it has drawn fresh data."""
+    current = window.current_tab()
+    tab = window.show_tab(key)
+    assert isinstance(tab, (ProcessesTab, TableTab))
+    if tab is current:
+        tab.refresh()  # switching tabs refreshes the new one; staying does not
+    if not wait_for(tab.applied):
+        raise SystemExit(f"{key}: no reply applied within {TIMEOUT:.0f}s")
+    return tab
+
+
+def refresh_cycle(
+    tab: ViewTab, meter: StallMeter | None, switch: MainWindow | None = None
+) -> dict[str, float]:
+    """One refresh: request (or switch to the tab), wait for the reply to be applied, paint
+    once, drain the event queue. Times are in seconds; no meter, no stall figure."""
+    if meter is not None:
+        meter.reset()
+    requested = time.time()
+    if switch is not None:
+        switch.show_tab(tab.key)
+    else:
+        tab.refresh()
+    if not wait_for(tab.applied):
+        raise SystemExit(f"{tab.key}: no reply applied within {TIMEOUT:.0f}s")
+    started = time.perf_counter()
+    tab.view.viewport().repaint()
+    paint = time.perf_counter() - started
+    QApplication.processEvents()
+    painted = time.time()
+    return {
+        "reply": tab.last_applied - requested,  # last_applied = when the worker finished
+        "apply": tab.apply_seconds,
+        "paint": paint,
+        "painted": painted - tab.last_applied,
+        "stall": meter.settle() if meter is not None else float("nan"),
+    }
+
+
+def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> tuple[bool, bool]:
+    """Rows for each refresh; returns whether the refresh and stall targets were met."""
+    for n, c in enumerate(cycles):
+        name = "first load" if n < first else f"refresh {n - first + 1}"
+        print(
+            f"  {label:<22} {name:<11} {ms(c['reply']):>10} {ms(c['apply']):>8} "
+            f"{ms(c['paint']):>7} {ms(c['painted']):>15} {ms(c['stall']):>13}"
+        )
+    steady = cycles[first:] or cycles
+    painted = max(c["painted"] for c in steady)
+    ok_painted = painted <= REFRESH_TARGET
+    line = f"  {'':<22} {'worst':<11} {'':>10} {'':>8} {'':>7} {ms(painted):>15}"
+    stalls = [c["stall"] for c in steady if not math.isnan(c["stall"])]
+    if not stalls:
+        print(f"{line} {'-':>13}   <= {ms(REFRESH_TARGET)} {verdict(ok_painted)}")
+        return ok_painted, True
+    stall = max(stalls)
+    ok_stall = stall <= STALL_TARGET
+    print(
+        f"{line} {ms(stall):>13}   <= {ms(REFRESH_TARGET)} {verdict(ok_painted)}, "
+        f"<= {ms(STALL_TARGET)} {verdict(ok_stall)}"
+    )
+    return ok_painted, ok_stall
+
+
+CYCLE_HEADER = (
+    f"  {'tab':<22} {'':<11} {'req->reply':>10} {'apply':>8} {'paint':>7} "
+    f"{'reply->painted':>15} {'worst stall':>13}   (ms)"
+)
+
+
+def measure_refreshes(window: MainWindow, meter: StallMeter, refreshes: int) -> list[str]:
+    """a) first load, then ``refreshes`` refreshes of Processes and of Table (also sorted)."""
+    misses: list[str] = []
+    print("\na) refresh, direct link")
+    print(CYCLE_HEADER)
+    tabs: tuple[tuple[ViewTab, str], ...] = (
+        (window.processes, "Processes"),
+        (window.table, "Table (agent order)"),
+    )
+    for tab, label in tabs:
+        assert window.current_tab() is not tab
+        first = refresh_cycle(tab, meter, switch=window)  # showing a tab refreshes it
+        cycles = [first, *(refresh_cycle(tab, meter) for _ in range(refreshes))]
+        ok_painted, ok_stall = print_cycles(label, cycles, first=1)
+        if not ok_painted:
+            misses.append(f"{label}: reply->painted")
+        if not ok_stall:
+            misses.append(f"{label}: GUI stall during refresh")
+    table = window.table
+    table.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    QApplication.processEvents()
+    cycles = [refresh_cycle(table, meter) for _ in range(refreshes)]
+    ok_painted, ok_stall = print_cycles("Table (sorted by Name)", cycles)
+    if not ok_painted:
+        misses.append("Table sorted: reply->painted")
+    if not ok_stall:
+        misses.append("Table sorted: GUI stall during refresh")
+    table.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+    return misses
+
+
+def measure_sort(window: MainWindow) -> list[str]:
+    """b) sort all rows of the table by a few columns, both orders, as a header click does."""
+    table = window.table
+    print(f"\nb) table sort, {table.model.rowCount():,} rows (sortByColumn + repaint, ms)")
+    print(f"  {'column':<8} {'ascending':>10} {'descending':>11}")
+    worst = 0.0
+    for column, name in SORT_COLUMNS:
+        times = []
+        for order in (Qt.SortOrder.AscendingOrder, Qt.SortOrder.DescendingOrder):
+            started = time.perf_counter()
+            table.view.sortByColumn(column, order)
+            table.view.viewport().repaint()
+            times.append(time.perf_counter() - started)
+            QApplication.processEvents()
+        worst = max(worst, *times)
+        print(f"  {name:<8} {ms(times[0]):>10} {ms(times[1]):>11}")
+    table.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+    ok = worst <= SORT_TARGET
+    print(f"  worst {ms(worst)} ms, target <= {ms(SORT_TARGET)}: {verdict(ok)}")
+    return [] if ok else ["table sort"]
+
+
+def filter_typing(window: MainWindow) -> None:
+    """Context: what a typed filter costs per keystroke (each key refilters all rows)."""
+    print("\n  context: typing 'sleeper-99999' into the filter, then clearing it (ms per key)")
+    tabs: tuple[ViewTab, ...] = (window.processes, window.table)
+    for tab in tabs:
+        show(window, tab.key)
+        box = tab.filter
+        keys = []
+        for char in "sleeper-99999":
+            started = time.perf_counter()
+            QTest.keyClick(box, char)
+            tab.view.viewport().repaint()
+            keys.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        box.clear()
+        tab.view.viewport().repaint()
+        cleared = time.perf_counter() - started
+        print(
+            f"  {tab.key:<10} first key {ms(keys[0])}, median {ms(statistics.median(keys))}, "
+            f"max {ms(max(keys))}, clear {ms(cleared)}"
+        )
+
+
+def start_proxy(address: str, delay: float) -> tuple[subprocess.Popen, str]:
+    """The DelayProxy in its own process, so its threads do not share the GUI's GIL."""
+    argv = [sys.executable, str(ROOT / "bench" / "delayproxy.py"), address, "--delay", str(delay)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("proxy: "):
+        proc.kill()
+        raise SystemExit(f"proxy failed to start: {line!r}")
+    return proc, line.split()[1]
+
+
+def measure_delayed(
+    window: MainWindow,
+    meter: StallMeter,
+    km: KeyMaterial,
+    address: str,
+    delay: float,
+    refreshes: int,
+) -> list[str]:
+    """d) the Processes tab over a slow link: refreshes with key presses posted every 20 ms
+    (stall meter off), then refreshes with the stall meter on (no key presses)."""
+    spec = NodeSpec(
+        address=address,
+        token_file=str(km.operator_token),
+        fingerprint=km.fingerprint,
+        timeout=TIMEOUT,
+    )
+    link = window.add_link(spec)
+    window.nodes.setCurrentItem(window.nodes.item_of(link))  # refreshes the shown tab
+    tab = window.processes
+    window.show_tab(tab.key)
+    if not wait_for(tab.applied, until=lambda: tab.link is link and tab.last_applied > 0):
+        raise SystemExit(f"no reply through the proxy within {TIMEOUT:.0f}s: {link.error}")
+    window.ping(link)
+    wait_for(link.changed, until=lambda: not link.busy)
+    ping_rtt = link.rtt or 0.0
+    probe = InputProbe(tab.filter)
+    meter.stop()
+    probe.start()
+    started = time.perf_counter()
+    try:
+        typed = [refresh_cycle(tab, None) for _ in range(refreshes)]
+        snapshot_rtt = link.rtt or 0.0
+    finally:
+        probe.stop()
+        meter.start()
+    elapsed = time.perf_counter() - started
+    timed = [refresh_cycle(tab, meter) for _ in range(refreshes)]
+    print(f"\nd) Processes tab through DelayProxy, {ms(delay)} ms each way")
+    print(
+        f"  round trip: hello ping {ms(ping_rtt)} ms, snapshot call {ms(snapshot_rtt)} ms "
+        f"(link.rtt); link {link.status.value}"
+    )
+    print(CYCLE_HEADER)
+    ok_typed, _ = print_cycles("with key presses", typed)
+    ok_timed, ok_stall = print_cycles("with 5 ms stall meter", timed)
+    ok_painted = ok_typed and ok_timed
+    lat = sorted(probe.latencies) or [0.0]
+    p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))]
+    ok_input = lat[-1] <= INPUT_TARGET
+    print(
+        f"  input latency: median {ms(statistics.median(lat))}, p95 {ms(p95)}, "
+        f"max {ms(lat[-1])} ms; over 50 ms: {sum(x > INPUT_TARGET for x in lat)}/{len(lat)} "
+        f"presses in {elapsed:.1f}s   target <= {ms(INPUT_TARGET)}: {verdict(ok_input)}"
+    )
+    misses = [] if ok_input else ["delayed link: input latency"]
+    if not ok_painted:
+        misses.append("delayed link: reply->painted")
+    if not ok_stall:
+        misses.append("delayed link: GUI stall during refresh")
+    return misses
+
+
+@contextmanager
+def profiled(title: str, limit: int = 14) -> Iterator[None]:
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(limit)
+        print(f"\n--- profile: {title} (by own time)")
+        print("\n".join(out.getvalue().splitlines()[4:]))
+
+
+def profile_apply(window: MainWindow, km: KeyMaterial, address: str) -> None:
+    """--profile: the worker's job and the GUI's apply+paint of each tab, under cProfile."""
+    node = connect(address, token_file=km.operator_token, fingerprint=km.fingerprint, timeout=60)
+    tabs: tuple[ViewTab, ...] = (window.processes, window.table)
+    try:
+        for tab in tabs:
+            show(window, tab.key)
+            with profiled(f"{tab.key} job (link worker thread, holds the GIL)"):
+                value = tab.job()(node)
+            with profiled(f"{tab.key} apply + repaint (GUI thread)"):
+                tab.apply(value)
+                tab.view.viewport().repaint()
+                window._update_status()  # what status_changed triggers after an apply
+    finally:
+        node.close()
+
+
+def wait_up(link: NodeLink) -> None:
+    if not wait_for(link.changed, until=lambda: link.status is Status.UP and not link.busy):
+        raise SystemExit(f"node did not come up within {TIMEOUT:.0f}s: {link.error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--delay", type=float, default=0.2, help="proxy delay each way (s)")
+    parser.add_argument("--refreshes", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="cProfile job and apply too")
+    args = parser.parse_args()
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    misses: list[str] = []
+    procs: list[subprocess.Popen] = []
+    window: MainWindow | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        km = generate(Path(tmp) / "keys")
+        try:
+            host, address = start_host(km.directory, args.tasks, monitor=False)
+            procs.append(host)
+            window = MainWindow(nodes_file=None)
+            window.set_paused(True)
+            window.show()
+            meter = StallMeter()
+            QApplication.processEvents()
+            rss_before = rss()
+            print(
+                f"runtime-observer GUI bench: {args.tasks:,} tasks, python "
+                f"{sys.version.split()[0]}, Qt {QT_VERSION_STR} / PyQt {PYQT_VERSION_STR}, "
+                f"{os.cpu_count()} cpus, platform {app.platformName()}"
+            )
+            link = window.add_link(
+                NodeSpec(
+                    address=address,
+                    token_file=str(km.operator_token),
+                    fingerprint=km.fingerprint,
+                    timeout=TIMEOUT,
+                )
+            )
+            wait_up(link)
+            misses += measure_refreshes(window, meter, args.refreshes)
+            misses += measure_sort(window)
+
+            rows = window.table.model.rowCount()
+            items = len(window.processes.model.data_.by_id) if window.processes.model.data_ else 0
+            rss_loaded = rss()
+            ok = rss_loaded <= RSS_TARGET
+            print(f"\nc) observer memory (RSS), {items:,} tree rows + {rows:,} table rows held")
+            print(f"  before loading {rss_before / 2**20:.0f} MB")
+            print(
+                f"  both tabs loaded {rss_loaded / 2**20:.0f} MB   target <= "
+                f"{RSS_TARGET / 2**20:.0f} MB: {verdict(ok)}"
+            )
+            if not ok:
+                misses.append("observer RSS")
+            filter_typing(window)
+            if args.profile:
+                profile_apply(window, km, address)
+
+            proxy, proxied = start_proxy(address, args.delay)
+            procs.append(proxy)
+            misses += measure_delayed(window, meter, km, proxied, args.delay, args.refreshes)
+            after = rss()
+            gc.collect()
+            print(
+                f"  RSS after moving to the proxied node {after / 2**20:.0f} MB, "
+                f"after gc.collect() {rss() / 2**20:.0f} MB"
+            )
+        finally:
+            if window is not None:
+                window.close()
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+    print("\nmissed: " + ("; ".join(misses) if misses else "nothing"))
+
+
+if __name__ == "__main__":
+    main()
