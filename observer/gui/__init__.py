@@ -1,0 +1,1 @@
+"""The desktop observer (PyQt6 + pyqtgraph); all Qt code lives in this package."""
