@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from agent.security import is_loopback_host
@@ -32,7 +33,6 @@ from observer.errors import (
     NodeDown,
     NodeTimeout,
     ObserverError,
-    RemoteError,
     VersionMismatch,
 )
 from observer.gcpause import gc_paused
@@ -89,8 +89,9 @@ class _Job:
 class NodeLink(QObject):
     """A node as the GUI sees it: status, identity, last round trip, and a job queue."""
 
-    changed = pyqtSignal()  # status, name, role or rtt changed
+    changed = pyqtSignal()  # status, name, role or rtt changed; always on the GUI thread
     _delivered = pyqtSignal(object, object)  # (callbacks, Reply), crosses to the GUI thread
+    _status_set = pyqtSignal()  # emitted by the worker, re-emitted as ``changed`` (queued)
 
     def __init__(self, spec: NodeSpec, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -110,6 +111,7 @@ class NodeLink(QObject):
         self._next_attempt = 0.0
         self._backoff = BACKOFF_START
         self._delivered.connect(self._deliver)
+        self._status_set.connect(self.changed)
         self._thread = threading.Thread(
             target=self._run, name=f"observer-link-{spec.address}", daemon=True
         )
@@ -199,14 +201,10 @@ class NodeLink(QObject):
                 gc.freeze()  # and none later over them: they are freed by refcount
             reply.rtt = node.last_rtt
             self.rtt = node.last_rtt
-        except RemoteError as exc:  # the node answered: it is up, the request failed
-            reply.error, reply.error_type = str(exc), type(exc)
-        except NotConnected as exc:
-            reply.error, reply.error_type = str(exc), type(exc)
-        except (NodeDown, NodeTimeout) as exc:
+        except (NodeDown, NodeTimeout) as exc:  # the connection broke under this job
             self._lost(exc)
             reply.error, reply.error_type = str(exc), type(exc)
-        except ObserverError as exc:
+        except ObserverError as exc:  # not connected, or the node refused this request
             reply.error, reply.error_type = str(exc), type(exc)
         except Exception as exc:  # a bug in a job: report it, keep the worker alive
             log.exception("job %s on %s failed", job.key, self.spec.address)
@@ -256,11 +254,8 @@ class NodeLink(QObject):
         """Dead when we know the process is gone: a loopback node whose pid no longer exists."""
         if isinstance(exc, ConnectError) and self.pid is not None:
             parts = split_host_port(self.spec.address)
-            if parts is not None and is_loopback_host(parts[0]):
-                import psutil
-
-                if not psutil.pid_exists(self.pid):
-                    return Status.DEAD
+            if parts is not None and is_loopback_host(parts[0]) and not psutil.pid_exists(self.pid):
+                return Status.DEAD
         return Status.DOWN
 
     def _schedule_retry(self, longer: bool = False) -> None:
@@ -271,5 +266,5 @@ class NodeLink(QObject):
         changed = status is not self.status or error != self.error
         self.status, self.error = status, error
         if changed:
-            with contextlib.suppress(RuntimeError):
-                self.changed.emit()
+            with contextlib.suppress(RuntimeError):  # the QObject is gone at exit
+                self._status_set.emit()
