@@ -6,6 +6,7 @@ the task that awaits it (the first one, if several do); cycles are broken.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +25,17 @@ class TreeNode:
     age: float | None = None
     function: str = ""
     location: str = ""
+    cpu_value: float = -1.0  # what ``cpu`` shows, as a number to sort by (-1: none)
     children: list[TreeNode] = field(default_factory=list)
 
-    def walk(self, depth: int = 0):  # type: ignore[no-untyped-def]
-        """Yield (depth, node) depth-first, parents before children."""
-        yield depth, self
-        for child in self.children:
-            yield from child.walk(depth + 1)
+    def walk(self) -> Iterator[tuple[int, TreeNode]]:
+        """Yield (depth, node) depth-first, parents before children (no recursion: await
+        chains can be deeper than Python's recursion limit)."""
+        stack = [(0, self)]
+        while stack:
+            depth, node = stack.pop()
+            yield depth, node
+            stack.extend((depth + 1, child) for child in reversed(node.children))
 
 
 def child_label(name: str, cmdline: tuple[str, ...] | list[str]) -> str:
@@ -64,6 +69,7 @@ def build_tree(snap: Snapshot) -> TreeNode:
         "running",
         f"{proc.cpu_percent:.1f}%",
         proc.uptime,
+        cpu_value=proc.cpu_percent,
     )
     threads: dict[int, TreeNode] = {}
     for t in snap.threads:
@@ -76,6 +82,7 @@ def build_tree(snap: Snapshot) -> TreeNode:
             None,
             t.function,
             _loc(t.file, t.line),
+            t.cpu_time if t.cpu_time is not None else -1.0,
         )
         threads[t.ident] = node
         root.children.append(node)
@@ -131,6 +138,8 @@ def build_tree(snap: Snapshot) -> TreeNode:
             f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
             None,
             " ".join(c.cmdline)[:120],
+            "",
+            c.cpu_percent if c.cpu_percent is not None else -1.0,
         )
         for c in snap.children
     }

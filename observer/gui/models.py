@@ -7,6 +7,7 @@ adapts column-oriented ``rows.TableData`` and keeps a permutation for sort and f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PyQt6.QtCore import QAbstractItemModel, QAbstractTableModel, QModelIndex, QObject, Qt
@@ -15,7 +16,11 @@ from PyQt6.QtGui import QColor, QFont
 from observer.gui.disposal import dispose
 from observer.gui.rows import (
     COLUMNS,
+    FUNCTION,
+    ID,
     KIND,
+    NAME,
+    STATE,
     Item,
     TableData,
     TreeData,
@@ -41,6 +46,25 @@ _STATE_COLOURS = {
 _NO_PARENT = QModelIndex()  # the invalid index Qt passes for "top level"
 _BOLD = QFont()
 _BOLD.setBold(True)
+
+
+def cell_data(cell: Callable[[int], str], column: int, role: int) -> Any:
+    """What both models answer for one cell; ``cell(c)`` is the row's text in column c."""
+    if role == DISPLAY:
+        return cell(column)
+    if role == ID_ROLE:
+        return cell(ID)
+    if role == KIND_ROLE:
+        return cell(KIND)
+    if role == NAME_ROLE:
+        return cell(NAME)
+    if role == TOOLTIP and column >= FUNCTION:
+        return cell(column) or None
+    if role == FOREGROUND and column == STATE:
+        return _STATE_COLOURS.get(cell(STATE))
+    if role == FONT and column == NAME and cell(KIND) in ("process", "loop"):
+        return _BOLD
+    return None
 
 
 def _header(section: int, orientation: Qt.Orientation, role: int) -> Any:
@@ -148,23 +172,8 @@ class TreeModel(QAbstractItemModel):
     def data(self, index: QModelIndex, role: int = DISPLAY) -> Any:
         if not index.isValid():
             return None
-        item = index.internalPointer()
-        values = self.data_.values[item.pos]  # type: ignore[union-attr]
-        if role == DISPLAY:
-            return values[index.column()]
-        if role == ID_ROLE:
-            return item.id
-        if role == KIND_ROLE:
-            return item.kind
-        if role == NAME_ROLE:
-            return values[0]
-        if role == TOOLTIP and index.column() >= 6:
-            return values[index.column()] or None
-        if role == FOREGROUND and index.column() == 3:
-            return _STATE_COLOURS.get(values[3])
-        if role == FONT and index.column() == 0 and item.kind in ("process", "loop"):
-            return _BOLD
-        return None
+        values = self.data_.values[index.internalPointer().pos]  # type: ignore[union-attr]
+        return cell_data(values.__getitem__, index.column(), role)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = DISPLAY) -> Any:
         return _header(section, orientation, role)
@@ -241,29 +250,8 @@ class TableModel(QAbstractTableModel):
         if rows is None or not index.isValid():
             return None
         i = self.order[index.row()]
-        column = index.column()
-        if role == DISPLAY:
-            return rows.text[column][i]
-        if role == ID_ROLE:
-            return rows.ids[i]
-        if role == KIND_ROLE:
-            return rows.kinds[i]
-        if role == NAME_ROLE:
-            return rows.text[0][i]
-        if role == TOOLTIP and column >= 6:
-            return rows.text[column][i] or None
-        if role == FOREGROUND and column == 3:
-            return _STATE_COLOURS.get(rows.text[3][i])
-        return None
+        text = rows.text
+        return cell_data(lambda column: text[column][i], index.column(), role)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = DISPLAY) -> Any:
         return _header(section, orientation, role)
-
-    def kind_counts(self) -> dict[str, int]:
-        """How many visible rows of each kind (for the status bar)."""
-        counts: dict[str, int] = {}
-        if self.rows is not None:
-            kinds = self.rows.text[KIND]
-            for i in self.order:
-                counts[kinds[i]] = counts.get(kinds[i], 0) + 1
-        return counts

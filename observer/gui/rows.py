@@ -10,21 +10,17 @@ from dataclasses import dataclass, field
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
-from observer.tree import TreeNode, build_tree, child_label
+from observer.tree import TreeNode, build_tree
 
 COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Function", "Location")
 NAME, KIND, ID, STATE, CPU, AGE, FUNCTION, LOCATION = range(len(COLUMNS))
-TEXT_COLUMNS = (NAME, KIND, STATE, FUNCTION, LOCATION)
+TABLE_KINDS = ("thread", "task", "child")  # what the flat table lists
 
 
 def id_key(target: str) -> tuple[str, int]:
     """Sort ``task-9`` before ``task-10``."""
     prefix, _, number = target.rpartition("-")
     return (prefix, int(number)) if number.isdigit() else (target, -1)
-
-
-def _location(file: str, line: int) -> str:
-    return f"{short_path(file)}:{line}" if file else ""
 
 
 class Item:
@@ -84,12 +80,10 @@ def empty_tree() -> TreeData:
 def same_shape(old: TreeData, new: TreeData) -> bool:
     """True when only values changed: the same rows under the same parents, in order.
 
-    The worker compares against the shape shown when the refresh was asked for, so the
-    GUI thread only checks that it still shows that very tree.
+    The worker compared the shapes (see ``tree_items``); the GUI thread only checks that
+    it still shows the very tree the worker compared against.
     """
-    if new.same_shape_as is not None:
-        return new.same_shape_as is old.shape and bool(old.shape)
-    return bool(old.shape) and old.shape == new.shape
+    return new.same_shape_as is not None and new.same_shape_as is old.shape
 
 
 def copy_values(old: TreeData, new: TreeData) -> None:
@@ -112,29 +106,36 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
     while stack:
         node, parent = stack.pop()
         item = Item(node.id, node.kind, parent, len(values))
-        values.append(
-            (
-                node.name,
-                node.kind,
-                node.id,
-                node.state,
-                node.cpu,
-                human_seconds(node.age),
-                node.function,
-                short_location(node.location),
-            )
-        )
+        values.append(node_values(node))
         item.row = len(parent.children)
         parent.children.append(item)
         by_id[item.id] = item
         shape.append((item.id, parent.id))
         counts[item.kind] = counts.get(item.kind, 0) + 1
         stack.extend((child, item) for child in reversed(node.children))
-    search = [f"{v[NAME]}\n{v[FUNCTION]}".lower() for v in values]
-    data = TreeData(root, by_id, values, search, tuple(shape), counts)
+    data = TreeData(root, by_id, values, search_texts(values), tuple(shape), counts)
     if shown_shape and data.shape == shown_shape:
         data.same_shape_as = shown_shape
     return data
+
+
+def node_values(node: TreeNode) -> tuple[str, ...]:
+    """A tree node as the text of one row, in COLUMNS order (both views draw this)."""
+    return (
+        node.name,
+        node.kind,
+        node.id,
+        node.state,
+        node.cpu,
+        human_seconds(node.age),
+        node.function,
+        short_location(node.location),
+    )
+
+
+def search_texts(rows: list[tuple[str, ...]]) -> list[str]:
+    """What the filter matches per row: name and function, lowercased."""
+    return [f"{row[NAME]}\n{row[FUNCTION]}".lower() for row in rows]
 
 
 def short_location(location: str) -> str:
@@ -187,90 +188,47 @@ class TableData:
     text: list[list[str]]  # text[column][row]
     keys: list[list[object]]  # keys[column][row], what sorting compares
     search: list[str]  # lowercased name + function, what the filter matches
-    ids: list[str]
-    kinds: list[str]
     counts: dict[str, int]
 
+    @property
+    def ids(self) -> list[str]:
+        return self.text[ID]
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.text[KIND]
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.text[ID])
 
 
 def empty_table() -> TableData:
     """A table with no rows (nothing received yet)."""
-    return TableData([[] for _ in COLUMNS], [[] for _ in COLUMNS], [], [], [], {})
+    return TableData([[] for _ in COLUMNS], [[] for _ in COLUMNS], [], {})
 
 
 def table_rows(snap: Snapshot) -> TableData:
-    """Threads, tasks and child processes as one flat table."""
-    text: list[list[str]] = [[] for _ in COLUMNS]
+    """Threads, tasks and child processes as one flat table, in tree order."""
+    rows: list[tuple[str, ...]] = []
     cpu_keys: list[object] = []
     age_keys: list[object] = []
-    id_keys: list[object] = []
-
-    def add(values: tuple[str, ...], cpu: float, age: float) -> None:
-        for column, value in enumerate(values):
-            text[column].append(value)
-        cpu_keys.append(cpu)
-        age_keys.append(age)
-        id_keys.append(id_key(values[ID]))
-
-    for t in snap.threads:
-        add(
-            (
-                t.name + (" [agent]" if t.is_agent else ""),
-                "thread",
-                t.id,
-                t.state,
-                f"{t.cpu_time:.2f}s" if t.cpu_time is not None else "",
-                "",
-                t.function,
-                _location(t.file, t.line),
-            ),
-            t.cpu_time if t.cpu_time is not None else -1.0,
-            -1.0,
-        )
-    for k in snap.tasks:
-        add(
-            (
-                k.name,
-                "task",
-                k.id,
-                k.state,
-                "",
-                human_seconds(k.age),
-                k.function or k.coroutine,
-                _location(k.file, k.line),
-            ),
-            -1.0,
-            k.age if k.age is not None else -1.0,
-        )
-    for c in snap.children:
-        add(
-            (
-                child_label(c.name, c.cmdline),
-                "child",
-                c.id,
-                c.status,
-                f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
-                "",
-                " ".join(c.cmdline)[:200],
-                "",
-            ),
-            c.cpu_percent if c.cpu_percent is not None else -1.0,
-            -1.0,
-        )
+    for _depth, node in build_tree(snap).walk():
+        if node.kind in TABLE_KINDS:
+            rows.append(node_values(node))
+            cpu_keys.append(node.cpu_value)
+            age_keys.append(node.age if node.age is not None else -1.0)
+    text: list[list[str]] = [list(column) for column in zip(*rows, strict=True)] or [
+        [] for _ in COLUMNS
+    ]
     keys: list[list[object]] = list(text)  # text columns sort by their own strings
-    keys[NAME] = [s.lower() for s in text[NAME]]
+    keys[NAME] = [name.lower() for name in text[NAME]]
+    keys[ID] = [id_key(target) for target in text[ID]]
     keys[CPU] = cpu_keys
     keys[AGE] = age_keys
-    keys[ID] = id_keys
-    search = [f"{n}\n{f}".lower() for n, f in zip(text[NAME], text[FUNCTION], strict=True)]
     return TableData(
         text,
         keys,
-        search,
-        text[ID],
-        text[KIND],
+        search_texts(rows),
         {
             "threads": len(snap.threads),
             "tasks": len(snap.tasks),
