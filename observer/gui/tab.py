@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QItemSelectionModel, QModelIndex, pyqtSignal
+from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, pyqtSignal
 from PyQt6.QtWidgets import QAbstractItemView, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from observer.client import Node
@@ -18,26 +18,21 @@ if TYPE_CHECKING:
 
 
 class Banner(QLabel):
-    """A plain-words message above a view: errors, staleness, hints. Hidden when empty."""
+    """A plain-words error above a view, hidden when there is nothing to say."""
 
-    STYLES: ClassVar[dict[str, str]] = {
-        "error": "background:#ffebe9; color:#82071e; border:1px solid #ff8182;",
-        "info": "background:#ddf4ff; color:#0a3069; border:1px solid #54aeff;",
-    }
+    STYLE = (
+        "QLabel { background:#ffebe9; color:#82071e; border:1px solid #ff8182; padding:4px 8px; }"
+    )
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWordWrap(True)
+        self.setStyleSheet(self.STYLE)
         self.hide()
 
-    def say(self, text: str, level: str = "error") -> None:
-        if not text:
-            self.clear()
-            self.hide()
-            return
-        self.setStyleSheet(f"QLabel {{ {self.STYLES[level]} padding:4px 8px; }}")
+    def say(self, text: str) -> None:
         self.setText(text)
-        self.show()
+        self.setVisible(bool(text))
 
 
 class Tab(QWidget):
@@ -131,6 +126,7 @@ class RowsTab(Tab):
     """
 
     view: QAbstractItemView
+    model: QAbstractItemModel
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -139,6 +135,19 @@ class RowsTab(Tab):
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter_changed)
         self.layout_.addWidget(self.filter)
+
+    def add_view(self, view: QAbstractItemView) -> None:
+        """Set up the tab's view the way both row views share: rows selected whole, one at
+        a time, the standard column widths, inspect and kill wired to the window."""
+        self.view = view
+        view.setModel(self.model)
+        view.setAlternatingRowColors(True)
+        view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        for column, width in enumerate(COLUMN_WIDTHS):
+            view.setColumnWidth(column, width)  # type: ignore[attr-defined]
+        self.layout_.addWidget(view)
+        self.window_.install_target_view(view)
 
     def _filter_changed(self, text: str) -> None:
         selected = self.selected_id()

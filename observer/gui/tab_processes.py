@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import QModelIndex
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTreeView
+from PyQt6.QtWidgets import QHeaderView, QTreeView
 
 from observer.client import Node
 from observer.gui.models import ID_ROLE, TreeModel
 from observer.gui.rows import TreeData, empty_tree, tree_items
-from observer.gui.tab import COLUMN_WIDTHS, RowsTab
+from observer.gui.tab import RowsTab
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
@@ -32,20 +32,11 @@ class ProcessesTab(RowsTab):
         super().__init__(window)
         self.model = TreeModel(self)
         self.view = QTreeView()
-        self.view.setModel(self.model)
+        self.add_view(self.view)
         self.view.setUniformRowHeights(True)  # lets Qt lay out 100k rows lazily
-        self.view.setAlternatingRowColors(True)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        header = self.view.header()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            self.view.setColumnWidth(column, width)
+        self.view.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.expanded.connect(self._on_expanded)
         self.view.collapsed.connect(self._on_collapsed)
-        self.layout_.addWidget(self.view)
-        window.install_target_view(self.view)
         self._expanded: set[str] = set()  # ids the user (or the first view) expanded
         self._restoring = False
         self._first = True

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+from PyQt6.QtWidgets import QHeaderView, QTableView
 
 from observer.client import Node
 from observer.gui.models import TableModel
 from observer.gui.rows import TableData, empty_table, table_rows
-from observer.gui.tab import COLUMN_WIDTHS, RowsTab
+from observer.gui.tab import RowsTab
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
@@ -25,14 +25,11 @@ class TableTab(RowsTab):
         super().__init__(window)
         self.model = TableModel(self)
         self.view = QTableView()
-        self.view.setModel(self.model)
+        self.add_view(self.view)
         self.view.setSortingEnabled(True)
-        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # agent order until a click
-        self.view.setAlternatingRowColors(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # tree order until a click
         self.view.setWordWrap(False)
         self.view.setShowGrid(False)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         rows = self.view.verticalHeader()
         rows.hide()
         rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row measuring
@@ -40,10 +37,6 @@ class TableTab(RowsTab):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            self.view.setColumnWidth(column, width)
-        self.layout_.addWidget(self.view)
-        window.install_target_view(self.view)
 
     def job(self) -> Callable[[Node], Any]:
         return lambda node: table_rows(node.snapshot())
