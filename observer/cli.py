@@ -323,13 +323,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def nodes_path(args: argparse.Namespace) -> Path:
+    """The remembered-nodes file: ``--nodes-file``, else the one in the user config dir."""
+    from observer.nodesfile import default_nodes_path
+
+    return Path(args.nodes_file) if args.nodes_file else default_nodes_path()
+
+
 def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     """Nodes for the window: those named on the command line, else the remembered ones."""
-    from observer.nodesfile import NodeSpec, default_nodes_path, load_nodes
+    from observer.nodesfile import NodeSpec, load_nodes
 
-    nodes = getattr(args, "nodes", None) or getattr(args, "node", None) or []
-    if not nodes:
-        return load_nodes(Path(args.nodes_file) if args.nodes_file else default_nodes_path())
+    if not args.nodes:
+        return load_nodes(nodes_path(args))
     return [
         NodeSpec(
             address=address,
@@ -341,17 +347,16 @@ def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
             tls=not args.no_tls,
             timeout=args.timeout,
         )
-        for address in nodes
+        for address in args.nodes
     ]
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
     from observer.gui.app import run_window
-    from observer.nodesfile import default_nodes_path
 
     return run_window(
         gui_specs(args),
-        nodes_file=Path(args.nodes_file) if args.nodes_file else default_nodes_path(),
+        nodes_file=nodes_path(args),
         tab=args.tab,
         screenshot=Path(args.screenshot) if args.screenshot else None,
         after=args.after,
@@ -416,9 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _gui_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
-    parser.add_argument(
-        "--tab", choices=["system", "charts", "processes", "table"], help="tab to open on"
-    )
+    from observer.gui import TABS  # imports nothing else: no Qt needed to build the parser
+
+    parser.add_argument("--tab", choices=TABS, help="tab to open on")
     parser.add_argument("--screenshot", metavar="PNG", help="save the window as PNG and exit")
     parser.add_argument(
         "--after", type=float, default=1.0, help="seconds to wait after the first data"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +175,3 @@ def forget(path: Path, address: str) -> list[NodeSpec]:
     specs = [s for s in load_nodes(path) if s.address != address]
     save_nodes(path, specs)
     return specs
-
-
-def with_defaults(spec: NodeSpec, **defaults: Any) -> NodeSpec:
-    """Fill the spec's empty credential fields from command-line defaults."""
-    changes = {k: v for k, v in defaults.items() if v and not getattr(spec, k)}
-    return replace(spec, **changes) if changes else spec

@@ -1,1 +1,6 @@
-"""The desktop observer (PyQt6 + pyqtgraph); all Qt code lives in this package."""
+"""The desktop observer (PyQt6 + pyqtgraph); all Qt code lives in this package.
+
+This module itself imports nothing, so the CLI can read ``TABS`` without Qt installed.
+"""
+
+TABS = ("system", "charts", "processes", "table")  # --tab names, in window order

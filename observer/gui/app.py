@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
     from PyQt6.QtWidgets import QApplication
 
+    from observer.gui.window import MainWindow
+
 log = logging.getLogger(__name__)
 
-TABS = ("system", "charts", "processes", "table")
 EXIT_NO_WINDOW = 3
 
 
@@ -85,13 +86,10 @@ def quit_on_ctrl_c(app: QApplication) -> None:
     timer.start(250)
 
 
-def save_screenshot(window: object, path: Path, *, after: float, timeout: float) -> int:
+def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: float) -> int:
     """Show the window until its tab has drawn real data, wait ``after`` s, save a PNG."""
     from PyQt6.QtCore import QEventLoop, QTimer
 
-    from observer.gui.window import MainWindow
-
-    assert isinstance(window, MainWindow)
     window.show()
     tab = window.current_tab()
     loop = QEventLoop()

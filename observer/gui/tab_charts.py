@@ -103,7 +103,7 @@ class ChartsTab(Tab):
             self.plots.append(plot)
             self.curves.append(curve)
         self.samples: deque[HistorySample] = deque(maxlen=KEEP_SAMPLES)
-        self._titles()
+        self._titles([])
 
     @property
     def window_seconds(self) -> int:
@@ -134,7 +134,7 @@ class ChartsTab(Tab):
         if not samples:
             for curve in self.curves:
                 curve.setData([], [])
-            self._titles()
+            self._titles(samples)
             return
         end = samples[-1].time
         start = end - self.window_seconds
@@ -153,10 +153,9 @@ class ChartsTab(Tab):
             )
             curve.setData(xs, ys)
         self.plots[0].setXRange(start, end, padding=0)
-        self._titles()
+        self._titles(samples)
 
-    def _titles(self) -> None:
-        samples = list(self.samples)
+    def _titles(self, samples: list[HistorySample]) -> None:
         for series, plot in zip(SERIES, self.plots, strict=True):
             now = ""
             if samples:

@@ -75,7 +75,7 @@ class MainWindow(QMainWindow):
         for tab in self.all_tabs:
             self.tabs.addTab(tab, tab.title)
             tab.status_changed.connect(self._update_status)
-        self.tabs.currentChanged.connect(lambda _i: self._tab_changed())
+        self.tabs.currentChanged.connect(lambda _i: self.refresh())
         splitter = QSplitter()
         splitter.addWidget(self.nodes)
         splitter.addWidget(self.tabs)
@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.spin_timer.setInterval(120)
         self.spin_timer.timeout.connect(self._spin)
         self._spin_step = 0
+        self._busy_since = 0.0
         self._build_menus()
         self._build_status_bar()
         self.set_interval(DEFAULT_INTERVAL)
@@ -110,6 +111,7 @@ class MainWindow(QMainWindow):
         self.pause_action.toggled.connect(self.set_paused)
         interval_menu = view.addMenu("Refresh &interval")
         group = QActionGroup(self)
+        group.setExclusionPolicy(QActionGroup.ExclusionPolicy.ExclusiveOptional)  # 3 s: none
         self.interval_actions: dict[int, QAction] = {}
         for seconds in INTERVALS:
             action = interval_menu.addAction(f"{seconds} s")
@@ -276,9 +278,6 @@ class MainWindow(QMainWindow):
     def ping(self, link: NodeLink) -> None:
         link.request("ping", lambda node: node.hello(), None)
 
-    def _tab_changed(self) -> None:
-        self.refresh()
-
     # ------------------------------------------------------------ status bar
 
     def _update_status(self) -> None:
@@ -311,7 +310,7 @@ class MainWindow(QMainWindow):
             self.spin_timer.stop()
             self.spinner.setText("")
             return
-        if time.monotonic() - getattr(self, "_busy_since", 0.0) >= SPIN_AFTER:
+        if time.monotonic() - self._busy_since >= SPIN_AFTER:
             self._spin_step = (self._spin_step + 1) % len(SPINNER)
             self.spinner.setText(SPINNER[self._spin_step])
             self.spinner.setToolTip(f"waiting for {link.label}")
