@@ -206,32 +206,17 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from observer.format import human_bytes, human_seconds
+    from observer.format import process_facts
 
     with _connect(args) as node:
         p = node.process()
     if args.json:
         _print_json(p)
         return 0
-    rows = [
-        ("node", p.node),
-        ("pid / ppid", f"{p.pid} / {p.ppid}"),
-        ("host", p.host),
-        ("python", f"{p.implementation} {p.python_version} ({p.executable})"),
-        ("argv", " ".join(p.cmdline)),
-        ("uptime", human_seconds(p.uptime)),
-        ("cpu", f"{p.cpu_percent:.1f}% of {p.cpu_count} cpus"),
-        ("memory", f"rss {human_bytes(p.rss)}  vms {human_bytes(p.vms)}"),
-        ("threads / tasks / loops", f"{p.num_threads} / {p.num_tasks} / {p.num_loops}"),
-        ("fds / connections", f"{p.num_fds} / {p.num_connections}"),
-        ("gc counts / collections", f"{list(p.gc_counts)} / {list(p.gc_collections)}"),
-        ("agent", f"{p.agent_version} (protocol {p.protocol_version}), you are {p.role}"),
-    ]
-    for key, value in rows:
-        print(f"{key:>24}  {value}")
-    for e in p.exposed:
-        size = f" size={e.size}" if e.size is not None else ""
-        print(f"{'exposed ' + e.name:>24}  {e.type}{size}  {e.repr}")
+    for section, rows in process_facts(p):
+        print(section)
+        for key, value in rows:
+            print(f"  {key:>28}  {value}")
     return 0
 
 

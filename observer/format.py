@@ -1,8 +1,11 @@
-"""Plain-text rendering for the CLI: aligned tables, sizes, durations."""
+"""Plain-text rendering shared by the CLI and the GUI: tables, sizes, durations, facts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+
+from agent.schema import ProcessInfo
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_width: int = 60) -> str:
@@ -55,3 +58,77 @@ def short_path(path: str, keep: int = 2) -> str:
     """Last ``keep`` components of a path: '/a/b/c/d.py' -> 'c/d.py'."""
     parts = path.replace("\\", "/").split("/")
     return "/".join(parts[-keep:]) if len(parts) > keep else path
+
+
+EXPOSED = "Exposed objects"
+
+
+def process_facts(p: ProcessInfo) -> list[tuple[str, list[tuple[str, str]]]]:
+    """A process described as (section, [(key, value)]): the GUI's System tab and
+    ``observer info`` both show this."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.start_time))
+    gc_counts = " / ".join(map(str, p.gc_counts))
+    gc_runs = " / ".join(map(str, p.gc_collections))
+    return [
+        (
+            "Python",
+            [
+                ("Implementation", f"{p.implementation} {p.python_version}"),
+                ("Executable", p.executable),
+                ("argv", " ".join(p.cmdline)),
+            ],
+        ),
+        (
+            "Process",
+            [
+                ("Node", p.node),
+                ("Host", p.host),
+                ("PID", f"{p.pid} (parent {p.ppid})"),
+                ("Name", p.name),
+                ("Started", started),
+                ("Uptime", human_seconds(p.uptime)),
+                ("CPUs", str(p.cpu_count)),
+            ],
+        ),
+        (
+            "Resources",
+            [
+                ("CPU", f"{p.cpu_percent:.1f}%"),
+                ("RSS", human_bytes(p.rss)),
+                ("VMS", human_bytes(p.vms)),
+                ("Threads", str(p.num_threads)),
+                ("Event loops", str(p.num_loops)),
+                ("Tasks", f"{p.num_tasks:,}"),
+                ("Open fds", "n/a" if p.num_fds is None else str(p.num_fds)),
+                (
+                    "Connections",
+                    "n/a (not permitted)" if p.num_connections is None else str(p.num_connections),
+                ),
+            ],
+        ),
+        (
+            "Garbage collector",
+            [
+                ("Pending objects (gen 0/1/2)", gc_counts),
+                ("Collections (gen 0/1/2)", gc_runs),
+            ],
+        ),
+        (
+            "Agent",
+            [
+                ("Version", f"{p.agent_version} (protocol {p.protocol_version})"),
+                ("Your role", f"you are {p.role}"),
+            ],
+        ),
+        (
+            EXPOSED,
+            [
+                (
+                    e.name,
+                    e.type + (f", size {e.size:,}" if e.size is not None else "") + f": {e.repr}",
+                )
+                for e in p.exposed
+            ]
+            or [("(none)", "the host has not called agent.expose")],
+        ),
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,75 +10,14 @@ from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 
 from agent.schema import ProcessInfo
 from observer.client import Node
-from observer.format import human_bytes, human_seconds
+from observer.format import EXPOSED, human_bytes, process_facts
 from observer.gui.tab import Tab
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
-EXPOSED = "Exposed objects"
 ENVIRONMENT = "Environment (redacted)"
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-def system_sections(p: ProcessInfo) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The tab's content as (section, [(key, value)]), Qt-free."""
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.start_time))
-    gc_counts = " / ".join(map(str, p.gc_counts))
-    gc_runs = " / ".join(map(str, p.gc_collections))
-    return [
-        (
-            "Python",
-            [
-                ("Implementation", f"{p.implementation} {p.python_version}"),
-                ("Executable", p.executable),
-                ("argv", " ".join(p.cmdline)),
-            ],
-        ),
-        (
-            "Process",
-            [
-                ("Node", p.node),
-                ("Host", p.host),
-                ("PID", f"{p.pid} (parent {p.ppid})"),
-                ("Name", p.name),
-                ("Started", started),
-                ("Uptime", human_seconds(p.uptime)),
-                ("CPUs", str(p.cpu_count)),
-            ],
-        ),
-        (
-            "Resources",
-            [
-                ("CPU", f"{p.cpu_percent:.1f}%"),
-                ("RSS", human_bytes(p.rss)),
-                ("VMS", human_bytes(p.vms)),
-                ("Threads", str(p.num_threads)),
-                ("Event loops", str(p.num_loops)),
-                ("Tasks", f"{p.num_tasks:,}"),
-                ("Open fds", "n/a" if p.num_fds is None else str(p.num_fds)),
-                (
-                    "Connections",
-                    "n/a (not permitted)" if p.num_connections is None else str(p.num_connections),
-                ),
-            ],
-        ),
-        (
-            "Garbage collector",
-            [
-                ("Pending objects (gen 0/1/2)", gc_counts),
-                ("Collections (gen 0/1/2)", gc_runs),
-            ],
-        ),
-        (
-            "Agent",
-            [
-                ("Version", p.agent_version),
-                ("Protocol", str(p.protocol_version)),
-                ("Your role", p.role),
-            ],
-        ),
-    ]
 
 
 class SystemTab(Tab):
@@ -114,15 +52,7 @@ class SystemTab(Tab):
         collapsed = set(self._collapsed)
         self.view.setUpdatesEnabled(False)
         self.view.clear()
-        sections = system_sections(value)
-        exposed = [
-            (
-                e.name,
-                f"{e.type}" + (f", size {e.size:,}" if e.size is not None else "") + f": {e.repr}",
-            )
-            for e in value.exposed
-        ]
-        sections.append((EXPOSED, exposed or [("(none)", "the host has not called agent.expose")]))
+        sections = process_facts(value)
         sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in value.environ]))
         for title, rows in sections:
             top = QTreeWidgetItem([title, f"{len(rows)}" if title == ENVIRONMENT else ""])
