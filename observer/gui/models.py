@@ -19,6 +19,7 @@ from observer.gui.rows import (
     FUNCTION,
     ID,
     KIND,
+    LOCATION,
     NAME,
     STATE,
     Item,
@@ -58,7 +59,7 @@ def cell_data(cell: Callable[[int], str], column: int, role: int) -> Any:
         return cell(KIND)
     if role == NAME_ROLE:
         return cell(NAME)
-    if role == TOOLTIP and column >= FUNCTION:
+    if role == TOOLTIP and column in (NAME, FUNCTION, LOCATION):
         return cell(column) or None
     if role == FOREGROUND and column == STATE:
         return _STATE_COLOURS.get(cell(STATE))

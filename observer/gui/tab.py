@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, pyqtSignal
+from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
 from PyQt6.QtWidgets import QAbstractItemView, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from observer.client import Node
@@ -116,7 +116,7 @@ class Tab(QWidget):
         """Ctrl-F: put the cursor in this tab's filter box, if it has one."""
 
 
-COLUMN_WIDTHS = (300, 60, 170, 80, 70, 60, 220)
+COLUMN_WIDTHS = (250, 55, 165, 75, 75, 55, 190)  # Location stretches over the rest
 
 
 class RowsTab(Tab):
@@ -142,6 +142,7 @@ class RowsTab(Tab):
         self.view = view
         view.setModel(self.model)
         view.setAlternatingRowColors(True)
+        view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps file *and* line number
         view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         for column, width in enumerate(COLUMN_WIDTHS):

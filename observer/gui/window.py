@@ -80,7 +80,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.nodes)
         splitter.addWidget(self.tabs)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([250, 1030])
+        splitter.setSizes([235, 1045])
         self.setCentralWidget(splitter)
 
         self.timer = QTimer(self)
