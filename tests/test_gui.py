@@ -51,8 +51,23 @@ def window(qtbot, tmp_path) -> Iterator[MainWindow]:
     win.close()
 
 
+def shown_status(link: NodeLink) -> str:
+    """The status the node list shows for ``link`` (first tooltip line), '' if not listed."""
+    window = link.parent()
+    item = window.nodes.item_of(link) if isinstance(window, MainWindow) else None
+    return item.toolTip(0).split("\n", 1)[0].rsplit(": ", 1)[-1] if item is not None else ""
+
+
+def wait_status(qtbot, link: NodeLink, status: Status) -> None:
+    """Wait until the window shows ``status`` for ``link``: the worker sets the attribute
+    first and the GUI thread redraws after, so the attribute alone is not what users see."""
+    qtbot.waitUntil(
+        lambda: link.status is status and shown_status(link) == status.value, timeout=WAIT
+    )
+
+
 def wait_up(qtbot, link: NodeLink) -> None:
-    qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+    wait_status(qtbot, link, Status.UP)
 
 
 def tree_names(win: MainWindow) -> dict[str, list]:
@@ -319,14 +334,14 @@ def test_agent_stop_marks_down_and_restart_brings_it_back(qtbot, window, make_ho
     mark = host.process.mark()
     host.process.send("agent-stop")
     host.process.wait_line("agent stopped", start=mark)
-    qtbot.waitUntil(lambda: link.status is Status.DOWN, timeout=WAIT)
+    wait_status(qtbot, link, Status.DOWN)
     qtbot.waitUntil(lambda: tab.banner.isVisible(), timeout=WAIT)
     assert "Showing data from" in tab.banner.text()  # the last data stays, marked stale
     assert "stale" in window.refresh_label.text()
     host.process.send("agent-start")
     host.process.wait_line("agent started", start=mark)
     window.refresh()  # Ctrl-R retries at once instead of waiting for the backoff
-    qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+    wait_status(qtbot, link, Status.UP)
     qtbot.waitUntil(lambda: not tab.banner.isVisible(), timeout=WAIT)
     assert link.restarted == ""  # same process, same pid
 
@@ -348,7 +363,7 @@ def test_wrong_token_shows_auth_failed(qtbot, window, demo, other_keys, keys):
         fingerprint=keys.fingerprint,
     )
     link = window.add_link(bad)
-    qtbot.waitUntil(lambda: link.status is Status.AUTH_FAILED, timeout=WAIT)
+    wait_status(qtbot, link, Status.AUTH_FAILED)
     assert "authentication" in link.error.lower()
     item = window.nodes.item_of(link)
     assert item is not None and "auth failed" in item.text(2)
@@ -364,10 +379,10 @@ def test_slow_link_shows_a_spinner_and_a_dropped_link_recovers(qtbot, window, de
         qtbot.waitUntil(lambda: window.spinner.text() != "", timeout=WAIT)  # waiting, not frozen
         qtbot.waitUntil(lambda: link.busy == 0 and window.spinner.text() == "", timeout=WAIT)
         proxy.cut()  # the link drops: the next refresh fails, the one after reconnects
-        qtbot.waitUntil(lambda: link.status is Status.DOWN, timeout=WAIT)
+        wait_status(qtbot, link, Status.DOWN)
         assert tab.info is not None  # the last data is still shown
         window.refresh()
-        qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+        wait_status(qtbot, link, Status.UP)
 
 
 # ------------------------------------------------------------------ polling and charts
