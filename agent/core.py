@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import socket
 import sys
 import threading
 import time
+import types
 from typing import Any
 
 import psutil
@@ -15,7 +17,9 @@ import psutil
 from agent import control
 from agent.audit import AuditLog
 from agent.collect import guarded
+from agent.collect.census import CensusTaker
 from agent.collect.children import ChildTracker
+from agent.collect.deepsize import deep_size
 from agent.collect.frames import (
     coroutine_chain,
     describe_variable,
@@ -25,35 +29,46 @@ from agent.collect.frames import (
 )
 from agent.collect.history import HistoryBuffer, Sampler
 from agent.collect.lag import LagProbe
+from agent.collect.memory import gc_state, os_memory
 from agent.collect.process import CpuMeter, collect_process, gc_collections
+from agent.collect.source import source_lines
 from agent.collect.tasks import TaskRegistry, awaited_tasks, collect_task_rows, task_state
 from agent.collect.threads import collect_threads, find_thread
+from agent.collect.tracing import Tracer
 from agent.errors import BadRequest, NotFound
 from agent.exposed import ExposedRegistry
 from agent.redact import is_sensitive
-from agent.saferepr import safe_children
+from agent.saferepr import safe_children, safe_type_name
 from agent.schema import (
     AuditRecord,
+    Census,
     ChildInfo,
+    ExposedSize,
     Hello,
     History,
     HistorySample,
     LocalsInfo,
     LoopInfo,
+    MemoryInfo,
     ProcessInfo,
     RawJSON,
     Snapshot,
+    SourceText,
     StackInfo,
     ThreadInfo,
+    TraceStats,
     Variable,
     to_wire,
 )
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
+log = logging.getLogger("agent")
 _SNAPSHOT_TASKS = [f.name for f in dataclasses.fields(Snapshot)].index("tasks")
 DEFAULT_TASK_LIMIT = 100_000
 MAX_TASK_LIMIT = 1_000_000
 MAX_PATH = 16
+MAX_SOURCE_CONTEXT = 200
+_module_ns = types.ModuleType.__dict__["__dict__"].__get__  # C-level, no module hooks run
 
 
 def _json_array(fragments: list[str]) -> RawJSON:
@@ -81,6 +96,8 @@ class AgentCore:
         self.audit = AuditLog()
         self.lag = LagProbe()
         self.history = HistoryBuffer(history_capacity, history_interval)
+        self.census_taker = CensusTaker()
+        self.tracer = Tracer()
         self._agent_idents: set[int] = set()
         self._idents_lock = threading.Lock()
         self._observers = 0
@@ -313,6 +330,83 @@ class AgentCore:
             raise NotFound(f"nothing exposed as {name!r}") from exc
         return tuple(describe_variable(label, child) for label, child in safe_children(obj))
 
+    # ------------------------------------------------------------ memory
+
+    def memory(self) -> MemoryInfo:
+        """OS and interpreter memory figures, tracemalloc status, exposed objects' deep sizes."""
+        started = time.perf_counter()
+        mem = os_memory(self.process)
+        gcs = gc_state()
+        exposed = []
+        for name in self.exposed.names():
+            try:
+                obj = self.exposed.get(name)
+            except KeyError:
+                continue
+            try:
+                size, count, complete = deep_size(obj)
+            except Exception:  # contained: one odd object must not hide the others
+                log.exception("runtime-observer agent: deep size of %r failed", name)
+                size, count, complete = 0, 0, False
+            exposed.append(ExposedSize(name, safe_type_name(obj), size, count, complete))
+            del obj
+        census = self.census_taker
+        return MemoryInfo(
+            time=time.time(),
+            rss=mem.rss,
+            vms=mem.vms,
+            uss=mem.uss,
+            pss=mem.pss,
+            swap=mem.swap,
+            note=mem.note,
+            gc_enabled=gcs.enabled,
+            gc_counts=gcs.counts,
+            gc_thresholds=gcs.thresholds,
+            gc_collections=gcs.collections,
+            gc_collected=gcs.collected,
+            gc_uncollectable=gcs.uncollectable,
+            gc_garbage=gcs.garbage,
+            tracked=census.last_objects,
+            tracked_time=census.last_time,
+            allocated_blocks=gcs.allocated_blocks,
+            tracemalloc=self.tracer.status(),
+            exposed=tuple(exposed),
+            census_baseline=census.baseline_time,
+            seconds=time.perf_counter() - started,
+        )
+
+    def census(self, top: int, baseline: bool, growth: bool, by: str) -> Census:
+        return self.census_taker.take(top, baseline=baseline, growth=growth, by=by)
+
+    def trace_stats(self, limit: int, group: str, diff: bool) -> TraceStats:
+        return self.tracer.stats(limit, group, diff)
+
+    def source(self, path: str, line: int, context: int) -> SourceText:
+        """Lines around ``path:line``, only for files the host runs (loaded modules) or that
+        an allocation report named: never an arbitrary file of the host's machine."""
+        if not self._may_show(path):
+            raise NotFound(f"{path!r} is not a loaded module or a reported allocation site")
+        context = max(0, min(context, MAX_SOURCE_CONTEXT))
+        first = max(1, line - context)
+        lines = source_lines(path, first, line + context)
+        if not lines:
+            raise NotFound(f"no source available for {path}:{line}")
+        return SourceText(path, line, first, tuple(lines))
+
+    def _may_show(self, path: str) -> bool:
+        if not path.endswith(".py"):
+            return False
+        if path in self.tracer.site_files:
+            return True
+        for module in list(sys.modules.values()):
+            try:
+                is_module = issubclass(type(module), types.ModuleType)
+                if is_module and _module_ns(module).get("__file__") == path:
+                    return True
+            except Exception:
+                continue
+        return False
+
     # ------------------------------------------------------------ history
 
     def sample(self) -> HistorySample:
@@ -328,6 +422,7 @@ class AgentCore:
             tasks=self.tasks.count_tasks(),
             loop_lag=self.lag.worst(loops),
             gc_collections=sum(gc_collections()),
+            traced=self.tracer.traced(),
         )
 
     def history_since(self, since: float) -> History:
@@ -346,3 +441,9 @@ class AgentCore:
 
     def signal(self, pid: int, signame: str) -> str:
         return control.signal_child(self.children, pid, signame)
+
+    def tracemalloc_start(self, frames: int, by: str) -> str:
+        return self.tracer.start(frames, by)
+
+    def tracemalloc_stop(self) -> str:
+        return self.tracer.stop()

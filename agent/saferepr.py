@@ -85,6 +85,14 @@ def safe_type_name(obj: object) -> str:
         return "?"
 
 
+def safe_class_name(cls: type) -> str:
+    """'module.QualName' of a class (not an instance), read without running host code."""
+    try:
+        return _class_name(cls)
+    except Exception:
+        return "?"
+
+
 def safe_len(obj: object) -> int | None:
     """Length of builtin containers and stdlib queues; None for anything else (no user __len__)."""
     try:

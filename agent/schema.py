@@ -241,6 +241,7 @@ class HistorySample:
     tasks: int
     loop_lag: float | None
     gc_collections: int  # total collections since start, all generations
+    traced: int | None  # bytes traced by tracemalloc, None when it is not tracing
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,146 @@ class Hello:
     python_version: str
 
 
+@dataclass(frozen=True)
+class TracemallocStatus:
+    """Whether tracemalloc traces this process, what it sees and what it costs."""
+
+    tracing: bool
+    frames: int  # frames kept per allocation traceback
+    current: int  # bytes traced now
+    peak: int  # highest traced since start (or the last peak reset)
+    overhead: int  # bytes tracemalloc itself uses for its traces
+    started: float | None  # wall time the agent started it; None if started elsewhere or off
+    started_by: str  # "role@peer" of whoever started it through the agent
+    slowdown: float | None  # allocation slowdown factor measured when the agent started it
+    baseline: float | None  # wall time of the baseline the diff compares against
+    hint: str  # when not tracing: how to start it
+
+
+@dataclass(frozen=True)
+class ExposedSize:
+    """Approximate deep size of an exposed object (referents walked within a budget)."""
+
+    name: str
+    type: str
+    size: int  # bytes, shallow sizes of every object reached
+    objects: int  # objects reached
+    complete: bool  # False when the time, depth or object budget cut the walk short
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    """The host's memory as the OS and the interpreter see it; cheap enough to poll."""
+
+    time: float
+    rss: int
+    vms: int
+    uss: int | None  # unique set size (memory_full_info); None when the OS refused
+    pss: int | None
+    swap: int | None
+    note: str  # why uss/pss/swap are missing, '' when they are there
+    gc_enabled: bool
+    gc_counts: tuple[int, ...]  # allocations minus deallocations per generation
+    gc_thresholds: tuple[int, ...]
+    gc_collections: tuple[int, ...]
+    gc_collected: tuple[int, ...]
+    gc_uncollectable: tuple[int, ...]
+    gc_garbage: int  # len(gc.garbage)
+    tracked: int | None  # gc-tracked objects at the last census (None: no census yet)
+    tracked_time: float | None
+    allocated_blocks: int  # sys.getallocatedblocks(): live pymalloc blocks
+    tracemalloc: TracemallocStatus
+    exposed: tuple[ExposedSize, ...]
+    census_baseline: float | None  # wall time of the census baseline, None if none
+    seconds: float  # what collecting this cost the agent
+
+
+@dataclass(frozen=True)
+class TypeCount:
+    """Live gc-tracked objects of one type."""
+
+    type: str
+    count: int
+    size: int  # sum of shallow sizes (sys.getsizeof), bytes
+
+
+@dataclass(frozen=True)
+class TypeGrowth:
+    """How a type's live objects changed since the census baseline."""
+
+    type: str
+    count: int
+    delta: int
+    size: int
+    size_delta: int
+
+
+@dataclass(frozen=True)
+class Census:
+    """Live objects by type, counted in the agent within a time budget.
+
+    Only gc-tracked objects are seen (containers and class instances, as objgraph and
+    gc.get_objects() see them); str, bytes, int and float live inside them and show up in
+    tracemalloc instead. When ``stride`` > 1 every stride-th object was looked at and the
+    counts are scaled estimates; ``complete`` is False when the time budget ran out.
+    """
+
+    time: float
+    objects: int  # gc-tracked objects in the process
+    scanned: int  # objects actually looked at
+    stride: int
+    sampled: bool
+    complete: bool
+    types_total: int  # distinct types seen
+    types: tuple[TypeCount, ...]  # top N by count, largest first
+    growth: tuple[TypeGrowth, ...]  # top N by delta when growth was asked for
+    baseline: float | None  # wall time of the baseline, None if none
+    baseline_by: str
+    seconds: float  # agent wall time of this census
+    hold_seconds: float  # longest single step holding the GIL (listing the objects)
+    note: str
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    """Where traced memory was allocated: one line, or one traceback (innermost first)."""
+
+    file: str
+    line: int
+    source: str
+    traceback: tuple[str, ...]  # "file:line", innermost first
+    size: int
+    count: int
+    size_diff: int  # against the baseline (0 for a plain top)
+    count_diff: int
+
+
+@dataclass(frozen=True)
+class TraceStats:
+    """Top allocation sites now, or their change since the baseline."""
+
+    status: TracemallocStatus
+    group: str  # lineno / traceback / filename
+    diff: bool
+    sites: tuple[AllocationSite, ...]
+    sites_total: int
+    size: int  # traced bytes counted (the agent's own allocations excluded)
+    count: int
+    traces: int  # traces in the snapshot
+    seconds: float  # snapshot + statistics time in the agent
+    excluded: tuple[str, ...]  # file patterns left out
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """Lines around one line of a source file the agent may show."""
+
+    file: str
+    line: int  # the line asked for
+    first: int  # line number of lines[0]
+    lines: tuple[str, ...]
+
+
 RECORDS: tuple[type, ...] = (
     ExposedInfo,
     ProcessInfo,
@@ -282,6 +423,15 @@ RECORDS: tuple[type, ...] = (
     HistorySample,
     History,
     Hello,
+    TracemallocStatus,
+    ExposedSize,
+    MemoryInfo,
+    TypeCount,
+    TypeGrowth,
+    Census,
+    AllocationSite,
+    TraceStats,
+    SourceText,
 )
 
 # ---------------------------------------------------------------- encoding

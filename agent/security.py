@@ -47,6 +47,11 @@ class Credentials:
     role: str
     peer: str
 
+    @property
+    def label(self) -> str:
+        """'role@peer', how the agent names who did something."""
+        return f"{self.role}@{self.peer}"
+
 
 def is_loopback_host(host: str) -> bool:
     """True when every address ``host`` names is a loopback address."""

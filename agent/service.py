@@ -167,6 +167,45 @@ class AgentService(rpyc.Service):
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
 
+    # ------------------------------------------------------------ memory
+
+    def exposed_memory(self) -> bytes:
+        return self._run(self.core.memory)
+
+    def exposed_census(self, top: int = 50, baseline: bool = False, growth: bool = False) -> bytes:
+        """Objects by type; ``baseline`` remembers this census, ``growth`` compares with it.
+
+        Any role may take a baseline: it changes no host state, only what growth means,
+        and the census records who took it.
+        """
+        return self._run(
+            lambda: self.core.census(
+                _check(top, int, "top"),
+                _check(baseline, bool, "baseline"),
+                _check(growth, bool, "growth"),
+                self._creds.label,
+            )
+        )
+
+    def exposed_trace_stats(self, limit: int = 20, group: str = "lineno", diff: bool = False):
+        return self._run(
+            lambda: self.core.trace_stats(
+                _check(limit, int, "limit"), _check(group, str, "group"), _check(diff, bool, "diff")
+            )
+        )
+
+    def exposed_trace_baseline(self) -> bytes:
+        return self._run(self.core.tracer.set_baseline)
+
+    def exposed_source(self, path: str, line: int, context: int = 10) -> bytes:
+        return self._run(
+            lambda: self.core.source(
+                _check(path, str, "path"),
+                _check(line, int, "line"),
+                _check(context, int, "context"),
+            )
+        )
+
     # ------------------------------------------------------------ control
 
     def exposed_cancel(self, task_id: str, message: str = "") -> bytes:
@@ -191,6 +230,16 @@ class AgentService(rpyc.Service):
             f"pid-{pid}" if type(pid) is int else "?",
             lambda: self.core.signal(_check(pid, int, "pid"), _check(signal, str, "signal")),
         )
+
+    def exposed_tracemalloc_start(self, frames: int = 10) -> bytes:
+        return self._control(
+            f"tracemalloc start {frames if type(frames) is int else '?'} frames",
+            "tracemalloc",
+            lambda: self.core.tracemalloc_start(_check(frames, int, "frames"), self._creds.label),
+        )
+
+    def exposed_tracemalloc_stop(self) -> bytes:
+        return self._control("tracemalloc stop", "tracemalloc", self.core.tracemalloc_stop)
 
 
 def make_service(core: AgentCore) -> type[AgentService]:

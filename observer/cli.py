@@ -220,6 +220,131 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mem(args: argparse.Namespace) -> int:
+    if args.tool is not None:
+        return _cmd_tracemalloc(args)
+    from observer.format import census_text, human_bytes, memory_facts, signed_bytes, table
+
+    with _connect(args) as node:
+        memory = node.memory()
+        census = node.census(args.top, baseline=args.baseline, growth=args.growth)
+    if args.json:
+        out = dataclasses.asdict(memory)
+        meta = dataclasses.asdict(census)
+        out["types"] = meta.pop("types")
+        growth = meta.pop("growth")
+        if args.growth:
+            out["growth"] = growth
+        out["census"] = meta
+        _print_json(out)
+        return 0
+    for section, rows in memory_facts(memory):
+        print(section)
+        for key, value in rows:
+            print(f"  {key:>26}  {value}")
+    print(f"Census: {census_text(census)}")
+    if args.baseline:
+        print("Baseline recorded: `observer mem NODE --growth` shows what grows from here.")
+    if args.growth:
+        print(
+            table(
+                ["TYPE", "COUNT", "DELTA", "SIZE", "SIZE DELTA"],
+                [
+                    (
+                        g.type,
+                        f"{g.count:,}",
+                        f"+{g.delta:,}",
+                        human_bytes(g.size),
+                        signed_bytes(g.size_delta),
+                    )
+                    for g in census.growth
+                ],
+                max_width=70,
+            )
+            if census.growth
+            else "Nothing grew since the baseline."
+        )
+        return 0
+    print(
+        table(
+            ["TYPE", "COUNT", "SIZE"],
+            [(t.type, f"{t.count:,}", human_bytes(t.size)) for t in census.types],
+            max_width=70,
+        )
+    )
+    return 0
+
+
+def _cmd_tracemalloc(args: argparse.Namespace) -> int:
+    from observer.format import (
+        human_bytes,
+        short_path,
+        signed_bytes,
+        table,
+        trace_text,
+        tracemalloc_text,
+    )
+
+    action = args.action or "status"
+    with _connect(args) as node:
+        if action in ("start", "stop"):
+            result = (
+                node.tracemalloc_start(args.frames)
+                if action == "start"
+                else node.tracemalloc_stop()
+            )
+            if args.json:
+                _print_json(result)
+            else:
+                print(result.message)
+            return 0
+        if action == "baseline":
+            stamp = node.tracemalloc_baseline()
+            if args.json:
+                _print_json({"baseline": stamp})
+            else:
+                print(
+                    "tracemalloc baseline recorded: `tracemalloc diff` shows what grows from here."
+                )
+            return 0
+        if action == "status":
+            status = node.memory().tracemalloc
+            if args.json:
+                _print_json(status)
+            else:
+                print(tracemalloc_text(status))
+            return 0
+        diff = action == "diff"
+        stats = (
+            node.tracemalloc_diff(args.top, args.group)
+            if diff
+            else node.tracemalloc_top(args.top, args.group)
+        )
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(trace_text(stats))
+    if not stats.status.tracing:
+        return 0
+    headers = (
+        ["SIZE", "BLOCKS"] + (["SIZE DIFF", "BLOCKS DIFF"] if diff else []) + ["WHERE", "SOURCE"]
+    )
+    rows = []
+    for site in stats.sites:
+        where = short_path(site.file, 3) + (f":{site.line}" if site.line else "")
+        row: list[object] = [human_bytes(site.size), f"{site.count:,}"]
+        if diff:
+            row += [signed_bytes(site.size_diff), f"{site.count_diff:+,}"]
+        rows.append([*row, where, site.source])
+        if args.group == "traceback":
+            rows += [
+                ["", ""] + (["", ""] if diff else []) + [f"  from {short_path(tb, 3)}", ""]
+                for tb in site.traceback[1:]
+            ]
+    print(table(headers, rows, max_width=80))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     import time
 
@@ -385,6 +510,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
     p.add_argument("--exception", help="for thread-N: builtin exception name (default SystemExit)")
     add("info", cmd_info, "process facts: python, memory, fds, gc, exposed objects")
+    p = add("mem", cmd_mem, "memory: RSS/USS, GC, objects by type and their growth, tracemalloc")
+    p.add_argument("tool", nargs="?", choices=["tracemalloc"], help="tracemalloc ACTION")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["start", "stop", "top", "diff", "baseline", "status"],
+        help="start/stop need the operator role; diff compares with the baseline",
+    )
+    p.add_argument("--top", type=int, default=25, help="show the N largest (default 25)")
+    growth = p.add_mutually_exclusive_group()
+    growth.add_argument("--baseline", action="store_true", help="record a census baseline")
+    growth.add_argument("--growth", action="store_true", help="types grown since the baseline")
+    p.add_argument("--frames", type=int, default=10, help="tracemalloc start: frames kept")
+    p.add_argument(
+        "--group",
+        choices=["lineno", "traceback", "filename"],
+        default="lineno",
+        help="tracemalloc top/diff: group allocations by line, traceback or file",
+    )
     p = add("audit", cmd_audit, "recent control actions recorded by the agent")
     p.add_argument("--limit", type=int, default=100)
     p = add("history", cmd_history, "the agent's load history")
@@ -415,9 +559,21 @@ def _gui_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``mem`` takes its words after the node options too
+    (``observer mem NODE --token-file F tracemalloc top``), which needs intermixed parsing."""
+    if argv[:1] == ["mem"]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                args = action.choices["mem"].parse_intermixed_args(argv[1:])
+                args.command = "mem"
+                return args
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
     if args.command is None and not (sys.argv[1:] if argv is None else argv):
         args = parser.parse_args(["gui"])  # plain `observer` opens the window
     if not getattr(args, "func", None):

@@ -21,16 +21,20 @@ from typing import Any, TypeVar
 
 from agent.schema import (
     AuditRecord,
+    Census,
     ChildInfo,
     ControlResult,
     Hello,
     History,
     LocalsInfo,
+    MemoryInfo,
     ProcessInfo,
     Snapshot,
+    SourceText,
     StackInfo,
     TaskInfo,
     ThreadInfo,
+    TraceStats,
     Variable,
     WireError,
     decode_envelope,
@@ -239,6 +243,35 @@ class Node:
         """The agent's load-history ring buffer (samples newer than ``since``)."""
         return self._call(History, "history", float(since))
 
+    def memory(self) -> MemoryInfo:
+        """RSS/USS/VMS/swap, GC counters, tracemalloc status, exposed objects' deep sizes."""
+        return self._call(MemoryInfo, "memory")
+
+    def census(self, top: int = 50, *, baseline: bool = False, growth: bool = False) -> Census:
+        """Live objects by type (top N by count). ``baseline=True`` makes this census the
+        baseline; ``growth=True`` also lists the types that grew most since the baseline."""
+        return self._call(Census, "census", int(top), bool(baseline), bool(growth))
+
+    def growth(self, top: int = 50) -> Census:
+        """A census compared with the baseline: ``.growth`` holds the types that grew most."""
+        return self.census(top, growth=True)
+
+    def tracemalloc_top(self, limit: int = 20, group: str = "lineno") -> TraceStats:
+        """Where traced memory is now, largest first (group: lineno, traceback or filename)."""
+        return self._call(TraceStats, "trace_stats", int(limit), str(group), False)
+
+    def tracemalloc_diff(self, limit: int = 20, group: str = "lineno") -> TraceStats:
+        """What grew since the tracemalloc baseline (taken at start, or by tracemalloc_baseline)."""
+        return self._call(TraceStats, "trace_stats", int(limit), str(group), True)
+
+    def tracemalloc_baseline(self) -> float:
+        """Make the traced memory as it is now the baseline that diffs compare against."""
+        return self._call(float, "trace_baseline")
+
+    def source(self, path: str, line: int, context: int = 10) -> SourceText:
+        """Lines around ``path:line`` (loaded modules and reported allocation sites only)."""
+        return self._call(SourceText, "source", str(path), int(line), int(context))
+
     def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
         """Recent control actions on this node, oldest first."""
         return self._call(tuple[AuditRecord, ...], "audit", int(limit))
@@ -256,6 +289,14 @@ class Node:
     def signal(self, pid: int | str, sig: str = "TERM") -> ControlResult:
         """Send SIGTERM / SIGKILL / SIGINT to a child process (``1234`` or ``pid-1234``)."""
         return self._call(ControlResult, "signal", parse_pid(pid), str(sig))
+
+    def tracemalloc_start(self, frames: int = 10) -> ControlResult:
+        """Start tracing allocations with ``frames`` frames per traceback (operator, audited)."""
+        return self._call(ControlResult, "tracemalloc_start", int(frames))
+
+    def tracemalloc_stop(self) -> ControlResult:
+        """Stop tracing and free the traces (operator, audited)."""
+        return self._call(ControlResult, "tracemalloc_stop")
 
     def kill(
         self, target: str, *, signal: str | None = None, exception: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agent.schema import ProcessInfo
+from agent.schema import Census, MemoryInfo, ProcessInfo, TracemallocStatus, TraceStats
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_width: int = 60) -> str:
@@ -132,3 +132,99 @@ def process_facts(p: ProcessInfo) -> list[tuple[str, list[tuple[str, str]]]]:
             or [("(none)", "the host has not called agent.expose")],
         ),
     ]
+
+
+def _per_gen(values: Sequence[int]) -> str:
+    return " / ".join(f"{v:,}" for v in values)
+
+
+def _clock(stamp: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else ""
+
+
+def tracemalloc_text(t: TracemallocStatus) -> str:
+    """One line: tracing or not (and how to start it), traced/peak memory, what it costs."""
+    if not t.tracing:
+        return t.hint
+    parts = [
+        f"tracing {t.frames} frame{'s' if t.frames != 1 else ''}",
+        f"traced {human_bytes(t.current)} (peak {human_bytes(t.peak)})",
+        f"overhead {human_bytes(t.overhead)}",
+    ]
+    if t.slowdown:
+        parts.append(f"allocation-heavy code {t.slowdown:.1f}x slower")
+    if t.started:
+        parts.append(f"started {_clock(t.started)} by {t.started_by or '?'}")
+    else:
+        parts.append("started outside the agent")
+    if t.baseline:
+        parts.append(f"baseline {_clock(t.baseline)}")
+    return "; ".join(parts)
+
+
+def memory_facts(m: MemoryInfo) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Memory described as (section, [(key, value)]): the Memory tab and ``observer mem``."""
+    os_rows = [("RSS", human_bytes(m.rss)), ("VMS", human_bytes(m.vms))]
+    if m.uss is not None:
+        os_rows.append(("USS (unique)", human_bytes(m.uss)))
+    if m.pss is not None:
+        os_rows.append(("PSS (proportional)", human_bytes(m.pss)))
+    if m.swap is not None:
+        os_rows.append(("Swap", human_bytes(m.swap)))
+    if m.note:
+        os_rows.append(("Note", m.note))
+    tracked = "no census yet" if m.tracked is None else f"{m.tracked:,} at {_clock(m.tracked_time)}"
+    gc_rows = [
+        ("Enabled", "yes" if m.gc_enabled else "NO (gc.disable() was called)"),
+        ("Pending (gen 0/1/2)", f"{_per_gen(m.gc_counts)} of {_per_gen(m.gc_thresholds)}"),
+        ("Collections (gen 0/1/2)", _per_gen(m.gc_collections)),
+        ("Collected (gen 0/1/2)", _per_gen(m.gc_collected)),
+        ("Uncollectable (gen 0/1/2)", _per_gen(m.gc_uncollectable)),
+        ("gc.garbage", f"{m.gc_garbage:,}"),
+        ("Tracked objects", tracked),
+        ("Allocated blocks", f"{m.allocated_blocks:,}"),
+    ]
+    exposed = [
+        (
+            e.name,
+            f"{e.type}: ~{human_bytes(e.size)} in {e.objects:,} objects"
+            + ("" if e.complete else " (walk cut short by its budget: at least this)"),
+        )
+        for e in m.exposed
+    ]
+    return [
+        ("Process (OS)", os_rows),
+        ("Garbage collector", gc_rows),
+        ("tracemalloc", [("Status", tracemalloc_text(m.tracemalloc))]),
+        (EXPOSED, exposed or [("(none)", "the host has not called agent.expose")]),
+    ]
+
+
+def census_text(c: Census) -> str:
+    """One line about a census: what it saw, what it cost, whether it sampled."""
+    text = (
+        f"{c.objects:,} gc-tracked objects of {c.types_total:,} types, counted in "
+        f"{c.seconds * 1000:.0f} ms (longest GIL hold {c.hold_seconds * 1000:.1f} ms)"
+    )
+    if c.note:
+        text += f"; {c.note}"
+    if c.baseline:
+        text += f"; baseline {_clock(c.baseline)} by {c.baseline_by or '?'}"
+    return text
+
+
+def trace_text(t: TraceStats) -> str:
+    """One line about a tracemalloc top/diff: totals and what it cost."""
+    if not t.status.tracing:
+        return t.status.hint
+    what = "growth since the baseline" if t.diff else "largest sites"
+    return (
+        f"{what} by {t.group}: {human_bytes(t.size)} in {t.count:,} blocks at "
+        f"{t.sites_total:,} sites; {t.traces:,} traces read in {t.seconds * 1000:.0f} ms "
+        f"(the agent's and rpyc's own allocations left out)"
+    )
+
+
+def signed_bytes(value: int) -> str:
+    """+1.5 KiB / -20 B."""
+    return ("+" if value > 0 else "-" if value < 0 else "") + human_bytes(abs(value))

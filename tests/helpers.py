@@ -68,14 +68,21 @@ class HostProcess:
 
     def wait_line(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
         """Wait for a stdout line (from index ``start``) matching ``pattern``."""
+        return self._wait(pattern, timeout, start)[1]
+
+    def wait_line_index(self, pattern: str, timeout: float = 20.0, start: int = 0) -> int:
+        """Like wait_line, but the matching line's index (to wait for the next one after it)."""
+        return self._wait(pattern, timeout, start)[0]
+
+    def _wait(self, pattern: str, timeout: float, start: int) -> tuple[int, re.Match[str]]:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for line in self.lines[start:]:
-                    match = regex.search(line)
+                for index in range(start, len(self.lines)):
+                    match = regex.search(self.lines[index])
                     if match:
-                        return match
+                        return index, match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._more()):
                     raise AssertionError(

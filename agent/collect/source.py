@@ -49,3 +49,11 @@ def source_line(path: str, lineno: int) -> str:
         return ""
     text = lines[lineno - 1].strip()
     return text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 1] + "…"
+
+
+def source_lines(path: str, first: int, last: int) -> list[str]:
+    """Lines ``first``..``last`` (1-based, inclusive) of ``path``, each cut to a sane width."""
+    if not path or path.startswith("<"):
+        return []
+    lines = _load(path)[max(first, 1) - 1 : max(last, 0)]
+    return [text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 1] + "…" for text in lines]

@@ -1,0 +1,252 @@
+"""tracemalloc under the observer's control: start/stop, top allocation sites, diff vs a baseline.
+
+The baseline is kept as grouped totals (per line and per traceback, capped), not as a
+tracemalloc Snapshot: a snapshot of a million traces would cost the host ~100 MB for as
+long as the baseline lives. The agent's own allocations (and rpyc's, which serves the
+observer) are filtered out so they never pose as the host's leak.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agent.collect.source import source_line
+from agent.errors import AgentError, BadRequest
+from agent.schema import AllocationSite, TracemallocStatus, TraceStats
+
+MAX_FRAMES = 100
+MAX_TOP = 1000
+MAX_BASELINE_KEYS = 200_000
+MAX_SITE_FILES = 10_000
+GROUPS = ("lineno", "traceback", "filename")
+HINT = (
+    "tracemalloc is not running: start it with `observer mem NODE tracemalloc start "
+    "[--frames N]` (operator role) or the Memory tab's Start button, or start the host "
+    "with PYTHONTRACEMALLOC=N"
+)
+_AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _excluded_patterns() -> tuple[str, ...]:
+    patterns = [tracemalloc.__file__, "<frozen importlib._bootstrap>"]
+    patterns.append("<frozen importlib._bootstrap_external>")
+    patterns.append(os.path.join(_AGENT_DIR, "*"))
+    try:
+        import rpyc
+
+        patterns.append(os.path.join(os.path.dirname(os.path.abspath(rpyc.__file__)), "*"))
+    except Exception:
+        pass
+    return tuple(patterns)
+
+
+Key = tuple[tuple[str, int], ...]  # frames (file, line), innermost first
+
+
+@dataclass
+class _Grouped:
+    """Traced totals by traceback (innermost first), from one pass over a snapshot."""
+
+    by_traceback: dict[Key, list[int]]  # key -> [size, count]
+    traces: int
+    seconds: float
+
+
+def _allocation_rate(n: int = 5_000) -> float:
+    """Seconds for a small allocation-heavy loop (tuples, str, lists; min of three runs).
+
+    Measured just before and just after tracemalloc starts, the ratio is the slowdown
+    allocation-heavy host code will see: honest for that kind of code, an upper bound for
+    code that mostly computes or waits.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        out = []
+        for i in range(n):
+            out.append((i, str(i) * 3, [i]))
+        del out
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _regroup(by_traceback: dict[Key, list[int]], group: str) -> dict[Key, list[int]]:
+    """Totals by line (innermost frame) or by file, from totals by traceback."""
+    if group == "traceback":
+        return by_traceback
+    out: dict[Key, list[int]] = {}
+    for key, (size, count) in by_traceback.items():
+        file, line = key[0] if key else ("?", 0)
+        short = ((file, line),) if group == "lineno" else ((file, 0),)
+        acc = out.get(short)
+        if acc is None:
+            out[short] = [size, count]
+        else:
+            acc[0] += size
+            acc[1] += count
+    return out
+
+
+class Tracer:
+    """The agent's handle on tracemalloc; thread-safe; all state bounded."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started: float | None = None
+        self.started_by = ""
+        self.slowdown: float | None = None
+        self._baseline: dict[Key, list[int]] | None = None
+        self.baseline_time: float | None = None
+        self.site_files: set[str] = set()
+        self.excluded = _excluded_patterns()
+
+    # ------------------------------------------------------------ control
+
+    def start(self, frames: int, by: str) -> str:
+        if not 1 <= frames <= MAX_FRAMES:
+            raise BadRequest(f"frames must be between 1 and {MAX_FRAMES}")
+        with self._lock:
+            if tracemalloc.is_tracing():
+                raise AgentError(
+                    f"tracemalloc is already running ({tracemalloc.get_traceback_limit()} "
+                    "frames); stop it first to change the depth"
+                )
+            before = _allocation_rate()
+            tracemalloc.start(frames)
+            after = _allocation_rate()
+            self.started, self.started_by = time.time(), by
+            self.slowdown = after / before if before > 0 else None
+            self._baseline, self.baseline_time = None, None
+        self.set_baseline()
+        slow = f"; allocation-heavy code runs {self.slowdown:.1f}x slower" if self.slowdown else ""
+        return f"tracemalloc started with {frames} frames per traceback{slow}"
+
+    def stop(self) -> str:
+        with self._lock:
+            if not tracemalloc.is_tracing():
+                raise AgentError("tracemalloc is not running")
+            overhead = tracemalloc.get_tracemalloc_memory()
+            tracemalloc.stop()
+            self.started, self.started_by, self.slowdown = None, "", None
+            self._baseline, self.baseline_time = None, None
+        return f"tracemalloc stopped; {overhead / 1e6:.1f} MB of traces freed"
+
+    # ------------------------------------------------------------ reads
+
+    def status(self) -> TracemallocStatus:
+        tracing = tracemalloc.is_tracing()
+        current, peak = tracemalloc.get_traced_memory() if tracing else (0, 0)
+        return TracemallocStatus(
+            tracing=tracing,
+            frames=tracemalloc.get_traceback_limit() if tracing else 0,
+            current=current,
+            peak=peak,
+            overhead=tracemalloc.get_tracemalloc_memory() if tracing else 0,
+            started=self.started if tracing else None,
+            started_by=self.started_by if tracing else "",
+            slowdown=self.slowdown if tracing else None,
+            baseline=self.baseline_time if tracing else None,
+            hint="" if tracing else HINT,
+        )
+
+    def traced(self) -> int | None:
+        """Bytes traced now, None when tracemalloc is off (for the history ring)."""
+        return tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+
+    def set_baseline(self) -> float:
+        """Remember the current totals; later diffs compare against them."""
+        grouped = self._snapshot()
+        if grouped is None:
+            raise AgentError(HINT)
+        baseline = grouped.by_traceback
+        if len(baseline) > MAX_BASELINE_KEYS:
+            ranked = sorted(baseline.items(), key=lambda kv: -kv[1][0])[:MAX_BASELINE_KEYS]
+            baseline = dict(ranked)
+        with self._lock:
+            self._baseline, self.baseline_time = baseline, time.time()
+        return self.baseline_time
+
+    def stats(self, limit: int, group: str, diff: bool) -> TraceStats:
+        """Top sites by size now, or by growth since the baseline (``diff``)."""
+        if group not in GROUPS:
+            raise BadRequest(f"group must be one of {', '.join(GROUPS)}")
+        limit = max(0, min(limit, MAX_TOP))
+        started = time.perf_counter()
+        grouped = self._snapshot()
+        if grouped is None:
+            return TraceStats(self.status(), group, diff, (), 0, 0, 0, 0, 0.0, self.excluded)
+        current = _regroup(grouped.by_traceback, group)
+        total_size = sum(v[0] for v in current.values())
+        total_count = sum(v[1] for v in current.values())
+        with self._lock:
+            base = _regroup(self._baseline, group) if diff and self._baseline else {}
+        rows = self._rank(current, base, diff)
+        sites = tuple(self._site(key, *row) for key, row in rows[:limit])
+        self._remember_files(site.file for site in sites)
+        return TraceStats(
+            status=self.status(),
+            group=group,
+            diff=diff,
+            sites=sites,
+            sites_total=len(rows),
+            size=total_size,
+            count=total_count,
+            traces=grouped.traces,
+            seconds=time.perf_counter() - started,
+            excluded=self.excluded,
+        )
+
+    # ------------------------------------------------------------ helpers
+
+    def _snapshot(self) -> _Grouped | None:
+        if not tracemalloc.is_tracing():
+            return None
+        started = time.perf_counter()
+        snapshot = tracemalloc.take_snapshot()
+        snapshot = snapshot.filter_traces(
+            [tracemalloc.Filter(False, pattern) for pattern in self.excluded]
+        )
+        by_traceback: dict[Key, list[int]] = {}
+        for stat in snapshot.statistics("traceback"):
+            key = tuple((f.filename, f.lineno) for f in reversed(stat.traceback))
+            by_traceback[key] = [stat.size, stat.count]
+        traces = len(snapshot.traces)
+        del snapshot
+        return _Grouped(by_traceback, traces, time.perf_counter() - started)
+
+    @staticmethod
+    def _rank(
+        current: dict[Key, list[int]], base: dict[Key, list[int]], diff: bool
+    ) -> list[tuple[Key, tuple[int, int, int, int]]]:
+        """(key, (size, count, size_diff, count_diff)), largest size or growth first."""
+        rows = []
+        for key, (size, count) in current.items():
+            old = base.get(key, (0, 0))
+            rows.append((key, (size, count, size - old[0], count - old[1])))
+        if diff:
+            for key, (size, count) in base.items():
+                if key not in current:
+                    rows.append((key, (0, 0, -size, -count)))
+            rows.sort(key=lambda r: (-r[1][2], -r[1][0]))
+        else:
+            rows.sort(key=lambda r: (-r[1][0], -r[1][1]))
+        return rows
+
+    @staticmethod
+    def _site(key: Key, size: int, count: int, size_diff: int, count_diff: int):
+        file, line = key[0] if key else ("?", 0)
+        traceback = tuple(f"{f}:{n}" for f, n in key)
+        source = source_line(file, line) if line else ""
+        return AllocationSite(file, line, source, traceback, size, count, size_diff, count_diff)
+
+    def _remember_files(self, files: Iterable[str]) -> None:
+        with self._lock:
+            for file in files:
+                if len(self.site_files) >= MAX_SITE_FILES:
+                    break
+                self.site_files.add(file)
