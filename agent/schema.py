@@ -393,6 +393,7 @@ class TraceStats:
     count: int
     traces: int  # traces in the snapshot
     seconds: float  # snapshot + statistics time in the agent
+    hold_seconds: float  # copying the traces out of tracemalloc: one C call holding the GIL
     excluded: tuple[str, ...]  # file patterns left out
 
 

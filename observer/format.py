@@ -221,7 +221,8 @@ def trace_text(t: TraceStats) -> str:
     return (
         f"{what} by {t.group}: {human_bytes(t.size)} in {t.count:,} blocks at "
         f"{t.sites_total:,} sites; {t.traces:,} traces read in {t.seconds * 1000:.0f} ms "
-        f"(the agent's and rpyc's own allocations left out)"
+        f"(host paused {t.hold_seconds * 1000:.0f} ms while they were copied; "
+        "the agent's and rpyc's own allocations left out)"
     )
 
 

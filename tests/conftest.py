@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from observer.client import Node, connect
 from observer.keygen import KeyMaterial, generate
-from tests.helpers import HostProcess, line_value, start_test_host
+from tests.helpers import HostProcess, Leaky, line_value, start_leaky, start_test_host
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -94,3 +94,11 @@ def operator(host: Host) -> Iterator[Node]:
     node = host.connect("operator")
     yield node
     node.close()
+
+
+@pytest.fixture
+def leaky(keys: KeyMaterial) -> Iterator[Leaky]:
+    """A host of one's own that leaks on purpose (tests/hosts/leaky.py)."""
+    host = start_leaky(keys)
+    yield host
+    host.process.stop()

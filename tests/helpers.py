@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,3 +142,50 @@ def echo_ok(address: str) -> bool:
                 break
             data += chunk
     return data == b"pong ping\n"
+
+
+@dataclass
+class Leaky:
+    process: HostProcess
+    address: str
+    echo: str
+    file: str
+    keys: Any
+
+    def connect(self, role: str = "operator") -> Any:
+        from observer.client import connect
+
+        token = self.keys.operator_token if role == "operator" else self.keys.viewer_token
+        return connect(self.address, token_file=token, fingerprint=self.keys.fingerprint)
+
+    def creds(self, role: str = "operator") -> list[str]:
+        token = self.keys.operator_token if role == "operator" else self.keys.viewer_token
+        return ["--token-file", str(token), "--fingerprint", self.keys.fingerprint]
+
+    def pause(self) -> dict[str, int]:
+        """Stop leaking; the host's exact totals at that moment."""
+        mark = self.process.mark()
+        self.process.send("pause")
+        line = self.process.wait_line(r"^event: paused (.*)", start=mark).group(1)
+        return {k: int(v) for k, v in (word.split("=") for word in line.split())}
+
+    def leak_for(self, ticks: int) -> None:
+        """Let it leak for at least ``ticks`` more ticks (waits on the host's own reports)."""
+        mark = self.process.mark()
+        self.process.send("resume")
+        self.process.wait_line(r"^event: resumed", start=mark)
+        for _ in range(max(1, ticks // 25) + 1):
+            mark = self.process.wait_line_index(r"^event: leaked ticks=", start=mark) + 1
+
+    def line_of(self, marker: str) -> int:
+        with open(self.file) as fh:
+            return next(i for i, text in enumerate(fh, 1) if f"# {marker}" in text)
+
+
+def start_leaky(keys: Any) -> Leaky:
+    """Start tests/hosts/leaky.py (a host leaking on purpose) and wait until it serves."""
+    proc = HostProcess([sys.executable, "-m", "tests.hosts.leaky", str(keys.directory)])
+    proc.wait_line(r"^echo: ")
+    return Leaky(
+        proc, line_value(proc, "agent"), line_value(proc, "echo"), line_value(proc, "file"), keys
+    )

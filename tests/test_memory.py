@@ -4,66 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psutil
 import pytest
 
-from observer.client import Node, connect
 from observer.errors import NotFound, PermissionDenied
-from tests.helpers import HostProcess, echo_ok, line_value
+from tests.helpers import Leaky, echo_ok
 from tests.test_cli import observer
 
 RECORD = "__main__.LeakyRecord"
 HOSTILE = "__main__.Hostile"
-
-
-@dataclass
-class Leaky:
-    process: HostProcess
-    address: str
-    echo: str
-    file: str
-    keys: object
-
-    def connect(self, role: str = "operator") -> Node:
-        token = self.keys.operator_token if role == "operator" else self.keys.viewer_token
-        return connect(self.address, token_file=token, fingerprint=self.keys.fingerprint)
-
-    def creds(self, role: str = "operator") -> list[str]:
-        token = self.keys.operator_token if role == "operator" else self.keys.viewer_token
-        return ["--token-file", str(token), "--fingerprint", self.keys.fingerprint]
-
-    def pause(self) -> dict[str, int]:
-        """Stop leaking; the host's exact totals at that moment."""
-        mark = self.process.mark()
-        self.process.send("pause")
-        line = self.process.wait_line(r"^event: paused (.*)", start=mark).group(1)
-        return {k: int(v) for k, v in (word.split("=") for word in line.split())}
-
-    def leak_for(self, ticks: int) -> None:
-        """Let it leak for at least ``ticks`` more ticks (waits on the host's own reports)."""
-        mark = self.process.mark()
-        self.process.send("resume")
-        self.process.wait_line(r"^event: resumed", start=mark)
-        for _ in range(max(1, ticks // 25) + 1):
-            mark = self.process.wait_line_index(r"^event: leaked ticks=", start=mark) + 1
-
-    def line_of(self, marker: str) -> int:
-        with open(self.file) as fh:
-            return next(i for i, text in enumerate(fh, 1) if f"# {marker}" in text)
-
-
-@pytest.fixture
-def leaky(keys) -> Iterator[Leaky]:
-    proc = HostProcess([sys.executable, "-m", "tests.hosts.leaky", str(keys.directory)])
-    proc.wait_line(r"^echo: ")
-    host = Leaky(
-        proc, line_value(proc, "agent"), line_value(proc, "echo"), line_value(proc, "file"), keys
-    )
-    yield host
-    proc.stop()
 
 
 def no_hostile_code_ran(host: Leaky) -> bool:

@@ -3,4 +3,4 @@
 This module itself imports nothing, so the CLI can read ``TABS`` without Qt installed.
 """
 
-TABS = ("system", "charts", "processes", "table")  # --tab names, in window order
+TABS = ("system", "charts", "processes", "table", "memory")  # --tab names, in window order

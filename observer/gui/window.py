@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (
     QToolBar,
 )
 
-from agent.schema import ControlResult
+from agent.schema import AllocationSite, ControlResult
 from observer.errors import ObserverError
 from observer.gui.actions import (
     VIEWER_REASON,
@@ -36,8 +36,10 @@ from observer.gui.inspect import InspectWindow
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE, NAME_ROLE
 from observer.gui.nodelist import AddNodeDialog, NodeList, rtt_text
+from observer.gui.source import SiteWindow
 from observer.gui.tab import Tab
 from observer.gui.tab_charts import ChartsTab
+from observer.gui.tab_memory import MemoryTab
 from observer.gui.tab_processes import ProcessesTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
@@ -58,7 +60,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.nodes_file = nodes_file
         self.links: list[NodeLink] = []
-        self.inspectors: dict[tuple[int, str, str], InspectWindow] = {}
+        self.inspectors: dict[tuple[int, str, str], InspectWindow | SiteWindow] = {}
         self.confirm_box: QMessageBox | None = None
         self.paused = False
         self.setWindowTitle("runtime-observer")
@@ -71,7 +73,14 @@ class MainWindow(QMainWindow):
         self.charts = ChartsTab(self)
         self.processes = ProcessesTab(self)
         self.table = TableTab(self)
-        self.all_tabs: list[Tab] = [self.system, self.charts, self.processes, self.table]
+        self.memory = MemoryTab(self)
+        self.all_tabs: list[Tab] = [
+            self.system,
+            self.charts,
+            self.processes,
+            self.table,
+            self.memory,
+        ]
         for tab in self.all_tabs:
             self.tabs.addTab(tab, tab.title)
             tab.status_changed.connect(self._update_status)
@@ -434,7 +443,21 @@ class MainWindow(QMainWindow):
     def inspect_exposed(self, link: NodeLink, name: str) -> InspectWindow:
         return self.inspect(link, name, "exposed", name)
 
-    def inspect_closed(self, window: InspectWindow) -> None:
+    def inspect_site(self, link: NodeLink, site: AllocationSite) -> SiteWindow:
+        """Open (or raise) the window on an allocation site: its traceback and source."""
+        key = (id(link), "site", f"{site.file}:{site.line}:{'|'.join(site.traceback)}")
+        window = self.inspectors.get(key)
+        if isinstance(window, SiteWindow):
+            window.show_site(site)
+        else:
+            window = SiteWindow(self, link, site)
+            self.inspectors[key] = window
+        window.show()
+        window.raise_()
+        window.activateWindow()
+        return window
+
+    def inspect_closed(self, window: InspectWindow | SiteWindow) -> None:
         for key, other in list(self.inspectors.items()):
             if other is window:
                 del self.inspectors[key]

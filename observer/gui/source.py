@@ -1,0 +1,131 @@
+"""Inspect an allocation site: its traceback and the source around each frame's line.
+
+The source comes from the agent (``node.source``), since the laptop rarely has the
+host's files; the agent only serves loaded modules and files its reports named.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QFont, QKeySequence, QShortcut
+from PyQt6.QtWidgets import (
+    QLabel,
+    QSplitter,
+    QTextEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from agent.schema import AllocationSite, SourceText
+from observer.format import human_bytes, short_path, signed_bytes
+from observer.gui.link import NodeLink, Reply
+from observer.gui.tab import Banner
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+CONTEXT = 12
+FRAME_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _split(where: str) -> tuple[str, int]:
+    file, _, line = where.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (where, 0)
+
+
+class SiteWindow(QWidget):
+    """A top-level window on one allocation site of one node."""
+
+    def __init__(self, window: MainWindow, link: NodeLink, site: AllocationSite) -> None:
+        super().__init__(None, Qt.WindowType.Window)
+        self.main = window
+        self.link = link
+        self.site = site
+        self.source: SourceText | None = None
+        self.resize(980, 640)
+        layout = QVBoxLayout(self)
+        self.header = QLabel()
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.header)
+        self.banner = Banner(self)
+        layout.addWidget(self.banner)
+        self.frames = QTreeWidget()
+        self.frames.setHeaderLabels(["#", "Location"])
+        self.frames.setRootIsDecorated(False)
+        self.frames.setColumnWidth(0, 40)
+        self.frames.currentItemChanged.connect(lambda *_: self._load())
+        self.text = QTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.Monospace)
+        self.text.setFont(font)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.frames)
+        splitter.addWidget(self.text)
+        splitter.setSizes([160, 460])
+        layout.addWidget(splitter, 1)
+        QShortcut(QKeySequence("Escape"), self, activated=self.close)
+        self.show_site(site)
+
+    def show_site(self, site: AllocationSite) -> None:
+        """Show ``site`` (again, with fresh figures) and load the innermost frame's source."""
+        self.site = site
+        where = f"{site.file}:{site.line}" if site.line else site.file
+        self.setWindowTitle(f"Allocation site {short_path(where, 2)} - {self.link.label}")
+        diff = (
+            f" · {signed_bytes(site.size_diff)} / {site.count_diff:+,} blocks since the baseline"
+            if site.size_diff or site.count_diff
+            else ""
+        )
+        self.header.setText(
+            f"<b>Allocation site</b> {html.escape(where)} on {html.escape(self.link.label)}<br>"
+            f"{human_bytes(site.size)} in {site.count:,} blocks{diff}"
+        )
+        self.frames.clear()
+        frames = site.traceback or ((f"{site.file}:{site.line}",) if site.line else ())
+        for i, entry in enumerate(frames):
+            item = QTreeWidgetItem([str(i), entry])
+            item.setToolTip(1, entry)
+            item.setData(0, FRAME_ROLE, entry)
+            self.frames.addTopLevelItem(item)
+        if self.frames.topLevelItemCount():
+            self.frames.setCurrentItem(self.frames.topLevelItem(0))
+
+    def _load(self) -> None:
+        item = self.frames.currentItem()
+        if item is None:
+            return
+        file, line = _split(item.data(0, FRAME_ROLE))
+        if not line:
+            self.banner.say(f"{file}: grouped by file, there is no single line to show.")
+            return
+        self.link.request(
+            f"source:{file}:{line}", lambda node: node.source(file, line, CONTEXT), self._got
+        )
+
+    def _got(self, reply: Reply) -> None:
+        if not reply.ok:
+            self.banner.say(reply.error)
+            self.text.clear()
+            return
+        self.banner.say("")
+        source: SourceText = reply.value
+        self.source = source
+        rows = []
+        for number, text in enumerate(source.lines, source.first):
+            mark = number == source.line
+            line = f"{number:>6}  {html.escape(text)}"
+            rows.append(f"<span style='background:#fff8c5'><b>{line}</b></span>" if mark else line)
+        self.text.setHtml("<pre>" + "\n".join(rows) + "</pre>")
+        self.text.setToolTip(source.file)
+
+    def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.main.inspect_closed(self)  # type: ignore[arg-type]
+        super().closeEvent(event)

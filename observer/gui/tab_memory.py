@@ -1,0 +1,510 @@
+"""Memory tab: RSS and traced memory over time, objects by type and their growth, tracemalloc.
+
+Each refresh asks for ``node.memory()`` only (cheap: psutil and GC counters); the chart
+is filled once from the agent's history ring and then grows by those replies. The census
+and the allocation sites cost the host more, so they run when asked (and once when a node
+is first shown), never on the refresh timer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QSortFilterProxyModel, Qt
+from PyQt6.QtGui import QStandardItem, QStandardItemModel
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from agent.schema import AllocationSite, Census, ControlResult, MemoryInfo, TraceStats
+from observer.client import Node
+from observer.format import (
+    census_text,
+    human_bytes,
+    memory_facts,
+    short_path,
+    signed_bytes,
+    trace_text,
+    tracemalloc_text,
+)
+from observer.gui.link import Reply
+from observer.gui.tab import Tab
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+KEEP_POINTS = 3600
+SORT_ROLE = Qt.ItemDataRole.UserRole + 10
+SITE_ROLE = Qt.ItemDataRole.UserRole + 11
+CENSUS_TOP = 500
+SITES_TOP = 200
+TRACE_REASON = (
+    "Read-only: starting or stopping tracemalloc changes how the host runs, so it needs an "
+    "operator token; this node was connected with a viewer token."
+)
+
+
+def _item(text: str, sort: Any = None, align_right: bool = False) -> QStandardItem:
+    item = QStandardItem(text)
+    item.setEditable(False)
+    item.setData(text if sort is None else sort, SORT_ROLE)
+    item.setToolTip(text)
+    if align_right:
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+class SortedTable(QTableView):
+    """A small sortable, filterable table over a QStandardItemModel (hundreds of rows)."""
+
+    def __init__(self, headers: list[str]) -> None:
+        super().__init__()
+        self.source = QStandardItemModel(0, len(headers))
+        self.source.setHorizontalHeaderLabels(headers)
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.source)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setModel(self.proxy)
+        self.setSortingEnabled(True)
+        self.setAlternatingRowColors(True)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.verticalHeader().hide()
+        self.verticalHeader().setDefaultSectionSize(22)
+        self.horizontalHeader().setStretchLastSection(True)
+
+    def set_rows(self, rows: list[list[QStandardItem]]) -> None:
+        """Replace every row, keeping the user's sort column and order."""
+        header = self.horizontalHeader()
+        column, order = header.sortIndicatorSection(), header.sortIndicatorOrder()
+        self.setSortingEnabled(False)
+        self.source.removeRows(0, self.source.rowCount())
+        for row in rows:
+            self.source.appendRow(row)
+        self.setSortingEnabled(True)
+        self.sortByColumn(column, order)
+
+    def column_texts(self, column: int) -> list[str]:
+        """What the view shows in ``column``, top to bottom (sorted and filtered)."""
+        return [str(self.proxy.index(r, column).data()) for r in range(self.proxy.rowCount())]
+
+
+class MemoryTab(Tab):
+    key = "memory"
+    title = "Memory"
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.memory: MemoryInfo | None = None
+        self.census: Census | None = None
+        self.sites: TraceStats | None = None
+        self.points: deque[tuple[float, float, float]] = deque(maxlen=KEEP_POINTS)
+        self._primed = False  # chart filled from history and first census asked for
+        self.confirm_box: QMessageBox | None = None
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self._build_overview())
+        splitter.addWidget(self._build_census())
+        splitter.addWidget(self._build_tracing())
+        splitter.setSizes([230, 300, 300])
+        self.layout_.addWidget(splitter, 1)
+
+    # ------------------------------------------------------------ layout
+
+    def _build_overview(self) -> QWidget:
+        box = QSplitter(Qt.Orientation.Horizontal)
+        pg.setConfigOptions(antialias=True, background="w", foreground="#24292f")
+        self.plot = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem()})
+        item = self.plot.getPlotItem()
+        item.showGrid(x=True, y=True, alpha=0.25)
+        item.setMenuEnabled(False)
+        item.setMouseEnabled(x=False, y=False)
+        item.hideButtons()
+        item.setLabel("left", "MiB")
+        item.getAxis("left").enableAutoSIPrefix(False)
+        item.addLegend(offset=(10, 5))
+        self.rss_curve = item.plot(name="RSS", pen=pg.mkPen("#8250df", width=2))
+        self.traced_curve = item.plot(name="traced (tracemalloc)", pen=pg.mkPen("#cf222e", width=2))
+        item.setTitle("<b>RSS and traced memory</b>", size="10pt")
+        self.facts = QTreeWidget()
+        self.facts.setHeaderLabels(["Property", "Value"])
+        self.facts.setColumnWidth(0, 190)
+        self.facts.setAlternatingRowColors(True)
+        box.addWidget(self.plot)
+        box.addWidget(self.facts)
+        box.setSizes([560, 480])
+        return box
+
+    def _build_census(self) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("<b>Objects by type</b>"))
+        self.census_button = QPushButton("Count now")
+        self.census_button.setToolTip("Count live gc-tracked objects by type in the agent")
+        self.census_button.clicked.connect(lambda: self.run_census())
+        self.baseline_button = QPushButton("Take baseline")
+        self.baseline_button.setToolTip("Remember today's counts; Show growth compares with them")
+        self.baseline_button.clicked.connect(lambda: self.run_census(baseline=True))
+        self.growth_button = QPushButton("Show growth")
+        self.growth_button.setToolTip("Types whose count grew most since the baseline")
+        self.growth_button.clicked.connect(lambda: self.run_census(growth=True))
+        for button in (self.census_button, self.baseline_button, self.growth_button):
+            bar.addWidget(button)
+        self.census_filter = QLineEdit()
+        self.census_filter.setPlaceholderText("Filter types (Ctrl-F)")
+        self.census_filter.setClearButtonEnabled(True)
+        bar.addWidget(self.census_filter, 1)
+        layout.addLayout(bar)
+        self.census_label = QLabel("")
+        self.census_label.setWordWrap(True)
+        layout.addWidget(self.census_label)
+        self.types = SortedTable(["Type", "Count", "Size", "Δ count", "Δ size"])
+        self.census_filter.textChanged.connect(self.types.proxy.setFilterFixedString)
+        for column, width in enumerate((360, 100, 100, 100)):
+            self.types.setColumnWidth(column, width)
+        layout.addWidget(self.types)
+        return box
+
+    def _build_tracing(self) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("<b>tracemalloc</b>"))
+        self.frames_box = QSpinBox()
+        self.frames_box.setRange(1, 100)
+        self.frames_box.setValue(10)
+        self.frames_box.setSuffix(" frames")
+        self.frames_box.setToolTip("Frames kept per allocation: more shows callers, costs more")
+        bar.addWidget(self.frames_box)
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.confirm_start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_tracing)
+        bar.addWidget(self.start_button)
+        bar.addWidget(self.stop_button)
+        bar.addSpacing(12)
+        self.top_button = QPushButton("Top sites")
+        self.top_button.clicked.connect(lambda: self.run_sites(diff=False))
+        self.trace_baseline_button = QPushButton("Take baseline")
+        self.trace_baseline_button.setToolTip("Diff compares with the traced memory as of now")
+        self.trace_baseline_button.clicked.connect(self.trace_baseline)
+        self.diff_button = QPushButton("Diff vs baseline")
+        self.diff_button.clicked.connect(lambda: self.run_sites(diff=True))
+        self.group_box = QComboBox()
+        for group in ("lineno", "traceback", "filename"):
+            self.group_box.addItem(f"by {group}", group)
+        for widget in (
+            self.top_button,
+            self.trace_baseline_button,
+            self.diff_button,
+            self.group_box,
+        ):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        layout.addLayout(bar)
+        self.trace_label = QLabel("")
+        self.trace_label.setWordWrap(True)
+        layout.addWidget(self.trace_label)
+        self.site_table = SortedTable(["Size", "Blocks", "Δ size", "Δ blocks", "Where", "Source"])
+        for column, width in enumerate((90, 80, 90, 80, 300)):
+            self.site_table.setColumnWidth(column, width)
+        self.site_table.setToolTip("Double-click a site to open its source and traceback")
+        self.site_table.doubleClicked.connect(self._open_site)
+        layout.addWidget(self.site_table)
+        return box
+
+    # ------------------------------------------------------------ refresh
+
+    def job(self) -> Callable[[Node], Any]:
+        if self._primed:
+            return lambda node: (node.memory(), None)
+        return lambda node: (node.memory(), node.history(0.0))
+
+    def apply(self, value: tuple[MemoryInfo, Any]) -> None:
+        memory, history = value
+        if history is not None:
+            self.points.clear()
+            self.points.extend(
+                (s.time, s.rss / 2**20, (s.traced or 0) / 2**20)
+                for s in history.samples
+                if s.time < memory.time
+            )
+        first = not self._primed
+        self._primed = True
+        self.memory = memory
+        traced = memory.tracemalloc.current if memory.tracemalloc.tracing else 0
+        self.points.append((memory.time, memory.rss / 2**20, traced / 2**20))
+        self._draw_chart()
+        self._draw_facts(memory)
+        self._update_controls()
+        if first:
+            self.run_census()
+            if memory.tracemalloc.tracing:
+                self.run_sites(diff=False)
+
+    def clear(self) -> None:
+        self.memory = self.census = self.sites = None
+        self._primed = False
+        self.points.clear()
+        self._draw_chart()
+        self.facts.clear()
+        self.types.set_rows([])
+        self.site_table.set_rows([])
+        self.census_label.setText("")
+        self.trace_label.setText("")
+        self._update_controls()
+
+    def ask(self, key: str, fn: Callable[[Node], Any], draw: Callable[[Any], None]) -> None:
+        """Run ``fn`` on this tab's node; draw its reply if the node is still shown."""
+        link = self.link
+        if link is None:
+            return
+
+        def done(reply: Reply) -> None:
+            if reply.source is not self.link:
+                return
+            if not reply.ok:
+                self.show_error(reply)
+                return
+            self.banner.say("")
+            draw(reply.value)
+
+        link.request(key, fn, done)
+
+    # ------------------------------------------------------------ census
+
+    def run_census(self, baseline: bool = False, growth: bool = False) -> None:
+        self.census_label.setText("Counting objects in the agent…")
+        self.ask(
+            "memory:census",
+            lambda node: node.census(CENSUS_TOP, baseline=baseline, growth=growth),
+            lambda census: self._draw_census(census, growth),
+        )
+
+    def _draw_census(self, census: Census, growth: bool = False) -> None:
+        self.census = census
+        grown = {g.type: g for g in census.growth}
+        rows = []
+        names = [g.type for g in census.growth] if census.growth else []
+        names += [t.type for t in census.types if t.type not in grown]
+        counts = {t.type: t for t in census.types}
+        for name in names:
+            g = grown.get(name)
+            t = counts.get(name)
+            count = g.count if g else t.count if t else 0
+            size = g.size if g else t.size if t else 0
+            rows.append(
+                [
+                    _item(name),
+                    _item(f"{count:,}", count, True),
+                    _item(human_bytes(size), size, True),
+                    _item(f"+{g.delta:,}" if g else "", g.delta if g else 0, True),
+                    _item(signed_bytes(g.size_delta) if g else "", g.size_delta if g else 0, True),
+                ]
+            )
+        self.types.set_rows(rows)
+        self.types.sortByColumn(3 if growth else 1, Qt.SortOrder.DescendingOrder)
+        text = census_text(census)
+        if growth and not census.growth:
+            text += ". Nothing grew since the baseline."
+        self.census_label.setText(text)
+        self.status_changed.emit()
+
+    # ------------------------------------------------------------ tracemalloc
+
+    def confirm_start(self) -> QMessageBox | None:
+        """Ask before tracing: it slows the host's allocations while it runs."""
+        link = self.link
+        if link is None or not link.can_control:
+            return None
+        frames = self.frames_box.value()
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Start tracemalloc",
+            f"Start tracemalloc with {frames} frames per allocation on node "
+            f"{link.label} ({link.spec.address})?\n\n"
+            "Every allocation the host makes is traced until you stop it: allocation-heavy "
+            "code runs several times slower (the agent measures and shows by how much) and "
+            "the traces take memory in the host. The action is audited.",
+            parent=self,
+        )
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.button(QMessageBox.StandardButton.Yes).setText("Start tracing")
+
+        def answered(_code: int) -> None:
+            self.confirm_box = None
+            if box.clickedButton() is box.button(QMessageBox.StandardButton.Yes):
+                self.start_tracing(frames)
+
+        box.finished.connect(answered)
+        self.confirm_box = box
+        box.open()
+        return box
+
+    def start_tracing(self, frames: int) -> None:
+        self.ask(
+            "memory:tracing",
+            lambda node: node.tracemalloc_start(frames),
+            self._control_done,
+        )
+
+    def stop_tracing(self) -> None:
+        self.ask("memory:tracing", lambda node: node.tracemalloc_stop(), self._control_done)
+
+    def _control_done(self, result: ControlResult) -> None:
+        label = self.link.label if self.link is not None else ""
+        self.window_.statusBar().showMessage(f"{label}: {result.message}", 15000)
+        self.sites = None
+        self.site_table.set_rows([])
+        self.refresh()
+
+    def trace_baseline(self) -> None:
+        self.ask(
+            "memory:trace-baseline",
+            lambda node: node.tracemalloc_baseline(),
+            lambda stamp: self.trace_label.setText(
+                "Baseline taken at "
+                f"{time.strftime('%H:%M:%S', time.localtime(stamp))}: "
+                "Diff vs baseline shows what grows from here."
+            ),
+        )
+
+    def run_sites(self, diff: bool) -> None:
+        group = str(self.group_box.currentData())
+        self.trace_label.setText("Reading tracemalloc's traces in the agent…")
+        self.ask(
+            "memory:sites",
+            lambda node: (
+                node.tracemalloc_diff(SITES_TOP, group)
+                if diff
+                else node.tracemalloc_top(SITES_TOP, group)
+            ),
+            self._draw_sites,
+        )
+
+    def _draw_sites(self, stats: TraceStats) -> None:
+        self.sites = stats
+        rows = []
+        for site in stats.sites:
+            where = short_path(site.file, 3) + (f":{site.line}" if site.line else "")
+            first = _item(human_bytes(site.size), site.size, True)
+            first.setData(site, SITE_ROLE)
+            rows.append(
+                [
+                    first,
+                    _item(f"{site.count:,}", site.count, True),
+                    _item(signed_bytes(site.size_diff) if stats.diff else "", site.size_diff, True),
+                    _item(f"{site.count_diff:+,}" if stats.diff else "", site.count_diff, True),
+                    _item(where, f"{site.file}:{site.line:08d}"),
+                    _item(site.source),
+                ]
+            )
+        self.site_table.set_rows(rows)
+        self.site_table.sortByColumn(2 if stats.diff else 0, Qt.SortOrder.DescendingOrder)
+        self.trace_label.setText(trace_text(stats))
+        self._update_controls(stats.status.tracing)
+
+    def site_at(self, row: int) -> AllocationSite | None:
+        """The allocation site shown in ``row`` of the sites table."""
+        return self.site_table.proxy.index(row, 0).data(SITE_ROLE)
+
+    def _open_site(self, index: Any) -> None:
+        site = self.site_table.proxy.index(index.row(), 0).data(SITE_ROLE)
+        if site is not None and self.link is not None:
+            self.window_.inspect_site(self.link, site)
+
+    # ------------------------------------------------------------ drawing
+
+    def _draw_chart(self) -> None:
+        if not self.points:
+            self.rss_curve.setData([], [])
+            self.traced_curve.setData([], [])
+            return
+        data = np.array(self.points, dtype=float)
+        self.rss_curve.setData(data[:, 0], data[:, 1])
+        tracing = self.memory is not None and self.memory.tracemalloc.tracing
+        if tracing or data[:, 2].any():
+            self.traced_curve.setData(data[:, 0], data[:, 2])
+        else:
+            self.traced_curve.setData([], [])
+
+    def _draw_facts(self, memory: MemoryInfo) -> None:
+        scroll = self.facts.verticalScrollBar().value()
+        self.facts.setUpdatesEnabled(False)
+        self.facts.clear()
+        for title, rows in memory_facts(memory):
+            top = QTreeWidgetItem([title, ""])
+            font = top.font(0)
+            font.setBold(True)
+            top.setFont(0, font)
+            self.facts.addTopLevelItem(top)
+            for key, text in rows:
+                child = QTreeWidgetItem([key, text])
+                child.setToolTip(1, text)
+                top.addChild(child)
+            top.setExpanded(True)
+        self.facts.setUpdatesEnabled(True)
+        self.facts.verticalScrollBar().setValue(scroll)
+
+    def _update_controls(self, tracing: bool | None = None) -> None:
+        link = self.link
+        if tracing is None:
+            tracing = self.memory is not None and self.memory.tracemalloc.tracing
+        can = link is not None and link.can_control
+        self.start_button.setEnabled(can and not tracing)
+        self.stop_button.setEnabled(can and tracing)
+        self.frames_box.setEnabled(can and not tracing)
+        reason = "" if can else TRACE_REASON
+        self.start_button.setToolTip(reason or "Start tracing allocations (asks first)")
+        self.stop_button.setToolTip(reason or "Stop tracing and free the traces")
+        for button in (self.top_button, self.trace_baseline_button, self.diff_button):
+            button.setEnabled(link is not None and tracing)
+            button.setToolTip(
+                "" if tracing else "tracemalloc is not running on this node: Start it first"
+            )
+        if self.memory is not None and not tracing and not self.sites:
+            self.trace_label.setText(tracemalloc_text(self.memory.tracemalloc))
+        for button in (self.census_button, self.baseline_button, self.growth_button):
+            button.setEnabled(link is not None)
+
+    def status_text(self) -> str:
+        m = self.memory
+        if m is None:
+            return ""
+        text = f"rss {human_bytes(m.rss)}"
+        if m.uss is not None:
+            text += f" · uss {human_bytes(m.uss)}"
+        if m.tracemalloc.tracing:
+            text += f" · traced {human_bytes(m.tracemalloc.current)}"
+        if self.census is not None:
+            text += f" · {self.census.objects:,} objects"
+        return text
+
+    def focus_filter(self) -> None:
+        self.census_filter.setFocus()
+        self.census_filter.selectAll()
