@@ -29,6 +29,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/memory.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py
 
 clean:

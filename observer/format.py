@@ -152,7 +152,7 @@ def tracemalloc_text(t: TracemallocStatus) -> str:
         f"overhead {human_bytes(t.overhead)}",
     ]
     if t.slowdown:
-        parts.append(f"allocation-heavy code {t.slowdown:.1f}x slower")
+        parts.append(f"allocation-only code up to {t.slowdown:.0f}x slower")
     if t.started:
         parts.append(f"started {_clock(t.started)} by {t.started_by or '?'}")
     else:

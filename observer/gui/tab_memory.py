@@ -8,6 +8,7 @@ is first shown), never on the refresh timer.
 
 from __future__ import annotations
 
+import html
 import time
 from collections import deque
 from collections.abc import Callable
@@ -278,8 +279,18 @@ class MemoryTab(Tab):
         self.trace_label.setText("")
         self._update_controls()
 
-    def ask(self, key: str, fn: Callable[[Node], Any], draw: Callable[[Any], None]) -> None:
-        """Run ``fn`` on this tab's node; draw its reply if the node is still shown."""
+    def ask(
+        self,
+        key: str,
+        fn: Callable[[Node], Any],
+        draw: Callable[[Any], None],
+        label: QLabel | None = None,
+    ) -> None:
+        """Run ``fn`` on this tab's node; draw its reply if the node is still shown.
+
+        A failure is said in ``label`` (the section that asked), where the next periodic
+        refresh does not wipe it, or else in the banner.
+        """
         link = self.link
         if link is None:
             return
@@ -287,11 +298,14 @@ class MemoryTab(Tab):
         def done(reply: Reply) -> None:
             if reply.source is not self.link:
                 return
-            if not reply.ok:
+            if reply.ok:
+                draw(reply.value)
+            elif label is not None:
+                label.setText(
+                    f"<span style='color:#82071e'>Failed: {html.escape(reply.error)}</span>"
+                )
+            else:
                 self.show_error(reply)
-                return
-            self.banner.say("")
-            draw(reply.value)
 
         link.request(key, fn, done)
 
@@ -303,6 +317,7 @@ class MemoryTab(Tab):
             "memory:census",
             lambda node: node.census(CENSUS_TOP, baseline=baseline, growth=growth),
             lambda census: self._draw_census(census, growth),
+            self.census_label,
         )
 
     def _draw_census(self, census: Census, growth: bool = False) -> None:
@@ -371,10 +386,16 @@ class MemoryTab(Tab):
             "memory:tracing",
             lambda node: node.tracemalloc_start(frames),
             self._control_done,
+            self.trace_label,
         )
 
     def stop_tracing(self) -> None:
-        self.ask("memory:tracing", lambda node: node.tracemalloc_stop(), self._control_done)
+        self.ask(
+            "memory:tracing",
+            lambda node: node.tracemalloc_stop(),
+            self._control_done,
+            self.trace_label,
+        )
 
     def _control_done(self, result: ControlResult) -> None:
         label = self.link.label if self.link is not None else ""
@@ -392,6 +413,7 @@ class MemoryTab(Tab):
                 f"{time.strftime('%H:%M:%S', time.localtime(stamp))}: "
                 "Diff vs baseline shows what grows from here."
             ),
+            self.trace_label,
         )
 
     def run_sites(self, diff: bool) -> None:
@@ -405,6 +427,7 @@ class MemoryTab(Tab):
                 else node.tracemalloc_top(SITES_TOP, group)
             ),
             self._draw_sites,
+            self.trace_label,
         )
 
     def _draw_sites(self, stats: TraceStats) -> None:
