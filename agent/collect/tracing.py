@@ -102,13 +102,17 @@ def _regroup(by_traceback: dict[Key, list[int]], group: str) -> dict[Key, list[i
     for key, (size, count) in by_traceback.items():
         file, line = key[0] if key else ("?", 0)
         short = ((file, line),) if group == "lineno" else ((file, 0),)
-        acc = out.get(short)
-        if acc is None:
-            out[short] = [size, count]
-        else:
-            acc[0] += size
-            acc[1] += count
+        _add(out, short, size, count)
     return out
+
+
+def _add(totals: dict[Key, list[int]], key: Key, size: int, count: int) -> None:
+    acc = totals.get(key)
+    if acc is None:
+        totals[key] = [size, count]
+    else:
+        acc[0] += size
+        acc[1] += count
 
 
 class Tracer:
@@ -262,14 +266,8 @@ class Tracer:
             skip = excluded.get(file)
             if skip is None:
                 skip = excluded[file] = self._excluded(file)
-            if skip:
-                continue
-            acc = by_traceback.get(key)
-            if acc is None:
-                by_traceback[key] = [size, count]
-            else:
-                acc[0] += size
-                acc[1] += count
+            if not skip:
+                _add(by_traceback, key, size, count)
         return _Grouped(by_traceback, traces, time.perf_counter() - started, hold)
 
     def _excluded(self, file: str) -> bool:

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
-from PyQt6.QtWidgets import QAbstractItemView, QLabel, QLineEdit, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QLabel,
+    QLineEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from observer.client import Node
 from observer.gui.link import NodeLink, Reply
@@ -33,6 +41,40 @@ class Banner(QLabel):
     def say(self, text: str) -> None:
         self.setText(text)
         self.setVisible(bool(text))
+
+
+Sections = list[tuple[str, list[tuple[str, str]]]]
+
+
+def fill_sections(
+    view: QTreeWidget,
+    sections: Sections,
+    collapsed: set[str] | None = None,
+    decorate: Callable[[str, QTreeWidgetItem, QTreeWidgetItem], None] | None = None,
+) -> None:
+    """Redraw a Property/Value tree: one bold item per section, its rows under it.
+
+    The scroll position survives; sections named in ``collapsed`` stay collapsed;
+    ``decorate(section, top, row)`` may add data or tooltips to each row.
+    """
+    scroll = view.verticalScrollBar().value()
+    view.setUpdatesEnabled(False)
+    view.clear()
+    for title, rows in sections:
+        top = QTreeWidgetItem([title, ""])
+        font = top.font(0)
+        font.setBold(True)
+        top.setFont(0, font)
+        view.addTopLevelItem(top)
+        for key, text in rows:
+            child = QTreeWidgetItem([key, text])
+            child.setToolTip(1, text[:2000])
+            if decorate is not None:
+                decorate(title, top, child)
+            top.addChild(child)
+        top.setExpanded(collapsed is None or title not in collapsed)
+    view.setUpdatesEnabled(True)
+    view.verticalScrollBar().setValue(scroll)
 
 
 class Tab(QWidget):

@@ -30,7 +30,6 @@ from PyQt6.QtWidgets import (
     QSplitter,
     QTableView,
     QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -47,7 +46,7 @@ from observer.format import (
     tracemalloc_text,
 )
 from observer.gui.link import Reply
-from observer.gui.tab import Tab
+from observer.gui.tab import Tab, fill_sections
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
@@ -477,22 +476,7 @@ class MemoryTab(Tab):
             self.traced_curve.setData([], [])
 
     def _draw_facts(self, memory: MemoryInfo) -> None:
-        scroll = self.facts.verticalScrollBar().value()
-        self.facts.setUpdatesEnabled(False)
-        self.facts.clear()
-        for title, rows in memory_facts(memory):
-            top = QTreeWidgetItem([title, ""])
-            font = top.font(0)
-            font.setBold(True)
-            top.setFont(0, font)
-            self.facts.addTopLevelItem(top)
-            for key, text in rows:
-                child = QTreeWidgetItem([key, text])
-                child.setToolTip(1, text)
-                top.addChild(child)
-            top.setExpanded(True)
-        self.facts.setUpdatesEnabled(True)
-        self.facts.verticalScrollBar().setValue(scroll)
+        fill_sections(self.facts, memory_facts(memory))
 
     def _update_controls(self, tracing: bool | None = None) -> None:
         link = self.link

@@ -11,7 +11,7 @@ from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 from agent.schema import ProcessInfo
 from observer.client import Node
 from observer.format import EXPOSED, human_bytes, process_facts
-from observer.gui.tab import Tab
+from observer.gui.tab import Tab, fill_sections
 
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
@@ -48,29 +48,19 @@ class SystemTab(Tab):
 
     def apply(self, value: ProcessInfo) -> None:
         self.info = value
-        scroll = self.view.verticalScrollBar().value()
-        collapsed = set(self._collapsed)
-        self.view.setUpdatesEnabled(False)
-        self.view.clear()
         sections = process_facts(value)
         sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in value.environ]))
-        for title, rows in sections:
-            top = QTreeWidgetItem([title, f"{len(rows)}" if title == ENVIRONMENT else ""])
-            font = top.font(0)
-            font.setBold(True)
-            top.setFont(0, font)
-            self.view.addTopLevelItem(top)
-            for key, text in rows:
-                child = QTreeWidgetItem([key, text])
-                child.setToolTip(1, text[:2000])
-                if title == EXPOSED and value.exposed:
-                    child.setData(0, TARGET_ROLE, key)
-                    child.setToolTip(0, "Double-click to inspect")
-                top.addChild(child)
-            top.setExpanded(title not in collapsed)
+
+        def decorate(title: str, top: QTreeWidgetItem, row: QTreeWidgetItem) -> None:
+            if title == ENVIRONMENT:
+                top.setText(1, str(len(value.environ)))
+            elif title == EXPOSED and value.exposed:
+                row.setData(0, TARGET_ROLE, row.text(0))
+                row.setToolTip(0, "Double-click to inspect")
+
+        collapsed = set(self._collapsed)
+        fill_sections(self.view, sections, collapsed, decorate)
         self._collapsed = collapsed
-        self.view.setUpdatesEnabled(True)
-        self.view.verticalScrollBar().setValue(scroll)
 
     def _activated(self, item: QTreeWidgetItem, _column: int) -> None:
         name = item.data(0, TARGET_ROLE)

@@ -16,6 +16,7 @@ import threading
 import time
 
 import agent
+from tests.hosts.common import echo, start_agent
 
 
 def say(line: str) -> None:
@@ -57,16 +58,6 @@ async def supervisor() -> None:
         say(f"event: worker ended cancelled={task.cancelled()}")
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer 'pong' to every line: proves the host keeps serving."""
-    try:
-        while line := await reader.readline():
-            writer.write(b"pong " + line)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 def busy_thread(stop: threading.Event) -> None:
     """A named thread burning a little CPU so its CPU time is non-zero."""
     while not stop.is_set():
@@ -100,17 +91,7 @@ def side_loop() -> None:
 
 async def main(args: argparse.Namespace) -> None:
     keys = args.keys
-    tokens = {
-        "viewer": open(f"{keys}/viewer.token").read().strip(),
-        "operator": open(f"{keys}/operator.token").read().strip(),
-    }
-    server = agent.start(
-        "127.0.0.1:0",
-        tls_cert=f"{keys}/agent.crt",
-        tls_key=f"{keys}/agent.key",
-        tokens=tokens,
-        name="test-host",
-    )
+    server = start_agent(keys, "test-host")
     agent.expose("settings", {"db_password": "s3cr3t-value", "pool": 4})
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(3):
@@ -143,13 +124,13 @@ async def main(args: argparse.Namespace) -> None:
 
     threading.Thread(target=watch_child, name="child-watcher", daemon=True).start()
     threading.Thread(
-        target=commands, args=(server.address, tokens, keys), name="commands", daemon=True
+        target=commands, args=(server.address, keys), name="commands", daemon=True
     ).start()
     async with echo_server:
         await echo_server.serve_forever()
 
 
-def commands(address: str, tokens: dict[str, str], keys: str) -> None:
+def commands(address: str, keys: str) -> None:
     """stdin commands from the test: stop the agent, start it again on the same address."""
     for line in sys.stdin:
         word = line.strip()
@@ -157,13 +138,7 @@ def commands(address: str, tokens: dict[str, str], keys: str) -> None:
             agent.stop()
             say("event: agent stopped")
         elif word == "agent-start":
-            server = agent.start(
-                address,
-                tls_cert=f"{keys}/agent.crt",
-                tls_key=f"{keys}/agent.key",
-                tokens=tokens,
-                name="test-host",
-            )
+            server = start_agent(keys, "test-host", address)
             say(f"event: agent started {server.address}")
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 
 import agent
+from tests.hosts.common import echo, start_agent
 
 LEAK_RECORDS = 20
 CHUNK = 4096
@@ -104,15 +105,6 @@ async def leak(leaks: Leaks) -> None:
         await asyncio.sleep(0.02)
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while line := await reader.readline():
-            writer.write(b"pong " + line)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 def commands(loop: asyncio.AbstractEventLoop, leaks: Leaks) -> None:
     """Run each stdin command on the loop, so pausing never races a tick."""
 
@@ -134,17 +126,7 @@ def commands(loop: asyncio.AbstractEventLoop, leaks: Leaks) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     keys = args.keys
-    tokens = {
-        "viewer": open(f"{keys}/viewer.token").read().strip(),
-        "operator": open(f"{keys}/operator.token").read().strip(),
-    }
-    server = agent.start(
-        "127.0.0.1:0",
-        tls_cert=f"{keys}/agent.crt",
-        tls_key=f"{keys}/agent.key",
-        tokens=tokens,
-        name="leaky-host",
-    )
+    server = start_agent(keys, "leaky-host")
     leaks = Leaks()
     hostile = [Hostile() for _ in range(HOSTILE)]
     agent.expose("hostile", hostile)
