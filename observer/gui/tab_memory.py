@@ -72,6 +72,24 @@ def _item(text: str, sort: Any = None, align_right: bool = False) -> QStandardIt
     return item
 
 
+def _button(text: str, tip: str, slot: Callable[[], Any]) -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tip)
+    button.clicked.connect(lambda _checked=False: slot())
+    return button
+
+
+def _section(title: str) -> tuple[QWidget, QVBoxLayout, QHBoxLayout]:
+    """A titled section: (widget, its layout, the tool bar at its top)."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    bar = QHBoxLayout()
+    bar.addWidget(QLabel(f"<b>{title}</b>"))
+    layout.addLayout(bar)
+    return box, layout, bar
+
+
 class SortedTable(QTableView):
     """A small sortable, filterable table over a QStandardItemModel (hundreds of rows)."""
 
@@ -157,27 +175,26 @@ class MemoryTab(Tab):
         return box
 
     def _build_census(self) -> QWidget:
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("<b>Objects by type</b>"))
-        self.census_button = QPushButton("Count now")
-        self.census_button.setToolTip("Count live gc-tracked objects by type in the agent")
-        self.census_button.clicked.connect(lambda: self.run_census())
-        self.baseline_button = QPushButton("Take baseline")
-        self.baseline_button.setToolTip("Remember today's counts; Show growth compares with them")
-        self.baseline_button.clicked.connect(lambda: self.run_census(baseline=True))
-        self.growth_button = QPushButton("Show growth")
-        self.growth_button.setToolTip("Types whose count grew most since the baseline")
-        self.growth_button.clicked.connect(lambda: self.run_census(growth=True))
+        box, layout, bar = _section("Objects by type")
+        self.census_button = _button(
+            "Count now", "Count live gc-tracked objects by type in the agent", self.run_census
+        )
+        self.baseline_button = _button(
+            "Take baseline",
+            "Remember today's counts; Show growth compares with them",
+            lambda: self.run_census(baseline=True),
+        )
+        self.growth_button = _button(
+            "Show growth",
+            "Types whose count grew most since the baseline",
+            lambda: self.run_census(growth=True),
+        )
         for button in (self.census_button, self.baseline_button, self.growth_button):
             bar.addWidget(button)
         self.census_filter = QLineEdit()
         self.census_filter.setPlaceholderText("Filter types (Ctrl-F)")
         self.census_filter.setClearButtonEnabled(True)
         bar.addWidget(self.census_filter, 1)
-        layout.addLayout(bar)
         self.census_label = QLabel("")
         self.census_label.setWordWrap(True)
         layout.addWidget(self.census_label)
@@ -189,11 +206,7 @@ class MemoryTab(Tab):
         return box
 
     def _build_tracing(self) -> QWidget:
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("<b>tracemalloc</b>"))
+        box, layout, bar = _section("tracemalloc")
         self.frames_box = QSpinBox()
         self.frames_box.setRange(1, 100)
         self.frames_box.setValue(10)
@@ -225,7 +238,6 @@ class MemoryTab(Tab):
         ):
             bar.addWidget(widget)
         bar.addStretch(1)
-        layout.addLayout(bar)
         self.trace_label = QLabel("")
         self.trace_label.setWordWrap(True)
         layout.addWidget(self.trace_label)
