@@ -18,6 +18,14 @@ import time
 import agent
 from tests.hosts.common import echo, start_agent
 
+# The child sleeps in short steps and leaves once its parent is gone, so a host stopped
+# with SIGTERM leaves no orphan behind for the next hour.
+CHILD = (
+    "import os, time\n"
+    "parent = os.getppid()\n"
+    "while os.getppid() == parent: time.sleep(0.2)  # time.sleep(3600) in spirit\n"
+)
+
 
 def say(line: str) -> None:
     """Report an event to the test on stdout."""
@@ -102,9 +110,7 @@ async def main(args: argparse.Namespace) -> None:
     threading.Thread(target=busy_thread, args=(stop,), name="busy-thread", daemon=True).start()
     threading.Thread(target=victim_thread, name="victim-thread", daemon=True).start()
     threading.Thread(target=side_loop, name="side-loop", daemon=True).start()
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(3600)"], stdin=subprocess.DEVNULL
-    )
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.DEVNULL)
     tasks = [
         asyncio.create_task(sleeper(), name="sleeper-1"),
         asyncio.create_task(parent(), name="parent"),
