@@ -68,6 +68,7 @@ DEFAULT_TASK_LIMIT = 100_000
 MAX_TASK_LIMIT = 1_000_000
 MAX_PATH = 16
 MAX_SOURCE_CONTEXT = 200
+EXPOSED_SIZE_BUDGET = 0.1  # seconds per memory() call for all exposed objects' deep sizes
 _module_ns = types.ModuleType.__dict__["__dict__"].__get__  # C-level, no module hooks run
 
 
@@ -337,19 +338,17 @@ class AgentCore:
         started = time.perf_counter()
         mem = os_memory(self.process)
         gcs = gc_state()
+        items = self.exposed.items()
+        budget = EXPOSED_SIZE_BUDGET / max(1, len(items))  # polled: bounded for all together
         exposed = []
-        for name in self.exposed.names():
+        for name, obj in items:
             try:
-                obj = self.exposed.get(name)
-            except KeyError:
-                continue
-            try:
-                size, count, complete = deep_size(obj)
+                size, count, complete = deep_size(obj, budget=budget)
             except Exception:  # contained: one odd object must not hide the others
                 log.exception("runtime-observer agent: deep size of %r failed", name)
                 size, count, complete = 0, 0, False
             exposed.append(ExposedSize(name, safe_type_name(obj), size, count, complete))
-            del obj
+        del items
         census = self.census_taker
         return MemoryInfo(
             time=time.time(),

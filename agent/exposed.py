@@ -34,14 +34,14 @@ class ExposedRegistry:
         with self._lock:
             return self._objects[name]
 
-    def names(self) -> list[str]:
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, object) pairs sorted by name, copied under the lock."""
         with self._lock:
-            return sorted(self._objects)
+            return sorted(self._objects.items())
 
     def describe(self, *, max_len: int = 240) -> tuple[ExposedInfo, ...]:
         """One ExposedInfo per object: type, size (len/qsize when safe) and safe repr."""
-        with self._lock:
-            items = sorted(self._objects.items())
+        items = self.items()
         return tuple(
             ExposedInfo(name, safe_type_name(obj), safe_len(obj), safe_repr(obj, max_len=max_len))
             for name, obj in items

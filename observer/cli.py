@@ -61,6 +61,23 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _emit(args: argparse.Namespace, value: Any, text: str) -> int:
+    """``value`` as JSON with --json, else one line of ``text``; exit status 0."""
+    if args.json:
+        _print_json(value)
+    else:
+        print(text)
+    return 0
+
+
+def _print_sections(sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    """(section, [(key, value)]) as the GUI's fact trees show them, in plain text."""
+    for section, rows in sections:
+        print(section)
+        for key, value in rows:
+            print(f"  {key:>28}  {value}")
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -198,11 +215,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_kill(args: argparse.Namespace) -> int:
     with _connect(args) as node:
         result = node.kill(args.id, signal=args.signal, exception=args.exception)
-    if args.json:
-        _print_json(result)
-    else:
-        print(result.message)
-    return 0
+    return _emit(args, result, result.message)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -213,10 +226,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(p)
         return 0
-    for section, rows in process_facts(p):
-        print(section)
-        for key, value in rows:
-            print(f"  {key:>28}  {value}")
+    _print_sections(process_facts(p))
     return 0
 
 
@@ -238,10 +248,7 @@ def cmd_mem(args: argparse.Namespace) -> int:
         out["census"] = meta
         _print_json(out)
         return 0
-    for section, rows in memory_facts(memory):
-        print(section)
-        for key, value in rows:
-            print(f"  {key:>26}  {value}")
+    _print_sections(memory_facts(memory))
     print(f"Census: {census_text(census)}")
     if args.baseline:
         print("Baseline recorded: `observer mem NODE --growth` shows what grows from here.")
@@ -293,27 +300,14 @@ def _cmd_tracemalloc(args: argparse.Namespace) -> int:
                 if action == "start"
                 else node.tracemalloc_stop()
             )
-            if args.json:
-                _print_json(result)
-            else:
-                print(result.message)
-            return 0
+            return _emit(args, result, result.message)
         if action == "baseline":
             stamp = node.tracemalloc_baseline()
-            if args.json:
-                _print_json({"baseline": stamp})
-            else:
-                print(
-                    "tracemalloc baseline recorded: `tracemalloc diff` shows what grows from here."
-                )
-            return 0
+            text = "tracemalloc baseline recorded: `tracemalloc diff` shows what grows from here."
+            return _emit(args, {"baseline": stamp}, text)
         if action == "status":
             status = node.memory().tracemalloc
-            if args.json:
-                _print_json(status)
-            else:
-                print(tracemalloc_text(status))
-            return 0
+            return _emit(args, status, tracemalloc_text(status))
         diff = action == "diff"
         stats = (
             node.tracemalloc_diff(args.top, args.group)
