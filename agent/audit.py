@@ -23,19 +23,28 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def record(
-        self, *, peer: str, role: str, action: str, target: str, result: str, detail: str = ""
+        self,
+        *,
+        peer: str,
+        role: str,
+        action: str,
+        target: str,
+        result: str,
+        detail: str = "",
+        run: str = "",
     ) -> AuditRecord:
-        entry = AuditRecord(time.time(), peer, role, action, target, result, detail)
+        entry = AuditRecord(time.time(), peer, role, action, target, result, detail, run)
         with self._lock:
             self._records.append(entry)
         log.log(
             logging.INFO if result == "ok" else logging.WARNING,
-            "audit: peer=%s role=%s action=%s target=%s result=%s %s",
+            "audit: peer=%s role=%s action=%s target=%s result=%s%s %s",
             peer,
             role,
             action,
             target,
             result,
+            f" run={run}" if run else "",
             detail,
         )
         return entry

@@ -50,6 +50,7 @@ from agent.schema import (
     LocalsInfo,
     LoopInfo,
     MemoryInfo,
+    Overview,
     ProcessInfo,
     RawJSON,
     Snapshot,
@@ -68,6 +69,7 @@ DEFAULT_TASK_LIMIT = 100_000
 MAX_TASK_LIMIT = 1_000_000
 MAX_PATH = 16
 MAX_SOURCE_CONTEXT = 200
+OVERVIEW_SAMPLES = 120  # a sparkline's worth of history per overview
 EXPOSED_SIZE_BUDGET = 0.1  # seconds per memory() call for all exposed objects' deep sizes
 _module_ns = types.ModuleType.__dict__["__dict__"].__get__  # C-level, no module hooks run
 
@@ -90,6 +92,7 @@ class AgentCore:
     ) -> None:
         self.name = name
         self.process = psutil.Process()
+        self.started = guarded(self.process.create_time, time.time())
         self.cpu = CpuMeter(self.process)
         self.tasks = TaskRegistry()
         self.children = ChildTracker(self.process)
@@ -146,6 +149,7 @@ class AgentCore:
             PROTOCOL_VERSION,
             role,
             platform.python_version(),
+            self.started,
         )
 
     def process_info(
@@ -426,6 +430,24 @@ class AgentCore:
 
     def history_since(self, since: float) -> History:
         return self.history.snapshot(since)
+
+    def overview(self, role: str, since: float) -> Overview:
+        """The cluster-view row: identity, load now and the samples newer than ``since``.
+
+        "Now" is the newest history sample when it is fresh, so a fleet of observers
+        polling every second adds no probing of its own; otherwise one sample is taken.
+        """
+        samples = self.history.snapshot(since).samples[-OVERVIEW_SAMPLES:]
+        newest = self.history.newest()
+        fresh_for = max(2.0 * self.history.interval, 2.0)
+        now = newest if newest and time.time() - newest.time <= fresh_for else self.sample()
+        return Overview(
+            self.hello(role),
+            max(0.0, time.time() - self.started),
+            now,
+            self.history.interval,
+            samples,
+        )
 
     def audit_records(self, limit: int) -> tuple[AuditRecord, ...]:
         return self.audit.records(limit)

@@ -228,6 +228,7 @@ class AuditRecord:
     target: str
     result: str
     detail: str
+    run: str = ""  # the chaos run that did it, "" for a single action
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,18 @@ class Hello:
     protocol_version: int
     role: str
     python_version: str
+    started: float  # the process's start time: a restart shows even when the pid is reused
+
+
+@dataclass(frozen=True)
+class Overview:
+    """A node's cluster-view row in one round trip: who it is, its load now, recent load."""
+
+    hello: Hello
+    uptime: float
+    now: HistorySample
+    interval: float  # seconds between history samples
+    samples: tuple[HistorySample, ...]  # newer than the caller's ``since``, at most 120
 
 
 @dataclass(frozen=True)
@@ -424,6 +437,7 @@ RECORDS: tuple[type, ...] = (
     HistorySample,
     History,
     Hello,
+    Overview,
     TracemallocStatus,
     ExposedSize,
     MemoryInfo,

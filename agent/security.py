@@ -189,9 +189,10 @@ class Authenticator:
             log.warning("runtime-observer agent: authentication failed from %s", peer)
             raise AuthRejected("authentication failed")
         proof = agent_proof(self._tokens[role], server_nonce, client_nonce, self._binding)
-        send_frame(sock, {"ok": True, "role": role, "proof": proof})
-        log.info("runtime-observer agent: %s authenticated as %s", peer, role)
-        return role
+        granted = _downgraded(role, reply.get("role"))
+        send_frame(sock, {"ok": True, "role": granted, "proof": proof})
+        log.info("runtime-observer agent: %s authenticated as %s", peer, granted)
+        return granted
 
     def _match(self, mac: str, server_nonce: bytes, client_nonce: bytes) -> str | None:
         """The role whose token produced ``mac``; every token is compared in constant time."""
@@ -201,3 +202,11 @@ class Authenticator:
             if hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace")):
                 found = role if found is None or ROLES[role] > ROLES[found] else found
         return found
+
+
+def _downgraded(role: str, requested: object) -> str:
+    """The role to grant: the token's, or a lower one the observer asked for (a nodes file
+    may say ``role = "viewer"`` to hold an operator token read-only); never a higher one."""
+    if isinstance(requested, str) and ROLES.get(requested, ROLES[role]) < ROLES[role]:
+        return requested
+    return role

@@ -21,6 +21,7 @@ from agent.security import ROLES, Credentials
 log = logging.getLogger("agent")
 
 MAX_ID = 200
+CHAOS_EVENTS = ("start", "end")
 
 
 def _check(value: Any, kind: type, name: str) -> Any:
@@ -79,10 +80,16 @@ class AgentService(rpyc.Service):
             log.exception("runtime-observer agent: request failed")
             return encode_error("internal", f"agent error: {type(exc).__name__}")
 
-    def _control(self, action: str, target: str, fn: Callable[[], str]) -> bytes:
-        """Run a control action with role check and audit (denials are audited too)."""
+    def _control(self, action: str, target: str, fn: Callable[[], str], run: Any = "") -> bytes:
+        """Run a control action with role check and audit (denials are audited too).
+
+        ``run`` names the chaos run the action belongs to; it is written to the audit.
+        """
         creds = self._creds
+        run_id = _label(run, 64)
         try:
+            if type(run) is not str:
+                raise BadRequest("run must be str")
             if ROLES.get(creds.role, 0) < ROLES["operator"]:
                 raise PermissionDenied(
                     f"permission denied: {action} needs the operator role, "
@@ -104,6 +111,7 @@ class AgentService(rpyc.Service):
             target=target,
             result=outcome,
             detail=detail,
+            run="" if run_id == "?" else run_id,
         )
         return reply
 
@@ -164,6 +172,16 @@ class AgentService(rpyc.Service):
 
         return self._run(run)
 
+    def exposed_overview(self, since: float = 0.0) -> bytes:
+        """The cluster-view row: identity, load now, samples newer than ``since``."""
+
+        def run() -> Any:
+            if type(since) not in (int, float):
+                raise BadRequest("since must be a number")
+            return self.core.overview(self._creds.role, float(since))
+
+        return self._run(run)
+
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
 
@@ -208,28 +226,44 @@ class AgentService(rpyc.Service):
 
     # ------------------------------------------------------------ control
 
-    def exposed_cancel(self, task_id: str, message: str = "") -> bytes:
+    def exposed_cancel(self, task_id: str, message: str = "", run: str = "") -> bytes:
         return self._control(
             "cancel",
             _label(task_id),
             lambda: self.core.cancel(_check_id(task_id, "task id"), _check(message, str, "msg")),
+            run,
         )
 
-    def exposed_raise_in(self, thread_id: str, exception: str = "SystemExit") -> bytes:
+    def exposed_raise_in(
+        self, thread_id: str, exception: str = "SystemExit", run: str = ""
+    ) -> bytes:
         return self._control(
             f"raise {_label(exception, 60)}",
             _label(thread_id),
             lambda: self.core.raise_in(
                 _check_id(thread_id, "thread id"), _check(exception, str, "exception")
             ),
+            run,
         )
 
-    def exposed_signal(self, pid: int, signal: str = "TERM") -> bytes:
+    def exposed_signal(self, pid: int, signal: str = "TERM", run: str = "") -> bytes:
         return self._control(
             f"signal {_label(signal, 20)}",
             f"pid-{pid}" if type(pid) is int else "?",
             lambda: self.core.signal(_check(pid, int, "pid"), _check(signal, str, "signal")),
+            run,
         )
+
+    def exposed_chaos(self, run: str, event: str, detail: str = "") -> bytes:
+        """Mark a chaos run's start or end in the audit (operator only, like its actions):
+        a viewer's attempt is refused here, before anything is touched, and audited."""
+
+        def mark() -> str:
+            if event not in CHAOS_EVENTS:
+                raise BadRequest(f"event must be one of {', '.join(CHAOS_EVENTS)}")
+            return f"chaos run {_check_id(run, 'run')} {event}: {_check(detail, str, 'detail')}"
+
+        return self._control(f"chaos {_label(event, 10)}", _label(run, 64), mark, run)
 
     def exposed_tracemalloc_start(self, frames: int = 10) -> bytes:
         return self._control(

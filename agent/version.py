@@ -2,4 +2,4 @@
 
 AGENT_VERSION = "0.1.0"
 # Bump on any incompatible change to the handshake or to a wire record's field order.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

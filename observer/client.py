@@ -28,6 +28,7 @@ from agent.schema import (
     History,
     LocalsInfo,
     MemoryInfo,
+    Overview,
     ProcessInfo,
     Snapshot,
     SourceText,
@@ -128,6 +129,22 @@ class Node:
 
     # ------------------------------------------------------------ plumbing
 
+    @contextlib.contextmanager
+    def deadline(self, seconds: float | None):  # type: ignore[no-untyped-def]
+        """Calls made inside use this timeout instead of the node's (a liveness probe
+        should fail fast; a big snapshot may take its time)."""
+        if seconds is None:
+            yield self
+            return
+        with self._lock:
+            config = self._conn._config
+            before = config["sync_request_timeout"]
+            config["sync_request_timeout"] = seconds
+            try:
+                yield self
+            finally:
+                config["sync_request_timeout"] = before
+
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
         with self._lock:
@@ -140,8 +157,9 @@ class Node:
                 payload = fn(*args)
                 self.last_rtt = time.perf_counter() - started
             except TimeoutError as exc:
+                waited = self._conn._config["sync_request_timeout"]
                 raise NodeTimeout(
-                    f"{self.address} did not answer {method} within {self.timeout:.0f}s"
+                    f"{self.address} did not answer {method} within {waited:g}s"
                 ) from exc
             except EOFError as exc:
                 raise NodeDown(f"connection to {self.address} lost") from exc
@@ -272,23 +290,37 @@ class Node:
         """Lines around ``path:line`` (loaded modules and reported allocation sites only)."""
         return self._call(SourceText, "source", str(path), int(line), int(context))
 
+    def overview(self, since: float = 0.0) -> Overview:
+        """Identity, load now and the history samples newer than ``since``: a cluster row."""
+        return self._call(Overview, "overview", float(since))
+
     def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
         """Recent control actions on this node, oldest first."""
         return self._call(tuple[AuditRecord, ...], "audit", int(limit))
 
     # ------------------------------------------------------------ control (operator)
 
-    def cancel(self, task_id: str, message: str = "cancelled by runtime-observer") -> ControlResult:
+    # ``run`` names the chaos run an action belongs to; the agent writes it to its audit.
+
+    def cancel(
+        self, task_id: str, message: str = "cancelled by runtime-observer", *, run: str = ""
+    ) -> ControlResult:
         """Cancel a task on its own event loop."""
-        return self._call(ControlResult, "cancel", str(task_id), str(message))
+        return self._call(ControlResult, "cancel", str(task_id), str(message), str(run))
 
-    def raise_in(self, thread_id: str, exception: str = "SystemExit") -> ControlResult:
+    def raise_in(
+        self, thread_id: str, exception: str = "SystemExit", *, run: str = ""
+    ) -> ControlResult:
         """Raise a builtin exception in a thread (lands at its next bytecode, not in C code)."""
-        return self._call(ControlResult, "raise_in", str(thread_id), str(exception))
+        return self._call(ControlResult, "raise_in", str(thread_id), str(exception), str(run))
 
-    def signal(self, pid: int | str, sig: str = "TERM") -> ControlResult:
+    def signal(self, pid: int | str, sig: str = "TERM", *, run: str = "") -> ControlResult:
         """Send SIGTERM / SIGKILL / SIGINT to a child process (``1234`` or ``pid-1234``)."""
-        return self._call(ControlResult, "signal", parse_pid(pid), str(sig))
+        return self._call(ControlResult, "signal", parse_pid(pid), str(sig), str(run))
+
+    def chaos_mark(self, run: str, event: str, detail: str = "") -> ControlResult:
+        """Audit a chaos run's ``start`` or ``end`` (operator only: a viewer is refused here)."""
+        return self._call(ControlResult, "chaos", str(run), str(event), str(detail))
 
     def tracemalloc_start(self, frames: int = 10) -> ControlResult:
         """Start tracing allocations with ``frames`` frames per traceback (operator, audited)."""
@@ -299,15 +331,20 @@ class Node:
         return self._call(ControlResult, "tracemalloc_stop")
 
     def kill(
-        self, target: str, *, signal: str | None = None, exception: str | None = None
+        self,
+        target: str,
+        *,
+        signal: str | None = None,
+        exception: str | None = None,
+        run: str = "",
     ) -> ControlResult:
         """Act on any id ps prints: cancel a task, raise in a thread, signal a child."""
         if target.startswith("task-"):
-            return self.cancel(target)
+            return self.cancel(target, run=run)
         if target.startswith("thread-"):
-            return self.raise_in(target, exception or "SystemExit")
+            return self.raise_in(target, exception or "SystemExit", run=run)
         if target.startswith("pid-") or target.isdigit():
-            return self.signal(target, signal or "TERM")
+            return self.signal(target, signal or "TERM", run=run)
         raise BadRequest("bad-request", f"{target!r} is not a task-N, thread-N or pid-N id")
 
 
@@ -332,8 +369,17 @@ def connect(
     keyfile: str | None = None,
     tls: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float | None = None,
+    server_name: str | None = None,
+    role: str | None = None,
 ) -> Node:
-    """Connect to an agent at ``host:port``, verify it, authenticate; return a Node."""
+    """Connect to an agent at ``host:port``, verify it, authenticate; return a Node.
+
+    ``timeout`` bounds every call; ``connect_timeout`` (default ``timeout``) bounds
+    connecting; ``server_name`` is the name the certificate is checked against when
+    ``address`` is an IP a DNS name resolved to; ``role="viewer"`` holds an operator
+    token read-only for this connection.
+    """
     where = parse_address(address)
     session = open_session(
         where,
@@ -344,5 +390,8 @@ def connect(
         keyfile=keyfile,
         tls=tls,
         timeout=timeout,
+        connect_timeout=connect_timeout,
+        server_name=server_name,
+        role=role,
     )
     return Node(where, session, timeout=timeout)

@@ -11,6 +11,10 @@ class ConnectError(ObserverError):
     """The node could not be reached (refused, unreachable, DNS)."""
 
 
+class ConnectionRefused(ConnectError):
+    """Nothing listens on the node's port: its process exited (or its agent stopped)."""
+
+
 class AuthenticationError(ObserverError):
     """The agent did not accept our token (or we did not accept its proof)."""
 

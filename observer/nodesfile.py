@@ -6,6 +6,10 @@
     address = "10.0.0.5:7330"
     token_file = "~/.config/runtime-observer/api.token"
     fingerprint = "sha256:..."
+    role = "viewer"          # optional: hold an operator token read-only
+
+    [[node]]
+    address = "api.internal:7330"   # a name with several addresses: one node each
 
 Tokens themselves never go in this file, only the path of the file that holds them.
 """
@@ -27,6 +31,9 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 
+ROLE_CHOICES = ("", "viewer", "operator", "admin")
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """How to reach one node: what ``observer.client.connect`` needs, plus a display name."""
@@ -40,6 +47,9 @@ class NodeSpec:
     keyfile: str = ""
     tls: bool = True
     timeout: float = 10.0
+    role: str = ""  # "viewer" asks the agent for less than the token allows; "" = the token's
+    expand: bool = True  # a name resolving to several addresses becomes one node per address
+    server_name: str = ""  # the name the certificate is checked against (set for each address)
 
     @property
     def label(self) -> str:
@@ -56,6 +66,8 @@ class NodeSpec:
             "keyfile": _expand(self.keyfile) or None,
             "tls": self.tls,
             "timeout": self.timeout,
+            "role": self.role or None,
+            "server_name": self.server_name or None,
         }
 
 
@@ -106,13 +118,15 @@ def _spec(entry: Any, path: Path, number: int) -> NodeSpec:
     values: dict[str, Any] = {}
     for key, value in entry.items():
         expected: type | tuple[type, ...] = str
-        if key == "tls":
+        if key in ("tls", "expand"):
             expected = bool
         elif key == "timeout":
             expected = (int, float)
         if not isinstance(value, expected) or (key == "timeout" and isinstance(value, bool)):
             raise ObserverError(f"{where}: {key} has the wrong type")
         values[key] = float(value) if key == "timeout" else value
+    if values.get("role", "") not in ROLE_CHOICES:
+        raise ObserverError(f"{where}: role must be one of {', '.join(ROLE_CHOICES[1:])}")
     return NodeSpec(**values)
 
 

@@ -30,6 +30,7 @@ from observer.errors import (
     AuthenticationError,
     CertificateError,
     ConnectError,
+    ConnectionRefused,
     NodeTimeout,
     ObserverError,
     VersionMismatch,
@@ -95,18 +96,30 @@ def open_session(
     keyfile: str | None = None,
     tls: bool = True,
     timeout: float = 10.0,
+    connect_timeout: float | None = None,
+    server_name: str | None = None,
+    role: str | None = None,
 ) -> Session:
-    """Connect, verify the agent and authenticate; raise a precise ObserverError otherwise."""
+    """Connect, verify the agent and authenticate; raise a precise ObserverError otherwise.
+
+    ``connect_timeout`` bounds connecting and the handshake (default ``timeout``, which
+    bounds each later call); ``server_name`` is the name the certificate must carry when
+    ``address`` is one of several a DNS name resolved to; ``role`` asks for a lower role
+    than the token's (the agent never grants a higher one).
+    """
     pinned = parse_fingerprint(fingerprint) if fingerprint else None
     if tls and pinned is None and not cafile:
         raise CertificateError(
             "no way to verify the agent's certificate: pass --fingerprint sha256:... "
             "(printed by `observer keygen`) or --cafile"
         )
+    handshake_timeout = timeout if connect_timeout is None else min(timeout, connect_timeout)
     try:
-        raw = socket.create_connection((address.host, address.port), timeout=timeout)
+        raw = socket.create_connection((address.host, address.port), timeout=handshake_timeout)
     except TimeoutError as exc:
         raise NodeTimeout(f"timed out connecting to {address}") from exc
+    except ConnectionRefusedError as exc:
+        raise ConnectionRefused(f"cannot connect to {address}: connection refused") from exc
     except OSError as exc:
         raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     sock: socket.socket = raw
@@ -115,7 +128,7 @@ def open_session(
         if tls:
             ctx = _client_context(cafile, certfile, keyfile)
             try:
-                sock = ctx.wrap_socket(raw, server_hostname=address.host)
+                sock = ctx.wrap_socket(raw, server_hostname=server_name or address.host)
             except ssl.SSLCertVerificationError as exc:
                 raise CertificateError(
                     f"certificate of {address} failed verification: {exc.verify_message}"
@@ -136,7 +149,7 @@ def open_session(
                     f"sha256:{pinned.hex()}, agent presented sha256:{cert_digest(der).hex()}"
                 )
             binding = cert_digest(der)
-        role, agent_version = _handshake(sock, address, token, binding)
+        granted, agent_version = _handshake(sock, address, token, binding, role)
         sock.settimeout(None)
         conn = rpyc.connect_stream(
             TLSSocketStream(sock),
@@ -148,11 +161,11 @@ def open_session(
                 "include_local_traceback": False,
             },
         )
-        return Session(conn, role, agent_version, tls)
+        return Session(conn, granted, agent_version, tls)
     except TimeoutError as exc:
         sock.close()
         raise NodeTimeout(
-            f"{address} did not complete the handshake within {timeout:.0f}s"
+            f"{address} did not complete the handshake within {handshake_timeout:g}s"
         ) from exc
     except ObserverError:
         sock.close()
@@ -163,7 +176,7 @@ def open_session(
 
 
 def _handshake(
-    sock: socket.socket, address: Address, token: str | None, binding: bytes
+    sock: socket.socket, address: Address, token: str | None, binding: bytes, role: str | None
 ) -> tuple[str, str]:
     try:
         hello = recv_frame(sock)
@@ -187,15 +200,15 @@ def _handshake(
             f"authentication failed: {address} requires a token (--token-file or OBSERVER_TOKEN)"
         )
     mac = client_proof(token, server_nonce, client_nonce, binding) if token else ""
-    send_frame(
-        sock,
-        {
-            "version": PROTOCOL_VERSION,
-            "observer": OBSERVER_VERSION,
-            "nonce": client_nonce.hex(),
-            "mac": mac,
-        },
-    )
+    frame = {
+        "version": PROTOCOL_VERSION,
+        "observer": OBSERVER_VERSION,
+        "nonce": client_nonce.hex(),
+        "mac": mac,
+    }
+    if role:
+        frame["role"] = role
+    send_frame(sock, frame)
     try:
         reply = recv_frame(sock)
     except HandshakeError as exc:

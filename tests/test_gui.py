@@ -366,7 +366,7 @@ def test_wrong_token_shows_auth_failed(qtbot, window, demo, other_keys, keys):
     wait_status(qtbot, link, Status.AUTH_FAILED)
     assert "authentication" in link.error.lower()
     item = window.nodes.item_of(link)
-    assert item is not None and "auth failed" in item.text(2)
+    assert item is not None and Status.AUTH_FAILED.value in item.text(2)
 
 
 def test_slow_link_shows_a_spinner_and_a_dropped_link_recovers(qtbot, window, demo, keys):

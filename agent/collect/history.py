@@ -32,6 +32,11 @@ class HistoryBuffer:
         with self._lock:
             self._samples.append(sample)
 
+    def newest(self) -> HistorySample | None:
+        """The latest sample, or None before the first."""
+        with self._lock:
+            return self._samples[-1] if self._samples else None
+
     def snapshot(self, since: float = 0.0) -> History:
         """Samples newer than ``since`` (wall-clock seconds), oldest first."""
         with self._lock:

@@ -1,57 +1,50 @@
-"""One node's connection, driven from its own worker thread so the GUI never blocks on I/O.
+"""One node's jobs, run on a shared bounded pool so the GUI never blocks on I/O.
 
-The GUI posts jobs (``request``); the worker connects when needed, runs each job against
-the ``Node`` and hands the reply back on the GUI thread through a queued signal. This is
-the single chokepoint where failures become a node status (Erlang observer's try_rpc).
-Jobs with the same key coalesce: on a slow link a refresh never queues behind another.
+The GUI posts jobs (``request``); a pool worker runs them in order against the node's
+``observer.link.Link`` (which connects when needed and turns failures into a status)
+and hands each reply back on the GUI thread through a queued signal. Jobs with the same
+key coalesce: on a slow link a refresh never queues behind another. The pool is shared
+by every node and bounded, so a hundred nodes do not make a hundred threads, and a node
+runs at most one job at a time, so one slow node holds at most one worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import gc
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from agent.security import is_loopback_host
-from agent.wire import split_host_port
-from observer.client import Node, connect
-from observer.errors import (
-    AuthenticationError,
-    CertificateError,
-    ConnectError,
-    NodeDown,
-    NodeTimeout,
-    ObserverError,
-    VersionMismatch,
-)
+from observer.client import Node
+from observer.errors import ObserverError
 from observer.gcpause import gc_paused
+from observer.link import Link, NotConnected, Status
 from observer.nodesfile import NodeSpec
+
+__all__ = ["NodeLink", "NotConnected", "Reply", "Status"]
 
 log = logging.getLogger(__name__)
 
-BACKOFF_START = 0.5
-BACKOFF_MAX = 15.0
+POOL_SIZE = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-class Status(enum.Enum):
-    """What the status light shows."""
-
-    CONNECTING = "connecting"
-    UP = "up"
-    AUTH_FAILED = "auth failed"
-    DOWN = "down"
-    DEAD = "dead"
+def shared_pool() -> ThreadPoolExecutor:
+    """The bounded pool every node's jobs run on (created on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="observer-link")
+        return _pool
 
 
 @dataclass
@@ -75,15 +68,12 @@ class Reply:
 Callback = Callable[[Reply], None]
 
 
-class NotConnected(ObserverError):
-    """No connection right now (connect failed, or waiting out the backoff); status is set."""
-
-
 @dataclass
 class _Job:
     key: str
     fn: Callable[[Node], Any]
     callbacks: list[Callback]
+    timeout: float | None
 
 
 class NodeLink(QObject):
@@ -91,79 +81,83 @@ class NodeLink(QObject):
 
     changed = pyqtSignal()  # status, name, role or rtt changed; always on the GUI thread
     _delivered = pyqtSignal(object, object)  # (callbacks, Reply), crosses to the GUI thread
-    _status_set = pyqtSignal()  # emitted by the worker, re-emitted as ``changed`` (queued)
+    _status_set = pyqtSignal()  # emitted by a worker, re-emitted as ``changed`` (queued)
 
     def __init__(self, spec: NodeSpec, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.spec = spec
-        self.status = Status.CONNECTING
-        self.error = ""
-        self.name = spec.name
-        self.pid: int | None = None
-        self.role = ""
-        self.rtt: float | None = None
-        self.restarted = ""  # "pid 10 -> 12" after the agent came back as a new process
+        self.health = Link(spec, on_change=self._health_changed)
         self.busy = 0  # jobs queued or running
-        self._node: Node | None = None
+        self.gone_since = 0.0  # time.time() its address left DNS (0: it has not)
         self._pending: OrderedDict[str, _Job] = OrderedDict()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._draining = False
+        self._current = ""  # the key of the job running now
         self._closed = False
-        self._next_attempt = 0.0
-        self._backoff = BACKOFF_START
         self._delivered.connect(self._deliver)
         self._status_set.connect(self.changed)
-        self._thread = threading.Thread(
-            target=self._run, name=f"observer-link-{spec.address}", daemon=True
-        )
-        self._thread.start()
+
+    # ------------------------------------------------------------ what the views read
+
+    spec = property(lambda self: self.health.spec)
+    status = property(lambda self: self.health.status)
+    error = property(lambda self: self.health.error)
+    name = property(lambda self: self.health.name)
+    pid = property(lambda self: self.health.pid)
+    role = property(lambda self: self.health.role)
+    rtt = property(lambda self: self.health.rtt)
+    restarted = property(lambda self: self.health.restarted)
+    last_ok = property(lambda self: self.health.last_ok)
+    label = property(lambda self: self.health.label)
+    can_control = property(lambda self: self.health.can_control)
 
     # ------------------------------------------------------------ GUI-thread API
 
-    @property
-    def label(self) -> str:
-        return self.name or self.spec.label
-
-    @property
-    def can_control(self) -> bool:
-        """True when this connection's role may cancel, raise and signal."""
-        return self.role in ("operator", "admin")
-
-    def request(self, key: str, fn: Callable[[Node], Any], callback: Callback | None) -> None:
-        """Run ``fn(node)`` in the worker; ``callback(reply)`` runs later on the GUI thread.
+    def request(
+        self,
+        key: str,
+        fn: Callable[[Node], Any],
+        callback: Callback | None,
+        timeout: float | None = None,
+    ) -> None:
+        """Run ``fn(node)`` on the pool; ``callback(reply)`` runs later on the GUI thread.
 
         A job still waiting under the same key is replaced (its callbacks kept), so a slow
-        node never builds a backlog of refreshes.
+        node never builds a backlog of refreshes. ``timeout`` bounds this job's calls
+        (default: the node's): liveness probes fail fast, big snapshots take their time.
         """
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             job = self._pending.get(key)
             if job is None:
-                self._pending[key] = _Job(key, fn, [callback] if callback else [])
+                self._pending[key] = _Job(key, fn, [callback] if callback else [], timeout)
                 self.busy += 1
             else:
-                job.fn = fn
+                job.fn, job.timeout = fn, timeout
                 if callback and callback not in job.callbacks:
                     job.callbacks.append(callback)
-            self._cond.notify()
+            start = not self._draining
+            self._draining = True
+        if start:
+            shared_pool().submit(self._drain)
         if job is None and self.busy == 1:
             self.changed.emit()  # now waiting: the window may show a spinner
 
+    def running(self, key: str) -> bool:
+        """True while a job under ``key`` waits or runs (a refresh need not be asked again)."""
+        with self._lock:
+            return key in self._pending or self._current == key
+
     def reconnect_now(self) -> None:
         """Forget the backoff so the next job connects at once (Ctrl-R on a down node)."""
-        with self._cond:
-            self._next_attempt = 0.0
-            self._backoff = BACKOFF_START
+        self.health.reconnect_now()
 
     def close(self) -> None:
-        """Stop the worker and close the connection (idempotent)."""
-        with self._cond:
+        """Drop waiting jobs and close the connection (idempotent)."""
+        with self._lock:
             self._closed = True
             self._pending.clear()
-            self._cond.notify()
-        node, self._node = self._node, None
-        if node is not None:
-            node.close()
+        self.health.close()
 
     def _deliver(self, callbacks: list[Callback], reply: Reply) -> None:
         self.busy = max(0, self.busy - 1)
@@ -175,36 +169,44 @@ class NodeLink(QObject):
             except Exception:  # one broken view must not take the others down
                 log.exception("GUI callback for %s failed", reply.key)
 
-    # ------------------------------------------------------------ worker thread
+    def _health_changed(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the QObject is gone at exit
+            self._status_set.emit()
 
-    def _run(self) -> None:
+    # ------------------------------------------------------------ pool worker
+
+    def _drain(self) -> None:
+        """Run this node's jobs in order until none wait (one pool worker at a time)."""
         while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
+            with self._lock:
+                if self._closed or not self._pending:
+                    self._draining = False
+                    self._current = ""
                     return
                 _key, job = self._pending.popitem(last=False)
+                self._current = job.key
             reply = self._execute(job)
             if self._closed:
-                return
-            with contextlib.suppress(RuntimeError):  # the QObject is gone at exit
+                continue
+            try:
                 self._delivered.emit(job.callbacks, reply)
+            except RuntimeError:  # the QObject is gone at exit
+                return
 
     def _execute(self, job: _Job) -> Reply:
         started = time.perf_counter()
         reply = Reply(job.key)
-        try:
-            node = self._ensure_connected()
+
+        def run(node: Node) -> Any:
             with gc_paused():  # decoding and row building make ~1M objects: no GC passes
-                reply.value = job.fn(node)
+                value = job.fn(node)
                 gc.freeze()  # and none later over them: they are freed by refcount
-            reply.rtt = node.last_rtt
-            self.rtt = node.last_rtt
-        except (NodeDown, NodeTimeout) as exc:  # the connection broke under this job
-            self._lost(exc)
-            reply.error, reply.error_type = str(exc), type(exc)
-        except ObserverError as exc:  # not connected, or the node refused this request
+            return value
+
+        try:
+            reply.value = self.health.call(run, job.timeout)
+            reply.rtt = self.health.rtt
+        except ObserverError as exc:  # not connected, lost, or the node refused this request
             reply.error, reply.error_type = str(exc), type(exc)
         except Exception as exc:  # a bug in a job: report it, keep the worker alive
             log.exception("job %s on %s failed", job.key, self.spec.address)
@@ -212,59 +214,3 @@ class NodeLink(QObject):
         reply.seconds = time.perf_counter() - started
         reply.finished = time.time()
         return reply
-
-    def _ensure_connected(self) -> Node:
-        node = self._node
-        if node is not None and not node.closed:
-            return node
-        wait = self._next_attempt - time.monotonic()
-        if wait > 0:
-            raise NotConnected(f"{self.error or 'node is down'} (retrying in {math.ceil(wait)}s)")
-        self._set(Status.CONNECTING, "")
-        try:
-            node = connect(self.spec.address, **self.spec.connect_kwargs())
-            hello = node.hello()
-        except (AuthenticationError, CertificateError, VersionMismatch) as exc:
-            self._schedule_retry(longer=True)
-            self._set(Status.AUTH_FAILED, str(exc))
-            raise NotConnected(str(exc)) from exc
-        except ObserverError as exc:
-            self._schedule_retry()
-            self._set(self._down_or_dead(exc), str(exc))
-            raise NotConnected(str(exc)) from exc
-        if self.pid is not None and hello.pid != self.pid:
-            self.restarted = f"restarted: pid {self.pid} -> {hello.pid}"
-        self.pid = hello.pid
-        self.name = self.spec.name or hello.node
-        self.role = node.role
-        self._node = node
-        self._backoff = BACKOFF_START
-        self._next_attempt = 0.0
-        self._set(Status.UP, "")
-        return node
-
-    def _lost(self, exc: Exception) -> None:
-        node, self._node = self._node, None
-        if node is not None:
-            node.close()
-        self._schedule_retry()
-        self._set(Status.DOWN, str(exc))
-
-    def _down_or_dead(self, exc: Exception) -> Status:
-        """Dead when we know the process is gone: a loopback node whose pid no longer exists."""
-        if isinstance(exc, ConnectError) and self.pid is not None:
-            parts = split_host_port(self.spec.address)
-            if parts is not None and is_loopback_host(parts[0]) and not psutil.pid_exists(self.pid):
-                return Status.DEAD
-        return Status.DOWN
-
-    def _schedule_retry(self, longer: bool = False) -> None:
-        self._next_attempt = time.monotonic() + (BACKOFF_MAX if longer else self._backoff)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-
-    def _set(self, status: Status, error: str) -> None:
-        changed = status is not self.status or error != self.error
-        self.status, self.error = status, error
-        if changed:
-            with contextlib.suppress(RuntimeError):  # the QObject is gone at exit
-                self._status_set.emit()
