@@ -455,6 +455,25 @@ def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     ]
 
 
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from observer.fleet import Fleet
+    from observer.format import cluster_table
+
+    specs = gui_specs(args)
+    if not specs:
+        raise ObserverError(f"no nodes: name some, or remember them in {nodes_path(args)}")
+    with Fleet(specs) as fleet:
+        rows = fleet.refresh()
+        errors = fleet.errors
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(cluster_table(rows))
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     from observer.gui.app import run_window
 
@@ -531,6 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p = add("nodes", cmd_nodes, "status and load of many nodes, one row each", node=False)
+    p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
+    _credential_options(p)
+    p.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
     p = add("gui", cmd_gui, "open the desktop observer on nodes", node=False)
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p, json_output=False)

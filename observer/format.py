@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.schema import Census, MemoryInfo, ProcessInfo, TracemallocStatus, TraceStats
+
+if TYPE_CHECKING:
+    from observer.fleet import ClusterRow
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_width: int = 60) -> str:
@@ -229,3 +233,56 @@ def trace_text(t: TraceStats) -> str:
 def signed_bytes(value: int) -> str:
     """+1.5 KiB / -20 B."""
     return ("+" if value > 0 else "-" if value < 0 else "") + human_bytes(abs(value))
+
+
+CLUSTER_COLUMNS = (
+    "Node",
+    "Address",
+    "Status",
+    "RTT",
+    "CPU",
+    "RSS",
+    "Threads",
+    "Tasks",
+    "Loop lag",
+    "Uptime",
+    "Agent",
+    "Note",
+)
+
+
+def cluster_note(row: ClusterRow) -> str:
+    """What else the user should know about a node: stale data, a restart, DNS, an error."""
+    notes = []
+    if row.stale is not None:
+        notes.append(f"data {human_seconds(row.stale)} old")
+    if not row.in_dns:
+        notes.append("no longer in DNS")
+    if row.restarted:
+        notes.append(row.restarted)
+    if row.error:
+        notes.append(row.error)
+    return "; ".join(notes)
+
+
+def cluster_cells(row: ClusterRow) -> tuple[str, ...]:
+    """A cluster row as the CLI and the GUI print it, one string per CLUSTER_COLUMNS."""
+    return (
+        row.name,
+        row.address,
+        row.status,
+        f"{row.rtt * 1000:.1f} ms" if row.rtt is not None else "",
+        f"{row.cpu_percent:.1f}%" if row.cpu_percent is not None else "",
+        human_bytes(row.rss),
+        str(row.threads) if row.threads is not None else "",
+        f"{row.tasks:,}" if row.tasks is not None else "",
+        f"{row.loop_lag * 1000:.1f} ms" if row.loop_lag is not None else "",
+        human_seconds(row.uptime),
+        row.agent_version,
+        cluster_note(row),
+    )
+
+
+def cluster_table(rows: Sequence[ClusterRow]) -> str:
+    """The text of ``observer nodes``."""
+    return table([c.upper() for c in CLUSTER_COLUMNS], [cluster_cells(r) for r in rows], 70)
