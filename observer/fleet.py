@@ -10,6 +10,7 @@ silent node costs its own timeout once and never holds the others back.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -156,10 +157,8 @@ class Fleet:
         return self.rows()
 
     def _refresh_one(self, address: str, link: Link) -> None:
-        try:
+        with contextlib.suppress(ObserverError):  # the link's status and error say what
             self.trends[address].fetch(link, self.timeout)
-        except ObserverError:
-            pass  # the link's status and error say what happened
 
     def rows(self) -> list[ClusterRow]:
         return [
