@@ -2,7 +2,7 @@
 
 Prints ``agent: HOST:PORT`` and ``echo: HOST:PORT`` when ready, then reports what
 happens to it (``event: ...`` lines) so tests can check effects inside the host.
-Usage: python -m tests.hosts.app KEYDIR [--tasks N]
+Usage: python -m tests.hosts.app KEYDIR [--tasks N] [--bind HOST:PORT] [--name NAME]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def side_loop() -> None:
 
 async def main(args: argparse.Namespace) -> None:
     keys = args.keys
-    server = start_agent(keys, "test-host")
+    server = start_agent(keys, args.name, args.bind)
     agent.expose("settings", {"db_password": "s3cr3t-value", "pool": 4})
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(3):
@@ -130,13 +130,13 @@ async def main(args: argparse.Namespace) -> None:
 
     threading.Thread(target=watch_child, name="child-watcher", daemon=True).start()
     threading.Thread(
-        target=commands, args=(server.address, keys), name="commands", daemon=True
+        target=commands, args=(server.address, keys, args.name), name="commands", daemon=True
     ).start()
     async with echo_server:
         await echo_server.serve_forever()
 
 
-def commands(address: str, keys: str) -> None:
+def commands(address: str, keys: str, name: str) -> None:
     """stdin commands from the test: stop the agent, start it again on the same address."""
     for line in sys.stdin:
         word = line.strip()
@@ -144,7 +144,7 @@ def commands(address: str, keys: str) -> None:
             agent.stop()
             say("event: agent stopped")
         elif word == "agent-start":
-            server = start_agent(keys, "test-host", address)
+            server = start_agent(keys, name, address)
             say(f"event: agent started {server.address}")
 
 
@@ -152,5 +152,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("keys")
     parser.add_argument("--tasks", type=int, default=0)
+    parser.add_argument("--bind", default="127.0.0.1:0", help="where the agent listens")
+    parser.add_argument("--name", default="test-host", help="the agent's node name")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(parser.parse_args()))
