@@ -136,6 +136,9 @@ class Fleet:
         """Resolve every name again: new addresses join, vanished ones are marked."""
         change = self.roster.update()
         self.errors = change.errors
+        for address in change.removed:
+            self.links.pop(address).close()
+            self.trends.pop(address)
         for spec in change.added:
             self.links[spec.address] = Link(spec)
             self.trends[spec.address] = Trend()

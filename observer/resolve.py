@@ -108,6 +108,7 @@ class Change:
     added: list[NodeSpec] = field(default_factory=list)  # new addresses
     gone: list[str] = field(default_factory=list)  # addresses no longer listed
     back: list[str] = field(default_factory=list)  # listed again after being gone
+    removed: list[str] = field(default_factory=list)  # stand-ins for names that now resolve
     errors: list[str] = field(default_factory=list)  # names that did not resolve this time
 
 
@@ -123,6 +124,7 @@ class Roster:
         self.members: dict[str, NodeSpec] = {}  # address -> spec, in first-seen order
         self.origin: dict[str, str] = {}  # member address -> the address the user wrote
         self.gone: dict[str, float] = {}  # member address -> time.time() it left DNS
+        self.stand_ins: set[str] = set()  # names shown as one node until they first resolve
         self.resolved_at = 0.0
 
     def update(self) -> Change:
@@ -138,6 +140,12 @@ class Roster:
                     listed_by[spec.address] = known - set(self.gone)
                     continue
                 members = [spec]  # never resolved: one node that shows why it is down
+                self.stand_ins.add(spec.address)
+            else:
+                if spec.address in self.stand_ins and members != [spec]:
+                    self.stand_ins.discard(spec.address)
+                    del self.members[spec.address], self.origin[spec.address]
+                    change.removed.append(spec.address)
             listed_by[spec.address] = {m.address for m in members}
             for member in members:
                 if member.address not in self.members:

@@ -120,6 +120,8 @@ def open_session(
         raise NodeTimeout(f"timed out connecting to {address}") from exc
     except ConnectionRefusedError as exc:
         raise ConnectionRefused(f"cannot connect to {address}: connection refused") from exc
+    except socket.gaierror as exc:
+        raise ConnectError(f"cannot resolve {address.host}: {exc.strerror or exc}") from exc
     except OSError as exc:
         raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     sock: socket.socket = raw

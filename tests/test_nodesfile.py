@@ -25,6 +25,9 @@ specs = st.builds(
     cafile=text,
     tls=st.booleans(),
     timeout=st.floats(min_value=0.1, max_value=3600, allow_nan=False),
+    role=st.sampled_from(["", "viewer", "operator"]),
+    expand=st.booleans(),
+    server_name=text,
 )
 
 
