@@ -134,8 +134,11 @@ class Summary:
                 f" (median {seconds_text(statistics.median(times))}, "
                 f"max {seconds_text(max(times))}, looked every {self.poll:g} s)"
             )
-        missing = self.victims - self.recovered
+        cut = sum(r["result"] == "stopped" for r in self.recoveries)
+        missing = self.victims - self.recovered - cut
         lost = f", {missing} not recovered within {self.recovery_timeout:g} s" if missing else ""
+        if cut:
+            lost += f", {cut} not back yet when stopped"
         return (
             f"{prefix}{plural(len(acted), 'action')}{extra}, {plural(self.victims, 'victim')}, "
             f"{self.recovered} recovered{figures}{lost}; {seed}"
@@ -308,7 +311,9 @@ class Chaos:
         self._nodes: list[_Node] = []
         self._watches: list[_Watch] = []
         self._hit: set[tuple[int, tuple[Any, ...]]] = set()  # (node, identity) already picked
+        self._claimed: set[tuple[int, tuple[Any, ...]]] = set()  # replacements credited
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # waited on instead of join(): Ctrl-C can spoil a join
         self._outcome: Summary | BaseException | None = None
 
     # ------------------------------------------------------------ control
@@ -330,10 +335,8 @@ class Chaos:
     def join(self, timeout: float | None = None) -> Summary | None:
         """The summary once the run (started with ``start``) ended, None if still running
         after ``timeout``; re-raises ChaosError/ChaosRefused/ObserverError from the run."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return None
+        if self._thread is not None and not self._done.wait(timeout):
+            return None
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome
@@ -343,6 +346,8 @@ class Chaos:
             self._outcome = self.run()
         except BaseException as exc:  # handed to join()
             self._outcome = exc
+        finally:
+            self._done.set()
 
     def run(self) -> Summary:
         """Do the whole run in this thread and return its summary."""
@@ -440,33 +445,35 @@ class Chaos:
                     self._node_failed(node, exc)
 
     def _loop(self) -> None:
-        """Steps on a fixed schedule (t0, t0+every, ...) and recovery polls in between,
-        until the count or duration is done and every victim came back or timed out."""
+        """Steps every ``every`` seconds (never in a burst to catch up after a slow one)
+        and recovery polls between them, until the count or duration is done and every
+        victim came back or timed out; a duration run lasts its duration."""
         t0 = time.monotonic()
         end_at = t0 + self.duration if self.duration is not None else None
         steps = 0
+        next_step = t0
         next_poll = math.inf
         while not self._stop.is_set():
-            next_step = t0 + steps * self.every
-            more = (self.count is None or steps < self.count) and (
-                end_at is None or next_step < end_at
-            )
             now = time.monotonic()
-            if more and now >= next_step:
-                self._step()
-                steps += 1
-                if self._watches:
-                    next_poll = min(next_poll, time.monotonic())
-                continue
             if self._watches and now >= next_poll:
                 self._poll()
                 next_poll = time.monotonic() + self.poll
+                continue
+            more = (self.count is None or steps < self.count) and (
+                end_at is None or (next_step < end_at and now < end_at)
+            )
+            if more and now >= next_step:
+                self._step()
+                steps += 1
+                next_step = max(next_step + self.every, time.monotonic())
+                if self._watches:  # look at once: most replacements are quick
+                    next_poll = min(next_poll, time.monotonic())
                 continue
             wakes = [next_step] if more else []
             if self._watches:
                 wakes.append(next_poll)
             if end_at is not None and now < end_at:
-                wakes.append(end_at)  # a duration run lasts its duration
+                wakes.append(end_at)
             if not wakes:
                 return
             self._stop.wait(max(0.0, min(wakes) - now))
@@ -485,6 +492,7 @@ class Chaos:
                 self._node_failed(node, exc)
                 continue
             self._node_ok(node)
+            self._check(node, targets)  # a step's listing is a recovery poll too
             found[index] = targets
             eligible = [
                 t for t in targets if self._matches(t) and (index, t.identity) not in self._hit
@@ -563,9 +571,7 @@ class Chaos:
     # ------------------------------------------------------------ recovery
 
     def _poll(self) -> None:
-        """One look per watched node: a live target with the victim's name and an
-        identity that did not exist when it was hit is its replacement."""
-        now = time.monotonic()
+        """One look at each node with victims to watch; then time out the overdue."""
         for node in {id(w.node): w.node for w in self._watches}.values():
             if self._stop.is_set():
                 return
@@ -573,20 +579,33 @@ class Chaos:
                 targets = self._call(node, self._targets)
             except ObserverError as exc:
                 self._node_failed(node, exc)
-                targets = []
-            else:
-                self._node_ok(node)
-            seen = time.monotonic()
-            for watch in [w for w in self._watches if w.node is node]:
-                new = next(
-                    (t for t in targets if t.name == watch.name and t.identity not in watch.before),
-                    None,
-                )
-                if new is not None:
-                    self._recovered(watch, new, seen - watch.acted)
+                continue
+            self._node_ok(node)
+            self._check(node, targets)
+        now = time.monotonic()
         for watch in list(self._watches):
             if now - watch.acted >= self.recovery_timeout:
                 self._unrecovered(watch, f"not recovered within {self.recovery_timeout:g} s")
+
+    def _check(self, node: _Node, targets: list[_Target]) -> None:
+        """Credit replacements seen in ``targets`` (just listed on ``node``): a live target
+        with a victim's name and an identity that did not exist when it was hit. Each new
+        target replaces one victim only."""
+        seen = time.monotonic()
+        for watch in [w for w in self._watches if w.node is node]:
+            new = next(
+                (
+                    t
+                    for t in targets
+                    if t.name == watch.name
+                    and t.identity not in watch.before
+                    and (id(node), t.identity) not in self._claimed
+                ),
+                None,
+            )
+            if new is not None:
+                self._claimed.add((id(node), new.identity))
+                self._recovered(watch, new, seen - watch.acted)
 
     def _recovered(self, watch: _Watch, new: _Target, seconds: float) -> None:
         self._watches.remove(watch)

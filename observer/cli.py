@@ -474,6 +474,53 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """Run chaos in a worker thread so Ctrl-C only stops it: the summary still prints."""
+    import time
+
+    from observer.chaos import Chaos, ChaosEvent
+
+    def show(event: ChaosEvent) -> None:
+        if event.kind == "error":
+            print(f"warning: {event.text}", file=sys.stderr, flush=True)
+        elif not args.json and event.kind != "end":
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            print(f"{stamp}.{int(event.time * 1000) % 1000:03d}  {event.text}", flush=True)
+
+    given = {
+        key: value
+        for key in ("kind", "every", "recovery_timeout", "exception")
+        if (value := getattr(args, key)) is not None
+    }
+    chaos = Chaos(
+        gui_specs(args),
+        args.match,
+        action=args.action,
+        count=args.count,
+        duration=args.duration,
+        seed=args.seed,
+        dry_run=args.dry_run,
+        on_event=show,
+        **given,
+    ).start()
+    status = 0
+    try:
+        summary = chaos.join(0.5)
+        while summary is None:
+            summary = chaos.join(0.5)
+    except KeyboardInterrupt:
+        print("stopping the chaos run…", file=sys.stderr, flush=True)
+        chaos.stop()
+        summary = chaos.join()
+        status = 130
+    assert summary is not None
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        print(summary.text())
+    return status
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     from observer.gui.app import run_window
 
@@ -554,6 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p)
     p.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
+    p = add(
+        "chaos",
+        cmd_chaos,
+        "kill matching tasks, threads or child processes at random and time their recovery",
+        node=False,
+    )
+    p.add_argument("nodes", metavar="NODE", nargs="+", help="agent addresses")
+    _credential_options(p)
+    _chaos_options(p)
     p = add("gui", cmd_gui, "open the desktop observer on nodes", node=False)
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p, json_output=False)
@@ -565,8 +621,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chaos_options(parser: argparse.ArgumentParser) -> None:
+    """Options left out stay None, so observer.chaos's defaults apply (and the parser does
+    not import the engine: building it stays cheap for every other command)."""
+    parser.add_argument(
+        "--match", required=True, metavar="GLOB", help="target names, e.g. 'worker-*'"
+    )
+    parser.add_argument(
+        "--kind", choices=["task", "thread", "process"], help="what to hit (default task)"
+    )
+    parser.add_argument(
+        "--action",
+        choices=["cancel", "raise", "term", "kill"],
+        help="default by kind: task cancel, thread raise, process term",
+    )
+    parser.add_argument(
+        "--every", type=float, metavar="SECONDS", help="between actions (default 1)"
+    )
+    howlong = parser.add_mutually_exclusive_group()
+    howlong.add_argument("--count", type=int, help="this many actions (default 1)")
+    howlong.add_argument("--duration", type=float, metavar="SECONDS", help="act for this long")
+    parser.add_argument("--seed", type=int, help="repeat a run's picks (default: random, printed)")
+    parser.add_argument("--dry-run", action="store_true", help="pick and report, touch nothing")
+    parser.add_argument(
+        "--recovery-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for each replacement (default 15)",
+    )
+    parser.add_argument("--exception", help="for threads: builtin exception (default SystemExit)")
+
+
 def _gui_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
+    parser.add_argument(
+        "--nodes-file",
+        "--nodes",
+        dest="nodes_file",
+        metavar="FILE",
+        help="remembered nodes, opened when none is named (default: user config dir)",
+    )
     from observer.gui import TABS  # imports nothing else: no Qt needed to build the parser
 
     parser.add_argument("--tab", choices=TABS, help="tab to open on")
