@@ -144,19 +144,31 @@ class Fleet:
             self.trends[spec.address] = Trend()
 
     def refresh(self, wait_for: float | None = None) -> list[ClusterRow]:
-        """Ask every node not already being asked for its overview, all at once, and wait
-        for those answers (at most ``wait_for`` seconds); return every node's row."""
+        """Ask every node not already being asked for its overview, all at once; return
+        every node's row once the answers that matter are in (at most ``wait_for`` s).
+
+        Answers that matter are those of nodes that were up or not yet tried. A node
+        already known down, dead or refusing us is retried in the background: its row
+        changes when it answers, and a silent node costs its timeout once (when it went
+        quiet), not again on every refresh.
+        """
         if time.time() - self.roster.resolved_at >= self.resolve_every:
             self.resolve()
-        started = []
+        waited = []
         for address, link in self.links.items():
             running = self._inflight.get(address)
             if running is not None and not running.done():
                 continue  # still waiting on the last one: never pile up on a slow node
             future = self._pool.submit(self._refresh_one, address, link)
             self._inflight[address] = future
-            started.append(future)
-        wait(started, timeout=wait_for)
+            if link.status in (Status.UP, Status.CONNECTING):
+                waited.append(future)
+        wait(waited, timeout=wait_for)
+        return self.rows()
+
+    def settle(self, timeout: float | None = None) -> list[ClusterRow]:
+        """Wait for every request in flight, background retries included; every row."""
+        wait(list(self._inflight.values()), timeout=timeout)
         return self.rows()
 
     def _refresh_one(self, address: str, link: Link) -> None:

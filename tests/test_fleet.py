@@ -302,7 +302,10 @@ def test_frozen_node_is_down_after_its_timeout_and_never_holds_the_others(agents
             os.kill(frozen.proc.pid, signal.SIGCONT)
         link = fleet.links[frozen_addr]
         link.reconnect_now()
-        wait_until(lambda: fleet.refresh()[0].status == "up", message="thawed node is up")
+        wait_until(
+            lambda: fleet.refresh() and fleet.settle()[0].status == "up",
+            message="thawed node is up",
+        )
         assert not link.restarted, "the same process came back"
 
 

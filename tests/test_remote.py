@@ -41,7 +41,8 @@ def refresh_until(fleet: Fleet, status: str, index: int = 0) -> list:
     def check() -> bool:
         link = list(fleet.links.values())[index]
         link.reconnect_now()
-        return fleet.refresh()[index].status == status
+        fleet.refresh()
+        return fleet.settle()[index].status == status  # retries of a down node run behind
 
     wait_until(check, timeout=30, message=f"node {index} {status}")
     return fleet.rows()
