@@ -377,23 +377,24 @@ class Chaos:
     # ------------------------------------------------------------ phases
 
     def _connect(self) -> None:
+        """Expand names into one node per address (as ``observer nodes`` does) and say
+        hello to each; unreachable nodes are reported (unless none is reachable: then
+        the run fails with every reason in one line) and skipped until they answer."""
         for source in self._sources:
             if isinstance(source, Link):
                 self._nodes.append(_Node(source, own=False))
                 continue
             try:
                 specs = expand(source)
-            except ObserverError as exc:  # a name that does not resolve: one node saying why
-                self._error(f"{source.label}: {exc}")
+            except ObserverError:  # does not resolve: one node, whose connect says why
                 specs = [source]
             self._nodes.extend(_Node(Link(spec), own=True) for spec in specs)
-        reachable = 0
+        failed: list[tuple[_Node, ObserverError]] = []
         for node in self._nodes:
             try:
                 self._call(node, lambda n: n.hello())
-                reachable += 1
             except ObserverError as exc:
-                self._node_failed(node, exc)
+                failed.append((node, exc))
             node.label = node.link.label
             self.summary.nodes.append(
                 {
@@ -403,8 +404,11 @@ class Chaos:
                     "role": node.link.role,
                 }
             )
-        if not reachable:
-            raise ChaosError(f"{self.run_id}: no node reachable: {'; '.join(self.summary.errors)}")
+        if len(failed) == len(self._nodes):
+            reasons = "; ".join(f"{node.where}: {exc}" for node, exc in failed)
+            raise ChaosError(f"{self.run_id}: no node reachable: {reasons}")
+        for node, exc in failed:
+            self._node_failed(node, exc)
 
     def _mark_start(self) -> None:
         """Mark the start on every node; a node that refuses (a viewer) refuses the run.
