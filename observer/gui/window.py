@@ -32,6 +32,7 @@ from observer.gui.actions import (
     default_action,
     result_text,
 )
+from observer.gui.chaos_dialog import ChaosDialog
 from observer.gui.inspect import InspectWindow
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE, NAME_ROLE
@@ -62,6 +63,7 @@ class MainWindow(QMainWindow):
         self.links: list[NodeLink] = []
         self.inspectors: dict[tuple[int, str, str], InspectWindow | SiteWindow] = {}
         self.confirm_box: QMessageBox | None = None
+        self.chaos_dialog: ChaosDialog | None = None
         self.paused = False
         self.setWindowTitle("runtime-observer")
         self.resize(1280, 800)
@@ -135,6 +137,8 @@ class MainWindow(QMainWindow):
                 QKeySequence(f"Ctrl+{number}"),
                 lambda t=tab: self.tabs.setCurrentWidget(t),
             )
+        tools = self.menuBar().addMenu("&Tools")
+        self.chaos_action = tools.addAction("&Chaos…", QKeySequence("Ctrl+K"), self.open_chaos)
         QShortcut(QKeySequence("Ctrl+F"), self, activated=lambda: self.current_tab().focus_filter())
 
         bar = QToolBar("Main")
@@ -462,12 +466,24 @@ class MainWindow(QMainWindow):
             if other is window:
                 del self.inspectors[key]
 
+    def open_chaos(self) -> ChaosDialog:
+        """Tools > Chaos… (Ctrl+K): the chaos dialog over this window's nodes, non-modal."""
+        if self.chaos_dialog is None:
+            self.chaos_dialog = ChaosDialog(self)
+        self.chaos_dialog.set_links(self.links, self.current_link())
+        self.chaos_dialog.show()
+        self.chaos_dialog.raise_()
+        self.chaos_dialog.activateWindow()
+        return self.chaos_dialog
+
     # ------------------------------------------------------------ lifecycle
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.timer.stop()
         for window in list(self.inspectors.values()):
             window.close()
+        if self.chaos_dialog is not None:
+            self.chaos_dialog.close()  # stops its run
         for link in self.links:
             link.close()
         super().closeEvent(event)
