@@ -118,9 +118,15 @@ class Node:
         assert self._hello is not None
         return self._hello.node
 
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
+    def close(self, goodbye: bool = True) -> None:
+        """Close the connection (idempotent).
+
+        ``goodbye=False`` drops the socket without rpyc's closing round trip: to a node
+        that stopped answering, that goodbye would wait out the whole call timeout again.
+        """
         with contextlib.suppress(Exception):
+            if not goodbye:
+                self._conn._channel.close()
             self._conn.close()
 
     @property

@@ -116,11 +116,12 @@ class Link:
         self._backoff = BACKOFF_START
 
     def close(self) -> None:
-        """Close the connection; later calls fail (idempotent, any thread)."""
+        """Close the connection; later calls fail (idempotent, any thread, no network
+        wait: the GUI closes links on its own thread, frozen nodes included)."""
         self._closed = True
         node, self._node = self._node, None
         if node is not None:
-            node.close()
+            node.close(goodbye=False)
 
     # ------------------------------------------------------------ internals
 
@@ -173,7 +174,7 @@ class Link:
     def _lost(self, exc: Exception) -> None:
         node, self._node = self._node, None
         if node is not None:
-            node.close()
+            node.close(goodbye=False)  # it did not answer: it would not answer goodbye either
         self._schedule_retry()
         self._set(Status.DOWN, str(exc))
 
