@@ -21,7 +21,7 @@ from observer.demo.launch import DemoProcess, start_service
 from observer.gui.actions import VIEWER_REASON
 from observer.gui.link import NodeLink, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE
-from observer.gui.nodelist import AddNodeDialog
+from observer.gui.nodedialog import AddNodeDialog
 from observer.gui.rows import ID, NAME
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes

@@ -3,4 +3,5 @@
 This module itself imports nothing, so the CLI can read ``TABS`` without Qt installed.
 """
 
-TABS = ("system", "charts", "processes", "table", "memory")  # --tab names, in window order
+# --tab names, in window order
+TABS = ("cluster", "system", "charts", "processes", "table", "memory")

@@ -51,10 +51,9 @@ def run_window(
     app.setApplicationName("runtime-observer")
     keep_running_on_errors()
     window = MainWindow(nodes_file)
-    for spec in specs:
-        window.add_link(spec)
     if tab:
         window.show_tab(tab)
+    window.open_nodes(list(specs))  # several nodes open on the Cluster tab, unless ``tab``
     if screenshot is not None:
         return save_screenshot(window, screenshot, after=after, timeout=timeout)
     window.show()
@@ -87,11 +86,13 @@ def quit_on_ctrl_c(app: QApplication) -> None:
 
 
 def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: float) -> int:
-    """Show the window until its tab has drawn real data, wait ``after`` s, save a PNG."""
+    """Show the window until its tab has drawn real data, wait ``after`` s, save a PNG.
+
+    Every tab is listened to: nodes behind a DNS name appear once it resolved, and the
+    window may then move to the Cluster tab."""
     from PyQt6.QtCore import QEventLoop, QTimer
 
     window.show()
-    tab = window.current_tab()
     loop = QEventLoop()
     outcome = {"data": False}
 
@@ -104,8 +105,9 @@ def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: fl
         if not outcome["data"]:  # draw the error banner, then stop waiting
             QTimer.singleShot(200, loop.quit)
 
-    tab.applied.connect(got_data)
-    tab.failed.connect(got_error)
+    for tab in window.all_tabs:
+        tab.applied.connect(got_data)
+        tab.failed.connect(got_error)
     QTimer.singleShot(int(timeout * 1000), loop.quit)
     loop.exec()
     window.repaint()

@@ -88,6 +88,7 @@ class NodeLink(QObject):
         self.health = Link(spec, on_change=self._health_changed)
         self.busy = 0  # jobs queued or running
         self.gone_since = 0.0  # time.time() its address left DNS (0: it has not)
+        self.origin = ""  # the DNS name (host:port) this address came from ("": none)
         self._pending: OrderedDict[str, _Job] = OrderedDict()
         self._lock = threading.Lock()
         self._draining = False

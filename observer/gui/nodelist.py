@@ -1,32 +1,16 @@
-"""The node list on the left: a status light, name, address and round-trip time per node,
-and the dialog that adds a node."""
+"""The node list on the left: a status light, name, address and round-trip time per node.
+
+Nodes whose address left their DNS name's answers stay listed, greyed, and say so."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PyQt6.QtWidgets import (
-    QCheckBox,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QTreeWidget,
-    QTreeWidgetItem,
-    QWidget,
-)
+from PyQt6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
+from PyQt6.QtWidgets import QTreeWidget, QTreeWidgetItem, QWidget
 
-from agent.wire import parse_fingerprint
-from observer.errors import ObserverError
 from observer.gui.link import NodeLink, Status
-from observer.nodesfile import NodeSpec
-from observer.transport import parse_address
 
 LIGHTS = {
     Status.CONNECTING: "#d4a72c",
@@ -36,6 +20,7 @@ LIGHTS = {
     Status.DEAD: "#57606a",
 }
 LINK_ROLE = Qt.ItemDataRole.UserRole + 1
+GONE = QColor("#8c959f")  # the text of a node whose address left DNS
 
 
 def light(colour: str, size: int = 12) -> QIcon:
@@ -92,6 +77,11 @@ class NodeList(QTreeWidget):
         item.setText(1, link.spec.address)
         item.setText(2, rtt_text(link.rtt) if link.status is Status.UP else link.status.value)
         lines = [f"{link.label} ({link.spec.address}): {link.status.value}"]
+        if link.origin:
+            lines.append(f"resolved from {link.origin}")
+        if link.gone_since:
+            stamp = time.strftime("%H:%M:%S", time.localtime(link.gone_since))
+            lines.append(f"no longer in DNS (since {stamp})")
         if link.role:
             lines.append(f"role: {link.role}")
         if link.pid is not None:
@@ -100,95 +90,23 @@ class NodeList(QTreeWidget):
             lines.append(link.restarted)
         if link.error:
             lines.append(link.error)
+        brush = QBrush(GONE) if link.gone_since else QBrush()
         for column in range(3):
             item.setToolTip(column, "\n".join(lines))
+            item.setForeground(column, brush)
 
     def current_link(self) -> NodeLink | None:
         item = self.currentItem()
         return item.data(0, LINK_ROLE) if item is not None else None
 
+    def replace(self, old: NodeLink, new: NodeLink) -> None:
+        """Show ``new`` in ``old``'s row (an edited node keeps its place)."""
+        item = self.item_of(old)
+        if item is not None:
+            item.setData(0, LINK_ROLE, new)
+            self.update_link(new)
 
-class AddNodeDialog(QDialog):
-    """Address, token file, fingerprint or CA file; checked before it is accepted."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Add node")
-        self.setMinimumWidth(520)
-        form = QFormLayout(self)
-        self.name = QLineEdit()
-        self.name.setPlaceholderText("optional: defaults to the node's own name")
-        self.address = QLineEdit()
-        self.address.setPlaceholderText("host:port, e.g. 10.0.0.5:7330")
-        self.token_file = QLineEdit()
-        self.token_file.setPlaceholderText("file holding the viewer or operator token")
-        self.fingerprint = QLineEdit()
-        self.fingerprint.setPlaceholderText("sha256:… as printed by observer keygen")
-        self.cafile = QLineEdit()
-        self.cafile.setPlaceholderText("optional: CA bundle instead of a fingerprint")
-        self.remember = QCheckBox("Remember this node")
-        self.remember.setChecked(True)
-        self.error = QLabel()
-        self.error.setStyleSheet("color:#cf222e")
-        self.error.setWordWrap(True)
-        form.addRow("Name", self.name)
-        form.addRow("Address", self.address)
-        form.addRow("Token file", self._with_browse(self.token_file))
-        form.addRow("Fingerprint", self.fingerprint)
-        form.addRow("CA file", self._with_browse(self.cafile))
-        form.addRow("", self.remember)
-        form.addRow(self.error)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self._check)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
-
-    def _with_browse(self, line: QLineEdit) -> QWidget:
-        box = QWidget()
-        row = QHBoxLayout(box)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(line)
-        button = QPushButton("Browse…")
-        button.clicked.connect(lambda: self._browse(line))
-        row.addWidget(button)
-        return box
-
-    def _browse(self, line: QLineEdit) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose file", line.text() or str(Path.home()))
-        if path:
-            line.setText(path)
-
-    def spec(self) -> NodeSpec:
-        return NodeSpec(
-            address=self.address.text().strip(),
-            name=self.name.text().strip(),
-            token_file=self.token_file.text().strip(),
-            fingerprint=self.fingerprint.text().strip(),
-            cafile=self.cafile.text().strip(),
-        )
-
-    def problem(self) -> str:
-        """What is wrong with the form, in plain words, or ''."""
-        spec = self.spec()
-        try:
-            parse_address(spec.address)
-        except ObserverError as exc:
-            return f"Address: {exc}"
-        for label, path in (("Token file", spec.token_file), ("CA file", spec.cafile)):
-            if path and not Path(path).expanduser().is_file():
-                return f"{label}: {path} does not exist"
-        if spec.fingerprint:
-            try:
-                parse_fingerprint(spec.fingerprint)
-            except ValueError as exc:
-                return f"Fingerprint: {exc}"
-        return ""
-
-    def _check(self) -> None:
-        problem = self.problem()
-        if problem:
-            self.error.setText(problem)
-            return
-        self.accept()
+    def remove(self, link: NodeLink) -> None:
+        item = self.item_of(link)
+        if item is not None:
+            self.takeTopLevelItem(self.indexOfTopLevelItem(item))

@@ -1,13 +1,22 @@
 """The main window: node list, tabs, refresh timer, status bar, inspect and kill.
 
 Only the visible tab of the selected node polls; the other nodes get a cheap ``hello``
-ping so their lights and round-trip times stay current.
+ping so their lights and round-trip times stay current. On the Cluster tab every node
+is asked for its overview instead, which doubles as that ping. Pings and overviews use a
+short liveness timeout (the refresh interval), so a node that stops answering shows
+"down" within two intervals; heavier tab requests keep the node's own timeout.
+
+Node addresses that are DNS names become one node per resolved address, re-resolved
+every ``resolve_every`` seconds off the GUI thread (``observer.gui.resolver``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from PyQt6.QtCore import QModelIndex, QPoint, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
@@ -36,15 +45,19 @@ from observer.gui.chaos_dialog import ChaosDialog
 from observer.gui.inspect import InspectWindow
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE, NAME_ROLE
-from observer.gui.nodelist import AddNodeDialog, NodeList, rtt_text
+from observer.gui.nodedialog import AddNodeDialog, EditNodeDialog
+from observer.gui.nodelist import NodeList, rtt_text
+from observer.gui.resolver import Resolver
 from observer.gui.source import SiteWindow
 from observer.gui.tab import Tab
 from observer.gui.tab_charts import ChartsTab
+from observer.gui.tab_cluster import ClusterTab
 from observer.gui.tab_memory import MemoryTab
 from observer.gui.tab_processes import ProcessesTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
-from observer.nodesfile import NodeSpec, forget, remember
+from observer.nodesfile import NodeSpec, forget, load_nodes, remember
+from observer.resolve import RESOLVE_EVERY, Change, expands
 
 INTERVALS = (1, 2, 5, 10, 30, 60)
 DEFAULT_INTERVAL = 2
@@ -65,18 +78,29 @@ class MainWindow(QMainWindow):
         self.confirm_box: QMessageBox | None = None
         self.chaos_dialog: ChaosDialog | None = None
         self.paused = False
+        self.named: dict[str, NodeSpec] = {}  # DNS names (host:port) -> the spec given
+        self.resolver = Resolver(self)
+        self.resolver.changed.connect(self._names_changed)
+        self.resolve_every = RESOLVE_EVERY  # seconds between re-resolutions of the names
+        self._resolved_at = time.monotonic()
+        self._unanswered: set[str] = set()  # names not resolved yet (the window may land)
+        self._dns_errors: dict[str, list[str]] = {}
+        self.auto_landing = True  # open on the Cluster tab once there are several nodes
+        self._landing = False
         self.setWindowTitle("runtime-observer")
         self.resize(1280, 800)
 
         self.nodes = NodeList()
         self.nodes.currentItemChanged.connect(lambda *_: self._node_selected())
         self.tabs = QTabWidget()
+        self.cluster = ClusterTab(self)
         self.system = SystemTab(self)
         self.charts = ChartsTab(self)
         self.processes = ProcessesTab(self)
         self.table = TableTab(self)
         self.memory = MemoryTab(self)
         self.all_tabs: list[Tab] = [
+            self.cluster,
             self.system,
             self.charts,
             self.processes,
@@ -86,7 +110,8 @@ class MainWindow(QMainWindow):
         for tab in self.all_tabs:
             self.tabs.addTab(tab, tab.title)
             tab.status_changed.connect(self._update_status)
-        self.tabs.currentChanged.connect(lambda _i: self.refresh())
+        self.tabs.setCurrentWidget(self.system)  # one node: its System tab (see _land)
+        self.tabs.currentChanged.connect(self._tab_changed)
         splitter = QSplitter()
         splitter.addWidget(self.nodes)
         splitter.addWidget(self.tabs)
@@ -111,6 +136,9 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
         self.add_action = file_menu.addAction("&Add node…", QKeySequence("Ctrl+N"), self.add_node)
+        self.edit_action = file_menu.addAction(
+            "&Edit node…", QKeySequence("Ctrl+E"), self.edit_current_node
+        )
         self.remove_action = file_menu.addAction("&Remove node", self.remove_current_node)
         file_menu.addSeparator()
         file_menu.addAction("&Quit", QKeySequence("Ctrl+Q"), self.close)
@@ -144,6 +172,7 @@ class MainWindow(QMainWindow):
         bar = QToolBar("Main")
         bar.setMovable(False)
         bar.addAction(self.add_action)
+        bar.addAction(self.edit_action)
         bar.addAction(self.remove_action)
         bar.addSeparator()
         bar.addAction(self.refresh_action)
@@ -170,14 +199,33 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ nodes
 
-    def add_link(self, spec: NodeSpec) -> NodeLink:
-        """Start showing a node (connects in the background)."""
+    def open_nodes(self, specs: list[NodeSpec]) -> None:
+        """Show the nodes the window was started on; several land on the Cluster tab."""
+        for spec in specs:
+            self.add_spec(spec)
+        self._land()
+
+    def add_spec(self, spec: NodeSpec) -> NodeLink | None:
+        """Show a node, or every address of a DNS name (those appear once resolved, off
+        the GUI thread). Returns the node's link, None for a name."""
+        if not expands(spec):
+            return self.add_link(spec)
+        self.named[spec.address] = spec
+        self._unanswered.add(spec.address)
+        self.resolver.add(spec)
+        return None
+
+    def add_link(self, spec: NodeSpec, origin: str = "") -> NodeLink:
+        """Start showing one node at ``spec.address`` (connects in the background);
+        ``origin`` is the DNS name it was resolved from."""
         link = NodeLink(spec, self)
+        link.origin = origin
         link.changed.connect(lambda link=link: self._link_changed(link))
         self.links.append(link)
         item = self.nodes.add(link)
         if self.nodes.currentItem() is None:
             self.nodes.setCurrentItem(item)
+        self.cluster.sync()
         self.ping(link)
         return link
 
@@ -187,39 +235,175 @@ class MainWindow(QMainWindow):
         if dialog.exec() != AddNodeDialog.DialogCode.Accepted:
             return
         spec = dialog.spec()
-        if dialog.remember.isChecked() and self.nodes_file is not None:
-            try:
-                remember(self.nodes_file, spec)
-            except (OSError, ObserverError) as exc:
-                self.statusBar().showMessage(f"could not save {self.nodes_file}: {exc}", 10000)
-        link = self.add_link(spec)
-        self.nodes.setCurrentItem(self.nodes.item_of(link))
+        if dialog.remember.isChecked():
+            self._save(remember, spec)
+        link = self.add_spec(spec)
+        if link is not None:
+            self.nodes.setCurrentItem(self.nodes.item_of(link))
 
-    def remove_current_node(self) -> None:
+    def edit_current_node(self) -> None:
+        """File > Edit node: name, token file, fingerprint/CA and role of the selected node
+        (of its DNS name, for a resolved address), saved to the nodes file if asked."""
         link = self.current_link()
         if link is None:
             return
+        name = self._name_of(link)
+        original = self.named[name] if name else link.spec
+        dialog = EditNodeDialog(original, self._remembered(original.address), self)
+        if dialog.exec() != EditNodeDialog.DialogCode.Accepted:
+            return
+        spec = dialog.spec()
+        if dialog.remember.isChecked():
+            self._save(remember, spec)
+        if name:
+            self._drop_name(name)
+            self.add_spec(spec)  # resolved again: each address comes back with the new spec
+            return
+        new = NodeLink(spec, self)
+        new.changed.connect(lambda link=new: self._link_changed(link))
+        self.links[self.links.index(link)] = new
+        self.nodes.replace(link, new)
+        self._close_link(link)
+        self.cluster.sync()
+        self._node_selected()
+        self.ping(new)
+
+    def remove_current_node(self) -> None:
+        """File > Remove node: stop showing it (every address of its DNS name) and forget it."""
+        link = self.current_link()
+        if link is None:
+            return
+        name = self._name_of(link)
+        if name:
+            self._drop_name(name)
+        else:
+            self._drop_link(link)
+        self._save(forget, name or link.spec.address)
+        self._node_selected()
+
+    def open_node(self, link: NodeLink) -> None:
+        """Select ``link`` in the node list and show its System tab (Cluster double-click)."""
         item = self.nodes.item_of(link)
-        if item is not None:
-            self.nodes.takeTopLevelItem(self.nodes.indexOfTopLevelItem(item))
+        if item is None:
+            return
+        self.nodes.setCurrentItem(item)
+        self.tabs.setCurrentWidget(self.system)
+
+    def _name_of(self, link: NodeLink) -> str:
+        """The DNS name ``link`` stands for ('' for a node given by address)."""
+        if link.origin:
+            return link.origin
+        return link.spec.address if link.spec.address in self.named else ""
+
+    def _drop_name(self, name: str) -> None:
+        self.named.pop(name, None)
+        self._unanswered.discard(name)
+        self._dns_errors.pop(name, None)
+        self.resolver.remove(name)
+        for link in [link for link in self.links if self._name_of(link) == name]:
+            self._drop_link(link)
+        self._show_dns_errors()
+
+    def _drop_link(self, link: NodeLink) -> None:
+        self.nodes.remove(link)
         self.links.remove(link)
+        self._close_link(link)
+        self.cluster.sync()
+
+    def _close_link(self, link: NodeLink) -> None:
         for key, window in list(self.inspectors.items()):
             if window.link is link:
                 window.close()
                 self.inspectors.pop(key, None)
         link.close()
-        if self.nodes_file is not None:
-            try:
-                forget(self.nodes_file, link.spec.address)
-            except (OSError, ObserverError) as exc:
-                self.statusBar().showMessage(f"could not save {self.nodes_file}: {exc}", 10000)
-        self._node_selected()
+
+    def _remembered(self, address: str) -> bool:
+        if self.nodes_file is None:
+            return False
+        try:
+            return any(s.address == address for s in load_nodes(self.nodes_file))
+        except ObserverError:
+            return False
+
+    def _save(self, change: Callable[[Path, Any], object], what: NodeSpec | str) -> None:
+        """``remember(file, spec)`` or ``forget(file, address)``; a failure is shown."""
+        if self.nodes_file is None:
+            return
+        try:
+            change(self.nodes_file, what)
+        except (OSError, ObserverError) as exc:
+            self.statusBar().showMessage(f"could not save {self.nodes_file}: {exc}", 10000)
+
+    # ------------------------------------------------------------ DNS names
+
+    def resolve_now(self) -> None:
+        """Resolve every DNS name again now (off the GUI thread); changes arrive later."""
+        self._resolved_at = time.monotonic()
+        self.resolver.resolve_all()
+
+    def _names_changed(self, name: str, change: Change) -> None:
+        """Apply one name's resolution (GUI thread): new addresses become nodes, addresses
+        no longer listed are marked (kept, greyed), a stand-in gives way to the real ones."""
+        spec = self.named.get(name)
+        if spec is None:
+            return
+        for address in change.removed:
+            for link in [k for k in self.links if self._name_of(k) == name]:
+                if link.spec.address == address:
+                    self._drop_link(link)
+        for member in change.added:
+            if member.address == name:  # not resolved yet: the name stands in, says why
+                self.add_link(member)
+                continue
+            if spec.name:  # the same name on every address: say which one this is
+                host = member.address.rsplit(":", 1)[0].strip("[]")
+                member = replace(member, name=f"{spec.name}@{host}")
+            self.add_link(member, name)
+        now = time.time()
+        for link in self.links:
+            if link.origin != name:
+                continue
+            if link.spec.address in change.gone:
+                link.gone_since = now
+            elif link.spec.address in change.back:
+                link.gone_since = 0.0
+            else:
+                continue
+            self.nodes.update_link(link)
+        self._dns_errors[name] = change.errors
+        self._show_dns_errors()
+        if name in self._unanswered:
+            self._unanswered.discard(name)
+            self._land()
+        if self.current_tab() is self.cluster:
+            self.cluster.refresh()
+        if self.current_link() is None and self.links:
+            self.nodes.setCurrentItem(self.nodes.item_of(self.links[0]))
+
+    def _show_dns_errors(self) -> None:
+        errors = [e for each in self._dns_errors.values() for e in each]
+        self.cluster.banner.say("; ".join(errors))
+        if errors:
+            self.statusBar().showMessage(errors[-1], 10000)
+
+    def _land(self) -> None:
+        """Open on the Cluster tab when there are several nodes, unless a tab was chosen."""
+        if not self.auto_landing or len(self.links) < 2:
+            return
+        if not self._unanswered:
+            self.auto_landing = False  # only while the window opens, never later
+        self._landing = True
+        try:
+            self.tabs.setCurrentWidget(self.cluster)
+        finally:
+            self._landing = False
 
     def current_link(self) -> NodeLink | None:
         return self.nodes.current_link()
 
     def show_tab(self, key: str) -> Tab:
-        """Switch to a tab by its command-line name (system, charts, processes, table)."""
+        """Switch to a tab by its command-line name (cluster, system, charts, ...)."""
+        self.auto_landing = False
         for tab in self.all_tabs:
             if tab.key == key:
                 self.tabs.setCurrentWidget(tab)
@@ -238,8 +422,15 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"runtime-observer - {link.label}" if link else "runtime-observer")
         self.refresh()
 
+    def _tab_changed(self, _index: int) -> None:
+        if not self._landing:
+            self.auto_landing = False  # the user (or --tab) chose
+        self.refresh()
+
     def _link_changed(self, link: NodeLink) -> None:
         self.nodes.update_link(link)
+        if self.current_tab() is self.cluster:
+            self.cluster.redraw(link)
         if link is self.current_link():
             self.setWindowTitle(f"runtime-observer - {link.label}")
             self._update_status()
@@ -268,9 +459,21 @@ class MainWindow(QMainWindow):
             self.pause_action.setChecked(paused)
         self._update_status()
 
+    def probe_timeout(self, link: NodeLink) -> float:
+        """How long a ping or overview may take: the refresh interval, at least 1 s and
+        at most the node's own timeout. A node silent that long is down."""
+        interval = self.timer.interval() / 1000
+        return min(max(interval, 1.0), link.spec.timeout)
+
     def tick(self) -> None:
-        """The refresh timer: the visible tab of the selected node, pings for the rest."""
+        """The refresh timer: the visible tab of the selected node, pings for the rest
+        (on the Cluster tab: every node's overview, which is its ping)."""
         if self.paused:
+            return
+        if self.named and time.monotonic() - self._resolved_at >= self.resolve_every:
+            self.resolve_now()
+        if self.current_tab() is self.cluster:
+            self.cluster.refresh()
             return
         current = self.current_link()
         if current is not None:
@@ -281,15 +484,20 @@ class MainWindow(QMainWindow):
 
     def refresh(self) -> None:
         """Ctrl-R: refresh the visible tab now (and retry a down node at once)."""
+        if self.current_tab() is self.cluster:  # every node is on screen: retry every one
+            for each in self.links:
+                if each.status is not Status.UP:
+                    each.reconnect_now()
+            self.cluster.refresh()
         link = self.current_link()
-        if link is not None:
+        if link is not None and self.current_tab() is not self.cluster:
             if link.status is not Status.UP:
                 link.reconnect_now()
             self.current_tab().refresh()
         self._update_status()
 
     def ping(self, link: NodeLink) -> None:
-        link.request("ping", lambda node: node.hello(), None)
+        link.request("ping", lambda node: node.hello(), None, timeout=self.probe_timeout(link))
 
     # ------------------------------------------------------------ status bar
 
@@ -480,6 +688,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.timer.stop()
+        self.resolver.close()
         for window in list(self.inspectors.values()):
             window.close()
         if self.chaos_dialog is not None:

@@ -1,0 +1,248 @@
+"""The Cluster tab's Qt model and its CPU sparkline: one row per node, drawn from cache.
+
+``ClusterModel`` holds one ``observer.fleet.ClusterRow`` per node and the display strings
+made from it when it arrived (``observer.format.cluster_cells``, as ``observer nodes``
+prints them); ``data()`` only indexes into those. Sorting goes through a proxy on
+``SORT_ROLE`` (numbers for numeric columns), so rows can update one by one as their
+replies arrive. ``SparkDelegate`` paints a row's recent CPU % as a small polyline in its
+cell: no chart widget per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPointF, Qt
+from PyQt6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen, QPolygonF
+from PyQt6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+
+from observer.fleet import SPARK_POINTS, ClusterRow
+from observer.format import CLUSTER_COLUMNS, cluster_cells
+from observer.gui.link import NodeLink, Status
+from observer.gui.nodelist import LIGHTS, light
+
+SPARK = "CPU trend"
+COLUMNS = (*CLUSTER_COLUMNS[:5], SPARK, *CLUSTER_COLUMNS[5:])  # the trend next to CPU now
+NODE, ADDRESS, STATUS, RTT, CPU, TREND, RSS, THREADS, TASKS, LAG, UPTIME, AGENT, NOTE = range(13)
+assert COLUMNS[TREND] == SPARK and COLUMNS[NOTE] == "Note" and len(COLUMNS) == 13
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 20
+SPARK_ROLE = Qt.ItemDataRole.UserRole + 21  # tuple[float, ...]: recent CPU %, oldest first
+LINK_ROLE = Qt.ItemDataRole.UserRole + 22  # the row's NodeLink
+UP_ROLE = Qt.ItemDataRole.UserRole + 23  # True when the node is up and listed in DNS
+
+GREY = QColor("#8c959f")
+NUMERIC = (RTT, CPU, RSS, THREADS, TASKS, LAG, UPTIME)
+STATUS_ORDER = {s.value: i for i, s in enumerate(LIGHTS)}  # connecting, up, auth, down, dead
+SPARK_FLOOR = 5.0  # % at the top of an idle node's sparkline, so noise stays flat
+
+
+def placeholder(link: NodeLink) -> ClusterRow:
+    """The row of a node nothing has been heard from yet."""
+    return ClusterRow(
+        address=link.spec.address,
+        name=link.label,
+        status=link.status.value,
+        error=link.error,
+        origin=link.spec.address,
+        rtt=None,
+        pid=link.pid,
+        role=link.role,
+        agent_version="",
+        cpu_percent=None,
+        rss=None,
+        threads=None,
+        tasks=None,
+        loop_lag=None,
+        uptime=None,
+        restarted=link.restarted,
+        last_seen=None,
+        stale=None,
+        in_dns=not link.gone_since,
+        spark=(),
+    )
+
+
+def sort_key(row: ClusterRow, column: int) -> float | str:
+    """What a column sorts by: a number for figures (unknown first), text otherwise."""
+    numbers = {
+        RTT: row.rtt,
+        CPU: row.cpu_percent,
+        TREND: (sum(row.spark) / len(row.spark)) if row.spark else None,
+        RSS: row.rss,
+        THREADS: row.threads,
+        TASKS: row.tasks,
+        LAG: row.loop_lag,
+        UPTIME: row.uptime,
+    }
+    if column == STATUS:
+        return float(STATUS_ORDER.get(row.status, len(STATUS_ORDER)))
+    if column in numbers:
+        value = numbers[column]
+        return float("-inf") if value is None else float(value)
+    return _cells(row)[column].lower()
+
+
+def _cells(row: ClusterRow) -> tuple[str, ...]:
+    cells = cluster_cells(row)
+    return (*cells[:TREND], "", *cells[TREND:])
+
+
+class ClusterModel(QAbstractTableModel):
+    """One row per node over cached ``ClusterRow``s; rows change one at a time."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.links: list[NodeLink] = []
+        self.rows: list[ClusterRow] = []
+        self._cells: list[tuple[str, ...]] = []
+        self._icons = {status.value: light(colour) for status, colour in LIGHTS.items()}
+
+    # ------------------------------------------------------------ changing rows
+
+    def set_links(self, links: list[NodeLink]) -> None:
+        """Show exactly these nodes: rows of others go, new ones get a placeholder row."""
+        wanted = set(links)
+        for row in reversed(range(len(self.links))):
+            if self.links[row] not in wanted:
+                self.beginRemoveRows(QModelIndex(), row, row)
+                del self.links[row], self.rows[row], self._cells[row]
+                self.endRemoveRows()
+        known = set(self.links)
+        for link in links:
+            if link not in known:
+                row = len(self.links)
+                self.beginInsertRows(QModelIndex(), row, row)
+                self.links.append(link)
+                self.rows.append(placeholder(link))
+                self._cells.append(_cells(self.rows[-1]))
+                self.endInsertRows()
+
+    def update(self, link: NodeLink, value: ClusterRow) -> None:
+        """Replace one node's row (no-op for a node not shown)."""
+        try:
+            row = self.links.index(link)
+        except ValueError:
+            return
+        self.rows[row] = value
+        self._cells[row] = _cells(value)
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def row_of(self, link: NodeLink) -> ClusterRow | None:
+        try:
+            return self.rows[self.links.index(link)]
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------ Qt model
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole and section == TREND:
+            return f"CPU % over the last {SPARK_POINTS} samples (about one a second)"
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row, column = self.rows[index.row()], index.column()
+        live = row.status == Status.UP.value and row.in_dns
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._cells[index.row()][column]
+        if role == SORT_ROLE:
+            return sort_key(row, column)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return None if live else QBrush(GREY)
+        if role == Qt.ItemDataRole.DecorationRole and column == NODE:
+            return self._icons.get(row.status)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
+            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(index.row(), column)
+        if role == SPARK_ROLE:
+            return row.spark
+        if role == LINK_ROLE:
+            return self.links[index.row()]
+        if role == UP_ROLE:
+            return live
+        return None
+
+    def _tooltip(self, number: int, column: int) -> str | None:
+        row = self.rows[number]
+        if column == TREND:
+            if not row.spark:
+                return None
+            return (
+                f"CPU % over the last {len(row.spark)} samples: "
+                f"min {min(row.spark):.1f}%, max {max(row.spark):.1f}%, "
+                f"now {row.spark[-1]:.1f}%"
+            )
+        text = self._cells[number][column]
+        if column in (NODE, ADDRESS):
+            lines = [f"{row.name} ({row.address}): {row.status}"]
+            if row.origin != row.address:
+                lines.append(f"resolved from {row.origin}")
+            if row.pid is not None:
+                lines.append(f"pid {row.pid}" + (f", role {row.role}" if row.role else ""))
+            return "\n".join(lines) + "\nDouble-click to open"
+        return text or None
+
+
+class SparkDelegate(QStyledItemDelegate):
+    """Paints a cell's SPARK_ROLE values as a polyline, newest at the right edge.
+
+    The x axis is fixed (SPARK_POINTS samples across the cell), so a young node's line
+    is short rather than stretched; the y axis runs from 0 to the row's highest value
+    (at least SPARK_FLOOR %), and the tooltip gives the figures.
+    """
+
+    LINE = QColor("#0969da")
+
+    def paint(self, painter: QPainter | None, option: QStyleOptionViewItem, index: QModelIndex):  # type: ignore[no-untyped-def,override]
+        assert painter is not None
+        self.initStyleOption(option, index)
+        option.text = ""
+        widget = option.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        assert style is not None
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, option, painter, widget)
+        values = index.data(SPARK_ROLE) or ()
+        if len(values) < 2:
+            return
+        rect = option.rect.adjusted(4, 3, -4, -3)
+        if rect.width() < 8 or rect.height() < 4:
+            return
+        top = max(SPARK_FLOOR, max(values))
+        step = rect.width() / (SPARK_POINTS - 1)
+        right, bottom = float(rect.right()), float(rect.bottom())
+        count = len(values)
+        points = [
+            QPointF(right - (count - 1 - i) * step, bottom - (v / top) * rect.height())
+            for i, v in enumerate(values)
+        ]
+        colour = self.LINE if index.data(UP_ROLE) else GREY
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if selected:
+            colour = option.palette.highlightedText().color()
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        area = QPainterPath(QPointF(points[0].x(), bottom))
+        for point in points:
+            area.lineTo(point)
+        area.lineTo(QPointF(points[-1].x(), bottom))
+        area.closeSubpath()
+        fill = QColor(colour)
+        fill.setAlpha(45)
+        painter.fillPath(area, fill)
+        painter.setPen(QPen(colour, 1.3))
+        painter.drawPolyline(QPolygonF(points))
+        painter.restore()

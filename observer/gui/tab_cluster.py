@@ -1,0 +1,168 @@
+"""Cluster tab: every node of the window in one sortable table, each row live on its own.
+
+A refresh asks every node for its ``overview()`` (one round trip: identity, load now and
+the history samples the row's sparkline lacks) with the window's short liveness timeout.
+A node whose previous overview is still running is not asked again, and each row is
+redrawn when its own reply arrives, so one slow or frozen node never holds the others
+back. While this tab is visible these overviews are the window's liveness pings.
+
+Rows of nodes that are not up keep their last figures, greyed, with the age of that data
+("data 12s old"), recomputed every tick from cache. Double-click or Enter on a row opens
+that node on the System tab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+
+from agent.schema import Overview
+from observer.client import Node
+from observer.fleet import Trend
+from observer.gui.cluster import (
+    COLUMNS,
+    LINK_ROLE,
+    NODE,
+    NOTE,
+    SORT_ROLE,
+    TREND,
+    ClusterModel,
+    SparkDelegate,
+)
+from observer.gui.link import NodeLink, Reply, Status
+from observer.gui.tab import Tab
+
+if TYPE_CHECKING:
+    from observer.gui.window import MainWindow
+
+COLUMN_WIDTHS = (130, 118, 78, 62, 58, 104, 78, 60, 58, 66, 64, 56)  # Note stretches
+
+
+class ClusterTab(Tab):
+    key = "cluster"
+    title = "Cluster"
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.model = ClusterModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setDynamicSortFilter(True)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # the window's order first
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setAlternatingRowColors(True)
+        self.view.setShowGrid(False)
+        self.view.setWordWrap(False)
+        self.view.setItemDelegateForColumn(TREND, SparkDelegate(self.view))
+        rows = self.view.verticalHeader()
+        rows.hide()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.view.fontMetrics().height() + 10)
+        header = self.view.horizontalHeader()
+        header.setStretchLastSection(True)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for column, width in enumerate(COLUMN_WIDTHS):
+            self.view.setColumnWidth(column, width)
+        assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
+        self.view.activated.connect(self._activated)  # double-click, or Enter
+        self.layout_.addWidget(self.view)
+        self.trends: dict[NodeLink, Trend] = {}
+        self._answered: set[NodeLink] = set()  # nodes that answered (or failed) once
+        self._ok: set[NodeLink] = set()  # nodes that answered with data once
+
+    # ------------------------------------------------------------ driven by the window
+
+    def set_link(self, link: NodeLink | None) -> None:
+        """The selected node does not change what this tab shows (every node)."""
+        self.link = link
+
+    def refresh(self) -> None:
+        """Ask every node not already being asked for its overview; redraw every row."""
+        self.sync()
+        for link in self.window_.links:
+            if link.running(self.key):
+                continue  # the last one has not answered: never pile up on a slow node
+            trend = self.trends[link]
+            since = trend.since
+            link.request(
+                self.key,
+                lambda node, since=since: node.overview(since),
+                self._on_reply,
+                timeout=self.window_.probe_timeout(link),
+            )
+        self.redraw()
+
+    def sync(self) -> None:
+        """One row (and one Trend) per node of the window, in the window's order."""
+        links = list(self.window_.links)
+        for link in links:
+            self.trends.setdefault(link, Trend())
+        for gone in set(self.trends) - set(links):
+            del self.trends[gone]
+            self._answered.discard(gone)
+            self._ok.discard(gone)
+        self.model.set_links(links)
+
+    def redraw(self, link: NodeLink | None = None) -> None:
+        """Recompute rows from cache (ages, status, DNS): one node's, or everyone's."""
+        for each in [link] if link is not None else list(self.trends):
+            trend = self.trends.get(each)
+            if trend is not None:
+                self.model.update(each, trend.row(each.health, each.origin, each.gone_since))
+        self.status_changed.emit()
+
+    def _on_reply(self, reply: Reply) -> None:
+        link = reply.source
+        trend = self.trends.get(link)
+        if trend is None:
+            return  # the node was removed meanwhile
+        self._answered.add(link)
+        if reply.ok:
+            overview: Overview = reply.value
+            old = trend.overview
+            restarted = old is not None and (
+                old.hello.pid != overview.hello.pid
+                or abs(old.hello.started - overview.hello.started) > 1.0
+            )
+            trend.add(overview, pid_changed=restarted)
+            self._ok.add(link)
+            self.last_applied = max(self.last_applied, reply.finished)
+        self.redraw(link)
+        if self._answered >= set(self.trends):  # everyone has been heard from once
+            if self._ok:
+                self.applied.emit()
+            elif not reply.ok:
+                self.failed.emit(reply.error)
+
+    def _activated(self, index: QModelIndex) -> None:
+        link = index.siblingAtColumn(NODE).data(LINK_ROLE)
+        if link is not None:
+            self.window_.open_node(link)
+
+    # ------------------------------------------------------------ Tab API
+
+    def job(self) -> Callable[[Node], Any]:
+        raise NotImplementedError("the Cluster tab asks every node itself (refresh)")
+
+    def apply(self, value: Any) -> None:
+        raise NotImplementedError("the Cluster tab draws each node's reply itself")
+
+    def status_text(self) -> str:
+        counts: dict[str, int] = {}
+        for row in self.model.rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        if not counts:
+            return ""
+        order = [s.value for s in Status]
+        parts = [f"{counts[s]} {s}" for s in sorted(counts, key=order.index)]
+        total = len(self.model.rows)
+        return f"{total} node{'s' if total != 1 else ''}: " + ", ".join(parts)
