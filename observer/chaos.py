@@ -194,7 +194,6 @@ class _Watch:
     detail: str  # the victim's _Target.detail
     before: frozenset[tuple[Any, ...]]  # identities with that name when it was hit
     acted: float  # monotonic time of the action
-    record: dict[str, Any]
 
 
 def validate(
@@ -310,8 +309,9 @@ class Chaos:
         self._stop = threading.Event()
         self._nodes: list[_Node] = []
         self._watches: list[_Watch] = []
-        self._hit: set[tuple[int, tuple[Any, ...]]] = set()  # (node, identity) already picked
-        self._claimed: set[tuple[int, tuple[Any, ...]]] = set()  # replacements credited
+        # (id of the _Node, identity): targets already picked, replacements already credited
+        self._hit: set[tuple[int, tuple[Any, ...]]] = set()
+        self._claimed: set[tuple[int, tuple[Any, ...]]] = set()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()  # waited on instead of join(): Ctrl-C can spoil a join
         self._outcome: Summary | BaseException | None = None
@@ -321,10 +321,6 @@ class Chaos:
     def stop(self) -> None:
         """End the run at its next wait (any thread); ``run`` still returns the summary."""
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def start(self) -> Chaos:
         """Run on a daemon thread; ``join()`` for the summary."""
@@ -362,9 +358,8 @@ class Chaos:
             self._loop()
         finally:
             s.stopped = self._stop.is_set()
-            for watch in self._watches:  # stopped before they came back
-                self._unrecovered(watch, "stopped")
-            self._watches.clear()
+            for watch in list(self._watches):  # cut short before they came back
+                self._unrecovered(watch, "stopped" if s.stopped else "run ended early")
             s.seconds = round(time.monotonic() - t0, 3)
             if not self.dry_run:
                 self._mark_end()
@@ -485,6 +480,8 @@ class Chaos:
     # ------------------------------------------------------------ one step
 
     def _step(self) -> None:
+        """List every node's targets, pick a node (uniformly among those with a match),
+        then one of its matches (in name order, so a seed repeats), and act on it."""
         pool: list[tuple[int, list[_Target]]] = []
         found: dict[int, list[_Target]] = {}
         for index, node in enumerate(self._nodes):
@@ -499,7 +496,7 @@ class Chaos:
             self._check(node, targets)  # a step's listing is a recovery poll too
             found[index] = targets
             eligible = [
-                t for t in targets if self._matches(t) and (index, t.identity) not in self._hit
+                t for t in targets if self._matches(t) and (id(node), t.identity) not in self._hit
             ]
             if eligible:
                 pool.append((index, sorted(eligible, key=lambda t: (t.name, t.id))))
@@ -510,7 +507,7 @@ class Chaos:
         index, targets = pool[self._rng.randrange(len(pool))]
         target = targets[self._rng.randrange(len(targets))]
         node = self._nodes[index]
-        self._hit.add((index, target.identity))
+        self._hit.add((id(node), target.identity))
         if self.dry_run:
             record = self._record(node, target, "dry-run", "picked, not touched")
             self._emit("action", f"{node.where}  would {self._verb()} {self._what(target)}", record)
@@ -532,9 +529,7 @@ class Chaos:
         )
         if outcome == "ok":
             before = frozenset(t.identity for t in found[index] if t.name == target.name)
-            self._watches.append(
-                _Watch(node, target.name, target.id, target.detail, before, acted, record)
-            )
+            self._watches.append(_Watch(node, target.name, target.id, target.detail, before, acted))
 
     def _targets(self, node: Node) -> list[_Target]:
         """Every live target of the run's kind on ``node`` (one round trip)."""

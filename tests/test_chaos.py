@@ -289,6 +289,26 @@ def test_a_victim_without_a_supervisor_is_not_recovered(fresh_host, keys):
     assert "1 not recovered within 1 s" in summary.text()
 
 
+def test_stop_leaves_no_victim_unaccounted(make_host, keys):
+    """Victims still awaited when the run stops are listed as such, every one of them."""
+    host = make_host("--tasks", "5")
+    third = threading.Event()
+    chaos = Chaos(
+        [spec(host.address, keys)],
+        "bulk-*",  # nothing restarts these
+        count=3,
+        every=0,
+        recovery_timeout=60,
+        on_event=lambda e: e.kind == "action" and len(chaos.summary.actions) == 3 and third.set(),
+    ).start()
+    assert third.wait(15)
+    chaos.stop()
+    summary = chaos.join(10)
+    assert summary is not None and summary.stopped and summary.victims == 3
+    assert [(r["result"], r["seconds"]) for r in summary.recoveries] == [("stopped", None)] * 3
+    assert "3 victims, 0 recovered, 3 not back yet when stopped" in summary.text()
+
+
 # ------------------------------------------------------------------ time and stopping
 
 
