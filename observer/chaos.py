@@ -121,7 +121,7 @@ class Summary:
         acted = [a for a in self.actions if a["result"] != "skipped"]
         skipped = len(self.actions) - len(acted)
         prefix = "stopped: " if self.stopped else ""
-        extra = f", {skipped} skipped (no target matched)" if skipped else ""
+        extra = f", {skipped} skipped" if skipped else ""
         seed = f"seed {self.seed}" + (
             f" - repeat with {repeat_hint} {self.seed}" if repeat_hint else ""
         )
@@ -484,6 +484,7 @@ class Chaos:
         then one of its matches (in name order, so a seed repeats), and act on it."""
         pool: list[tuple[int, list[_Target]]] = []
         found: dict[int, list[_Target]] = {}
+        already = 0  # matches hit earlier in this run and still there (a thread yet to end)
         for index, node in enumerate(self._nodes):
             if self._stop.is_set():
                 return
@@ -495,14 +496,18 @@ class Chaos:
             self._node_ok(node)
             self._check(node, targets)  # a step's listing is a recovery poll too
             found[index] = targets
-            eligible = [
-                t for t in targets if self._matches(t) and (id(node), t.identity) not in self._hit
-            ]
+            matching = [t for t in targets if self._matches(t)]
+            eligible = [t for t in matching if (id(node), t.identity) not in self._hit]
+            already += len(matching) - len(eligible)
             if eligible:
                 pool.append((index, sorted(eligible, key=lambda t: (t.name, t.id))))
         if not pool:
-            record = self._record(None, None, "skipped", "no target matches")
-            self._emit("skipped", f"no {self.kind} matches {self.match!r} on any node", record)
+            why = f"no {self.kind} matches {self.match!r} on any node"
+            if already:
+                why = (
+                    f"every {self.kind} matching {self.match!r} was hit already and is still there"
+                )
+            self._emit("skipped", why, self._record(None, None, "skipped", why))
             return
         index, targets = pool[self._rng.randrange(len(pool))]
         target = targets[self._rng.randrange(len(targets))]

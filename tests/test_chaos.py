@@ -153,7 +153,8 @@ def test_dry_runs_with_one_seed_pick_alike_and_touch_nothing(demo, keys, operato
 def test_no_matching_target_is_a_skipped_step(demo, keys):
     summary = Chaos([spec(demo.agent_address, keys)], "no-such-task-*", count=2, every=0).run()
     assert [a["result"] for a in summary.actions] == ["skipped", "skipped"]
-    assert summary.victims == 0 and "2 skipped (no target matched)" in summary.text()
+    assert summary.victims == 0 and "0 actions, 2 skipped, 0 victims" in summary.text()
+    assert summary.actions[0]["message"] == "no task matches 'no-such-task-*' on any node"
 
 
 # ------------------------------------------------------------------ processes and threads
@@ -196,18 +197,20 @@ def test_the_main_thread_and_the_agent_are_spared_unless_named(demo, keys, opera
     threads = operator.threads()
     spared = {t.id for t in threads if t.is_main or t.is_agent}
     assert len(spared) >= 2
-    # A dry run never picks a thread twice, so this count lets it pick every one it may.
+    # A dry run never picks a thread twice: this count picks every one it may, then skips.
     every_one = Chaos(
         [spec(demo.agent_address, keys)],
         "*",
         kind="thread",
-        count=len(threads),
+        count=len(threads) + 10,
         every=0,
         dry_run=True,
-    )
-    picked = {a["target"] for a in every_one.run().actions}
+    ).run()
+    picked = {a["target"] for a in every_one.actions if a["result"] == "dry-run"}
     assert "cache-janitor" in {t.name for t in threads if t.id in picked}
     assert not picked & spared
+    skips = [a["message"] for a in every_one.actions if a["result"] == "skipped"]
+    assert skips and all("was hit already and is still there" in m for m in skips)
     main_thread = next(t for t in threads if t.is_main)
     named = Chaos(
         [spec(demo.agent_address, keys)], main_thread.name, kind="thread", dry_run=True
