@@ -30,6 +30,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/fleet.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py
 
 clean:

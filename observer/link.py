@@ -132,7 +132,8 @@ class Link:
         wait = self._next_attempt - time.monotonic()
         if wait > 0:
             raise NotConnected(f"{self.error or 'node is down'} (retrying in {math.ceil(wait)}s)")
-        self._set(Status.CONNECTING, "")
+        if self.status is Status.UP:  # closed under us; a retry of a down node stays down
+            self._set(Status.CONNECTING, "")
         kwargs = self.spec.connect_kwargs()
         try:
             node = connect(self.spec.address, connect_timeout=timeout, **kwargs)
