@@ -254,14 +254,15 @@ CLUSTER_COLUMNS = (
 def cluster_note(row: ClusterRow) -> str:
     """What else the user should know about a node: stale data, a restart, DNS, an error."""
     notes = []
-    if row.stale is not None:
-        notes.append(f"data {human_seconds(row.stale)} old")
+    if row.stale is not None:  # whole seconds: the GUI redraws this every tick
+        age = f"{int(row.stale)}s" if row.stale < 60 else human_seconds(row.stale)
+        notes.append(f"data {age} old")
     if not row.in_dns:
         notes.append("no longer in DNS")
     if row.restarted:
         notes.append(row.restarted)
-    if row.error:
-        notes.append(row.error)
+    if row.error:  # the row shows the address already
+        notes.append(row.error.removeprefix(f"{row.address} "))
     return "; ".join(notes)
 
 

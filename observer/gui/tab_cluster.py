@@ -38,7 +38,7 @@ from observer.gui.tab import Tab
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
-COLUMN_WIDTHS = (130, 118, 78, 62, 58, 104, 78, 60, 58, 66, 64, 56)  # Note stretches
+COLUMN_WIDTHS = (118, 112, 62, 58, 52, 88, 70, 62, 54, 62, 60, 46)  # Note: the rest
 
 
 class ClusterTab(Tab):
