@@ -29,6 +29,7 @@ from observer.fleet import ClusterRow
 from observer.gui.cluster import ADDRESS, NODE, NOTE, SPARK_ROLE, STATUS, TREND, UP_ROLE
 from observer.gui.link import NodeLink, Status
 from observer.gui.nodedialog import AddNodeDialog, EditNodeDialog
+from observer.gui.resolver import Resolver
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes, save_nodes
 from observer.resolve import HOSTS_ENV
@@ -294,14 +295,71 @@ def test_removing_a_name_removes_its_nodes_and_forgets_it(
     save_nodes(window.nodes_file, [name_spec])
     open_cluster(qtbot, window, load_nodes(window.nodes_file))
     qtbot.waitUntil(lambda: len(window.links) == 2, timeout=WAIT)
+    hosts.write_text("127.0.0.2 svc.test\n127.0.0.3 svc.test\n127.0.0.4 svc.test\n")
+    window.resolve_now()  # an answer adding 127.0.0.4 is on its way to the GUI thread…
     window.nodes.setCurrentItem(window.nodes.item_of(window.links[1]))
-    window.remove_current_node()
+    window.remove_current_node()  # …when the name is removed
     assert window.links == [] and window.cluster.model.rowCount() == 0
     assert load_nodes(window.nodes_file) == []
-    window.resolve_now()  # a late answer for the removed name brings nothing back
-    window.add_link(spec(a_address, keys))  # a node of its own, answered after the resolve
-    qtbot.waitUntil(lambda: shown(window, window.links[0]) == "up", timeout=WAIT)
-    assert [k.spec.address for k in window.links] == [a_address]
+    hosts.write_text("127.0.0.2 other.test\n")
+    window.add_spec(spec(f"other.test:{port}", keys))  # answered after that late answer
+    qtbot.waitUntil(lambda: len(window.links) >= 1, timeout=WAIT)
+    assert [(k.spec.address, k.origin) for k in window.links] == [
+        (a_address, f"other.test:{port}")
+    ], "the late answer for the removed name brought nothing back"
+    wait_up(qtbot, window.links[0])
+
+
+def test_a_superseded_answer_is_dropped(qtbot, tmp_path, monkeypatch):
+    """An edit replaces a name's spec while the old spec's answer is still on its way:
+    only the new spec's nodes arrive (the resolver thread answers in order)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 svc.test\n127.0.0.3 svc.test\n127.0.0.9 other.test\n")
+    monkeypatch.setenv(HOSTS_ENV, str(hosts))
+    resolver = Resolver()
+    answers: list[tuple[str, list[NodeSpec]]] = []
+    resolver.changed.connect(lambda name, change: answers.append((name, change.added)))
+    resolver.add(NodeSpec(address="svc.test:7330", role="operator"))
+    resolver.add(NodeSpec(address="svc.test:7330", role="viewer"))  # before any answer
+    resolver.add(NodeSpec(address="other.test:7330"))  # answered after both of the above
+    qtbot.waitUntil(lambda: any(name == "other.test:7330" for name, _ in answers), timeout=WAIT)
+    svc = [added for name, added in answers if name == "svc.test:7330"]
+    assert len(svc) == 1, "the first spec's answer was dropped"
+    assert [(s.address, s.role) for s in svc[0]] == [
+        ("127.0.0.2:7330", "viewer"),
+        ("127.0.0.3:7330", "viewer"),
+    ]
+    resolver.close()
+
+
+def test_editing_a_resolved_node_edits_its_name(qtbot, window, agents, keys, tmp_path, monkeypatch):
+    _, a_address = agents.start("127.0.0.2:0")
+    port = a_address.rsplit(":", 1)[1]
+    agents.start(f"127.0.0.3:{port}")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 svc.test\n127.0.0.3 svc.test\n")
+    monkeypatch.setenv(HOSTS_ENV, str(hosts))
+    open_cluster(qtbot, window, [spec(f"svc.test:{port}", keys)])
+    qtbot.waitUntil(lambda: len(window.links) == 2, timeout=WAIT)
+    for link in window.links:
+        wait_up(qtbot, link)
+        assert link.role == "operator"
+
+    def edit(dialog: EditNodeDialog) -> None:
+        assert dialog.address.text() == f"svc.test:{port}", "the name, not one address"
+        assert not dialog.remember.isChecked(), "given on the command line, not remembered"
+        dialog.name.setText("svc")
+        dialog.role.setCurrentIndex(dialog.role.findData("viewer"))
+        dialog.remember.setChecked(True)
+
+    run_dialog(EditNodeDialog, edit)
+    window.edit_current_node()
+    (saved,) = load_nodes(window.nodes_file)
+    assert (saved.address, saved.name, saved.role) == (f"svc.test:{port}", "svc", "viewer")
+    qtbot.waitUntil(lambda: len(window.links) == 2, timeout=WAIT)
+    for link in window.links:
+        wait_up(qtbot, link)
+        assert link.role == "viewer" and link.label.startswith("svc@127.0.0.")
 
 
 # ------------------------------------------------------------------ opening a node

@@ -209,7 +209,9 @@ class SparkDelegate(QStyledItemDelegate):
 
     LINE = QColor("#0969da")
 
-    def paint(self, painter: QPainter | None, option: QStyleOptionViewItem, index: QModelIndex):  # type: ignore[no-untyped-def,override]
+    def paint(
+        self, painter: QPainter | None, option: QStyleOptionViewItem, index: QModelIndex
+    ) -> None:
         assert painter is not None
         self.initStyleOption(option, index)
         option.text = ""

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
@@ -64,7 +66,7 @@ class Resolver(QObject):
 
     # ------------------------------------------------------------ worker thread
 
-    def _submit(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # shut down: the window is closing
             self._pool.submit(fn, *args)
 

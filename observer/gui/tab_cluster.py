@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
 COLUMN_WIDTHS = (118, 112, 62, 58, 52, 88, 70, 62, 54, 62, 60, 46)  # Note: the rest
+assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
 
 
 class ClusterTab(Tab):
@@ -72,7 +73,6 @@ class ClusterTab(Tab):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         for column, width in enumerate(COLUMN_WIDTHS):
             self.view.setColumnWidth(column, width)
-        assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
         self.view.activated.connect(self._activated)  # double-click, or Enter
         self.layout_.addWidget(self.view)
         self.trends: dict[NodeLink, Trend] = {}
@@ -105,7 +105,8 @@ class ClusterTab(Tab):
         """One row (and one Trend) per node of the window, in the window's order."""
         links = list(self.window_.links)
         for link in links:
-            self.trends.setdefault(link, Trend())
+            if link not in self.trends:
+                self.trends[link] = Trend()
         for gone in set(self.trends) - set(links):
             del self.trends[gone]
             self._answered.discard(gone)
