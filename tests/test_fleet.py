@@ -296,7 +296,7 @@ def test_frozen_node_is_down_after_its_timeout_and_never_holds_the_others(agents
             rows = fleet.refresh()
             second = time.monotonic() - started
             assert [r.status for r in rows] == ["down", "up", "up", "up"]
-            assert first >= 1.0, "the frozen node was waited for once, up to its timeout"
+            assert 1.0 <= first < 3.0, "the frozen node was waited for once, for its timeout"
             assert second < first, "and not again while it backs off"
         finally:
             os.kill(frozen.proc.pid, signal.SIGCONT)

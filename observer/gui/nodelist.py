@@ -49,7 +49,7 @@ class NodeList(QTreeWidget):
         super().__init__(parent)
         self.setHeaderLabels(["Node", "Address", "RTT"])
         self.setRootIsDecorated(False)
-        self.setColumnWidth(0, 65)
+        self.setColumnWidth(0, 100)
         self.setColumnWidth(1, 108)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._icons = {status: light(colour) for status, colour in LIGHTS.items()}

@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.nodes)
         splitter.addWidget(self.tabs)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([235, 1045])
+        splitter.setSizes([270, 1010])
         self.setCentralWidget(splitter)
 
         self.timer = QTimer(self)
