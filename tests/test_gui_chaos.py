@@ -14,6 +14,7 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QKeySequence
 
+from bench.delayproxy import DelayProxy
 from observer.chaos import ChaosRefused, Summary
 from observer.client import Node, connect
 from observer.demo.launch import DemoProcess, start_service
@@ -185,3 +186,16 @@ def test_bad_input_is_shown_and_nothing_starts(qtbot, window, demo, keys):
 
 def _items(dialog: ChaosDialog) -> list:
     return [dialog.node_list.item(i) for i in range(dialog.node_list.count())]
+
+
+def test_node_entry_follows_its_status_after_the_dialog_opened(qtbot, window, demo, keys):
+    """Opened before the node connected, the entry first says so, then names the node.
+    (Through a 300 ms-each-way proxy, connecting takes seconds: the order is certain.)"""
+    host, port = demo.agent_address.rsplit(":", 1)
+    with DelayProxy(host, int(port), delay=0.3) as proxy:
+        link = window.add_link(spec(proxy.address, keys))
+        dialog = window.open_chaos()
+        assert _items(dialog)[0].text().endswith(" - connecting")
+        qtbot.waitUntil(lambda: link.status is Status.UP, timeout=WAIT)
+        qtbot.waitUntil(lambda: _items(dialog)[0].text().startswith("demo ("), timeout=WAIT)
+        assert "connecting" not in _items(dialog)[0].text()

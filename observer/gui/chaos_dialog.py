@@ -183,16 +183,20 @@ class ChaosDialog(QDialog):
         checked = {link.spec.address for link in self.chosen()}
         self.node_list.clear()
         for link in links:
-            item = QListWidgetItem(node_text(link))
+            item = QListWidgetItem()
             item.setData(LINK_ROLE, link)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             on = link.spec.address in checked or (not checked and link is current)
             item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-            if link.status is Status.UP and not link.can_control:
-                item.setToolTip(
-                    "Read-only (viewer): a real run is refused here; a dry run is allowed"
-                )
+            _describe(item, link)
             self.node_list.addItem(item)
+
+    def update_link(self, link: NodeLink) -> None:
+        """A node's status or role changed: say so in its entry (it connected meanwhile)."""
+        for i in range(self.node_list.count()):
+            item = self.node_list.item(i)
+            if item is not None and item.data(LINK_ROLE) is link:
+                _describe(item, link)
 
     def chosen(self) -> list[NodeLink]:
         items = [self.node_list.item(i) for i in range(self.node_list.count())]
@@ -310,6 +314,14 @@ class ChaosDialog(QDialog):
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.stop()  # closing the dialog ends its run; the summary still reaches the log
         super().closeEvent(event)
+
+
+def _describe(item: QListWidgetItem, link: NodeLink) -> None:
+    item.setText(node_text(link))
+    viewer = link.status is Status.UP and not link.can_control
+    item.setToolTip(
+        "Read-only (viewer): a real run is refused here; a dry run is allowed" if viewer else ""
+    )
 
 
 def node_text(link: NodeLink) -> str:

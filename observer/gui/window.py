@@ -429,6 +429,8 @@ class MainWindow(QMainWindow):
 
     def _link_changed(self, link: NodeLink) -> None:
         self.nodes.update_link(link)
+        if self.chaos_dialog is not None:
+            self.chaos_dialog.update_link(link)
         if self.current_tab() is self.cluster:
             self.cluster.redraw(link)
         if link is self.current_link():
