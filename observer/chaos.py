@@ -488,13 +488,9 @@ class Chaos:
         for index, node in enumerate(self._nodes):
             if self._stop.is_set():
                 return
-            try:
-                targets = self._call(node, self._targets)
-            except ObserverError as exc:
-                self._node_failed(node, exc)
+            targets = self._look(node)  # a step's listing is a recovery poll too
+            if targets is None:
                 continue
-            self._node_ok(node)
-            self._check(node, targets)  # a step's listing is a recovery poll too
             found[index] = targets
             matching = [t for t in targets if self._matches(t)]
             eligible = [t for t in matching if (id(node), t.identity) not in self._hit]
@@ -574,18 +570,23 @@ class Chaos:
 
     # ------------------------------------------------------------ recovery
 
+    def _look(self, node: _Node) -> list[_Target] | None:
+        """List a node's targets and credit any replacements; None if it did not answer."""
+        try:
+            targets = self._call(node, self._targets)
+        except ObserverError as exc:
+            self._node_failed(node, exc)
+            return None
+        self._node_ok(node)
+        self._check(node, targets)
+        return targets
+
     def _poll(self) -> None:
         """One look at each node with victims to watch; then time out the overdue."""
         for node in {id(w.node): w.node for w in self._watches}.values():
             if self._stop.is_set():
                 return
-            try:
-                targets = self._call(node, self._targets)
-            except ObserverError as exc:
-                self._node_failed(node, exc)
-                continue
-            self._node_ok(node)
-            self._check(node, targets)
+            self._look(node)
         now = time.monotonic()
         for watch in list(self._watches):
             if now - watch.acted >= self.recovery_timeout:

@@ -40,19 +40,26 @@ def _credential_options(parser: argparse.ArgumentParser, json_output: bool = Tru
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from observer.client import connect
+def _spec(args: argparse.Namespace, address: str):  # type: ignore[no-untyped-def]
+    """The node at ``address`` with the command line's credential options."""
+    from observer.nodesfile import NodeSpec
 
-    return connect(
-        args.node,
-        token_file=args.token_file,
-        fingerprint=args.fingerprint,
-        cafile=args.cafile,
-        certfile=args.cert,
-        keyfile=args.key,
+    return NodeSpec(
+        address=address,
+        token_file=args.token_file or "",
+        fingerprint=args.fingerprint or "",
+        cafile=args.cafile or "",
+        certfile=args.cert or "",
+        keyfile=args.key or "",
         tls=not args.no_tls,
         timeout=args.timeout,
     )
+
+
+def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from observer.client import connect
+
+    return connect(args.node, **_spec(args, args.node).connect_kwargs())
 
 
 def _print_json(value: Any) -> None:
@@ -436,23 +443,11 @@ def nodes_path(args: argparse.Namespace) -> Path:
 
 def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     """Nodes for the window: those named on the command line, else the remembered ones."""
-    from observer.nodesfile import NodeSpec, load_nodes
+    from observer.nodesfile import load_nodes
 
     if not args.nodes:
         return load_nodes(nodes_path(args))
-    return [
-        NodeSpec(
-            address=address,
-            token_file=args.token_file or "",
-            fingerprint=args.fingerprint or "",
-            cafile=args.cafile or "",
-            certfile=args.cert or "",
-            keyfile=args.key or "",
-            tls=not args.no_tls,
-            timeout=args.timeout,
-        )
-        for address in args.nodes
-    ]
+    return [_spec(args, address) for address in args.nodes]
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:

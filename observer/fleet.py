@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from agent.schema import HistorySample, Overview
 from observer.errors import ObserverError
-from observer.link import Link, Status
+from observer.link import Link, Status, same_process
 from observer.nodesfile import NodeSpec
 from observer.resolve import RESOLVE_EVERY, Roster
 
@@ -61,8 +61,9 @@ class Trend:
         self.cpu: collections.deque[float] = collections.deque(maxlen=points)
         self.since = 0.0  # the newest sample time we have: ask only for newer ones
 
-    def add(self, overview: Overview, pid_changed: bool = False) -> None:
-        if pid_changed:  # a new process: its history is not this one's
+    def add(self, overview: Overview) -> None:
+        """Take an overview in; a new process's history starts afresh (it is not this one's)."""
+        if self.overview is not None and not same_process(self.overview.hello, overview.hello):
             self.cpu.clear()
             self.since = 0.0
         samples: Iterable[HistorySample] = overview.samples
@@ -78,9 +79,8 @@ class Trend:
 
     def fetch(self, link: Link, timeout: float | None = None) -> Overview:
         """One overview round trip through ``link`` (asks only for samples it lacks)."""
-        pid = link.pid
         overview = link.call(lambda node: node.overview(self.since), timeout)
-        self.add(overview, pid_changed=pid is not None and overview.hello.pid != pid)
+        self.add(overview)
         return overview
 
     def row(self, link: Link, origin: str = "", gone_since: float = 0.0) -> ClusterRow:

@@ -49,6 +49,12 @@ class Status(enum.Enum):
     DEAD = "dead"
 
 
+def same_process(before: Hello, now: Hello) -> bool:
+    """Whether two hellos come from one process: same pid and start time (a pid alone
+    is not enough: pid 1 in a container is every restart's pid)."""
+    return now.pid == before.pid and abs(now.started - before.started) <= 1.0
+
+
 class NotConnected(ObserverError):
     """No connection right now (connect failed, or waiting out the backoff); status is set."""
 
@@ -66,8 +72,7 @@ class Link:
         self.status = Status.CONNECTING
         self.error = ""
         self.name = spec.name
-        self.pid: int | None = None
-        self.started: float | None = None  # the agent process's start time
+        self.hello: Hello | None = None  # what the agent said when it last came up
         self.role = ""
         self.agent_version = ""
         self.rtt: float | None = None
@@ -83,6 +88,10 @@ class Link:
     @property
     def label(self) -> str:
         return self.name or self.spec.label
+
+    @property
+    def pid(self) -> int | None:
+        return self.hello.pid if self.hello else None
 
     @property
     def address(self) -> str:
@@ -151,14 +160,11 @@ class Link:
         return node
 
     def _came_up(self, node: Node, hello: Hello) -> None:
-        if self.pid is not None and (
-            hello.pid != self.pid
-            or (self.started is not None and abs(hello.started - self.started) > 1.0)
-        ):
+        if self.hello is not None and not same_process(self.hello, hello):
             stamp = time.strftime("%H:%M:%S")
-            self.restarted = f"restarted {stamp}: pid {self.pid} -> {hello.pid}"
+            self.restarted = f"restarted {stamp}: pid {self.hello.pid} -> {hello.pid}"
             self.restarts += 1
-        self.pid, self.started = hello.pid, hello.started
+        self.hello = hello
         self.name = self.spec.name or hello.node
         self.role = node.role
         self.agent_version = node.agent_version

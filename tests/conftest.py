@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from observer.client import Node, connect
 from observer.keygen import KeyMaterial, generate
-from tests.helpers import HostProcess, Leaky, line_value, start_leaky, start_test_host
+from tests.helpers import (
+    Agents,
+    HostProcess,
+    Leaky,
+    line_value,
+    start_leaky,
+    start_test_host,
+)
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -102,3 +110,33 @@ def leaky(keys: KeyMaterial) -> Iterator[Leaky]:
     host = start_leaky(keys)
     yield host
     host.process.stop()
+
+
+@pytest.fixture
+def agents(keys: KeyMaterial) -> Iterator[Agents]:
+    """Hosts a test starts where it likes (``agents.start(bind, name)``), all stopped after."""
+    group = Agents(keys)
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(keys: KeyMaterial) -> Iterator[object]:
+    """The demo service (supervised workers, children, a janitor thread), one per module."""
+    from observer.demo.launch import start_service
+
+    proc = start_service(keys.directory)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def window(qtbot: Any, tmp_path: Path) -> Iterator[Any]:
+    """A shown main window with a nodes file of its own."""
+    from observer.gui.window import MainWindow
+
+    win = MainWindow(nodes_file=tmp_path / "nodes.toml")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()

@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -189,3 +190,31 @@ def start_leaky(keys: Any) -> Leaky:
     return Leaky(
         proc, line_value(proc, "agent"), line_value(proc, "echo"), line_value(proc, "file"), keys
     )
+
+
+def node_spec(address: str, keys: Any, token: str = "operator", **kw: Any) -> Any:
+    """A NodeSpec for ``address`` with the test's fingerprint and the ``token`` role's
+    token file (``role=`` in ``kw`` is what the nodes file asks the agent for)."""
+    from observer.nodesfile import NodeSpec
+
+    path = keys.operator_token if token == "operator" else keys.viewer_token
+    return NodeSpec(address=address, token_file=str(path), fingerprint=keys.fingerprint, **kw)
+
+
+class Agents:
+    """Test hosts on chosen loopback addresses; never left frozen, stopped at the end."""
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+        self.hosts: list[HostProcess] = []
+
+    def start(self, bind: str = "127.0.0.1:0", name: str = "test-host") -> tuple[HostProcess, str]:
+        host = start_test_host(self.keys.directory, "--bind", bind, "--name", name)
+        self.hosts.append(host)
+        return host, line_value(host, "agent")
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            with contextlib.suppress(ProcessLookupError):  # SIGSTOPped by a test
+                os.kill(host.proc.pid, signal.SIGCONT)
+            host.stop()

@@ -27,18 +27,12 @@ import pytest
 from observer.chaos import Chaos, ChaosError, ChaosEvent
 from observer.cli import main
 from observer.client import Node, connect
-from observer.demo.launch import DemoProcess, start_service
+from observer.demo.launch import start_service
 from observer.nodesfile import NodeSpec
 from tests.helpers import ROOT, wait_until
+from tests.helpers import node_spec as spec
 
 WORKERS = "worker-?"
-
-
-@pytest.fixture(scope="module")
-def demo(keys) -> Iterator[DemoProcess]:
-    proc = start_service(keys.directory)
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
@@ -51,11 +45,6 @@ def operator(demo, keys) -> Iterator[Node]:
 def creds(keys, role: str = "operator") -> list[str]:
     token = keys.operator_token if role == "operator" else keys.viewer_token
     return ["--token-file", str(token), "--fingerprint", keys.fingerprint]
-
-
-def spec(address: str, keys, role: str = "operator") -> NodeSpec:
-    token = keys.operator_token if role == "operator" else keys.viewer_token
-    return NodeSpec(address=address, token_file=str(token), fingerprint=keys.fingerprint)
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
 from observer.client import connect
-from observer.demo.launch import DemoProcess, start_service
 from tests.helpers import wait_until
-
-
-@pytest.fixture(scope="module")
-def demo(keys) -> Iterator[DemoProcess]:
-    proc = start_service(keys.directory)
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture

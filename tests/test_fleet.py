@@ -3,14 +3,12 @@ can have, reached through real agents that really stop, freeze, die and come bac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -21,13 +19,8 @@ from observer.fleet import Fleet
 from observer.link import Link, NotConnected, Status
 from observer.nodesfile import NodeSpec, save_nodes
 from observer.resolve import HOSTS_ENV, Roster, hosts_file_lookup
-from tests.helpers import ROOT, HostProcess, line_value, start_test_host, wait_until
-
-
-def spec(address: str, keys, token: str = "operator", **kw) -> NodeSpec:
-    """A node spec with the test's fingerprint and the ``token`` role's token file."""
-    path = keys.operator_token if token == "operator" else keys.viewer_token
-    return NodeSpec(address=address, token_file=str(path), fingerprint=keys.fingerprint, **kw)
+from tests.helpers import ROOT, wait_until
+from tests.helpers import node_spec as spec
 
 
 def observer_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -46,32 +39,6 @@ def observer_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
 def creds(keys, role: str = "operator") -> list[str]:
     token = keys.operator_token if role == "operator" else keys.viewer_token
     return ["--token-file", str(token), "--fingerprint", keys.fingerprint]
-
-
-class Agents:
-    """Test hosts started on chosen loopback addresses, stopped at the end."""
-
-    def __init__(self, keys) -> None:
-        self.keys = keys
-        self.hosts: list[HostProcess] = []
-
-    def start(self, bind: str = "127.0.0.1:0", name: str = "test-host") -> tuple[HostProcess, str]:
-        host = start_test_host(self.keys.directory, "--bind", bind, "--name", name)
-        self.hosts.append(host)
-        return host, line_value(host, "agent")
-
-    def stop(self) -> None:
-        for host in self.hosts:
-            with contextlib.suppress(ProcessLookupError):  # never leave one frozen
-                os.kill(host.proc.pid, signal.SIGCONT)
-            host.stop()
-
-
-@pytest.fixture
-def agents(keys) -> Iterator[Agents]:
-    group = Agents(keys)
-    yield group
-    group.stop()
 
 
 # ---------------------------------------------------------------- resolution

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,7 +16,6 @@ from PyQt6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox
 
 from bench.delayproxy import DelayProxy
 from observer.client import connect
-from observer.demo.launch import DemoProcess, start_service
 from observer.gui.actions import VIEWER_REASON
 from observer.gui.link import NodeLink, Status
 from observer.gui.models import ID_ROLE, KIND_ROLE
@@ -26,29 +24,9 @@ from observer.gui.rows import ID, NAME
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes
 from tests.helpers import ROOT
+from tests.helpers import node_spec as spec
 
 WAIT = 20_000  # ms
-
-
-@pytest.fixture(scope="module")
-def demo(keys) -> Iterator[DemoProcess]:
-    proc = start_service(keys.directory)
-    yield proc
-    proc.stop()
-
-
-def spec(address: str, keys, role: str = "operator") -> NodeSpec:
-    token = keys.operator_token if role == "operator" else keys.viewer_token
-    return NodeSpec(address=address, token_file=str(token), fingerprint=keys.fingerprint)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path) -> Iterator[MainWindow]:
-    win = MainWindow(nodes_file=tmp_path / "nodes.toml")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def shown_status(link: NodeLink) -> str:
@@ -272,7 +250,7 @@ def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, dem
 
 def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
     tab = window.show_tab("table")
-    link = window.add_link(spec(demo.agent_address, keys, role="viewer"))
+    link = window.add_link(spec(demo.agent_address, keys, token="viewer"))
     qtbot.waitUntil(lambda: "worker-1" in visible(tab.model, NAME), timeout=WAIT)
     assert link.role == "viewer"
     row = visible(tab.model, NAME).index("worker-1")

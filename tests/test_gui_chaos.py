@@ -17,21 +17,14 @@ from PyQt6.QtGui import QKeySequence
 from bench.delayproxy import DelayProxy
 from observer.chaos import ChaosRefused, Summary
 from observer.client import Node, connect
-from observer.demo.launch import DemoProcess, start_service
 from observer.gui.chaos_dialog import ChaosDialog
 from observer.gui.link import NodeLink, Status
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec
+from tests.helpers import node_spec as spec
 
 WAIT = 20_000  # ms
 WORKERS = "worker-?"  # not worker-*: that also matches short-lived worker-K-job sub-tasks
-
-
-@pytest.fixture(scope="module")
-def demo(keys) -> Iterator[DemoProcess]:
-    proc = start_service(keys.directory)
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
@@ -39,20 +32,6 @@ def operator(demo, keys) -> Iterator[Node]:
     node = connect(demo.agent_address, token_file=keys.operator_token, fingerprint=keys.fingerprint)
     yield node
     node.close()
-
-
-def spec(address: str, keys, role: str = "operator", name: str = "") -> NodeSpec:
-    token = keys.operator_token if role == "operator" else keys.viewer_token
-    return NodeSpec(address=address, name=name, token_file=str(token), fingerprint=keys.fingerprint)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path) -> Iterator[MainWindow]:
-    win = MainWindow(nodes_file=tmp_path / "nodes.toml")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def node_up(qtbot, window: MainWindow, node_spec: NodeSpec) -> NodeLink:
@@ -153,7 +132,7 @@ def test_stop_ends_a_long_run_at_once(qtbot, window, demo, keys):
 def test_viewer_node_refuses_start_with_the_reason(qtbot, window, demo, keys, operator):
     qtbot.waitUntil(lambda: len(pending_workers(operator)) == 3, timeout=WAIT)
     before = pending_workers(operator)
-    link = node_up(qtbot, window, spec(demo.agent_address, keys, "viewer", "demo-ro"))
+    link = node_up(qtbot, window, spec(demo.agent_address, keys, "viewer", name="demo-ro"))
     assert not link.can_control
     dialog = dialog_for(qtbot, window)
     assert "[viewer: read-only]" in _items(dialog)[0].text()

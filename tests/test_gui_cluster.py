@@ -7,11 +7,9 @@ killed and restarted. Nothing of ours is mocked and nothing waits on a fixed sle
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,45 +31,9 @@ from observer.gui.resolver import Resolver
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes, save_nodes
 from observer.resolve import HOSTS_ENV
-from tests.helpers import HostProcess, line_value, start_test_host
 from tests.test_gui import WAIT, shown_status, spec, wait_status, wait_up
 
 INTERVAL = 1  # s: the refresh interval these tests run at
-
-
-class Agents:
-    """Test hosts on chosen loopback addresses; never left frozen, stopped at the end."""
-
-    def __init__(self, keys) -> None:
-        self.keys = keys
-        self.hosts: list[HostProcess] = []
-
-    def start(self, bind: str = "127.0.0.1:0", name: str = "test-host") -> tuple[HostProcess, str]:
-        host = start_test_host(self.keys.directory, "--bind", bind, "--name", name)
-        self.hosts.append(host)
-        return host, line_value(host, "agent")
-
-    def stop(self) -> None:
-        for host in self.hosts:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(host.proc.pid, signal.SIGCONT)
-            host.stop()
-
-
-@pytest.fixture
-def window(qtbot, tmp_path) -> Iterator[MainWindow]:
-    win = MainWindow(nodes_file=tmp_path / "nodes.toml")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
-
-
-@pytest.fixture
-def agents(keys) -> Iterator[Agents]:
-    group = Agents(keys)
-    yield group
-    group.stop()
 
 
 def row_of(win: MainWindow, link: NodeLink) -> ClusterRow | None:
@@ -152,7 +114,7 @@ def test_one_node_opens_on_the_system_tab_and_tab_option_wins(qtbot, window, age
     other = MainWindow()
     qtbot.addWidget(other)
     other.show_tab("table")  # what --tab does before the nodes are opened
-    other.open_nodes([spec(address, keys), spec(address, keys, role="viewer")])
+    other.open_nodes([spec(address, keys), spec(address, keys, token="viewer")])
     assert other.current_tab() is other.table
     other.close()
 

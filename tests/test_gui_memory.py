@@ -12,12 +12,12 @@ from PyQt6.QtWidgets import QMessageBox
 
 from observer.gui.source import SiteWindow
 from observer.gui.tab_memory import TRACE_REASON
-from tests.test_gui import WAIT, spec, wait_up, window  # noqa: F401  (fixture)
+from tests.test_gui import WAIT, spec, wait_up
 
 RECORD = "__main__.LeakyRecord"
 
 
-def open_memory(qtbot, window, leaky, role="operator"):  # noqa: F811
+def open_memory(qtbot, window, leaky, role="operator"):
     tab = window.show_tab("memory")
     link = window.add_link(spec(leaky.address, leaky.keys, role))
     wait_up(qtbot, link)
@@ -25,7 +25,7 @@ def open_memory(qtbot, window, leaky, role="operator"):  # noqa: F811
     return tab, link
 
 
-def test_census_table_growth_and_filter(qtbot, window, leaky):  # noqa: F811
+def test_census_table_growth_and_filter(qtbot, window, leaky):
     tab, _link = open_memory(qtbot, window, leaky, role="viewer")
     assert tab.types.source.rowCount() > 10
     counts = [int(c.replace(",", "")) for c in tab.types.column_texts(1)]
@@ -54,7 +54,7 @@ def test_census_table_growth_and_filter(qtbot, window, leaky):  # noqa: F811
     tab.census_filter.setText("")
 
 
-def test_viewer_sees_why_tracemalloc_start_is_disabled(qtbot, window, leaky):  # noqa: F811
+def test_viewer_sees_why_tracemalloc_start_is_disabled(qtbot, window, leaky):
     tab, _link = open_memory(qtbot, window, leaky, role="viewer")
     assert not tab.start_button.isEnabled() and not tab.stop_button.isEnabled()
     assert tab.start_button.toolTip() == TRACE_REASON
@@ -63,7 +63,7 @@ def test_viewer_sees_why_tracemalloc_start_is_disabled(qtbot, window, leaky):  #
     assert not tab.top_button.isEnabled()
 
 
-def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):  # noqa: F811
+def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):
     tab, _link = open_memory(qtbot, window, leaky)
     assert tab.start_button.isEnabled()
     tab.frames_box.setValue(4)

@@ -22,17 +22,11 @@ from bench.delayproxy import DelayProxy
 from observer.errors import ObserverError
 from observer.fleet import Fleet
 from observer.link import Link, Status
-from observer.nodesfile import NodeSpec
 from tests.helpers import HostProcess, line_value, wait_until
+from tests.helpers import node_spec as spec
 
 DELAY = 0.2  # seconds each way
 ROUND_TRIP = 2 * DELAY
-
-
-def spec(address: str, keys) -> NodeSpec:
-    return NodeSpec(
-        address=address, token_file=str(keys.operator_token), fingerprint=keys.fingerprint
-    )
 
 
 def refresh_until(fleet: Fleet, status: str, index: int = 0) -> list:

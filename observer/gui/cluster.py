@@ -16,7 +16,7 @@ from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPointF, Qt
 from PyQt6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen, QPolygonF
 from PyQt6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from observer.fleet import SPARK_POINTS, ClusterRow
+from observer.fleet import SPARK_POINTS, ClusterRow, Trend
 from observer.format import CLUSTER_COLUMNS, cluster_cells
 from observer.gui.link import NodeLink, Status
 from observer.gui.nodelist import LIGHTS, light
@@ -35,32 +35,6 @@ GREY = QColor("#8c959f")
 NUMERIC = (RTT, CPU, RSS, THREADS, TASKS, LAG, UPTIME)
 STATUS_ORDER = {s.value: i for i, s in enumerate(LIGHTS)}  # connecting, up, auth, down, dead
 SPARK_FLOOR = 5.0  # % at the top of an idle node's sparkline, so noise stays flat
-
-
-def placeholder(link: NodeLink) -> ClusterRow:
-    """The row of a node nothing has been heard from yet."""
-    return ClusterRow(
-        address=link.spec.address,
-        name=link.label,
-        status=link.status.value,
-        error=link.error,
-        origin=link.spec.address,
-        rtt=None,
-        pid=link.pid,
-        role=link.role,
-        agent_version="",
-        cpu_percent=None,
-        rss=None,
-        threads=None,
-        tasks=None,
-        loop_lag=None,
-        uptime=None,
-        restarted=link.restarted,
-        last_seen=None,
-        stale=None,
-        in_dns=not link.gone_since,
-        spark=(),
-    )
 
 
 def sort_key(row: ClusterRow, column: int) -> float | str:
@@ -114,7 +88,7 @@ class ClusterModel(QAbstractTableModel):
                 row = len(self.links)
                 self.beginInsertRows(QModelIndex(), row, row)
                 self.links.append(link)
-                self.rows.append(placeholder(link))
+                self.rows.append(Trend().row(link.health, link.origin, link.gone_since))
                 self._cells.append(_cells(self.rows[-1]))
                 self.endInsertRows()
 

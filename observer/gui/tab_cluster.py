@@ -129,12 +129,7 @@ class ClusterTab(Tab):
         self._answered.add(link)
         if reply.ok:
             overview: Overview = reply.value
-            old = trend.overview
-            restarted = old is not None and (
-                old.hello.pid != overview.hello.pid
-                or abs(old.hello.started - overview.hello.started) > 1.0
-            )
-            trend.add(overview, pid_changed=restarted)
+            trend.add(overview)
             self._ok.add(link)
             self.last_applied = max(self.last_applied, reply.finished)
         self.redraw(link)
