@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -261,8 +262,8 @@ def cluster_note(row: ClusterRow) -> str:
         notes.append("no longer in DNS")
     if row.restarted:
         notes.append(row.restarted)
-    if row.error:  # the row shows the address already
-        notes.append(row.error.removeprefix(f"{row.address} "))
+    if row.error:  # the row shows the address already: "cannot connect: connection refused"
+        notes.append(re.sub(rf"\s?(?:to |for )?{re.escape(row.address)}", "", row.error).strip())
     return "; ".join(notes)
 
 

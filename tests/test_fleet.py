@@ -288,3 +288,24 @@ def test_timeout_error_names_the_deadline(agents, keys):
     finally:
         os.kill(host.proc.pid, signal.SIGCONT)
     link.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "note"),
+    [
+        ("cannot connect to [::1]:7330: connection refused", "cannot connect: connection refused"),
+        ("[::1]:7330 did not answer overview within 1s", "did not answer overview within 1s"),
+        ("connection to [::1]:7330 lost", "connection lost"),
+        ("authentication failed for [::1]:7330", "authentication failed"),
+        ("cannot resolve api.internal: Name or service not known", None),
+    ],
+)
+def test_cluster_note_gives_the_error_without_the_address_the_row_shows(error, note):
+    from dataclasses import fields
+
+    from observer.fleet import ClusterRow
+    from observer.format import cluster_note
+
+    values = {f.name: None for f in fields(ClusterRow)}
+    values.update(address="[::1]:7330", error=error, in_dns=True, restarted="", spark=())
+    assert cluster_note(ClusterRow(**values)) == (note or error)
