@@ -262,7 +262,7 @@ def cluster_note(row: ClusterRow) -> str:
         notes.append("no longer in DNS")
     if row.restarted:
         notes.append(row.restarted)
-    if row.error:  # the row shows the address already: "cannot connect: connection refused"
+    if row.error:  # the row shows the address already: "cannot connect: refused"
         notes.append(re.sub(rf"\s?(?:to |for )?{re.escape(row.address)}", "", row.error).strip())
     return "; ".join(notes)
 

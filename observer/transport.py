@@ -119,7 +119,7 @@ def open_session(
     except TimeoutError as exc:
         raise NodeTimeout(f"timed out connecting to {address}") from exc
     except ConnectionRefusedError as exc:
-        raise ConnectionRefused(f"cannot connect to {address}: connection refused") from exc
+        raise ConnectionRefused(f"cannot connect to {address}: refused") from exc
     except socket.gaierror as exc:
         raise ConnectError(f"cannot resolve {address.host}: {exc.strerror or exc}") from exc
     except OSError as exc:

@@ -293,7 +293,8 @@ def test_timeout_error_names_the_deadline(agents, keys):
 @pytest.mark.parametrize(
     ("error", "note"),
     [
-        ("cannot connect to [::1]:7330: connection refused", "cannot connect: connection refused"),
+        ("cannot connect to [::1]:7330: no route to host", "cannot connect: no route to host"),
+        ("[::1]:7330 refused the connection", "refused the connection"),
         ("[::1]:7330 did not answer overview within 1s", "did not answer overview within 1s"),
         ("connection to [::1]:7330 lost", "connection lost"),
         ("authentication failed for [::1]:7330", "authentication failed"),

@@ -91,6 +91,7 @@ def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: fl
     Every tab is listened to: nodes behind a DNS name appear once it resolved, and the
     window may then move to the Cluster tab."""
     from PyQt6.QtCore import QEventLoop, QTimer
+    from PyQt6.QtWidgets import QApplication
 
     window.show()
     loop = QEventLoop()
@@ -110,6 +111,7 @@ def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: fl
         tab.failed.connect(got_error)
     QTimer.singleShot(int(timeout * 1000), loop.quit)
     loop.exec()
+    QApplication.processEvents()  # pending layout requests: a label set last must not clip
     window.repaint()
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = window.grab().save(str(path))

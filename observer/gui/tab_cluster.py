@@ -38,7 +38,7 @@ from observer.gui.tab import Tab
 if TYPE_CHECKING:
     from observer.gui.window import MainWindow
 
-COLUMN_WIDTHS = (118, 112, 62, 58, 52, 88, 70, 62, 54, 62, 60, 46)  # Note: the rest
+COLUMN_WIDTHS = (108, 106, 62, 58, 52, 76, 70, 58, 54, 60, 60, 46)  # Note: the rest
 assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
 
 
