@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-matrix lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,16 +16,22 @@ demo: $(STAMP)
 	$(BIN)/observer demo
 
 test: $(STAMP)
-	$(BIN)/ruff check agent observer tests bench
-	$(BIN)/ruff format --check agent observer tests bench
+	$(BIN)/ruff check agent observer tests bench tools
+	$(BIN)/ruff format --check agent observer tests bench tools
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
+# The whole suite on every supported CPython (3.10-3.15), one after another, then a
+# table; VERSIONS="3.12 3.14" picks some, PYTEST_ARGS="-k gui" passes options to pytest,
+# MATRIX_ALLOW_MISSING=1 lets a version with no interpreter pass. See tools/matrix.py.
+test-matrix:
+	$(PYTHON) tools/matrix.py $(if $(VERSIONS),--versions "$(VERSIONS)") $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
 lint: $(STAMP)
-	$(BIN)/ruff check agent observer tests bench
+	$(BIN)/ruff check agent observer tests bench tools
 
 format: $(STAMP)
-	$(BIN)/ruff format agent observer tests bench
-	$(BIN)/ruff check --fix agent observer tests bench
+	$(BIN)/ruff format agent observer tests bench tools
+	$(BIN)/ruff check --fix agent observer tests bench tools
 
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot.py
@@ -34,4 +40,4 @@ bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-3.* build *.egg-info .pytest_cache
