@@ -218,7 +218,9 @@ class AgentCore:
         loops = self.tasks.loops(all_tasks)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         threads = collect_threads(self.process, self.agent_idents(), by_thread)
-        scan = collect_task_rows(self.tasks, limit=limit, match=match, tasks=all_tasks)
+        scan = collect_task_rows(
+            self.tasks, limit=limit, match=match, tasks=all_tasks, loops=[lp for lp, _ in loops]
+        )
         del all_tasks
         process = self.process_info(role, loops)
         children = self.children.collect()

@@ -18,6 +18,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from agent import compat
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
 from agent.collect.frames import chain_step, code_location
 
@@ -28,27 +29,7 @@ SLICE = 200  # tasks per slice: ~1 ms of work, and few live tuples when a GC run
 YIELD = 0.00005  # seconds; ~60 µs per slice on Linux
 
 
-def _weak_task_sets() -> list[Any]:
-    """asyncio's own registries of live tasks, which differ between Python versions."""
-    sets = []
-    for attr in ("_scheduled_tasks", "_all_tasks", "_eager_tasks"):
-        value = getattr(asyncio.tasks, attr, None)
-        if value is not None and not callable(value) and hasattr(value, "__iter__"):
-            sets.append(value)
-    return sets
-
-
-def _snapshot_set(collection: Any) -> list[Any]:
-    """Copy a (weak) set that the host may be mutating, retrying like asyncio.all_tasks."""
-    refs = getattr(collection, "data", None)  # WeakSet: copy its set of refs in one C call
-    for _ in range(100):
-        try:
-            if isinstance(refs, set):
-                return [t for t in [r() for r in list(refs)] if t is not None]
-            return list(collection)
-        except RuntimeError:
-            continue
-    return []
+_RUN_FRAMES = frozenset({"run_forever", "run_until_complete"})
 
 
 def _loops_on_stacks() -> dict[int, asyncio.AbstractEventLoop]:
@@ -57,12 +38,9 @@ def _loops_on_stacks() -> dict[int, asyncio.AbstractEventLoop]:
     for ident, frame in sys._current_frames().items():
         depth = 0
         while frame is not None and depth < 400:
-            if frame.f_code.co_name in ("run_forever", "run_until_complete"):
-                try:
-                    candidate = frame.f_locals.get("self")
-                except Exception:
-                    candidate = None
-                if isinstance(candidate, asyncio.AbstractEventLoop):
+            if frame.f_code.co_name in _RUN_FRAMES:
+                candidate = compat.frame_self(frame)
+                if compat.is_event_loop(candidate):
                     found[ident] = candidate
                     break
             frame = frame.f_back
@@ -151,51 +129,48 @@ class TaskRegistry:
         found: dict[int, tuple[asyncio.AbstractEventLoop, int | None]] = {}
         for ident, loop in _loops_on_stacks().items():
             found[id(loop)] = (loop, ident)
-        candidates: list[Any] = []
         for task in tasks or ():
-            loop = getattr(task, "_loop", None)
+            loop = compat.task_loop(task)
             if loop is not None and id(loop) not in found:
-                found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
-        current = getattr(asyncio.tasks, "_current_tasks", None)
-        if isinstance(current, dict):
-            candidates.extend(list(current))
+                found[id(loop)] = (loop, compat.loop_thread_id(loop))
         with self._lock:
-            candidates.extend(self._loops_by_id.values())
+            candidates = list(self._loops_by_id.values())
         for loop in candidates:
             if id(loop) not in found and not loop.is_closed():
-                found[id(loop)] = (loop, getattr(loop, "_thread_id", None))
+                found[id(loop)] = (loop, compat.loop_thread_id(loop))
         for loop, _ident in found.values():
             self.loop_id(loop)
         return list(found.values())
 
     def all_tasks(self) -> list[Any]:
-        """Every task object of every loop, done ones included while something holds them."""
-        tasks: list[Any] = []
+        """Every task of every loop (up to 3.13 done ones too, while something holds them).
+
+        Up to 3.13 asyncio's registries hold them all, and their loops come with them.
+        From 3.14 most live in per-thread lists that only ``all_tasks(loop)`` reads, so
+        each loop found on a stack or seen before is asked in turn.
+        """
+        tasks = compat.registered_tasks()
+        if compat.TASKS_PER_THREAD:
+            seen = {id(t) for t in tasks}
+            for loop, _ident in self.loops(tasks):
+                for task in compat.loop_tasks(loop):
+                    if id(task) not in seen:
+                        seen.add(id(task))
+                        tasks.append(task)
+            return tasks
         seen: set[int] = set()
-        for collection in _weak_task_sets():
-            for task in _snapshot_set(collection):
-                if id(task) not in seen:
-                    seen.add(id(task))
-                    tasks.append(task)
-        if not tasks and sys.version_info >= (3, 14):  # tasks live in per-thread C lists
-            with self._lock:
-                known = list(self._loops_by_id.values())
-            for loop in known:
-                try:
-                    tasks.extend(asyncio.all_tasks(loop))
-                except Exception:
-                    continue
-        return tasks
+        unique = []
+        for task in tasks:  # a task moves between registries during an eager step
+            if id(task) not in seen:
+                seen.add(id(task))
+                unique.append(task)
+        return unique
 
     def count_tasks(self) -> int:
-        """Number of tasks, cheaply (no per-task work)."""
-        total = 0
-        for collection in _weak_task_sets():
-            try:
-                total += len(collection)
-            except Exception:
-                continue
-        return total
+        """Number of tasks, cheaply (no per-task Python work up to 3.13)."""
+        if compat.TASKS_PER_THREAD:
+            return len(self.all_tasks())
+        return compat.registered_count()
 
 
 def task_state(task: Any) -> str:
@@ -210,11 +185,11 @@ def task_state(task: Any) -> str:
 
 def _tasks_in(value: Any, out: list[Any]) -> None:
     """Collect tasks held directly, or in a small container, by a local variable."""
-    if isinstance(value, asyncio.Task):
+    if compat.is_task(value):
         out.append(value)
     elif type(value) in (set, frozenset, list, tuple):
         for item in list(value)[:_MAX_AWAITED]:
-            if isinstance(item, asyncio.Task):
+            if compat.is_task(item):
                 out.append(item)
 
 
@@ -224,35 +199,60 @@ _LOCAL_NAMES = ("fut", "fs", "inner", "arg", "children", "aw")
 
 
 def _awaited_from_frame(frame: types.FrameType, found: list[Any]) -> None:
-    """Tasks that an asyncio-internal waiting frame holds in its locals."""
+    """Tasks that an asyncio-internal waiting frame holds in its locals (up to 3.13)."""
     try:
         local_vars = dict(frame.f_locals)
     except Exception:
         return
-    owner = local_vars.get("self")
-    if frame.f_code.co_name == "__aexit__" and hasattr(owner, "_tasks"):  # TaskGroup
-        _tasks_in(list(getattr(owner, "_tasks", ())), found)
+    if frame.f_code.co_name == "__aexit__":
+        _tasks_in(compat.taskgroup_tasks(local_vars.get("self")), found)
     for name in _LOCAL_NAMES:
         _tasks_in(local_vars.get(name), found)
 
 
-def _walk_task(task: Any) -> tuple[types.FrameType | None, list[Any]]:
+def _awaited_via_waiter(task: Any, found: list[Any]) -> None:
+    """The task (or gather's children, or shield's inner task) a task is suspended on
+    (up to 3.13)."""
+    waiter = compat.fut_waiter(task)
+    if waiter is None:
+        return
+    if compat.is_task(waiter):
+        found.append(waiter)
+        return
+    _tasks_in(compat.gather_children(waiter), found)
+    inner = compat.shielded(waiter)
+    if inner is not None:
+        _tasks_in(inner, found)
+
+
+def awaiting_map(tasks: list[Any]) -> dict[int, list[Any]] | None:
+    """3.14+: id(task) -> the tasks it awaits, inverted from each task's ``awaited_by``
+    (plain awaits, gather, wait, shield and TaskGroup all record it). None before 3.14."""
+    if not compat.AWAITED_BY:
+        return None
+    children: dict[int, list[Any]] = {}
+    for task in tasks:
+        for parent in compat.awaited_by(task):
+            children.setdefault(id(parent), []).append(task)
+    return children
+
+
+def _walk_task(
+    task: Any, awaiting: dict[int, list[Any]] | None = None
+) -> tuple[types.FrameType | None, list[Any]]:
     """One pass over a task's await chain: its most telling frame and the tasks it awaits.
 
     The location is the innermost frame outside asyncio itself (``sleep`` or
-    ``Queue.get`` say less than the caller awaiting them). asyncio keeps no parent
-    links before 3.14, so awaited tasks come from ``_fut_waiter`` (a task, or gather's
-    children) and from asyncio's own waiting frames (wait_for, wait, TaskGroup).
+    ``Queue.get`` say less than the caller awaiting them). From 3.14 the awaited tasks
+    come from ``awaiting`` (see awaiting_map). Before, asyncio keeps no parent links, so
+    they come from ``_fut_waiter`` (a task, or gather's children) and from asyncio's own
+    waiting frames (wait_for, wait, TaskGroup).
     """
     found: list[Any] = []
-    waiter = getattr(task, "_fut_waiter", None)
-    if waiter is not None:
-        if isinstance(waiter, asyncio.Task):
-            found.append(waiter)
-        else:
-            children = getattr(waiter, "_children", None)  # gather's _GatheringFuture
-            if children is not None:
-                _tasks_in(list(children), found)
+    if awaiting is not None:
+        found.extend(awaiting.get(id(task), ()))
+    else:
+        _awaited_via_waiter(task, found)
     try:
         coro = task.get_coro()
     except Exception:
@@ -268,7 +268,7 @@ def _walk_task(task: Any) -> tuple[types.FrameType | None, list[Any]]:
         if code.co_filename.startswith(_ASYNCIO_DIR):
             if location is None:
                 location = frame
-            if code.co_name in _WAITING_FRAMES:
+            if awaiting is None and code.co_name in _WAITING_FRAMES:
                 _awaited_from_frame(frame, found)
         else:
             location = frame
@@ -281,8 +281,13 @@ def _walk_task(task: Any) -> tuple[types.FrameType | None, list[Any]]:
 
 
 def awaited_tasks(task: Any) -> list[Any]:
-    """Tasks this task is blocked on (see _walk_task)."""
-    return _walk_task(task)[1]
+    """Tasks this task is blocked on (see _walk_task); from 3.14, its loop's tasks that
+    record it among their awaiters."""
+    awaiting = None
+    if compat.AWAITED_BY:
+        loop = compat.task_loop(task)
+        awaiting = awaiting_map(compat.loop_tasks(loop)) if loop is not None else {}
+    return _walk_task(task, awaiting)[1]
 
 
 def task_row(
@@ -292,10 +297,12 @@ def task_row(
     current: set[int],
     loop_ids: dict[int, str],
     state: str | None = None,
+    awaiting_of: dict[int, list[Any]] | None = None,
 ) -> tuple[Any, ...]:
     """One task as a TaskInfo-ordered tuple (the wire row), built in a single pass.
 
-    ``loop_ids`` is a per-scan cache of loop ids, filled as loops are met.
+    ``loop_ids`` is a per-scan cache of loop ids, filled as loops are met;
+    ``awaiting_of`` is the scan's awaiting_map (3.14+).
     """
     task_id, first_seen = registry.task_id(task, now)
     try:
@@ -303,13 +310,12 @@ def task_row(
     except Exception:
         name = "?"
     try:
-        coro = task.get_coro()
-        coroutine = str(getattr(coro, "__qualname__", None) or type(coro).__qualname__)
+        coroutine = compat.coroutine_name(task.get_coro())
     except Exception:
         coroutine = ""
-    location, awaited = _walk_task(task)
+    location, awaited = _walk_task(task, awaiting_of)
     function, file, line = code_location(location)
-    loop = getattr(task, "_loop", None)
+    loop = compat.task_loop(task)
     loop_id = loop_ids.get(id(loop))
     if loop_id is None:
         loop_id = loop_ids[id(loop)] = registry.loop_id(loop) if loop is not None else ""
@@ -329,15 +335,10 @@ def task_row(
     )
 
 
-def current_task_ids() -> set[int]:
-    """ids of the tasks that are executing a step right now, on any loop."""
-    current = getattr(asyncio.tasks, "_current_tasks", None)
-    if not isinstance(current, dict):
-        return set()
-    try:
-        return {id(t) for t in list(current.values())}
-    except RuntimeError:
-        return set()
+def current_task_ids(loops: list[Any]) -> set[int]:
+    """ids of the tasks that are executing a step right now, on any of ``loops``."""
+    running = (compat.current_task(loop) for loop in loops)
+    return {id(task) for task in running if task is not None}
 
 
 @dataclass
@@ -355,6 +356,7 @@ def collect_task_rows(
     limit: int,
     match: str = "",
     tasks: list[Any] | None = None,
+    loops: list[Any] | None = None,
 ) -> TaskScan:
     """Tasks as JSON-encoded slices of wire rows (pending first), how many matched, and
     how many tasks each loop has (counted in the same pass over every task).
@@ -366,7 +368,10 @@ def collect_task_rows(
     now = time.monotonic()
     if tasks is None:
         tasks = registry.all_tasks()
-    current = current_task_ids()
+    if loops is None:
+        loops = [loop for loop, _ident in registry.loops(tasks)]
+    current = current_task_ids(loops)
+    awaiting_of = awaiting_map(tasks)
     loop_ids: dict[int, str] = {}
     needle = match.lower()
     pending: list[str] = []
@@ -377,7 +382,7 @@ def collect_task_rows(
     taken = 0
     total = 0
     for index, task in enumerate(tasks):
-        loop_key = id(getattr(task, "_loop", None))
+        loop_key = id(compat.task_loop(task))
         per_loop[loop_key] = per_loop.get(loop_key, 0) + 1
         if index % SLICE == SLICE - 1:
             _flush(rows_p, pending)
@@ -386,7 +391,7 @@ def collect_task_rows(
         state = task_state(task)
         if needle:
             try:
-                hay = f"{task.get_name()} {getattr(task.get_coro(), '__qualname__', '')}".lower()
+                hay = f"{task.get_name()} {compat.coroutine_name(task.get_coro())}".lower()
             except Exception:
                 hay = ""
             if needle not in hay:
@@ -394,7 +399,7 @@ def collect_task_rows(
         total += 1
         if taken < limit:
             try:
-                row = task_row(task, registry, now, current, loop_ids, state)
+                row = task_row(task, registry, now, current, loop_ids, state, awaiting_of)
             except Exception:
                 continue
             (rows_p if state == "pending" else rows_f).append(row)

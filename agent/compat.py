@@ -1,0 +1,235 @@
+"""Every CPython version difference the agent depends on, one function each.
+
+The rest of the agent calls these and never reads a private asyncio attribute or
+branches on ``sys.version_info`` itself. Each function has a test in
+``tests/test_compat.py`` that runs on every supported Python (3.10-3.15) and fails on
+the version where the function's assumption breaks.
+
+What changed where:
+- 3.10/3.11: every task is in the ``asyncio.tasks._all_tasks`` WeakSet.
+- 3.12/3.13: ``_scheduled_tasks`` (WeakSet) plus ``_eager_tasks`` (a set, eager steps).
+- 3.14+: native tasks live in per-thread lists inside ``_asyncio``; only
+  ``asyncio.all_tasks(loop)`` sees them, one loop at a time. Futures record who awaits
+  them (``future_add_to_awaited_by``: plain awaits, gather, wait, shield, TaskGroup),
+  which ``asyncio.capture_call_graph`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from typing import Any
+
+# 3.14+: the module-level registries hold only pure-Python and eager tasks.
+TASKS_PER_THREAD = sys.version_info >= (3, 14)
+# 3.14+: futures know the futures/tasks that await them.
+AWAITED_BY = hasattr(asyncio, "capture_call_graph")
+# 3.12+: asyncio.eager_task_factory exists.
+EAGER_TASKS = hasattr(asyncio, "eager_task_factory")
+
+_REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
+_type_mro = type.__dict__["__mro__"].__get__  # C slot: a metaclass cannot intercept it
+_LOOP_TYPE = asyncio.AbstractEventLoop
+_C_TASK = asyncio.Task
+_PY_TASK = getattr(asyncio.tasks, "_PyTask", asyncio.Task)
+_TASKGROUP = getattr(asyncio, "TaskGroup", None)  # 3.11+
+
+
+def _registries() -> list[Any]:
+    """asyncio's module-level task registries present on this version (private)."""
+    found = []
+    for name in _REGISTRY_NAMES:
+        value = getattr(asyncio.tasks, name, None)
+        if value is not None and not callable(value) and hasattr(value, "__len__"):
+            found.append(value)
+    return found
+
+
+def _copy_set(collection: Any) -> list[Any]:
+    """Copy a (weak) set the host may be mutating, retrying like asyncio.all_tasks does."""
+    refs = getattr(collection, "data", None)  # WeakSet: its set of refs, copied in one C call
+    for _ in range(100):
+        try:
+            if type(refs) is set:
+                return [t for t in [r() for r in list(refs)] if t is not None]
+            return list(collection)
+        except RuntimeError:  # changed size during iteration
+            continue
+    return []
+
+
+def registered_tasks() -> list[Any]:
+    """Tasks in asyncio's module-level registries, done ones included while referenced.
+
+    Up to 3.13 that is every task of every loop; from 3.14 only pure-Python and eagerly
+    running ones (see loop_tasks for the rest).
+    """
+    tasks: list[Any] = []
+    for registry in _registries():
+        tasks.extend(_copy_set(registry))
+    return tasks
+
+
+def registered_count() -> int:
+    """len() of the registries: every task up to 3.13, without touching any task."""
+    total = 0
+    for registry in _registries():
+        try:
+            total += len(registry)
+        except Exception:
+            continue
+    return total
+
+
+def loop_tasks(loop: Any) -> list[Any]:
+    """The loop's unfinished tasks through the public API (the only way on 3.14+)."""
+    for _ in range(10):
+        try:
+            return list(asyncio.all_tasks(loop))
+        except RuntimeError:  # a registry changed size while asyncio copied it
+            continue
+        except Exception:
+            return []
+    return []
+
+
+def current_task(loop: Any) -> Any | None:
+    """The task running a step on ``loop`` right now (public; works from any thread)."""
+    try:
+        return asyncio.current_task(loop)
+    except Exception:
+        return None
+
+
+def task_loop(task: Any) -> Any | None:
+    """The loop a task belongs to (``get_loop()`` is public since 3.7)."""
+    try:
+        return task.get_loop()
+    except Exception:
+        return getattr(task, "_loop", None)
+
+
+def loop_thread_id(loop: Any) -> int | None:
+    """Ident of the thread running ``loop`` (private ``_thread_id`` of BaseEventLoop)."""
+    ident = getattr(loop, "_thread_id", None)
+    return ident if type(ident) is int else None
+
+
+def fut_waiter(task: Any) -> Any | None:
+    """The future a suspended task waits on (private ``_fut_waiter``; up to 3.13 the only
+    link from a task to what it awaits)."""
+    return getattr(task, "_fut_waiter", None)
+
+
+def gather_children(future: Any) -> list[Any]:
+    """The futures a gather() future waits for (private ``_children``)."""
+    children = getattr(future, "_children", None)
+    return list(children) if type(children) is list else []
+
+
+_SHIELD_CALLBACK = "shield.<locals>._outer_done_callback"
+
+
+def shielded(future: Any) -> Any | None:
+    """The future a ``shield()`` outer future protects, or None (up to 3.13, where only
+    the outer future's done callback, a closure over ``inner``, links them; private
+    ``_callbacks``)."""
+    callbacks = getattr(future, "_callbacks", None)
+    if type(callbacks) is not list:
+        return None
+    for entry in callbacks[:8]:
+        callback = entry[0] if type(entry) is tuple and entry else entry
+        if type(callback) is not types.FunctionType:
+            continue
+        if callback.__qualname__ != _SHIELD_CALLBACK:  # exact FunctionType: a C getset
+            continue
+        code = callback.__code__
+        if "inner" in code.co_freevars and callback.__closure__:
+            try:
+                return callback.__closure__[code.co_freevars.index("inner")].cell_contents
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def taskgroup_tasks(group: Any) -> list[Any]:
+    """The tasks a TaskGroup (3.11+) still waits for (private ``_tasks``), [] for anything
+    else."""
+    try:
+        if _TASKGROUP is None or _TASKGROUP not in _type_mro(type(group)):
+            return []
+    except Exception:
+        return []
+    tasks = getattr(group, "_tasks", None)
+    return list(tasks) if type(tasks) is set else []
+
+
+def is_task(candidate: Any) -> bool:
+    """True for an asyncio Task (C or Python), from C-level type slots only."""
+    try:
+        mro = _type_mro(type(candidate))
+    except Exception:
+        return False
+    return _C_TASK in mro or _PY_TASK in mro
+
+
+def awaited_by(future: Any) -> frozenset[Any]:
+    """Futures and tasks awaiting ``future`` (3.14+; empty before).
+
+    Reads ``_asyncio_awaited_by``, the set that ``future_add_to_awaited_by`` fills and
+    ``asyncio.capture_call_graph`` reads: the public function builds the whole ancestor
+    graph (dataclasses per level) on every call, too heavy for 100k tasks per snapshot.
+    A test checks both agree.
+    """
+    if not AWAITED_BY:
+        return frozenset()
+    try:
+        parents = future._asyncio_awaited_by
+    except Exception:
+        return frozenset()
+    return parents if type(parents) is frozenset else frozenset(parents or ())
+
+
+def is_event_loop(candidate: Any) -> bool:
+    """True for an asyncio event loop, decided from C-level type slots (no host code runs:
+    ``isinstance`` would consult a ``__class__`` property)."""
+    try:
+        return _LOOP_TYPE in _type_mro(type(candidate))
+    except Exception:
+        return False
+
+
+def frame_self(frame: types.FrameType) -> Any | None:
+    """The ``self`` argument of a method's frame, or None when the frame has none.
+
+    Checked on the code object first (``co_varnames[0]``), so ``f_locals`` (a copy of
+    every local up to 3.12, a proxy from 3.13) is read only for such frames.
+    """
+    code = frame.f_code
+    if code.co_argcount < 1 or not code.co_varnames or code.co_varnames[0] != "self":
+        return None
+    try:
+        return frame.f_locals.get("self")
+    except Exception:
+        return None
+
+
+def code_name(code: types.CodeType) -> str:
+    """A code object's qualified name (``co_qualname`` is 3.11+)."""
+    return getattr(code, "co_qualname", None) or code.co_name
+
+
+def coroutine_name(coro: Any) -> str:
+    """The qualified name of a task's coroutine, read from C-level slots only.
+
+    Native coroutines and generators carry ``__qualname__`` in a getset; anything else
+    (a host's awaitable class) is named by its type, so no host ``__getattr__`` runs.
+    """
+    kind = type(coro)
+    if kind in (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType):
+        return str(coro.__qualname__)
+    try:
+        return str(type.__dict__["__qualname__"].__get__(kind))
+    except Exception:
+        return "?"

@@ -1,0 +1,294 @@
+"""Each agent.compat function checked against real asyncio on the running Python.
+
+These run on every supported version (make test-matrix); each fails on the version
+where the assumption its function relies on breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+import agent
+from agent import compat
+from agent.collect.tasks import TaskRegistry, awaited_tasks, awaiting_map
+
+RUNNING = f"Python {sys.version.split()[0]}"
+
+
+class LoopThread:
+    """A real event loop in its own thread, driven with run_coroutine_threadsafe."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="compat-loop")
+        self.thread.start()
+
+    def run(self, make: Callable[[], Any]) -> Any:
+        """Run ``make()`` (a coroutine factory) on the loop and return its result."""
+
+        async def call() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+    def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def lt() -> Iterator[LoopThread]:
+    loop_thread = LoopThread()
+    yield loop_thread
+    loop_thread.stop()
+
+
+async def forever() -> None:
+    await asyncio.sleep(3600)
+
+
+async def settle() -> None:
+    """Give freshly created tasks their first step (they reach their first await)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_every_task_is_found_and_the_registry_assumption_holds(lt):
+    async def make() -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(forever(), name=f"t{i}") for i in range(5)]
+        await settle()
+        return tasks
+
+    made = lt.run(make)
+    found = {id(t) for t in TaskRegistry().all_tasks()}
+    assert {id(t) for t in made} <= found
+    registered = {id(t) for t in compat.registered_tasks()}
+    if compat.TASKS_PER_THREAD:  # 3.14+: native tasks are only in the per-thread lists
+        assert not {id(t) for t in made} & registered
+        assert {id(t) for t in made} <= {id(t) for t in compat.loop_tasks(lt.loop)}
+    else:  # up to 3.13 the module registries hold every task, and len() counts them
+        assert {id(t) for t in made} <= registered
+        assert compat.registered_count() >= len(made)
+    assert TaskRegistry().count_tasks() >= len(made)
+
+
+def test_current_task_is_read_from_another_thread(lt):
+    entered, release = threading.Event(), threading.Event()
+
+    async def blocking() -> None:
+        entered.set()
+        release.wait(10)  # blocks the loop on purpose: this task is current meanwhile
+
+    future = asyncio.run_coroutine_threadsafe(blocking(), lt.loop)
+    assert entered.wait(10)
+    try:
+        current = compat.current_task(lt.loop)
+        assert current is not None and current.get_coro().__qualname__.endswith("blocking")
+    finally:
+        release.set()
+        future.result(10)
+    assert compat.current_task(lt.loop) is None  # idle loop: nothing runs
+
+
+def test_task_loop_and_the_loop_thread(lt):
+    task = lt.run(lambda: _spawn(forever()))
+    assert compat.task_loop(task) is lt.loop
+    assert compat.loop_thread_id(lt.loop) == lt.thread.ident
+
+
+async def _spawn(coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+    task = asyncio.create_task(coro, name=name)
+    await settle()
+    return task
+
+
+def _owner_and_children(lt: LoopThread, body: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    """Start ``body`` as task 'owner'; the tasks it created, once it is suspended."""
+
+    async def make() -> tuple[Any, list[Any]]:
+        before = asyncio.all_tasks()
+        owner = asyncio.create_task(body(), name="owner")
+        await settle()
+        children = [t for t in asyncio.all_tasks() - before if t is not owner]
+        return owner, children
+
+    return lt.run(make)
+
+
+async def _direct() -> None:
+    await asyncio.create_task(forever())
+
+
+async def _gather() -> None:
+    await asyncio.gather(asyncio.create_task(forever()), asyncio.create_task(forever()))
+
+
+async def _wait() -> None:
+    await asyncio.wait([asyncio.create_task(forever())])
+
+
+async def _shield() -> None:
+    await asyncio.shield(asyncio.create_task(forever()))
+
+
+async def _taskgroup() -> None:
+    async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+        group.create_task(forever())
+        group.create_task(forever())
+
+
+SHAPES = {"direct": _direct, "gather": _gather, "wait": _wait, "shield": _shield}
+if hasattr(asyncio, "TaskGroup"):
+    SHAPES["taskgroup"] = _taskgroup
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_awaited_tasks_are_found_for_every_way_of_awaiting(lt, shape):
+    owner, children = _owner_and_children(lt, SHAPES[shape])
+    assert children
+    assert {id(t) for t in awaited_tasks(owner)} == {id(t) for t in children}
+
+
+def test_awaited_by_agrees_with_capture_call_graph(lt):
+    if not compat.AWAITED_BY:
+        assert compat.awaited_by(object()) == frozenset()
+        pytest.skip(f"futures record their awaiters from Python 3.14 ({RUNNING})")
+    for shape in sorted(SHAPES):
+        owner, children = _owner_and_children(lt, SHAPES[shape])
+        for child in children:
+            graph = asyncio.capture_call_graph(child, limit=0)
+            public = {id(g.future) for g in graph.awaited_by}
+            assert {id(p) for p in compat.awaited_by(child)} == public == {id(owner)}, shape
+        inverted = awaiting_map([owner, *children])
+        assert inverted is not None
+        assert {id(t) for t in inverted[id(owner)]} == {id(t) for t in children}
+
+
+def test_private_links_used_up_to_313(lt):
+    """_fut_waiter and gather's _children: what awaited_tasks reads before 3.14."""
+    if compat.AWAITED_BY:
+        pytest.skip(f"not read on {RUNNING}: futures record their awaiters there")
+    owner, children = _owner_and_children(lt, _direct)
+    assert compat.fut_waiter(owner) is children[0]
+    owner, children = _owner_and_children(lt, _gather)
+    gathering = compat.fut_waiter(owner)
+    assert {id(t) for t in compat.gather_children(gathering)} == {id(t) for t in children}
+    owner, children = _owner_and_children(lt, _shield)
+    assert compat.shielded(compat.fut_waiter(owner)) is children[0]
+    assert compat.shielded(children[0]) is None
+
+
+def test_taskgroup_tasks(lt):
+    if not hasattr(asyncio, "TaskGroup"):
+        assert compat.taskgroup_tasks(object()) == []
+        pytest.skip(f"TaskGroup needs Python 3.11+ ({RUNNING})")
+    seen: dict[str, Any] = {}
+
+    async def body() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            seen["group"] = group
+            group.create_task(forever())
+            await asyncio.sleep(3600)
+
+    _owner, children = _owner_and_children(lt, body)
+    assert {id(t) for t in compat.taskgroup_tasks(seen["group"])} == {id(t) for t in children}
+
+
+class Hostile:
+    """Runs host code on every generic lookup and says so."""
+
+    calls: ClassVar[list[str]] = []
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        Hostile.calls.append("__class__")
+        return asyncio.Task
+
+    def __getattr__(self, name: str) -> Any:
+        Hostile.calls.append(name)
+        raise AttributeError(name)
+
+    def __await__(self) -> Iterator[None]:
+        yield None
+
+
+def test_type_checks_and_names_never_run_host_code(lt):
+    Hostile.calls.clear()
+    hostile = Hostile()
+    assert isinstance(hostile, asyncio.Task)  # what a naive check would conclude
+    Hostile.calls.clear()
+    assert not compat.is_task(hostile) and not compat.is_event_loop(hostile)
+    assert compat.coroutine_name(hostile) == "Hostile"
+    assert Hostile.calls == []
+    task = lt.run(lambda: _spawn(forever()))
+    assert compat.is_task(task) and compat.is_event_loop(lt.loop)
+    assert compat.coroutine_name(task.get_coro()) == "forever"
+
+
+def test_frame_self_finds_the_loop_in_run_forever(lt):
+    frame = sys._current_frames()[lt.thread.ident]
+    selves = []
+    while frame is not None:
+        if frame.f_code.co_name == "run_forever":
+            selves.append(compat.frame_self(frame))
+        frame = frame.f_back
+    assert lt.loop in selves
+    assert compat.frame_self(sys._getframe()) is None  # a function without self
+
+
+def test_code_name_is_qualified_where_the_version_has_it():
+    class Outer:
+        def method(self) -> None:
+            pass
+
+    name = compat.code_name(Outer.method.__code__)
+    expected = "method" if sys.version_info < (3, 11) else Outer.method.__qualname__
+    assert name == expected
+
+
+def test_eager_tasks_flag_matches_the_version():
+    version = sys.version_info
+    assert (
+        version >= (3, 12),
+        version >= (3, 14),
+        version >= (3, 14),
+    ) == (compat.EAGER_TASKS, compat.AWAITED_BY, compat.TASKS_PER_THREAD)
+
+
+def test_every_agent_module_imports_on_this_version():
+    """A fresh interpreter imports each agent module (nothing this version lacks, such as
+    tomllib on 3.10 or sys.monitoring before 3.12) and nothing but stdlib, rpyc, psutil."""
+    names = [m.name for m in pkgutil.walk_packages(agent.__path__, "agent.")]
+    assert "agent.compat" in names
+    code = (
+        "import importlib, json, sys\n"
+        "before = set(sys.modules)\n"
+        f"for name in {names!r}: importlib.import_module(name)\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "third = new - set(sys.stdlib_module_names)\n"
+        "print(json.dumps(sorted(third)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    third = set(json.loads(out.stdout))
+    assert third <= {"agent", "rpyc", "psutil"}, third
+    for name in names:
+        importlib.import_module(name)
