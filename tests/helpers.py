@@ -61,10 +61,11 @@ class HostProcess:
         threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True).start()
 
     def _pump(self, stream: Any, is_stdout: bool) -> None:
-        for line in stream:
-            with self._cond:
-                (self.lines if is_stdout else self.stderr).append(line.rstrip("\n"))
-                self._cond.notify_all()
+        with stream:  # closed at EOF: an unclosed pipe is a ResourceWarning from 3.14 on
+            for line in stream:
+                with self._cond:
+                    (self.lines if is_stdout else self.stderr).append(line.rstrip("\n"))
+                    self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
 

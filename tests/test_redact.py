@@ -179,6 +179,8 @@ def test_secret_never_leaks(name, prefix, secret, others):
     boilerplate = f"https://u:{REDACTED}@h/ {key} Bearer {REDACTED}"
     if secret.lower() in boilerplate.lower() or secret.lower() in REDACTED:
         return  # the secret would show up by coincidence, not by a leak
+    if any(secret in other for other in others):
+        return  # an innocent key spells the secret (its alphabet is a subset of ALNUM)
     data = {**others, key: secret}
     assert secret not in safe_repr(data)
     assert secret not in safe_repr({"outer": [data]}, max_depth=5)

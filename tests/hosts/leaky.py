@@ -37,6 +37,14 @@ class LeakyRecord:
         self.label = "record"
 
 
+class CacheEntry(dict):  # type: ignore[type-arg]
+    """A cached value: a dict of its own type, so the census counts exactly these."""
+
+
+class TagList(list):  # type: ignore[type-arg]
+    """The list each cache entry holds."""
+
+
 class HostileMeta(type):
     """A metaclass whose name lookup, hashing and comparison run host code that fails."""
 
@@ -76,7 +84,7 @@ class Leaks:
 
     def __init__(self) -> None:
         self.records: list[LeakyRecord] = []
-        self.cache: dict[str, dict[str, object]] = {}
+        self.cache: dict[str, CacheEntry] = {}
         self.buffer: list[bytes] = []
         self.ticks = 0
         self.running = True
@@ -85,7 +93,8 @@ class Leaks:
         self.ticks += 1
         n = len(self.records)
         self.records.extend([LeakyRecord(n + i) for i in range(LEAK_RECORDS)])  # LEAK-RECORDS
-        self.cache[f"key-{self.ticks}"] = {"tick": self.ticks, "tags": [n]}  # LEAK-CACHE
+        entry = CacheEntry(tick=self.ticks, tags=TagList([n]))  # LEAK-CACHE
+        self.cache[f"key-{self.ticks}"] = entry
         self.buffer.append(bytes(CHUNK))  # LEAK-BUFFER
 
     def totals(self) -> str:
