@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tracemalloc
 import types
 from typing import Any
+
+try:
+    import _tracemalloc  # CPython's C module: its _get_traces is the fast path
+except ImportError:  # pragma: no cover - other implementations
+    _tracemalloc = None  # type: ignore[assignment]
 
 # 3.14+: the module-level registries hold only pure-Python and eager tasks.
 TASKS_PER_THREAD = sys.version_info >= (3, 14)
@@ -233,3 +239,18 @@ def coroutine_name(coro: Any) -> str:
         return str(type.__dict__["__qualname__"].__get__(kind))
     except Exception:
         return "?"
+
+
+def tracemalloc_traces() -> list[tuple[Any, ...]]:
+    """tracemalloc's traces as (domain, size, traceback innermost first, ...) tuples.
+
+    The private ``_tracemalloc._get_traces`` is what ``take_snapshot`` wraps, without a
+    Trace object per allocation (1M traces); the public API is the fallback.
+    """
+    get = getattr(_tracemalloc, "_get_traces", None)
+    if get is not None:
+        return get()
+    return [
+        (0, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)))
+        for t in tracemalloc.take_snapshot().traces
+    ]

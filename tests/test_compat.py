@@ -13,6 +13,7 @@ import pkgutil
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -292,3 +293,22 @@ def test_every_agent_module_imports_on_this_version():
     assert third <= {"agent", "rpyc", "psutil"}, third
     for name in names:
         importlib.import_module(name)
+
+
+def test_tracemalloc_traces_match_the_public_snapshot():
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start(2)
+    try:
+        kept = [bytearray(123_457) for _ in range(3)]  # a size nothing else allocates
+        line = sys._getframe().f_lineno - 1
+        raw = compat.tracemalloc_traces()
+        public = tracemalloc.take_snapshot().traces
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    here = (__file__, line)
+    ours = [t for t in raw if t[2] and t[2][0] == here and t[1] >= 123_457]
+    theirs = [t for t in public if t.traceback[-1].filename == __file__ and t.size >= 123_457]
+    assert len(ours) == len(theirs) == len(kept)
+    assert sorted(t[1] for t in ours) == sorted(t.size for t in theirs)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.collect.source import source_line
+from agent.compat import code_name
 from agent.redact import REDACTED, is_sensitive
 from agent.saferepr import safe_children, safe_len, safe_repr, safe_type_name
 from agent.schema import FrameInfo, Variable
@@ -20,8 +21,7 @@ def code_location(frame: types.FrameType | None) -> tuple[str, str, int]:
     if frame is None:
         return "", "", 0
     code = frame.f_code
-    name = getattr(code, "co_qualname", code.co_name)
-    return name, code.co_filename, frame.f_lineno or 0
+    return code_name(code), code.co_filename, frame.f_lineno or 0
 
 
 def thread_frames(frame: types.FrameType | None) -> list[types.FrameType]:

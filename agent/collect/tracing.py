@@ -15,14 +15,9 @@ import time
 import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from agent import compat
 from agent.collect.source import source_line
-
-try:
-    import _tracemalloc  # CPython's C module: its _get_traces is the fast path
-except ImportError:  # another interpreter: the public API below
-    _tracemalloc = None
 from agent.errors import AgentError, BadRequest
 from agent.schema import AllocationSite, TracemallocStatus, TraceStats
 
@@ -63,17 +58,6 @@ class _Grouped:
     traces: int
     seconds: float
     hold: float  # copying the traces out: one C call holding the GIL
-
-
-def _raw_traces() -> list[tuple[Any, ...]]:
-    """tracemalloc's traces as (domain, size, traceback innermost first, ...) tuples."""
-    get = getattr(_tracemalloc, "_get_traces", None)
-    if get is not None:
-        return get()
-    return [  # the public API, slower: if the private helper ever goes away
-        (0, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)))
-        for t in tracemalloc.take_snapshot().traces
-    ]
 
 
 def _allocation_rate(n: int = 5_000) -> float:
@@ -243,7 +227,7 @@ class Tracer:
         if not tracemalloc.is_tracing():
             return None
         started = time.perf_counter()
-        raw = _raw_traces()
+        raw = compat.tracemalloc_traces()
         hold = time.perf_counter() - started
         sums: dict[int, list[int]] = {}
         tracebacks: dict[int, Key] = {}
