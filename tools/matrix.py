@@ -3,9 +3,9 @@
 
 ``make test-matrix`` runs this with the host's ``python3`` (stdlib only). For each
 version it finds an interpreter, keeps a virtual environment with the project's
-``[dev]`` dependencies (reinstalled only when ``pyproject.toml`` changes), runs
-``python -m pytest -q`` headless with pytest's output shown live and kept in
-``build/matrix/<version>.log``, and prints a table at the end (also written to
+``[dev]`` dependencies (remade only when ``pyproject.toml`` or the interpreter
+changes), runs ``python -m pytest -q`` headless with pytest's output shown live and
+kept in ``build/matrix/<version>.log``, and prints a table at the end (also written to
 ``build/matrix/summary.md``). It exits non-zero if any version failed or could not run.
 
 Where an interpreter comes from, first match wins:
@@ -314,15 +314,14 @@ def prepare(interp: Interpreter, log: Log) -> str:
         log.write(f"{interp.venv}: up to date\n", show=True)
         return python
     log.write(f"{interp.venv}: installing dependencies (new, or pyproject.toml changed)\n", True)
-    if stamp.exists():
-        stamp.unlink()
+    # From scratch: the interpreter may have changed, and a dependency dropped from
+    # pyproject.toml must not linger. pip's cache makes this cheap.
     venv_dir = interp.host_path(interp.venv)
-    if venv_dir.exists() and probe([*interp.prefix, python]) is None:
-        shutil.rmtree(venv_dir)  # a broken venv, e.g. its interpreter was removed
-    if not venv_dir.exists():
-        made = quiet([*interp.prefix, interp.executable, "-m", "venv", interp.venv], log)
-        if made.returncode != 0:
-            raise Unavailable(f"could not create {interp.venv} (see {log.path})")
+    if venv_dir.exists():
+        shutil.rmtree(venv_dir)
+    made = quiet([*interp.prefix, interp.executable, "-m", "venv", interp.venv], log)
+    if made.returncode != 0:
+        raise Unavailable(f"could not create {interp.venv} (see {log.path})")
     steps = [
         [python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
         [python, "-m", "pip", "install", "--quiet", *dev_requirements()],
