@@ -12,6 +12,7 @@ from typing import Any
 from rpyc.utils.server import ThreadedServer
 
 from agent import registry
+from agent.certexpiry import warn_at_start
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.security import (
@@ -119,6 +120,7 @@ class AgentServer:
             tls = server_context(config.tls_cert, config.tls_key, config.client_cafile)
             with open(config.tls_cert, encoding="ascii") as fh:
                 cert_der = ssl.PEM_cert_to_DER_cert(fh.read())
+            warn_at_start(cert_der, config.tls_cert)
         self.tls = tls is not None
         authenticator = Authenticator(
             tls, config.tokens, FailureLimiter(config.auth_failure_limit), cert_der

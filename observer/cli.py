@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from observer.errors import ObserverError
+from observer.errors import BadSetting, ObserverError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -59,7 +59,19 @@ def _spec(args: argparse.Namespace, address: str):  # type: ignore[no-untyped-de
 def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from observer.client import connect
 
-    return connect(args.node, **_spec(args, args.node).connect_kwargs())
+    node = connect(args.node, **_spec(args, args.node).connect_kwargs())
+    if node.cert_warning:
+        print(f"warning: {node.cert_warning}", file=sys.stderr)
+    return node
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Options every node command shares, checked before anything connects."""
+    from observer.transport import check_timeout
+
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None:
+        check_timeout(timeout, "--timeout")
 
 
 def _print_json(value: Any) -> None:
@@ -418,6 +430,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     d = km.directory.resolve()
     print(f"wrote {km.cert}, {km.key}, {km.viewer_token}, {km.operator_token}")
     print(f"fingerprint: {km.fingerprint}")
+    print(f"certificate expires on {km.not_after:%Y-%m-%d} (renew with --force before then)")
     print()
     print("embed the agent (in the production process):")
     print(
@@ -459,11 +472,15 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         raise ObserverError(f"no nodes: name some, or remember them in {nodes_path(args)}")
     with Fleet(specs) as fleet:
         rows = fleet.refresh()
-        errors = fleet.errors
+        errors = fleet.errors + [
+            f"{link.label}: {link.cert_warning}"
+            for link in fleet.links.values()
+            if link.cert_warning
+        ]
     if args.json:
         _print_json(rows)
-        return 0
-    print(cluster_table(rows))
+    else:
+        print(cluster_table(rows))
     for error in errors:
         print(f"warning: {error}", file=sys.stderr)
     return 0
@@ -685,7 +702,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        _check_arguments(args)
         return args.func(args)
+    except BadSetting as exc:  # a malformed value the user typed: a usage error
+        print(f"observer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ObserverError as exc:
         print(f"observer: {exc}", file=sys.stderr)
         return EXIT_ERROR

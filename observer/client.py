@@ -50,7 +50,14 @@ from observer.errors import (
     remote_error,
 )
 from observer.gcpause import gc_paused
-from observer.transport import Address, Session, open_session, parse_address
+from observer.transport import (
+    Address,
+    Session,
+    check_timeout,
+    open_session,
+    parse_address,
+    parse_pin,
+)
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
@@ -96,6 +103,7 @@ class Node:
         self.role = session.role
         self.agent_version = session.agent_version
         self.tls = session.tls
+        self.cert_warning = session.cert_warning  # e.g. "agent certificate expired on ..."
         self.last_rtt: float | None = None
         self.last_size = 0
         self._hello: Hello | None = None
@@ -364,6 +372,17 @@ def parse_pid(value: int | str) -> int:
     return int(text)
 
 
+def check_settings(
+    address: str, fingerprint: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Address:
+    """What connect() checks before connecting: a malformed address, fingerprint (given,
+    else $OBSERVER_FINGERPRINT) or timeout raises BadSetting, one line naming the value."""
+    where = parse_address(address)
+    parse_pin(fingerprint or os.environ.get("OBSERVER_FINGERPRINT"))
+    check_timeout(timeout)
+    return where
+
+
 def connect(
     address: str,
     *,
@@ -386,7 +405,7 @@ def connect(
     ``address`` is an IP a DNS name resolved to; ``role="viewer"`` holds an operator
     token read-only for this connection.
     """
-    where = parse_address(address)
+    where = check_settings(address, fingerprint, timeout)
     session = open_session(
         where,
         token=read_token(token, token_file),

@@ -23,6 +23,14 @@ class CertificateError(ObserverError):
     """The agent's TLS certificate did not match the pinned fingerprint or CA."""
 
 
+class BadSetting(ObserverError):
+    """A setting is malformed (address, timeout): caught before connecting, naming the value."""
+
+
+class BadFingerprint(BadSetting, CertificateError):
+    """The pinned fingerprint is not ``sha256:<64 hex digits>``: no agent could match it."""
+
+
 class VersionMismatch(ObserverError):
     """Observer and agent speak different protocol versions."""
 

@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import certexpiry
 from agent.wire import format_fingerprint
 
 TOKEN_BYTES = 32
@@ -29,14 +30,29 @@ class KeyMaterial:
     viewer_token: Path
     operator_token: Path
     fingerprint: str
+    not_after: datetime.datetime  # when the certificate expires (UTC)
 
 
 FILES = ("agent.crt", "agent.key", "viewer.token", "operator.token")
 
 
+def cert_not_after(der: bytes) -> datetime.datetime:
+    """When a DER certificate expires (UTC): read by ``cryptography``, or by the agent's
+    stdlib reader where the observer runs without it. ValueError if it is not a certificate."""
+    try:
+        from cryptography import x509
+    except ImportError:
+        return certexpiry.not_after(der)
+    cert = x509.load_der_x509_certificate(der)
+    utc = getattr(cert, "not_valid_after_utc", None)  # cryptography 42+
+    return utc or cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
 def _material(directory: Path, der: bytes) -> KeyMaterial:
     cert, key, viewer, operator = (directory / name for name in FILES)
-    return KeyMaterial(directory, cert, key, viewer, operator, format_fingerprint(der))
+    return KeyMaterial(
+        directory, cert, key, viewer, operator, format_fingerprint(der), cert_not_after(der)
+    )
 
 
 def load(directory: str | os.PathLike[str]) -> KeyMaterial | None:
@@ -61,8 +77,16 @@ def generate(
     common_name: str = "runtime-observer-agent",
     hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
     overwrite: bool = False,
+    days: float = CERT_DAYS,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
 ) -> KeyMaterial:
-    """Write agent.crt, agent.key, viewer.token and operator.token into ``directory``."""
+    """Write agent.crt, agent.key, viewer.token and operator.token into ``directory``.
+
+    The certificate is valid from five minutes ago for ``days`` days, or exactly from
+    ``not_before`` to ``not_after`` when given (timezone-aware; a past ``not_after``
+    makes an expired certificate, for tests and drills).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -84,14 +108,18 @@ def generate(
         except ValueError:
             alt_names.append(x509.DNSName(host))
     now = datetime.datetime.now(datetime.timezone.utc)
+    start = not_before or now - datetime.timedelta(minutes=5)
+    end = not_after or now + datetime.timedelta(days=days)
+    if end <= start:
+        raise ValueError(f"certificate would expire ({end:%Y-%m-%d}) before it starts")
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

@@ -22,9 +22,10 @@ import psutil
 from agent.schema import Hello
 from agent.security import is_loopback_host
 from agent.wire import split_host_port
-from observer.client import Node, connect
+from observer.client import Node, check_settings, connect
 from observer.errors import (
     AuthenticationError,
+    BadSetting,
     CertificateError,
     ConnectionRefused,
     NodeDown,
@@ -55,6 +56,14 @@ def same_process(before: Hello, now: Hello) -> bool:
     return now.pid == before.pid and abs(now.started - before.started) <= 1.0
 
 
+def _failed(exc: ObserverError) -> Status:
+    """AUTH_FAILED when the agent or our settings for verifying it refused the link (a
+    retry soon would not help), else DOWN."""
+    if isinstance(exc, (AuthenticationError, CertificateError, VersionMismatch)):
+        return Status.AUTH_FAILED
+    return Status.DOWN
+
+
 class NotConnected(ObserverError):
     """No connection right now (connect failed, or waiting out the backoff); status is set."""
 
@@ -79,11 +88,18 @@ class Link:
         self.restarted = ""  # "restarted 12:00:01: pid 10 -> 12" once the agent came back anew
         self.restarts = 0
         self.last_ok = 0.0  # time.time() of the last answered call
+        self.cert_warning = ""  # "agent certificate expired on ..." when it last came up
         self._node: Node | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._next_attempt = 0.0
         self._backoff = BACKOFF_START
+        self._invalid = ""  # a malformed setting: no connection is ever tried
+        try:
+            check_settings(spec.address, spec.fingerprint or None, spec.timeout)
+        except BadSetting as exc:  # shown at once, instead of 'connecting' forever
+            self._invalid = self.error = str(exc)
+            self.status = _failed(exc)
 
     @property
     def label(self) -> str:
@@ -138,6 +154,8 @@ class Link:
         node = self._node
         if node is not None and not node.closed:
             return node
+        if self._invalid:
+            raise NotConnected(self._invalid)
         wait = self._next_attempt - time.monotonic()
         if wait > 0:
             raise NotConnected(f"{self.error or 'node is down'} (retrying in {math.ceil(wait)}s)")
@@ -148,13 +166,10 @@ class Link:
             node = connect(self.spec.address, connect_timeout=timeout, **kwargs)
             with node.deadline(timeout):
                 hello = node.hello()
-        except (AuthenticationError, CertificateError, VersionMismatch) as exc:
-            self._schedule_retry(longer=True)
-            self._set(Status.AUTH_FAILED, str(exc))
-            raise NotConnected(str(exc)) from exc
         except ObserverError as exc:
-            self._schedule_retry()
-            self._set(self._down_or_dead(exc), str(exc))
+            refused = _failed(exc) is Status.AUTH_FAILED
+            self._schedule_retry(longer=refused)
+            self._set(Status.AUTH_FAILED if refused else self._down_or_dead(exc), str(exc))
             raise NotConnected(str(exc)) from exc
         self._came_up(node, hello)
         return node
@@ -168,6 +183,7 @@ class Link:
         self.name = self.spec.name or hello.node
         self.role = node.role
         self.agent_version = node.agent_version
+        self.cert_warning = node.cert_warning
         self.rtt = node.last_rtt
         self.last_ok = time.time()
         self._node = node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import socket
 import ssl
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import rpyc
 
+from agent.certexpiry import expiry_warning
+from agent.security import is_loopback_host
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -28,6 +31,8 @@ from agent.wire import (
 )
 from observer.errors import (
     AuthenticationError,
+    BadFingerprint,
+    BadSetting,
     CertificateError,
     ConnectError,
     ConnectionRefused,
@@ -35,6 +40,7 @@ from observer.errors import (
     ObserverError,
     VersionMismatch,
 )
+from observer.keygen import cert_not_after
 
 OBSERVER_VERSION = AGENT_VERSION  # one distribution ships both halves
 
@@ -51,11 +57,36 @@ class Address:
 
 
 def parse_address(text: str) -> Address:
-    """Parse ``host:port`` or ``[v6]:port``."""
+    """Parse ``host:port`` or ``[v6]:port``; BadSetting names what is wrong with it."""
     parts = split_host_port(text)
-    if parts is None or parts[1] == 0:
-        raise ObserverError(f"node address {text!r} must be host:port")
-    return Address(*parts)
+    if parts is not None and parts[1] != 0:
+        return Address(*parts)
+    port = text.strip().rpartition(":")[2]
+    if port.isdigit() and ":" in text and (int(port) == 0 or int(port) > 65535):
+        raise BadSetting(f"node address {text!r}: port {int(port)} is out of range 1-65535")
+    raise BadSetting(f"node address {text!r} must be host:port")
+
+
+def parse_pin(fingerprint: str | None) -> bytes | None:
+    """The SHA-256 digest a ``sha256:HEX`` fingerprint pins (None when none is given)."""
+    if not fingerprint:
+        return None
+    try:
+        return parse_fingerprint(fingerprint)
+    except ValueError:
+        raise BadFingerprint(
+            f"fingerprint {fingerprint!r} is not a SHA-256 fingerprint: expected "
+            "sha256:<64 hex digits>, as `observer keygen` prints it"
+        ) from None
+
+
+def check_timeout(seconds: float, what: str = "timeout") -> float:
+    """``seconds`` if it is a usable timeout; 0, negative or not finite is a BadSetting
+    (a socket timeout of 0 would mean non-blocking, not 'wait forever')."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        shown = f"{seconds:g}" if isinstance(seconds, (int, float)) else repr(seconds)
+        raise BadSetting(f"{what} must be a positive number of seconds, not {shown}")
+    return float(seconds)
 
 
 @dataclass(frozen=True)
@@ -66,6 +97,7 @@ class Session:
     role: str
     agent_version: str
     tls: bool
+    cert_warning: str = ""  # "agent certificate expired on YYYY-MM-DD", or "" when fine
 
 
 def _client_context(
@@ -84,6 +116,14 @@ def _client_context(
     if certfile:
         ctx.load_cert_chain(certfile, keyfile)
     return ctx
+
+
+def _cert_warning(der: bytes) -> str:
+    """Whether the agent's certificate expired or soon will: pinning ignores dates, so say it."""
+    try:
+        return expiry_warning(cert_not_after(der))
+    except ValueError:
+        return ""
 
 
 def open_session(
@@ -107,7 +147,10 @@ def open_session(
     ``address`` is one of several a DNS name resolved to; ``role`` asks for a lower role
     than the token's (the agent never grants a higher one).
     """
-    pinned = parse_fingerprint(fingerprint) if fingerprint else None
+    pinned = parse_pin(fingerprint)
+    check_timeout(timeout)
+    if connect_timeout is not None:
+        check_timeout(connect_timeout, "connect timeout")
     if tls and pinned is None and not cafile:
         raise CertificateError(
             "no way to verify the agent's certificate: pass --fingerprint sha256:... "
@@ -125,6 +168,7 @@ def open_session(
     except OSError as exc:
         raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     sock: socket.socket = raw
+    cert_warning = ""
     try:
         binding = b""
         if tls:
@@ -151,6 +195,7 @@ def open_session(
                     f"sha256:{pinned.hex()}, agent presented sha256:{cert_digest(der).hex()}"
                 )
             binding = cert_digest(der)
+            cert_warning = _cert_warning(der)
         granted, agent_version = _handshake(sock, address, token, binding, role)
         sock.settimeout(None)
         conn = rpyc.connect_stream(
@@ -163,7 +208,7 @@ def open_session(
                 "include_local_traceback": False,
             },
         )
-        return Session(conn, granted, agent_version, tls)
+        return Session(conn, granted, agent_version, tls, cert_warning)
     except TimeoutError as exc:
         sock.close()
         raise NodeTimeout(
@@ -196,18 +241,15 @@ def _handshake(
         )
     server_nonce = decode_nonce(hello.get("nonce"))
     client_nonce = secrets.token_bytes(NONCE_BYTES)
-    needs_token = hello.get("auth") == "token"
-    if needs_token and not token:
-        raise AuthenticationError(
-            f"authentication failed: {address} requires a token (--token-file or OBSERVER_TOKEN)"
-        )
-    mac = client_proof(token, server_nonce, client_nonce, binding) if token else ""
+    loopback = is_loopback_host(sock.getpeername()[0])  # where we really are, not a name
+    token = _token_for(hello.get("auth"), address, token, loopback)
     frame = {
         "version": PROTOCOL_VERSION,
         "observer": OBSERVER_VERSION,
         "nonce": client_nonce.hex(),
-        "mac": mac,
     }
+    if token:  # only ever to an agent whose challenge asked for it
+        frame["mac"] = client_proof(token, server_nonce, client_nonce, binding)
     if role:
         frame["role"] = role
     send_frame(sock, frame)
@@ -220,10 +262,42 @@ def _handshake(
             raise VersionMismatch(str(reply.get("message")))
         raise AuthenticationError(f"authentication failed for {address}")
     role = str(reply.get("role", "viewer"))
-    if needs_token and token:
+    if token:
         expected = agent_proof(token, server_nonce, client_nonce, binding)
         if not hmac.compare_digest(expected, str(reply.get("proof", ""))):
             raise AuthenticationError(
                 f"authentication failed: {address} could not prove it knows the token"
             )
+    elif role != "viewer":
+        raise AuthenticationError(
+            f"refusing {address}: it skipped authentication yet claims the {role!r} role "
+            "(an agent without tokens grants viewer only)"
+        )
     return role, agent_version
+
+
+def _token_for(auth: object, address: Address, token: str | None, loopback: bool) -> str | None:
+    """The token to prove, or None for an anonymous link; refuse an agent whose challenge
+    does not fit what the user asked for. An agent that skips authentication is accepted
+    only on a loopback address when no token was given: had one been given, an impostor
+    saying 'auth: none' could pose as the node (and relay our proof where TLS is off)."""
+    if auth == "token":
+        if not token:
+            raise AuthenticationError(
+                f"authentication failed: {address} requires a token "
+                "(--token-file or OBSERVER_TOKEN)"
+            )
+        return token
+    if auth != "none":
+        raise AuthenticationError(f"refusing {address}: unknown authentication {auth!r}")
+    if token:
+        raise AuthenticationError(
+            f"refusing {address}: it asks for no token (auth: none) though one was given; "
+            "a real agent with tokens always asks for one (the token was not used)"
+        )
+    if not loopback:
+        raise AuthenticationError(
+            f"refusing {address}: it skips authentication, which only a loopback agent may "
+            "(give the agent tokens, or reach it through a loopback tunnel)"
+        )
+    return None

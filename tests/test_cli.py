@@ -8,6 +8,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tests.helpers import ROOT, wait_until
 
 
@@ -211,3 +215,35 @@ def test_keygen_load_reads_back_what_generate_wrote(tmp_path):
     assert load(tmp_path / "none") is None
     made = generate(tmp_path / "k")
     assert load(tmp_path / "k") == made
+
+
+def test_port_out_of_range_and_zero_timeout_are_one_clear_line():
+    """Before: 'must be host:port' for a port that was only too big, and a --timeout of 0
+    became a non-blocking socket that failed with 'Operation now in progress'. A timeout
+    of 0 is refused (it cannot mean 'no wait' for a network call, nor 'forever')."""
+    out = observer("ps", "127.0.0.1:74312")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        "observer: node address '127.0.0.1:74312': port 74312 is out of range 1-65535"
+    )
+    for value in ("0", "-1", "nan"):
+        out = observer("ps", "127.0.0.1:9", "--timeout", value)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip() == (
+            f"observer: --timeout must be a positive number of seconds, not {value}"
+        )
+    out = observer("nodes", "127.0.0.1:9", "--timeout", "0", "--json")
+    assert out.returncode == 2 and "--timeout" in out.stderr and out.stdout == ""
+
+
+@given(
+    host=st.sampled_from(["127.0.0.1", "node.internal", "[::1]"]),
+    port=st.one_of(st.just(0), st.integers(65536, 10**12)),
+)
+def test_any_port_out_of_range_is_named(host, port):
+    from observer.errors import BadSetting
+    from observer.transport import parse_address
+
+    with pytest.raises(BadSetting, match=f"port {port} is out of range 1-65535"):
+        parse_address(f"{host}:{port}")
+    assert parse_address(f"{host}:{port % 65535 + 1}").port == port % 65535 + 1

@@ -107,6 +107,7 @@ class NodeLink(QObject):
     role = property(lambda self: self.health.role)
     rtt = property(lambda self: self.health.rtt)
     restarted = property(lambda self: self.health.restarted)
+    cert_warning = property(lambda self: self.health.cert_warning)
     last_ok = property(lambda self: self.health.last_ok)
     label = property(lambda self: self.health.label)
     can_control = property(lambda self: self.health.can_control)

@@ -88,6 +88,8 @@ class NodeList(QTreeWidget):
             lines.append(f"pid: {link.pid}")
         if link.restarted:
             lines.append(link.restarted)
+        if link.cert_warning:
+            lines.append(f"warning: {link.cert_warning}")
         if link.error:
             lines.append(link.error)
         brush = QBrush(GONE) if link.gone_since else QBrush()
