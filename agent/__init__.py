@@ -47,11 +47,13 @@ def start(
     tokens: Mapping[str, str] | None = None,
     name: str | None = None,
     client_cafile: str | None = None,
+    audit_file: str | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
     Arguments left out come from OBSERVER_AGENT_* environment variables (see
-    agent.config). Raises ConfigError for unsafe or invalid settings, OSError if the
+    agent.config). ``audit_file`` also appends the audit to that file (JSON lines, 0600,
+    rotated by size). Raises ConfigError for unsafe or invalid settings, OSError if the
     port cannot be bound; after it returns, nothing the agent does raises into the host.
     """
     global _server
@@ -65,6 +67,7 @@ def start(
             tokens=tokens,
             name=name,
             client_cafile=client_cafile,
+            audit_file=audit_file,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

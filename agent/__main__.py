@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--viewer-token-file")
     run.add_argument("--operator-token-file")
     run.add_argument("--client-ca", help="require client certificates signed by this CA")
+    run.add_argument("--audit-file", help="append the audit to this file (JSON lines, 0600)")
     run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens=tokens,
             name=args.name,
             client_cafile=args.client_ca,
+            audit_file=args.audit_file,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

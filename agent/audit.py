@@ -1,6 +1,16 @@
 """The audit log of control actions: who (role, peer), what, when, result.
 
-Kept in a bounded ring (queryable over RPC) and written to the ``agent.audit`` logger.
+Control actions and denied attempts are kept apart, so that no peer without the operator
+role can push an operator's record out:
+
+- control actions (whatever their result) go to their own bounded ring;
+- denied attempts are folded per peer and action kind into one record per window (the
+  first attempt, with a count of the rest), in a second bounded ring, and logged at
+  most a few lines per peer address and window.
+
+Every record is also written to the ``agent.audit`` logger (peer text escaped, each
+value quoted when it could pose as another field) and, when configured, appended to a
+JSON-lines file (agent.auditfile).
 """
 
 from __future__ import annotations
@@ -9,18 +19,97 @@ import collections
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
+from agent import logsafe
 from agent.schema import AuditRecord
 
 log = logging.getLogger("agent.audit")
+
+CAPACITY = 1000
+DENIAL_CAPACITY = 1000
+DENIAL_WINDOW = 60.0  # seconds one folded denial record covers
+ACTIVE_DENIALS = 256  # open windows at once (a new one closes the oldest)
+DENIAL_LINES = 20  # log lines about denials per peer address per window
+SWEEP_EVERY = 1.0
+
+
+class AuditSink:
+    """Where records go besides the rings (the audit file); the default keeps nothing."""
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Take one record (must not block)."""
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush and release."""
+
+
+@dataclass
+class _Denial:
+    """Denied attempts of one peer and action kind within one window."""
+
+    first: float
+    last: float
+    count: int
+    peer: str
+    role: str
+    action: str
+    target: str
+    detail: str
+    run: str
+
+    def as_record(self) -> AuditRecord:
+        detail = self.detail
+        if self.count > 1:
+            detail += f" ({self.count} attempts in {self.last - self.first:.1f} s)"
+        return AuditRecord(
+            self.first, self.peer, self.role, self.action, self.target, "denied", detail, self.run
+        )
+
+
+def peer_address(peer: str) -> str:
+    """'127.0.0.1' from '127.0.0.1:4242' ('::1' from '::1:4242')."""
+    return peer.rsplit(":", 1)[0] if ":" in peer else peer
+
+
+def _entry(record: AuditRecord, **extra: Any) -> dict[str, Any]:
+    entry = {
+        "time": record.time,
+        "peer": record.peer,
+        "role": record.role,
+        "action": record.action,
+        "target": record.target,
+        "result": record.result,
+        "detail": record.detail,
+        "run": record.run,
+    }
+    entry.update(extra)
+    return entry
 
 
 class AuditLog:
     """Bounded, thread-safe record of every control action and denied attempt."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(
+        self,
+        capacity: int = CAPACITY,
+        *,
+        denial_capacity: int = DENIAL_CAPACITY,
+        window: float = DENIAL_WINDOW,
+        sink: AuditSink | None = None,
+    ) -> None:
+        logsafe.install()
         self._records: collections.deque[AuditRecord] = collections.deque(maxlen=capacity)
+        self._denials: collections.deque[_Denial] = collections.deque(maxlen=denial_capacity)
+        self._open: collections.OrderedDict[tuple[str, str, str], _Denial] = (
+            collections.OrderedDict()
+        )
+        self._lines: dict[str, list[float]] = {}  # peer address -> [window start, lines]
+        self._window = window
+        self._swept = 0.0
         self._lock = threading.Lock()
+        self.sink = sink or AuditSink()
 
     def record(
         self,
@@ -32,25 +121,132 @@ class AuditLog:
         result: str,
         detail: str = "",
         run: str = "",
+        kind: str = "",
     ) -> AuditRecord:
-        entry = AuditRecord(time.time(), peer, role, action, target, result, detail, run)
+        """Record one action; ``kind`` (the action without peer-chosen words, e.g. 'raise')
+        is what denied attempts are folded by."""
+        now = time.time()
+        entry = AuditRecord(now, peer, role, action, target, result, detail, run)
+        if result == "denied":
+            self._denied(entry, kind or action, now)
+            return entry
         with self._lock:
             self._records.append(entry)
-        log.log(
-            logging.INFO if result == "ok" else logging.WARNING,
-            "audit: peer=%s role=%s action=%s target=%s result=%s%s %s",
-            peer,
-            role,
-            action,
-            target,
-            result,
-            f" run={run}" if run else "",
-            detail,
-        )
+        self._log(logging.INFO if result == "ok" else logging.WARNING, entry)
+        self._write(_entry(entry))
+        self.sweep(now)
         return entry
 
-    def records(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
-        """The newest ``limit`` records, oldest first."""
+    def _denied(self, entry: AuditRecord, kind: str, now: float) -> None:
+        key = (entry.peer, entry.role, kind)
+        closed: list[_Denial] = []
         with self._lock:
-            items = list(self._records)
-        return tuple(items[-limit:]) if limit > 0 else ()
+            denial = self._open.get(key)
+            if denial is not None and now - denial.first < self._window:
+                denial.count += 1
+                denial.last = now
+                first = False
+            else:
+                if denial is not None:
+                    closed.append(self._open.pop(key))
+                denial = _Denial(
+                    now,
+                    now,
+                    1,
+                    entry.peer,
+                    entry.role,
+                    entry.action,
+                    entry.target,
+                    entry.detail,
+                    entry.run,
+                )
+                self._denials.append(denial)
+                self._open[key] = denial
+                while len(self._open) > ACTIVE_DENIALS:
+                    closed.append(self._open.popitem(last=False)[1])
+                first = True
+            speak = first and self._may_log(entry.peer, now)
+        if first:
+            if speak:
+                self._log(logging.WARNING, entry)
+            self._write(_entry(entry, count=1))
+        self._close(closed)
+        self.sweep(now)
+
+    def _may_log(self, peer: str, now: float) -> bool:
+        """Whether a denial from ``peer``'s address may be logged (lock held)."""
+        address = peer_address(peer)
+        state = self._lines.get(address)
+        if state is None or now - state[0] >= self._window:
+            if len(self._lines) >= ACTIVE_DENIALS:
+                self._lines.clear()
+            state = self._lines[address] = [now, 0.0]
+        state[1] += 1
+        if state[1] == DENIAL_LINES + 1:
+            log.warning(
+                "audit: further denials from %s are not logged for %.0f s (they are counted)",
+                address,
+                self._window - (now - state[0]),
+            )
+        return state[1] <= DENIAL_LINES
+
+    def sweep(self, now: float | None = None, *, everything: bool = False) -> None:
+        """Close denial windows that have ended (all of them with ``everything``), logging
+        and writing how many attempts each folded."""
+        now = time.time() if now is None else now
+        closed: list[_Denial] = []
+        with self._lock:
+            if not everything and now - self._swept < SWEEP_EVERY:
+                return
+            self._swept = now
+            for key, denial in list(self._open.items()):
+                if everything or now - denial.first >= self._window:
+                    closed.append(self._open.pop(key))
+        self._close(closed)
+
+    def _close(self, closed: list[_Denial]) -> None:
+        for denial in closed:
+            if denial.count > 1:
+                record = denial.as_record()
+                self._log(logging.WARNING, record, f" attempts={denial.count}")
+                self._write(_entry(record, count=denial.count, last=denial.last, summary=True))
+
+    def _log(self, level: int, r: AuditRecord, extra: str = "") -> None:
+        f = logsafe.field
+        log.log(
+            level,
+            "audit: peer=%s role=%s action=%s target=%s result=%s%s%s detail=%s",
+            f(r.peer),
+            f(r.role),
+            f(r.action),
+            f(r.target),
+            f(r.result),
+            f" run={f(r.run)}" if r.run else "",
+            extra,
+            f(r.detail),
+        )
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        try:
+            self.sink.write(entry)
+        except Exception:  # contained: a sink must never break an action or the host
+            log.debug("runtime-observer agent: audit sink failed", exc_info=True)
+
+    def records(self, limit: int = CAPACITY) -> tuple[AuditRecord, ...]:
+        """The newest ``limit`` control records and the newest ``limit`` folded denials,
+        oldest first: denials never crowd control actions out of the answer either."""
+        if limit <= 0:
+            return ()
+        self.sweep()
+        with self._lock:
+            control = list(self._records)[-limit:]
+            denied = [d.as_record() for d in list(self._denials)[-limit:]]
+        return tuple(sorted(control + denied, key=lambda r: r.time))
+
+    def close(self) -> None:
+        """Write the open denial windows' counts and release the sink."""
+        self.sweep(everything=True)
+        try:
+            self.sink.close()
+        except Exception:
+            log.debug("runtime-observer agent: audit sink close failed", exc_info=True)

@@ -12,6 +12,7 @@
 | OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
 | OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
 | OBSERVER_AGENT_AUTH_FAILURES | failed logins per peer per minute before it is refused (10) |
+| OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class AgentConfig:
     history_idle_interval: float = 10.0
     max_connections: int = 16
     auth_failure_limit: int = 10
+    audit_file: str | None = None
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -99,6 +101,7 @@ def resolve(
     name: str | None,
     client_cafile: str | None = None,
     env: Mapping[str, str] | None = None,
+    audit_file: str | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -146,4 +149,5 @@ def resolve(
         tokens=clean,
         history_idle_interval=max(0.0, idle),
         auth_failure_limit=max(1, failures),
+        audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
     )

@@ -80,24 +80,29 @@ def exception_class(name: str) -> type[BaseException]:
     return cls
 
 
-def raise_in_thread(ident: int, exc_name: str, agent_idents: set[int]) -> str:
-    """Schedule a builtin exception in a thread and say honestly when it lands."""
+def raise_in_thread(
+    thread: threading.Thread, target: str, exc_name: str, agent_idents: set[int]
+) -> str:
+    """Schedule a builtin exception in ``thread`` (named ``target``, already verified to be
+    that very thread) and say honestly when it lands."""
     exc = exception_class(exc_name)
-    if ident in agent_idents:
+    ident = thread.ident
+    if ident is None or ident in agent_idents:
         raise BadRequest("refusing to raise in one of the agent's own threads")
-    thread = find_thread(ident)
-    if thread is None or not thread.is_alive():
-        raise NotFound(f"no live thread thread-{ident}")
+    # Checked again right before the call: the exception is aimed by ident, which the next
+    # thread inherits as soon as this one ends.
+    if not thread.is_alive() or find_thread(ident) is not thread:
+        raise NotFound(f"no thread {target} (it has ended)")
     modified = ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(exc)
     )
     if modified == 0:
-        raise Gone(f"thread thread-{ident} ended before the exception was set")
+        raise Gone(f"thread {target} ended before the exception was set")
     if modified > 1:  # should never happen; undo as the CPython docs require
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
         raise Gone("exception matched several thread states and was withdrawn")
     note = (
-        f"{exc_name} set in thread {thread.name!r} (thread-{ident}): it is raised at the "
+        f"{exc_name} set in thread {thread.name!r} ({target}): it is raised at the "
         "thread's next Python bytecode; it cannot interrupt C code (a sleep, lock wait or "
         "blocking I/O call) until that call returns"
     )

@@ -16,6 +16,7 @@ import psutil
 
 from agent import control
 from agent.audit import AuditLog
+from agent.auditfile import AuditFile
 from agent.collect import guarded
 from agent.collect.census import CensusTaker
 from agent.collect.children import ChildTracker
@@ -33,7 +34,7 @@ from agent.collect.memory import gc_state, os_memory
 from agent.collect.process import CpuMeter, collect_process, gc_collections
 from agent.collect.source import source_lines
 from agent.collect.tasks import TaskRegistry, awaited_tasks, collect_task_rows, task_state
-from agent.collect.threads import collect_threads, find_thread
+from agent.collect.threads import THREAD_IDS, collect_threads
 from agent.collect.tracing import Tracer
 from agent.errors import BadRequest, NotFound
 from agent.exposed import ExposedRegistry
@@ -89,6 +90,7 @@ class AgentCore:
         history_capacity: int = 600,
         history_interval: float = 1.0,
         history_idle_interval: float = 10.0,
+        audit_file: str | None = None,
     ) -> None:
         self.name = name
         self.process = psutil.Process()
@@ -97,14 +99,18 @@ class AgentCore:
         self.tasks = TaskRegistry()
         self.children = ChildTracker(self.process)
         self.exposed = ExposedRegistry()
-        self.audit = AuditLog()
+        self._agent_idents: set[int] = set()
+        self._idents_lock = threading.Lock()
+        # raises ConfigError for an unsafe file: the operator asked for a trail
+        sink = AuditFile(audit_file, on_thread=self.add_agent_thread) if audit_file else None
+        self.audit = AuditLog(sink=sink)
+        self.thread_ids = THREAD_IDS
         self.lag = LagProbe()
         self.history = HistoryBuffer(history_capacity, history_interval)
         self.census_taker = CensusTaker()
         self.tracer = Tracer()
-        self._agent_idents: set[int] = set()
-        self._idents_lock = threading.Lock()
         self._observers = 0
+        self._sessions = 0
         self._observers_lock = threading.Lock()
         self.sampler = Sampler(
             self.sample,
@@ -129,14 +135,54 @@ class AgentCore:
         with self._idents_lock:
             return set(self._agent_idents)
 
-    def observer_connected(self) -> None:
+    def observer_connected(self) -> int:
+        """Count a new connection; returns its session number (what owns what it starts)."""
         with self._observers_lock:
             self._observers += 1
+            self._sessions += 1
+            session = self._sessions
         self.sampler.wake()
+        return session
 
-    def observer_disconnected(self) -> None:
+    def observer_disconnected(self, session: int = 0, who: Any = None) -> None:
+        """A connection ended: undo what it started for itself alone (tracemalloc without
+        ``keep``), audited; never raises."""
         with self._observers_lock:
             self._observers = max(0, self._observers - 1)
+        try:
+            stopped = self.tracer.stop_started_by(session) if session else None
+            if stopped:
+                self.audit.record(
+                    peer=getattr(who, "peer", "?"),
+                    role=getattr(who, "role", "?"),
+                    action="tracemalloc stop",
+                    target="tracemalloc",
+                    result="ok",
+                    detail=f"session ended: {stopped}",
+                )
+        except Exception:  # contained: a disconnect must never raise into rpyc or the host
+            log.exception("runtime-observer agent: cleanup after a session failed")
+
+    def close(self) -> None:
+        """The agent stops: stop tracemalloc if the agent started it (not if the host did),
+        audit that, and flush the audit file. Never raises."""
+        try:
+            stopped = self.tracer.stop_started_by(None)
+            if stopped:
+                self.audit.record(
+                    peer="host",
+                    role="agent",
+                    action="tracemalloc stop",
+                    target="tracemalloc",
+                    result="ok",
+                    detail=f"agent stopped: {stopped}",
+                )
+        except Exception:
+            log.exception("runtime-observer agent: stopping tracemalloc failed")
+        try:
+            self.audit.close()
+        except Exception:
+            log.exception("runtime-observer agent: closing the audit failed")
 
     # ------------------------------------------------------------ reads
 
@@ -240,14 +286,6 @@ class AgentCore:
 
     # ------------------------------------------------------------ stacks and locals
 
-    def _thread_ident(self, target: str) -> int:
-        if not target.startswith("thread-"):
-            raise BadRequest(f"{target!r} is not a thread id")
-        try:
-            return int(target[7:])
-        except ValueError as exc:
-            raise BadRequest(f"{target!r} is not a thread id") from exc
-
     def _frames_of(self, target: str) -> tuple[str, str, str, list[Any], tuple[str, ...], str]:
         """(kind, name, state, frames outermost first, awaiting ids, note) of a target."""
         if target.startswith("task-"):
@@ -267,11 +305,10 @@ class AgentCore:
                 note = f"task is {state}: it has no coroutine frames left"
             return "task", task.get_name(), state, frames, awaiting, note
         if target.startswith("thread-"):
-            ident = self._thread_ident(target)
-            thread = find_thread(ident)
-            frame = sys._current_frames().get(ident)
-            if thread is None or frame is None:
-                raise NotFound(f"no live thread {target}")
+            thread = self.thread_ids.find(target)
+            frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
+            if frame is None:
+                raise NotFound(f"no thread {target} (it has ended)")
             return "thread", thread.name, "alive", thread_frames(frame), (), "outermost first"
         raise BadRequest(f"{target!r} is neither a task-N nor a thread-N id")
 
@@ -460,13 +497,14 @@ class AgentCore:
         return control.cancel_task(self.tasks, task_id, message)
 
     def raise_in(self, thread_id: str, exc_name: str) -> str:
-        return control.raise_in_thread(self._thread_ident(thread_id), exc_name, self.agent_idents())
+        thread = self.thread_ids.find(thread_id)
+        return control.raise_in_thread(thread, thread_id, exc_name, self.agent_idents())
 
     def signal(self, pid: int, signame: str) -> str:
         return control.signal_child(self.children, pid, signame)
 
-    def tracemalloc_start(self, frames: int, by: str) -> str:
-        return self.tracer.start(frames, by)
+    def tracemalloc_start(self, frames: int, by: str, session: int = 0, keep: bool = False) -> str:
+        return self.tracer.start(frames, by, session=session, keep=keep)
 
     def tracemalloc_stop(self) -> str:
         return self.tracer.stop()

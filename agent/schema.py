@@ -84,7 +84,7 @@ class ProcessInfo:
 class ThreadInfo:
     """A Python thread with its OS-level CPU time."""
 
-    id: str  # "thread-<ident>", what ps prints and kill takes
+    id: str  # "thread-<ident>-<serial>", what ps prints and kill takes
     ident: int
     native_id: int | None
     name: str

@@ -113,7 +113,11 @@ class AgentServer:
                 "binding anything but loopback needs tls_cert, tls_key and tokens "
                 "(run `observer keygen DIR` to make them)"
             )
-        self.core = AgentCore(config.name, history_idle_interval=config.history_idle_interval)
+        self.core = AgentCore(
+            config.name,
+            history_idle_interval=config.history_idle_interval,
+            audit_file=config.audit_file,
+        )
         tls: ssl.SSLContext | None = None
         cert_der = None
         if config.tls_cert and config.tls_key:
@@ -185,3 +189,4 @@ class AgentServer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         registry.unregister()
+        self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

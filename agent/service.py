@@ -58,15 +58,16 @@ class AgentService(rpyc.Service):
     def __init__(self) -> None:
         super().__init__()
         self._creds = Credentials("viewer", "?")
+        self._session = 0
 
     def on_connect(self, conn: rpyc.Connection) -> None:
         creds = conn._config.get("credentials")
         if isinstance(creds, Credentials):
             self._creds = creds
-        self.core.observer_connected()
+        self._session = self.core.observer_connected()
 
     def on_disconnect(self, conn: rpyc.Connection) -> None:
-        self.core.observer_disconnected()
+        self.core.observer_disconnected(self._session, self._creds)
 
     # ------------------------------------------------------------ plumbing
 
@@ -80,23 +81,49 @@ class AgentService(rpyc.Service):
             log.exception("runtime-observer agent: request failed")
             return encode_error("internal", f"agent error: {type(exc).__name__}")
 
-    def _control(self, action: str, target: str, fn: Callable[[], str], run: Any = "") -> bytes:
+    def _control(
+        self, action: str, target: str, fn: Callable[[], str], run: Any = "", kind: str = ""
+    ) -> bytes:
         """Run a control action with role check and audit (denials are audited too).
 
         ``run`` names the chaos run the action belongs to; it is written to the audit.
+        ``kind`` names the action without the peer's words (what denials are folded by).
+        """
+        return self._operator(
+            action,
+            target,
+            lambda: ControlResult(target, action, True, fn()),
+            run,
+            kind,
+            lambda result: result.message,
+        )
+
+    def _operator(
+        self,
+        action: str,
+        target: str,
+        fn: Callable[[], Any],
+        run: Any = "",
+        kind: str = "",
+        describe: Callable[[Any], str] = lambda _value: "",
+    ) -> bytes:
+        """Run ``fn`` for an operator only, audit it (denials too) and reply with its value.
+
+        The role is checked before any argument, so a viewer's attempt is always a denial
+        (kept apart from control actions in the audit, see agent.audit).
         """
         creds = self._creds
         run_id = _label(run, 64)
         try:
-            if type(run) is not str:
-                raise BadRequest("run must be str")
             if ROLES.get(creds.role, 0) < ROLES["operator"]:
                 raise PermissionDenied(
                     f"permission denied: {action} needs the operator role, "
                     f"this connection has {creds.role}"
                 )
-            result = ControlResult(target, action, True, fn())
-            outcome, detail, reply = "ok", result.message, encode_ok(result)
+            if type(run) is not str:
+                raise BadRequest("run must be str")
+            value = fn()
+            outcome, detail, reply = "ok", describe(value), encode_ok(value)
         except AgentError as exc:
             outcome = "denied" if isinstance(exc, PermissionDenied) else exc.kind
             detail, reply = exc.message, encode_error(exc.kind, exc.message)
@@ -112,6 +139,7 @@ class AgentService(rpyc.Service):
             result=outcome,
             detail=detail,
             run="" if run_id == "?" else run_id,
+            kind=kind or action,
         )
         return reply
 
@@ -193,17 +221,27 @@ class AgentService(rpyc.Service):
     def exposed_census(self, top: int = 50, baseline: bool = False, growth: bool = False) -> bytes:
         """Objects by type; ``baseline`` remembers this census, ``growth`` compares with it.
 
-        Any role may take a baseline: it changes no host state, only what growth means,
-        and the census records who took it.
+        The baseline is the node's one shared reference (every observer's growth compares
+        with it), so taking one is an operator action, audited like the others: a viewer
+        cannot reset what the operator is measuring against.
         """
-        return self._run(
-            lambda: self.core.census(
+
+        def take() -> Any:
+            return self.core.census(
                 _check(top, int, "top"),
                 _check(baseline, bool, "baseline"),
                 _check(growth, bool, "growth"),
                 self._creds.label,
             )
-        )
+
+        if baseline is True:
+            return self._operator(
+                "census baseline",
+                "census",
+                take,
+                describe=lambda c: f"baseline of {c.objects:,} objects",
+            )
+        return self._run(take)
 
     def exposed_trace_stats(self, limit: int = 20, group: str = "lineno", diff: bool = False):
         return self._run(
@@ -213,7 +251,13 @@ class AgentService(rpyc.Service):
         )
 
     def exposed_trace_baseline(self) -> bytes:
-        return self._run(self.core.tracer.set_baseline)
+        """Make traced memory as of now the shared diff baseline (operator, audited)."""
+        return self._operator(
+            "tracemalloc baseline",
+            "tracemalloc",
+            self.core.tracer.set_baseline,
+            describe=lambda _stamp: "baseline recorded",
+        )
 
     def exposed_source(self, path: str, line: int, context: int = 10) -> bytes:
         return self._run(
@@ -232,6 +276,7 @@ class AgentService(rpyc.Service):
             _label(task_id),
             lambda: self.core.cancel(_check_id(task_id, "task id"), _check(message, str, "msg")),
             run,
+            "cancel",
         )
 
     def exposed_raise_in(
@@ -244,6 +289,7 @@ class AgentService(rpyc.Service):
                 _check_id(thread_id, "thread id"), _check(exception, str, "exception")
             ),
             run,
+            "raise",
         )
 
     def exposed_signal(self, pid: int, signal: str = "TERM", run: str = "") -> bytes:
@@ -252,6 +298,7 @@ class AgentService(rpyc.Service):
             f"pid-{pid}" if type(pid) is int else "?",
             lambda: self.core.signal(_check(pid, int, "pid"), _check(signal, str, "signal")),
             run,
+            "signal",
         )
 
     def exposed_chaos(self, run: str, event: str, detail: str = "") -> bytes:
@@ -263,13 +310,22 @@ class AgentService(rpyc.Service):
                 raise BadRequest(f"event must be one of {', '.join(CHAOS_EVENTS)}")
             return f"chaos run {_check_id(run, 'run')} {event}: {_check(detail, str, 'detail')}"
 
-        return self._control(f"chaos {_label(event, 10)}", _label(run, 64), mark, run)
+        return self._control(f"chaos {_label(event, 10)}", _label(run, 64), mark, run, "chaos")
 
-    def exposed_tracemalloc_start(self, frames: int = 10) -> bytes:
+    def exposed_tracemalloc_start(self, frames: int = 10, keep: bool = False) -> bytes:
+        """Start tracemalloc; it stops when this session ends unless ``keep`` (and always
+        when the agent stops)."""
         return self._control(
-            f"tracemalloc start {frames if type(frames) is int else '?'} frames",
+            f"tracemalloc start {frames if type(frames) is int else '?'} frames"
+            + (" keep" if keep is True else ""),
             "tracemalloc",
-            lambda: self.core.tracemalloc_start(_check(frames, int, "frames"), self._creds.label),
+            lambda: self.core.tracemalloc_start(
+                _check(frames, int, "frames"),
+                self._creds.label,
+                session=self._session,
+                keep=_check(keep, bool, "keep"),
+            ),
+            kind="tracemalloc start",
         )
 
     def exposed_tracemalloc_stop(self) -> bytes:

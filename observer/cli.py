@@ -315,7 +315,7 @@ def _cmd_tracemalloc(args: argparse.Namespace) -> int:
     with _connect(args) as node:
         if action in ("start", "stop"):
             result = (
-                node.tracemalloc_start(args.frames)
+                node.tracemalloc_start(args.frames, keep=args.keep)
                 if action == "start"
                 else node.tracemalloc_stop()
             )
@@ -575,12 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tree", cmd_tree, "process -> threads -> event loops -> tasks, and children")
     p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
     p = add("stack", cmd_stack, "full stack of a thread or await chain of a task")
-    p.add_argument("id", metavar="ID", help="thread-N or task-N as ps prints it")
+    p.add_argument("id", metavar="ID", help="thread-N-S or task-N as ps prints it")
     p.add_argument("--locals", action="store_true", help="also show each frame's locals")
     p = add("kill", cmd_kill, "cancel a task, raise in a thread, or signal a child process")
-    p.add_argument("id", metavar="ID", help="task-N, thread-N or pid-N as ps prints it")
+    p.add_argument("id", metavar="ID", help="task-N, thread-N-S or pid-N as ps prints it")
     p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
-    p.add_argument("--exception", help="for thread-N: builtin exception name (default SystemExit)")
+    p.add_argument("--exception", help="for a thread: builtin exception name (default SystemExit)")
     add("info", cmd_info, "process facts: python, memory, fds, gc, exposed objects")
     p = add("mem", cmd_mem, "memory: RSS/USS, GC, objects by type and their growth, tracemalloc")
     p.add_argument("tool", nargs="?", choices=["tracemalloc"], help="tracemalloc ACTION")
@@ -588,13 +588,21 @@ def build_parser() -> argparse.ArgumentParser:
         "action",
         nargs="?",
         choices=["start", "stop", "top", "diff", "baseline", "status"],
-        help="start/stop need the operator role; diff compares with the baseline",
+        help="start/stop/baseline need the operator role; diff compares with the baseline",
     )
     p.add_argument("--top", type=int, default=25, help="show the N largest (default 25)")
     growth = p.add_mutually_exclusive_group()
-    growth.add_argument("--baseline", action="store_true", help="record a census baseline")
+    growth.add_argument(
+        "--baseline", action="store_true", help="record the node's census baseline (operator)"
+    )
     growth.add_argument("--growth", action="store_true", help="types grown since the baseline")
     p.add_argument("--frames", type=int, default=10, help="tracemalloc start: frames kept")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="tracemalloc start: keep tracing after this command ends (until stop or the "
+        "agent stops); without it tracing stops when this command's connection closes",
+    )
     p.add_argument(
         "--group",
         choices=["lineno", "traceback", "filename"],

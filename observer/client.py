@@ -281,7 +281,8 @@ class Node:
 
     def census(self, top: int = 50, *, baseline: bool = False, growth: bool = False) -> Census:
         """Live objects by type (top N by count). ``baseline=True`` makes this census the
-        baseline; ``growth=True`` also lists the types that grew most since the baseline."""
+        node's baseline (operator, audited); ``growth=True`` also lists the types that grew
+        most since the baseline."""
         return self._call(Census, "census", int(top), bool(baseline), bool(growth))
 
     def growth(self, top: int = 50) -> Census:
@@ -297,7 +298,8 @@ class Node:
         return self._call(TraceStats, "trace_stats", int(limit), str(group), True)
 
     def tracemalloc_baseline(self) -> float:
-        """Make the traced memory as it is now the baseline that diffs compare against."""
+        """Make the traced memory as it is now the baseline that diffs compare against
+        (operator, audited: the baseline is shared by every observer of the node)."""
         return self._call(float, "trace_baseline")
 
     def source(self, path: str, line: int, context: int = 10) -> SourceText:
@@ -336,8 +338,12 @@ class Node:
         """Audit a chaos run's ``start`` or ``end`` (operator only: a viewer is refused here)."""
         return self._call(ControlResult, "chaos", str(run), str(event), str(detail))
 
-    def tracemalloc_start(self, frames: int = 10) -> ControlResult:
-        """Start tracing allocations with ``frames`` frames per traceback (operator, audited)."""
+    def tracemalloc_start(self, frames: int = 10, keep: bool = False) -> ControlResult:
+        """Start tracing allocations with ``frames`` frames per traceback (operator, audited).
+
+        It stops when this connection ends unless ``keep`` (and whenever the agent stops)."""
+        if keep:  # only sent when asked: an older agent takes frames alone
+            return self._call(ControlResult, "tracemalloc_start", int(frames), True)
         return self._call(ControlResult, "tracemalloc_start", int(frames))
 
     def tracemalloc_stop(self) -> ControlResult:

@@ -67,8 +67,10 @@ def test_unknown_and_finished_targets_give_clear_errors(host):
     with host.connect() as node:
         with pytest.raises(NotFound, match="no task task-999999"):
             node.cancel("task-999999")
-        with pytest.raises(NotFound, match="no live thread"):
+        with pytest.raises(NotFound, match="no thread thread-12345"):
             node.raise_in("thread-12345")
+        with pytest.raises(NotFound, match="no thread thread-12345-1 "):
+            node.raise_in("thread-12345-1")
         with pytest.raises(NotFound, match="not a live child"):
             node.signal(1)
         with pytest.raises(BadRequest, match="not a builtin exception"):

@@ -11,7 +11,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QMessageBox
 
 from observer.gui.source import SiteWindow
-from observer.gui.tab_memory import TRACE_REASON
+from observer.gui.tab_memory import BASELINE_REASON, TRACE_REASON
 from tests.test_gui import WAIT, spec, wait_up
 
 RECORD = "__main__.LeakyRecord"
@@ -26,7 +26,7 @@ def open_memory(qtbot, window, leaky, role="operator"):
 
 
 def test_census_table_growth_and_filter(qtbot, window, leaky):
-    tab, _link = open_memory(qtbot, window, leaky, role="viewer")
+    tab, _link = open_memory(qtbot, window, leaky)
     assert tab.types.source.rowCount() > 10
     counts = [int(c.replace(",", "")) for c in tab.types.column_texts(1)]
     assert counts == sorted(counts, reverse=True)  # largest count first
@@ -36,7 +36,7 @@ def test_census_table_growth_and_filter(qtbot, window, leaky):
 
     leaky.pause()
     first = tab.census
-    qtbot.mouseClick(tab.baseline_button, Qt.MouseButton.LeftButton)  # viewers may do this
+    qtbot.mouseClick(tab.baseline_button, Qt.MouseButton.LeftButton)  # an operator action
     qtbot.waitUntil(
         lambda: tab.census is not first and tab.census.baseline is not None, timeout=WAIT
     )
@@ -59,6 +59,9 @@ def test_viewer_sees_why_tracemalloc_start_is_disabled(qtbot, window, leaky):
     assert not tab.start_button.isEnabled() and not tab.stop_button.isEnabled()
     assert tab.start_button.toolTip() == TRACE_REASON
     assert tab.confirm_start() is None  # no dialog, nothing sent
+    # the census baseline is shared by every observer of the node: operators only
+    assert not tab.baseline_button.isEnabled() and tab.baseline_button.toolTip() == BASELINE_REASON
+    assert tab.growth_button.isEnabled()
     assert "not running" in tab.trace_label.text()
     assert not tab.top_button.isEnabled()
 

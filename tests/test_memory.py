@@ -39,7 +39,7 @@ def test_mem_json_contract_and_rss_is_the_real_one(leaky):
 
 def test_growth_puts_the_leaking_type_first_with_the_real_count(leaky):
     leaky.pause()
-    base = observer("mem", leaky.address, *leaky.creds("viewer"), "--baseline")
+    base = observer("mem", leaky.address, *leaky.creds("operator"), "--baseline")
     assert base.returncode == 0, base.stderr
     assert "Baseline recorded" in base.stdout
     before = leaky.pause()
@@ -181,9 +181,11 @@ def test_source_is_shown_for_loaded_modules_only(leaky):
 
 def test_tracemalloc_cli_start_top_diff_stop(leaky):
     creds = leaky.creds("operator")
-    start = observer("mem", leaky.address, *creds, "tracemalloc", "start", "--frames", "2")
+    start = observer(
+        "mem", leaky.address, *creds, "tracemalloc", "start", "--frames", "2", "--keep"
+    )
     assert start.returncode == 0, start.stderr
-    assert "started with 2 frames" in start.stdout
+    assert "started with 2 frames" in start.stdout and "keeps running" in start.stdout
     again = observer("mem", leaky.address, *creds, "tracemalloc", "start")
     assert again.returncode == 1 and "already running" in again.stderr
     leaky.leak_for(25)

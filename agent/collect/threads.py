@@ -1,16 +1,27 @@
-"""Python threads with their current location and OS CPU time (matched by native id)."""
+"""Python threads with their current location and OS CPU time (matched by native id).
+
+A thread's id is ``thread-<ident>-<serial>``: CPython reuses an ended thread's ident for
+the next thread at once, so the serial (one per threading.Thread object, never reused in
+this process) is what makes an id name one thread and go stale when it ends.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 import threading
+import weakref
 from collections.abc import Iterable
 
 import psutil
 
 from agent.collect import guarded
 from agent.collect.frames import code_location
+from agent.errors import BadRequest, NotFound
 from agent.schema import ThreadInfo
+
+_THREAD_ID = re.compile(r"thread-(\d{1,20})-(\d{1,20})")
 
 _LINUX_STATES = {
     "R": "running",
@@ -43,10 +54,53 @@ def thread_cpu_times(process: psutil.Process) -> dict[int, float]:
     return {t.id: t.user_time + t.system_time for t in threads}
 
 
+class ThreadIds:
+    """Serials for threading.Thread objects (weakly held), and ids checked against them."""
+
+    def __init__(self) -> None:
+        self._serials: weakref.WeakKeyDictionary[threading.Thread, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def id_of(self, thread: threading.Thread) -> str:
+        """The id of a live thread (its serial is given the first time it is seen)."""
+        with self._lock:
+            serial = self._serials.get(thread)
+            if serial is None:
+                serial = self._serials[thread] = next(self._counter)
+        return f"thread-{thread.ident}-{serial}"
+
+    def find(self, target: str) -> threading.Thread:
+        """The live thread ``target`` names; NotFound if that thread has ended, even when
+        its ident now belongs to another thread."""
+        match = _THREAD_ID.fullmatch(target)
+        if match is None:
+            if re.fullmatch(r"thread-\d{1,20}", target):
+                raise NotFound(
+                    f"no thread {target}: thread ids are thread-IDENT-SERIAL as ps lists "
+                    "them (an ident alone may name a later thread)"
+                )
+            raise BadRequest(f"{target!r} is not a thread id (thread-IDENT-SERIAL)")
+        ident, serial = int(match.group(1)), int(match.group(2))
+        thread = find_thread(ident)
+        with self._lock:
+            current = self._serials.get(thread) if thread is not None else None
+        if thread is None or current != serial or not thread.is_alive():
+            reused = f"; thread-{ident} now names another thread" if thread is not None else ""
+            raise NotFound(f"no thread {target} (it has ended{reused})")
+        return thread
+
+
+THREAD_IDS = ThreadIds()  # one per process: ids stay valid across agent restarts
+
+
 def collect_threads(
     process: psutil.Process,
     agent_idents: Iterable[int],
     loop_by_thread: dict[int, str],
+    ids: ThreadIds = THREAD_IDS,
 ) -> list[ThreadInfo]:
     """Describe every live Python thread."""
     frames = sys._current_frames()
@@ -62,7 +116,7 @@ def collect_threads(
         function, file, line = code_location(frames.get(ident))
         out.append(
             ThreadInfo(
-                id=f"thread-{ident}",
+                id=ids.id_of(thread),
                 ident=ident,
                 native_id=native_id,
                 name=thread.name,

@@ -104,8 +104,10 @@ class Tracer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.started: float | None = None
+        self.started: float | None = None  # set only while the agent's own start is tracing
         self.started_by = ""
+        self.session = 0  # the session that started it; 0 = none
+        self.keep = False  # whether it outlives that session
         self.slowdown: float | None = None
         self._baseline: dict[Key, list[int]] | None = None
         self.baseline_time: float | None = None
@@ -114,7 +116,9 @@ class Tracer:
 
     # ------------------------------------------------------------ control
 
-    def start(self, frames: int, by: str) -> str:
+    def start(self, frames: int, by: str, *, session: int = 0, keep: bool = False) -> str:
+        """Start tracing; what the agent starts it stops again when the starting session
+        ends (unless ``keep``) and when the agent stops (see stop_started_by)."""
         if not 1 <= frames <= MAX_FRAMES:
             raise BadRequest(f"frames must be between 1 and {MAX_FRAMES}")
         with self._lock:
@@ -127,6 +131,7 @@ class Tracer:
             tracemalloc.start(frames)
             after = _allocation_rate()
             self.started, self.started_by = time.time(), by
+            self.session, self.keep = session, keep
             self.slowdown = after / before if before > 0 else None
             self._baseline, self.baseline_time = None, None
         self.set_baseline()
@@ -136,16 +141,37 @@ class Tracer:
             if self.slowdown
             else ""
         )
-        return f"tracemalloc started with {frames} frames per traceback{slow}"
+        until = (
+            "it keeps running after this session, until stopped or the agent stops"
+            if keep or not session
+            else "it stops when this session ends (start it with keep to leave it running)"
+        )
+        return f"tracemalloc started with {frames} frames per traceback{slow}; {until}"
 
     def stop(self) -> str:
         with self._lock:
             if not tracemalloc.is_tracing():
                 raise AgentError("tracemalloc is not running")
-            overhead = tracemalloc.get_tracemalloc_memory()
-            tracemalloc.stop()
-            self.started, self.started_by, self.slowdown = None, "", None
-            self._baseline, self.baseline_time = None, None
+            return self._stop()
+
+    def stop_started_by(self, session: int | None) -> str | None:
+        """Stop tracemalloc if the agent started it and ``session`` (None: any, the agent is
+        stopping) started it without keep; what the host started itself is left alone.
+        Returns what stop says, or None when nothing was stopped."""
+        with self._lock:
+            if self.started is None or not tracemalloc.is_tracing():
+                return None
+            if session is not None and (session != self.session or self.keep):
+                return None
+            return self._stop()
+
+    def _stop(self) -> str:
+        """Stop tracing and forget the agent's state (lock held)."""
+        overhead = tracemalloc.get_tracemalloc_memory()
+        tracemalloc.stop()
+        self.started, self.started_by, self.slowdown = None, "", None
+        self.session, self.keep = 0, False
+        self._baseline, self.baseline_time = None, None
         return f"tracemalloc stopped; {overhead / 1e6:.1f} MB of traces freed"
 
     # ------------------------------------------------------------ reads

@@ -60,6 +60,11 @@ TRACE_REASON = (
     "Read-only: starting or stopping tracemalloc changes how the host runs, so it needs an "
     "operator token; this node was connected with a viewer token."
 )
+BASELINE_REASON = (
+    "Read-only: the baseline is shared by everyone observing this node (it is what growth "
+    "and diff compare with), so taking one needs an operator token; this node was "
+    "connected with a viewer token."
+)
 
 
 def _item(text: str, sort: Any = None, align_right: bool = False) -> QStandardItem:
@@ -373,7 +378,8 @@ class MemoryTab(Tab):
             "Start tracemalloc",
             f"Start tracemalloc with {frames} frames per allocation on node "
             f"{link.label} ({link.spec.address})?\n\n"
-            "Every allocation the host makes is traced until you stop it: allocation-heavy "
+            "Every allocation the host makes is traced until you stop it (or disconnect: it "
+            "stops when this window's connection to the node ends): allocation-heavy "
             "code runs several times slower (the agent measures and shows by how much) and "
             "the traces take memory in the host. The action is audited.",
             parent=self,
@@ -506,10 +512,17 @@ class MemoryTab(Tab):
             button.setToolTip(
                 "" if tracing else "tracemalloc is not running on this node: Start it first"
             )
+        if tracing and not can:
+            self.trace_baseline_button.setEnabled(False)
+            self.trace_baseline_button.setToolTip(BASELINE_REASON)
         if self.memory is not None and not tracing and not self.sites:
             self.trace_label.setText(tracemalloc_text(self.memory.tracemalloc))
         for button in (self.census_button, self.baseline_button, self.growth_button):
             button.setEnabled(link is not None)
+        self.baseline_button.setEnabled(can)
+        self.baseline_button.setToolTip(
+            BASELINE_REASON if not can else "Remember today's counts; growth compares with them"
+        )
 
     def status_text(self) -> str:
         m = self.memory
