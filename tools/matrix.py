@@ -176,13 +176,13 @@ def from_chroot(version: str, log: Log) -> Interpreter:
     """``python3.X`` inside the Debian sid chroot, building the chroot the first time."""
     if version not in CHROOT_VERSIONS:
         raise Unavailable(f"python{version}: not on PATH, not in pyenv")
-    build = subprocess.run(
-        [str(CHROOT_SCRIPT), "build"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    log.write(build.stdout)
-    if build.returncode != 0:
-        lines = [line for line in build.stdout.splitlines() if line.strip()]
-        raise Unavailable(lines[-1] if lines else "sid chroot: build failed")
+    if stream([str(CHROOT_SCRIPT), "build"], log) != 0:
+        said = [
+            line
+            for line in log.path.read_text(errors="replace").splitlines()
+            if line.startswith("sid chroot:")
+        ]
+        raise Unavailable(said[-1] if said else "sid chroot: build failed")
     prefix = [str(CHROOT_SCRIPT), "run", "--"]
     found = probe([*prefix, f"python{version}"])
     if not found or found[0] != version:
@@ -310,7 +310,8 @@ def prepare(interp: Interpreter, log: Log) -> str:
     stamp_text = f"{digest} {interp.executable} {interp.src}\n"
     stamp = interp.host_path(f"{interp.venv}/{STAMP_NAME}")
     fresh = stamp.is_file() and stamp.read_text() == stamp_text
-    if fresh and interp.host_path(python).exists():
+    # lexists: in the chroot bin/python links to /usr/bin/python3.X, absent on the host
+    if fresh and os.path.lexists(interp.host_path(python)):
         log.write(f"{interp.venv}: up to date\n", show=True)
         return python
     log.write(f"{interp.venv}: installing dependencies (new, or pyproject.toml changed)\n", True)

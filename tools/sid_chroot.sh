@@ -130,7 +130,7 @@ build() {
     rm -rf "$ROOT"
     local mirror
     mirror="$(host_mirror)"
-    say "building in $ROOT from $mirror (once; about two minutes)"
+    say "building in $ROOT from $mirror (once; about a minute)"
     if ! debootstrap --variant=minbase --include="$BOOTSTRAP_PKGS" sid "$ROOT" "$mirror" \
         >"$ROOT.build.log" 2>&1; then
         say "unavailable: debootstrap failed (see $ROOT.build.log; tail follows)"
