@@ -438,6 +438,10 @@ def ratio(values: list[float], base: list[float]) -> str:
     return f"{statistics.median(values) / statistics.median(base):.2f}"
 
 
+def any_reason(by_n: dict[int, dict[str, Result]]) -> bool:
+    return any(r.missing or r.errors for results in by_n.values() for r in results.values())
+
+
 def table(by_n: dict[int, dict[str, Result]]) -> list[str]:
     labels = list(next(iter(by_n.values())).keys())
     floor, api = Floor.label, Api.label
@@ -450,7 +454,7 @@ def table(by_n: dict[int, dict[str, Result]]) -> list[str]:
         for row, label in zip(rows, labels, strict=True):
             res = results[label]
             row += [
-                spread(res.times),
+                spread(res.times) if res.times else ("not measured" if res.missing else "failed"),
                 spread(res.stalls),
                 ratio(res.times, results[floor].times),
                 ratio(res.times, results[api].times),
@@ -464,6 +468,8 @@ def table(by_n: dict[int, dict[str, Result]]) -> list[str]:
         out.append("  ".join(cells).rstrip())
         if k == 1:
             out.append("-" * len(out[-1]))
+    if any_reason(by_n):
+        out.append("why a tool was not measured or stopped:")
     for n, results in by_n.items():
         for label, res in results.items():
             if res.missing:
