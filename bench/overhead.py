@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import queue
@@ -55,6 +56,15 @@ POLL_EVERY = 1.0
 
 
 # ---------------------------------------------------------------- the server
+
+
+def tail(log: Path, lines: int = 5) -> str:
+    """The last lines of a child's stderr, for an error message (its file is temporary)."""
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError as exc:
+        return f"its log is unreadable: {exc}"
+    return "its stderr ends: " + " | ".join(text) if text else "its stderr is empty"
 
 
 class WebHost:
@@ -96,7 +106,7 @@ class WebHost:
         except queue.Empty:
             raise RuntimeError(f"server did not answer in {timeout:.0f}s") from None
         if not line.startswith(prefix):
-            raise RuntimeError(f"server said {line!r}, expected {prefix!r}; see {self.log}")
+            raise RuntimeError(f"server said {line!r}, expected {prefix!r}; {tail(self.log)}")
         return line.split(":", 1)[1]
 
     def cpu(self) -> dict[str, float]:
@@ -217,8 +227,13 @@ class Poller:
                 node.snapshot(limit=self.limit)  # the link is up and warm before the load
         except Exception as exc:
             self.errors.append(f"connect: {type(exc).__name__}: {exc}")
+            if node is not None:
+                node.close()
+            self.ready.set()
+            return
         self.ready.set()
-        next_at = time.monotonic()
+        next_at = time.monotonic() + (POLL_EVERY if node is not None else 0.0)
+        self.stop_flag.wait(max(0.0, next_at - time.monotonic()))
         while not self.stop_flag.is_set():
             started = time.perf_counter()
             try:
@@ -400,6 +415,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
+    if importlib.util.find_spec("aiohttp") is None:
+        raise SystemExit("bench/overhead.py needs aiohttp: pip install -e '.[bench]'")
     server_cpu, others, where = pick_cpus()
     if server_cpu is not None:
         os.sched_setaffinity(0, others)  # we, wrk and the observer stay off the server's core
@@ -415,7 +432,10 @@ def main() -> None:
                 turn = r % len(modes)
                 for mode in modes[turn:] + modes[:turn]:
                     print(f"run {r + 1}/{args.runs}: {MODES[mode]} ...", flush=True)
-                    one_run(server, load, mode, km, args, results[mode])
+                    try:
+                        one_run(server, load, mode, km, args, results[mode])
+                    except Exception as exc:  # one bad run must not lose the others
+                        results[mode].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
         finally:
             server.close()
         report(results, load, where, args)

@@ -58,6 +58,15 @@ class ToolUnavailable(Exception):
 # ---------------------------------------------------------------- the host
 
 
+def tail(log: Path, lines: int = 5) -> str:
+    """The last lines of a child's stderr, for an error message (its file is temporary)."""
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError as exc:
+        return f"its log is unreadable: {exc}"
+    return "its stderr ends: " + " | ".join(text) if text else "its stderr is empty"
+
+
 class Host:
     """A bench/peerhost.py process and its line-per-answer stdin/stdout protocol."""
 
@@ -98,7 +107,7 @@ class Host:
         except queue.Empty:
             raise RuntimeError(f"host did not answer {prefix!r} in {timeout:.0f}s") from None
         if not line.startswith(prefix):
-            raise RuntimeError(f"host said {line!r}, expected {prefix!r}; see {self.log}")
+            raise RuntimeError(f"host said {line!r}, expected {prefix!r}; {tail(self.log)}")
         return line
 
     def send(self, word: str) -> None:
@@ -496,7 +505,12 @@ def main() -> None:
         info: dict = {}
         for n in args.tasks:
             print(f"measuring {n} tasks ...", flush=True)
-            by_n[n], info = measure(km, n, args.shape, args.rounds, args.timeout, Path(tmp))
+            try:
+                by_n[n], info = measure(km, n, args.shape, args.rounds, args.timeout, Path(tmp))
+            except Exception as exc:  # the other task counts still get their figures
+                print(f"{n} tasks: not measured: the host failed: {type(exc).__name__}: {exc}")
+        if not by_n:
+            raise SystemExit("no figures: every host failed")
         shapes = {
             "chains": "chains of 3 tasks awaiting each other",
             "flat": "independent tasks",
