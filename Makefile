@@ -33,11 +33,17 @@ format: $(STAMP)
 	$(BIN)/ruff format agent observer tests bench tools
 	$(BIN)/ruff check --fix agent observer tests bench tools
 
+# The bench extra (aiohttp, aiomonitor, py-spy) is installed here only, never by `make test`.
+# bench/overhead.py uses wrk when it is on PATH (Debian: apt-get install wrk), else a
+# slower Python load generator, and says which.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/fleet.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py
+	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf $(VENV) .venv-3.* build *.egg-info .pytest_cache
