@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--operator-token-file")
     run.add_argument("--client-ca", help="require client certificates signed by this CA")
     run.add_argument(
+        "--max-sessions",
+        type=int,
+        metavar="N",
+        help="observers connected at once; one more is told 'agent busy' (default 16)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -75,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens=tokens,
             name=args.name,
             client_cafile=args.client_ca,
+            max_sessions=args.max_sessions,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)
