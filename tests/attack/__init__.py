@@ -1,0 +1,1 @@
+"""Attacks on the agent's listener and login, each against a real agent subprocess."""
