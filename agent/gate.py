@@ -32,7 +32,7 @@ log = logging.getLogger("agent")
 
 HANDSHAKE_DEADLINE = 5.0  # TLS and the challenge together, from accept to the verdict
 MAX_PENDING = 32  # connections still in the handshake, across every peer
-ACCEPT_BATCH = 64  # accepts per turn, so handshakes in progress keep moving under a flood
+ACCEPT_BATCH = 16  # accepts per turn, so handshakes in progress keep moving under a flood
 BACKOFF_FIRST = 0.05  # after accept() fails for want of descriptors/buffers: 50 ms ...
 BACKOFF_MAX = 1.0  # ... doubling up to 1 s
 LIVENESS_EVERY = 1.0  # how often the listener is checked for being closed behind our back
@@ -76,18 +76,20 @@ class _Pending:
     """One connection in the handshake: where it is, what it owes, when it must be done."""
 
     __slots__ = (
-        "active",
         "closing",
         "deadline",
         "events",
         "fd",
         "inbuf",
         "ip",
+        "last",
         "nonce",
         "out",
         "peer",
         "sock",
+        "spoke",
         "tls_done",
+        "trusted",
     )
 
     def __init__(self, sock: socket.socket, ip: str, peer: str, now: float, tls: bool) -> None:
@@ -96,7 +98,9 @@ class _Pending:
         self.ip = ip
         self.peer = peer
         self.deadline = now + HANDSHAKE_DEADLINE
-        self.active = now  # last time the peer moved the handshake on
+        self.trusted = False  # its address logged in recently
+        self.spoke = False  # the peer has sent something
+        self.last = now  # when it last did
         self.tls_done = not tls
         self.nonce = b""
         self.inbuf = bytearray()
@@ -206,16 +210,23 @@ class Gate:
             timeout = min(timeout, self._resume_at - now)
         ready = self._selector.select(max(0.0, timeout))
         now = time.monotonic()
-        for key, _mask in ready:
+        accept = False
+        # handshakes first, newcomers after: an answer that arrived is read before the
+        # next newcomer may push its connection out
+        for key, mask in ready:
             if key.fileobj is self._wake_r:
                 with contextlib.suppress(OSError):
                     self._wake_r.recv(64)
             elif key.fileobj is self.listener:
-                self._accept(now)
+                accept = True
             elif self._pending.get(key.data.fd) is key.data:  # not closed earlier this turn
-                self._step(key.data, now)
-            if self._stopping:
-                return
+                if mask & selectors.EVENT_READ:
+                    key.data.spoke, key.data.last = True, now
+                self._step(key.data)
+        if self._stopping:
+            return
+        if accept:
+            self._accept(now)
         if self._resume_at and now >= self._resume_at:
             self._selector.register(self.listener, selectors.EVENT_READ, None)
             self._resume_at = 0.0
@@ -303,27 +314,39 @@ class Gate:
 
     def _admit(self, sock: socket.socket, addr: Any, now: float) -> None:
         if len(self._pending) >= MAX_PENDING:
-            self._evict()
+            self._evict(now)
         sock.setblocking(False)
         ip, port = str(addr[0]), int(addr[1])
+        try:  # a real client has sent its first bytes by the time it is accepted
+            spoke = bool(sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            spoke = False
         if self._tls is not None:
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         p = _Pending(sock, ip, f"{ip}:{port}", now, self._tls is not None)
+        p.spoke = spoke
+        p.trusted = self._auth.limiter.trusted(ip)
         self._pending[p.fd] = p
         if p.tls_done:
             self._greet(p)
-        self._step(p, now)
+        self._step(p)
 
-    def _evict(self) -> None:
-        """Make room: close the least recently active handshake of the address holding the
-        most of them.
+    def _evict(self, now: float) -> None:
+        """Make room for a newcomer: close a handshake from an address that has not logged
+        in lately if there is one; of those, one of the address holding the most; of
+        those, one that never sent a byte if any, else the one silent longest.
 
-        A newcomer always gets in, so holding the pool takes a flood of new connections
-        rather than patience; one address only ever pushes out its own connections; and a
-        real handshake, which moves every round trip, is the last one to go.
+        A newcomer always gets in, so holding the pool takes a flood of connections
+        rather than patience; an operator who logged in before is never pushed out by
+        strangers; an address pushes out only its own connections while it holds more
+        than the others; a flood of bare connects churns among itself; and a real
+        handshake, which answers every round trip, outlasts sockets that drip.
         """
         held = collections.Counter(p.ip for p in self._pending.values())
-        victim = max(self._pending.values(), key=lambda p: (held[p.ip], -p.active))
+        victim = max(
+            self._pending.values(),
+            key=lambda p: (not p.trusted, held[p.ip], not p.spoke, now - p.last),
+        )
         self._events.event(
             "evicted",
             "runtime-observer agent: %d connections are in the handshake; closed the idlest, "
@@ -339,10 +362,10 @@ class Gate:
         frame, p.nonce = self._auth.hello()
         p.out = encode_frame(frame)
 
-    def _step(self, p: _Pending, now: float) -> None:
+    def _step(self, p: _Pending) -> None:
         """Move one handshake on as far as its socket allows, then wait for it again."""
         try:
-            want = self._advance(p, now)
+            want = self._advance(p)
         except (HandshakeError, ssl.SSLError, OSError, ValueError) as exc:
             self._events.event(
                 "rejected", "runtime-observer agent: rejected %s: %s", p.peer, _reason(exc)
@@ -358,7 +381,7 @@ class Gate:
                 self._selector.register(p.sock, want, p)
             p.events = want
 
-    def _advance(self, p: _Pending, now: float) -> int | None:
+    def _advance(self, p: _Pending) -> int | None:
         """The selector events the handshake waits for next, or None once it is handed
         over or closed. Raises for a failed handshake."""
         if not p.tls_done:
@@ -369,7 +392,6 @@ class Gate:
             except ssl.SSLWantWriteError:
                 return selectors.EVENT_WRITE
             p.tls_done = True
-            p.active = now
             self._greet(p)
         while True:
             if p.out:
@@ -385,13 +407,13 @@ class Gate:
             if p.closing:
                 self._drop(p)
                 return None
-            message = self._read(p, now)
+            message = self._read(p)
             if message is None:
                 return selectors.EVENT_READ
             if self._decide(p, message) is None:
                 return None
 
-    def _read(self, p: _Pending, now: float) -> dict[str, Any] | None:
+    def _read(self, p: _Pending) -> dict[str, Any] | None:
         """The observer's frame once it is complete, else None (wait for more)."""
         while True:
             need = _LEN.size
@@ -408,7 +430,6 @@ class Gate:
                 return None
             if not chunk:
                 raise HandshakeError("connection closed during handshake")
-            p.active = now
             p.inbuf += chunk
 
     def _decide(self, p: _Pending, message: dict[str, Any]) -> bool | None:

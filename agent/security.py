@@ -245,6 +245,13 @@ class LoginLimiter:
             while len(self._trusted) > self.max_trusted:
                 self._trusted.popitem(last=False)
 
+    def trusted(self, ip: str) -> bool:
+        """Whether ``ip`` logged in recently (within ``trusted_for``)."""
+        key = address_key(ip)
+        with self._lock:
+            when = self._trusted.get(key)
+            return when is not None and time.monotonic() - when < self.trusted_for
+
     def retry_after(self, ip: str) -> float:
         """Seconds until a proof from ``ip`` would be evaluated again (0 if now)."""
         key = address_key(ip)

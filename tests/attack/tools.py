@@ -12,6 +12,9 @@
 
   It prints ``ready opened=N`` once N connections are open, then every 0.25 s
   ``stats open=.. opened=.. closed=.. max_closed_age=.. oldest_open=..``.
+- ``guess_for``: wrong proofs one after another from a set of source addresses:
+
+    python -m tests.attack.tools guess HOST:PORT [--sources 60] [--seconds 60]
 """
 
 from __future__ import annotations
@@ -285,6 +288,23 @@ class Holder:
                 h.sock.close()
 
 
+def guess_for(address: str, sources: list[str], seconds: float) -> dict[str, int]:
+    """Guess as fast as one connection at a time allows, cycling through ``sources``."""
+    counts = {"made": 0, "refused": 0, "errors": 0}
+    deadline = time.monotonic() + seconds
+    for source in itertools.cycle(sources):
+        if time.monotonic() >= deadline:
+            break
+        try:
+            reply = guess(address, source)
+        except (OSError, ValueError):
+            counts["errors"] += 1
+            continue
+        counts["made"] += 1
+        counts["refused"] += reply.get("ok") is False
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.attack.tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     hold.add_argument("--interval", type=float, default=1.0)
     hold.add_argument("--reconnect", action="store_true")
     hold.add_argument("--seconds", type=float, default=60.0)
+    guesser = sub.add_parser("guess")
+    guesser.add_argument("address")
+    guesser.add_argument("--sources", type=int, default=1)
+    guesser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
+    if args.command == "guess":
+        counts = guess_for(args.address, source_addresses(args.sources), args.seconds)
+        print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+        return 0
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
