@@ -37,8 +37,28 @@ BACKOFF_FIRST = 0.05  # after accept() fails for want of descriptors/buffers: 50
 BACKOFF_MAX = 1.0  # ... doubling up to 1 s
 LIVENESS_EVERY = 1.0  # how often the listener is checked for being closed behind our back
 _LEN = struct.Struct(">I")
-# accept() failures that concern only the connection being accepted: take the next one
-_SKIP = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EINTR, errno.EAGAIN}
+# accept() failures that concern only the connection being accepted (Linux also passes on
+# the new connection's network errors, to be retried like EAGAIN): take the next one
+_SKIP = {
+    getattr(errno, name)
+    for name in [
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EPROTO",
+        "EPERM",
+        "EINTR",
+        "EAGAIN",
+        "ETIMEDOUT",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "ENONET",
+        "ENOPROTOOPT",
+        "EOPNOTSUPP",
+    ]
+    if hasattr(errno, name)
+}
 # the listener itself is gone (closed underneath us, or no longer listening)
 _DEAD = {errno.EBADF, errno.ENOTSOCK, errno.EINVAL}
 
