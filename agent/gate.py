@@ -180,8 +180,12 @@ class Gate:
         thread = self._thread
         return thread is not None and thread.is_alive() and not (self._gone or self._stopping)
 
-    def stop(self) -> None:
-        """Close the listener and every pending handshake; the port is free on return."""
+    def stop(self, shutdown: bool = True) -> None:
+        """Close the listener and every pending handshake; the port is free on return.
+
+        ``shutdown=False`` only closes this process's descriptors: in a forked child
+        they are shared with the parent, and shutdown() would end the parent's too.
+        """
         self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
@@ -189,7 +193,7 @@ class Gate:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2.0)
         if thread is None or not thread.is_alive():
-            self._close_all()
+            self._close_all(shutdown)
         else:  # wedged: free the port anyway
             with contextlib.suppress(OSError):
                 self.listener.close()
@@ -509,9 +513,10 @@ class Gate:
         self._forget(p)
         _close(p.sock)
 
-    def _close_all(self) -> None:
+    def _close_all(self, shutdown: bool = True) -> None:
         for p in list(self._pending.values()):
-            self._drop(p)
+            self._forget(p)
+            _close(p.sock, shutdown)
         with contextlib.suppress(Exception):
             self._selector.close()
         for s in (self._wake_r, self._wake_w):
@@ -521,12 +526,13 @@ class Gate:
             with contextlib.suppress(OSError):
                 self.listener.detach()
         else:
-            _close(self.listener)
+            _close(self.listener, shutdown)
 
 
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+def _close(sock: socket.socket, shutdown: bool = True) -> None:
+    if shutdown:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 

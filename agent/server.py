@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -131,17 +132,21 @@ class Sessions:
             self.release()
             self._core.remove_agent_thread(ident)
 
-    def close_all(self) -> None:
-        """Disconnect every observer (their threads end and release their slots)."""
+    def close_all(self, shutdown: bool = True) -> None:
+        """Disconnect every observer (their threads end and release their slots);
+        ``shutdown=False``: only close this process's descriptors (see Gate.stop)."""
         with self._lock:
             live = list(self._live)
+            if not shutdown:
+                self._live.clear()
         for sock in live:
-            _close(sock)
+            _close(sock, shutdown)
 
 
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(Exception):
-        sock.shutdown(socket.SHUT_RDWR)
+def _close(sock: socket.socket, shutdown: bool = True) -> None:
+    if shutdown:
+        with contextlib.suppress(Exception):
+            sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         sock.close()
 
@@ -151,6 +156,7 @@ class AgentServer:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self._pid = os.getpid()  # a forked child inherits this object, not its threads
         remote = not is_loopback_host(config.host)
         if remote and not (config.tls_cert and config.tokens):
             raise ConfigError(
@@ -211,9 +217,15 @@ class AgentServer:
         )
 
     def stop(self) -> None:
-        """Close the listener and every connection; the port is free when this returns."""
+        """Close the listener and every connection; the port is free when this returns.
+
+        In a forked child (agent.start() replacing the inherited agent, which serves
+        nothing there) only the child's copies of the descriptors are closed: the
+        parent's agent, which shares them, keeps serving."""
+        inherited = os.getpid() != self._pid
         with contextlib.suppress(Exception):
-            self._gate.stop()
-        self.sessions.close_all()
+            self._gate.stop(shutdown=not inherited)
+        self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
-        registry.unregister()
+        if not inherited:
+            registry.unregister()

@@ -4,7 +4,9 @@ Usage: python -m tests.attack.host KEYDIR [--nofile N]
 Prints ``agent: HOST:PORT`` and ``echo: HOST:PORT``; reads commands on stdin:
 ``status`` (does agent.running() say it serves), ``break-listener`` (close the agent's
 listening descriptor behind its back, as a host bug closing the wrong fd would) and
-``agent-start`` (agent.start() again, on any free port).
+``agent-start`` (agent.start() again, on any free port), ``fork-start`` (fork; the
+child says what agent.running() is there, then starts an agent of its own) and
+``fork-end`` (the child exits).
 """
 
 from __future__ import annotations
@@ -44,7 +46,29 @@ def listening_fd(port: int) -> int:
     raise LookupError(f"no socket listens on port {port}")
 
 
+def fork_child(keys: str) -> int:
+    """Fork a child that starts its own agent and lives until the returned fd closes."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return write_end
+    os.close(write_end)
+    code = 0
+    try:
+        inherited = agent.running()
+        server = start_agent(keys, "attack-child")
+        say(f"event: child {os.getpid()} inherited={inherited is not None} agent {server.address}")
+        os.read(read_end, 1)  # until the parent closes its end
+    except BaseException as exc:
+        say(f"event: child failed {exc!r}")
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def commands(keys: str) -> None:
+    child_pipe = -1
     for line in sys.stdin:
         word = line.strip()
         if word == "status":
@@ -55,6 +79,12 @@ def commands(keys: str) -> None:
             if server is not None:
                 os.close(listening_fd(server.port))
             say("event: listener closed")
+        elif word == "fork-start":
+            child_pipe = fork_child(keys)
+        elif word == "fork-end" and child_pipe >= 0:
+            os.close(child_pipe)
+            os.wait()
+            say("event: child ended")
         elif word == "agent-start":
             server = start_agent(keys, "attack-host")
             say(f"event: agent started {server.address} running={agent.running() is server}")

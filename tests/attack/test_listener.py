@@ -139,6 +139,33 @@ def test_a_dead_listener_is_reported_and_replaced(attack_host, keys):
     assert echo_ok(host.echo)
 
 
+def test_a_forked_child_starts_its_own_agent_and_leaves_the_parents_alone(attack_host, keys):
+    """A worker forked from a host with the agent calls agent.start(): the inherited agent
+    serves nothing there, so running() says None and start() opens the child's own,
+    without shutting down the descriptors it shares with the parent's agent."""
+    host = attack_host()
+    with connect(
+        host.agent, token_file=keys.operator_token, fingerprint=keys.fingerprint
+    ) as parent_session:
+        mark = host.mark()
+        host.send("fork-start")
+        child = host.wait_line(r"^event: child (\d+) inherited=(\S+) agent (\S+)", start=mark)
+        try:
+            assert child.group(2) == "False" and child.group(3) != host.agent
+            with connect(
+                child.group(3), token_file=keys.operator_token, fingerprint=keys.fingerprint
+            ) as node:
+                assert node.process().pid == int(child.group(1))
+            assert parent_session.process().pid == host.proc.pid  # its session lives on
+            assert operator_connect(host.agent, keys) < 5  # and its listener too
+        finally:
+            mark = host.mark()
+            host.send("fork-end")
+            host.wait_line(r"^event: child ended", start=mark)
+    assert operator_connect(host.agent, keys) < 5
+    assert echo_ok(host.echo)
+
+
 def test_idle_sockets_from_many_addresses_never_keep_the_operator_out(attack_host, attacker, keys):
     """100 idle connections from 10 addresses: more than the handshake pool and than the
     session slots. They used to take every slot for 10 s; now the operator gets in
