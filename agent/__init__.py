@@ -48,18 +48,25 @@ def start(
     name: str | None = None,
     client_cafile: str | None = None,
     audit_file: str | None = None,
+    max_sessions: int | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
     Arguments left out come from OBSERVER_AGENT_* environment variables (see
     agent.config). ``audit_file`` also appends the audit to that file (JSON lines, 0600,
-    rotated by size). Raises ConfigError for unsafe or invalid settings, OSError if the
-    port cannot be bound; after it returns, nothing the agent does raises into the host.
+    rotated by size); ``max_sessions`` is how many observers may be connected at once (16).
+    Raises ConfigError for unsafe or invalid settings, OSError if the port cannot be
+    bound; after it returns, nothing the agent does raises into the host. An agent whose
+    listener died (see running()) is replaced by a new one, keeping what was exposed.
     """
     global _server
     with _lock:
         if _server is not None:
-            return _server
+            if _server.serving:
+                return _server
+            dead, _server = _server, None
+            _pending_exposed.update(dict(dead.core.exposed.items()))
+            dead.stop()
         config = resolve(
             bind,
             tls_cert=tls_cert,
@@ -68,6 +75,7 @@ def start(
             name=name,
             client_cafile=client_cafile,
             audit_file=audit_file,
+            max_sessions=max_sessions,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():
@@ -88,8 +96,10 @@ def stop() -> None:
 
 
 def running() -> AgentServer | None:
-    """The running agent, if any."""
-    return _server
+    """The running agent, if any: one that really accepts connections (not one whose
+    listener was closed behind its back; agent.start() replaces that one)."""
+    server = _server
+    return server if server is not None and server.serving else None
 
 
 def expose(name: str, obj: Any) -> None:

@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--client-ca", help="require client certificates signed by this CA")
     run.add_argument("--audit-file", help="append the audit to this file (JSON lines, 0600)")
     run.add_argument(
+        "--max-sessions",
+        type=int,
+        metavar="N",
+        help="observers connected at once; one more is told 'agent busy' (default 16)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -77,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             client_cafile=args.client_ca,
             audit_file=args.audit_file,
+            max_sessions=args.max_sessions,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

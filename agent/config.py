@@ -11,8 +11,19 @@
 | OBSERVER_AGENT_OPERATOR_TOKEN_FILE | file holding the operator token |
 | OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
 | OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
-| OBSERVER_AGENT_AUTH_FAILURES | failed logins per peer per minute before it is refused (10) |
+| OBSERVER_AGENT_MAX_SESSIONS | observers connected at once; one more is told "agent busy" (16) |
+| OBSERVER_AGENT_AUTH_FAILURES | wrong proofs per address per window before it is refused (10) |
+| OBSERVER_AGENT_AUTH_FAILURES_TOTAL | wrong proofs from all addresses per window (60) |
+| OBSERVER_AGENT_AUTH_WINDOW | seconds those failures are remembered (60) |
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
+
+Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
+bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
+address over its budget, or any address that has not logged in within a day while the
+total budget is spent, is refused without its proof being evaluated, and the refusals
+do not count: the block ends ``OBSERVER_AGENT_AUTH_WINDOW`` seconds after the failures
+that caused it. Tokens must carry 128+ bits of entropy (``observer keygen`` makes
+256-bit ones).
 """
 
 from __future__ import annotations
@@ -25,13 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.security import ROLES, ConfigError
+from agent.security import ROLES, ConfigError, weak_token_error
 from agent.wire import split_host_port
 
 log = logging.getLogger("agent")
 
 DEFAULT_BIND = "127.0.0.1:7330"
-MIN_TOKEN_LENGTH = 16
+DEFAULT_MAX_SESSIONS = 16
+MAX_SESSIONS_LIMIT = 1024  # a thread and a descriptor each
 
 
 @dataclass(frozen=True)
@@ -46,9 +58,11 @@ class AgentConfig:
     client_cafile: str | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     history_idle_interval: float = 10.0
-    max_connections: int = 16
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     auth_failure_limit: int = 10
     audit_file: str | None = None
+    auth_failure_total: int = 60
+    auth_window: float = 60.0
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -60,15 +74,16 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
-    """Read a token (first line), refusing empty or too short ones."""
+    """Read a token (first line), refusing empty or guessable ones."""
     p = Path(path)
     try:
         text = p.read_text().strip().splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read token file {p}: {exc.strerror}") from exc
     token = text[0].strip() if text else ""
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ConfigError(f"token in {p} is shorter than {MIN_TOKEN_LENGTH} characters")
+    problem = weak_token_error(token, f"the token in {p}")
+    if problem:
+        raise ConfigError(problem)
     try:
         if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("runtime-observer agent: token file %s is readable by group/others", p)
@@ -100,6 +115,7 @@ def resolve(
     tokens: Mapping[str, str] | None,
     name: str | None,
     client_cafile: str | None = None,
+    max_sessions: int | None = None,
     env: Mapping[str, str] | None = None,
     audit_file: str | None = None,
 ) -> AgentConfig:
@@ -130,8 +146,11 @@ def resolve(
     for role, token in dict(tokens).items():
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
-            raise ConfigError(f"the {role} token must be a string of {MIN_TOKEN_LENGTH}+ chars")
+        if not isinstance(token, str):
+            raise ConfigError(f"the {role} token must be a string")
+        problem = weak_token_error(token, f"the {role} token")
+        if problem:
+            raise ConfigError(problem)
         clean[role] = token
     if len(set(clean.values())) != len(clean):
         raise ConfigError("each role needs its own token")
@@ -139,6 +158,17 @@ def resolve(
         raise ConfigError("TLS needs both a certificate and a key")
     idle = _env_number(env, "OBSERVER_AGENT_HISTORY_IDLE", 10.0, float)
     failures = int(_env_number(env, "OBSERVER_AGENT_AUTH_FAILURES", 10, int))
+    total = int(_env_number(env, "OBSERVER_AGENT_AUTH_FAILURES_TOTAL", 60, int))
+    window = _env_number(env, "OBSERVER_AGENT_AUTH_WINDOW", 60.0, float)
+    if max_sessions is None:
+        max_sessions = int(
+            _env_number(env, "OBSERVER_AGENT_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, int)
+        )
+    if type(max_sessions) is not int or not 1 <= max_sessions <= MAX_SESSIONS_LIMIT:
+        raise ConfigError(
+            f"max_sessions (OBSERVER_AGENT_MAX_SESSIONS) must be 1-{MAX_SESSIONS_LIMIT}, "
+            f"got {max_sessions!r}"
+        )
     return AgentConfig(
         host=host,
         port=port,
@@ -148,6 +178,9 @@ def resolve(
         client_cafile=client_cafile,
         tokens=clean,
         history_idle_interval=max(0.0, idle),
+        max_sessions=max_sessions,
         auth_failure_limit=max(1, failures),
         audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
+        auth_failure_total=max(1, total),
+        auth_window=max(0.1, window),
     )

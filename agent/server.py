@@ -1,25 +1,28 @@
-"""Agent lifecycle: an rpyc ThreadedServer on a daemon thread, fail-ignorant towards the host."""
+"""Agent lifecycle: the listener (agent.gate) on one daemon thread, a thread per
+authenticated session, fail-ignorant towards the host."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import threading
 from typing import Any
 
-from rpyc.utils.server import ThreadedServer
+from rpyc.core.channel import Channel
 
 from agent import registry
 from agent.certexpiry import warn_at_start
 from agent.config import AgentConfig
 from agent.core import AgentCore
+from agent.gate import Gate
 from agent.security import (
     Authenticator,
-    AuthRejected,
     ConfigError,
-    FailureLimiter,
+    Credentials,
+    LoginLimiter,
     is_loopback_host,
     server_context,
 )
@@ -44,68 +47,117 @@ PROTOCOL_CONFIG: dict[str, Any] = {
 }
 
 
-class _Server(ThreadedServer):
-    """ThreadedServer that bounds connections, names its threads and never raises."""
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket for ``host:port``; raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = socket.getaddrinfo(
+        host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+    )[0][-1]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, *args: Any, core: AgentCore, max_connections: int, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+
+class Sessions:
+    """At most ``limit`` authenticated observers, each served by rpyc on its own thread."""
+
+    def __init__(self, limit: int, service: Any, core: AgentCore) -> None:
+        self.limit = limit
+        self._service = service
         self._core = core
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._live: set[socket.socket] = set()
+        self._logger = logging.getLogger("agent.rpyc")
+        self._logger.setLevel(logging.WARNING)
 
-    def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
+    def reserve(self) -> bool:
+        """Take a slot for a connection that just proved who it is; False when all are taken."""
+        with self._lock:
+            if self._taken >= self.limit:
+                return False
+            self._taken += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._taken = max(0, self._taken - 1)
+
+    def start(self, sock: socket.socket, credentials: Credentials, unsent: bytes) -> None:
+        """Serve ``sock`` (its slot already reserved) on a new thread."""
+        with self._lock:
+            self._live.add(sock)
+        thread = threading.Thread(
+            target=self._serve,
+            args=(sock, credentials, unsent),
+            name="observer-agent-conn",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._live.discard(sock)
+            raise
+
+    def _serve(self, sock: socket.socket, credentials: Credentials, unsent: bytes) -> None:
         ident = threading.get_ident()
         self._core.add_agent_thread(ident)
-        with contextlib.suppress(Exception):
-            threading.current_thread().name = "observer-agent-conn"
-        acquired = self._slots.acquire(blocking=False)
-        live = sock  # after TLS wrapping, the SSL socket owns the descriptor
         try:
-            if not acquired:
-                log.warning("runtime-observer agent: too many connections, refusing one")
-                return
+            sock.setblocking(True)
+            if unsent:
+                sock.sendall(unsent)
+            config = dict(
+                PROTOCOL_CONFIG,
+                credentials=credentials,
+                endpoints=(sock.getsockname(), sock.getpeername()),
+                logger=self._logger,
+            )
+            conn = self._service._connect(Channel(TLSSocketStream(sock)), config)
             try:
-                live, credentials = self.authenticator(sock)  # type: ignore[misc]
-            except AuthRejected:
-                return
-            if live is not sock:  # so that close() (agent.stop) reaches this connection
-                self.clients.discard(sock)
-                self.clients.add(live)
-            self._serve(live, credentials)
+                conn.serve_all()
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
         except Exception:
             log.debug("runtime-observer agent: connection ended with an error", exc_info=True)
         finally:
-            if acquired:
-                self._slots.release()
-            for s in {sock, live}:
-                with contextlib.suppress(Exception):
-                    s.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(Exception):
-                    s.close()
-                self.clients.discard(s)
+            with self._lock:
+                self._live.discard(sock)
+            _close(sock)
+            self.release()
             self._core.remove_agent_thread(ident)
 
-    def _serve(self, sock: socket.socket, credentials: Any) -> None:
-        config = dict(
-            self.protocol_config,
-            credentials=credentials,
-            endpoints=(sock.getsockname(), sock.getpeername()),
-            logger=self.logger,
-        )
-        from rpyc.core.channel import Channel
+    def close_all(self, shutdown: bool = True) -> None:
+        """Disconnect every observer (their threads end and release their slots);
+        ``shutdown=False``: only close this process's descriptors (see Gate.stop)."""
+        with self._lock:
+            live = list(self._live)
+            if not shutdown:
+                self._live.clear()
+        for sock in live:
+            _close(sock, shutdown)
 
-        conn = self.service._connect(Channel(TLSSocketStream(sock)), config)
-        try:
-            conn.serve_all()
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
+
+def _close(sock: socket.socket, shutdown: bool = True) -> None:
+    if shutdown:
+        with contextlib.suppress(Exception):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        sock.close()
 
 
 class AgentServer:
-    """A running agent: core state, sampler thread and the rpyc server thread."""
+    """A running agent: core state, sampler thread, the listener and the sessions."""
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self._pid = os.getpid()  # a forked child inherits this object, not its threads
         remote = not is_loopback_host(config.host)
         if remote and not (config.tls_cert and config.tokens):
             raise ConfigError(
@@ -113,11 +165,6 @@ class AgentServer:
                 "binding anything but loopback needs tls_cert, tls_key and tokens "
                 "(run `observer keygen DIR` to make them)"
             )
-        self.core = AgentCore(
-            config.name,
-            history_idle_interval=config.history_idle_interval,
-            audit_file=config.audit_file,
-        )
         tls: ssl.SSLContext | None = None
         cert_der = None
         if config.tls_cert and config.tls_key:
@@ -126,67 +173,67 @@ class AgentServer:
                 cert_der = ssl.PEM_cert_to_DER_cert(fh.read())
             warn_at_start(cert_der, config.tls_cert)
         self.tls = tls is not None
-        authenticator = Authenticator(
-            tls, config.tokens, FailureLimiter(config.auth_failure_limit), cert_der
+        limiter = LoginLimiter(
+            config.auth_failure_limit, config.auth_failure_total, config.auth_window
         )
-        rpyc_log = logging.getLogger("agent.rpyc")
-        rpyc_log.setLevel(logging.WARNING)
-        self._server = _Server(
-            make_service(self.core),
-            hostname=config.host,
-            port=config.port,
-            ipv6=":" in config.host,
-            authenticator=authenticator,
-            protocol_config=dict(PROTOCOL_CONFIG),
-            logger=rpyc_log,
-            listener_timeout=0.5,
-            core=self.core,
-            max_connections=config.max_connections,
+        listener = bind_listener(config.host, config.port)
+        # Last, once nothing else can fail: the core starts the audit file's writer thread.
+        self.core = AgentCore(
+            config.name,
+            history_idle_interval=config.history_idle_interval,
+            audit_file=config.audit_file,
         )
-        self._thread: threading.Thread | None = None
+        self.sessions = Sessions(config.max_sessions, make_service(self.core), self.core)
+        self._host, self._port = listener.getsockname()[:2]
+        self._gate = Gate(
+            listener,
+            tls,
+            Authenticator(config.tokens, limiter, cert_der),
+            self.sessions,
+            on_thread=self.core.add_agent_thread,
+        )
 
     @property
     def host(self) -> str:
-        return self._server.host
+        return str(self._host)
 
     @property
     def port(self) -> int:
-        return int(self._server.port)
+        return int(self._port)
 
     @property
     def address(self) -> str:
-        return join_host_port(self._server.host, self.port)
+        return join_host_port(self.host, self.port)
+
+    @property
+    def serving(self) -> bool:
+        """True while the agent really accepts connections (its listener thread lives)."""
+        return self._gate.serving
 
     def start(self) -> None:
-        self._server._listen()
-        self._thread = threading.Thread(
-            target=self._serve_forever, name="observer-agent-server", daemon=True
-        )
-        self._thread.start()
+        self._gate.start()
         self.core.sampler.start()
         registry.register(self.address)
         log.info(
-            "runtime-observer agent %r listening on %s (%s, %s)",
+            "runtime-observer agent %r listening on %s (%s, %s, up to %d sessions)",
             self.config.name,
             self.address,
             "TLS" if self.tls else "plain loopback",
             f"roles: {', '.join(self.config.tokens)}" if self.config.tokens else "anonymous viewer",
+            self.config.max_sessions,
         )
 
-    def _serve_forever(self) -> None:
-        self.core.add_agent_thread(threading.get_ident())
-        try:
-            self._server.start()
-        except Exception:
-            if self._server.active:
-                log.exception("runtime-observer agent: server thread stopped")
-
     def stop(self) -> None:
-        """Close the listener and every connection; the port is free when this returns."""
+        """Close the listener and every connection; the port is free when this returns.
+
+        In a forked child (agent.start() replacing the inherited agent, which serves
+        nothing there) only the child's copies of the descriptors are closed: the
+        parent's agent, which shares them, keeps serving."""
+        inherited = os.getpid() != self._pid
         with contextlib.suppress(Exception):
-            self._server.close()
+            self._gate.stop(shutdown=not inherited)
+        self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        registry.unregister()
-        self.core.close()  # stops the tracemalloc the agent started; flushes the audit file
+        if not inherited:
+            registry.unregister()
+            self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

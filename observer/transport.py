@@ -260,6 +260,13 @@ def _handshake(
     if not reply.get("ok"):
         if reply.get("error") == "version":
             raise VersionMismatch(str(reply.get("message")))
+        if reply.get("error") == "busy":  # our token was good; every session slot is taken
+            sessions = reply.get("sessions")
+            count = sessions if type(sessions) is int else "?"
+            raise ConnectError(
+                f"cannot connect to {address}: agent busy ({count} sessions); "
+                "try again once another observer disconnects"
+            )
         raise AuthenticationError(f"authentication failed for {address}")
     role = str(reply.get("role", "viewer"))
     if token:
