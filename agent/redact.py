@@ -1,11 +1,17 @@
-"""Redaction of secrets (names, URL passwords, auth headers) before anything leaves the host."""
+"""Redaction of secrets before anything leaves the host.
+
+Two kinds of evidence: a name that says "secret" (``DB_PASSWORD=...``, ``--token x``) and a
+value that says it by its shape whatever holds it (JWTs, PEM private keys, provider tokens,
+webhook URLs, URL userinfo, ``user:password`` and its base64). Every pattern is anchored on
+a literal or a run boundary, so each scan is linear in the text on any input.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 REDACTED = "<redacted>"
@@ -30,7 +36,7 @@ _LONG_WORDS = (
 )
 # Short, ambiguous words: sensitive only as a whole word ("cache_key" yes, "monkey" no).
 _SHORT_WORDS = frozenset(
-    {"key", "auth", "pwd", "pw", "pass", "pin", "sig", "session", "jwt", "otp"}
+    {"key", "auth", "pwd", "pw", "pass", "pin", "sig", "session", "jwt", "otp", "cred"}
 )
 # Longest name inspected: longer names are cut (secret names are short; this bounds the work).
 _MAX_NAME = 4096
@@ -44,12 +50,18 @@ _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 # consecutive matches never overlap and the scan is linear.
 _URL_RE = re.compile(r"://([^\s/?#\"']*)")
 # "Bearer <token>" / "Basic <base64>": the classes are disjoint, so there is no backtracking.
-_AUTH_RE = re.compile(r"(?<![A-Za-z0-9_])(bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]+=*)", re.I)
+_AUTH_RE = re.compile(
+    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrt]))(bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]+=*)", re.I
+)
 # "name=value", "name: value", '"name": value': a name is a maximal run of identifier characters
 # (the look-behind forbids starting inside a run, which keeps the search linear).
 _NAME_RE = re.compile(r"(?<![A-Za-z0-9_.\-])([A-Za-z0-9_.\-]+)[\"']?[ \t]*[=:]{1,2}[ \t]*")
 # An authentication scheme kept in front of a value ("Authorization: Bearer <redacted>").
 _SCHEME_RE = re.compile(r"(?:bearer|basic|token|digest|negotiate|ntlm)[ \t]+", re.I)
+# In code: an expression that is a name, an attribute, a call or a subscript (not a value).
+_CODE_REF_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*[(\[:]?")
+_CODE_ASSIGN_RE = re.compile(r"[ \t]*=(?!=)[ \t]*")
+_STRING_PREFIX_RE = re.compile(r"(?:[rR][bBfF]?|[bBfF][rR]?|[uU])(?=[\"'])")
 _UNQUOTED_VALUE_RE = re.compile(r"[^\s&;,\"')\]}]+")
 _QUOTED_VALUE_RE = {
     '"': re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.S),
@@ -57,6 +69,60 @@ _QUOTED_VALUE_RE = {
 }
 # Each pass only masks; a few passes reach a fixed point for any realistic text.
 _MAX_PASSES = 4
+
+# Values that give themselves away. Each starts at a run boundary (the look-behind) with a
+# literal, so a failed attempt costs one run and the whole scan stays linear. The group, when
+# a pattern has one, is a public prefix kept in front of the mask ("ghp_<redacted>").
+_TOKEN_RE = re.compile(
+    r"(?=[eghxApdnrsSA])"  # first characters of the patterns below: most positions fail here
+    r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[nrt]))"  # not inside a longer word (after "\n" is)
+    "(?:"
+    + "|".join(
+        [
+            r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*)?",  # JWT/JWS
+            r"(gh[pousr]_)[A-Za-z0-9]{20,}",  # GitHub tokens
+            r"(github_pat_)[A-Za-z0-9_]{20,}",
+            r"(glpat-)[A-Za-z0-9_\-]{20,}",  # GitLab
+            r"(xox[abeoprs]-)[A-Za-z0-9\-]{10,}",  # Slack tokens
+            r"(xapp-)[A-Za-z0-9\-]{10,}",
+            r"(A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|PKA|ROA|SCA))"
+            r"[A-Z0-9]{16}(?![A-Za-z0-9])",  # AWS access key ids
+            r"(AIza)[A-Za-z0-9_\-]{35}",  # Google API keys
+            r"([rs]k_(?:live|test)_)[A-Za-z0-9]{16,}",  # Stripe
+            r"(sk-(?:ant-|proj-)?)[A-Za-z0-9_\-]{20,}",  # OpenAI, Anthropic
+            r"(hf_)[A-Za-z0-9]{30,}",  # Hugging Face
+            r"(npm_)[A-Za-z0-9]{30,}",
+            r"(pypi-)[A-Za-z0-9_\-]{50,}",
+            r"(SG\.)[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",  # SendGrid
+            r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9_/\-]+",
+            r"(discord(?:app)?\.com/api/webhooks/)[0-9]+/[A-Za-z0-9_\-]+",
+        ]
+    )
+    + ")"
+)
+# A PEM private key block: the header and footer stay, the body goes (to the end of the
+# text when the footer is missing: a cut-off key is still a key).
+_PEM_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = "-----END"
+# A padded base64 word of 8 to 1024 characters (candidate for base64 of "user:password"), at
+# a run boundary; the groups of four leave out most words without a call to decode them, and
+# "<redacted>" is never a candidate (its "redacted" would cost a call per mask).
+_B64_WORD_RE = re.compile(
+    r"(?:(?<![A-Za-z0-9+/_\-<])|(?<=\\[nrt]))(?:[A-Za-z0-9+/]{4}){2,256}"
+    r"(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_\-])"
+)
+_MAX_B64_WORD = 1024  # base64 of credentials is short; longer words are data
+_B64_CREDS_RE = re.compile(rb"[\w.@+\-~$!%*#]{1,128}:[\x21-\x7e]{1,256}")
+# A whole value "user:password" (shape checks in _is_userpass).
+_USERPASS_RE = re.compile(r"([A-Za-z_][\w.@+\-]{0,63}):([^\s:/\\]{4,256})")
+# "user" parts that are schemes, hash names or hosts: "sha256:ab12...", "urn:x-1"
+_NOT_USERS = frozenset(
+    {"sha1", "sha224", "sha256", "sha384", "sha512", "md5", "blake2b", "blake2s", "urn"}
+    | {"mailto", "tel", "file", "data", "http", "https", "ws", "wss", "ftp", "ssh", "git"}
+    | {"unix", "tcp", "udp", "localhost"}
+)
+_FLAG_RE = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # "--api-key", "-p"
+_WEAK_SYMBOLS = frozenset("-_.")  # in identifiers and tags ("create_app", "lts-alpine")
 
 
 def is_sensitive(name: str) -> bool:
@@ -100,14 +166,103 @@ def redact_text(text: str) -> str:
             if not issubclass(type(text), str):
                 return REDACTED
             text = str.__str__(text)
-        for _ in range(_MAX_PASSES):
-            new = _redact_names(_redact_auth(_redact_urls(text)))
-            if new == text:
-                break
-            text = new
-        return text
+        return _redact(text, code=False)
     except Exception:
         return REDACTED  # never leak what we failed to inspect
+
+
+def redact_code(text: str) -> str:
+    """redact_text for a line of source code: a secret name's value is masked when it is a
+    literal, not when it is an expression (``password = os.environ[...]`` stays readable)."""
+    try:
+        if type(text) is not str:
+            return REDACTED
+        return _redact(text, code=True)
+    except Exception:
+        return REDACTED
+
+
+def redact_argv(argv: Iterable[object]) -> tuple[str, ...]:
+    """A command line with secrets masked: the value after a secret flag (``--password x``),
+    a secret flag's ``=value``, and every secret-looking value whatever its flag."""
+    out: list[str] = []
+    hide_next = False
+    try:
+        for arg in argv:
+            text = _as_text(arg)
+            if hide_next and not text.startswith("--"):
+                out.append(REDACTED)
+                hide_next = False
+                continue
+            hide_next = is_secret_flag(text)
+            out.append(_redact_arg(text))
+    except Exception:
+        out.append(REDACTED)  # never leak what we failed to inspect
+    return tuple(out)
+
+
+def is_secret_flag(text: object) -> bool:
+    """Whether text is a command-line flag naming a secret, whose value is the next argument."""
+    if type(text) is bytes:
+        text = text.decode("latin-1")
+    if type(text) is not str:
+        return False
+    return (
+        text.startswith("-")
+        and "=" not in text
+        and len(text) <= 64
+        and not any(c.isspace() for c in text)
+        and is_sensitive(text)
+    )
+
+
+def is_userpass(text: str) -> bool:
+    """Whether a whole value is "user:password" (not host:port, image:tag, module:attr...)."""
+    match = _USERPASS_RE.fullmatch(text.strip())
+    if match is None:
+        return False
+    user, password = match.group(1), match.group(2)
+    if user.lower() in _NOT_USERS or REDACTED in password or password[0].isdigit():
+        return False
+    return any(c.isdigit() or (not c.isalnum() and c not in _WEAK_SYMBOLS) for c in password)
+
+
+def looks_like_password(text: str) -> bool:
+    """Whether a lone string looks like a chosen password (mixed case and digits or symbols)."""
+    if not 6 <= len(text) <= 128 or REDACTED in text:
+        return False
+    if any(c.isspace() or c in "/\\" for c in text):
+        return False
+    lower = any(c.islower() for c in text)
+    upper = any(c.isupper() for c in text)
+    digit = any(c.isdigit() for c in text)
+    symbol = any(not c.isalnum() and c not in _WEAK_SYMBOLS for c in text)
+    return (lower and upper and (digit or symbol)) or (symbol and digit and (lower or upper))
+
+
+def _redact(text: str, *, code: bool) -> str:
+    """Mask every secret in text, pass after pass until nothing changes."""
+    if is_userpass(text) or _is_b64_creds(text.strip()):
+        return REDACTED
+    # The value stages only ever put in the mask, which none of them matches, so one run of
+    # each is a fixed point; the name stage may reveal a pair only after a first pass.
+    text = _redact_auth(_redact_values(_redact_urls(text)))
+    for _ in range(_MAX_PASSES):
+        new = _redact_names(text, code=code)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _redact_arg(text: str) -> str:
+    """One command-line argument: ``--flag=value`` by the flag's name, then by the value."""
+    flag, equals, value = text.partition("=")
+    if equals and _FLAG_RE.fullmatch(flag):
+        if is_sensitive(flag):
+            return f"{flag}={REDACTED}"
+        return f"{flag}={redact_text(value)}"
+    return redact_text(text)
 
 
 def redact_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
@@ -145,15 +300,78 @@ def _redact_urls(text: str) -> str:
 
 
 def _mask_netloc(match: re.Match[str]) -> str:
-    """Replacement for one '://netloc' match."""
+    """Replacement for one '://netloc' match: the password goes, and so does a user name
+    that is a token (``https://ghp_x@github.com``, a Sentry DSN's key)."""
     netloc = match.group(1)
     at = netloc.rfind("@")
     if at < 0:
         return match.group(0)
-    colon = netloc.find(":", 0, at)
-    if colon < 0 or netloc[colon + 1 : at] in ("", REDACTED):
-        return match.group(0)
-    return f"://{netloc[: colon + 1]}{REDACTED}{netloc[at:]}"
+    user, colon, password = netloc[:at].partition(":")
+    if _looks_like_token(user):
+        user = REDACTED
+    if password not in ("", REDACTED):
+        password = REDACTED
+    return f"://{user}{colon}{password}{netloc[at:]}"
+
+
+def _looks_like_token(user: str) -> bool:
+    """Whether a URL's user name is a token: long, letters and digits (a name is rarely both)."""
+    if len(user) < 16 or user == REDACTED:
+        return False
+    return any(c.isdigit() for c in user) and any(c.isalpha() for c in user)
+
+
+def _redact_values(text: str) -> str:
+    """Mask values that give themselves away: provider tokens, JWTs, webhook URLs, PEM
+    private keys and standalone base64 of "user:password"."""
+    text = _TOKEN_RE.sub(_mask_token, text)
+    if "-----BEGIN " in text:
+        text = _redact_pem(text)
+    return _B64_WORD_RE.sub(_mask_b64_creds, text)
+
+
+def _mask_token(match: re.Match[str]) -> str:
+    """A token's public prefix (if its pattern has one) followed by the mask."""
+    prefix = next((group for group in match.groups() if group), "")
+    return prefix + REDACTED
+
+
+def _redact_pem(text: str) -> str:
+    """Mask the body of every PEM private key block (to the end when the footer is cut)."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        match = _PEM_RE.search(text, pos)
+        if match is None:
+            break
+        end = text.find(_PEM_END, match.end())
+        parts.append(text[pos : match.end()])
+        parts.append(REDACTED)
+        if end < 0:
+            return "".join(parts)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _mask_b64_creds(match: re.Match[str]) -> str:
+    """A base64 word that decodes to "user:password" is masked; any other is kept."""
+    word = match.group(0)
+    return REDACTED if _is_b64_creds(word) else word
+
+
+def _is_b64_creds(word: str) -> bool:
+    """Whether word is base64 of "user:password" (printable, a name, a colon, a secret)."""
+    if not 8 <= len(word) <= _MAX_B64_WORD or ":" in word:
+        return False
+    stripped = word.rstrip("=")
+    if len(stripped) % 4 == 1:
+        return False
+    try:
+        raw = base64.b64decode(stripped + "=" * (-len(stripped) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return _B64_CREDS_RE.fullmatch(raw) is not None
 
 
 def _redact_auth(text: str) -> str:
@@ -179,8 +397,12 @@ def _looks_like_basic(token: str) -> bool:
     return b":" in raw
 
 
-def _redact_names(text: str) -> str:
-    """Mask the value of every name=value / name: value pair whose name is sensitive."""
+def _redact_names(text: str, code: bool = False) -> str:
+    """Mask the value of every name=value / name: value pair whose name is sensitive.
+
+    In code, a value that is an expression (a name, an attribute, a call or subscript) is
+    the code's, not a secret: ``password = os.environ[...]``, ``def f(token: str)``.
+    """
     if "=" not in text and ":" not in text:
         return text
     parts: list[str] = []
@@ -196,8 +418,19 @@ def _redact_names(text: str) -> str:
         scheme = _SCHEME_RE.match(text, pos)
         if scheme is not None:
             pos = scheme.end()
-        start, end = _value_span(text, pos)
-        if end > start and text[start:end] != REDACTED:
+        if text.startswith(REDACTED, pos + (text[pos : pos + 1] in _QUOTED_VALUE_RE)):
+            continue  # masked already (a later pass, or a finer rule)
+        start, end = _value_span(text, pos, code)
+        if code and _is_code_ref(text, start, end):
+            assign = _CODE_ASSIGN_RE.match(text, end)  # "token: str = 'literal'"
+            if assign is None:
+                pos = max(end, pos)
+                continue
+            start, end = _value_span(text, assign.end(), code)
+            if _is_code_ref(text, start, end):
+                pos = max(end, pos)
+                continue
+        if end > start and not text.startswith(REDACTED, start):  # else a finer rule masked it
             parts.append(text[done:start])
             parts.append(REDACTED)
             done = end
@@ -208,8 +441,20 @@ def _redact_names(text: str) -> str:
     return "".join(parts)
 
 
-def _value_span(text: str, pos: int) -> tuple[int, int]:
+def _is_code_ref(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is an expression in code (a dotted name, maybe called)."""
+    if end <= start or _CODE_REF_RE.fullmatch(text, start, end) is None:
+        return False
+    # "--password=hunter2" inside a string literal is a value; "environ[" or "get(" is code
+    return text[end - 1] in "([" or text[end : end + 1] not in ('"', "'")
+
+
+def _value_span(text: str, pos: int, code: bool = False) -> tuple[int, int]:
     """Span of the value starting at pos: inside its quotes if quoted, else up to a separator."""
+    if code:
+        prefix = _STRING_PREFIX_RE.match(text, pos)  # b"...", f'...', rb"..."
+        if prefix is not None:
+            pos = prefix.end()
     quote = text[pos : pos + 1]
     if quote in _QUOTED_VALUE_RE:
         inner = _QUOTED_VALUE_RE[quote].match(text, pos + 1)
