@@ -39,8 +39,19 @@ class Forge:
     def chars(self, alphabet: str, n: int) -> str:
         return "".join(self.rng.choice(alphabet) for _ in range(n))
 
+    def mixed(self, n: int, *classes: str) -> str:
+        """n characters from the union of classes, at least one of each (generated secrets
+        are; a token of 32 zeros is no token), in random order."""
+        picked = [self.rng.choice(c) for c in classes]
+        picked += [self.rng.choice("".join(classes)) for _ in range(n - len(classes))]
+        self.rng.shuffle(picked)
+        return "".join(picked)
+
     def alnum(self, n: int) -> str:
-        return self.chars(ALNUM, n)
+        return self.mixed(n, string.ascii_uppercase, string.ascii_lowercase, string.digits)
+
+    def hex(self, n: int) -> str:
+        return self.mixed(n, "abcdef", string.digits)
 
     def password(self, n: int = 18) -> str:
         """A password as people choose them: a letter first, then letters, digits, a symbol."""
@@ -93,11 +104,11 @@ class Forge:
         return Made(f"https://{token}@{host}", (token[-30:],))
 
     def sentry_dsn(self) -> Made:
-        public = self.chars(HEX, 32)
+        public = self.hex(32)
         if self.rng.random() < 0.5:
             org, project = self.chars(string.digits, 6), self.chars(string.digits, 7)
             return Made(f"https://{public}@o{org}.ingest.sentry.io/{project}", (public,))
-        private = self.chars(HEX, 32)
+        private = self.hex(32)
         return Made(f"https://{public}:{private}@sentry.example.com/42", (public, private))
 
     def git_remote(self) -> Made:
@@ -189,9 +200,9 @@ class Plant:
         self.secrets.append(Planted(label, marker, made.needles))
         return made.text
 
-    def value(self, key: str, marker: str, made: Made) -> None:
+    def value(self, key: str, marker: str, made: Made, label: str = "") -> None:
         """A value the host reads by ``key`` and puts in a local or exposed object."""
-        self.values[key] = self.add(key, marker, made)
+        self.values[key] = self.add(label or key, marker, made)
 
 
 def plant(seed: int) -> Plant:
@@ -247,11 +258,10 @@ def plant(seed: int) -> Plant:
     }
     for name, made in env_forms.items():
         p.env[name] = p.add(f"env {name}", name, made)
-    # str and bytes locals of a task, each form under an innocent name
-    for form, make in VALUE_FORMS.items():
-        p.value(f"local_{form}", f"local_{form}", make(f))
-    p.value("local_bytes_jwt", "local_bytes_jwt", f.jwt())
-    p.value("local_bytes_pem", "local_bytes_pem", f.pem())
+    # str and bytes locals of a task, each form under an innocent name (held_01, held_02...)
+    forms = [*VALUE_FORMS.items(), ("bytes jwt", Forge.jwt), ("bytes pem", Forge.pem)]
+    for number, (form, make) in enumerate(forms, 1):
+        p.value(f"held_{number:02d}", f"held_{number:02d}", make(f), f"local {form}")
     # structures in a thread's locals (the host builds them around these values)
     p.value("st_cmd", "st_cmd", plain(f.password()))
     p.value("st_argv_tuple", "st_argv_tuple", plain(f.alnum(30)))
@@ -279,9 +289,9 @@ def plant(seed: int) -> Plant:
         "SECRET_KEY": plain(f.alnum(40)),
         "DATABASE_URL": f.dsn(),
         "AWS_ACCESS_KEY_ID": f.aws(),
-        "DEPLOY_TOKEN_URL": f.url_token(),
+        "DEPLOY_URL": f.url_token(),
         "SLACK_HOOK": f.slack_webhook(),
-        "SIGNING_KEY_PEM": f.pem(),
+        "SIGNING_PEM": f.pem(),
         "RELEASE_BOT": f.github(),
     }
     for name, made in module.items():
@@ -299,7 +309,7 @@ def plant(seed: int) -> Plant:
     return p
 
 
-MODULE_TEMPLATE = '''"""Settings of a service, with its secrets hard-coded as people do (a planted test module)."""
+MODULE_TEMPLATE = '''"""Settings with secrets hard-coded as people do (a planted test module)."""
 
 from __future__ import annotations
 

@@ -70,11 +70,8 @@ def planted(keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planted]
     plan_file.write_text(
         json.dumps({"values": plan.values, "child_argv": plan.child_argv, "module": str(module)})
     )
-    process = HostProcess(
-        [sys.executable, "-m", "tests.hosts.secrets", str(keys.directory), str(plan_file)]
-        + plan.argv,
-        env=plan.env,
-    )
+    argv = [sys.executable, "-m", "tests.hosts.secrets", str(keys.directory), str(plan_file)]
+    process = HostProcess([*argv, *plan.argv], env=plan.env)
     try:
         process.wait_line(r"^ready$")
         address = process.wait_line(r"^agent: (\S+)").group(1)
@@ -187,6 +184,10 @@ def leak_report(host: Planted) -> tuple[list[str], list[str]]:
 
 def test_no_planted_secret_shows_in_any_view(planted):
     collect_every_view(planted)
+    if os.environ.get("SECRETS_DUMP"):  # to read what every view showed
+        Path(os.environ["SECRETS_DUMP"]).write_text(
+            "".join(f"===== {view}\n{text}\n" for view, text in planted.outputs.items())
+        )
     leaked, unseen = leak_report(planted)
     total = len(planted.plan.secrets)
     print(f"secrets leaked/planted: {len(leaked)}/{total} (seed {SEED})")
@@ -195,3 +196,87 @@ def test_no_planted_secret_shows_in_any_view(planted):
     # the places were shown, redacted, and the host kept working all along
     assert "<redacted>" in planted.outputs["info"]
     assert planted.process.proc.poll() is None
+
+
+def module_line(host: Planted, marker: str) -> int:
+    """Line number of the first line of the planted settings module holding ``marker``."""
+    lines = host.plan.module_source.splitlines()
+    return next(i for i, text in enumerate(lines, 1) if marker in text)
+
+
+def test_viewer_reads_source_only_around_reported_frames(planted):
+    """A viewer may read lines near a frame the agent showed, never a whole module; an
+    operator may read any loaded module (redacted like everything else)."""
+    module = str(planted.module)
+    hold = module_line(planted, "connect(stop, dsn=")  # where settings-hold stands
+    top = module_line(planted, "from __future__")
+    assert hold - top > 20, "the planted module must put its top out of the viewer's window"
+    with planted.connect() as node:
+        thread = next(t for t in node.threads() if t.name == "settings-hold")
+        frames = node.stack(thread.id).frames  # the agent reports these lines to the viewer
+        assert any(f.file == module and f.line == hold for f in frames)
+        near = node.source(module, hold, 200)
+        assert near.first >= hold - 20 and near.first + len(near.lines) - 1 <= hold + 20
+        assert any("connect(stop" in text for text in near.lines)
+        with pytest.raises(NotFound, match="not near a line the agent reported"):
+            node.source(module, top, 3)
+        json_file = json.__file__  # loaded by the host, on no stack
+        with pytest.raises(NotFound):
+            node.source(json_file, 1, 10)
+        with pytest.raises(NotFound):
+            node.source("/etc/passwd", 1, 10)
+    with planted.connect("operator") as node:
+        whole = node.source(module, top, 200)
+        assert any("SECRET_KEY = '<redacted>'" in text for text in whole.lines)
+        assert node.source(json_file, 1, 10).lines
+        with pytest.raises(NotFound):
+            node.source("/etc/passwd", 1, 10)
+    assert not [s.label for s in planted.plan.secrets if leaks(s.needles, "\n".join(whole.lines))]
+
+
+def gui_texts(tree) -> list[str]:
+    """Every text of every column of every item of a QTreeWidget, expanded or not."""
+    out = []
+    stack = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+    while stack:
+        item = stack.pop()
+        out += [item.text(c) for c in range(tree.columnCount())]
+        out += [item.toolTip(c) for c in range(tree.columnCount())]
+        stack += [item.child(i) for i in range(item.childCount())]
+    return out
+
+
+def test_gui_shows_the_planted_host_redacted(qtbot, window, planted):
+    """The desktop observer renders what the agent sends: its System tab (argv, exposed
+    objects, environment) and the inspectors of the planted task, thread and exposed object
+    show the places, never the secrets."""
+    pytest.importorskip("pytestqt")
+    from tests.helpers import node_spec
+
+    wait = 20_000
+    tab = window.show_tab("system")
+    link = window.add_link(node_spec(planted.address, planted.keys, token="viewer"))
+    qtbot.waitUntil(lambda: tab.info is not None, timeout=wait)
+    texts = gui_texts(tab.view)
+    with planted.connect() as node:
+        snap = node.snapshot()
+    ids = {t.name: (t.id, "thread") for t in snap.threads}
+    ids |= {t.name: (t.id, "task") for t in snap.tasks}
+    for name in ("keeper", "holder"):
+        target, kind = ids[name]
+        inspector = window.inspect(link, target, kind, name)
+        qtbot.addWidget(inspector)
+        qtbot.waitUntil(lambda i=inspector: i.frames.topLevelItemCount() > 0, timeout=wait)
+        texts += gui_texts(inspector.frames)
+        for index in range(inspector.frames.topLevelItemCount()):
+            inspector.frames.setCurrentItem(inspector.frames.topLevelItem(index))
+            texts += gui_texts(inspector.variables)
+    exposed = window.inspect_exposed(link, "vault_settings")
+    qtbot.addWidget(exposed)
+    qtbot.waitUntil(lambda: exposed.variables.topLevelItemCount() > 0, timeout=wait)
+    texts += gui_texts(exposed.variables)
+    shown = "\n".join(texts)
+    for marker in ("--password", "SENTRY_DSN", "vault_settings", "held_01", "st_cmd", "pair"):
+        assert marker in shown, f"the GUI never showed {marker!r}"
+    leaked = [s.label for s in planted.plan.secrets if leaks(s.needles, shown)]
+    assert not leaked, f"the GUI showed {len(leaked)}/{len(planted.plan.secrets)}: {leaked}"

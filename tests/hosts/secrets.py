@@ -40,23 +40,24 @@ class ApiClient:
 
 
 async def keeper(values: dict[str, str]) -> None:
-    """A task whose locals hold every value form under an innocent name, as str and bytes."""
-    local_jwt = values["local_jwt"]  # noqa: F841
-    local_pem = values["local_pem"]  # noqa: F841
-    local_aws = values["local_aws"]  # noqa: F841
-    local_github = values["local_github"]  # noqa: F841
-    local_slack_token = values["local_slack_token"]  # noqa: F841
-    local_slack_webhook = values["local_slack_webhook"]  # noqa: F841
-    local_url_token = values["local_url_token"]  # noqa: F841
-    local_sentry_dsn = values["local_sentry_dsn"]  # noqa: F841
-    local_git_remote = values["local_git_remote"]  # noqa: F841
-    local_userpass = values["local_userpass"]  # noqa: F841
-    local_b64_userpass = values["local_b64_userpass"]  # noqa: F841
-    local_basic = values["local_basic"]  # noqa: F841
-    local_dsn = values["local_dsn"]  # noqa: F841
-    local_bearer = values["local_bearer"]  # noqa: F841
-    local_bytes_jwt = values["local_bytes_jwt"].encode()  # noqa: F841
-    local_bytes_pem = values["local_bytes_pem"].encode()  # noqa: F841
+    """A task whose locals hold every value form under an innocent name, as str and bytes
+    (held_15 and held_16 as bytes)."""
+    held_01 = values["held_01"]  # noqa: F841
+    held_02 = values["held_02"]  # noqa: F841
+    held_03 = values["held_03"]  # noqa: F841
+    held_04 = values["held_04"]  # noqa: F841
+    held_05 = values["held_05"]  # noqa: F841
+    held_06 = values["held_06"]  # noqa: F841
+    held_07 = values["held_07"]  # noqa: F841
+    held_08 = values["held_08"]  # noqa: F841
+    held_09 = values["held_09"]  # noqa: F841
+    held_10 = values["held_10"]  # noqa: F841
+    held_11 = values["held_11"]  # noqa: F841
+    held_12 = values["held_12"]  # noqa: F841
+    held_13 = values["held_13"]  # noqa: F841
+    held_14 = values["held_14"]  # noqa: F841
+    held_15 = values["held_15"].encode()  # noqa: F841
+    held_16 = values["held_16"].encode()  # noqa: F841
     values.clear()  # the plan itself holds bare secrets under innocent keys: not a plant
     await asyncio.sleep(3600)  # KEEPER-LINE
 
