@@ -209,6 +209,7 @@ def is_secret_flag(text: object) -> bool:
         return False
     return (
         text.startswith("-")
+        and not text.startswith("--no-")  # "--no-auth" is a switch: no value follows
         and "=" not in text
         and len(text) <= 64
         and not any(c.isspace() for c in text)

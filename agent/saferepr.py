@@ -61,6 +61,10 @@ _GEN_QUALNAMES = {
     ),
 }
 _DICT_LIKE = (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
+# Attributes of an entry object (multidict's _Entry, http.cookies.Morsel, a form field)
+# that name it, and those that hold its value.
+_NAME_ATTRS = frozenset({"name", "key", "identity", "field", "header", "_name", "_key"})
+_VALUE_ATTRS = frozenset({"value", "val", "_value", "coded_value", "_coded_value", "raw"})
 _TUPLE_KEY_ITEMS = 8  # items of a tuple dict key looked at for a secret name
 _NAME_ONLY_RE = re.compile(r"-{0,2}[A-Za-z0-9_.\-]{1,64}")  # a header or field name
 _USER_RE = re.compile(r"[a-z_][a-z0-9._@+\-]{0,63}")  # a user name, as systems spell them
@@ -385,6 +389,7 @@ def _children(obj: object, max_items: int) -> list[tuple[str, object]]:
         pairs = _snapshot(namespace.items, max_items)
         return [(_attr_label(key), _attr_value(key, value)) for key, value in pairs]
     out: list[tuple[str, object]] = []
+    secret: set[int] = set()  # indices in out whose value is masked
     if issubclass(tp, BaseException):
         out.append(("args", _exc_args(obj)))
     is_module = issubclass(tp, types.ModuleType)
@@ -394,9 +399,21 @@ def _children(obj: object, max_items: int) -> list[tuple[str, object]]:
         for key, value in _snapshot(namespace.items, max(0, max_items - len(out))):
             label = _attr_label(key)
             seen.add(label)
-            out.append((label, _attr_value(key, value)))
+            if _sensitive_key(key):
+                secret.add(len(out))
+            out.append((label, value))
     out.extend(_slot_values(obj, seen, max(0, max_items - len(out))))
-    return [(label, REDACTED if is_sensitive(label) else value) for label, value in out]
+    # an entry (multidict's, a cookie, a form field) whose name names a secret: its value is one
+    entry = any(label in _NAME_ATTRS and _is_field_name(_name_text(v)) for label, v in out)
+    return [
+        (
+            label,
+            REDACTED
+            if i in secret or is_sensitive(label) or (entry and label in _VALUE_ATTRS)
+            else v,
+        )
+        for i, (label, v) in enumerate(out)
+    ]
 
 
 def _attr_label(key: object) -> str:

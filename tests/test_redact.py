@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.cookies
 import random
 import string
 import time
@@ -301,18 +302,40 @@ def test_secret_values_never_leak_from_text(made, before, after, cut, padding):
     assert not leaks(made.needles, f"{safe_repr([text, text.encode()], max_len=cut + 100)}")
 
 
+class Entry:
+    """A header entry as multidict keeps them (its _Entry has these slots)."""
+
+    __slots__ = ("hash", "identity", "key", "value")
+
+    def __init__(self, hash: int, identity: object, key: object, value: object) -> None:
+        self.hash, self.identity, self.key, self.value = hash, identity, key, value
+
+
+def morsel(name: str, value: str) -> http.cookies.Morsel:
+    """A cookie named name (when the name is a legal cookie name) holding value."""
+    cookie = http.cookies.SimpleCookie()
+    try:
+        cookie[name.replace(".", "_")] = value
+    except http.cookies.CookieError:
+        cookie["session"] = value
+    return next(iter(cookie.values()))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     made=made_values,
     name=sensitive_names,
     flag_style=st.sampled_from(["--", "-", ""]),
     binary=as_bytes,
-    shape=st.sampled_from(["flag", "pair-list", "pair-tuple", "triple", "tuple-key", "auth"]),
+    shape=st.sampled_from(
+        ["flag", "pair-list", "pair-tuple", "triple", "tuple-key", "auth", "entry", "cookie"]
+    ),
     path=st.lists(st.sampled_from(["list", "tuple", "dict"]), max_size=2),
 )
 def test_secrets_marked_by_their_neighbours_never_leak(made, name, flag_style, binary, shape, path):
     """['--password', x], [('X-Auth-Token', x)], (identity, name, x), {('db', 'password'): x},
-    (user, password): the secret is plain, a neighbour says what it is."""
+    (user, password), header entry objects, cookies: the secret is plain, a neighbour says
+    what it is."""
     secret = made.text if shape != "auth" else Forge(random.Random(len(made.text))).password()
     needles = made.needles if shape != "auth" else (secret,)
     word = name.lstrip("-")
@@ -324,6 +347,8 @@ def test_secrets_marked_by_their_neighbours_never_leak(made, name, flag_style, b
         "triple": (enc(word.lower()), enc(word), enc(secret)),
         "tuple-key": {("db", word): secret, ("db", "host"): "h"},
         "auth": ("admin", secret),
+        "entry": Entry(hash(word), enc(word.lower()), enc(word), enc(secret)),
+        "cookie": morsel(word, secret),
     }[shape]
     shown = everything_shown(nest(value, path))
     assert not leaks(needles, shown), shown

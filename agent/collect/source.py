@@ -142,9 +142,10 @@ class _Reported:
         self.previous: dict[tuple[str, int], None] = {}
 
     def note(self, path: str, line: int) -> None:
+        """Remember ``path:line`` (called per task row: the common case is one lookup)."""
         key = (path, line)
         current = self.current
-        if key in current:
+        if key in current or line <= 0 or not path:
             return
         current[key] = None
         if len(current) >= self.generation:
@@ -164,10 +165,8 @@ class _Reported:
 _reported = _Reported(_REPORTED_GENERATION)
 
 
-def note_reported(path: str, line: int) -> None:
-    """Remember that the agent reported ``path:line`` (a frame, a location, a site)."""
-    if path and line > 0:
-        _reported.note(path, line)
+# Remember that the agent reported ``path:line`` (a frame, a location, a site).
+note_reported = _reported.note
 
 
 def nearest_reported(path: str, line: int, window: int) -> int | None:

@@ -125,7 +125,9 @@ def collect_every_view(host: Planted) -> None:
     snapshot = json.loads(host.cli("ps --json", "ps", "--json"))
     host.cli("tree", "tree")
     host.cli("tree --json", "tree", "--json")
-    targets = [t["id"] for t in snapshot["threads"]] + [t["id"] for t in snapshot["tasks"]]
+    # the agent's own threads come and go with connections (and hold nothing planted)
+    threads = [t["id"] for t in snapshot["threads"] if not t["is_agent"]]
+    targets = threads + [t["id"] for t in snapshot["tasks"]]
     for target in targets:
         host.cli(f"stack {target} --locals", "stack", target, "--locals")
         host.cli(f"stack {target} --locals --json", "stack", target, "--locals", "--json")
