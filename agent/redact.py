@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -58,9 +59,15 @@ _AUTH_RE = re.compile(
 _NAME_RE = re.compile(r"(?<![A-Za-z0-9_.\-])([A-Za-z0-9_.\-]+)[\"']?[ \t]*[=:]{1,2}[ \t]*")
 # An authentication scheme kept in front of a value ("Authorization: Bearer <redacted>").
 _SCHEME_RE = re.compile(r"(?:bearer|basic|token|digest|negotiate|ntlm)[ \t]+", re.I)
-# In code: an expression that is a name, an attribute, a call or a subscript (not a value).
-_CODE_REF_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*[(\[:]?")
-_CODE_ASSIGN_RE = re.compile(r"[ \t]*=(?!=)[ \t]*")
+# In code: what may open a literal, a number worth masking (a PIN, a numeric key), the
+# assignment after an annotation (bounded, and not across an argument list), quotes and
+# the comment that start text, and the bare "key" names of dict code.
+_CODE_OPEN_RE = re.compile(r"[ \t(\[{]*")
+_CODE_NUMBER_RE = re.compile(r"(?:0[xX][0-9a-fA-F_]{4,}|[0-9][0-9_]{3,})(?![A-Za-z0-9_.])")
+_CODE_ANNOTATION_RE = re.compile(r"[^=\n,()]{0,120}?(?<![=!<>])=(?!=)")
+_CODE_QUOTE_RE = re.compile(r"[#\"']")
+_CODE_MORE_RE = re.compile(r"[\"']{1,3}[ \t]*[,+]?[ \t]*(?=[rRbBfFuU]{0,2}[\"'])")
+_BARE_KEY_RE = re.compile(r"_*keys?[0-9]*_*")  # "key", "_keys": not "KEY", "api_key"
 _STRING_PREFIX_RE = re.compile(r"(?:[rR][bBfF]?|[bBfF][rR]?|[uU])(?=[\"'])")
 _UNQUOTED_VALUE_RE = re.compile(r"[^\s&;,\"')\]}]+")
 _QUOTED_VALUE_RE = {
@@ -399,13 +406,11 @@ def _looks_like_basic(token: str) -> bool:
 
 
 def _redact_names(text: str, code: bool = False) -> str:
-    """Mask the value of every name=value / name: value pair whose name is sensitive.
-
-    In code, a value that is an expression (a name, an attribute, a call or subscript) is
-    the code's, not a secret: ``password = os.environ[...]``, ``def f(token: str)``.
-    """
+    """Mask the value of every name=value / name: value pair whose name is sensitive."""
     if "=" not in text and ":" not in text:
         return text
+    if code:
+        return _redact_code_names(text)
     parts: list[str] = []
     done = 0  # text[:done] is already in parts
     pos = 0
@@ -416,22 +421,8 @@ def _redact_names(text: str, code: bool = False) -> str:
         pos = match.end()
         if not is_sensitive(match.group(1)):
             continue
-        scheme = _SCHEME_RE.match(text, pos)
-        if scheme is not None:
-            pos = scheme.end()
-        if text.startswith(REDACTED, pos + (text[pos : pos + 1] in _QUOTED_VALUE_RE)):
-            continue  # masked already (a later pass, or a finer rule)
-        start, end = _value_span(text, pos, code)
-        if code and _is_code_ref(text, start, end):
-            assign = _CODE_ASSIGN_RE.match(text, end)  # "token: str = 'literal'"
-            if assign is None:
-                pos = max(end, pos)
-                continue
-            start, end = _value_span(text, assign.end(), code)
-            if _is_code_ref(text, start, end):
-                pos = max(end, pos)
-                continue
-        if end > start and not text.startswith(REDACTED, start):  # else a finer rule masked it
+        start, end = _text_value(text, pos)
+        if end > start:
             parts.append(text[done:start])
             parts.append(REDACTED)
             done = end
@@ -442,20 +433,120 @@ def _redact_names(text: str, code: bool = False) -> str:
     return "".join(parts)
 
 
-def _is_code_ref(text: str, start: int, end: int) -> bool:
-    """Whether text[start:end] is an expression in code (a dotted name, maybe called)."""
-    if end <= start or _CODE_REF_RE.fullmatch(text, start, end) is None:
-        return False
-    # "--password=hunter2" inside a string literal is a value; "environ[" or "get(" is code
-    return text[end - 1] in "([" or text[end : end + 1] not in ('"', "'")
+def _text_value(text: str, pos: int) -> tuple[int, int]:
+    """Span of the value of a secret name ending at pos; empty when masked already."""
+    scheme = _SCHEME_RE.match(text, pos)
+    if scheme is not None:
+        pos = scheme.end()
+    if text.startswith(REDACTED, pos + (text[pos : pos + 1] in _QUOTED_VALUE_RE)):
+        return pos, pos  # masked already (a later pass, or a finer rule)
+    return _value_span(text, pos)
 
 
-def _value_span(text: str, pos: int, code: bool = False) -> tuple[int, int]:
+def _redact_code_names(text: str) -> str:
+    """_redact_names for a line of code. Inside a string literal or a comment it is text;
+    in the code itself only a literal (a string, a number of 4 digits or more) given to a
+    secret name is masked, not an expression: ``password = os.environ[...]``,
+    ``def f(token: str)`` and ``self.token = token`` stay readable."""
+    spans = _text_spans(text)
+    starts = [start for start, _ in spans]
+    parts: list[str] = []
+    done = 0
+    pos = 0
+    while True:
+        match = _NAME_RE.search(text, pos)
+        if match is None:
+            break
+        pos = match.end()
+        name = match.group(1)
+        # a value in a string or a comment is text ("--password=x"); "'password': x" is code
+        index = bisect.bisect_right(starts, pos - 1) - 1
+        if index >= 0 and pos - 1 < spans[index][1]:
+            if not is_sensitive(name):
+                continue
+            start, end = _text_value(text, pos)
+        else:
+            if not _is_code_secret_name(name):
+                continue
+            annotated = ":" in match.group(0)[len(name) :]
+            start, end = _code_literal(text, pos, annotated)
+            # more literals in the same list or concatenation: ["a", "b"], "a" "b", "a" + "b"
+            while end > start and not text.startswith(REDACTED, start):
+                parts.append(text[done:start])
+                parts.append(REDACTED)
+                done = pos = end
+                more = _CODE_MORE_RE.match(text, end)
+                if more is None:
+                    break
+                start, end = _code_literal(text, more.end(), False)
+            pos = max(end, pos)
+            continue
+        if end > start and not text.startswith(REDACTED, start):
+            parts.append(text[done:start])
+            parts.append(REDACTED)
+            done = end
+        pos = max(end, pos)
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _text_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every string literal and of the comment in a line of code, in order;
+    one left open runs to the end of the line. Linear: each character is looked at once."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        match = _CODE_QUOTE_RE.search(text, pos)
+        if match is None:
+            return spans
+        start, char = match.start(), match.group()
+        if char == "#":
+            spans.append((start, len(text)))
+            return spans
+        if text.startswith(char * 3, start):
+            close = text.find(char * 3, start + 3)
+            end = len(text) if close < 0 else close + 3
+        else:
+            inner = _QUOTED_VALUE_RE[char].match(text, start + 1)
+            end = min(len(text), (inner.end() if inner else start + 1) + 1)
+        spans.append((start, end))
+        pos = end
+
+
+def _is_code_secret_name(name: str) -> bool:
+    """Whether a name in code names a secret: its last attribute does, and it is not a bare
+    ``key``/``keys`` (a dict key, in code, far more often than a secret)."""
+    last = name.rsplit(".", 1)[-1]
+    return _BARE_KEY_RE.fullmatch(last) is None and is_sensitive(last)
+
+
+def _code_literal(text: str, pos: int, annotated: bool) -> tuple[int, int]:
+    """Span of the literal given to a secret name in code (empty if it gets an expression):
+    a string (after brackets, with its prefix), or a number of four digits or more; after
+    an annotation (``token: str = "..."``) the value assigned."""
+    pos = _CODE_OPEN_RE.match(text, pos).end()  # type: ignore[union-attr]
+    prefix = _STRING_PREFIX_RE.match(text, pos)
+    quote_at = prefix.end() if prefix is not None else pos
+    quote = text[quote_at : quote_at + 1]
+    if quote in _QUOTED_VALUE_RE:
+        if text.startswith(quote * 3, quote_at):
+            close = text.find(quote * 3, quote_at + 3)
+            return quote_at + 3, len(text) if close < 0 else close
+        return _value_span(text, quote_at)
+    number = _CODE_NUMBER_RE.match(text, pos)
+    if number is not None:
+        return number.span()
+    if annotated:
+        assign = _CODE_ANNOTATION_RE.match(text, pos)
+        if assign is not None:
+            return _code_literal(text, assign.end(), False)
+    return pos, pos
+
+
+def _value_span(text: str, pos: int) -> tuple[int, int]:
     """Span of the value starting at pos: inside its quotes if quoted, else up to a separator."""
-    if code:
-        prefix = _STRING_PREFIX_RE.match(text, pos)  # b"...", f'...', rb"..."
-        if prefix is not None:
-            pos = prefix.end()
     quote = text[pos : pos + 1]
     if quote in _QUOTED_VALUE_RE:
         inner = _QUOTED_VALUE_RE[quote].match(text, pos + 1)

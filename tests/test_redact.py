@@ -422,10 +422,32 @@ def test_ordinary_structures_are_left_alone(value):
         ("token = b'abc123'", f"token = b'{REDACTED}'"),
         ('run("mysql --password=hunter2")', f'run("mysql --password={REDACTED}")'),
         ("PIN = 1234", f"PIN = {REDACTED}"),
+        ("key = self._selector.get_key(fd)", "key = self._selector.get_key(fd)"),
+        ("if key == 'home':", "if key == 'home':"),  # a bare "key" in code is a dict key
+        ("KEY = 'abc123'", f"KEY = '{REDACTED}'"),
+        ("api_key: Optional[str] = 'abc'", f"api_key: Optional[str] = '{REDACTED}'"),
+        ("TOKENS = ['abc', 'def'] + x", f"TOKENS = ['{REDACTED}', '{REDACTED}'] + x"),
+        ("x = 1  # password=hunter2", f"x = 1  # password={REDACTED}"),
+        ("{'HAVE_PW': 1, 'db_password': 'x'}", f"{{'HAVE_PW': 1, 'db_password': '{REDACTED}'}}"),
+        ("SelectorKey.events.__doc__ = 'Events'", "SelectorKey.events.__doc__ = 'Events'"),
+        ("print('token=', tok)", "print('token=', tok)"),
+        ('SECRET = """abc', f'SECRET = """{REDACTED}'),
     ],
 )
 def test_redact_code_masks_literals_not_expressions(text, expected):
     assert redact_code(text) == expected
+
+
+CODE_PIECES = [*TEXT_PIECES, "(", ")", "[", ",", "+", "#", '"""', "b", "f", "1234", "os.env"]
+CODE_PIECES += ["token", "key", "api_key", ": str", " = ", " == ", "eyJhbGciOiJI.eyJzdWIiOiIx"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(CODE_PIECES), max_size=14).map("".join) | st.text(max_size=40))
+def test_redact_code_never_raises_and_is_idempotent(text):
+    once = redact_code(text)
+    assert isinstance(once, str)
+    assert redact_code(once) == once
 
 
 def test_redact_argv():
