@@ -120,7 +120,7 @@ _B64_WORD_RE = re.compile(
 )
 _MAX_B64_WORD = 1024  # base64 of credentials is short; longer words are data
 _B64_CREDS_RE = re.compile(rb"[\w.@+\-~$!%*#]{1,128}:[\x21-\x7e]{1,256}")
-# A whole value "user:password" (shape checks in _is_userpass).
+# A whole value "user:password" (the password's shape is checked in is_userpass).
 _USERPASS_RE = re.compile(r"([A-Za-z_][\w.@+\-]{0,63}):([^\s:/\\]{4,256})")
 # "user" parts that are schemes, hash names or hosts: "sha256:ab12...", "urn:x-1"
 _NOT_USERS = frozenset(
@@ -167,7 +167,8 @@ def _is_sensitive(name: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Mask credentials inside free text (URL passwords, auth headers, name=value); never raises."""
+    """Mask credentials inside free text (URL userinfo, auth headers, name=value pairs,
+    secret-looking values, a whole "user:password"); never raises."""
     try:
         if type(text) is not str:
             if not issubclass(type(text), str):
