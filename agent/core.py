@@ -32,7 +32,7 @@ from agent.collect.history import HistoryBuffer, Sampler
 from agent.collect.lag import LagProbe
 from agent.collect.memory import gc_state, os_memory
 from agent.collect.process import CpuMeter, collect_process, gc_collections
-from agent.collect.source import source_lines
+from agent.collect.source import nearest_reported, source_lines
 from agent.collect.tasks import TaskRegistry, awaited_tasks, collect_task_rows, task_state
 from agent.collect.threads import THREAD_IDS, collect_threads
 from agent.collect.tracing import Tracer
@@ -62,6 +62,7 @@ from agent.schema import (
     Variable,
     to_wire,
 )
+from agent.security import ROLES
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 log = logging.getLogger("agent")
@@ -70,6 +71,7 @@ DEFAULT_TASK_LIMIT = 100_000
 MAX_TASK_LIMIT = 1_000_000
 MAX_PATH = 16
 MAX_SOURCE_CONTEXT = 200
+SOURCE_WINDOW = 20  # lines a viewer may read on either side of a reported line
 OVERVIEW_SAMPLES = 120  # a sparkline's worth of history per overview
 EXPOSED_SIZE_BUDGET = 0.1  # seconds per memory() call for all exposed objects' deep sizes
 _module_ns = types.ModuleType.__dict__["__dict__"].__get__  # C-level, no module hooks run
@@ -423,14 +425,29 @@ class AgentCore:
     def trace_stats(self, limit: int, group: str, diff: bool) -> TraceStats:
         return self.tracer.stats(limit, group, diff)
 
-    def source(self, path: str, line: int, context: int) -> SourceText:
-        """Lines around ``path:line``, only for files the host runs (loaded modules) or that
-        an allocation report named: never an arbitrary file of the host's machine."""
+    def source(self, path: str, line: int, context: int, role: str = "viewer") -> SourceText:
+        """Redacted lines around ``path:line`` of a file the host runs (a loaded module) or
+        an allocation report named: never an arbitrary file of the host's machine.
+
+        An operator may read any such file (they can already stop its threads and tasks,
+        and the Memory tab walks whole allocation tracebacks); a viewer only the lines
+        within SOURCE_WINDOW of a line the agent reported lately in a stack, a task or
+        thread location or an allocation site, so a read-only token cannot page through
+        every loaded module.
+        """
         if not self._may_show(path):
             raise NotFound(f"{path!r} is not a loaded module or a reported allocation site")
         context = max(0, min(context, MAX_SOURCE_CONTEXT))
-        first = max(1, line - context)
-        lines = source_lines(path, first, line + context)
+        first, last = max(1, line - context), line + context
+        if ROLES.get(role, 0) < ROLES["operator"]:
+            near = nearest_reported(path, line, SOURCE_WINDOW)
+            if near is None:
+                raise NotFound(
+                    f"{path}:{line} is not near a line the agent reported: a viewer may read "
+                    f"source only within {SOURCE_WINDOW} lines of a frame it was shown"
+                )
+            first, last = max(first, near - SOURCE_WINDOW), min(last, near + SOURCE_WINDOW)
+        lines = source_lines(path, first, last)
         if not lines:
             raise NotFound(f"no source available for {path}:{line}")
         return SourceText(path, line, first, tuple(lines))

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import collections
 import datetime
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
-from agent.redact import REDACTED, is_sensitive, redact_text
+from agent.redact import (
+    REDACTED,
+    is_secret_flag,
+    is_sensitive,
+    looks_like_password,
+    redact_text,
+)
 
 _TRUNCATED = "…"
 _MAX_DEPTH_CAP = 100  # recursion of the renderer stays far below the interpreter's limit
@@ -54,6 +61,13 @@ _GEN_QUALNAMES = {
     ),
 }
 _DICT_LIKE = (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
+# Attributes of an entry object (multidict's _Entry, http.cookies.Morsel, a form field)
+# that name it, and those that hold its value.
+_NAME_ATTRS = frozenset({"name", "key", "identity", "field", "header", "_name", "_key"})
+_VALUE_ATTRS = frozenset({"value", "val", "_value", "coded_value", "_coded_value", "raw"})
+_TUPLE_KEY_ITEMS = 8  # items of a tuple dict key looked at for a secret name
+_NAME_ONLY_RE = re.compile(r"-{0,2}[A-Za-z0-9_.\-]{1,64}")  # a header or field name
+_USER_RE = re.compile(r"[a-z_][a-z0-9._@+\-]{0,63}")  # a user name, as systems spell them
 
 
 class _Full(BaseException):
@@ -274,11 +288,62 @@ def _snapshot(make: Callable[[], Iterable[Any]], count: int) -> list[Any]:
 
 
 def _sensitive_key(key: object) -> bool:
-    """Whether a dict key (or first item of a pair) names a secret."""
+    """Whether a dict key names a secret: a str/bytes name, or a tuple key with one in it
+    (``('db', 'password')``)."""
+    if type(key) is tuple:
+        return any(_sensitive_name(item) for item in key[:_TUPLE_KEY_ITEMS])
+    return _sensitive_name(key)
+
+
+def _sensitive_name(key: object) -> bool:
+    """Whether a str or bytes names a secret."""
     tp = type(key)
     if tp is str or tp is bytes or issubclass(tp, str):
         return is_sensitive(key)  # type: ignore[arg-type]
     return False
+
+
+def _name_text(item: object) -> str | None:
+    """A str/bytes item as an exact str (bytes as latin-1), else None."""
+    if type(item) is bytes:
+        return item.decode("latin-1")
+    return _exact_str(item)
+
+
+def _is_field_name(text: str | None) -> bool:
+    """Whether text is a header or field name naming a secret ("X-Auth-Token")."""
+    return text is not None and _NAME_ONLY_RE.fullmatch(text) is not None and is_sensitive(text)
+
+
+def _masked(items: list[Any], count: int) -> set[int]:
+    """Indices of a list's or tuple's shown items that hold secrets because of their
+    neighbours: the value of a (name, value) pair or (identity, name, value) entry naming a
+    secret, the value after a secret flag (``['--password', x]``), a (user, password) pair."""
+    masked: set[int] = set()
+    if 2 <= count <= 3 and len(items) == count:
+        names = [_name_text(item) for item in items]
+        first = names[0]
+        if first is not None and is_sensitive(first):
+            folded = first.casefold()
+            masked.update(
+                i for i in range(1, count) if names[i] is None or names[i].casefold() != folded
+            )
+        elif count == 3 and _is_field_name(names[1]):
+            masked.add(2)
+        if (
+            count == 2
+            and names[0] is not None
+            and names[1] is not None
+            and type(items[0]) is type(items[1])
+            and _USER_RE.fullmatch(names[0])
+            and looks_like_password(names[1])
+        ):
+            masked.add(1)
+    for index in range(len(items) - 1):
+        text = _name_text(items[index])
+        if text is not None and is_secret_flag(text):
+            masked.add(index + 1)
+    return masked
 
 
 def _inner_len(obj: object, attr: str) -> int | None:
@@ -307,10 +372,8 @@ def _children(obj: object, max_items: int) -> list[tuple[str, object]]:
     tp = type(obj)
     if tp is list or tp is tuple or tp is collections.deque:
         items = _snapshot(lambda: obj, max_items)  # type: ignore[return-value]
-        pair_secret = tp is tuple and len(items) == 2 and _sensitive_key(items[0])
-        return [
-            (f"[{i}]", REDACTED if pair_secret and i == 1 else item) for i, item in enumerate(items)
-        ]
+        masked = _masked(items, len(obj))  # type: ignore[arg-type]
+        return [(f"[{i}]", REDACTED if i in masked else item) for i, item in enumerate(items)]
     if _is_exact(tp, _DICT_TYPES):
         pairs = _snapshot(obj.items, max_items)  # type: ignore[attr-defined]
         return [
@@ -326,6 +389,7 @@ def _children(obj: object, max_items: int) -> list[tuple[str, object]]:
         pairs = _snapshot(namespace.items, max_items)
         return [(_attr_label(key), _attr_value(key, value)) for key, value in pairs]
     out: list[tuple[str, object]] = []
+    secret: set[int] = set()  # indices in out whose value is masked
     if issubclass(tp, BaseException):
         out.append(("args", _exc_args(obj)))
     is_module = issubclass(tp, types.ModuleType)
@@ -335,9 +399,21 @@ def _children(obj: object, max_items: int) -> list[tuple[str, object]]:
         for key, value in _snapshot(namespace.items, max(0, max_items - len(out))):
             label = _attr_label(key)
             seen.add(label)
-            out.append((label, _attr_value(key, value)))
+            if _sensitive_key(key):
+                secret.add(len(out))
+            out.append((label, value))
     out.extend(_slot_values(obj, seen, max(0, max_items - len(out))))
-    return [(label, REDACTED if is_sensitive(label) else value) for label, value in out]
+    # an entry (multidict's, a cookie, a form field) whose name names a secret: its value is one
+    entry = any(label in _NAME_ATTRS and _is_field_name(_name_text(v)) for label, v in out)
+    return [
+        (
+            label,
+            REDACTED
+            if i in secret or is_sensitive(label) or (entry and label in _VALUE_ATTRS)
+            else v,
+        )
+        for i, (label, v) in enumerate(out)
+    ]
 
 
 def _attr_label(key: object) -> str:
@@ -487,9 +563,10 @@ class _Renderer:
         brackets: str,
         items: list[Any],
         count: int,
-        pair_secret: bool = False,
+        masked: set[int] | frozenset[int] = frozenset(),
     ) -> None:
-        """Items of a list/tuple/set/deque between brackets, with depth/cycle/item limits."""
+        """Items of a list/tuple/set/deque between brackets, with depth/cycle/item limits;
+        the items at ``masked`` indices show as the mask."""
         opening, closing = brackets[0], brackets[1]
         if count == 0:
             self.write(brackets)
@@ -503,7 +580,7 @@ class _Renderer:
             for index, item in enumerate(items):
                 if index:
                     self.write(", ")
-                if pair_secret and index == 1:
+                if index in masked:
                     self.write(REDACTED)
                 else:
                     self.render(item, depth + 1)
@@ -517,15 +594,16 @@ class _Renderer:
             self.active.discard(id(obj))
 
     def _list(self, obj: list[Any], depth: int) -> None:
-        """A list."""
+        """A list; values that a neighbour marks as secret are masked (see _masked)."""
         count = len(obj)
-        self._seq(obj, depth, "[]", obj[: self.max_items], count)
+        items = obj[: self.max_items]
+        self._seq(obj, depth, "[]", items, count, _masked(items, count))
 
     def _tuple(self, obj: tuple[Any, ...], depth: int) -> None:
-        """A tuple; in a (name, value) pair naming a secret the value is masked."""
+        """A tuple; values that a neighbour marks as secret are masked (see _masked)."""
         count = len(obj)
-        pair_secret = count == 2 and _sensitive_key(obj[0])
-        self._seq(obj, depth, "()", list(obj[: self.max_items]), count, pair_secret)
+        items = list(obj[: self.max_items])
+        self._seq(obj, depth, "()", items, count, _masked(items, count))
 
     def _set(self, obj: set[Any] | frozenset[Any], depth: int) -> None:
         """A set or frozenset, as set()/frozenset() when empty like the builtin repr."""
@@ -543,7 +621,8 @@ class _Renderer:
     def _deque(self, obj: collections.deque[Any], depth: int) -> None:
         """A collections.deque, with its maxlen."""
         self.write("deque(")
-        self._seq(obj, depth, "[]", _snapshot(lambda: obj, self.max_items), len(obj))
+        items = _snapshot(lambda: obj, self.max_items)
+        self._seq(obj, depth, "[]", items, len(obj), _masked(items, len(obj)))
         if obj.maxlen is not None:
             self.write(f", maxlen={obj.maxlen}")
         self.write(")")

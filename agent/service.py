@@ -265,6 +265,7 @@ class AgentService(rpyc.Service):
                 _check(path, str, "path"),
                 _check(line, int, "line"),
                 _check(context, int, "context"),
+                self._creds.role,
             )
         )
 

@@ -170,9 +170,16 @@ def test_tracemalloc_diff_points_at_the_leaking_line(leaky):
 
 
 def test_source_is_shown_for_loaded_modules_only(leaky):
+    line = leaky.line_of("LEAK-BUFFER")
     with leaky.connect("viewer") as node:
-        text = node.source(leaky.file, leaky.line_of("LEAK-BUFFER"), context=2)
+        # a viewer reads source only near lines the agent showed it (tests/attack/test_secrets.py)
+        with pytest.raises(NotFound, match="not near a line the agent reported"):
+            node.source(leaky.file, line, context=2)
+        assert any(t.name == "leaker" for t in node.tasks())  # its location is near LEAK-BUFFER
+        text = node.source(leaky.file, line, context=2)
         assert len(text.lines) == 5 and "# LEAK-BUFFER" in text.lines[2]
+    with leaky.connect("operator") as node:
+        assert "# LEAK-BUFFER" in node.source(leaky.file, 1, context=200).lines[line - 1]
         with pytest.raises(NotFound):
             node.source("/etc/passwd", 1)
         with pytest.raises(NotFound):

@@ -591,10 +591,11 @@ def redactable(value: object) -> bool:
     if type(value) is bytes:
         return redact_text(value.decode("latin-1")) != value.decode("latin-1")
     if type(value) in (list, tuple):
-        if type(value) is tuple and len(value) == 2:
-            first = value[0]
-            if type(first) in (str, bytes) and is_sensitive(first):
-                return True
+        # a neighbour may mark an item secret: a secret name or flag next to it, or a pair of
+        # strings that may be (user, password) (an over-approximation: only repr is skipped)
+        texts = [item for item in value if type(item) in (str, bytes)]
+        if any(is_sensitive(text) for text in texts) or len(value) == len(texts) == 2:
+            return True
         return any(redactable(item) for item in value)
     if type(value) is dict:
         return any(redactable(k) or redactable(v) for k, v in value.items())

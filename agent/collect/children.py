@@ -7,6 +7,7 @@ import threading
 import psutil
 
 from agent.collect import guarded
+from agent.redact import redact_argv
 from agent.registry import agent_address_of
 from agent.schema import ChildInfo
 
@@ -60,7 +61,7 @@ class ChildTracker:
                         pid=pid,
                         ppid=proc.ppid(),
                         name=proc.name(),
-                        cmdline=tuple(guarded(proc.cmdline, [])),
+                        cmdline=redact_argv(guarded(proc.cmdline, [])),
                         status=str(guarded(proc.status, "unknown")),
                         cpu_percent=guarded(proc.cpu_percent, None),
                         rss=guarded(lambda p=proc: p.memory_info().rss, None),

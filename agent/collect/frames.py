@@ -6,7 +6,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from agent.collect.source import source_line
+from agent.collect.source import note_reported, source_line
 from agent.compat import code_name
 from agent.redact import REDACTED, is_sensitive
 from agent.saferepr import safe_children, safe_len, safe_repr, safe_type_name
@@ -17,11 +17,14 @@ MAX_LOCALS = 200
 
 
 def code_location(frame: types.FrameType | None) -> tuple[str, str, int]:
-    """(function, file, line) of a frame, or empty values for None."""
+    """(function, file, line) of a frame, or empty values for None; the place is remembered
+    as reported (thread and task listings show it), so a viewer may read source around it."""
     if frame is None:
         return "", "", 0
     code = frame.f_code
-    return code_name(code), code.co_filename, frame.f_lineno or 0
+    file, line = code.co_filename, frame.f_lineno or 0
+    note_reported(file, line)
+    return code_name(code), file, line
 
 
 def thread_frames(frame: types.FrameType | None) -> list[types.FrameType]:

@@ -13,7 +13,7 @@ import time
 import psutil
 
 from agent.collect import guarded
-from agent.redact import redact_mapping
+from agent.redact import redact_argv, redact_mapping
 from agent.schema import ExposedInfo, ProcessInfo
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
@@ -81,7 +81,7 @@ def collect_process(
         pid=os.getpid(),
         ppid=ppid,
         name=name,
-        cmdline=tuple(str(a) for a in sys.argv),
+        cmdline=redact_argv(sys.argv),
         python_version=platform.python_version(),
         implementation=platform.python_implementation(),
         executable=sys.executable,
