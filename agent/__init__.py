@@ -13,12 +13,22 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.config import AgentConfig, resolve
-from agent.security import ConfigError
-from agent.server import AgentServer
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.security import ConfigError
+    from agent.server import AgentServer
+
+# Imported on first use, so that importing one submodule (the observer reads
+# agent.schema and agent.wire) does not load the whole agent: see __getattr__.
+_LAZY = {
+    "AgentConfig": "agent.config",
+    "AgentServer": "agent.server",
+    "ConfigError": "agent.security",
+}
 
 __all__ = [
     "AGENT_VERSION",
@@ -33,6 +43,17 @@ __all__ = [
     "unexpose",
 ]
 __version__ = AGENT_VERSION
+
+
+def __getattr__(name: str) -> Any:
+    """The public classes, imported when first asked for (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 _lock = threading.Lock()
 _server: AgentServer | None = None
@@ -59,6 +80,9 @@ def start(
     bound; after it returns, nothing the agent does raises into the host. An agent whose
     listener died (see running()) is replaced by a new one, keeping what was exposed.
     """
+    from agent.config import resolve
+    from agent.server import AgentServer
+
     global _server
     with _lock:
         if _server is not None:
