@@ -47,12 +47,15 @@ def start(
     tokens: Mapping[str, str] | None = None,
     name: str | None = None,
     client_cafile: str | None = None,
+    send_timeout: float | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
     Arguments left out come from OBSERVER_AGENT_* environment variables (see
-    agent.config). Raises ConfigError for unsafe or invalid settings, OSError if the
-    port cannot be bound; after it returns, nothing the agent does raises into the host.
+    agent.config). ``send_timeout``: seconds a reply may take to reach a peer before the
+    agent drops it (default 30). Raises ConfigError for unsafe or invalid settings,
+    OSError if the port cannot be bound; after it returns, nothing the agent does raises
+    into the host.
     """
     global _server
     with _lock:
@@ -65,6 +68,7 @@ def start(
             tokens=tokens,
             name=name,
             client_cafile=client_cafile,
+            send_timeout=send_timeout,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

@@ -12,6 +12,7 @@
 | OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
 | OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
 | OBSERVER_AGENT_AUTH_FAILURES | failed logins per peer per minute before it is refused (10) |
+| OBSERVER_AGENT_SEND_TIMEOUT | seconds a peer gets to take one reply before it is dropped (30) |
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from agent.wire import split_host_port
 log = logging.getLogger("agent")
 
 DEFAULT_BIND = "127.0.0.1:7330"
+# A reply no caller still waits for: the observer's calls time out after 10 s by
+# default, rpyc's after 30 s. Bounds how long a peer that stops reading holds a thread.
+DEFAULT_SEND_TIMEOUT = 30.0
 MIN_TOKEN_LENGTH = 16
 
 
@@ -47,6 +51,7 @@ class AgentConfig:
     history_idle_interval: float = 10.0
     max_connections: int = 16
     auth_failure_limit: int = 10
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -99,6 +104,7 @@ def resolve(
     name: str | None,
     client_cafile: str | None = None,
     env: Mapping[str, str] | None = None,
+    send_timeout: float | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -136,6 +142,13 @@ def resolve(
         raise ConfigError("TLS needs both a certificate and a key")
     idle = _env_number(env, "OBSERVER_AGENT_HISTORY_IDLE", 10.0, float)
     failures = int(_env_number(env, "OBSERVER_AGENT_AUTH_FAILURES", 10, int))
+    if send_timeout is None:
+        send_timeout = _env_number(env, "OBSERVER_AGENT_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT, float)
+    if not 0 < send_timeout < float("inf"):
+        raise ConfigError(
+            f"send_timeout (OBSERVER_AGENT_SEND_TIMEOUT) must be a positive number of seconds, "
+            f"got {send_timeout}"
+        )
     return AgentConfig(
         host=host,
         port=port,
@@ -146,4 +159,5 @@ def resolve(
         tokens=clean,
         history_idle_interval=max(0.0, idle),
         auth_failure_limit=max(1, failures),
+        send_timeout=float(send_timeout),
     )

@@ -12,6 +12,7 @@ from typing import Any
 from rpyc.utils.server import ThreadedServer
 
 from agent import registry
+from agent.channel import MAX_REQUEST_FRAME, BoundedChannel, DeadlineStream, Drop
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.security import (
@@ -23,7 +24,7 @@ from agent.security import (
     server_context,
 )
 from agent.service import make_service
-from agent.wire import TLSSocketStream, join_host_port
+from agent.wire import join_host_port
 
 log = logging.getLogger("agent")
 
@@ -46,9 +47,17 @@ PROTOCOL_CONFIG: dict[str, Any] = {
 class _Server(ThreadedServer):
     """ThreadedServer that bounds connections, names its threads and never raises."""
 
-    def __init__(self, *args: Any, core: AgentCore, max_connections: int, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        core: AgentCore,
+        max_connections: int,
+        send_timeout: float | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self._core = core
+        self._send_timeout = send_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
 
     def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
@@ -84,20 +93,41 @@ class _Server(ThreadedServer):
             self._core.remove_agent_thread(ident)
 
     def _serve(self, sock: socket.socket, credentials: Any) -> None:
+        """Serve one logged-in peer over a bounded channel; audit it if the channel drops it.
+
+        Requests are capped at MAX_REQUEST_FRAME (replies are not: they are the agent's
+        own, and can be tens of MB); every frame must go through within send_timeout.
+        """
         config = dict(
             self.protocol_config,
             credentials=credentials,
             endpoints=(sock.getsockname(), sock.getpeername()),
             logger=self.logger,
         )
-        from rpyc.core.channel import Channel
-
-        conn = self.service._connect(Channel(TLSSocketStream(sock)), config)
+        channel = BoundedChannel(
+            DeadlineStream(sock), max_frame=MAX_REQUEST_FRAME, timeout=self._send_timeout
+        )
+        conn = self.service._connect(channel, config)
         try:
             conn.serve_all()
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
+            if channel.dropped is not None:
+                self._audit_drop(credentials, channel.dropped)
+
+    def _audit_drop(self, credentials: Any, drop: Drop) -> None:
+        """Write who was dropped and why to the audit log (never raises)."""
+        role, peer = getattr(credentials, "role", "?"), getattr(credentials, "peer", "?")
+        with contextlib.suppress(Exception):
+            self._core.audit.record(
+                peer=peer,
+                role=role,
+                action=drop.kind,
+                target="connection",
+                result="dropped",
+                detail=drop.detail,
+            )
 
 
 class AgentServer:
@@ -136,6 +166,7 @@ class AgentServer:
             listener_timeout=0.5,
             core=self.core,
             max_connections=config.max_connections,
+            send_timeout=config.send_timeout,
         )
         self._thread: threading.Thread | None = None
 
