@@ -45,17 +45,18 @@ def start(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tokens: Mapping[str, str] | None = None,
+    send_timeout: float | None = None,
     name: str | None = None,
     client_cafile: str | None = None,
-    send_timeout: float | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
     Arguments left out come from OBSERVER_AGENT_* environment variables (see
-    agent.config). ``send_timeout``: seconds a reply may take to reach a peer before the
-    agent drops it (default 30). Raises ConfigError for unsafe or invalid settings,
-    OSError if the port cannot be bound; after it returns, nothing the agent does raises
-    into the host.
+    agent.config). Raises ConfigError for unsafe or invalid settings, OSError if the
+    port cannot be bound; after it returns, nothing the agent does raises into the host.
+
+    ``send_timeout``: seconds one reply may take to reach an observer before the agent
+    drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
     """
     global _server
     with _lock:
@@ -66,9 +67,9 @@ def start(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tokens=tokens,
+            send_timeout=send_timeout,
             name=name,
             client_cafile=client_cafile,
-            send_timeout=send_timeout,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

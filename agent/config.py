@@ -6,13 +6,13 @@
 | OBSERVER_AGENT_NAME | node name shown in the observer (default: host name) |
 | OBSERVER_AGENT_TLS_CERT / OBSERVER_AGENT_TLS_KEY | PEM certificate and key |
 | OBSERVER_AGENT_CLIENT_CA | CA file: require client certificates (mTLS) |
+| OBSERVER_AGENT_SEND_TIMEOUT | seconds an observer gets to take a reply before it is dropped (30) |
 | OBSERVER_AGENT_TOKEN_DIR | a directory made by `observer keygen` (cert, key, *.token) |
 | OBSERVER_AGENT_VIEWER_TOKEN_FILE | file holding the viewer token |
 | OBSERVER_AGENT_OPERATOR_TOKEN_FILE | file holding the operator token |
 | OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
 | OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
 | OBSERVER_AGENT_AUTH_FAILURES | failed logins per peer per minute before it is refused (10) |
-| OBSERVER_AGENT_SEND_TIMEOUT | seconds a peer gets to take one reply before it is dropped (30) |
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ class AgentConfig:
     client_cafile: str | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     history_idle_interval: float = 10.0
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_connections: int = 16
     auth_failure_limit: int = 10
-    send_timeout: float = DEFAULT_SEND_TIMEOUT
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -102,9 +102,9 @@ def resolve(
     tls_key: str | None,
     tokens: Mapping[str, str] | None,
     name: str | None,
+    send_timeout: float | None = None,
     client_cafile: str | None = None,
     env: Mapping[str, str] | None = None,
-    send_timeout: float | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -157,7 +157,7 @@ def resolve(
         tls_key=tls_key,
         client_cafile=client_cafile,
         tokens=clean,
+        send_timeout=float(send_timeout),
         history_idle_interval=max(0.0, idle),
         auth_failure_limit=max(1, failures),
-        send_timeout=float(send_timeout),
     )

@@ -12,7 +12,6 @@ from typing import Any
 from rpyc.utils.server import ThreadedServer
 
 from agent import registry
-from agent.channel import MAX_REQUEST_FRAME, BoundedChannel, DeadlineStream, Drop
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.security import (
@@ -104,6 +103,8 @@ class _Server(ThreadedServer):
             endpoints=(sock.getsockname(), sock.getpeername()),
             logger=self.logger,
         )
+        from agent.channel import MAX_REQUEST_FRAME, BoundedChannel, DeadlineStream
+
         channel = BoundedChannel(
             DeadlineStream(sock), max_frame=MAX_REQUEST_FRAME, timeout=self._send_timeout
         )
@@ -116,7 +117,7 @@ class _Server(ThreadedServer):
             if channel.dropped is not None:
                 self._audit_drop(credentials, channel.dropped)
 
-    def _audit_drop(self, credentials: Any, drop: Drop) -> None:
+    def _audit_drop(self, credentials: Any, drop: Any) -> None:
         """Write who was dropped and why to the audit log (never raises)."""
         role, peer = getattr(credentials, "role", "?"), getattr(credentials, "peer", "?")
         with contextlib.suppress(Exception):
