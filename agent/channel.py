@@ -17,6 +17,7 @@ stock rpyc peer talks to this channel unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 import zlib
@@ -215,3 +216,33 @@ class BoundedChannel(Channel):
             raise
         finally:
             stream.disarm()
+
+
+def serve_bounded(
+    service: Any, sock: Any, config: dict[str, Any], audit: Any, send_timeout: float | None
+) -> None:
+    """Serve one logged-in peer with rpyc over a BoundedChannel until it leaves or is
+    dropped; a drop is written to ``audit`` under the peer and role in
+    ``config["credentials"]``. Requests are capped at MAX_REQUEST_FRAME; replies are not
+    (they are the agent's own and can be tens of MB), but each must go within send_timeout.
+    """
+    channel = BoundedChannel(
+        DeadlineStream(sock), max_frame=MAX_REQUEST_FRAME, timeout=send_timeout
+    )
+    conn = service._connect(channel, config)
+    try:
+        conn.serve_all()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+        if channel.dropped is not None:
+            credentials = config.get("credentials")
+            with contextlib.suppress(Exception):  # the audit never raises into the serve loop
+                audit.record(
+                    peer=getattr(credentials, "peer", "?"),
+                    role=getattr(credentials, "role", "?"),
+                    action=channel.dropped.kind,
+                    target="connection",
+                    result="dropped",
+                    detail=channel.dropped.detail,
+                )

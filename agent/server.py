@@ -92,43 +92,16 @@ class _Server(ThreadedServer):
             self._core.remove_agent_thread(ident)
 
     def _serve(self, sock: socket.socket, credentials: Any) -> None:
-        """Serve one logged-in peer over a bounded channel; audit it if the channel drops it.
-
-        Requests are capped at MAX_REQUEST_FRAME (replies are not: they are the agent's
-        own, and can be tens of MB); every frame must go through within send_timeout.
-        """
+        """Serve one logged-in peer (requests capped, every frame within send_timeout)."""
         config = dict(
             self.protocol_config,
             credentials=credentials,
             endpoints=(sock.getsockname(), sock.getpeername()),
             logger=self.logger,
         )
-        from agent.channel import MAX_REQUEST_FRAME, BoundedChannel, DeadlineStream
+        from agent.channel import serve_bounded
 
-        channel = BoundedChannel(
-            DeadlineStream(sock), max_frame=MAX_REQUEST_FRAME, timeout=self._send_timeout
-        )
-        conn = self.service._connect(channel, config)
-        try:
-            conn.serve_all()
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
-            if channel.dropped is not None:
-                self._audit_drop(credentials, channel.dropped)
-
-    def _audit_drop(self, credentials: Any, drop: Any) -> None:
-        """Write who was dropped and why to the audit log (never raises)."""
-        role, peer = getattr(credentials, "role", "?"), getattr(credentials, "peer", "?")
-        with contextlib.suppress(Exception):
-            self._core.audit.record(
-                peer=peer,
-                role=role,
-                action=drop.kind,
-                target="connection",
-                result="dropped",
-                detail=drop.detail,
-            )
+        serve_bounded(self.service, sock, config, self._core.audit, self._send_timeout)
 
 
 class AgentServer:
