@@ -26,6 +26,7 @@ from typing import Any
 
 from rpyc.core.channel import Channel
 
+from agent.schema import MAX_PAYLOAD
 from agent.wire import TLSSocketStream
 
 FRAME_HEADER = struct.Struct("!LB")  # rpyc's: body length, compressed flag
@@ -35,6 +36,10 @@ FLUSHER = b"\n"  # rpyc ends every frame with it
 # service's 10,000-character limit (<= 40 KB of UTF-8) or a locals path of 16 labels of
 # <= 100 characters each (~7 KB). 64 KiB keeps a margin over both.
 MAX_REQUEST_FRAME = 64 * 1024
+# What the observer accepts from an agent: any reply decode_envelope would accept (a
+# payload inflating to MAX_PAYLOAD at most) fits with room to spare; a 4 GiB header or a
+# bomb from a compromised host does not.
+MAX_REPLY_FRAME = MAX_PAYLOAD + 1024 * 1024
 
 
 class ChannelDropped(EOFError):

@@ -24,10 +24,12 @@ import psutil
 import rpyc
 from rpyc.core import brine, consts
 
-from agent.version import PROTOCOL_VERSION
+from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
+    MAGIC,
     NONCE_BYTES,
     TLSSocketStream,
+    agent_proof,
     cert_digest,
     client_proof,
     decode_nonce,
@@ -188,6 +190,74 @@ class Attacker:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class RogueAgent:
+    """A compromised host's agent: it has the certificate and the tokens, logs the observer
+    in as a real agent would, then answers its first call with ``reply`` (raw bytes, a
+    forged frame) followed by ``stream`` zero bytes, counting what got out."""
+
+    def __init__(self, keys: Any, reply: bytes, stream: int = 0) -> None:
+        self.keys = keys
+        self.reply = reply
+        self.stream = stream
+        self.sent = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.keys.cert, self.keys.key)
+        raw, _ = self.listener.accept()
+        raw.settimeout(20)
+        with ctx.wrap_socket(raw, server_side=True) as sock:
+            binding = cert_digest(_der(self.keys.cert))
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            send_frame(
+                sock,
+                {
+                    "proto": MAGIC,
+                    "version": PROTOCOL_VERSION,
+                    "agent": AGENT_VERSION,
+                    "auth": "token",
+                    "nonce": nonce.hex(),
+                },
+            )
+            hello = recv_frame(sock)
+            token = Path(self.keys.operator_token).read_text().strip()
+            proof = agent_proof(token, nonce, decode_nonce(hello["nonce"]), binding)
+            send_frame(sock, {"ok": True, "role": "operator", "proof": proof})
+            length, _ = FRAME.unpack(_read(sock, FRAME.size))  # the observer's first call
+            _read(sock, length + 1)
+            try:
+                sock.sendall(self.reply)
+                self.sent = len(self.reply)
+                zeros = bytes(MIB)
+                while self.sent < len(self.reply) + self.stream:
+                    sock.sendall(zeros)
+                    self.sent += len(zeros)
+            except _DROPPED:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self._thread.join(30)
+
+
+def _der(pem_path: Any) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(Path(pem_path).read_text())
+
+
+def _read(sock: ssl.SSLSocket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise EOFError("peer closed")
+        data += chunk
+    return data
 
 
 class PeakRss:

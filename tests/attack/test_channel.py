@@ -9,6 +9,7 @@ the host and a real operator carry on (echo server answers, calls succeed).
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 
 from agent.channel import (
+    MAX_REPLY_FRAME,
     MAX_REQUEST_FRAME,
     BoundedChannel,
     DeadlineStream,
@@ -33,8 +35,9 @@ from agent.channel import (
 from agent.config import DEFAULT_SEND_TIMEOUT, resolve
 from agent.security import ConfigError
 from agent.wire import MAX_HANDSHAKE_FRAME
-from observer.errors import ObserverError
-from tests.attack.raw import MIB, Attacker, PeakRss, frame, zlib_bomb
+from observer.client import connect
+from observer.errors import NodeDown, ObserverError
+from tests.attack.raw import MIB, Attacker, PeakRss, RogueAgent, frame, zlib_bomb
 from tests.helpers import echo_ok, wait_until
 
 RSS_BUDGET = 10 * MIB
@@ -123,6 +126,26 @@ def test_the_largest_legitimate_requests_still_pass(host):
     node.chaos_mark("cap-check", "end", "done")
     assert node.hello().node == "test-host"
     node.close()
+
+
+def test_the_observer_hangs_up_on_a_reply_frame_over_its_cap(keys):
+    """A compromised host's agent answers the first call with a header declaring 4 GiB and
+    streams 64 MiB: the observer stops after the header and says the node is down."""
+    rogue = RogueAgent(keys, frame(b"", length=0xFFFF_FFFF)[:5], stream=64 * MIB)
+    try:
+        with PeakRss(os.getpid()) as rss:
+            node = connect(
+                rogue.address, token_file=keys.operator_token, fingerprint=keys.fingerprint
+            )
+            with pytest.raises(NodeDown):
+                node.hello()
+            node.close()
+            rogue.close()
+    finally:
+        rogue.listener.close()
+    assert MAX_REPLY_FRAME < 0xFFFF_FFFF
+    assert rogue.sent < 64 * MIB, "the observer read the whole oversize reply"
+    assert rss.growth < RSS_BUDGET, f"observer peak RSS grew {rss.growth / MIB:.1f} MB"
 
 
 # ---------------------------------------------------------------------- the channel itself
