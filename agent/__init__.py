@@ -66,6 +66,7 @@ def start(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tokens: Mapping[str, str] | None = None,
+    send_timeout: float | None = None,
     name: str | None = None,
     client_cafile: str | None = None,
     audit_file: str | None = None,
@@ -79,6 +80,8 @@ def start(
     Raises ConfigError for unsafe or invalid settings, OSError if the port cannot be
     bound; after it returns, nothing the agent does raises into the host. An agent whose
     listener died (see running()) is replaced by a new one, keeping what was exposed.
+    ``send_timeout``: seconds one reply may take to reach an observer before the agent
+    drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
     """
     from agent.config import resolve
     from agent.server import AgentServer
@@ -96,6 +99,7 @@ def start(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tokens=tokens,
+            send_timeout=send_timeout,
             name=name,
             client_cafile=client_cafile,
             audit_file=audit_file,

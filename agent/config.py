@@ -11,6 +11,7 @@
 | OBSERVER_AGENT_OPERATOR_TOKEN_FILE | file holding the operator token |
 | OBSERVER_AGENT_TOKEN_FILE | same as OBSERVER_AGENT_OPERATOR_TOKEN_FILE |
 | OBSERVER_AGENT_HISTORY_IDLE | seconds between history samples with no observer (0 = off) |
+| OBSERVER_AGENT_SEND_TIMEOUT | seconds an observer gets to take a reply before it is dropped (30) |
 | OBSERVER_AGENT_MAX_SESSIONS | observers connected at once; one more is told "agent busy" (16) |
 | OBSERVER_AGENT_AUTH_FAILURES | wrong proofs per address per window before it is refused (10) |
 | OBSERVER_AGENT_AUTH_FAILURES_TOTAL | wrong proofs from all addresses per window (60) |
@@ -43,6 +44,9 @@ log = logging.getLogger("agent")
 
 DEFAULT_BIND = "127.0.0.1:7330"
 DEFAULT_MAX_SESSIONS = 16
+# A reply no caller still waits for: the observer's calls time out after 10 s by
+# default, rpyc's after 30 s. Bounds how long a peer that stops reading holds a thread.
+DEFAULT_SEND_TIMEOUT = 30.0
 MAX_SESSIONS_LIMIT = 1024  # a thread and a descriptor each
 
 
@@ -59,6 +63,7 @@ class AgentConfig:
     tokens: dict[str, str] = field(default_factory=dict)
     history_idle_interval: float = 10.0
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
     auth_failure_limit: int = 10
     audit_file: str | None = None
     auth_failure_total: int = 60
@@ -117,6 +122,7 @@ def resolve(
     client_cafile: str | None = None,
     max_sessions: int | None = None,
     env: Mapping[str, str] | None = None,
+    send_timeout: float | None = None,
     audit_file: str | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
@@ -169,6 +175,13 @@ def resolve(
             f"max_sessions (OBSERVER_AGENT_MAX_SESSIONS) must be 1-{MAX_SESSIONS_LIMIT}, "
             f"got {max_sessions!r}"
         )
+    if send_timeout is None:
+        send_timeout = _env_number(env, "OBSERVER_AGENT_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT, float)
+    if not 0 < send_timeout < float("inf"):
+        raise ConfigError(
+            "send_timeout (OBSERVER_AGENT_SEND_TIMEOUT) must be a positive number of seconds, "
+            f"got {send_timeout}"
+        )
     return AgentConfig(
         host=host,
         port=port,
@@ -179,6 +192,7 @@ def resolve(
         tokens=clean,
         history_idle_interval=max(0.0, idle),
         max_sessions=max_sessions,
+        send_timeout=float(send_timeout),
         auth_failure_limit=max(1, failures),
         audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
         auth_failure_total=max(1, total),

@@ -11,10 +11,9 @@ import ssl
 import threading
 from typing import Any
 
-from rpyc.core.channel import Channel
-
 from agent import registry
 from agent.certexpiry import warn_at_start
+from agent.channel import serve_bounded
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.gate import Gate
@@ -27,7 +26,7 @@ from agent.security import (
     server_context,
 )
 from agent.service import make_service
-from agent.wire import TLSSocketStream, join_host_port
+from agent.wire import join_host_port
 
 log = logging.getLogger("agent")
 
@@ -66,8 +65,11 @@ def bind_listener(host: str, port: int) -> socket.socket:
 class Sessions:
     """At most ``limit`` authenticated observers, each served by rpyc on its own thread."""
 
-    def __init__(self, limit: int, service: Any, core: AgentCore) -> None:
+    def __init__(
+        self, limit: int, service: Any, core: AgentCore, send_timeout: float | None = None
+    ) -> None:
         self.limit = limit
+        self._send_timeout = send_timeout
         self._service = service
         self._core = core
         self._lock = threading.Lock()
@@ -118,12 +120,7 @@ class Sessions:
                 endpoints=(sock.getsockname(), sock.getpeername()),
                 logger=self._logger,
             )
-            conn = self._service._connect(Channel(TLSSocketStream(sock)), config)
-            try:
-                conn.serve_all()
-            finally:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            serve_bounded(self._service, sock, config, self._core.audit, self._send_timeout)
         except Exception:
             log.debug("runtime-observer agent: connection ended with an error", exc_info=True)
         finally:
@@ -183,7 +180,9 @@ class AgentServer:
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
         )
-        self.sessions = Sessions(config.max_sessions, make_service(self.core), self.core)
+        self.sessions = Sessions(
+            config.max_sessions, make_service(self.core), self.core, config.send_timeout
+        )
         self._host, self._port = listener.getsockname()[:2]
         self._gate = Gate(
             listener,

@@ -18,7 +18,6 @@ from agent.wire import (
     MAGIC,
     NONCE_BYTES,
     HandshakeError,
-    TLSSocketStream,
     agent_proof,
     cert_digest,
     client_proof,
@@ -198,8 +197,10 @@ def open_session(
             cert_warning = _cert_warning(der)
         granted, agent_version = _handshake(sock, address, token, binding, role)
         sock.settimeout(None)
-        conn = rpyc.connect_stream(
-            TLSSocketStream(sock),
+        from agent.channel import MAX_REPLY_FRAME, BoundedChannel, DeadlineStream
+
+        conn = rpyc.connect_channel(  # replies capped: an agent cannot make us hold 4 GiB
+            BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
             service=rpyc.VoidService,
             config={
                 "allow_pickle": False,

@@ -103,7 +103,10 @@ def collect_threads(
     ids: ThreadIds = THREAD_IDS,
 ) -> list[ThreadInfo]:
     """Describe every live Python thread."""
-    frames = sys._current_frames()
+    # Where each thread is, read in one go. No frame is kept in a local: the dict holds this
+    # very frame, and the cycle would pin every thread's stack (every local on it, a reply
+    # being sent included) until the next full gc.
+    where = {ident: code_location(frame) for ident, frame in sys._current_frames().items()}
     cpu = thread_cpu_times(process)
     agent_set = set(agent_idents)
     main_ident = threading.main_thread().ident
@@ -113,7 +116,7 @@ def collect_threads(
         if ident is None:
             continue
         native_id = getattr(thread, "native_id", None)
-        function, file, line = code_location(frames.get(ident))
+        function, file, line = where.get(ident) or code_location(None)
         out.append(
             ThreadInfo(
                 id=ids.id_of(thread),
