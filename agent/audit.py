@@ -33,13 +33,14 @@ DENIAL_WINDOW = 60.0  # seconds one folded denial record covers
 ACTIVE_DENIALS = 256  # open windows at once (a new one closes the oldest)
 DENIAL_LINES = 20  # log lines about denials per peer address per window
 SWEEP_EVERY = 1.0
+DURABLE_WAIT = 0.5  # seconds a control action waits for its record to reach the audit file
 
 
 class AuditSink:
     """Where records go besides the rings (the audit file); the default keeps nothing."""
 
-    def write(self, entry: dict[str, Any]) -> None:
-        """Take one record (must not block)."""
+    def write(self, entry: dict[str, Any], wait: float = 0.0) -> None:
+        """Take one record; wait at most ``wait`` seconds for it to be stored."""
 
     def close(self, timeout: float = 2.0) -> None:
         """Flush and release."""
@@ -133,7 +134,10 @@ class AuditLog:
         with self._lock:
             self._records.append(entry)
         self._log(logging.INFO if result == "ok" else logging.WARNING, entry)
-        self._write(_entry(entry))
+        # A control action's reply should mean its record is stored: a host killed right
+        # after would otherwise take the queued record with it. Bounded, never the host's
+        # thread (actions run on the observer's session thread).
+        self._write(_entry(entry), wait=DURABLE_WAIT)
         self.sweep(now)
         return entry
 
@@ -226,9 +230,9 @@ class AuditLog:
             f(r.detail),
         )
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any], wait: float = 0.0) -> None:
         try:
-            self.sink.write(entry)
+            self.sink.write(entry, wait)
         except Exception:  # contained: a sink must never break an action or the host
             log.debug("runtime-observer agent: audit sink failed", exc_info=True)
 

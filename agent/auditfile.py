@@ -96,14 +96,19 @@ class AuditFile:
 
     # ------------------------------------------------------------ any thread
 
-    def write(self, entry: dict[str, Any]) -> None:
-        """Queue one record; never blocks, never raises."""
+    def write(self, entry: dict[str, Any], wait: float = 0.0) -> None:
+        """Queue one record and wait at most ``wait`` seconds for the writer to append it;
+        never raises, never blocks longer (a full queue drops the record)."""
         if self._closed:
             return
+        done = threading.Event() if wait > 0 else None
         try:
-            self._queue.put_nowait(entry)
+            self._queue.put_nowait((entry, done))
         except queue.Full:
             self._drop("the writer is behind (disk slow or full)")
+            return
+        if done is not None:
+            done.wait(wait)
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued (waiting at most ``timeout``), then close the file."""
@@ -122,13 +127,16 @@ class AuditFile:
             with contextlib.suppress(Exception):
                 self._on_thread(threading.get_ident())
         while True:
-            entry = self._queue.get()
-            if entry is _STOP:
+            item = self._queue.get()
+            if item is _STOP:
                 break
+            entry, done = item
             try:
                 self._append(entry)
             except Exception as exc:  # contained: the host never sees the audit file fail
                 self._fail(exc)
+            if done is not None:
+                done.set()
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -39,6 +39,17 @@ def _cpu_burst(rng: random.Random) -> str:
     return digest.hexdigest()
 
 
+def expected_parent() -> int:
+    """The pid whose death should end this child: the one its parent wrote in PARENT_ENV
+    (the parent may be gone before we could ask getppid()), else getppid()."""
+    return int(os.environ.get(PARENT_ENV) or os.getppid())
+
+
+def orphaned(parent: int) -> bool:
+    """True once ``parent`` died and this process was handed to another one."""
+    return os.getppid() != parent
+
+
 def main(argv: list[str] | None = None) -> int:
     """Loop CPU burst + sleep until signalled or orphaned."""
     args = sys.argv[1:] if argv is None else argv
@@ -46,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     _set_title(name)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    # The service names itself, in case it died before we got here; else trust getppid().
-    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    parent = expected_parent()
     rng = random.Random()
-    while os.getppid() == parent:  # else our service died without stopping us: do not linger
+    while not orphaned(parent):  # else our service died without stopping us: do not linger
         _cpu_burst(rng)
         time.sleep(rng.uniform(0.1, 0.5))
     return 0

@@ -19,7 +19,7 @@ import pytest
 
 from observer.errors import NotFound, PermissionDenied
 from tests.attack.hosts import events_host, read_jsonl
-from tests.helpers import ROOT, echo_ok
+from tests.helpers import ROOT, echo_ok, wait_until
 from tests.test_cli import observer
 
 FLOOD = 10_000
@@ -85,6 +85,11 @@ def test_peer_text_cannot_forge_audit_or_log_lines(keys):
                 operator.cancel("task-999 result=ok\n" + FORGED)
             operator.chaos_mark("run\x1b[2K\r" + FORGED, "start")
             records = operator.audit()
+        # the host wrote its five audit lines before answering; they reach us through a pipe
+        wait_until(
+            lambda: sum("audit:" in line for line in host.process.stderr) >= 5,
+            message="the host's five audit lines",
+        )
         lines = list(host.process.stderr)
     audit_lines = [line for line in lines if "audit:" in line]
     assert audit_lines and all(LOG_LINE.match(line) for line in audit_lines), audit_lines

@@ -16,15 +16,8 @@ import threading
 import time
 
 import agent
+from tests.hosts.child import spawn_argv
 from tests.hosts.common import echo, start_agent
-
-# The child sleeps in short steps and leaves once its parent is gone, so a host stopped
-# with SIGTERM leaves no orphan behind for the next hour.
-CHILD = (
-    "import os, time\n"
-    "parent = os.getppid()\n"
-    "while os.getppid() == parent: time.sleep(0.2)  # time.sleep(3600) in spirit\n"
-)
 
 
 def say(line: str) -> None:
@@ -110,7 +103,8 @@ async def main(args: argparse.Namespace) -> None:
     threading.Thread(target=busy_thread, args=(stop,), name="busy-thread", daemon=True).start()
     threading.Thread(target=victim_thread, name="victim-thread", daemon=True).start()
     threading.Thread(target=side_loop, name="side-loop", daemon=True).start()
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.DEVNULL)
+    argv, env = spawn_argv(sys.executable)
+    child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     tasks = [
         asyncio.create_task(sleeper(), name="sleeper-1"),
         asyncio.create_task(parent(), name="parent"),

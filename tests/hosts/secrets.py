@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 import agent
-from tests.hosts.app import CHILD
+from tests.hosts.child import spawn_argv
 from tests.hosts.common import start_agent
 
 
@@ -114,9 +114,8 @@ async def main(args: argparse.Namespace, extra: list[str]) -> None:
     agent.expose("api_client", ApiClient(values))
     stop = threading.Event()
     threading.Thread(target=settings.hold, args=(stop,), name="settings-hold", daemon=True).start()
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *plan["child_argv"]], stdin=subprocess.DEVNULL
-    )
+    argv, env = spawn_argv(sys.executable, *plan["child_argv"])
+    child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     task = asyncio.create_task(keeper(dict(values)), name="keeper")
     threading.Thread(target=holder, args=(dict(values), stop), name="holder", daemon=True).start()
     del plan, values  # bare secrets under innocent keys: not a plant
