@@ -358,6 +358,9 @@ def test_ctrl_c_stops_the_cli_and_still_prints_the_summary(demo, keys):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job ignores SIGINT, and children inherit that: the CLI
+        # must get Ctrl-C as a user's terminal delivers it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
