@@ -7,8 +7,6 @@ non-zero with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -76,7 +74,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _print_json(value: Any) -> None:
     """Records become objects keyed by field name; everything else is plain JSON."""
-    json.dump(value, sys.stdout, indent=1, default=dataclasses.asdict)
+    from observer.format import to_json
+
+    sys.stdout.write(to_json(value))
     sys.stdout.write("\n")
 
 
@@ -258,6 +258,8 @@ def cmd_mem(args: argparse.Namespace) -> int:
         memory = node.memory()
         census = node.census(args.top, baseline=args.baseline, growth=args.growth)
     if args.json:
+        import dataclasses
+
         out = dataclasses.asdict(memory)
         meta = dataclasses.asdict(census)
         out["types"] = meta.pop("types")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -9,10 +10,13 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.schema import RECORDS
 from tests.helpers import ROOT, wait_until
+
+st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
 
 
 def observer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +50,51 @@ def test_ps_json_contract(host):
     sleeper = next(t for t in data["tasks"] if t["name"] == "sleeper-1")
     assert sleeper["coroutine"] == "sleeper" and sleeper["state"] == "pending"
     assert any(t["name"] == "busy-thread" for t in data["threads"])
+
+
+def test_ps_json_of_many_tasks_lists_every_task_with_every_field(make_host):
+    """Enough tasks for the bulk decoder and the C encoder: every task is there, each an
+    object with TaskInfo's fields in order, as the record left the agent."""
+    from agent.schema import TaskInfo
+
+    h = make_host("--tasks", "500")
+    out = observer("ps", h.address, *creds(h, "viewer"), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    names = [f.name for f in dataclasses.fields(TaskInfo)]
+    assert all(list(t) == names for t in data["tasks"])
+    bulk = {t["name"] for t in data["tasks"] if t["name"].startswith("bulk-")}
+    assert bulk == {f"bulk-{i}" for i in range(500)}
+    assert data["tasks_total"] == len(data["tasks"]) and data["truncated"] is False
+    parent = next(t for t in data["tasks"] if t["name"] == "parent")
+    child = next(t for t in data["tasks"] if t["name"] == "child-of-parent")
+    assert parent["awaiting"] == [child["id"]] and isinstance(parent["age"], float)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.__name__)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_json_output_is_what_asdict_gave(record, data):
+    """--json prints records as dataclasses.asdict made them: the same text, key for key,
+    once the indentation is left out (nested records and lists of them included)."""
+    from observer.format import to_json
+
+    value = data.draw(st.from_type(record) | st.lists(st.from_type(record), max_size=3))
+    wrapped = {"value": value, "tuple": (value,), "n": 1}
+    old = json.dumps(wrapped, default=dataclasses.asdict, separators=(",", ":"))
+    assert to_json(wrapped) == old
+
+
+def test_json_output_of_a_tree_and_of_what_json_cannot_encode():
+    from observer.format import to_json
+    from observer.tree import TreeNode
+
+    root = TreeNode("process", "p", "host", children=[TreeNode("thread", "t", "main")])
+    assert to_json(root) == json.dumps(root, default=dataclasses.asdict, separators=(",", ":"))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_json({"x": {1, 2}})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_json([TreeNode])  # a record class, not a record
 
 
 def test_ps_table_tree_stack_info_history(host):
