@@ -296,3 +296,42 @@ def test_any_port_out_of_range_is_named(host, port):
     with pytest.raises(BadSetting, match=f"port {port} is out of range 1-65535"):
         parse_address(f"{host}:{port}")
     assert parse_address(f"{host}:{port % 65535 + 1}").port == port % 65535 + 1
+
+
+# ------------------------------------------------------------------ fixed cost of a call
+
+
+def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
+    """What every `observer ps` pays before it prints: no Qt, no cryptography (the agent
+    certificate's expiry is read by the stdlib DER reader), no asyncio or agent server."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "observer", "ps", host.address, *creds(host)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "observer.transport" in imported and "agent.schema" in imported
+    heavy = {"cryptography", "PyQt6", "pyqtgraph", "asyncio", "agent.server", "agent.core"}
+    assert not heavy & imported, sorted(heavy & imported)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux delayed ACK timing")
+def test_connecting_does_not_wait_for_a_delayed_ack(host):
+    """The agent's hello follows its TLS session tickets; with Nagle it waited for our
+    ACK of them, which Linux delays by 40 ms, so no connect took less. The fastest of a
+    few connects now does (a loaded machine slows some, not all)."""
+    import time
+
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        host.connect("viewer").close()
+        times.append(time.perf_counter() - started)
+    assert min(times) < 0.030, [f"{t * 1000:.1f} ms" for t in times]
