@@ -335,3 +335,24 @@ def test_connecting_does_not_wait_for_a_delayed_ack(host):
         host.connect("viewer").close()
         times.append(time.perf_counter() - started)
     assert min(times) < 0.030, [f"{t * 1000:.1f} ms" for t in times]
+
+
+def test_a_command_builds_only_its_own_parser_and_it_is_the_same():
+    """Each call builds the sub-parser of its command alone: the same options and help as
+    in the whole parser, which `observer --help` and unknown words still get."""
+    import argparse
+
+    from observer.cli import COMMANDS, build_parser
+
+    def subparsers(parser):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices
+
+    whole = subparsers(build_parser())
+    assert list(whole) == list(COMMANDS) == list(subparsers(build_parser("bogus")))
+    for name in COMMANDS:
+        alone = subparsers(build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == whole[name].format_help()
+    argv = ["ps", "10.0.0.1:7330", "--json", "--limit", "5", "--match", "w"]
+    assert build_parser("ps").parse_args(argv) == build_parser().parse_args(argv)
