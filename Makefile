@@ -39,6 +39,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/fleet.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sysconfig
 import types
 import typing
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import starmap
 from typing import Any, TypeVar, Union
 
 from agent.version import PROTOCOL_VERSION
@@ -545,6 +547,136 @@ def _record_decoder(cls: type) -> Decoder:
     return env["decode"]
 
 
+# ------------------------------------------------ bulk rows (tuple[FlatRecord, ...])
+
+BULK_ROWS = 32  # shorter lists decode row by row: compiling a bulk decoder costs more
+_NONE = type(None)
+
+
+def _bulk_or_generic(cls: type, generic: Decoder) -> Decoder:
+    """``generic`` for short lists; for long ones :func:`_rows_decoder`, built when first
+    needed (a CLI call that lists a few tasks compiles nothing it does not use)."""
+    built: list[Decoder | None] = []
+
+    def decode(data: Any) -> tuple[Any, ...]:
+        if type(data) is not list or len(data) < BULK_ROWS:
+            return generic(data)
+        if not built:
+            built.append(_rows_decoder(cls, generic))
+        bulk = built[0]
+        return generic(data) if bulk is None else bulk(data)
+
+    return decode
+
+
+class _Reject(Exception):
+    """A row the fast path cannot vouch for: the generic decoder says what is wrong."""
+
+
+def _flat_field(hint: Any) -> tuple[type, bool, bool] | None:
+    """(primitive type, optional, is a tuple of it) of a flat field, or None when the field
+    is not flat: a record, a union of several types, a tuple of records, an optional tuple."""
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (Union, types.UnionType) and _NONE in args
+    inner = [a for a in args if a is not _NONE] if optional else [hint]
+    if len(inner) != 1:
+        return None
+    base = inner[0]
+    if base in (str, int, bool, float):
+        return base, optional, False
+    if typing.get_origin(base) is tuple and not optional:
+        items = typing.get_args(base)
+        if len(items) == 2 and items[1] is Ellipsis and items[0] in (str, int, bool):
+            return items[0], False, True
+    return None
+
+
+def _check_lines(i: int, base: type, optional: bool, many: bool) -> list[str]:
+    """Inline checks of parameter ``v{i}``, the same the generic decoder makes."""
+    v = f"v{i}"
+    if many:  # most such lists are empty: their items cost nothing to check
+        return [
+            f"    if type({v}) is not list: raise _Reject",
+            f"    if {v} and not _items[{i}].issuperset(map(type, {v})): raise _Reject",
+            f"    {v} = tuple({v})",
+        ]
+    guard = f"{v} is not None and " if optional else ""
+    if base is float:
+        return [
+            f"    if {guard}type({v}) is not float:",
+            f"        if type({v}) is int: {v} = float({v})",
+            "        else: raise _Reject",
+        ]
+    return [f"    if {guard}type({v}) is not {base.__name__}: raise _Reject"]
+
+
+def _rows_decoder(cls: type, generic: Decoder, swap: bool = True) -> Decoder | None:
+    """A decoder for ``tuple[cls, ...]`` of a flat record: every field a primitive, an
+    optional primitive or a tuple of primitives (None for any other record).
+
+    It accepts exactly what ``generic`` accepts and returns equal records, several times
+    faster: that every row is a list is checked in bulk, each row's length and fields by
+    generated inline code, and the records are built without the frozen ``__init__`` (see
+    :func:`_row_factory`). Any row it cannot vouch for hands the whole payload to
+    ``generic``, which rejects it with its precise WireError.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    plan = [_flat_field(hints[f.name]) for f in fields]
+    if not fields or any(p is None for p in plan):
+        return None
+    make = _row_factory(cls, plan, swap)  # type: ignore[arg-type]
+
+    def decode_rows(data: Any) -> tuple[Any, ...]:
+        if type(data) is not list or not data or set(map(type, data)) != {list}:
+            return generic(data)
+        try:
+            return tuple(starmap(make, data))
+        except (_Reject, TypeError):  # TypeError: a row too short for the parameters
+            return generic(data)
+
+    return decode_rows
+
+
+def _row_factory(
+    cls: type, plan: list[tuple[type, bool, bool]], swap: bool = True
+) -> Callable[..., Any]:
+    """A callable taking one row's values (trailing extras ignored) that checks them and
+    returns the record, or raises _Reject.
+
+    A frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``,
+    the slow half of decoding 100k rows. A plain twin class stores them with ordinary
+    attribute writes, then its instance becomes a ``cls`` by ``__class__`` assignment (same
+    layout, same ``__dict__``), equal to ``cls(*values)``. Probed once here; where the
+    swap is refused, would stop the world per row (free-threaded builds) or ``swap`` is
+    False, the factory calls ``cls`` instead.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    checks = [line for i, p in enumerate(plan) for line in _check_lines(i, *p)]
+    items = {i: frozenset({base}) for i, (base, _, many) in enumerate(plan) if many}
+    env: dict[str, Any] = {"cls": cls, "_Reject": _Reject, "_items": items}
+    exec(  # generated from our own field names and type hints only
+        "\n".join(
+            [f"def make({params}, *extra):", *checks, f"    return cls({params})"]
+            + [f"def __init__(self, {params}, *extra):", *checks]
+            + [f"    self.{name} = v{i}" for i, name in enumerate(names)]
+            + ["    self.__class__ = cls"]
+        ),
+        env,
+    )
+    if not swap or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return env["make"]
+    twin = type(f"{cls.__name__}Row", (), {"__init__": env["__init__"], "__module__": __name__})
+    sample = [[base(1)] if many else base(1) for base, _, many in plan]  # valid values
+    try:
+        probe, expected = twin(*sample), env["make"](*sample)
+        swaps = type(probe) is cls and probe == expected and vars(probe) == vars(expected)
+    except (TypeError, _Reject):
+        swaps = False
+    return twin if swaps else env["make"]
+
+
 def _build_decoder(tp: Any) -> Decoder:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -565,13 +697,16 @@ def _build_decoder(tp: Any) -> Decoder:
 
         return decode_union
     if origin is tuple:
-        item = _decoder(typing.get_args(tp)[0])
+        item_type = typing.get_args(tp)[0]
+        item = _decoder(item_type)
 
         def decode_tuple(data: Any) -> tuple[Any, ...]:
             if type(data) is not list:
                 raise WireError(f"expected a list for {tp}, got {type(data).__name__}")
             return tuple([item(v) for v in data])
 
+        if isinstance(item_type, type) and dataclasses.is_dataclass(item_type):
+            return _bulk_or_generic(item_type, decode_tuple)
         return decode_tuple
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _record_decoder(tp)

@@ -7,8 +7,6 @@ non-zero with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -76,7 +74,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _print_json(value: Any) -> None:
     """Records become objects keyed by field name; everything else is plain JSON."""
-    json.dump(value, sys.stdout, indent=1, default=dataclasses.asdict)
+    from observer.format import to_json
+
+    sys.stdout.write(to_json(value))
     sys.stdout.write("\n")
 
 
@@ -258,6 +258,8 @@ def cmd_mem(args: argparse.Namespace) -> int:
         memory = node.memory()
         census = node.census(args.top, baseline=args.baseline, growth=args.growth)
     if args.json:
+        import dataclasses
+
         out = dataclasses.asdict(memory)
         meta = dataclasses.asdict(census)
         out["types"] = meta.pop("types")
@@ -554,35 +556,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. Given the command about to run, only its sub-parser is built
+    (all of them cost every call ~5 ms); for None or an unknown word, all of them (help,
+    'invalid choice' errors)."""
     parser = argparse.ArgumentParser(
         prog="observer", description="Inspect live Python processes running the agent."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], int], help_text: str, node: bool = True
-    ) -> argparse.ArgumentParser:
+    only = command if command in COMMANDS else None
+    for name, (fn, help_text, node, options) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         if node:
             _node_options(p)
         p.set_defaults(func=fn)
-        return p
+        if options is not None:
+            options(p)
+    return parser
 
-    p = add("ps", cmd_ps, "threads, tasks and child processes of a node")
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
+
+
+def _ps_options(p: argparse.ArgumentParser) -> None:
+    _limit_options(p)
     p.add_argument("--match", help="only tasks whose name or coroutine contains this")
-    p = add("tree", cmd_tree, "process -> threads -> event loops -> tasks, and children")
-    p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
-    p = add("stack", cmd_stack, "full stack of a thread or await chain of a task")
+
+
+def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="thread-N-S or task-N as ps prints it")
     p.add_argument("--locals", action="store_true", help="also show each frame's locals")
-    p = add("kill", cmd_kill, "cancel a task, raise in a thread, or signal a child process")
+
+
+def _kill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="task-N, thread-N-S or pid-N as ps prints it")
     p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
     p.add_argument("--exception", help="for a thread: builtin exception name (default SystemExit)")
-    add("info", cmd_info, "process facts: python, memory, fds, gc, exposed objects")
-    p = add("mem", cmd_mem, "memory: RSS/USS, GC, objects by type and their growth, tracemalloc")
+
+
+def _mem_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("tool", nargs="?", choices=["tracemalloc"], help="tracemalloc ACTION")
     p.add_argument(
         "action",
@@ -609,36 +624,99 @@ def build_parser() -> argparse.ArgumentParser:
         default="lineno",
         help="tracemalloc top/diff: group allocations by line, traceback or file",
     )
-    p = add("audit", cmd_audit, "recent control actions recorded by the agent")
+
+
+def _audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100)
-    p = add("history", cmd_history, "the agent's load history")
+
+
+def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last", type=int, default=30, help="show the last N samples")
-    p = add("keygen", cmd_keygen, "create agent certificate, key and tokens in DIR", node=False)
+
+
+def _keygen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p = add("nodes", cmd_nodes, "status and load of many nodes, one row each", node=False)
+
+
+def _nodes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p)
     p.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
-    p = add(
-        "chaos",
-        cmd_chaos,
-        "kill matching tasks, threads or child processes at random and time their recovery",
-        node=False,
-    )
+
+
+def _chaos_command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="+", help="agent addresses")
     _credential_options(p)
     _chaos_options(p)
-    p = add("gui", cmd_gui, "open the desktop observer on nodes", node=False)
+
+
+def _gui_command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p, json_output=False)
     _gui_options(p)
-    p = add("demo", cmd_demo, "run the demo service with the agent embedded", node=False)
+
+
+def _demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", help="key directory (default: user config dir)")
     p.add_argument("--no-wait", action="store_true", help="leave it running and return")
     p.add_argument("--no-gui", action="store_true", help="print CLI commands instead of a window")
-    return parser
+
+
+Options = Callable[[argparse.ArgumentParser], None]
+
+# name -> (function, help, takes NODE and its credentials, further options), in help order
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Options | None]] = {
+    "ps": (cmd_ps, "threads, tasks and child processes of a node", True, _ps_options),
+    "tree": (
+        cmd_tree,
+        "process -> threads -> event loops -> tasks, and children",
+        True,
+        _limit_options,
+    ),
+    "stack": (cmd_stack, "full stack of a thread or await chain of a task", True, _stack_options),
+    "kill": (
+        cmd_kill,
+        "cancel a task, raise in a thread, or signal a child process",
+        True,
+        _kill_options,
+    ),
+    "info": (cmd_info, "process facts: python, memory, fds, gc, exposed objects", True, None),
+    "mem": (
+        cmd_mem,
+        "memory: RSS/USS, GC, objects by type and their growth, tracemalloc",
+        True,
+        _mem_options,
+    ),
+    "audit": (cmd_audit, "recent control actions recorded by the agent", True, _audit_options),
+    "history": (cmd_history, "the agent's load history", True, _history_options),
+    "keygen": (
+        cmd_keygen,
+        "create agent certificate, key and tokens in DIR",
+        False,
+        _keygen_options,
+    ),
+    "nodes": (
+        cmd_nodes,
+        "status and load of many nodes, one row each",
+        False,
+        _nodes_options,
+    ),
+    "chaos": (
+        cmd_chaos,
+        "kill matching tasks, threads or child processes at random and time their recovery",
+        False,
+        _chaos_command_options,
+    ),
+    "gui": (cmd_gui, "open the desktop observer on nodes", False, _gui_command_options),
+    "demo": (
+        cmd_demo,
+        "run the demo service with the agent embedded",
+        False,
+        _demo_options,
+    ),
+}
 
 
 def _chaos_options(parser: argparse.ArgumentParser) -> None:
@@ -702,9 +780,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
-    if args.command is None and not (sys.argv[1:] if argv is None else argv):
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words else "gui")
+    args = _parse(parser, words)
+    if args.command is None and not words:
         args = parser.parse_args(["gui"])  # plain `observer` opens the window
     if not getattr(args, "func", None):
         parser.print_help()

@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import operator
 import re
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from agent.schema import Census, MemoryInfo, ProcessInfo, TracemallocStatus, TraceStats
 
 if TYPE_CHECKING:
     from observer.fleet import ClusterRow
+
+
+def to_json(value: Any) -> str:
+    """``value`` as compact JSON, records as objects keyed by field name (what
+    ``dataclasses.asdict`` makes of them), in one pass of json's C encoder: 100k task rows
+    take a fraction of a second, where the indented pure-Python encoder took seconds.
+    Records form trees (no cycles), so json need not track what it is inside of."""
+    return json.dumps(value, default=_record_object, separators=(",", ":"), check_circular=False)
+
+
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str], Callable[[Any], Any]]] = {}
+
+
+def _record_object(value: Any) -> dict[str, Any]:
+    """json's hook for what it cannot encode itself: a record becomes {field: value} (the
+    records inside come back here), anything else the TypeError json raises for it.
+
+    A record's own ``__dict__`` is that mapping, in field order (its ``__init__`` set the
+    fields in that order), when it holds exactly the fields: handed to json as it is."""
+    entry = _FIELDS.get(type(value))
+    if entry is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        names = tuple(f.name for f in dataclasses.fields(value))
+        if len(names) > 1:  # attrgetter of one name returns the value, not a 1-tuple
+            getter: Callable[[Any], Any] = operator.attrgetter(*names)
+        else:
+            getter = lambda record: [getattr(record, n) for n in names]  # noqa: E731
+        entry = _FIELDS[type(value)] = (names, frozenset(names), getter)
+    names, name_set, getter = entry
+    own = getattr(value, "__dict__", None)
+    if own is not None and own.keys() == name_set:
+        return own  # type: ignore[no-any-return]
+    return dict(zip(names, getter(value), strict=True))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_width: int = 60) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -9,10 +10,13 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.schema import RECORDS
 from tests.helpers import ROOT, wait_until
+
+st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
 
 
 def observer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +50,51 @@ def test_ps_json_contract(host):
     sleeper = next(t for t in data["tasks"] if t["name"] == "sleeper-1")
     assert sleeper["coroutine"] == "sleeper" and sleeper["state"] == "pending"
     assert any(t["name"] == "busy-thread" for t in data["threads"])
+
+
+def test_ps_json_of_many_tasks_lists_every_task_with_every_field(make_host):
+    """Enough tasks for the bulk decoder and the C encoder: every task is there, each an
+    object with TaskInfo's fields in order, as the record left the agent."""
+    from agent.schema import TaskInfo
+
+    h = make_host("--tasks", "500")
+    out = observer("ps", h.address, *creds(h, "viewer"), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    names = [f.name for f in dataclasses.fields(TaskInfo)]
+    assert all(list(t) == names for t in data["tasks"])
+    bulk = {t["name"] for t in data["tasks"] if t["name"].startswith("bulk-")}
+    assert bulk == {f"bulk-{i}" for i in range(500)}
+    assert data["tasks_total"] == len(data["tasks"]) and data["truncated"] is False
+    parent = next(t for t in data["tasks"] if t["name"] == "parent")
+    child = next(t for t in data["tasks"] if t["name"] == "child-of-parent")
+    assert parent["awaiting"] == [child["id"]] and isinstance(parent["age"], float)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.__name__)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_json_output_is_what_asdict_gave(record, data):
+    """--json prints records as dataclasses.asdict made them: the same text, key for key,
+    once the indentation is left out (nested records and lists of them included)."""
+    from observer.format import to_json
+
+    value = data.draw(st.from_type(record) | st.lists(st.from_type(record), max_size=3))
+    wrapped = {"value": value, "tuple": (value,), "n": 1}
+    old = json.dumps(wrapped, default=dataclasses.asdict, separators=(",", ":"))
+    assert to_json(wrapped) == old
+
+
+def test_json_output_of_a_tree_and_of_what_json_cannot_encode():
+    from observer.format import to_json
+    from observer.tree import TreeNode
+
+    root = TreeNode("process", "p", "host", children=[TreeNode("thread", "t", "main")])
+    assert to_json(root) == json.dumps(root, default=dataclasses.asdict, separators=(",", ":"))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_json({"x": {1, 2}})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_json([TreeNode])  # a record class, not a record
 
 
 def test_ps_table_tree_stack_info_history(host):
@@ -247,3 +296,63 @@ def test_any_port_out_of_range_is_named(host, port):
     with pytest.raises(BadSetting, match=f"port {port} is out of range 1-65535"):
         parse_address(f"{host}:{port}")
     assert parse_address(f"{host}:{port % 65535 + 1}").port == port % 65535 + 1
+
+
+# ------------------------------------------------------------------ fixed cost of a call
+
+
+def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
+    """What every `observer ps` pays before it prints: no Qt, no cryptography (the agent
+    certificate's expiry is read by the stdlib DER reader), no asyncio or agent server."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "observer", "ps", host.address, *creds(host)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "observer.transport" in imported and "agent.schema" in imported
+    heavy = {"cryptography", "PyQt6", "pyqtgraph", "asyncio", "agent.server", "agent.core"}
+    assert not heavy & imported, sorted(heavy & imported)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux delayed ACK timing")
+def test_connecting_does_not_wait_for_a_delayed_ack(host):
+    """The agent's hello follows its TLS session tickets; with Nagle it waited for our
+    ACK of them, which Linux delays by 40 ms, so no connect took less. The fastest of a
+    few connects now does (a loaded machine slows some, not all)."""
+    import time
+
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        host.connect("viewer").close()
+        times.append(time.perf_counter() - started)
+    assert min(times) < 0.030, [f"{t * 1000:.1f} ms" for t in times]
+
+
+def test_a_command_builds_only_its_own_parser_and_it_is_the_same():
+    """Each call builds the sub-parser of its command alone: the same options and help as
+    in the whole parser, which `observer --help` and unknown words still get."""
+    import argparse
+
+    from observer.cli import COMMANDS, build_parser
+
+    def subparsers(parser):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices
+
+    whole = subparsers(build_parser())
+    assert list(whole) == list(COMMANDS) == list(subparsers(build_parser("bogus")))
+    for name in COMMANDS:
+        alone = subparsers(build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == whole[name].format_help()
+    argv = ["ps", "10.0.0.1:7330", "--json", "--limit", "5", "--match", "w"]
+    assert build_parser("ps").parse_args(argv) == build_parser().parse_args(argv)

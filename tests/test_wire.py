@@ -139,3 +139,121 @@ def test_raw_json_is_spliced_at_any_depth(outer, inner, depth):
         )
     envelope = schema.decode_envelope(schema.encode_ok(raw_value))
     assert envelope.data == expected
+
+
+# ---------------------------------------------------------------- bulk rows
+#
+# Long lists of flat records (tasks, threads, history samples, ...) decode through a bulk
+# path. Its contract: for any payload it gives what the row-by-row decoder gives, the same
+# records or a WireError, never another exception and never a record of a wrong type.
+
+FLAT = [r for r in schema.RECORDS if schema._rows_decoder(r, lambda data: data) is not None]
+
+
+class Sub(str):
+    """A str that is not exactly a str: the decoders accept only exact types."""
+
+
+json_cells = (
+    json_values
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.just(Sub("task-1"))
+    | st.tuples(st.text(max_size=3))
+)
+
+
+def row_by_row(record, data):
+    """The reference: the generic decoder of one record, applied to each row."""
+    if type(data) is not list:
+        raise schema.WireError("not a list")
+    decode = schema._decoder(record)
+    return tuple(decode(row) for row in data)
+
+
+def outcome(decode, *args):
+    """('ok', value) or ('error', None) for a WireError; anything else propagates."""
+    try:
+        return "ok", decode(*args)
+    except schema.WireError:
+        return "error", None
+
+
+def wire_rows(values, at_least):
+    """Encoded rows of ``values`` repeated to at least ``at_least`` rows, each its own list."""
+    rows = [values[i % len(values)] for i in range(max(at_least, len(values)))]
+    return schema.decode_envelope(schema.encode_ok(tuple(rows))).data
+
+
+def test_the_bulk_path_covers_the_big_lists():
+    assert {
+        schema.TaskInfo,
+        schema.ThreadInfo,
+        schema.LoopInfo,
+        schema.ChildInfo,
+        schema.HistorySample,
+        schema.AuditRecord,
+        schema.Variable,
+    } <= set(FLAT)
+    assert schema.ProcessInfo not in FLAT and schema.Snapshot not in FLAT  # nested records
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["class-swap", "constructor"])
+@pytest.mark.parametrize("record", FLAT, ids=lambda r: r.__name__)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_bulk_rows_equal_the_row_by_row_decoder(record, swap, data):
+    values = data.draw(st.lists(st.from_type(record), min_size=1, max_size=6))
+    wire = wire_rows(values, schema.BULK_ROWS)
+    bulk = schema._rows_decoder(record, lambda data: row_by_row(record, data), swap=swap)
+    for got in (bulk(wire), schema.from_wire(tuple[record, ...], wire)):
+        assert got == row_by_row(record, wire)
+        assert all(type(r) is record for r in got)
+        assert [list(vars(r).items()) for r in got] == [
+            list(vars(r).items()) for r in row_by_row(record, wire)
+        ]
+
+
+@pytest.mark.parametrize("record", FLAT, ids=lambda r: r.__name__)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_bulk_rows_reject_what_the_row_by_row_decoder_rejects(record, data):
+    """One row spoiled anywhere (a cell of any type, an item of a list field, a row too
+    short, too long, not a list, the payload not a list): same outcome both ways."""
+    values = data.draw(st.lists(st.from_type(record), min_size=1, max_size=4))
+    wire = wire_rows(values, schema.BULK_ROWS)
+    index = data.draw(st.integers(0, len(wire) - 1))
+    row = wire[index]
+    lists = [i for i, value in enumerate(row) if type(value) is list]
+    how = data.draw(st.sampled_from(["cell", "item", "short", "long", "row", "payload"]))
+    if how == "item" and lists:
+        cell = row[data.draw(st.sampled_from(lists))]
+        cell.insert(data.draw(st.integers(0, len(cell))), data.draw(json_cells))
+    elif how in ("cell", "item"):
+        row[data.draw(st.integers(0, len(row) - 1))] = data.draw(json_cells)
+    elif how == "short":
+        del row[data.draw(st.integers(0, len(row) - 1)) :]
+    elif how == "long":
+        row.extend(data.draw(st.lists(json_cells, min_size=1, max_size=3)))
+    elif how == "row":
+        wire[index] = data.draw(json_cells.filter(lambda v: type(v) is not list))
+    else:
+        wire = data.draw(json_cells.filter(lambda v: type(v) is not list))
+    expected = outcome(row_by_row, record, wire)
+    assert outcome(schema.from_wire, tuple[record, ...], wire) == expected
+    bulk = schema._rows_decoder(record, lambda data: row_by_row(record, data), swap=False)
+    assert outcome(bulk, wire) == expected
+    if how in ("short", "row", "payload"):
+        assert expected[0] == "error"
+
+
+def test_a_bad_last_row_of_many_is_a_wire_error():
+    rows = wire_rows([schema.HistorySample(1.0, 2.0, 3, 4, 5, None, 6, None)], 10_000)
+    rows[-1][2] = True  # rss: a bool is not an int
+    with pytest.raises(schema.WireError, match="HistorySample.rss"):
+        schema.from_wire(tuple[schema.HistorySample, ...], rows)
+    rows[-1][2] = 3
+    rows[-1][1] = 7  # cpu_percent: an int where a float goes is made a float
+    out = schema.from_wire(tuple[schema.HistorySample, ...], rows)
+    assert type(out[-1].cpu_percent) is float and out[-1] == schema.HistorySample(
+        1.0, 7.0, 3, 4, 5, None, 6, None
+    )
