@@ -340,6 +340,10 @@ class Gate:
         if len(self._pending) >= MAX_PENDING:
             self._evict(now)
         sock.setblocking(False)
+        # Replies go out in several writes (TLS records, rpyc frames); without NODELAY the
+        # observer's delayed ACK holds each small request/reply pair ~40 ms.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ip, port = str(addr[0]), int(addr[1])
         try:  # a real client has sent its first bytes by the time it is accepted
             spoke = bool(sock.recv(1, socket.MSG_PEEK))
