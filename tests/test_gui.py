@@ -31,7 +31,8 @@ WAIT = 20_000  # ms
 
 def shown_status(link: NodeLink) -> str:
     """The status the node list shows for ``link`` (first tooltip line), '' if not listed."""
-    window = link.parent()
+    node_set = link.parent()  # the window's NodeSet, whose parent is the window
+    window = node_set.parent() if node_set is not None else None
     item = window.nodes.item_of(link) if isinstance(window, MainWindow) else None
     return item.toolTip(0).split("\n", 1)[0].rsplit(": ", 1)[-1] if item is not None else ""
 
@@ -156,8 +157,8 @@ def test_inspect_task_shows_stack_and_lazy_locals(qtbot, window, demo, keys):
     row = visible(tab.model, NAME).index("supervisor")
     tab.view.setCurrentIndex(tab.model.index(row, 0))
     qtbot.keyClick(tab.view, Qt.Key.Key_Return)  # Enter inspects, like a double-click
-    assert len(window.inspectors) == 1
-    inspector = next(iter(window.inspectors.values()))
+    assert len(window.targets.inspectors) == 1
+    inspector = next(iter(window.targets.inspectors.values()))
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
     functions = [inspector.frames.topLevelItem(i).text(1) for i in range(3)]
@@ -186,11 +187,12 @@ def test_inspect_thread_and_dead_target(qtbot, window, demo, keys):
     window.show_tab("processes")
     link = window.add_link(spec(demo.agent_address, keys))
     names = wait_tree(qtbot, window, "cache-janitor")
-    inspector = window.inspect(link, names["cache-janitor"][0].id, "thread", "cache-janitor")
+    janitor = names["cache-janitor"][0].id
+    inspector = window.targets.inspect(link, janitor, "thread", "cache-janitor")
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
     assert inspector.frames.topLevelItem(0).text(2)  # file:line of the innermost frame
-    gone = window.inspect(link, "task-999999999", "task", "ghost")
+    gone = window.targets.inspect(link, "task-999999999", "task", "ghost")
     qtbot.addWidget(gone)
     qtbot.waitUntil(lambda: gone.dead, timeout=WAIT)
     assert gone.windowTitle().startswith("[DEAD]")
@@ -202,7 +204,7 @@ def test_inspect_exposed_object_from_system_tab(qtbot, window, demo, keys):
     link = window.add_link(spec(demo.agent_address, keys))
     qtbot.waitUntil(lambda: tab.info is not None, timeout=WAIT)
     assert {e.name for e in tab.info.exposed} >= {"cache", "jobs", "config"}
-    inspector = window.inspect_exposed(link, "config")
+    inspector = window.targets.inspect_exposed(link, "config")
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.variables.topLevelItemCount() > 0, timeout=WAIT)
     values = {
@@ -224,9 +226,9 @@ def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, dem
     tab.view.setFocus()
     tab.view.setCurrentIndex(tab.model.index(row, 0))
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
-    box = window.confirm_box
+    box = window.targets.confirm_box
     assert box is not None and old_id in box.text() and "demo" in box.text().lower()
-    with qtbot.waitSignal(window.control_done, timeout=WAIT) as done:
+    with qtbot.waitSignal(window.targets.control_done, timeout=WAIT) as done:
         qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
     assert done.args[0].ok, done.args[0]
     assert old_id in window.statusBar().currentMessage()
@@ -255,7 +257,7 @@ def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
     assert link.role == "viewer"
     row = visible(tab.model, NAME).index("worker-1")
     index = tab.model.index(row, 0)
-    menu = window.row_menu(link, index.data(ID_ROLE), index.data(KIND_ROLE), "worker-1")
+    menu = window.targets.row_menu(link, index.data(ID_ROLE), index.data(KIND_ROLE), "worker-1")
     entries = {a.text(): a for a in menu.actions() if a.text()}
     assert entries["Inspect"].isEnabled()
     assert not entries["Cancel task"].isEnabled()
@@ -263,7 +265,7 @@ def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
     tab.view.setFocus()
     tab.view.setCurrentIndex(index)
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
-    assert window.confirm_box is None
+    assert window.targets.confirm_box is None
     assert "viewer" in window.statusBar().currentMessage()
 
 

@@ -85,7 +85,7 @@ def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):
     assert tab.site_table.column_texts(4)[0].endswith(f"leaky.py:{site.line}")
 
     tab.site_table.doubleClicked.emit(tab.site_table.proxy.index(0, 0))
-    sites = [w for w in window.inspectors.values() if isinstance(w, SiteWindow)]
+    sites = [w for w in window.targets.inspectors.values() if isinstance(w, SiteWindow)]
     assert len(sites) == 1
     qtbot.waitUntil(lambda: sites[0].source is not None, timeout=WAIT)
     source = sites[0].source

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -21,8 +21,13 @@ from observer.client import Node
 from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+
+class RowActions(Protocol):
+    """What a row view asks of the window: wire inspect and kill to the view."""
+
+    def install_target_view(self, view: QAbstractItemView) -> None:
+        """Double-click/Enter inspects the row's target; its menu and Delete act on it."""
+        ...
 
 
 class Banner(QLabel):
@@ -78,7 +83,11 @@ def fill_sections(
 
 
 class Tab(QWidget):
-    """A tab that refreshes from one node with one request, only while it is visible."""
+    """A tab that refreshes from one node with one request, only while it is visible.
+
+    The window drives it (``set_link``, ``refresh``) and listens to its signals; a tab that
+    needs more of the window says what in a small protocol it takes in its constructor.
+    """
 
     key = ""
     title = ""
@@ -86,9 +95,8 @@ class Tab(QWidget):
     failed = pyqtSignal(str)  # a refresh failed; the banner says why
     status_changed = pyqtSignal()
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.window_ = window
         self.link: NodeLink | None = None
         self.last_applied = 0.0  # time.time() of the data shown
         self.apply_seconds = 0.0  # GUI-thread time spent drawing the last reply
@@ -170,8 +178,9 @@ class RowsTab(Tab):
     view: QAbstractItemView
     model: QAbstractItemModel
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, rows: RowActions) -> None:
+        super().__init__()
+        self.rows = rows
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name or function (Ctrl-F)")
         self.filter.setClearButtonEnabled(True)
@@ -190,7 +199,7 @@ class RowsTab(Tab):
         for column, width in enumerate(COLUMN_WIDTHS):
             view.setColumnWidth(column, width)  # type: ignore[attr-defined]
         self.layout_.addWidget(view)
-        self.window_.install_target_view(view)
+        self.rows.install_target_view(view)
 
     def _filter_changed(self, text: str) -> None:
         selected = self.selected_id()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,9 +19,6 @@ from agent.schema import History, HistorySample
 from observer.client import Node
 from observer.format import human_bytes
 from observer.gui.tab import Tab
-
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
 
 KEEP_SAMPLES = 3600  # an hour at the agent's connected rate, bounded
 WINDOWS = ((60, "1 min"), (120, "2 min"), (300, "5 min"), (600, "10 min"))
@@ -64,8 +61,8 @@ class ChartsTab(Tab):
     key = "charts"
     title = "Load charts"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self) -> None:
+        super().__init__()
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Window:"))
         self.window_box = QComboBox()

@@ -13,8 +13,8 @@ that node on the System tab.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
@@ -35,19 +35,35 @@ from observer.gui.cluster import (
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
-
 COLUMN_WIDTHS = (108, 106, 62, 58, 52, 76, 70, 58, 54, 60, 60, 46)  # Note: the rest
 assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
+
+
+class Fleet(Protocol):
+    """What the Cluster tab asks of the window: its nodes, how long a liveness call may
+    take, and opening one node."""
+
+    @property
+    def links(self) -> Sequence[NodeLink]:
+        """Every node of the window, in the window's order."""
+        ...
+
+    def probe_timeout(self, link: NodeLink) -> float:
+        """Seconds an overview may take before the node counts as down."""
+        ...
+
+    def open_node(self, link: NodeLink) -> None:
+        """Select ``link`` and show it on its System tab."""
+        ...
 
 
 class ClusterTab(Tab):
     key = "cluster"
     title = "Cluster"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__()
+        self.fleet = fleet
         self.model = ClusterModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
@@ -88,7 +104,7 @@ class ClusterTab(Tab):
     def refresh(self) -> None:
         """Ask every node not already being asked for its overview; redraw every row."""
         self.sync()
-        for link in self.window_.links:
+        for link in self.fleet.links:
             if link.running(self.key):
                 continue  # the last one has not answered: never pile up on a slow node
             trend = self.trends[link]
@@ -97,13 +113,13 @@ class ClusterTab(Tab):
                 self.key,
                 lambda node, since=since: node.overview(since),
                 self._on_reply,
-                timeout=self.window_.probe_timeout(link),
+                timeout=self.fleet.probe_timeout(link),
             )
         self.redraw()
 
     def sync(self) -> None:
         """One row (and one Trend) per node of the window, in the window's order."""
-        links = list(self.window_.links)
+        links = list(self.fleet.links)
         for link in links:
             if link not in self.trends:
                 self.trends[link] = Trend()
@@ -142,7 +158,7 @@ class ClusterTab(Tab):
     def _activated(self, index: QModelIndex) -> None:
         link = index.siblingAtColumn(NODE).data(LINK_ROLE)
         if link is not None:
-            self.window_.open_node(link)
+            self.fleet.open_node(link)
 
     # ------------------------------------------------------------ Tab API
 

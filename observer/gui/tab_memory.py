@@ -12,7 +12,7 @@ import html
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyqtgraph as pg
@@ -45,11 +45,8 @@ from observer.format import (
     trace_text,
     tracemalloc_text,
 )
-from observer.gui.link import Reply
+from observer.gui.link import NodeLink, Reply
 from observer.gui.tab import Tab, fill_sections
-
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
 
 KEEP_POINTS = 3600
 SORT_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -60,6 +57,18 @@ TRACE_REASON = (
     "Read-only: starting or stopping tracemalloc changes how the host runs, so it needs an "
     "operator token; this node was connected with a viewer token."
 )
+
+
+class MemoryWindow(Protocol):
+    """What the Memory tab asks of the window: a status-bar line, a site's window."""
+
+    def say(self, text: str, msecs: int = 0) -> None:
+        """Show ``text`` in the status bar (for ``msecs``, or until the next message)."""
+        ...
+
+    def inspect_site(self, link: NodeLink, site: AllocationSite) -> QWidget:
+        """Open the window on an allocation site: its traceback and its source."""
+        ...
 
 
 def _item(text: str, sort: Any = None, align_right: bool = False) -> QStandardItem:
@@ -132,8 +141,9 @@ class MemoryTab(Tab):
     key = "memory"
     title = "Memory"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, owner: MemoryWindow) -> None:
+        super().__init__()
+        self.owner = owner
         self.memory: MemoryInfo | None = None
         self.census: Census | None = None
         self.sites: TraceStats | None = None
@@ -410,7 +420,7 @@ class MemoryTab(Tab):
 
     def _control_done(self, result: ControlResult) -> None:
         label = self.link.label if self.link is not None else ""
-        self.window_.statusBar().showMessage(f"{label}: {result.message}", 15000)
+        self.owner.say(f"{label}: {result.message}", 15000)
         self.sites = None
         self.site_table.set_rows([])
         self.refresh()
@@ -470,7 +480,7 @@ class MemoryTab(Tab):
     def _open_site(self, index: Any) -> None:
         site = self.site_table.proxy.index(index.row(), 0).data(SITE_ROLE)
         if site is not None and self.link is not None:
-            self.window_.inspect_site(self.link, site)
+            self.owner.inspect_site(self.link, site)
 
     # ------------------------------------------------------------ drawing
 
