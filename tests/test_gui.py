@@ -228,6 +228,15 @@ def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, dem
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
     box = window.targets.confirm_box
     assert box is not None and old_id in box.text() and "demo" in box.text().lower()
+    buttons = QMessageBox.StandardButton
+    yes, no = box.button(buttons.Yes), box.button(buttons.Cancel)
+    assert (yes.text(), no.text()) == ("Cancel task", "Keep running")  # no "Cancel" twice
+    assert box.defaultButton() is no
+    qtbot.mouseClick(no, Qt.MouseButton.LeftButton)  # keep it: nothing is sent
+    assert window.targets.confirm_box is None and not window.links[0].busy
+    qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
+    box = window.targets.confirm_box
+    assert box is not None
     with qtbot.waitSignal(window.targets.control_done, timeout=WAIT) as done:
         qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
     assert done.args[0].ok, done.args[0]
@@ -426,10 +435,26 @@ def test_screenshot_command_writes_a_png_of_real_data(demo, keys, tmp_path):
         "0.2",
     )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "Qt's own messages stay out of the terminal without --verbose"
     header = out.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert (width, height) >= (800, 600)
+
+
+def test_qt_messages_reach_the_terminal_only_when_verbose(qtbot, capfd):
+    from PyQt6.QtCore import qInstallMessageHandler, qWarning
+
+    from observer.gui.app import route_qt_messages
+
+    previous = qInstallMessageHandler(None)
+    try:
+        for verbose in (False, True):
+            route_qt_messages(verbose)
+            qWarning(f"plugin noise, verbose={verbose}")
+            assert ("plugin noise" in capfd.readouterr().err) is verbose
+    finally:
+        qInstallMessageHandler(previous)
 
 
 def test_screenshot_of_unreachable_node_says_why(keys, tmp_path):
