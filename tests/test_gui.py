@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 
@@ -233,7 +238,8 @@ def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, dem
     assert (yes.text(), no.text()) == ("Cancel task", "Keep running")  # no "Cancel" twice
     assert box.defaultButton() is no
     qtbot.mouseClick(no, Qt.MouseButton.LeftButton)  # keep it: nothing is sent
-    assert window.targets.confirm_box is None and not window.links[0].busy
+    assert window.targets.confirm_box is None
+    assert not window.links[0].running(f"control:{old_id}")  # nothing was asked of the node
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
     box = window.targets.confirm_box
     assert box is not None
@@ -402,6 +408,33 @@ def test_charts_are_filled_from_history(qtbot, window, demo, keys):
         window.refresh()
     assert len(tab.samples) >= before
     assert "CPU" in tab.plots[0].titleLabel.text
+    # the bar states the data's real rate: the median spacing of the samples shown
+    times = [s.time for s in tab.samples if s.time >= tab.samples[-1].time - 600]
+    real = statistics.median(b - a for a, b in itertools.pairwise(times))
+    said = re.match(r"a sample every ([\d.]+) s", tab.interval_label.text())
+    assert said is not None, tab.interval_label.text()
+    assert abs(float(said.group(1)) - max(real, 1.0)) <= 0.25 * max(real, 1.0), (said, real)
+
+
+def test_charts_break_the_line_where_a_frozen_agent_took_no_samples(qtbot, window, make_host, keys):
+    host = make_host()
+    window.set_interval(1)
+    tab = window.show_tab("charts")
+    link = window.add_link(spec(host.address, keys, timeout=4.0))
+    qtbot.waitUntil(lambda: tab.point_count() >= 3, timeout=WAIT)
+    assert tab.breaks() == 0
+    frozen_at = tab.samples[-1].time
+    os.kill(host.process.proc.pid, signal.SIGSTOP)  # its sampler stops with it
+    try:
+        wait_status(qtbot, link, Status.DOWN)  # a history call timed out: 4 s at least
+    finally:
+        os.kill(host.process.proc.pid, signal.SIGCONT)
+    window.refresh()
+    qtbot.waitUntil(lambda: tab.samples[-1].time > frozen_at + 1, timeout=WAIT)
+    hole = max(b.time - a.time for a, b in itertools.pairwise(tab.samples))
+    assert hole >= 4.0, "the host really took no samples while frozen"
+    assert tab.breaks() >= 1
+    assert "gap" in tab.interval_label.text()
 
 
 # ------------------------------------------------------------------ command line
