@@ -18,8 +18,10 @@ from PyQt6.QtWidgets import (
 )
 
 from observer.client import Node
+from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE
+from observer.gui.rows import NAME
 
 
 class RowActions(Protocol):
@@ -131,6 +133,7 @@ class Tab(QWidget):
         self.banner.say("")
         started = time.perf_counter()
         self.apply(reply.value)
+        self.fit()
         self.apply_seconds = time.perf_counter() - started
         self.last_applied = reply.finished
         self.status_changed.emit()
@@ -158,15 +161,15 @@ class Tab(QWidget):
     def clear(self) -> None:
         """Forget the shown data."""
 
+    def fit(self) -> None:
+        """Size the columns to the data just drawn (for tabs whose views have columns)."""
+
     def status_text(self) -> str:
         """Counts for the status bar."""
         return ""
 
     def focus_filter(self) -> None:
         """Ctrl-F: put the cursor in this tab's filter box, if it has one."""
-
-
-COLUMN_WIDTHS = (250, 55, 165, 75, 75, 55, 190)  # Location stretches over the rest
 
 
 class RowsTab(Tab):
@@ -189,22 +192,30 @@ class RowsTab(Tab):
 
     def add_view(self, view: QAbstractItemView) -> None:
         """Set up the tab's view the way both row views share: rows selected whole, one at
-        a time, the standard column widths, inspect and kill wired to the window."""
+        a time, columns fitted to their content (names first), inspect and kill wired."""
         self.view = view
         view.setModel(self.model)
         view.setAlternatingRowColors(True)
         view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps file *and* line number
         view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            view.setColumnWidth(column, width)  # type: ignore[attr-defined]
         self.layout_.addWidget(view)
+        self.columns = ColumnFitter(view, first=(NAME,), grow_only=True, every=5.0)
         self.rows.install_target_view(view)
+
+    def set_link(self, link: NodeLink | None) -> None:
+        if link is not self.link:
+            self.columns.reset()  # another node's names and paths: measure them afresh
+        super().set_link(link)
+
+    def fit(self) -> None:
+        self.columns.fit_later()  # the first data of a node at once, then every 5 s
 
     def _filter_changed(self, text: str) -> None:
         selected = self.selected_id()
         self.set_filter(text)
         self.restore(selected)
+        self.columns.fit()
         self.status_changed.emit()
 
     def set_filter(self, text: str) -> None:

@@ -23,7 +23,6 @@ from agent.schema import Overview
 from observer.client import Node
 from observer.fleet import Trend
 from observer.gui.cluster import (
-    COLUMNS,
     LINK_ROLE,
     NODE,
     NOTE,
@@ -32,11 +31,11 @@ from observer.gui.cluster import (
     ClusterModel,
     SparkDelegate,
 )
+from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
 
-COLUMN_WIDTHS = (108, 106, 62, 58, 52, 76, 70, 58, 54, 60, 60, 46)  # Note: the rest
-assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
+SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
 
 
 class Fleet(Protocol):
@@ -79,6 +78,7 @@ class ClusterTab(Tab):
         self.view.setAlternatingRowColors(True)
         self.view.setShowGrid(False)
         self.view.setWordWrap(False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps an address's port
         self.view.setItemDelegateForColumn(TREND, SparkDelegate(self.view))
         rows = self.view.verticalHeader()
         rows.hide()
@@ -87,8 +87,7 @@ class ClusterTab(Tab):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            self.view.setColumnWidth(column, width)
+        self.columns = ColumnFitter(self.view, first=(NODE,), rest=NOTE, fixed={TREND: SPARK_WIDTH})
         self.view.activated.connect(self._activated)  # double-click, or Enter
         self.layout_.addWidget(self.view)
         self.trends: dict[NodeLink, Trend] = {}
@@ -123,11 +122,15 @@ class ClusterTab(Tab):
         for link in links:
             if link not in self.trends:
                 self.trends[link] = Trend()
-        for gone in set(self.trends) - set(links):
-            del self.trends[gone]
-            self._answered.discard(gone)
-            self._ok.discard(gone)
+        gone = set(self.trends) - set(links)
+        for link in gone:
+            del self.trends[link]
+            self._answered.discard(link)
+            self._ok.discard(link)
         self.model.set_links(links)
+        if gone:
+            self.columns.reset()  # a long name may have left with its node
+        self.columns.fit_later()
 
     def redraw(self, link: NodeLink | None = None) -> None:
         """Recompute rows from cache (ages, status, DNS): one node's, or everyone's."""
@@ -135,6 +138,7 @@ class ClusterTab(Tab):
             trend = self.trends.get(each)
             if trend is not None:
                 self.model.update(each, trend.row(each.health, each.origin, each.gone_since))
+        self.columns.fit_later()  # names in full first, the note gets what is left
         self.status_changed.emit()
 
     def _on_reply(self, reply: Reply) -> None:

@@ -1,0 +1,214 @@
+"""Column widths that fit a view's content within its width, the most important first.
+
+``share`` (Qt-free) splits the width: when every column's content fits, each gets it;
+otherwise the ``first`` columns (names) get what their content needs, up to a cap, and
+the others share the rest fairly, each getting its content's
+width when that is below the fair share (short columns are never clipped), the widest
+being cut to the same share; a ``rest`` column (a note) gets what is left.
+``ColumnFitter`` measures a Qt view's content, applies ``share`` when data arrives or the
+view is resized, and leaves alone a column the user resized by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from PyQt6.QtCore import QEvent, QObject, QTimer, pyqtSignal
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QTreeView
+
+MIN_WIDTH = 36  # px: no column is squeezed below this
+FIRST_CAP = 0.4  # a "first" column takes at most this share of the width
+PADDING = 6  # px added to a measured width, so text does not touch the next column
+
+
+def share(
+    wants: Sequence[int],
+    available: int,
+    first: Sequence[int] = (),
+    rest: int | None = None,
+    minimum: int = MIN_WIDTH,
+    cap: float = FIRST_CAP,
+) -> list[int]:
+    """Widths for columns wanting ``wants`` px within ``available`` px (see the module)."""
+    count = len(wants)
+    if sum(wants) + (minimum if rest is not None else 0) <= available:
+        widths = list(wants)  # everything fits: every column in full, the rest to ``rest``
+        if rest is not None:
+            widths[rest] = available - sum(w for c, w in enumerate(wants) if c != rest)
+        return widths
+    widths = [0] * count
+    floors = [min(minimum, max(w, 1)) for w in wants]
+    left = available
+    others = [c for c in range(count) if c not in first and c != rest]
+    reserve = sum(floors[c] for c in others) + (minimum if rest is not None else 0)
+    reserve += sum(floors[c] for c in first)
+    for column in first:
+        reserve -= floors[column]  # what the columns not yet given a width need at least
+        room = max(floors[column], left - reserve)
+        widths[column] = max(floors[column], min(wants[column], int(available * cap), room))
+        left -= widths[column]
+    if rest is not None:
+        left -= minimum  # the rest column's least, so the others never push it off screen
+    # fair shares: a column wanting less than the share gets its want, the rest split evenly
+    pending = sorted(others, key=lambda c: wants[c])
+    while pending:
+        fair = max(left, 0) // len(pending)
+        column = pending[0]
+        if wants[column] <= fair:
+            widths[column] = wants[column]
+            left -= wants[column]
+            pending.pop(0)
+            continue
+        for column in pending:
+            widths[column] = max(floors[column], fair)
+        left -= sum(widths[c] for c in pending)
+        break
+    if rest is not None:
+        widths[rest] = minimum + max(0, left)
+    return widths
+
+
+class ColumnFitter(QObject):
+    """Keeps a view's columns fitted to their content (call ``fit`` after new data).
+
+    With ``grow_only`` (views that measure only the rows on screen) widths only grow with
+    the content seen since ``reset``, so scrolling and refreshing never make the columns
+    jump back and forth; without it every row is measured each time. Columns are fitted
+    again whenever the view is resized. ``fixed`` columns keep the given width (a
+    sparkline has no text to measure). Measuring costs the GUI thread about 2 ms a column
+    on screen, so ``fit_later`` (after each refresh) fits at most once every ``every``
+    seconds, in an event of its own, and never loses the last change.
+    """
+
+    fitted = pyqtSignal()  # the columns were fitted: ``last_wants`` is what they needed
+
+    def __init__(
+        self,
+        view: QTreeView | QTableView | QAbstractItemView,
+        first: Sequence[int] = (),
+        rest: int | None = None,
+        fixed: dict[int, int] | None = None,
+        cap: float = FIRST_CAP,
+        grow_only: bool = False,
+        every: float = 0.5,
+    ) -> None:
+        super().__init__(view)
+        self.view = view
+        self.grow_only = grow_only
+        self.every = every
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.fit)
+        self.first = tuple(first)
+        self.cap = cap
+        self.rest = rest
+        self.fixed = dict(fixed or {})
+        self.user_sized: dict[int, int] = {}  # columns the user resized: their width
+        self._seen: dict[int, int] = {}
+        self._fitted_at = 0.0  # time.monotonic() of the last fit
+        self.last_wants: list[int] = []  # what each column needed at the last fit
+        self._fitting = False
+        header = self.header()
+        header.setResizeContentsPrecision(0)  # measure the rows on screen, not 1000 of them
+        header.sectionResized.connect(self._resized)
+        header.sortIndicatorChanged.connect(lambda *_: self.fit())  # the arrow needs room
+        self.viewport = view.viewport()
+        assert self.viewport is not None
+        self.viewport.installEventFilter(self)
+
+    def header(self) -> QHeaderView:
+        view = self.view
+        header = view.header() if isinstance(view, QTreeView) else view.horizontalHeader()
+        assert header is not None
+        return header
+
+    def reset(self) -> None:
+        """Forget the content measured so far (another node is shown)."""
+        self._seen.clear()
+        self._fitted_at = 0.0
+
+    def wants(self) -> list[int]:
+        """What each column's content (visible rows and header) needs, in px."""
+        header = self.header()
+        view = self.view
+        out = []
+        for column in range(header.count()):
+            if column in self.user_sized:
+                want = self.user_sized[column]
+            elif column in self.fixed:
+                want = self.fixed[column]
+            else:
+                measured = max(self._header_want(column), view.sizeHintForColumn(column))
+                want = measured + PADDING
+                if self.grow_only:
+                    want = max(self._seen.get(column, 0), want)
+                    self._seen[column] = want
+            out.append(want)
+        return out
+
+    def _header_want(self, column: int) -> int:
+        """The header's width for ``column``; Qt's hint keeps room for the sort arrow in
+        every column, but only the sorted one shows it."""
+        header = self.header()
+        hint = header.sectionSizeHint(column)
+        if header.isSortIndicatorShown() and header.sortIndicatorSection() != column:
+            style = header.style()
+            if style is not None:
+                hint -= style.pixelMetric(QStyle.PixelMetric.PM_HeaderMarkSize)
+                hint -= 2 * style.pixelMetric(QStyle.PixelMetric.PM_HeaderMargin)
+        return hint
+
+    def width_wanted(self) -> int:
+        """The width every column's content needed together at the last fit (for a pane
+        sized to fit)."""
+        return sum(self.last_wants)
+
+    def fit_later(self) -> None:
+        """Fit once the current event is done, or ``every`` seconds after the last fit."""
+        if self._timer.isActive():
+            return
+        wait = self._fitted_at + self.every - time.monotonic() if self._fitted_at else 0.0
+        self._timer.start(max(0, int(wait * 1000)))
+
+    def fit(self) -> None:
+        """Size the columns to their content within the view's width, now."""
+        self._timer.stop()
+        self._fitted_at = time.monotonic()
+        header = self.header()
+        available = self.viewport.width()
+        if header.count() == 0 or available <= 0:
+            return
+        pinned = set(self.user_sized) | set(self.fixed)
+        self.last_wants = self.wants()
+        widths = share(
+            self.last_wants,
+            available,
+            [c for c in self.first if c not in pinned],
+            self.rest if self.rest not in pinned else None,
+            cap=self.cap,
+        )
+        for column, width in self.fixed.items():
+            widths[column] = width
+        for column, width in self.user_sized.items():
+            widths[column] = width
+        self._fitting = True
+        try:
+            for column, width in enumerate(widths):
+                if header.sectionSize(column) != width and not header.isSectionHidden(column):
+                    header.resizeSection(column, width)
+        finally:
+            self._fitting = False
+        self.fitted.emit()
+
+    def _resized(self, column: int, _old: int, new: int) -> None:
+        """A resize not made by ``fit`` is the user's (or the stretching last section's)."""
+        header = self.header()
+        if self._fitting or (column == header.count() - 1 and header.stretchLastSection()):
+            return
+        self.user_sized[column] = new
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if watched is self.viewport and event is not None and event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
