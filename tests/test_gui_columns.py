@@ -23,8 +23,9 @@ from observer.gui.cluster import NODE, STATUS
 from observer.gui.columns import MIN_WIDTH, share
 from observer.gui.link import Status
 from observer.gui.models import ID_ROLE
+from observer.gui.panewidth import FITTED, SETTINGS_FILE
 from observer.gui.rows import ID, LOCATION, NAME
-from observer.gui.window import NODE_LIST_WIDTH, SETTINGS_FILE, MainWindow
+from observer.gui.window import MainWindow
 from tests.test_gui import WAIT, spec, visible, wait_status
 from tests.test_gui_cluster import open_cluster, shown
 
@@ -88,7 +89,7 @@ def test_long_names_are_whole_in_the_node_list_and_the_cluster(qtbot, window, ag
     qtbot.waitUntil(lambda: shows_in_full(nodes, 0) and shows_in_full(cluster, NODE), timeout=WAIT)
     assert shows_in_full(cluster, STATUS)
     assert not cluster.horizontalScrollBar().isVisible(), "the table fits the window"
-    low, high = NODE_LIST_WIDTH
+    low, high = FITTED
     assert low <= window.node_list_width() <= high
     assert window.node_list_width() >= nodes.columnWidth(0)  # the name, then the rest
 
@@ -149,11 +150,11 @@ def test_a_column_the_user_sized_keeps_its_width(qtbot, window, demo, keys):
 
 def test_the_node_list_keeps_the_width_the_user_gave_it(qtbot, window, demo, keys, tmp_path):
     window.add_link(spec(demo.agent_address, keys))
-    settings = window.nodes_file.with_name(SETTINGS_FILE)
+    ini = window.nodes_file.with_name(SETTINGS_FILE)
     window.splitter.moveSplitter(410, 1)  # what dragging the handle does
-    qtbot.waitUntil(lambda: not window.fit_list_timer.isActive(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not window.pane.fit_timer.isActive(), timeout=WAIT)
     assert window.node_list_width() == 410
-    qtbot.waitUntil(settings.exists, timeout=WAIT)
+    qtbot.waitUntil(ini.exists, timeout=WAIT)
     again = MainWindow(nodes_file=window.nodes_file)
     qtbot.addWidget(again)
     again.show()

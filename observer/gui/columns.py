@@ -70,15 +70,16 @@ def share(
 
 
 class ColumnFitter(QObject):
-    """Keeps a view's columns fitted to their content (call ``fit`` after new data).
+    """Keeps a view's columns fitted to their content (``fit_later`` after new data).
 
     With ``grow_only`` (views that measure only the rows on screen) widths only grow with
     the content seen since ``reset``, so scrolling and refreshing never make the columns
     jump back and forth; without it every row is measured each time. Columns are fitted
-    again whenever the view is resized. ``fixed`` columns keep the given width (a
-    sparkline has no text to measure). Measuring costs the GUI thread about 2 ms a column
-    on screen, so ``fit_later`` (after each refresh) fits at most once every ``every``
-    seconds, in an event of its own, and never loses the last change.
+    again, from what was last measured, whenever the view is resized. ``fixed`` columns
+    keep the given width (a sparkline has no text to measure). Measuring asks the model
+    for every cell on screen (5-15 ms for the Tasks & threads table on this project's
+    test machine), so ``fit_later`` fits at most once every ``every`` seconds, in an
+    event of its own, and never loses the last change.
     """
 
     fitted = pyqtSignal()  # the columns were fitted: ``last_wants`` is what they needed
@@ -171,16 +172,18 @@ class ColumnFitter(QObject):
         wait = self._fitted_at + self.every - time.monotonic() if self._fitted_at else 0.0
         self._timer.start(max(0, int(wait * 1000)))
 
-    def fit(self) -> None:
-        """Size the columns to their content within the view's width, now."""
-        self._timer.stop()
-        self._fitted_at = time.monotonic()
+    def fit(self, measure: bool = True) -> None:
+        """Size the columns to their content within the view's width, now (``measure``
+        False: to the content measured last time, as when only the width changed)."""
         header = self.header()
         available = self.viewport.width()
         if header.count() == 0 or available <= 0:
             return
+        if measure or len(self.last_wants) != header.count():
+            self._timer.stop()
+            self._fitted_at = time.monotonic()
+            self.last_wants = self.wants()
         pinned = set(self.user_sized) | set(self.fixed)
-        self.last_wants = self.wants()
         widths = share(
             self.last_wants,
             available,
@@ -210,5 +213,5 @@ class ColumnFitter(QObject):
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         if watched is self.viewport and event is not None and event.type() == QEvent.Type.Resize:
-            self.fit()
+            self.fit(measure=False)
         return False

@@ -7,8 +7,9 @@ short liveness timeout (the refresh interval), so a node that stops answering sh
 "down" within two intervals; heavier tab requests keep the node's own timeout.
 
 Which nodes there are is ``observer.gui.nodeset``'s job (DNS names, the nodes file);
-what can be done to a row's target is ``observer.gui.targets``'s (inspect, kill). The
-tabs see neither this class nor those: each takes a small protocol of what it uses.
+what can be done to a row's target is ``observer.gui.targets``'s (inspect, kill); the
+node list's width is ``observer.gui.panewidth``'s. The tabs see neither this class nor
+those: each takes a small protocol of what it uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PyQt6.QtCore import QSettings, QTimer
+from PyQt6.QtCore import QTimer
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QLabel,
@@ -32,6 +33,7 @@ from observer.gui.link import NodeLink, Status
 from observer.gui.nodedialog import AddNodeDialog, EditNodeDialog
 from observer.gui.nodelist import NodeList, rtt_text
 from observer.gui.nodeset import NodeSet
+from observer.gui.panewidth import PaneWidth
 from observer.gui.tab import Tab
 from observer.gui.tab_charts import ChartsTab
 from observer.gui.tab_cluster import ClusterTab
@@ -46,9 +48,6 @@ INTERVALS = (1, 2, 5, 10, 30, 60)
 DEFAULT_INTERVAL = 2
 SPINNER = "◐◓◑◒"
 SPIN_AFTER = 0.25  # seconds a request may take before the spinner shows
-NODE_LIST_WIDTH = (200, 320)  # px: fitted to the names within these, until the user
-# drags the splitter (then that width is remembered)
-SETTINGS_FILE = "window.ini"  # next to the nodes file: the node list's width
 
 
 class MainWindow(QMainWindow):
@@ -94,24 +93,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setCollapsible(0, False)
         self.setCentralWidget(self.splitter)
-        self.settings = (
-            QSettings(str(nodes_file.with_name(SETTINGS_FILE)), QSettings.Format.IniFormat)
-            if nodes_file is not None
-            else None
-        )
-        self._restore_node_list_width()
-        # after the event that fitted the list's columns: a drag of the splitter resizes
-        # the list (and fits it) before it says it moved, and then the user has chosen
-        self.fit_list_timer = QTimer(self)
-        self.fit_list_timer.setSingleShot(True)
-        self.fit_list_timer.setInterval(0)
-        self.fit_list_timer.timeout.connect(self._fit_node_list)
-        self.nodes.columns.fitted.connect(self.fit_list_timer.start)
-        self.save_timer = QTimer(self)  # a drag moves the splitter many times: save once
-        self.save_timer.setSingleShot(True)
-        self.save_timer.setInterval(400)
-        self.save_timer.timeout.connect(self._save_node_list_width)
-        self.splitter.splitterMoved.connect(self._node_list_dragged)
+        self.pane = PaneWidth(self.splitter, self.nodes, nodes_file)
 
         node_set = self.node_set
         node_set.added.connect(self._link_added)
@@ -206,53 +188,8 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.refresh_label)
         status.addPermanentWidget(self.counts_label)
 
-    # ------------------------------------------------------------ node list width
-
     def node_list_width(self) -> int:
-        return self.splitter.sizes()[0]
-
-    def _restore_node_list_width(self) -> None:
-        """The width the user gave the node list last time, if any."""
-        self.node_list_chosen = False
-        width = None
-        if self.settings is not None:
-            try:
-                value = self.settings.value("node_list/width")
-                width = int(value) if value is not None else None
-            except (TypeError, ValueError):  # a hand-edited file: fit instead
-                width = None
-        if width is None:
-            self._set_node_list_width(NODE_LIST_WIDTH[0])
-            return
-        self.node_list_chosen = True
-        self._set_node_list_width(max(120, min(width, self.width() - 300)))
-
-    def _set_node_list_width(self, width: int) -> None:
-        total = sum(self.splitter.sizes()) or self.width()
-        self.splitter.setSizes([width, max(0, total - width)])
-
-    def _fit_node_list(self) -> None:
-        """Until the user chose a width, the node list is as wide as its names need
-        (within NODE_LIST_WIDTH); the address is cut before the name. Runs after each
-        fit of its columns."""
-        if self.node_list_chosen:
-            return
-        low, high = NODE_LIST_WIDTH
-        want = max(low, min(high, self.nodes.width_wanted()))
-        if abs(want - self.node_list_width()) > 4:
-            self._set_node_list_width(want)
-
-    def _node_list_dragged(self, *_: object) -> None:
-        self.node_list_chosen = True
-        self.save_timer.start()
-
-    def _save_node_list_width(self) -> None:
-        """Remember the width the user dragged the node list to, next to the nodes file
-        (a window without a nodes file remembers nothing)."""
-        self.save_timer.stop()
-        if self.settings is not None:
-            self.settings.setValue("node_list/width", self.node_list_width())
-            self.settings.sync()
+        return self.pane.width()
 
     # ------------------------------------------------------------ nodes
 
@@ -520,8 +457,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.timer.stop()
-        if self.save_timer.isActive():
-            self._save_node_list_width()
+        if self.pane.save_timer.isActive():
+            self.pane.save()
         self.targets.close_for(None)
         if self.chaos_dialog is not None:
             self.chaos_dialog.close()  # stops its run
