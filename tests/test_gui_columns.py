@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PyQt6.QtCore import Qt
 
 from observer.client import connect
-from observer.gui.cluster import NODE, STATUS
+from observer.gui.cluster import ADDRESS, NODE, STATUS
 from observer.gui.columns import MIN_WIDTH, share
 from observer.gui.link import Status
 from observer.gui.models import ID_ROLE
@@ -46,21 +46,25 @@ def test_share_gives_every_column_its_content_when_it_fits(wants, extra):
 @given(wants=wants_st, available=st.integers(0, 3000), data=st.data())
 def test_share_stays_within_the_width_and_cuts_the_widest_first(wants, available, data):
     floors = [min(MIN_WIDTH, w) for w in wants]
-    rest = data.draw(st.sampled_from([None, *range(len(wants))]))
-    first = [c for c in data.draw(st.sets(st.sampled_from(range(len(wants))))) if c != rest]
-    widths = share(wants, available, first, rest)
-    reserve = sum(floors) + (MIN_WIDTH if rest is not None else 0)
-    if available >= reserve:
+    columns = range(len(wants))
+    pinned = sorted(data.draw(st.sets(st.sampled_from(columns))))
+    first = [c for c in data.draw(st.sets(st.sampled_from(columns))) if c not in pinned]
+    widths = share(wants, available, first, pinned)
+    assert all(widths[c] == wants[c] for c in pinned)
+    if available >= sum(floors) + sum(wants[c] - floors[c] for c in pinned):
         assert sum(widths) <= available
-        if rest is not None:
-            assert widths[rest] >= MIN_WIDTH
-    others = [c for c in range(len(wants)) if c not in first and c != rest]
+    others = [c for c in columns if c not in first and c not in pinned]
     for c in others:
-        assert floors[c] <= widths[c] <= max(wants[c], floors[c])
+        assert floors[c] <= widths[c] <= wants[c]
     cut = [c for c in others if widths[c] < wants[c]]
-    if cut:  # the cut columns share one level; nothing uncut is wider than it
-        level = max(widths[c] for c in cut)
-        assert all(widths[c] <= level for c in others)
+    if cut:  # the column that wants most gives first
+        assert any(wants[c] == max(wants[o] for o in others) for c in cut)
+
+
+def test_share_cuts_the_long_command_line_not_the_file_and_line():
+    # Function wants 419 (a child's command line), Location 190 (threading.py:1139)
+    widths = share([325, 59, 73, 63, 72, 53, 419, 190], 1017, first=[0])
+    assert widths[7] == 190 and widths[6] < 190 and sum(widths) <= 1017
 
 
 def test_share_gives_names_their_width_first():
@@ -87,11 +91,14 @@ def test_long_names_are_whole_in_the_node_list_and_the_cluster(qtbot, window, ag
     qtbot.waitUntil(named_and_up, timeout=WAIT)
     nodes, cluster = window.nodes, window.cluster.view
     qtbot.waitUntil(lambda: shows_in_full(nodes, 0) and shows_in_full(cluster, NODE), timeout=WAIT)
-    assert shows_in_full(cluster, STATUS)
+    assert shows_in_full(cluster, STATUS) and shows_in_full(cluster, ADDRESS)
     assert not cluster.horizontalScrollBar().isVisible(), "the table fits the window"
     low, high = FITTED
     assert low <= window.node_list_width() <= high
-    assert window.node_list_width() >= nodes.columnWidth(0)  # the name, then the rest
+    assert nodes.isColumnHidden(1), "a list too narrow for names and addresses drops these"
+    window.splitter.moveSplitter(high + 150, 1)  # the user makes room: the address is back
+    qtbot.waitUntil(lambda: not nodes.isColumnHidden(1), timeout=WAIT)
+    assert shows_in_full(nodes, 0) and shows_in_full(nodes, 1)
 
 
 def test_connecting_is_not_clipped(qtbot, window, keys):

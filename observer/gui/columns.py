@@ -2,9 +2,9 @@
 
 ``share`` (Qt-free) splits the width: when every column's content fits, each gets it;
 otherwise the ``first`` columns (names) get what their content needs, up to a cap, and
-the others share the rest fairly, each getting its content's
-width when that is below the fair share (short columns are never clipped), the widest
-being cut to the same share; a ``rest`` column (a note) gets what is left.
+the others share the rest fairly, each getting its content's width when that is below
+the fair share (short columns are never clipped), the wider ones cut to the same share,
+then topped up from the widest where little is missing.
 ``ColumnFitter`` measures a Qt view's content, applies ``share`` when data arrives or the
 view is resized, and leaves alone a column the user resized by hand.
 """
@@ -20,36 +20,36 @@ from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, 
 MIN_WIDTH = 36  # px: no column is squeezed below this
 FIRST_CAP = 0.4  # a "first" column takes at most this share of the width
 PADDING = 6  # px added to a measured width, so text does not touch the next column
+DONOR_KEEPS = 0.75  # the widest cut column gives at most a quarter of its share
 
 
 def share(
     wants: Sequence[int],
     available: int,
     first: Sequence[int] = (),
-    rest: int | None = None,
+    pinned: Sequence[int] = (),
     minimum: int = MIN_WIDTH,
     cap: float = FIRST_CAP,
 ) -> list[int]:
-    """Widths for columns wanting ``wants`` px within ``available`` px (see the module)."""
+    """Widths for columns wanting ``wants`` px within ``available`` px (see the module);
+    ``pinned`` columns (fixed, or sized by the user) get exactly what they want."""
     count = len(wants)
-    if sum(wants) + (minimum if rest is not None else 0) <= available:
-        widths = list(wants)  # everything fits: every column in full, the rest to ``rest``
-        if rest is not None:
-            widths[rest] = available - sum(w for c, w in enumerate(wants) if c != rest)
-        return widths
+    if sum(wants) <= available:
+        return list(wants)  # everything fits: every column in full
     widths = [0] * count
     floors = [min(minimum, max(w, 1)) for w in wants]
     left = available
-    others = [c for c in range(count) if c not in first and c != rest]
-    reserve = sum(floors[c] for c in others) + (minimum if rest is not None else 0)
-    reserve += sum(floors[c] for c in first)
+    for column in pinned:
+        widths[column] = wants[column]
+        left -= wants[column]
+    first = [c for c in first if c not in pinned]
+    others = [c for c in range(count) if c not in first and c not in pinned]
+    reserve = sum(floors[c] for c in others) + sum(floors[c] for c in first)
     for column in first:
         reserve -= floors[column]  # what the columns not yet given a width need at least
         room = max(floors[column], left - reserve)
         widths[column] = max(floors[column], min(wants[column], int(available * cap), room))
         left -= widths[column]
-    if rest is not None:
-        left -= minimum  # the rest column's least, so the others never push it off screen
     # fair shares: a column wanting less than the share gets its want, the rest split evenly
     pending = sorted(others, key=lambda c: wants[c])
     while pending:
@@ -63,10 +63,22 @@ def share(
         for column in pending:
             widths[column] = max(floors[column], fair)
         left -= sum(widths[c] for c in pending)
+        _top_up(widths, wants, floors, pending)
         break
-    if rest is not None:
-        widths[rest] = minimum + max(0, left)
     return widths
+
+
+def _top_up(widths: list[int], wants: Sequence[int], floors: list[int], cut: list[int]) -> None:
+    """Give a cut column that misses only a little (a file:line a few px too long) its
+    whole content, from the widest column, which keeps at least DONOR_KEEPS of its share."""
+    donor = max(cut, key=lambda c: wants[c])
+    least = max(floors[donor], int(widths[donor] * DONOR_KEEPS))
+    for column in sorted(cut, key=lambda c: wants[c] - widths[c]):
+        missing = wants[column] - widths[column]
+        if column == donor or missing > widths[donor] - least:
+            continue
+        widths[column] += missing
+        widths[donor] -= missing
 
 
 class ColumnFitter(QObject):
@@ -76,10 +88,11 @@ class ColumnFitter(QObject):
     the content seen since ``reset``, so scrolling and refreshing never make the columns
     jump back and forth; without it every row is measured each time. Columns are fitted
     again, from what was last measured, whenever the view is resized. ``fixed`` columns
-    keep the given width (a sparkline has no text to measure). Measuring asks the model
-    for every cell on screen (5-15 ms for the Tasks & threads table on this project's
-    test machine), so ``fit_later`` fits at most once every ``every`` seconds, in an
-    event of its own, and never loses the last change.
+    keep the given width (a sparkline has no text to measure); ``optional`` ones are
+    hidden while the others do not fit whole (a narrow node list drops the address).
+    Measuring asks the model for every cell on screen (5-15 ms for the Tasks & threads
+    table on this project's test machine), so ``fit_later`` fits at most once every
+    ``every`` seconds, in an event of its own, and never loses the last change.
     """
 
     fitted = pyqtSignal()  # the columns were fitted: ``last_wants`` is what they needed
@@ -88,22 +101,24 @@ class ColumnFitter(QObject):
         self,
         view: QTreeView | QTableView | QAbstractItemView,
         first: Sequence[int] = (),
-        rest: int | None = None,
         fixed: dict[int, int] | None = None,
         cap: float = FIRST_CAP,
         grow_only: bool = False,
         every: float = 0.5,
+        optional: Sequence[int] = (),
+        within: int = 0,
     ) -> None:
         super().__init__(view)
         self.view = view
         self.grow_only = grow_only
         self.every = every
+        self.optional = tuple(optional)  # hidden while the others do not fit whole
+        self.within = within  # see width_wanted
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.fit)
         self.first = tuple(first)
         self.cap = cap
-        self.rest = rest
         self.fixed = dict(fixed or {})
         self.user_sized: dict[int, int] = {}  # columns the user resized: their width
         self._seen: dict[int, int] = {}
@@ -160,11 +175,6 @@ class ColumnFitter(QObject):
                 hint -= 2 * style.pixelMetric(QStyle.PixelMetric.PM_HeaderMargin)
         return hint
 
-    def width_wanted(self) -> int:
-        """The width every column's content needed together at the last fit (for a pane
-        sized to fit)."""
-        return sum(self.last_wants)
-
     def fit_later(self) -> None:
         """Fit once the current event is done, or ``every`` seconds after the last fit."""
         if self._timer.isActive():
@@ -181,28 +191,42 @@ class ColumnFitter(QObject):
             return
         if measure or len(self.last_wants) != header.count():
             self._timer.stop()
-            self._fitted_at = time.monotonic()
+            model = self.view.model()
+            empty = model is None or model.rowCount() == 0
+            self._fitted_at = 0.0 if empty else time.monotonic()  # the first rows: at once
             self.last_wants = self.wants()
-        pinned = set(self.user_sized) | set(self.fixed)
-        widths = share(
-            self.last_wants,
-            available,
-            [c for c in self.first if c not in pinned],
-            self.rest if self.rest not in pinned else None,
-            cap=self.cap,
-        )
-        for column, width in self.fixed.items():
-            widths[column] = width
-        for column, width in self.user_sized.items():
-            widths[column] = width
+        wants = list(self.last_wants)
+        hidden = self._hide_optional(wants, available)
+        for column in hidden:
+            wants[column] = 0
+        pinned = set(self.user_sized) | set(self.fixed) | hidden
+        widths = share(wants, available, self.first, sorted(pinned), cap=self.cap)
         self._fitting = True
         try:
             for column, width in enumerate(widths):
-                if header.sectionSize(column) != width and not header.isSectionHidden(column):
+                header.setSectionHidden(column, column in hidden)
+                if column not in hidden and header.sectionSize(column) != width:
                     header.resizeSection(column, width)
         finally:
             self._fitting = False
         self.fitted.emit()
+
+    def _hide_optional(self, wants: list[int], available: int) -> set[int]:
+        """The optional columns to hide so that the others fit whole (the last one first)."""
+        hidden: set[int] = set()
+        for column in reversed(self.optional):
+            if sum(w for c, w in enumerate(wants) if c not in hidden) <= available:
+                break
+            hidden.add(column)
+        return hidden
+
+    def width_wanted(self) -> int:
+        """The width every column needed at the last fit, or without the optional ones
+        when that is more than ``within`` (for a pane sized to fit)."""
+        whole = sum(self.last_wants)
+        if whole <= self.within or not self.optional:
+            return whole
+        return sum(w for c, w in enumerate(self.last_wants) if c not in self.optional)
 
     def _resized(self, column: int, _old: int, new: int) -> None:
         """A resize not made by ``fit`` is the user's (or the stretching last section's)."""

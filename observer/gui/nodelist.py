@@ -23,6 +23,7 @@ LIGHTS = {
 }
 LINK_ROLE = Qt.ItemDataRole.UserRole + 1
 GONE = QColor("#8c959f")  # the text of a node whose address left DNS
+FITTED_WIDTH = (200, 320)  # px: the list fitted to its names stays within these
 
 
 def light(colour: str, size: int = 12) -> QIcon:
@@ -53,7 +54,10 @@ class NodeList(QTreeWidget):
         self.setRootIsDecorated(False)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps the port of an address
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.columns = ColumnFitter(self, first=(0,), cap=0.75)
+        # the address goes first when the list is too narrow (it is in every tooltip)
+        self.columns = ColumnFitter(
+            self, first=(0,), cap=0.75, optional=(1,), within=FITTED_WIDTH[1]
+        )
         self._icons = {status: light(colour) for status, colour in LIGHTS.items()}
 
     def add(self, link: NodeLink) -> QTreeWidgetItem:

@@ -9,9 +9,9 @@ from pathlib import Path
 from PyQt6.QtCore import QObject, QSettings, QTimer
 from PyQt6.QtWidgets import QSplitter
 
+from observer.gui.nodelist import FITTED_WIDTH as FITTED
 from observer.gui.nodelist import NodeList
 
-FITTED = (200, 320)  # px: the width fitted to the names stays within these
 SETTINGS_FILE = "window.ini"
 KEY = "node_list/width"
 SAVE_AFTER = 400  # ms after the last move of a drag

@@ -24,6 +24,7 @@ from observer.format import human_bytes
 from observer.gui.sampling import lone, spacing, with_breaks
 from observer.gui.tab import Tab
 
+AXIS_WIDTH = 52  # px of every chart's value axis
 KEEP_SAMPLES = 3600  # an hour at the agent's connected rate, bounded
 WINDOWS = ((60, "1 min"), (120, "2 min"), (300, "5 min"), (600, "10 min"))
 
@@ -100,6 +101,7 @@ class ChartsTab(Tab):
             if series.unit:
                 plot.setLabel("left", series.unit)
             plot.getAxis("left").enableAutoSIPrefix(False)  # no "(x0.001)" on the axis
+            plot.getAxis("left").setWidth(AXIS_WIDTH)  # time axes line up across the rows
             if self.plots:
                 plot.setXLink(self.plots[0])
             curve = plot.plot(

@@ -17,7 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+)
 
 from agent.schema import Overview
 from observer.client import Node
@@ -36,6 +42,16 @@ from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
 
 SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
+
+
+class EndElided(QStyledItemDelegate):
+    """Cuts a cell's text at its end ("did not answer wi…"), where the view cuts in the
+    middle (which keeps an address's port)."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem | None, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        if option is not None:
+            option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class Fleet(Protocol):
@@ -87,7 +103,8 @@ class ClusterTab(Tab):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.columns = ColumnFitter(self.view, first=(NODE,), rest=NOTE, fixed={TREND: SPARK_WIDTH})
+        self.view.setItemDelegateForColumn(NOTE, EndElided(self.view))  # read from its start
+        self.columns = ColumnFitter(self.view, first=(NODE,), fixed={TREND: SPARK_WIDTH})
         self.view.activated.connect(self._activated)  # double-click, or Enter
         self.layout_.addWidget(self.view)
         self.trends: dict[NodeLink, Trend] = {}
@@ -138,7 +155,7 @@ class ClusterTab(Tab):
             trend = self.trends.get(each)
             if trend is not None:
                 self.model.update(each, trend.row(each.health, each.origin, each.gone_since))
-        self.columns.fit_later()  # names in full first, the note gets what is left
+        self.columns.fit_later()  # names in full first, then the rest fairly
         self.status_changed.emit()
 
     def _on_reply(self, reply: Reply) -> None:

@@ -52,6 +52,9 @@ from observer.gui.tab import Tab, fill_sections
 
 KEEP_POINTS = 3600
 CHART_SPAN = 60.0  # s: the chart shows at least this much time, so its axis reads as a clock
+# the chart mixes the agent's samples (1 s) with this tab's refreshes (its interval plus a
+# round trip, seconds on a busy host): a line breaks only where 3x this is missing
+POINTS_FLOOR = 5.0
 RSS_COLOUR = "#8250df"
 TRACED_COLOUR = "#cf222e"
 SORT_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -505,7 +508,7 @@ class MemoryTab(Tab):
         curves = ((self.rss_curve, self.rss_dots), (self.traced_curve, self.traced_dots))
         data = np.array(self.points, dtype=float).reshape(-1, 3)
         times = data[:, 0]
-        holes = spacing(times)
+        holes = spacing(times, POINTS_FLOOR)
         for column, (curve, dots) in enumerate(curves, 1):
             values = data[:, column]
             if not np.isfinite(values).any():
