@@ -544,6 +544,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         tab=args.tab,
         screenshot=Path(args.screenshot) if args.screenshot else None,
         after=args.after,
+        verbose=args.verbose or None,  # None: $OBSERVER_VERBOSE decides
     )
 
 
@@ -765,6 +766,7 @@ def _gui_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--after", type=float, default=1.0, help="seconds to wait after the first data"
     )
+    parser.add_argument("--verbose", action="store_true", help="show Qt's own messages too")
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 
@@ -31,7 +36,8 @@ WAIT = 20_000  # ms
 
 def shown_status(link: NodeLink) -> str:
     """The status the node list shows for ``link`` (first tooltip line), '' if not listed."""
-    window = link.parent()
+    node_set = link.parent()  # the window's NodeSet, whose parent is the window
+    window = node_set.parent() if node_set is not None else None
     item = window.nodes.item_of(link) if isinstance(window, MainWindow) else None
     return item.toolTip(0).split("\n", 1)[0].rsplit(": ", 1)[-1] if item is not None else ""
 
@@ -156,8 +162,8 @@ def test_inspect_task_shows_stack_and_lazy_locals(qtbot, window, demo, keys):
     row = visible(tab.model, NAME).index("supervisor")
     tab.view.setCurrentIndex(tab.model.index(row, 0))
     qtbot.keyClick(tab.view, Qt.Key.Key_Return)  # Enter inspects, like a double-click
-    assert len(window.inspectors) == 1
-    inspector = next(iter(window.inspectors.values()))
+    assert len(window.targets.inspectors) == 1
+    inspector = next(iter(window.targets.inspectors.values()))
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
     functions = [inspector.frames.topLevelItem(i).text(1) for i in range(3)]
@@ -186,11 +192,12 @@ def test_inspect_thread_and_dead_target(qtbot, window, demo, keys):
     window.show_tab("processes")
     link = window.add_link(spec(demo.agent_address, keys))
     names = wait_tree(qtbot, window, "cache-janitor")
-    inspector = window.inspect(link, names["cache-janitor"][0].id, "thread", "cache-janitor")
+    janitor = names["cache-janitor"][0].id
+    inspector = window.targets.inspect(link, janitor, "thread", "cache-janitor")
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
     assert inspector.frames.topLevelItem(0).text(2)  # file:line of the innermost frame
-    gone = window.inspect(link, "task-999999999", "task", "ghost")
+    gone = window.targets.inspect(link, "task-999999999", "task", "ghost")
     qtbot.addWidget(gone)
     qtbot.waitUntil(lambda: gone.dead, timeout=WAIT)
     assert gone.windowTitle().startswith("[DEAD]")
@@ -202,7 +209,7 @@ def test_inspect_exposed_object_from_system_tab(qtbot, window, demo, keys):
     link = window.add_link(spec(demo.agent_address, keys))
     qtbot.waitUntil(lambda: tab.info is not None, timeout=WAIT)
     assert {e.name for e in tab.info.exposed} >= {"cache", "jobs", "config"}
-    inspector = window.inspect_exposed(link, "config")
+    inspector = window.targets.inspect_exposed(link, "config")
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.variables.topLevelItemCount() > 0, timeout=WAIT)
     values = {
@@ -224,9 +231,19 @@ def test_kill_from_gui_cancels_and_the_supervisor_replaces_it(qtbot, window, dem
     tab.view.setFocus()
     tab.view.setCurrentIndex(tab.model.index(row, 0))
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
-    box = window.confirm_box
+    box = window.targets.confirm_box
     assert box is not None and old_id in box.text() and "demo" in box.text().lower()
-    with qtbot.waitSignal(window.control_done, timeout=WAIT) as done:
+    buttons = QMessageBox.StandardButton
+    yes, no = box.button(buttons.Yes), box.button(buttons.Cancel)
+    assert (yes.text(), no.text()) == ("Cancel task", "Keep running")  # no "Cancel" twice
+    assert box.defaultButton() is no
+    qtbot.mouseClick(no, Qt.MouseButton.LeftButton)  # keep it: nothing is sent
+    assert window.targets.confirm_box is None
+    assert not window.links[0].running(f"control:{old_id}")  # nothing was asked of the node
+    qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
+    box = window.targets.confirm_box
+    assert box is not None
+    with qtbot.waitSignal(window.targets.control_done, timeout=WAIT) as done:
         qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
     assert done.args[0].ok, done.args[0]
     assert old_id in window.statusBar().currentMessage()
@@ -255,7 +272,7 @@ def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
     assert link.role == "viewer"
     row = visible(tab.model, NAME).index("worker-1")
     index = tab.model.index(row, 0)
-    menu = window.row_menu(link, index.data(ID_ROLE), index.data(KIND_ROLE), "worker-1")
+    menu = window.targets.row_menu(link, index.data(ID_ROLE), index.data(KIND_ROLE), "worker-1")
     entries = {a.text(): a for a in menu.actions() if a.text()}
     assert entries["Inspect"].isEnabled()
     assert not entries["Cancel task"].isEnabled()
@@ -263,7 +280,7 @@ def test_viewer_token_disables_kill_with_a_reason(qtbot, window, demo, keys):
     tab.view.setFocus()
     tab.view.setCurrentIndex(index)
     qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
-    assert window.confirm_box is None
+    assert window.targets.confirm_box is None
     assert "viewer" in window.statusBar().currentMessage()
 
 
@@ -391,6 +408,33 @@ def test_charts_are_filled_from_history(qtbot, window, demo, keys):
         window.refresh()
     assert len(tab.samples) >= before
     assert "CPU" in tab.plots[0].titleLabel.text
+    # the bar states the data's real rate: the median spacing of the samples shown
+    times = [s.time for s in tab.samples if s.time >= tab.samples[-1].time - 600]
+    real = statistics.median(b - a for a, b in itertools.pairwise(times))
+    said = re.match(r"a sample every ([\d.]+) s", tab.interval_label.text())
+    assert said is not None, tab.interval_label.text()
+    assert abs(float(said.group(1)) - max(real, 1.0)) <= 0.25 * max(real, 1.0), (said, real)
+
+
+def test_charts_break_the_line_where_a_frozen_agent_took_no_samples(qtbot, window, make_host, keys):
+    host = make_host()
+    window.set_interval(1)
+    tab = window.show_tab("charts")
+    link = window.add_link(spec(host.address, keys, timeout=4.0))
+    qtbot.waitUntil(lambda: tab.point_count() >= 3, timeout=WAIT)
+    assert tab.breaks() == 0
+    frozen_at = tab.samples[-1].time
+    os.kill(host.process.proc.pid, signal.SIGSTOP)  # its sampler stops with it
+    try:
+        wait_status(qtbot, link, Status.DOWN)  # a history call timed out: 4 s at least
+    finally:
+        os.kill(host.process.proc.pid, signal.SIGCONT)
+    window.refresh()
+    qtbot.waitUntil(lambda: tab.samples[-1].time > frozen_at + 1, timeout=WAIT)
+    hole = max(b.time - a.time for a, b in itertools.pairwise(tab.samples))
+    assert hole >= 4.0, "the host really took no samples while frozen"
+    assert tab.breaks() >= 1
+    assert "gap" in tab.interval_label.text()
 
 
 # ------------------------------------------------------------------ command line
@@ -424,10 +468,26 @@ def test_screenshot_command_writes_a_png_of_real_data(demo, keys, tmp_path):
         "0.2",
     )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "Qt's own messages stay out of the terminal without --verbose"
     header = out.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert (width, height) >= (800, 600)
+
+
+def test_qt_messages_reach_the_terminal_only_when_verbose(qtbot, capfd):
+    from PyQt6.QtCore import qInstallMessageHandler, qWarning
+
+    from observer.gui.app import route_qt_messages
+
+    previous = qInstallMessageHandler(None)
+    try:
+        for verbose in (False, True):
+            route_qt_messages(verbose)
+            qWarning(f"plugin noise, verbose={verbose}")
+            assert ("plugin noise" in capfd.readouterr().err) is verbose
+    finally:
+        qInstallMessageHandler(previous)
 
 
 def test_screenshot_of_unreachable_node_says_why(keys, tmp_path):

@@ -54,6 +54,28 @@ def test_census_table_growth_and_filter(qtbot, window, leaky):
     tab.census_filter.setText("")
 
 
+def chart_title(tab) -> str:
+    return tab.plot.getPlotItem().titleLabel.text
+
+
+def test_chart_and_gc_pane_while_tracemalloc_is_off(qtbot, window, leaky):
+    tab, _link = open_memory(qtbot, window, leaky, role="viewer")
+    qtbot.waitUntil(lambda: len(tab.points) >= 2, timeout=WAIT)
+    assert tab.plot.getPlotItem().legend is None, "no legend box over the RSS curve"
+    assert not tab.traced_line_drawn()
+    title = chart_title(tab)
+    assert "RSS" in title and "tracemalloc off" in title and "traced" not in title
+    facts = tab.facts  # the GC rows' names are whole: "Uncollectable (gen 0/1/2)"
+    names = [
+        facts.topLevelItem(i).child(j).text(0)
+        for i in range(facts.topLevelItemCount())
+        for j in range(facts.topLevelItem(i).childCount())
+    ]
+    assert "Uncollectable (gen 0/1/2)" in names
+    wanted = max(facts.fontMetrics().horizontalAdvance(n) for n in names)
+    assert facts.columnWidth(0) >= wanted + facts.indentation()
+
+
 def test_viewer_sees_why_tracemalloc_start_is_disabled(qtbot, window, leaky):
     tab, _link = open_memory(qtbot, window, leaky, role="viewer")
     assert not tab.start_button.isEnabled() and not tab.stop_button.isEnabled()
@@ -75,6 +97,8 @@ def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):
     qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: tab.memory is not None and tab.memory.tracemalloc.tracing, timeout=WAIT)
     assert tab.stop_button.isEnabled() and not tab.start_button.isEnabled()
+    assert tab.traced_line_drawn() and "traced" in chart_title(tab)
+    assert tab.frames_box.value() == 4  # what it traces with, shown while it runs
     with leaky.connect() as node:
         assert node.memory().tracemalloc.frames == 4  # really tracing in the host
 
@@ -88,7 +112,7 @@ def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):
     assert tab.site_table.column_texts(4)[0].endswith(f"leaky.py:{site.line}")
 
     tab.site_table.doubleClicked.emit(tab.site_table.proxy.index(0, 0))
-    sites = [w for w in window.inspectors.values() if isinstance(w, SiteWindow)]
+    sites = [w for w in window.targets.inspectors.values() if isinstance(w, SiteWindow)]
     assert len(sites) == 1
     qtbot.waitUntil(lambda: sites[0].source is not None, timeout=WAIT)
     source = sites[0].source
@@ -101,3 +125,4 @@ def test_start_tracing_top_sites_and_open_a_site(qtbot, window, leaky):
         lambda: tab.memory is not None and not tab.memory.tracemalloc.tracing, timeout=WAIT
     )
     assert "tracemalloc stopped" in window.statusBar().currentMessage()
+    assert "traced (stopped)" in chart_title(tab)  # its line stays, named for what it is

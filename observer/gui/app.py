@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_NO_WINDOW = 3
+VERBOSE_ENV = "OBSERVER_VERBOSE"  # 1: show Qt's own messages (as --verbose does)
+_handlers: list[object] = []  # the installed Qt message handler, kept alive
 
 
 def run_window(
@@ -32,8 +34,12 @@ def run_window(
     screenshot: Path | None = None,
     after: float = 1.0,
     timeout: float = 60.0,
+    verbose: bool | None = None,
 ) -> int:
-    """Open the window on ``specs``; with ``screenshot``, save a PNG and exit instead."""
+    """Open the window on ``specs``; with ``screenshot``, save a PNG and exit instead.
+
+    Qt's own messages reach the terminal only when ``verbose`` (default: ``$OBSERVER_VERBOSE``
+    is set to something other than 0)."""
     has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if screenshot is not None and not has_display:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
@@ -47,6 +53,9 @@ def run_window(
 
     from observer.gui.window import MainWindow
 
+    if verbose is None:
+        verbose = os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
+    route_qt_messages(verbose)
     app = QApplication.instance() or QApplication(["runtime-observer"])
     app.setApplicationName("runtime-observer")
     keep_running_on_errors()
@@ -59,6 +68,24 @@ def run_window(
     window.show()
     quit_on_ctrl_c(app)
     return app.exec()
+
+
+def route_qt_messages(verbose: bool) -> None:
+    """Keep Qt's own chatter (say, "This plugin does not support propagateSizeHints()")
+    out of the user's terminal: it goes to this module's log at debug level. Critical
+    messages, and every message when ``verbose``, still go to stderr."""
+    from PyQt6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
+
+    loud = (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
+
+    def handler(kind: QtMsgType, _context: QMessageLogContext, message: str | None) -> None:
+        if verbose or kind in loud:
+            print(f"qt: {message}", file=sys.stderr, flush=True)
+        else:
+            log.debug("qt: %s", message)
+
+    _handlers[:] = [handler]
+    qInstallMessageHandler(handler)
 
 
 def keep_running_on_errors() -> None:

@@ -7,7 +7,7 @@ the last stack on screen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QKeySequence, QShortcut
@@ -28,8 +28,18 @@ from observer.format import short_path
 from observer.gui.link import NodeLink, Reply
 from observer.gui.tab import Banner
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+
+class Inspector(Protocol):
+    """What an inspect window asks of whoever opened it: nothing more."""
+
+    def inspect(self, link: NodeLink, target: str, kind: str, name: str) -> QWidget:
+        """Open the inspect window of another target (a task this one awaits)."""
+        ...
+
+    def inspect_closed(self, window: QWidget) -> None:
+        """This window closed: forget it."""
+        ...
+
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 PENDING = "loading…"
@@ -39,10 +49,10 @@ class InspectWindow(QWidget):
     """A top-level window on one target of one node: task, thread or exposed object."""
 
     def __init__(
-        self, window: MainWindow, link: NodeLink, target: str, kind: str, name: str
+        self, opener: Inspector, link: NodeLink, target: str, kind: str, name: str
     ) -> None:
         super().__init__(None, Qt.WindowType.Window)
-        self.main = window
+        self.opener = opener
         self.link = link
         self.target = target
         self.kind = kind
@@ -262,10 +272,10 @@ class InspectWindow(QWidget):
         )
 
     def _open_awaited(self, target: str) -> None:
-        self.main.inspect(self.link, target, "task", "")
+        self.opener.inspect(self.link, target, "task", "")
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.main.inspect_closed(self)
+        self.opener.inspect_closed(self)
         super().closeEvent(event)
 
 

@@ -22,6 +22,7 @@ from observer.gui.rows import (
     LOCATION,
     NAME,
     STATE,
+    TARGET,
     Item,
     TableData,
     TreeData,
@@ -34,7 +35,7 @@ DISPLAY = Qt.ItemDataRole.DisplayRole
 TOOLTIP = Qt.ItemDataRole.ToolTipRole
 FOREGROUND = Qt.ItemDataRole.ForegroundRole
 FONT = Qt.ItemDataRole.FontRole
-ID_ROLE = Qt.ItemDataRole.UserRole + 1  # the row's target id (task-N, thread-N, pid-N)
+ID_ROLE = Qt.ItemDataRole.UserRole + 1  # the row's full target id (task-N, thread-N, pid-N)
 KIND_ROLE = Qt.ItemDataRole.UserRole + 2
 NAME_ROLE = Qt.ItemDataRole.UserRole + 3
 
@@ -54,13 +55,15 @@ def cell_data(cell: Callable[[int], str], column: int, role: int) -> Any:
     if role == DISPLAY:
         return cell(column)
     if role == ID_ROLE:
-        return cell(ID)
+        return cell(TARGET)
     if role == KIND_ROLE:
         return cell(KIND)
     if role == NAME_ROLE:
         return cell(NAME)
     if role == TOOLTIP and column in (NAME, FUNCTION, LOCATION):
         return cell(column) or None
+    if role == TOOLTIP and column == ID:
+        return cell(TARGET)
     if role == FOREGROUND and column == STATE:
         return _STATE_COLOURS.get(cell(STATE))
     if role == FONT and column == NAME and cell(KIND) in ("process", "loop"):

@@ -1,6 +1,7 @@
 """The node list on the left: a status light, name, address and round-trip time per node.
 
-Nodes whose address left their DNS name's answers stay listed, greyed, and say so."""
+Columns fit their content, the name first (the address is cut before it); nodes whose
+address left their DNS name's answers stay listed, greyed, and say so."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from PyQt6.QtWidgets import QTreeWidget, QTreeWidgetItem, QWidget
 
+from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Status
 
 LIGHTS = {
@@ -21,6 +23,7 @@ LIGHTS = {
 }
 LINK_ROLE = Qt.ItemDataRole.UserRole + 1
 GONE = QColor("#8c959f")  # the text of a node whose address left DNS
+FITTED_WIDTH = (200, 320)  # px: the list fitted to its names stays within these
 
 
 def light(colour: str, size: int = 12) -> QIcon:
@@ -49,9 +52,12 @@ class NodeList(QTreeWidget):
         super().__init__(parent)
         self.setHeaderLabels(["Node", "Address", "RTT"])
         self.setRootIsDecorated(False)
-        self.setColumnWidth(0, 100)
-        self.setColumnWidth(1, 108)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps the port of an address
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # the address goes first when the list is too narrow (it is in every tooltip)
+        self.columns = ColumnFitter(
+            self, first=(0,), cap=0.75, optional=(1,), within=FITTED_WIDTH[1]
+        )
         self._icons = {status: light(colour) for status, colour in LIGHTS.items()}
 
     def add(self, link: NodeLink) -> QTreeWidgetItem:
@@ -96,6 +102,13 @@ class NodeList(QTreeWidget):
         for column in range(3):
             item.setToolTip(column, "\n".join(lines))
             item.setForeground(column, brush)
+        self.columns.fit_later()
+
+    def width_wanted(self) -> int:
+        """How wide the list must be to show every column in full."""
+        bar = self.verticalScrollBar()
+        extra = bar.sizeHint().width() if bar is not None and bar.isVisible() else 0
+        return self.columns.width_wanted() + 2 * self.frameWidth() + extra
 
     def current_link(self) -> NodeLink | None:
         item = self.currentItem()
@@ -112,3 +125,5 @@ class NodeList(QTreeWidget):
         item = self.item_of(link)
         if item is not None:
             self.takeTopLevelItem(self.indexOfTopLevelItem(item))
+            self.columns.reset()
+            self.columns.fit_later()

@@ -14,6 +14,7 @@ from observer.tree import TreeNode, build_tree
 
 COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Function", "Location")
 NAME, KIND, ID, STATE, CPU, AGE, FUNCTION, LOCATION = range(len(COLUMNS))
+TARGET = len(COLUMNS)  # not shown: the full target id, what tooltips show and actions use
 TABLE_KINDS = ("thread", "task", "child")  # what the flat table lists
 
 
@@ -97,6 +98,7 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
     ``shown_shape`` is the shape of the tree on screen: when equal, the result says so.
     """
     top = build_tree(snap)
+    short = short_ids(snap)
     root = Item("", "", None, -1)
     by_id: dict[str, Item] = {}
     values: list[tuple[str, ...]] = []
@@ -106,7 +108,7 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
     while stack:
         node, parent = stack.pop()
         item = Item(node.id, node.kind, parent, len(values))
-        values.append(node_values(node))
+        values.append(node_values(node, short))
         item.row = len(parent.children)
         parent.children.append(item)
         by_id[item.id] = item
@@ -119,18 +121,26 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
     return data
 
 
-def node_values(node: TreeNode) -> tuple[str, ...]:
-    """A tree node as the text of one row, in COLUMNS order (both views draw this)."""
+def node_values(node: TreeNode, short: dict[str, str] | None = None) -> tuple[str, ...]:
+    """A tree node as the text of one row, in COLUMNS order (both views draw this), then
+    its full id (TARGET); the ID column shows ``short[id]`` where there is one."""
     return (
         node.name,
         node.kind,
-        node.id,
+        short.get(node.id, node.id) if short else node.id,
         node.state,
         node.cpu,
         human_seconds(node.age),
         node.function,
         short_location(node.location),
+        node.id,
     )
+
+
+def short_ids(snap: Snapshot) -> dict[str, str]:
+    """What the ID column shows for ids too long to mean anything to a person: a thread
+    as ``tid-<native id>`` (what top -H and py-spy print), not its 15-digit ident."""
+    return {t.id: f"tid-{t.native_id}" for t in snap.threads if t.native_id is not None}
 
 
 def search_texts(rows: list[tuple[str, ...]]) -> list[str]:
@@ -185,26 +195,26 @@ def _renumber(root: Item) -> None:
 class TableData:
     """Column-oriented rows for the flat table: display text and sort keys per column."""
 
-    text: list[list[str]]  # text[column][row]
+    text: list[list[str]]  # text[column][row], columns COLUMNS then TARGET
     keys: list[list[object]]  # keys[column][row], what sorting compares
     search: list[str]  # lowercased name + function, what the filter matches
     counts: dict[str, int]
 
     @property
     def ids(self) -> list[str]:
-        return self.text[ID]
+        return self.text[TARGET]
 
     @property
     def kinds(self) -> list[str]:
         return self.text[KIND]
 
     def __len__(self) -> int:
-        return len(self.text[ID])
+        return len(self.text[TARGET])
 
 
 def empty_table() -> TableData:
     """A table with no rows (nothing received yet)."""
-    return TableData([[] for _ in COLUMNS], [[] for _ in COLUMNS], [], {})
+    return TableData([[] for _ in range(TARGET + 1)], [[] for _ in range(TARGET + 1)], [], {})
 
 
 def table_rows(snap: Snapshot) -> TableData:
@@ -212,13 +222,14 @@ def table_rows(snap: Snapshot) -> TableData:
     rows: list[tuple[str, ...]] = []
     cpu_keys: list[object] = []
     age_keys: list[object] = []
+    short = short_ids(snap)
     for _depth, node in build_tree(snap).walk():
         if node.kind in TABLE_KINDS:
-            rows.append(node_values(node))
+            rows.append(node_values(node, short))
             cpu_keys.append(node.cpu_value)
             age_keys.append(node.age if node.age is not None else -1.0)
     text: list[list[str]] = [list(column) for column in zip(*rows, strict=True)] or [
-        [] for _ in COLUMNS
+        [] for _ in range(TARGET + 1)
     ]
     keys: list[list[object]] = list(text)  # text columns sort by their own strings
     keys[NAME] = [name.lower() for name in text[NAME]]

@@ -7,7 +7,7 @@ host's files; the agent only serves loaded modules and files its reports named.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QFont, QKeySequence, QShortcut
@@ -26,8 +26,14 @@ from observer.format import human_bytes, short_path, signed_bytes
 from observer.gui.link import NodeLink, Reply
 from observer.gui.tab import Banner
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+
+class Opener(Protocol):
+    """What a site window asks of whoever opened it."""
+
+    def inspect_closed(self, window: QWidget) -> None:
+        """This window closed: forget it."""
+        ...
+
 
 CONTEXT = 12
 FRAME_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -41,9 +47,9 @@ def _split(where: str) -> tuple[str, int]:
 class SiteWindow(QWidget):
     """A top-level window on one allocation site of one node."""
 
-    def __init__(self, window: MainWindow, link: NodeLink, site: AllocationSite) -> None:
+    def __init__(self, opener: Opener, link: NodeLink, site: AllocationSite) -> None:
         super().__init__(None, Qt.WindowType.Window)
-        self.main = window
+        self.opener = opener
         self.link = link
         self.site = site
         self.source: SourceText | None = None
@@ -127,5 +133,5 @@ class SiteWindow(QWidget):
         self.text.setToolTip(source.file)
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.main.inspect_closed(self)  # type: ignore[arg-type]
+        self.opener.inspect_closed(self)
         super().closeEvent(event)

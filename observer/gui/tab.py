@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -18,11 +18,18 @@ from PyQt6.QtWidgets import (
 )
 
 from observer.client import Node
+from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE
+from observer.gui.rows import NAME
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+
+class RowActions(Protocol):
+    """What a row view asks of the window: wire inspect and kill to the view."""
+
+    def install_target_view(self, view: QAbstractItemView) -> None:
+        """Double-click/Enter inspects the row's target; its menu and Delete act on it."""
+        ...
 
 
 class Banner(QLabel):
@@ -78,7 +85,11 @@ def fill_sections(
 
 
 class Tab(QWidget):
-    """A tab that refreshes from one node with one request, only while it is visible."""
+    """A tab that refreshes from one node with one request, only while it is visible.
+
+    The window drives it (``set_link``, ``refresh``) and listens to its signals; a tab that
+    needs more of the window says what in a small protocol it takes in its constructor.
+    """
 
     key = ""
     title = ""
@@ -86,9 +97,8 @@ class Tab(QWidget):
     failed = pyqtSignal(str)  # a refresh failed; the banner says why
     status_changed = pyqtSignal()
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.window_ = window
         self.link: NodeLink | None = None
         self.last_applied = 0.0  # time.time() of the data shown
         self.apply_seconds = 0.0  # GUI-thread time spent drawing the last reply
@@ -123,6 +133,7 @@ class Tab(QWidget):
         self.banner.say("")
         started = time.perf_counter()
         self.apply(reply.value)
+        self.fit()
         self.apply_seconds = time.perf_counter() - started
         self.last_applied = reply.finished
         self.status_changed.emit()
@@ -150,15 +161,15 @@ class Tab(QWidget):
     def clear(self) -> None:
         """Forget the shown data."""
 
+    def fit(self) -> None:
+        """Size the columns to the data just drawn (for tabs whose views have columns)."""
+
     def status_text(self) -> str:
         """Counts for the status bar."""
         return ""
 
     def focus_filter(self) -> None:
         """Ctrl-F: put the cursor in this tab's filter box, if it has one."""
-
-
-COLUMN_WIDTHS = (250, 55, 165, 75, 75, 55, 190)  # Location stretches over the rest
 
 
 class RowsTab(Tab):
@@ -170,8 +181,9 @@ class RowsTab(Tab):
     view: QAbstractItemView
     model: QAbstractItemModel
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, rows: RowActions) -> None:
+        super().__init__()
+        self.rows = rows
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name or function (Ctrl-F)")
         self.filter.setClearButtonEnabled(True)
@@ -180,22 +192,30 @@ class RowsTab(Tab):
 
     def add_view(self, view: QAbstractItemView) -> None:
         """Set up the tab's view the way both row views share: rows selected whole, one at
-        a time, the standard column widths, inspect and kill wired to the window."""
+        a time, columns fitted to their content (names first), inspect and kill wired."""
         self.view = view
         view.setModel(self.model)
         view.setAlternatingRowColors(True)
         view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps file *and* line number
         view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            view.setColumnWidth(column, width)  # type: ignore[attr-defined]
         self.layout_.addWidget(view)
-        self.window_.install_target_view(view)
+        self.columns = ColumnFitter(view, first=(NAME,), grow_only=True, every=5.0)
+        self.rows.install_target_view(view)
+
+    def set_link(self, link: NodeLink | None) -> None:
+        if link is not self.link:
+            self.columns.reset()  # another node's names and paths: measure them afresh
+        super().set_link(link)
+
+    def fit(self) -> None:
+        self.columns.fit_later()  # the first data of a node at once, then every 5 s
 
     def _filter_changed(self, text: str) -> None:
         selected = self.selected_id()
         self.set_filter(text)
         self.restore(selected)
+        self.columns.fit()
         self.status_changed.emit()
 
     def set_filter(self, text: str) -> None:

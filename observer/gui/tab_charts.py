@@ -2,6 +2,9 @@
 
 Filled from the agent's history ring on connect, so a fresh window already shows the
 last minutes; afterwards each refresh asks only for samples newer than the last one.
+Lines break where samples are missing, and the bar says how often the data shown was
+really sampled (``observer.gui.sampling``): the agent samples less often while nobody
+is connected.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,11 +21,10 @@ from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel
 from agent.schema import History, HistorySample
 from observer.client import Node
 from observer.format import human_bytes
+from observer.gui.sampling import lone, spacing, with_breaks
 from observer.gui.tab import Tab
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
-
+AXIS_WIDTH = 52  # px of every chart's value axis
 KEEP_SAMPLES = 3600  # an hour at the agent's connected rate, bounded
 WINDOWS = ((60, "1 min"), (120, "2 min"), (300, "5 min"), (600, "10 min"))
 
@@ -64,8 +66,8 @@ class ChartsTab(Tab):
     key = "charts"
     title = "Load charts"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self) -> None:
+        super().__init__()
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Window:"))
         self.window_box = QComboBox()
@@ -74,6 +76,11 @@ class ChartsTab(Tab):
         self.window_box.currentIndexChanged.connect(lambda _i: self._redraw())
         bar.addWidget(self.window_box)
         self.interval_label = QLabel("")
+        self.interval_label.setToolTip(
+            "How often the agent sampled the data shown: every second or so while an "
+            "observer is connected, less often (10 s by default) while none is. A line "
+            "breaks where samples are missing: the agent was stopped, frozen or unreachable."
+        )
         bar.addWidget(self.interval_label)
         bar.addStretch(1)
         self.layout_.addLayout(bar)
@@ -82,6 +89,7 @@ class ChartsTab(Tab):
         self.layout_.addWidget(self.graphs, 1)
         self.plots: list[pg.PlotItem] = []
         self.curves: list[pg.PlotDataItem] = []
+        self.dots: list[pg.ScatterPlotItem] = []
         for i, series in enumerate(SERIES):
             plot = self.graphs.addPlot(
                 row=i // 2, col=i % 2, axisItems={"bottom": pg.DateAxisItem()}
@@ -93,16 +101,22 @@ class ChartsTab(Tab):
             if series.unit:
                 plot.setLabel("left", series.unit)
             plot.getAxis("left").enableAutoSIPrefix(False)  # no "(x0.001)" on the axis
+            plot.getAxis("left").setWidth(AXIS_WIDTH)  # time axes line up across the rows
             if self.plots:
                 plot.setXLink(self.plots[0])
             curve = plot.plot(
                 pen=pg.mkPen(series.colour, width=2),
                 fillLevel=0,
                 brush=pg.mkBrush(series.colour + "30"),
+                connect="finite",  # a NaN between two samples breaks the line there
             )
+            dots = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(series.colour))
+            plot.addItem(dots)  # samples no line reaches, so they are not lost
             self.plots.append(plot)
             self.curves.append(curve)
+            self.dots.append(dots)
         self.samples: deque[HistorySample] = deque(maxlen=KEEP_SAMPLES)
+        self.interval = 0.0  # the agent's sampling interval while an observer is connected
         self._titles([])
 
     @property
@@ -126,14 +140,16 @@ class ChartsTab(Tab):
     def apply(self, value: History) -> None:
         last = self.samples[-1].time if self.samples else 0.0
         self.samples.extend(s for s in value.samples if s.time > last)
-        self.interval_label.setText(f"agent samples every {value.interval:g} s")
+        self.interval = value.interval
         self._redraw()
 
     def _redraw(self) -> None:
         samples = list(self.samples)
         if not samples:
-            for curve in self.curves:
+            for curve, dots in zip(self.curves, self.dots, strict=True):
                 curve.setData([], [])
+                dots.setData([], [])
+            self.interval_label.setText("")
             self._titles(samples)
             return
         end = samples[-1].time
@@ -142,7 +158,9 @@ class ChartsTab(Tab):
         first = max(0, first - 1)  # one point before the window, so the line enters it
         shown = samples[first:]
         xs = np.fromiter((s.time for s in shown), float, len(shown))
-        for series, curve in zip(SERIES, self.curves, strict=True):
+        holes = spacing(xs, self.interval)
+        alone = lone(holes.gaps) & (xs >= start)  # not the point before the window
+        for series, curve, dots in zip(SERIES, self.curves, self.dots, strict=True):
             ys = np.fromiter(
                 (
                     series.value(s, samples[first + i - 1] if first + i > 0 else None)
@@ -151,9 +169,18 @@ class ChartsTab(Tab):
                 float,
                 len(shown),
             )
-            curve.setData(xs, ys)
+            curve.setData(*with_breaks(xs, ys, holes.gaps))
+            dots.setData(xs[alone], ys[alone])
         self.plots[0].setXRange(start, end, padding=0)
+        self._say_rate(xs[xs >= start], holes.gap_count)
         self._titles(samples)
+
+    def _say_rate(self, times: np.ndarray, gaps: int) -> None:
+        """How often the data in the window was sampled, and where it has holes."""
+        text = spacing(times, self.interval).rate_text(self.interval)
+        if gaps:
+            text += f"; {gaps} gap{'s' if gaps != 1 else ''} without samples"
+        self.interval_label.setText(text)
 
     def _titles(self, samples: list[HistorySample]) -> None:
         for series, plot in zip(SERIES, self.plots, strict=True):
@@ -164,9 +191,14 @@ class ChartsTab(Tab):
             plot.setTitle(f"<b>{series.title}</b>{now}", size="10pt")
 
     def point_count(self) -> int:
-        """How many points the first chart draws (for tests and the status bar)."""
-        xs, _ys = self.curves[0].getData()
-        return 0 if xs is None else len(xs)
+        """How many samples the first chart draws (for tests and the status bar)."""
+        _xs, ys = self.curves[0].getData()
+        return 0 if ys is None else int(np.isfinite(ys).sum())
+
+    def breaks(self) -> int:
+        """Where the first chart's line is broken (a NaN between two samples)."""
+        _xs, ys = self.curves[0].getData()
+        return 0 if ys is None else int(np.isnan(ys).sum())
 
     def status_text(self) -> str:
         return f"{len(self.samples)} samples" if self.samples else ""

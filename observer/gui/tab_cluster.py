@@ -13,17 +13,22 @@ that node on the System tab.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+)
 
 from agent.schema import Overview
 from observer.client import Node
 from observer.fleet import Trend
 from observer.gui.cluster import (
-    COLUMNS,
     LINK_ROLE,
     NODE,
     NOTE,
@@ -32,22 +37,48 @@ from observer.gui.cluster import (
     ClusterModel,
     SparkDelegate,
 )
+from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
 
-COLUMN_WIDTHS = (108, 106, 62, 58, 52, 76, 70, 58, 54, 60, 60, 46)  # Note: the rest
-assert len(COLUMN_WIDTHS) == NOTE == len(COLUMNS) - 1
+
+class EndElided(QStyledItemDelegate):
+    """Cuts a cell's text at its end ("did not answer wi…"), where the view cuts in the
+    middle (which keeps an address's port)."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem | None, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        if option is not None:
+            option.textElideMode = Qt.TextElideMode.ElideRight
+
+
+class Fleet(Protocol):
+    """What the Cluster tab asks of the window: its nodes, how long a liveness call may
+    take, and opening one node."""
+
+    @property
+    def links(self) -> Sequence[NodeLink]:
+        """Every node of the window, in the window's order."""
+        ...
+
+    def probe_timeout(self, link: NodeLink) -> float:
+        """Seconds an overview may take before the node counts as down."""
+        ...
+
+    def open_node(self, link: NodeLink) -> None:
+        """Select ``link`` and show it on its System tab."""
+        ...
 
 
 class ClusterTab(Tab):
     key = "cluster"
     title = "Cluster"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__()
+        self.fleet = fleet
         self.model = ClusterModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
@@ -63,6 +94,7 @@ class ClusterTab(Tab):
         self.view.setAlternatingRowColors(True)
         self.view.setShowGrid(False)
         self.view.setWordWrap(False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps an address's port
         self.view.setItemDelegateForColumn(TREND, SparkDelegate(self.view))
         rows = self.view.verticalHeader()
         rows.hide()
@@ -71,8 +103,8 @@ class ClusterTab(Tab):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            self.view.setColumnWidth(column, width)
+        self.view.setItemDelegateForColumn(NOTE, EndElided(self.view))  # read from its start
+        self.columns = ColumnFitter(self.view, first=(NODE,), fixed={TREND: SPARK_WIDTH})
         self.view.activated.connect(self._activated)  # double-click, or Enter
         self.layout_.addWidget(self.view)
         self.trends: dict[NodeLink, Trend] = {}
@@ -88,7 +120,7 @@ class ClusterTab(Tab):
     def refresh(self) -> None:
         """Ask every node not already being asked for its overview; redraw every row."""
         self.sync()
-        for link in self.window_.links:
+        for link in self.fleet.links:
             if link.running(self.key):
                 continue  # the last one has not answered: never pile up on a slow node
             trend = self.trends[link]
@@ -97,21 +129,25 @@ class ClusterTab(Tab):
                 self.key,
                 lambda node, since=since: node.overview(since),
                 self._on_reply,
-                timeout=self.window_.probe_timeout(link),
+                timeout=self.fleet.probe_timeout(link),
             )
         self.redraw()
 
     def sync(self) -> None:
         """One row (and one Trend) per node of the window, in the window's order."""
-        links = list(self.window_.links)
+        links = list(self.fleet.links)
         for link in links:
             if link not in self.trends:
                 self.trends[link] = Trend()
-        for gone in set(self.trends) - set(links):
-            del self.trends[gone]
-            self._answered.discard(gone)
-            self._ok.discard(gone)
+        gone = set(self.trends) - set(links)
+        for link in gone:
+            del self.trends[link]
+            self._answered.discard(link)
+            self._ok.discard(link)
         self.model.set_links(links)
+        if gone:
+            self.columns.reset()  # a long name may have left with its node
+        self.columns.fit_later()
 
     def redraw(self, link: NodeLink | None = None) -> None:
         """Recompute rows from cache (ages, status, DNS): one node's, or everyone's."""
@@ -119,6 +155,7 @@ class ClusterTab(Tab):
             trend = self.trends.get(each)
             if trend is not None:
                 self.model.update(each, trend.row(each.health, each.origin, each.gone_since))
+        self.columns.fit_later()  # names in full first, then the rest fairly
         self.status_changed.emit()
 
     def _on_reply(self, reply: Reply) -> None:
@@ -142,7 +179,7 @@ class ClusterTab(Tab):
     def _activated(self, index: QModelIndex) -> None:
         link = index.siblingAtColumn(NODE).data(LINK_ROLE)
         if link is not None:
-            self.window_.open_node(link)
+            self.fleet.open_node(link)
 
     # ------------------------------------------------------------ Tab API
 

@@ -9,10 +9,11 @@ is first shown), never on the refresh timer.
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyqtgraph as pg
@@ -45,13 +46,17 @@ from observer.format import (
     trace_text,
     tracemalloc_text,
 )
-from observer.gui.link import Reply
+from observer.gui.link import NodeLink, Reply
+from observer.gui.sampling import lone, spacing, with_breaks
 from observer.gui.tab import Tab, fill_sections
 
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
-
 KEEP_POINTS = 3600
+CHART_SPAN = 60.0  # s: the chart shows at least this much time, so its axis reads as a clock
+# the chart mixes the agent's samples (1 s) with this tab's refreshes (its interval plus a
+# round trip, seconds on a busy host): a line breaks only where 3x this is missing
+POINTS_FLOOR = 5.0
+RSS_COLOUR = "#8250df"
+TRACED_COLOUR = "#cf222e"
 SORT_ROLE = Qt.ItemDataRole.UserRole + 10
 SITE_ROLE = Qt.ItemDataRole.UserRole + 11
 CENSUS_TOP = 500
@@ -65,6 +70,23 @@ BASELINE_REASON = (
     "and diff compare with), so taking one needs an operator token; this node was "
     "connected with a viewer token."
 )
+
+
+class MemoryWindow(Protocol):
+    """What the Memory tab asks of the window: a status-bar line, a site's window."""
+
+    def say(self, text: str, msecs: int = 0) -> None:
+        """Show ``text`` in the status bar (for ``msecs``, or until the next message)."""
+        ...
+
+    def inspect_site(self, link: NodeLink, site: AllocationSite) -> QWidget:
+        """Open the window on an allocation site: its traceback and its source."""
+        ...
+
+
+def _mib(size: int | None) -> float:
+    """Bytes as MiB for the chart; NaN (no point, no line) when there is no figure."""
+    return math.nan if size is None else size / 2**20
 
 
 def _item(text: str, sort: Any = None, align_right: bool = False) -> QStandardItem:
@@ -137,11 +159,13 @@ class MemoryTab(Tab):
     key = "memory"
     title = "Memory"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, owner: MemoryWindow) -> None:
+        super().__init__()
+        self.owner = owner
         self.memory: MemoryInfo | None = None
         self.census: Census | None = None
         self.sites: TraceStats | None = None
+        # (time, RSS MiB, traced MiB or NaN while tracemalloc is off)
         self.points: deque[tuple[float, float, float]] = deque(maxlen=KEEP_POINTS)
         self._primed = False  # chart filled from history and first census asked for
         self.confirm_box: QMessageBox | None = None
@@ -150,7 +174,7 @@ class MemoryTab(Tab):
         splitter.addWidget(self._build_overview())
         splitter.addWidget(self._build_census())
         splitter.addWidget(self._build_tracing())
-        splitter.setSizes([230, 300, 300])
+        splitter.setSizes([290, 270, 270])  # the GC figures in full, above the census
         self.layout_.addWidget(splitter, 1)
 
     # ------------------------------------------------------------ layout
@@ -166,17 +190,21 @@ class MemoryTab(Tab):
         item.hideButtons()
         item.setLabel("left", "MiB")
         item.getAxis("left").enableAutoSIPrefix(False)
-        item.addLegend(offset=(10, 5))
-        self.rss_curve = item.plot(name="RSS", pen=pg.mkPen("#8250df", width=2))
-        self.traced_curve = item.plot(name="traced (tracemalloc)", pen=pg.mkPen("#cf222e", width=2))
-        item.setTitle("<b>RSS and traced memory</b>", size="10pt")
+        # no legend box over the curves: the title names each line in its colour
+        self.rss_curve = item.plot(pen=pg.mkPen(RSS_COLOUR, width=2), connect="finite")
+        self.traced_curve = item.plot(pen=pg.mkPen(TRACED_COLOUR, width=2), connect="finite")
+        self.rss_dots = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(RSS_COLOUR))
+        self.traced_dots = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(TRACED_COLOUR))
+        item.addItem(self.rss_dots)
+        item.addItem(self.traced_dots)
+        self._chart_title()
         self.facts = QTreeWidget()
         self.facts.setHeaderLabels(["Property", "Value"])
-        self.facts.setColumnWidth(0, 190)
         self.facts.setAlternatingRowColors(True)
+        self.facts.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         box.addWidget(self.plot)
         box.addWidget(self.facts)
-        box.setSizes([560, 480])
+        box.setSizes([520, 480])
         return box
 
     def _build_census(self) -> QWidget:
@@ -266,15 +294,15 @@ class MemoryTab(Tab):
         if history is not None:
             self.points.clear()
             self.points.extend(
-                (s.time, s.rss / 2**20, (s.traced or 0) / 2**20)
+                (s.time, s.rss / 2**20, _mib(s.traced))
                 for s in history.samples
                 if s.time < memory.time
             )
         first = not self._primed
         self._primed = True
         self.memory = memory
-        traced = memory.tracemalloc.current if memory.tracemalloc.tracing else 0
-        self.points.append((memory.time, memory.rss / 2**20, traced / 2**20))
+        traced = memory.tracemalloc.current if memory.tracemalloc.tracing else None
+        self.points.append((memory.time, memory.rss / 2**20, _mib(traced)))
         self._draw_chart()
         self._draw_facts(memory)
         self._update_controls()
@@ -416,7 +444,7 @@ class MemoryTab(Tab):
 
     def _control_done(self, result: ControlResult) -> None:
         label = self.link.label if self.link is not None else ""
-        self.window_.statusBar().showMessage(f"{label}: {result.message}", 15000)
+        self.owner.say(f"{label}: {result.message}", 15000)
         self.sites = None
         self.site_table.set_rows([])
         self.refresh()
@@ -476,25 +504,54 @@ class MemoryTab(Tab):
     def _open_site(self, index: Any) -> None:
         site = self.site_table.proxy.index(index.row(), 0).data(SITE_ROLE)
         if site is not None and self.link is not None:
-            self.window_.inspect_site(self.link, site)
+            self.owner.inspect_site(self.link, site)
 
     # ------------------------------------------------------------ drawing
 
     def _draw_chart(self) -> None:
-        if not self.points:
-            self.rss_curve.setData([], [])
-            self.traced_curve.setData([], [])
-            return
-        data = np.array(self.points, dtype=float)
-        self.rss_curve.setData(data[:, 0], data[:, 1])
-        tracing = self.memory is not None and self.memory.tracemalloc.tracing
-        if tracing or data[:, 2].any():
-            self.traced_curve.setData(data[:, 0], data[:, 2])
-        else:
-            self.traced_curve.setData([], [])
+        """RSS, and traced memory where tracemalloc ran (NaN elsewhere: no line); lines
+        break where points are missing (the tab was hidden, the node was down)."""
+        curves = ((self.rss_curve, self.rss_dots), (self.traced_curve, self.traced_dots))
+        data = np.array(self.points, dtype=float).reshape(-1, 3)
+        times = data[:, 0]
+        holes = spacing(times, POINTS_FLOOR)
+        for column, (curve, dots) in enumerate(curves, 1):
+            values = data[:, column]
+            if not np.isfinite(values).any():
+                curve.setData([], [])
+                dots.setData([], [])
+                continue
+            alone = lone(holes.gaps, values)
+            curve.setData(*with_breaks(times, values, holes.gaps))
+            dots.setData(times[alone], values[alone])
+        if len(times):
+            end = times[-1]
+            start = min(times[0], end - CHART_SPAN)
+            self.plot.getPlotItem().setXRange(start, end, padding=0.02)
+        self._chart_title(bool(np.isfinite(data[:, 2]).any()))
+
+    def _chart_title(self, traced_seen: bool = False) -> None:
+        """The chart's title is its legend: each line's name in its colour, with its value."""
+        memory = self.memory
+        rss = f" {human_bytes(memory.rss)}" if memory is not None else ""
+        parts = [f"<span style='color:{RSS_COLOUR}'>━</span> <b>RSS</b>{rss}"]
+        if memory is not None and memory.tracemalloc.tracing:
+            now = human_bytes(memory.tracemalloc.current)
+            parts.append(f"<span style='color:{TRACED_COLOUR}'>━</span> <b>traced</b> {now}")
+        elif traced_seen:
+            parts.append(f"<span style='color:{TRACED_COLOUR}'>━</span> traced (stopped)")
+        elif memory is not None:
+            parts.append("<span style='color:#57606a'>tracemalloc off</span>")
+        self.plot.getPlotItem().setTitle(" &nbsp;&nbsp; ".join(parts), size="10pt")
+
+    def traced_line_drawn(self) -> bool:
+        """Whether the chart draws a traced-memory line (for tests)."""
+        _xs, ys = self.traced_curve.getData()
+        return ys is not None and bool(np.isfinite(ys).any())
 
     def _draw_facts(self, memory: MemoryInfo) -> None:
         fill_sections(self.facts, memory_facts(memory))
+        self.facts.resizeColumnToContents(0)  # "Uncollectable (gen 0/1/2)" in full
 
     def _update_controls(self, tracing: bool | None = None) -> None:
         link = self.link
@@ -504,6 +561,8 @@ class MemoryTab(Tab):
         self.start_button.setEnabled(can and not tracing)
         self.stop_button.setEnabled(can and tracing)
         self.frames_box.setEnabled(can and not tracing)
+        if tracing and self.memory is not None and self.memory.tracemalloc.frames:
+            self.frames_box.setValue(self.memory.tracemalloc.frames)  # what it runs with
         reason = "" if can else TRACE_REASON
         self.start_button.setToolTip(reason or "Start tracing allocations (asks first)")
         self.stop_button.setToolTip(reason or "Stop tracing and free the traces")

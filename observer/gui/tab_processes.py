@@ -7,7 +7,7 @@ remembered by target id, not by Qt index.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PyQt6.QtCore import QModelIndex
 from PyQt6.QtWidgets import QHeaderView, QTreeView
@@ -15,10 +15,7 @@ from PyQt6.QtWidgets import QHeaderView, QTreeView
 from observer.client import Node
 from observer.gui.models import ID_ROLE, TreeModel
 from observer.gui.rows import TreeData, empty_tree, tree_items
-from observer.gui.tab import RowsTab
-
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+from observer.gui.tab import RowActions, RowsTab
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
 EXPAND_LOOP_UP_TO = 2000  # a loop with more tasks starts collapsed: laying out 100k rows costs
@@ -28,8 +25,8 @@ class ProcessesTab(RowsTab):
     key = "processes"
     title = "Processes"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, rows: RowActions) -> None:
+        super().__init__(rows)
         self.model = TreeModel(self)
         self.view = QTreeView()
         self.add_view(self.view)

@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
+from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
 from agent.schema import ProcessInfo
 from observer.client import Node
 from observer.format import EXPOSED, human_bytes, process_facts
+from observer.gui.link import NodeLink
 from observer.gui.tab import Tab, fill_sections
-
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
 
 ENVIRONMENT = "Environment (redacted)"
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class ExposedInspector(Protocol):
+    """What the System tab asks of the window: open an exposed object's inspect window."""
+
+    def inspect_exposed(self, link: NodeLink, name: str) -> QWidget: ...
 
 
 class SystemTab(Tab):
     key = "system"
     title = "System"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, inspector: ExposedInspector) -> None:
+        super().__init__()
+        self.inspector = inspector
         self.view = QTreeWidget()
         self.view.setColumnCount(2)
         self.view.setHeaderLabels(["Property", "Value"])
@@ -65,7 +70,7 @@ class SystemTab(Tab):
     def _activated(self, item: QTreeWidgetItem, _column: int) -> None:
         name = item.data(0, TARGET_ROLE)
         if name and self.link is not None:
-            self.window_.inspect_exposed(self.link, name)
+            self.inspector.inspect_exposed(self.link, name)
 
     def status_text(self) -> str:
         p = self.info

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QHeaderView, QTableView
@@ -11,18 +11,15 @@ from PyQt6.QtWidgets import QHeaderView, QTableView
 from observer.client import Node
 from observer.gui.models import TableModel
 from observer.gui.rows import TableData, empty_table, table_rows
-from observer.gui.tab import RowsTab
-
-if TYPE_CHECKING:
-    from observer.gui.window import MainWindow
+from observer.gui.tab import RowActions, RowsTab
 
 
 class TableTab(RowsTab):
     key = "table"
     title = "Tasks && threads"
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(self, rows: RowActions) -> None:
+        super().__init__(rows)
         self.model = TableModel(self)
         self.view = QTableView()
         self.add_view(self.view)

@@ -1,4 +1,4 @@
-"""The main window: node list, tabs, refresh timer, status bar, inspect and kill.
+"""The main window: node list, tabs, menus, refresh timer and status bar.
 
 Only the visible tab of the selected node polls; the other nodes get a cheap ``hello``
 ping so their lights and round-trip times stay current. On the Cluster tab every node
@@ -6,49 +6,34 @@ is asked for its overview instead, which doubles as that ping. Pings and overvie
 short liveness timeout (the refresh interval), so a node that stops answering shows
 "down" within two intervals; heavier tab requests keep the node's own timeout.
 
-Node addresses that are DNS names become one node per resolved address, re-resolved
-every ``resolve_every`` seconds off the GUI thread (``observer.gui.resolver``).
+Which nodes there are is ``observer.gui.nodeset``'s job (DNS names, the nodes file);
+what can be done to a row's target is ``observer.gui.targets``'s (inspect, kill); the
+node list's width is ``observer.gui.panewidth``'s. The tabs see neither this class nor
+those: each takes a small protocol of what it uses.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from PyQt6.QtCore import QModelIndex, QPoint, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QTimer
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
-    QAbstractItemView,
     QLabel,
     QMainWindow,
-    QMenu,
-    QMessageBox,
     QSpinBox,
     QSplitter,
     QTabWidget,
     QToolBar,
 )
 
-from agent.schema import AllocationSite, ControlResult
-from observer.errors import ObserverError
-from observer.gui.actions import (
-    VIEWER_REASON,
-    ControlAction,
-    actions_for,
-    default_action,
-    result_text,
-)
 from observer.gui.chaos_dialog import ChaosDialog
-from observer.gui.inspect import InspectWindow
-from observer.gui.link import NodeLink, Reply, Status
-from observer.gui.models import ID_ROLE, KIND_ROLE, NAME_ROLE
+from observer.gui.link import NodeLink, Status
 from observer.gui.nodedialog import AddNodeDialog, EditNodeDialog
 from observer.gui.nodelist import NodeList, rtt_text
-from observer.gui.resolver import Resolver
-from observer.gui.source import SiteWindow
+from observer.gui.nodeset import NodeSet
+from observer.gui.panewidth import PaneWidth
 from observer.gui.tab import Tab
 from observer.gui.tab_charts import ChartsTab
 from observer.gui.tab_cluster import ClusterTab
@@ -56,8 +41,8 @@ from observer.gui.tab_memory import MemoryTab
 from observer.gui.tab_processes import ProcessesTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
-from observer.nodesfile import NodeSpec, forget, load_nodes, remember
-from observer.resolve import RESOLVE_EVERY, Change, expands
+from observer.gui.targets import Targets
+from observer.nodesfile import NodeSpec
 
 INTERVALS = (1, 2, 5, 10, 30, 60)
 DEFAULT_INTERVAL = 2
@@ -68,23 +53,13 @@ SPIN_AFTER = 0.25  # seconds a request may take before the spinner shows
 class MainWindow(QMainWindow):
     """runtime-observer's window over any number of nodes."""
 
-    control_done = pyqtSignal(object)  # ControlResult or Reply with an error (for tests)
-
     def __init__(self, nodes_file: Path | None = None) -> None:
         super().__init__()
         self.nodes_file = nodes_file
-        self.links: list[NodeLink] = []
-        self.inspectors: dict[tuple[int, str, str], InspectWindow | SiteWindow] = {}
-        self.confirm_box: QMessageBox | None = None
+        self.node_set = NodeSet(nodes_file, self)
+        self.targets = Targets(self, self.current_link, self._say, self._acted)
         self.chaos_dialog: ChaosDialog | None = None
         self.paused = False
-        self.named: dict[str, NodeSpec] = {}  # DNS names (host:port) -> the spec given
-        self.resolver = Resolver(self)
-        self.resolver.changed.connect(self._names_changed)
-        self.resolve_every = RESOLVE_EVERY  # seconds between re-resolutions of the names
-        self._resolved_at = time.monotonic()
-        self._unanswered: set[str] = set()  # names not resolved yet (the window may land)
-        self._dns_errors: dict[str, list[str]] = {}
         self.auto_landing = True  # open on the Cluster tab once there are several nodes
         self._landing = False
         self.setWindowTitle("runtime-observer")
@@ -94,11 +69,11 @@ class MainWindow(QMainWindow):
         self.nodes.currentItemChanged.connect(lambda *_: self._node_selected())
         self.tabs = QTabWidget()
         self.cluster = ClusterTab(self)
-        self.system = SystemTab(self)
-        self.charts = ChartsTab(self)
-        self.processes = ProcessesTab(self)
-        self.table = TableTab(self)
-        self.memory = MemoryTab(self)
+        self.system = SystemTab(self.targets)
+        self.charts = ChartsTab()
+        self.processes = ProcessesTab(self.targets)
+        self.table = TableTab(self.targets)
+        self.memory = MemoryTab(self.targets)
         self.all_tabs: list[Tab] = [
             self.cluster,
             self.system,
@@ -112,12 +87,23 @@ class MainWindow(QMainWindow):
             tab.status_changed.connect(self._update_status)
         self.tabs.setCurrentWidget(self.system)  # one node: its System tab (see _land)
         self.tabs.currentChanged.connect(self._tab_changed)
-        splitter = QSplitter()
-        splitter.addWidget(self.nodes)
-        splitter.addWidget(self.tabs)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([270, 1010])
-        self.setCentralWidget(splitter)
+        self.splitter = QSplitter()
+        self.splitter.addWidget(self.nodes)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setCollapsible(0, False)
+        self.setCentralWidget(self.splitter)
+        self.pane = PaneWidth(self.splitter, self.nodes, nodes_file)
+
+        node_set = self.node_set
+        node_set.added.connect(self._link_added)
+        node_set.removed.connect(self._link_removed)
+        node_set.replaced.connect(self._link_replaced)
+        node_set.link_changed.connect(self._link_changed)
+        node_set.marked.connect(self.nodes.update_link)
+        node_set.resolved.connect(self._name_resolved)
+        node_set.dns_errors.connect(self._show_dns_errors)
+        node_set.save_failed.connect(lambda text: self._say(text, 10000))
 
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.tick)
@@ -130,6 +116,11 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self.set_interval(DEFAULT_INTERVAL)
         self._update_status()
+
+    @property
+    def links(self) -> list[NodeLink]:
+        """Every node of the window, in order (the node set's list)."""
+        return self.node_set.links
 
     # ------------------------------------------------------------ layout
 
@@ -197,37 +188,24 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.refresh_label)
         status.addPermanentWidget(self.counts_label)
 
+    def node_list_width(self) -> int:
+        return self.pane.width()
+
     # ------------------------------------------------------------ nodes
 
     def open_nodes(self, specs: list[NodeSpec]) -> None:
         """Show the nodes the window was started on; several land on the Cluster tab."""
         for spec in specs:
-            self.add_spec(spec)
+            self.node_set.add_spec(spec)
         self._land()
 
     def add_spec(self, spec: NodeSpec) -> NodeLink | None:
-        """Show a node, or every address of a DNS name (those appear once resolved, off
-        the GUI thread). Returns the node's link, None for a name."""
-        if not expands(spec):
-            return self.add_link(spec)
-        self.named[spec.address] = spec
-        self._unanswered.add(spec.address)
-        self.resolver.add(spec)
-        return None
+        """Show a node, or every address of a DNS name (see ``NodeSet.add_spec``)."""
+        return self.node_set.add_spec(spec)
 
     def add_link(self, spec: NodeSpec, origin: str = "") -> NodeLink:
-        """Start showing one node at ``spec.address`` (connects in the background);
-        ``origin`` is the DNS name it was resolved from."""
-        link = NodeLink(spec, self)
-        link.origin = origin
-        link.changed.connect(lambda link=link: self._link_changed(link))
-        self.links.append(link)
-        item = self.nodes.add(link)
-        if self.nodes.currentItem() is None:
-            self.nodes.setCurrentItem(item)
-        self.cluster.sync()
-        self.ping(link)
-        return link
+        """Show one node at ``spec.address`` (it connects in the background)."""
+        return self.node_set.add_link(spec, origin)
 
     def add_node(self) -> None:
         """File > Add node: ask, connect, and remember if asked to."""
@@ -236,8 +214,8 @@ class MainWindow(QMainWindow):
             return
         spec = dialog.spec()
         if dialog.remember.isChecked():
-            self._save(remember, spec)
-        link = self.add_spec(spec)
+            self.node_set.remember(spec)
+        link = self.node_set.add_spec(spec)
         if link is not None:
             self.nodes.setCurrentItem(self.nodes.item_of(link))
 
@@ -247,38 +225,21 @@ class MainWindow(QMainWindow):
         link = self.current_link()
         if link is None:
             return
-        name = self._name_of(link)
-        original = self.named[name] if name else link.spec
-        dialog = EditNodeDialog(original, self._remembered(original.address), self)
+        original = self.node_set.given_spec(link)
+        dialog = EditNodeDialog(original, self.node_set.remembered(original.address), self)
         if dialog.exec() != EditNodeDialog.DialogCode.Accepted:
             return
         spec = dialog.spec()
         if dialog.remember.isChecked():
-            self._save(remember, spec)
-        if name:
-            self._drop_name(name)
-            self.add_spec(spec)  # resolved again: each address comes back with the new spec
-            return
-        new = NodeLink(spec, self)
-        new.changed.connect(lambda link=new: self._link_changed(link))
-        self.links[self.links.index(link)] = new
-        self.nodes.replace(link, new)
-        self._close_link(link)
-        self.cluster.sync()
-        self._node_selected()
-        self.ping(new)
+            self.node_set.remember(spec)
+        self.node_set.edit(link, spec)
 
     def remove_current_node(self) -> None:
         """File > Remove node: stop showing it (every address of its DNS name) and forget it."""
         link = self.current_link()
         if link is None:
             return
-        name = self._name_of(link)
-        if name:
-            self._drop_name(name)
-        else:
-            self._drop_link(link)
-        self._save(forget, name or link.spec.address)
+        self.node_set.remove(link)
         self._node_selected()
 
     def open_node(self, link: NodeLink) -> None:
@@ -289,108 +250,43 @@ class MainWindow(QMainWindow):
         self.nodes.setCurrentItem(item)
         self.tabs.setCurrentWidget(self.system)
 
-    def _name_of(self, link: NodeLink) -> str:
-        """The DNS name ``link`` stands for ('' for a node given by address)."""
-        if link.origin:
-            return link.origin
-        return link.spec.address if link.spec.address in self.named else ""
+    def _link_added(self, link: NodeLink) -> None:
+        item = self.nodes.add(link)
+        if self.nodes.currentItem() is None:
+            self.nodes.setCurrentItem(item)
+        self.cluster.sync()
+        self.ping(link)
 
-    def _drop_name(self, name: str) -> None:
-        self.named.pop(name, None)
-        self._unanswered.discard(name)
-        self._dns_errors.pop(name, None)
-        self.resolver.remove(name)
-        for link in [link for link in self.links if self._name_of(link) == name]:
-            self._drop_link(link)
-        self._show_dns_errors()
-
-    def _drop_link(self, link: NodeLink) -> None:
+    def _link_removed(self, link: NodeLink) -> None:
         self.nodes.remove(link)
-        self.links.remove(link)
-        self._close_link(link)
+        self.targets.close_for(link)
         self.cluster.sync()
 
-    def _close_link(self, link: NodeLink) -> None:
-        for key, window in list(self.inspectors.items()):
-            if window.link is link:
-                window.close()
-                self.inspectors.pop(key, None)
-        link.close()
+    def _link_replaced(self, old: NodeLink, new: NodeLink) -> None:
+        self.nodes.replace(old, new)
+        self.targets.close_for(old)
+        self.cluster.sync()
+        self._node_selected()
+        self.ping(new)
 
-    def _remembered(self, address: str) -> bool:
-        if self.nodes_file is None:
-            return False
-        try:
-            return any(s.address == address for s in load_nodes(self.nodes_file))
-        except ObserverError:
-            return False
-
-    def _save(self, change: Callable[[Path, Any], object], what: NodeSpec | str) -> None:
-        """``remember(file, spec)`` or ``forget(file, address)``; a failure is shown."""
-        if self.nodes_file is None:
-            return
-        try:
-            change(self.nodes_file, what)
-        except (OSError, ObserverError) as exc:
-            self.statusBar().showMessage(f"could not save {self.nodes_file}: {exc}", 10000)
-
-    # ------------------------------------------------------------ DNS names
-
-    def resolve_now(self) -> None:
-        """Resolve every DNS name again now (off the GUI thread); changes arrive later."""
-        self._resolved_at = time.monotonic()
-        self.resolver.resolve_all()
-
-    def _names_changed(self, name: str, change: Change) -> None:
-        """Apply one name's resolution (GUI thread): new addresses become nodes, addresses
-        no longer listed are marked (kept, greyed), a stand-in gives way to the real ones."""
-        spec = self.named.get(name)
-        if spec is None:
-            return
-        for address in change.removed:
-            for link in [k for k in self.links if self._name_of(k) == name]:
-                if link.spec.address == address:
-                    self._drop_link(link)
-        for member in change.added:
-            if member.address == name:  # not resolved yet: the name stands in, says why
-                self.add_link(member)
-                continue
-            if spec.name:  # the same name on every address: say which one this is
-                host = member.address.rsplit(":", 1)[0].strip("[]")
-                member = replace(member, name=f"{spec.name}@{host}")
-            self.add_link(member, name)
-        now = time.time()
-        for link in self.links:
-            if link.origin != name:
-                continue
-            if link.spec.address in change.gone:
-                link.gone_since = now
-            elif link.spec.address in change.back:
-                link.gone_since = 0.0
-            else:
-                continue
-            self.nodes.update_link(link)
-        self._dns_errors[name] = change.errors
-        self._show_dns_errors()
-        if name in self._unanswered:
-            self._unanswered.discard(name)
+    def _name_resolved(self, _name: str, first: bool) -> None:
+        if first:
             self._land()
         if self.current_tab() is self.cluster:
             self.cluster.refresh()
         if self.current_link() is None and self.links:
             self.nodes.setCurrentItem(self.nodes.item_of(self.links[0]))
 
-    def _show_dns_errors(self) -> None:
-        errors = [e for each in self._dns_errors.values() for e in each]
+    def _show_dns_errors(self, errors: list[str]) -> None:
         self.cluster.banner.say("; ".join(errors))
         if errors:
-            self.statusBar().showMessage(errors[-1], 10000)
+            self._say(errors[-1], 10000)
 
     def _land(self) -> None:
         """Open on the Cluster tab when there are several nodes, unless a tab was chosen."""
         if not self.auto_landing or len(self.links) < 2:
             return
-        if not self._unanswered:
+        if not self.node_set.unanswered:
             self.auto_landing = False  # only while the window opens, never later
         self._landing = True
         try:
@@ -472,8 +368,7 @@ class MainWindow(QMainWindow):
         (on the Cluster tab: every node's overview, which is its ping)."""
         if self.paused:
             return
-        if self.named and time.monotonic() - self._resolved_at >= self.resolve_every:
-            self.resolve_now()
+        self.node_set.resolve_if_due()
         if self.current_tab() is self.cluster:
             self.cluster.refresh()
             return
@@ -527,6 +422,9 @@ class MainWindow(QMainWindow):
         self.refresh_label.setText(" · ".join(parts))
         self.counts_label.setText(tab.status_text())
 
+    def _say(self, text: str, msecs: int = 0) -> None:
+        self.statusBar().showMessage(text, msecs)
+
     def _spin(self) -> None:
         link = self.current_link()
         if link is None or not link.busy:
@@ -538,143 +436,12 @@ class MainWindow(QMainWindow):
             self.spinner.setText(SPINNER[self._spin_step])
             self.spinner.setToolTip(f"waiting for {link.label}")
 
-    # ------------------------------------------------------------ rows: inspect and control
+    # ------------------------------------------------------------ rows and tools
 
-    def install_target_view(self, view: QAbstractItemView) -> None:
-        """Double-click/Enter inspects, the context menu and Delete act on the row."""
-        view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        view.customContextMenuRequested.connect(lambda pos, v=view: self._context_menu(v, pos))
-        view.activated.connect(self._activated)
-        shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), view)
-        shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
-        shortcut.activated.connect(lambda v=view: self._delete_pressed(v))
-
-    @staticmethod
-    def _row(index: QModelIndex) -> tuple[str, str, str] | None:
-        if not index.isValid():
-            return None
-        index = index.siblingAtColumn(0)
-        return index.data(ID_ROLE), index.data(KIND_ROLE), index.data(NAME_ROLE)
-
-    def _activated(self, index: QModelIndex) -> None:
-        row = self._row(index)
-        link = self.current_link()
-        if row is not None and link is not None and row[1] in ("task", "thread"):
-            self.inspect(link, row[0], row[1], row[2])
-
-    def _context_menu(self, view: QAbstractItemView, pos: QPoint) -> None:
-        row = self._row(view.indexAt(pos))
-        link = self.current_link()
-        if row is None or link is None:
-            return
-        menu = self.row_menu(link, *row)
-        if not menu.isEmpty():
-            menu.exec(view.viewport().mapToGlobal(pos))
-
-    def row_menu(self, link: NodeLink, target: str, kind: str, name: str) -> QMenu:
-        """Inspect and the control actions for one row (disabled, with why, for viewers)."""
-        menu = QMenu(self)
-        menu.setToolTipsVisible(True)
-        if kind in ("task", "thread"):
-            menu.addAction("Inspect", lambda: self.inspect(link, target, kind, name))
-        actions = actions_for(kind)
-        if actions and not menu.isEmpty():
-            menu.addSeparator()
-        for action in actions:
-            entry = menu.addAction(
-                action.label, lambda a=action: self.confirm_control(link, a, target, name)
-            )
-            if action.default:
-                entry.setShortcut(QKeySequence(QKeySequence.StandardKey.Delete))
-            if not link.can_control:
-                entry.setEnabled(False)
-                entry.setToolTip(VIEWER_REASON)
-        return menu
-
-    def _delete_pressed(self, view: QAbstractItemView) -> None:
-        row = self._row(view.currentIndex())
-        link = self.current_link()
-        if row is None or link is None:
-            return
-        action = default_action(row[1])
-        if action is None:
-            return
-        if not link.can_control:
-            self.statusBar().showMessage(VIEWER_REASON, 10000)
-            return
-        self.confirm_control(link, action, row[0], row[2])
-
-    def confirm_control(
-        self, link: NodeLink, action: ControlAction, target: str, name: str
-    ) -> QMessageBox:
-        """Ask before acting; the dialog names the action, the target and the node."""
-        title, text = action.confirmation(target, name, f"{link.label} ({link.spec.address})")
-        box = QMessageBox(QMessageBox.Icon.Warning, title, text, parent=self)
-        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.button(QMessageBox.StandardButton.Yes).setText(action.label)
-
-        def answered(code: int) -> None:
-            self.confirm_box = None
-            if box.clickedButton() is box.button(QMessageBox.StandardButton.Yes):
-                self.run_control(link, action, target)
-
-        box.finished.connect(answered)
-        self.confirm_box = box
-        box.open()
-        return box
-
-    def run_control(self, link: NodeLink, action: ControlAction, target: str) -> None:
-        self.statusBar().showMessage(f"{link.label}: {action.label.lower()} {target}…")
-
-        def done(reply: Reply) -> None:
-            if reply.ok:
-                result: ControlResult = reply.value
-                self.statusBar().showMessage(result_text(result, link.label), 15000)
-                self.control_done.emit(result)
-            else:
-                self.statusBar().showMessage(f"{link.label}: {reply.error}", 15000)
-                self.control_done.emit(reply)
-            if link is self.current_link():
-                self.current_tab().refresh()  # the replacement shows up without waiting
-
-        link.request(f"control:{target}", lambda node: action.run(node, target), done)
-
-    def inspect(self, link: NodeLink, target: str, kind: str, name: str) -> InspectWindow:
-        """Open (or raise and refresh) the inspect window of a task, thread or exposed object."""
-        key = (id(link), kind, target)
-        window = self.inspectors.get(key)
-        if window is None:
-            window = InspectWindow(self, link, target, kind, name)
-            self.inspectors[key] = window
-        else:
-            window.refresh()
-        window.show()
-        window.raise_()
-        window.activateWindow()
-        return window
-
-    def inspect_exposed(self, link: NodeLink, name: str) -> InspectWindow:
-        return self.inspect(link, name, "exposed", name)
-
-    def inspect_site(self, link: NodeLink, site: AllocationSite) -> SiteWindow:
-        """Open (or raise) the window on an allocation site: its traceback and source."""
-        key = (id(link), "site", f"{site.file}:{site.line}:{'|'.join(site.traceback)}")
-        window = self.inspectors.get(key)
-        if isinstance(window, SiteWindow):
-            window.show_site(site)
-        else:
-            window = SiteWindow(self, link, site)
-            self.inspectors[key] = window
-        window.show()
-        window.raise_()
-        window.activateWindow()
-        return window
-
-    def inspect_closed(self, window: InspectWindow | SiteWindow) -> None:
-        for key, other in list(self.inspectors.items()):
-            if other is window:
-                del self.inspectors[key]
+    def _acted(self, link: NodeLink) -> None:
+        """A control action on ``link`` answered: show its replacement without waiting."""
+        if link is self.current_link():
+            self.current_tab().refresh()
 
     def open_chaos(self) -> ChaosDialog:
         """Tools > Chaos… (Ctrl+K): the chaos dialog over this window's nodes, non-modal."""
@@ -690,11 +457,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.timer.stop()
-        self.resolver.close()
-        for window in list(self.inspectors.values()):
-            window.close()
+        if self.pane.save_timer.isActive():
+            self.pane.save()
+        self.targets.close_for(None)
         if self.chaos_dialog is not None:
             self.chaos_dialog.close()  # stops its run
-        for link in self.links:
-            link.close()
+        self.node_set.close()
         super().closeEvent(event)

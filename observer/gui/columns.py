@@ -1,0 +1,241 @@
+"""Column widths that fit a view's content within its width, the most important first.
+
+``share`` (Qt-free) splits the width: when every column's content fits, each gets it;
+otherwise the ``first`` columns (names) get what their content needs, up to a cap, and
+the others share the rest fairly, each getting its content's width when that is below
+the fair share (short columns are never clipped), the wider ones cut to the same share,
+then topped up from the widest where little is missing.
+``ColumnFitter`` measures a Qt view's content, applies ``share`` when data arrives or the
+view is resized, and leaves alone a column the user resized by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from PyQt6.QtCore import QEvent, QObject, QTimer, pyqtSignal
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QTreeView
+
+MIN_WIDTH = 36  # px: no column is squeezed below this
+FIRST_CAP = 0.4  # a "first" column takes at most this share of the width
+PADDING = 6  # px added to a measured width, so text does not touch the next column
+DONOR_KEEPS = 0.75  # the widest cut column gives at most a quarter of its share
+
+
+def share(
+    wants: Sequence[int],
+    available: int,
+    first: Sequence[int] = (),
+    pinned: Sequence[int] = (),
+    minimum: int = MIN_WIDTH,
+    cap: float = FIRST_CAP,
+) -> list[int]:
+    """Widths for columns wanting ``wants`` px within ``available`` px (see the module);
+    ``pinned`` columns (fixed, or sized by the user) get exactly what they want."""
+    count = len(wants)
+    if sum(wants) <= available:
+        return list(wants)  # everything fits: every column in full
+    widths = [0] * count
+    floors = [min(minimum, max(w, 1)) for w in wants]
+    left = available
+    for column in pinned:
+        widths[column] = wants[column]
+        left -= wants[column]
+    first = [c for c in first if c not in pinned]
+    others = [c for c in range(count) if c not in first and c not in pinned]
+    reserve = sum(floors[c] for c in others) + sum(floors[c] for c in first)
+    for column in first:
+        reserve -= floors[column]  # what the columns not yet given a width need at least
+        room = max(floors[column], left - reserve)
+        widths[column] = max(floors[column], min(wants[column], int(available * cap), room))
+        left -= widths[column]
+    # fair shares: a column wanting less than the share gets its want, the rest split evenly
+    pending = sorted(others, key=lambda c: wants[c])
+    while pending:
+        fair = max(left, 0) // len(pending)
+        column = pending[0]
+        if wants[column] <= fair:
+            widths[column] = wants[column]
+            left -= wants[column]
+            pending.pop(0)
+            continue
+        for column in pending:
+            widths[column] = max(floors[column], fair)
+        left -= sum(widths[c] for c in pending)
+        _top_up(widths, wants, floors, pending)
+        break
+    return widths
+
+
+def _top_up(widths: list[int], wants: Sequence[int], floors: list[int], cut: list[int]) -> None:
+    """Give a cut column that misses only a little (a file:line a few px too long) its
+    whole content, from the widest column, which keeps at least DONOR_KEEPS of its share."""
+    donor = max(cut, key=lambda c: wants[c])
+    least = max(floors[donor], int(widths[donor] * DONOR_KEEPS))
+    for column in sorted(cut, key=lambda c: wants[c] - widths[c]):
+        missing = wants[column] - widths[column]
+        if column == donor or missing > widths[donor] - least:
+            continue
+        widths[column] += missing
+        widths[donor] -= missing
+
+
+class ColumnFitter(QObject):
+    """Keeps a view's columns fitted to their content (``fit_later`` after new data).
+
+    With ``grow_only`` (views that measure only the rows on screen) widths only grow with
+    the content seen since ``reset``, so scrolling and refreshing never make the columns
+    jump back and forth; without it every row is measured each time. Columns are fitted
+    again, from what was last measured, whenever the view is resized. ``fixed`` columns
+    keep the given width (a sparkline has no text to measure); ``optional`` ones are
+    hidden while the others do not fit whole (a narrow node list drops the address).
+    Measuring asks the model for every cell on screen (5-15 ms for the Tasks & threads
+    table on this project's test machine), so ``fit_later`` fits at most once every
+    ``every`` seconds, in an event of its own, and never loses the last change.
+    """
+
+    fitted = pyqtSignal()  # the columns were fitted: ``last_wants`` is what they needed
+
+    def __init__(
+        self,
+        view: QTreeView | QTableView | QAbstractItemView,
+        first: Sequence[int] = (),
+        fixed: dict[int, int] | None = None,
+        cap: float = FIRST_CAP,
+        grow_only: bool = False,
+        every: float = 0.5,
+        optional: Sequence[int] = (),
+        within: int = 0,
+    ) -> None:
+        super().__init__(view)
+        self.view = view
+        self.grow_only = grow_only
+        self.every = every
+        self.optional = tuple(optional)  # hidden while the others do not fit whole
+        self.within = within  # see width_wanted
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.fit)
+        self.first = tuple(first)
+        self.cap = cap
+        self.fixed = dict(fixed or {})
+        self.user_sized: dict[int, int] = {}  # columns the user resized: their width
+        self._seen: dict[int, int] = {}
+        self._fitted_at = 0.0  # time.monotonic() of the last fit
+        self.last_wants: list[int] = []  # what each column needed at the last fit
+        self._fitting = False
+        header = self.header()
+        header.setResizeContentsPrecision(0)  # measure the rows on screen, not 1000 of them
+        header.sectionResized.connect(self._resized)
+        header.sortIndicatorChanged.connect(lambda *_: self.fit())  # the arrow needs room
+        self.viewport = view.viewport()
+        assert self.viewport is not None
+        self.viewport.installEventFilter(self)
+
+    def header(self) -> QHeaderView:
+        view = self.view
+        header = view.header() if isinstance(view, QTreeView) else view.horizontalHeader()
+        assert header is not None
+        return header
+
+    def reset(self) -> None:
+        """Forget the content measured so far (another node is shown)."""
+        self._seen.clear()
+        self._fitted_at = 0.0
+
+    def wants(self) -> list[int]:
+        """What each column's content (visible rows and header) needs, in px."""
+        header = self.header()
+        view = self.view
+        out = []
+        for column in range(header.count()):
+            if column in self.user_sized:
+                want = self.user_sized[column]
+            elif column in self.fixed:
+                want = self.fixed[column]
+            else:
+                measured = max(self._header_want(column), view.sizeHintForColumn(column))
+                want = measured + PADDING
+                if self.grow_only:
+                    want = max(self._seen.get(column, 0), want)
+                    self._seen[column] = want
+            out.append(want)
+        return out
+
+    def _header_want(self, column: int) -> int:
+        """The header's width for ``column``; Qt's hint keeps room for the sort arrow in
+        every column, but only the sorted one shows it."""
+        header = self.header()
+        hint = header.sectionSizeHint(column)
+        if header.isSortIndicatorShown() and header.sortIndicatorSection() != column:
+            style = header.style()
+            if style is not None:
+                hint -= style.pixelMetric(QStyle.PixelMetric.PM_HeaderMarkSize)
+                hint -= 2 * style.pixelMetric(QStyle.PixelMetric.PM_HeaderMargin)
+        return hint
+
+    def fit_later(self) -> None:
+        """Fit once the current event is done, or ``every`` seconds after the last fit."""
+        if self._timer.isActive():
+            return
+        wait = self._fitted_at + self.every - time.monotonic() if self._fitted_at else 0.0
+        self._timer.start(max(0, int(wait * 1000)))
+
+    def fit(self, measure: bool = True) -> None:
+        """Size the columns to their content within the view's width, now (``measure``
+        False: to the content measured last time, as when only the width changed)."""
+        header = self.header()
+        available = self.viewport.width()
+        if header.count() == 0 or available <= 0:
+            return
+        if measure or len(self.last_wants) != header.count():
+            self._timer.stop()
+            model = self.view.model()
+            empty = model is None or model.rowCount() == 0
+            self._fitted_at = 0.0 if empty else time.monotonic()  # the first rows: at once
+            self.last_wants = self.wants()
+        wants = list(self.last_wants)
+        hidden = self._hide_optional(wants, available)
+        for column in hidden:
+            wants[column] = 0
+        pinned = set(self.user_sized) | set(self.fixed) | hidden
+        widths = share(wants, available, self.first, sorted(pinned), cap=self.cap)
+        self._fitting = True
+        try:
+            for column, width in enumerate(widths):
+                header.setSectionHidden(column, column in hidden)
+                if column not in hidden and header.sectionSize(column) != width:
+                    header.resizeSection(column, width)
+        finally:
+            self._fitting = False
+        self.fitted.emit()
+
+    def _hide_optional(self, wants: list[int], available: int) -> set[int]:
+        """The optional columns to hide so that the others fit whole (the last one first)."""
+        hidden: set[int] = set()
+        for column in reversed(self.optional):
+            if sum(w for c, w in enumerate(wants) if c not in hidden) <= available:
+                break
+            hidden.add(column)
+        return hidden
+
+    def width_wanted(self) -> int:
+        """The width every column needed at the last fit, or without the optional ones
+        when that is more than ``within`` (for a pane sized to fit)."""
+        whole = sum(self.last_wants)
+        if whole <= self.within or not self.optional:
+            return whole
+        return sum(w for c, w in enumerate(self.last_wants) if c not in self.optional)
+
+    def _resized(self, column: int, _old: int, new: int) -> None:
+        """A resize not made by ``fit`` is the user's (or the stretching last section's)."""
+        header = self.header()
+        if self._fitting or (column == header.count() - 1 and header.stretchLastSection()):
+            return
+        self.user_sized[column] = new
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if watched is self.viewport and event is not None and event.type() == QEvent.Type.Resize:
+            self.fit(measure=False)
+        return False

@@ -1,0 +1,174 @@
+"""Columns that fit their content (names first), short ids, a node list that keeps its width.
+
+``share`` is checked on its own with generated widths; the rest runs the real window
+against real agents: four gunicorn-like workers whose names differ only at the end, a
+node stuck connecting (a listener that never answers TLS), and the demo's threads.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PyQt6.QtCore import Qt
+
+from observer.client import connect
+from observer.gui.cluster import ADDRESS, NODE, STATUS
+from observer.gui.columns import MIN_WIDTH, share
+from observer.gui.link import Status
+from observer.gui.models import ID_ROLE
+from observer.gui.panewidth import FITTED, SETTINGS_FILE
+from observer.gui.rows import ID, LOCATION, NAME
+from observer.gui.window import MainWindow
+from tests.test_gui import WAIT, spec, visible, wait_status
+from tests.test_gui_cluster import open_cluster, shown
+
+WORKERS = [f"gunicorn-orders/worker-{n}" for n in range(1, 5)]
+
+# ------------------------------------------------------------------ share, on its own
+
+wants_st = st.lists(st.integers(1, 600), min_size=1, max_size=14)
+
+
+@settings(deadline=None)  # a loaded machine must not fail it
+@given(wants=wants_st, extra=st.integers(0, 500))
+def test_share_gives_every_column_its_content_when_it_fits(wants, extra):
+    assert share(wants, sum(wants) + extra, first=[0]) == wants
+
+
+@settings(deadline=None)  # a loaded machine must not fail it
+@given(wants=wants_st, available=st.integers(0, 3000), data=st.data())
+def test_share_stays_within_the_width_and_cuts_the_widest_first(wants, available, data):
+    floors = [min(MIN_WIDTH, w) for w in wants]
+    columns = range(len(wants))
+    pinned = sorted(data.draw(st.sets(st.sampled_from(columns))))
+    first = [c for c in data.draw(st.sets(st.sampled_from(columns))) if c not in pinned]
+    widths = share(wants, available, first, pinned)
+    assert all(widths[c] == wants[c] for c in pinned)
+    if available >= sum(floors) + sum(wants[c] - floors[c] for c in pinned):
+        assert sum(widths) <= available
+    others = [c for c in columns if c not in first and c not in pinned]
+    for c in others:
+        assert floors[c] <= widths[c] <= wants[c]
+    cut = [c for c in others if widths[c] < wants[c]]
+    if cut:  # the column that wants most gives first
+        assert any(wants[c] == max(wants[o] for o in others) for c in cut)
+
+
+def test_share_cuts_the_long_command_line_not_the_file_and_line():
+    # Function wants 419 (a child's command line), Location 190 (threading.py:1139)
+    widths = share([325, 59, 73, 63, 72, 53, 419, 190], 1017, first=[0])
+    assert widths[7] == 190 and widths[6] < 190 and sum(widths) <= 1017
+
+
+def test_share_gives_names_their_width_first():
+    # Node wants 180, Address 110, RTT 50 in a 260 px list: the name is whole, the
+    # address and the round-trip time share what is left
+    assert share([180, 110, 50], 260, first=[0], cap=0.75) == [180, 40, 40]
+
+
+# ------------------------------------------------------------------ the real window
+
+
+def shows_in_full(view, column: int) -> bool:
+    """Whether ``column`` of ``view`` is as wide as its content (no text cut)."""
+    return view.columnWidth(column) >= view.sizeHintForColumn(column)
+
+
+def test_long_names_are_whole_in_the_node_list_and_the_cluster(qtbot, window, agents, keys):
+    started = [agents.start(name=name) for name in WORKERS]
+    open_cluster(qtbot, window, [spec(address, keys) for _, address in started])
+
+    def named_and_up() -> bool:
+        return all(link.label in WORKERS and shown(window, link) == "up" for link in window.links)
+
+    qtbot.waitUntil(named_and_up, timeout=WAIT)
+    nodes, cluster = window.nodes, window.cluster.view
+    qtbot.waitUntil(lambda: shows_in_full(nodes, 0) and shows_in_full(cluster, NODE), timeout=WAIT)
+    assert shows_in_full(cluster, STATUS) and shows_in_full(cluster, ADDRESS)
+    assert not cluster.horizontalScrollBar().isVisible(), "the table fits the window"
+    low, high = FITTED
+    assert low <= window.node_list_width() <= high
+    assert nodes.isColumnHidden(1), "a list too narrow for names and addresses drops these"
+    window.splitter.moveSplitter(high + 150, 1)  # the user makes room: the address is back
+    qtbot.waitUntil(lambda: not nodes.isColumnHidden(1), timeout=WAIT)
+    assert shows_in_full(nodes, 0) and shows_in_full(nodes, 1)
+
+
+def test_connecting_is_not_clipped(qtbot, window, keys):
+    with socket.socket() as listener:  # accepts TCP, never answers TLS: stays connecting
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        link = window.add_link(spec(address, keys, timeout=60.0))
+        wait_status(qtbot, link, Status.CONNECTING)
+        item = window.nodes.item_of(link)
+        assert item is not None and item.text(2) == "connecting"
+        qtbot.waitUntil(lambda: shows_in_full(window.nodes, 2), timeout=WAIT)
+        window.show_tab("cluster")
+        qtbot.waitUntil(lambda: shown(window, link) == "connecting", timeout=WAIT)
+        qtbot.waitUntil(lambda: shows_in_full(window.cluster.view, STATUS), timeout=WAIT)
+        assert link.status is Status.CONNECTING  # still: what was measured was "connecting"
+        link.close()
+
+
+def test_thread_ids_are_short_and_actions_use_the_full_id(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: "MainThread" in visible(tab.model, NAME), timeout=WAIT)
+    with connect(
+        demo.agent_address, token_file=keys.viewer_token, fingerprint=keys.fingerprint
+    ) as node:
+        main = next(t for t in node.threads() if t.name == "MainThread")
+    row = visible(tab.model, NAME).index("MainThread")
+    index = tab.model.index(row, ID)
+    assert index.data() == f"tid-{main.native_id}"  # what top -H and py-spy print
+    assert index.data(ID_ROLE) == main.id and main.id.startswith("thread-")
+    assert index.data(Qt.ItemDataRole.ToolTipRole) == main.id
+    task = next(r for r, k in enumerate(visible(tab.model, 1)) if k == "task")
+    assert tab.model.index(task, ID).data() == tab.model.index(task, ID).data(ID_ROLE)
+    for column in (NAME, ID, LOCATION):  # the issue's python3....s.py:468 is whole now
+        qtbot.waitUntil(lambda c=column: shows_in_full(tab.view, c), timeout=WAIT)
+    tab.view.setCurrentIndex(tab.model.index(row, 0))
+    qtbot.keyClick(tab.view, Qt.Key.Key_Return)  # inspect goes by the full id
+    (key,) = window.targets.inspectors
+    assert key[1:] == ("thread", main.id)
+    inspector = window.targets.inspectors[key]
+    qtbot.addWidget(inspector)
+    qtbot.waitUntil(lambda: inspector.frames.topLevelItemCount() > 0, timeout=WAIT)
+
+
+def test_a_column_the_user_sized_keeps_its_width(qtbot, window, demo, keys):
+    tab = window.show_tab("table")
+    window.add_link(spec(demo.agent_address, keys))
+    qtbot.waitUntil(lambda: "worker-1" in visible(tab.model, NAME), timeout=WAIT)
+    header = tab.view.horizontalHeader()
+    header.resizeSection(NAME, 123)  # what dragging the header's edge does
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.refresh()
+    assert header.sectionSize(NAME) == 123
+
+
+def test_the_node_list_keeps_the_width_the_user_gave_it(qtbot, window, demo, keys, tmp_path):
+    window.add_link(spec(demo.agent_address, keys))
+    ini = window.nodes_file.with_name(SETTINGS_FILE)
+    window.splitter.moveSplitter(410, 1)  # what dragging the handle does
+    qtbot.waitUntil(lambda: not window.pane.fit_timer.isActive(), timeout=WAIT)
+    assert window.node_list_width() == 410
+    qtbot.waitUntil(ini.exists, timeout=WAIT)
+    again = MainWindow(nodes_file=window.nodes_file)
+    qtbot.addWidget(again)
+    again.show()
+    again.add_link(spec(demo.agent_address, keys))
+    assert again.node_list_width() == 410  # not fitted to the names: the user chose
+    again.close()
+    elsewhere = MainWindow(nodes_file=tmp_path / "other" / "nodes.toml")  # no choice there
+    qtbot.addWidget(elsewhere)
+    assert elsewhere.node_list_width() != 410
+    elsewhere.close()
