@@ -77,8 +77,13 @@ def test_several_agents_land_on_the_cluster_tab_with_real_figures(qtbot, window,
     links = {link.spec.address: link for link in window.links}
 
     def every_row_has_data() -> bool:
+        # a row's load figures come from the agent's newest sample, which may predate the
+        # host's tasks by up to two sampling intervals: wait for one taken after them
         rows = [row_of(window, link) for link in window.links]
-        return all(r is not None and r.status == "up" and r.cpu_percent is not None for r in rows)
+        return all(
+            r is not None and r.status == "up" and r.cpu_percent is not None and (r.tasks or 0) >= 3
+            for r in rows
+        )
 
     qtbot.waitUntil(every_row_has_data, timeout=WAIT)
     for host, address in started:

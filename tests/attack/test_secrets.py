@@ -266,14 +266,14 @@ def test_gui_shows_the_planted_host_redacted(qtbot, window, planted):
     ids |= {t.name: (t.id, "task") for t in snap.tasks}
     for name in ("keeper", "holder"):
         target, kind = ids[name]
-        inspector = window.inspect(link, target, kind, name)
+        inspector = window.targets.inspect(link, target, kind, name)
         qtbot.addWidget(inspector)
         qtbot.waitUntil(lambda i=inspector: i.frames.topLevelItemCount() > 0, timeout=wait)
         texts += gui_texts(inspector.frames)
         for index in range(inspector.frames.topLevelItemCount()):
             inspector.frames.setCurrentItem(inspector.frames.topLevelItem(index))
             texts += gui_texts(inspector.variables)
-    exposed = window.inspect_exposed(link, "vault_settings")
+    exposed = window.targets.inspect_exposed(link, "vault_settings")
     qtbot.addWidget(exposed)
     qtbot.waitUntil(lambda: exposed.variables.topLevelItemCount() > 0, timeout=wait)
     texts += gui_texts(exposed.variables)
