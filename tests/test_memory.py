@@ -151,10 +151,10 @@ def test_tracemalloc_diff_points_at_the_leaking_line(leaky):
     chunks = after["chunks"] - before["chunks"]
     expected = chunks * after["chunk_size"]
     assert expected * 0.95 <= top.size_diff <= expected * 1.05
-    # exact on 3.11+; 3.10 shows one block more at this line in about one run of three
-    # (not understood: the buffer list's item array, the line's only other allocation,
-    # stays one block), so it gets that one block of slack
-    assert chunks <= top.count_diff <= chunks + (sys.version_info < (3, 11))
+    # plus at most one block: the buffer list's item array, allocated before tracemalloc
+    # started (untraced), is traced from its first regrowth at this line on, which falls
+    # into the leak window in some runs and not in others
+    assert chunks <= top.count_diff <= chunks + 1
     lines = {(s.file, s.line) for s in diff.sites}
     assert (leaky.file, leaky.line_of("LEAK-RECORDS")) in lines
     assert (leaky.file, leaky.line_of("LEAK-CACHE")) in lines
