@@ -17,6 +17,7 @@ What changed where:
 from __future__ import annotations
 
 import asyncio
+import dis
 import gc
 import sys
 import tracemalloc
@@ -34,6 +35,10 @@ TASKS_PER_THREAD = sys.version_info >= (3, 14)
 AWAITED_BY = hasattr(asyncio, "capture_call_graph")
 # 3.12+: asyncio.eager_task_factory exists.
 EAGER_TASKS = hasattr(asyncio, "eager_task_factory")
+# 3.11+: a coroutine's frame object is made on first access (``cr_frame``) and then lives
+# as long as the coroutine; before, every coroutine has one from the start.
+FRAMES_ON_DEMAND = sys.version_info >= (3, 11)
+_YIELDS = frozenset({"YIELD_VALUE", "YIELD_FROM"})  # YIELD_FROM: up to 3.10
 
 _REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
 _type_mro = type.__dict__["__mro__"].__get__  # C slot: a metaclass cannot intercept it
@@ -171,6 +176,31 @@ def local_values(coro: Any, frame: types.FrameType) -> list[Any]:
         ]
     except Exception:
         return []
+
+
+def suspension_lines(code: types.CodeType) -> frozenset[int]:
+    """The lines a coroutine of ``code`` can be suspended at: those of its yield points
+    (every ``await``, ``async for``/``async with`` step and ``yield`` compiles to one).
+
+    A suspended coroutine whose code has a single such line is at that line: its
+    ``cr_frame`` need not be made (on 3.11+ a frame object per coroutine, counted by the
+    GC as an allocation: enough of them start collections in the host).
+    """
+    try:
+        offsets = [i.offset for i in dis.get_instructions(code) if i.opname in _YIELDS]
+        lines = set()
+        for start, end, line in code.co_lines():
+            if line is not None and any(start <= offset < end for offset in offsets):
+                lines.add(line)
+        return frozenset(lines)
+    except Exception:
+        return frozenset()
+
+
+def coroutine_suspended(coro: Any) -> bool:
+    """True when a native coroutine is suspended at a yield point (3.11+ ``cr_suspended``);
+    False when it is not, or the version cannot tell without its frame."""
+    return getattr(coro, "cr_suspended", False) is True
 
 
 def gather_children(future: Any) -> list[Any]:

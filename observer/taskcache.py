@@ -10,6 +10,7 @@ per row (100k rows per refresh).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,9 @@ class TaskCache:
         self.epoch = 0
         self.version = 0
         self.sites: list[TaskSite] = []
-        self.rows: dict[int, dict[str, Any]] = {}  # serial -> TaskInfo fields
-        self.first_seen: dict[int, float] = {}
+        # serial -> (its TaskInfo, first seen, pending, the moment that record is aged for),
+        # in serial order
+        self.rows: dict[int, tuple[TaskInfo, float, bool, float]] = {}
         self._loop_ids: dict[int, str] = {0: ""}
 
     def since(self) -> tuple[int, int]:
@@ -88,7 +90,10 @@ class TaskCache:
                 raise WireError("a complete listing must carry every site")
             self.sites = list(listing.sites)
             self.rows = {}
-            self.first_seen = {}
+            try:
+                rows.sort(key=_serial_key)  # agent order is its own; ours is first seen first
+            except (TypeError, IndexError, KeyError) as exc:
+                raise WireError(f"bad task rows: {exc}") from exc
         else:
             if (
                 listing.epoch != self.epoch
@@ -97,82 +102,97 @@ class TaskCache:
             ):
                 raise Resync(f"delta from {listing.base} does not follow {self.version}")
             self.sites.extend(listing.sites)
-        decoded = [self._decode(row) for row in rows]
-        if listing.base == 0:
-            decoded.sort(key=_serial_key)
-        target, first = self.rows, self.first_seen
+        sites = [(site.coroutine, site.function, site.file) for site in self.sites]
+        count = len(sites)
+        now = listing.time
+        loop_ids = self._loop_ids
+        target = self.rows
         for serial in listing.removed:
             target.pop(serial, None)
-            first.pop(serial, None)
-        for serial, fields, seen in decoded:
-            target[serial] = fields
-            first[serial] = seen
+        for row in rows:  # inlined: 100k rows a listing
+            if type(row) is not list or len(row) != 8 or tuple(map(type, row)) != _ROW_TYPES:
+                row = _checked(row)
+            serial, name, state, site, line, loop, seen, awaiting = row
+            if not 0 <= site < count:
+                raise WireError(f"task row {serial} names site {site} of {count}")
+            where = sites[site]
+            loop_id = loop_ids.get(loop)
+            if loop_id is None:
+                loop_id = loop_ids[loop] = f"loop-{loop}"
+            fields = {
+                "id": f"task-{serial}",
+                "name": name,
+                "state": state,
+                "coroutine": where[0],
+                "function": where[1],
+                "file": where[2],
+                "line": line,
+                "loop": loop_id,
+                "age": _age(now - seen),
+                "awaiting": _awaiting(serial, awaiting) if awaiting else _NO_AWAITING,
+                "current": False,
+            }
+            target[serial] = (_make(fields), seen, state == "pending", now)
         self.epoch, self.version = listing.epoch, listing.version
 
     def tasks(self, now: float, current: Iterable[int] = ()) -> tuple[TaskInfo, ...]:
         """Every task held, pending first (each part in serial order), aged as of the
-        agent's ``now``; ``current`` are the serials running a step."""
-        running = set(current)
-        first = self.first_seen
+        agent's ``now`` (records made for another moment are copied with their new age);
+        ``current`` are the serials running a step."""
         pending: list[TaskInfo] = []
         others: list[TaskInfo] = []
-        for serial, fields in self.rows.items():
-            copy = dict(fields)
-            copy["age"] = round(max(0.0, now - first[serial]), 3)
-            if running and serial in running:
-                copy["current"] = True
-            (pending if fields["state"] == "pending" else others).append(_make(copy))
+        rows = self.rows
+        for serial, (info, seen, waiting, made) in rows.items():
+            if made != now:
+                if _FAST:
+                    fields = info.__dict__.copy()
+                    fields["age"] = _age(now - seen)
+                    info = _new(TaskInfo)
+                    _set_dict(info, "__dict__", fields)
+                else:
+                    info = dataclasses.replace(info, age=_age(now - seen))
+                rows[serial] = (info, seen, waiting, now)  # the same key: no resize
+            (pending if waiting else others).append(info)
         if others:
             pending.extend(others)
+        running = set(current)
+        if running:
+            for index, info in enumerate(pending):
+                if int(info.id[5:]) in running:
+                    pending[index] = dataclasses.replace(info, current=True)
         return tuple(pending)
 
-    def _decode(self, row: Any) -> tuple[int, dict[str, Any], float]:
-        """One wire row (TaskRow order), checked, as (serial, TaskInfo fields, first seen)."""
-        if type(row) is not list or len(row) < 8:
-            raise WireError(f"bad task row {row!r:.60}")
-        serial, name, state, site, line, loop, seen, awaiting = row[:8]
-        if (
-            type(serial) is not int
-            or type(name) is not str
-            or type(state) is not str
-            or type(site) is not int
-            or type(line) is not int
-            or type(loop) is not int
-            or type(awaiting) is not list
-        ):
-            raise WireError(f"bad task row {row!r:.60}")
-        if type(seen) is not float:
-            if type(seen) is not int:
-                raise WireError(f"bad first_seen in task row {serial}")
-            seen = float(seen)
-        if not 0 <= site < len(self.sites):
-            raise WireError(f"task row {serial} names site {site} of {len(self.sites)}")
-        where = self.sites[site]
-        loop_id = self._loop_ids.get(loop)
-        if loop_id is None:
-            loop_id = self._loop_ids[loop] = f"loop-{loop}"
-        if awaiting:
-            for other in awaiting:
-                if type(other) is not int:
-                    raise WireError(f"bad awaiting in task row {serial}")
-            waits = tuple([f"task-{other}" for other in awaiting])
-        else:
-            waits = _NO_AWAITING
-        fields = {
-            "id": f"task-{serial}",
-            "name": name,
-            "state": state,
-            "coroutine": where.coroutine,
-            "function": where.function,
-            "file": where.file,
-            "line": line,
-            "loop": loop_id,
-            "age": None,
-            "awaiting": waits,
-            "current": False,
-        }
-        return serial, fields, seen
+
+def _age(seconds: float) -> float:
+    """An age in seconds to the millisecond, as the agent's clocks are."""
+    return int(seconds * 1000.0 + 0.5) / 1000.0 if seconds > 0.0 else 0.0
 
 
-def _serial_key(item: tuple[int, dict[str, Any], float]) -> int:
-    return item[0]
+_ROW_TYPES = (int, str, str, int, int, int, float, list)
+
+
+def _awaiting(serial: int, awaiting: list[Any]) -> tuple[str, ...]:
+    """Task ids from a row's awaiting serials."""
+    for other in awaiting:
+        if type(other) is not int:
+            raise WireError(f"bad awaiting in task row {serial}")
+    return tuple([f"task-{other}" for other in awaiting])
+
+
+def _checked(row: Any) -> list[Any]:
+    """A row that is not the plain shape (say, a first_seen sent as an int), checked field
+    by field; its 8 fields, first_seen as a float."""
+    if type(row) is not list or len(row) < 8:
+        raise WireError(f"bad task row {row!r:.60}")
+    fields = row[:8]
+    for index, kind in enumerate(_ROW_TYPES):
+        value = fields[index]
+        if type(value) is not kind:
+            if kind is float and type(value) is int:
+                fields[index] = float(value)
+            else:
+                raise WireError(f"bad task row {row!r:.60}")
+    return fields
+
+
+_serial_key = operator.itemgetter(0)  # rows are checked when decoded

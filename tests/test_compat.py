@@ -271,6 +271,36 @@ def test_local_values_read_a_suspended_coroutines_locals_without_f_locals(lt):
         assert not any(type(r) is dict and "kept" in r for r in gc.get_referents(frame))
 
 
+async def _one_await() -> None:
+    await asyncio.sleep(3600)  # ONE-AWAIT
+
+
+async def _three_waits(flag: bool) -> None:
+    if flag:
+        await asyncio.sleep(3600)  # WAIT-1
+    async with asyncio.Lock():  # WAIT-2
+        pass
+    await asyncio.sleep(3600)  # WAIT-3
+
+
+def _marked(*marks: str) -> set[int]:
+    source = open(__file__).read().splitlines()
+    return {i for i, text in enumerate(source, 1) for m in marks if text.endswith(f"# {m}")}
+
+
+def test_suspension_lines_name_every_place_a_coroutine_can_wait(lt):
+    """From the bytecode's yield points (YIELD_VALUE, YIELD_FROM up to 3.10): a coroutine
+    suspended in a code with one such line is at that line, frame or not."""
+    assert compat.suspension_lines(_one_await.__code__) == _marked("ONE-AWAIT")
+    assert compat.suspension_lines(_three_waits.__code__) == _marked("WAIT-1", "WAIT-2", "WAIT-3")
+    assert compat.suspension_lines(_marked.__code__) == frozenset()  # a plain function
+    task = lt.run(lambda: _spawn(_one_await()))
+    coro = task.get_coro()
+    assert compat.coroutine_suspended(coro) == compat.FRAMES_ON_DEMAND  # 3.10 cannot tell
+    assert {coro.cr_frame.f_lineno} == _marked("ONE-AWAIT")
+    assert (sys.version_info >= (3, 11)) == compat.FRAMES_ON_DEMAND
+
+
 class Hostile:
     """Runs host code on every generic lookup and says so."""
 

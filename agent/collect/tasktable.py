@@ -52,7 +52,7 @@ _MAX_NAME = 1000  # characters of a task name kept: a row's size stays bounded
 _WAITING_FRAMES = frozenset({"wait", "_wait", "wait_for", "__aexit__", "_aexit"})
 _GROUP_FRAMES = frozenset({"__aexit__", "_aexit"})
 
-SLICE_SECONDS = 0.001  # hold the GIL at most about this long before handing it over
+SLICE_SECONDS = 0.003  # hold the GIL at most about this long before handing it over
 YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
 ROTATE = 50  # a task that looks unchanged is walked again at least every ROTATE passes
 SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
@@ -281,7 +281,8 @@ class TaskTable:
         self._loop_counts: dict[int, int] = {}
         self._loop_cache: dict[int, int] = {}  # id(loop) -> serial, for one pass
         self._codes: dict[int, tuple[Any, str]] = {}  # id(code) -> (code, qualified name)
-        self._first_text: dict[float, str] = {}
+        self._first_text = (0.0, "0.0")  # the last first-seen time written, and its text
+        self._noted: tuple[str, int] = ("", 0)  # the last location noted as reported
         self._sites: dict[tuple[str, str, str], int] = {}
         self._site_list: list[tuple[str, str, str]] = []
         self._site_version: list[int] = []
@@ -344,44 +345,122 @@ class TaskTable:
     def _grow(self) -> None:
         start = len(self._serial)
         grow = max(_GROW, start // 2)
-        zeros = [0] * grow
-        for column in (self._serial, self._key, self._loop, self._site, self._state):
-            column.extend(zeros)
-        self._first.extend([0.0] * grow)
-        self._seen.extend(bytes(grow))
+        zeros = bytes(8 * grow)
+        for column in (self._serial, self._key, self._loop, self._site, self._first):
+            column.frombytes(zeros)
+        self._state.frombytes(zeros[:grow])
+        self._seen.extend(zeros[:grow])
         nones = [None] * grow
         for cells in (self._refs, self._held, self._rows, self._names):
             cells.extend(nones)
         self._free.extend(range(start + grow - 1, start - 1, -1))
 
-    def _add(self, task: Any, ref: Any, changed: array[int], removed: array[int]) -> int:
-        """Register a task the table has not seen (retiring a dead one at its id) and
-        render its row."""
+    def _register(self, task: Any, ref: Any, removed: array[int]) -> int:
+        """A slot for a task the table has not seen (retiring a dead one at its id), with
+        its serial, first-seen time and loop; no row yet."""
         key = id(task)
         old = self._slot_of.get(key, -1)
         if old >= 0:  # the id belonged to a task that has died since: it is gone
             removed.append(self._serial[old])
             self._retire(old)
-        if not self._free:
+        free = self._free
+        if not free:
             self._grow()
-        slot = self._free.pop()
+        slot = free.pop()
         self._slot_of[key] = slot
         self._key[slot] = key
         self._refs[slot] = ref if ref is not None else weakref.ref(task)
-        self._serial[slot] = self._next_serial
-        self._next_serial += 1
+        serial = self._next_serial
+        self._next_serial = serial + 1
+        self._serial[slot] = serial
         self._first[slot] = self._now
         self._seen[slot] = 3 - self._phase  # met by this pass only when the pass reaches it
-        loop = compat.task_loop(task)
+        try:
+            loop = task.get_loop()
+        except Exception:
+            loop = compat.task_loop(task)
         loop_serial = self._loop_cache.get(id(loop))
         if loop_serial is None:
             loop_serial = self._registry.loop_serial(loop) if loop is not None else 0
             self._loop_cache[id(loop)] = loop_serial
         self._loop[slot] = loop_serial
-        self._loop_counts[loop_serial] = self._loop_counts.get(loop_serial, 0) + 1
-        self._state[slot] = _PENDING
-        self._render(slot, task, compat.fut_waiter(task), None, changed, removed, True)
+        counts = self._loop_counts
+        counts[loop_serial] = counts.get(loop_serial, 0) + 1
         return slot
+
+    def _add(
+        self, task: Any, ref: Any, changed: array[int], removed: array[int], waiter: Any = None
+    ) -> int:
+        """Register a task the table has not seen and render its row. ``waiter``: the
+        task's _fut_waiter when the caller has read it."""
+        if waiter is None:
+            waiter = compat.fut_waiter(task)
+        if type(waiter) is _FUTURE and self._add_plain(task, ref, waiter, changed, removed):
+            return self._slot_of[id(task)]
+        slot = self._register(task, ref, removed)
+        self._render(slot, task, waiter, None, changed, removed, True)
+        return slot
+
+    def _add_plain(
+        self, task: Any, ref: Any, waiter: Any, changed: array[int], removed: array[int]
+    ) -> bool:
+        """The first sight of the most common task, fast: native coroutines all the way
+        down to a plain future that is not a shield() (which awaits no task). Exactly
+        what _render would make of it; False (nothing done) for any other task."""
+        if compat.shielded(waiter) is not None:
+            return False
+        coro = task.get_coro()
+        if type(coro) is not _CORO:
+            return False
+        location = None
+        link = coro
+        depth = 0
+        asyncio_dir = _ASYNCIO_DIR
+        while type(link) is _CORO and depth < MAX_CHAIN:
+            code = link.cr_code
+            if code.co_filename.startswith(asyncio_dir):
+                if code.co_name in _WAITING_FRAMES:
+                    return False  # tasks in wait(), wait_for(), TaskGroup: the general walk
+                if location is None:
+                    location = link
+            else:
+                location = link
+            link = link.cr_await
+            depth += 1
+        if link is not None and not _ends_chain(type(link)):
+            return False  # a generator-based or foreign link below: the general walk
+        if location is None:
+            return False
+        name = task.get_name()
+        if type(name) is not str or len(name) > _MAX_NAME:
+            return False
+        coroutine = coro.__qualname__
+        place = self._place(location, coroutine)
+        if place is None:
+            return False
+        file, line, function = place
+        key = (coroutine, function, file)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._site_of(key)
+        slot = self._register(task, ref, removed)
+        self.walked += 1
+        self._names[slot] = name
+        self._state[slot] = _PENDING
+        self._site[slot] = site
+        self._held[slot] = waiter
+        first = self._first[slot]
+        if first == self._first_text[0]:
+            first_text = self._first_text[1]
+        else:
+            first_text = repr(first)
+            self._first_text = (first, first_text)
+        self._rows[slot] = (
+            f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
+            f'"pending",{site},{line},{self._loop[slot]},{first_text},[]]'
+        )
+        changed.append(slot)
+        return True
 
     def _retire(self, slot: int) -> None:
         """Free a slot whose task is gone."""
@@ -402,13 +481,49 @@ class TaskTable:
 
     # ------------------------------------------------------------ rows
 
-    def _code_name(self, code: Any) -> str:
+    def _code_entry(self, code: Any) -> tuple[Any, str, int]:
+        """(code, qualified name, the one line its coroutines can be suspended at or 0),
+        kept per code object (held, so its id cannot name another while cached)."""
         entry = self._codes.get(id(code))
         if entry is None or entry[0] is not code:
             if len(self._codes) >= MAX_CODES:
                 self._codes.clear()
-            entry = self._codes[id(code)] = (code, compat.code_name(code))
-        return entry[1]
+            line = 0
+            if compat.FRAMES_ON_DEMAND:
+                lines = compat.suspension_lines(code)
+                line = next(iter(lines)) if len(lines) == 1 else 0
+            entry = self._codes[id(code)] = (code, compat.code_name(code), line)
+        return entry
+
+    def _place(self, link: Any, coroutine: str) -> tuple[str, int, str] | None:
+        """(file, line, function) of a task's location link, or None once it finished.
+
+        A suspended coroutine whose code has one yield line is at that line: its frame is
+        not made (3.11+ makes a frame object per coroutine on first access, and the GC
+        counts each as an allocation: 100k of them start collections in the host).
+        """
+        if type(link) is _CORO:
+            code = link.cr_code
+            entry = self._code_entry(code)
+            if entry[2] and link.cr_suspended:  # entry[2] is only set where it exists
+                line = entry[2]
+            else:
+                frame = link.cr_frame
+                if frame is None:
+                    return None
+                line = frame.f_lineno or 0
+        else:
+            frame = _frame_of(link)
+            if frame is None:
+                return None
+            code = frame.f_code
+            entry = self._code_entry(code)
+            line = frame.f_lineno or 0
+        file = code.co_filename
+        if line != self._noted[1] or file is not self._noted[0]:
+            note_reported(file, line)
+            self._noted = (file, line)
+        return file, line, entry[1] or coroutine
 
     def _site_of(self, key: tuple[str, str, str]) -> int:
         index = self._sites.get(key)
@@ -459,15 +574,15 @@ class TaskTable:
         awaits = ""
         if state == _PENDING:
             location, awaited, watch = walk_task(task, waiter, awaiting_of)
-            frame = _frame_of(location) if location is not None else None
-            if frame is not None:
-                code = frame.f_code
-                file, line = code.co_filename, frame.f_lineno or 0
-                function = self._code_name(code) or coroutine
-                note_reported(file, line)
+            place = self._place(location, coroutine) if location is not None else None
+            if place is not None:
+                file, line, function = place
             if awaited:
                 awaits = ",".join([str(self._serial_of(t, changed, removed)) for t in awaited])
-        site = self._site_of((coroutine, function, file))
+        key = (coroutine, function, file)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._site_of(key)
         self._state[slot] = state
         self._site[slot] = site
         if state != _PENDING:
@@ -477,11 +592,11 @@ class TaskTable:
         else:
             self._held[slot] = waiter
         first = self._first[slot]
-        first_text = self._first_text.get(first)
-        if first_text is None:
-            if len(self._first_text) > 256:
-                self._first_text.clear()
-            first_text = self._first_text[first] = repr(first)
+        if first == self._first_text[0]:
+            first_text = self._first_text[1]
+        else:
+            first_text = repr(first)
+            self._first_text = (first, first_text)
         text = (
             f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
             f'"{_STATE_TEXT[state]}",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
@@ -566,7 +681,7 @@ class TaskTable:
                     if mine is not ref and mine() is not task:
                         slot = -1
                 if slot < 0:
-                    slot = self._add(task, ref, changed, removed)
+                    slot = self._add(task, ref, changed, removed, fut_waiter(task))
                     seen[slot] = phase
                     continue
                 if seen[slot] == phase:
