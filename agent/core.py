@@ -522,7 +522,9 @@ class AgentCore:
     # ------------------------------------------------------------ history
 
     def sample(self) -> HistorySample:
-        """One load sample; also posts lag probes to every running loop."""
+        """One load sample; also posts lag probes to every running loop, and lets the task
+        table drop the futures it holds once no snapshot asked for a while."""
+        self.tasks.table.expire()
         loops = [lp for lp, _ in self.tasks.loops()]
         self.lag.probe(loops)
         mem = guarded(self.process.memory_info, None)

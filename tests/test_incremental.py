@@ -375,6 +375,41 @@ def test_a_task_that_moved_shows_its_new_line_even_on_a_reused_future_address(lt
         lt.run(lambda: _cancel(task))
 
 
+def test_a_table_nobody_asks_lets_go_of_the_futures_it_holds(lt):
+    """Holding the future a task waited on keeps it (and its result) alive after the task
+    moved on, until the next pass; when no pass comes, expire lets go of it."""
+    box: list[Any] = []
+    moved = threading.Event()
+
+    async def start() -> asyncio.Task[None]:
+        task = asyncio.create_task(pacer(box, moved), name="pacer")
+        await asyncio.sleep(0)
+        return task
+
+    task = lt.run(start)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        held = weakref.ref(box[0])
+        moved.clear()
+        lt.loop.call_soon_threadsafe(lambda: box[0].set_result(None))
+        assert moved.wait(10)
+        gc.collect()
+        assert held() is not None  # the pacer has moved on: only the table holds it
+        table.expire(idle=3600)
+        gc.collect()
+        assert held() is not None  # a pass ran just now: not yet
+        table.expire(idle=0.0)
+        gc.collect()
+        assert held() is None
+        table.refresh(max_age=0)  # walked again from scratch, and right
+        line = rows_by_serial(registry)[int(table.task_id(task)[0][5:])][4]
+        assert Path(__file__).read_text().splitlines()[line - 1].endswith("# LINE-B")
+    finally:
+        lt.run(lambda: _cancel(task))
+
+
 async def one_wait() -> None:
     await asyncio.sleep(3600)  # ONE-WAIT
 

@@ -56,6 +56,7 @@ SLICE_SECONDS = 0.003  # hold the GIL at most about this long before handing it 
 YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
 ROTATE = 50  # a task that looks unchanged is walked again at least every ROTATE passes
 SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
+HOLD_SECONDS = 30.0  # waiters are let go when no pass ran for this long (see expire)
 LOG_VERSIONS = 4096  # versions a delta can reach back
 LOG_MIN_ENTRIES = 50_000  # changed rows + removed ids kept for deltas, at least
 CHUNK_ROWS = 20_000  # rows per reply chunk
@@ -263,6 +264,7 @@ class TaskTable:
         self._next_serial = 1
         self._phase = 1  # what seen[] holds for slots met in the running pass (1 or 2)
         self._done_at = -1e9  # monotonic end of the last pass
+        self._released = True  # no waiter is held (none yet, or let go: see expire)
         self._now = round(time.time(), 3)  # first-seen time given in the running pass
         self._current: list[int] = []  # serials running a step at the last pass
         self._slot_of: dict[int, int] = {}  # id(task) -> slot
@@ -332,13 +334,21 @@ class TaskTable:
         return slot
 
     def release(self) -> None:
-        """Stop holding the futures tasks waited on (no one looks for a while): the next
-        pass walks every pending task again."""
+        """Stop holding the futures tasks waited on (and with them their results): the next
+        pass walks every pending task again. In slices, like a pass."""
         with self._lock:
             held = self._held
-            for slot in range(len(held)):
-                if held[slot] is not None:
-                    held[slot] = _ALWAYS
+            for start in range(0, len(held), 4096):
+                for slot in range(start, min(start + 4096, len(held))):
+                    if held[slot] is not None:
+                        held[slot] = _ALWAYS
+                time.sleep(YIELD)
+            self._released = True
+
+    def expire(self, idle: float = HOLD_SECONDS) -> None:
+        """Release (see release) once no pass has run for ``idle`` seconds: nobody looks."""
+        if not self._released and time.monotonic() - self._done_at > idle:
+            self.release()
 
     # ------------------------------------------------------------ slots
 
@@ -617,6 +627,7 @@ class TaskTable:
                 return
             self._pass()
             self._done_at = time.monotonic()
+            self._released = False
 
     def _pass(self) -> None:
         self.passes += 1
