@@ -128,12 +128,14 @@ def measure(
         limit = tasks + 1000
         host.reset()
         cpu0 = host.thread_cpu(agent_tids)
+        rss0 = host.psutil.memory_info().rss
         started, mine = time.perf_counter(), time.process_time()
         snap = node.snapshot(limit=limit)
         cold_rtt = time.perf_counter() - started
         client_cpu = time.process_time() - mine
         cold_cpu = host.thread_cpu(agent_tids) - cpu0
         cold_stall, cold_gc = host.report()
+        grown = host.psutil.memory_info().rss - rss0
         stats = getattr(node, "last_listing", None)
         assert len(snap.tasks) >= tasks, (len(snap.tasks), tasks)
         walks = [host.ask("chain", "chain") for _ in range(2)]  # after: the call came first
@@ -150,6 +152,7 @@ def measure(
             "cold_trips": stats.chunks if stats else 1,
             "cold_stall_ms": cold_stall * 1000,
             "cold_gc": cold_gc,
+            "cold_rss_mb": grown / 1e6,
         }
         rtts, stalls, rows, gcs = [], [], [], [0, 0, 0]
         cpu0 = host.thread_cpu(agent_tids)
@@ -217,7 +220,7 @@ def main() -> None:
     print(
         f"{'tasks':>8} | {'plain':>5} | {'cold ms':>8} {'client':>6} {'cpu ms':>7} {'us/t':>5} "
         f"{'x':>4} "
-        f"{'KiB':>7} {'trips':>5} {'stall':>6} {'gc 0/1/2':>9} | {'steady ms':>9} "
+        f"{'KiB':>7} {'trips':>5} {'stall':>6} {'gc 0/1/2':>9} {'+MB':>5} | {'steady ms':>9} "
         f"{'cpu ms':>7} {'rows':>6} {'stall':>6} {'gc 0/1/2':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,7 +236,8 @@ def main() -> None:
                 f"{r['cold_cpu_ms']:>7.0f} "
                 f"{r['cold_us_task']:>5.2f} {r['cold_us_task'] / r['plain_us']:>4.1f} "
                 f"{r['cold_kib']:>7.0f} {r['cold_trips']:>5} {r['cold_stall_ms']:>6.1f} "
-                f"{'/'.join(map(str, r['cold_gc'])):>9} | {r['steady_ms']:>9.1f} "
+                f"{'/'.join(map(str, r['cold_gc'])):>9} {r['cold_rss_mb']:>5.0f} | "
+                f"{r['steady_ms']:>9.1f} "
                 f"{r['steady_cpu_ms']:>7.1f} {r['steady_rows']:>6.0f} "
                 f"{r['steady_stall_ms']:>6.1f} {'/'.join(map(str, r['steady_gc'])):>9}",
                 flush=True,
@@ -249,7 +253,8 @@ def main() -> None:
         "columns: plain = in-loop await-chain walk, us/task; cold = first snapshot (round "
         "trip ms, client CPU ms (decode), agent CPU ms, agent CPU us/task, x = that / plain, "
         "KiB and round trips on "
-        "the wire, worst loop stall ms, GC collections per generation during the call); "
+        "the wire, worst loop stall ms, GC collections per generation during the call, host "
+        "RSS growth MB); "
         "steady = median refresh round trip, agent CPU per refresh, rows received, worst "
         "stall over the refreshes, collections over all of them"
     )

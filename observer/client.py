@@ -266,7 +266,7 @@ class Node:
         holds alone. A delta that does not follow it (the agent restarted, a reply was
         lost) makes the node ask again for everything, once.
         """
-        with self._lock:
+        with self._lock, gc_paused():  # the rows of every chunk stay until all are in
             for attempt in range(2):
                 since, epoch = self._tasks.since() if not match and attempt == 0 else (0, 0)
                 data = self._raw(method, int(limit), str(match), since, epoch, int(self.chunk_rows))

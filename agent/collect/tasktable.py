@@ -13,10 +13,15 @@ until ``release`` (no observer for a while).
 
 Each pass that changes something is a new version; an observer holding version S gets
 the rows changed after S and the ids of the tasks gone since, or everything when S is
-too old. Per-task state lives in arrays and in lists of host objects and str, and a task
-is told apart from a later one at the same address by asyncio's own weak reference to
-it (compat.registered_refs), so a pass leaves no GC-tracked object per task behind: a
-first listing of 300k tasks must not push the host into a full collection.
+too old. Rows are cached as JSON text and handed out in chunks (see Listing).
+
+The host's GC: per-task state lives in arrays and in lists of host objects and str; a
+task is told apart from a later one at the same address by asyncio's own weak reference
+to it (compat.registered_refs), not one of ours; a row's line comes from its code when
+the code has one place to wait (no frame object made, see _place). So a pass leaves no
+GC-tracked object per task behind, and a first listing of 100k tasks does not drive
+the host's collector into a full collection. The id -> slot map is spread over many
+dicts, so none grows in one long step; the GIL is handed over every few milliseconds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import logging
 import os
 import random
 import threading
@@ -45,6 +51,7 @@ from agent.collect.source import note_reported
 if TYPE_CHECKING:
     from agent.collect.tasks import TaskRegistry
 
+log = logging.getLogger("agent")
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _MAX_AWAITED = 64
 _MAX_NAME = 1000  # characters of a task name kept: a row's size stays bounded
@@ -62,7 +69,9 @@ LOG_MIN_ENTRIES = 50_000  # changed rows + removed ids kept for deltas, at least
 CHUNK_ROWS = 20_000  # rows per reply chunk
 CHUNK_BYTES = 4 * 1024 * 1024  # and at most about this much row text per chunk
 MAX_CODES = 20_000  # code objects whose names are cached
-_GROW = 4096  # slots added at a time
+_GROW = 4096  # slots added at a time, at least
+_GROW_MAX = 65536  # and at most: every step of the table's growth is a short one
+_SHARDS = 256  # dicts the id -> slot map is spread over
 
 _FREE, _PENDING, _DONE, _CANCELLED, _UNKNOWN = 0, 1, 2, 3, 4
 _STATE_TEXT = ("", "pending", "done", "cancelled", "unknown")
@@ -267,7 +276,10 @@ class TaskTable:
         self._released = True  # no waiter is held (none yet, or let go: see expire)
         self._now = round(time.time(), 3)  # first-seen time given in the running pass
         self._current: list[int] = []  # serials running a step at the last pass
-        self._slot_of: dict[int, int] = {}  # id(task) -> slot
+        # id(task) -> slot, in _SHARDS dicts by id: one dict of 1M entries would stop the
+        # world (the GIL) for ~100 ms each time it grows
+        self._ids: list[dict[int, int]] = [{} for _ in range(_SHARDS)]
+        self._live = 0
         self._refs: list[Any] = []  # slot -> weak reference to its task (None: free)
         self._held: list[Any] = []  # slot -> the waiter it was suspended on when walked
         self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
@@ -297,8 +309,17 @@ class TaskTable:
 
     # ------------------------------------------------------------ ids
 
+    # A slot's serial is written last when it is taken and cleared first when it is freed,
+    # so a reader that finds the same serial before and after reading the slot's other
+    # cells read that one registration's: lookups need not wait for a pass holding the lock.
+
     def task_id(self, task: Any) -> tuple[str, float]:
         """A task's id and first-seen wall time, registering it if new."""
+        slot = self._ids[(id(task) >> 4) % _SHARDS].get(id(task), -1)
+        if slot >= 0:
+            serial, ref, first = self._serial[slot], self._refs[slot], self._first[slot]
+            if serial and serial == self._serial[slot] and ref is not None and ref() is task:
+                return f"task-{serial}", first
         with self._lock:
             slot = self._lookup(task)
             if slot < 0:
@@ -307,7 +328,7 @@ class TaskTable:
             return f"task-{self._serial[slot]}", self._first[slot]
 
     def find_task(self, task_id: str) -> Any | None:
-        """The live task behind an id printed earlier, or None."""
+        """The live task behind an id printed earlier, or None (without waiting for a pass)."""
         if not task_id.startswith("task-"):
             return None
         try:
@@ -316,17 +337,19 @@ class TaskTable:
             return None
         if serial <= 0:
             return None
-        with self._lock:
-            try:
-                slot = self._serial.index(serial)
-            except ValueError:
-                return None
-            ref = self._refs[slot]
-        return ref() if ref is not None else None
+        try:
+            slot = self._serial.index(serial)
+        except ValueError:
+            return None
+        ref = self._refs[slot]
+        if self._serial[slot] != serial or ref is None:
+            return None
+        return ref()
 
     def _lookup(self, task: Any) -> int:
         """The slot of this very task, or -1 (never one of a dead task at the same id)."""
-        slot = self._slot_of.get(id(task), -1)
+        key = id(task)
+        slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
         if slot >= 0:
             held = self._refs[slot]
             if held is None or held() is not task:
@@ -354,7 +377,7 @@ class TaskTable:
 
     def _grow(self) -> None:
         start = len(self._serial)
-        grow = max(_GROW, start // 2)
+        grow = min(max(_GROW, start // 2), _GROW_MAX)
         zeros = bytes(8 * grow)
         for column in (self._serial, self._key, self._loop, self._site, self._first):
             column.frombytes(zeros)
@@ -369,7 +392,8 @@ class TaskTable:
         """A slot for a task the table has not seen (retiring a dead one at its id), with
         its serial, first-seen time and loop; no row yet."""
         key = id(task)
-        old = self._slot_of.get(key, -1)
+        ids = self._ids[(key >> 4) % _SHARDS]
+        old = ids.get(key, -1)
         if old >= 0:  # the id belonged to a task that has died since: it is gone
             removed.append(self._serial[old])
             self._retire(old)
@@ -377,12 +401,10 @@ class TaskTable:
         if not free:
             self._grow()
         slot = free.pop()
-        self._slot_of[key] = slot
+        ids[key] = slot
+        self._live += 1
         self._key[slot] = key
         self._refs[slot] = ref if ref is not None else weakref.ref(task)
-        serial = self._next_serial
-        self._next_serial = serial + 1
-        self._serial[slot] = serial
         self._first[slot] = self._now
         self._seen[slot] = 3 - self._phase  # met by this pass only when the pass reaches it
         try:
@@ -396,6 +418,9 @@ class TaskTable:
         self._loop[slot] = loop_serial
         counts = self._loop_counts
         counts[loop_serial] = counts.get(loop_serial, 0) + 1
+        serial = self._next_serial
+        self._next_serial = serial + 1
+        self._serial[slot] = serial  # last: see task_id
         return slot
 
     def _add(
@@ -405,23 +430,25 @@ class TaskTable:
         task's _fut_waiter when the caller has read it."""
         if waiter is None:
             waiter = compat.fut_waiter(task)
-        if type(waiter) is _FUTURE and self._add_plain(task, ref, waiter, changed, removed):
-            return self._slot_of[id(task)]
+        if type(waiter) is _FUTURE:
+            slot = self._add_plain(task, ref, waiter, changed, removed)
+            if slot >= 0:
+                return slot
         slot = self._register(task, ref, removed)
         self._render(slot, task, waiter, None, changed, removed, True)
         return slot
 
     def _add_plain(
         self, task: Any, ref: Any, waiter: Any, changed: array[int], removed: array[int]
-    ) -> bool:
+    ) -> int:
         """The first sight of the most common task, fast: native coroutines all the way
         down to a plain future that is not a shield() (which awaits no task). Exactly
-        what _render would make of it; False (nothing done) for any other task."""
+        what _render would make of it; its slot, or -1 (nothing done) for any other task."""
         if compat.shielded(waiter) is not None:
-            return False
+            return -1
         coro = task.get_coro()
         if type(coro) is not _CORO:
-            return False
+            return -1
         location = None
         link = coro
         depth = 0
@@ -430,7 +457,7 @@ class TaskTable:
             code = link.cr_code
             if code.co_filename.startswith(asyncio_dir):
                 if code.co_name in _WAITING_FRAMES:
-                    return False  # tasks in wait(), wait_for(), TaskGroup: the general walk
+                    return -1  # tasks in wait(), wait_for(), TaskGroup: the general walk
                 if location is None:
                     location = link
             else:
@@ -438,16 +465,16 @@ class TaskTable:
             link = link.cr_await
             depth += 1
         if link is not None and not _ends_chain(type(link)):
-            return False  # a generator-based or foreign link below: the general walk
+            return -1  # a generator-based or foreign link below: the general walk
         if location is None:
-            return False
+            return -1
         name = task.get_name()
         if type(name) is not str or len(name) > _MAX_NAME:
-            return False
+            return -1
         coroutine = coro.__qualname__
         place = self._place(location, coroutine)
         if place is None:
-            return False
+            return -1
         file, line, function = place
         key = (coroutine, function, file)
         site = self._sites.get(key)
@@ -470,10 +497,11 @@ class TaskTable:
             f'"pending",{site},{line},{self._loop[slot]},{first_text},[]]'
         )
         changed.append(slot)
-        return True
+        return slot
 
     def _retire(self, slot: int) -> None:
         """Free a slot whose task is gone."""
+        self._serial[slot] = 0  # first: see task_id
         loop_serial = self._loop[slot]
         left = self._loop_counts.get(loop_serial, 1) - 1
         if left > 0:
@@ -481,10 +509,11 @@ class TaskTable:
         else:
             self._loop_counts.pop(loop_serial, None)
         key = self._key[slot]
-        if self._slot_of.get(key) == slot:
-            del self._slot_of[key]
+        ids = self._ids[(key >> 4) % _SHARDS]
+        if ids.get(key) == slot:
+            del ids[key]
+        self._live -= 1
         self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
-        self._serial[slot] = 0
         self._state[slot] = _FREE
         self._seen[slot] = 0
         self._free.append(slot)
@@ -625,7 +654,12 @@ class TaskTable:
         with self._lock:
             if time.monotonic() - self._done_at < max_age:
                 return
-            self._pass()
+            try:
+                self._pass()
+            except Exception:  # a bug, not a task: rows may have changed unlogged
+                log.exception("runtime-observer agent: a task table pass failed")
+                self.version += 1
+                self._floor = self.version  # every observer gets a complete listing next
             self._done_at = time.monotonic()
             self._released = False
 
@@ -667,7 +701,7 @@ class TaskTable:
     ) -> None:
         """Look at each task once: keep rows whose task still waits on the held future,
         walk the others."""
-        slot_of, refs, seen, held = self._slot_of, self._refs, self._seen, self._held
+        shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate = self.passes % ROTATE
         fut_waiter = compat.fut_waiter
@@ -686,7 +720,8 @@ class TaskTable:
                     ref = item
                 else:
                     task, ref = item, None
-                slot = slot_of.get(id(task), -1)
+                key = id(task)
+                slot = shards[(key >> 4) % _SHARDS].get(key, -1)
                 if slot >= 0:
                     mine = refs[slot]
                     if mine is not ref and mine() is not task:
@@ -711,7 +746,7 @@ class TaskTable:
         """3.14+: a task's awaited set is recorded on its children, which come and go while
         it sleeps: walk every task that awaits any again (the text decides if it changed)."""
         for key in list(awaiting_of):
-            slot = self._slot_of.get(key, -1)
+            slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
             ref = self._refs[slot] if slot >= 0 else None
             task = ref() if ref is not None else None
             if task is not None:
@@ -741,7 +776,7 @@ class TaskTable:
         return out
 
     def _trim_log(self) -> None:
-        budget = max(self.log_min_entries, 2 * len(self._slot_of))
+        budget = max(self.log_min_entries, 2 * self._live)
         while self._log and (len(self._log) > self.log_versions or self._log_entries > budget):
             version, changed, removed = self._log.popleft()
             self._log_entries -= len(changed) + len(removed)
@@ -756,7 +791,7 @@ class TaskTable:
         the rows changed since then and the ids gone, or every row (pending first, up to
         ``limit``, filtered by ``match``) when it has nothing usable or asks a filter."""
         with self._lock:
-            live = len(self._slot_of)
+            live = self._live
             delta = (
                 not match
                 and epoch == self.epoch
@@ -836,7 +871,7 @@ class TaskTable:
         return pending, total
 
     def __len__(self) -> int:
-        return len(self._slot_of)
+        return self._live
 
 
 def _awaiting_map(refs: list[Any], extra: list[Any]) -> dict[int, list[Any]]:
