@@ -71,7 +71,7 @@ CHUNK_BYTES = 4 * 1024 * 1024  # and at most about this much row text per chunk
 MAX_CODES = 20_000  # code objects whose names are cached
 _GROW = 4096  # slots added at a time, at least
 _GROW_MAX = 65536  # and at most: every step of the table's growth is a short one
-_SHARDS = 256  # dicts the id -> slot map is spread over
+_SHARDS = 256  # dicts the id -> slot map is spread over (_scan has it as a literal)
 
 _FREE, _PENDING, _DONE, _CANCELLED, _UNKNOWN = 0, 1, 2, 3, 4
 _STATE_TEXT = ("", "pending", "done", "cancelled", "unknown")
@@ -700,7 +700,8 @@ class TaskTable:
         removed: array[int],
     ) -> None:
         """Look at each task once: keep rows whose task still waits on the held future,
-        walk the others."""
+        walk the others. In runs of 128 tasks, handing the GIL over between runs once
+        SLICE_SECONDS have passed."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate = self.passes % ROTATE
@@ -708,37 +709,34 @@ class TaskTable:
         render = self._render
         clock = time.perf_counter
         held_since = clock()
-        for index, item in enumerate(items):
-            if index & 63 == 63 and clock() - held_since > SLICE_SECONDS:
+        for start in range(0, len(items), 128):
+            if clock() - held_since > SLICE_SECONDS:
                 time.sleep(YIELD)
                 held_since = clock()
-            try:
-                if are_refs:
-                    task = item()
-                    if task is None:
+            for item in items[start : start + 128]:
+                try:
+                    if are_refs:
+                        task = item()
+                        if task is None:
+                            continue
+                        ref = item
+                    else:
+                        task, ref = item, None
+                    key = id(task)
+                    slot = shards[(key >> 4) % 256].get(key, -1)
+                    if slot < 0 or (refs[slot] is not ref and refs[slot]() is not task):
+                        slot = self._add(task, ref, changed, removed, fut_waiter(task))
+                        seen[slot] = phase
                         continue
-                    ref = item
-                else:
-                    task, ref = item, None
-                key = id(task)
-                slot = shards[(key >> 4) % _SHARDS].get(key, -1)
-                if slot >= 0:
-                    mine = refs[slot]
-                    if mine is not ref and mine() is not task:
-                        slot = -1
-                if slot < 0:
-                    slot = self._add(task, ref, changed, removed, fut_waiter(task))
+                    if seen[slot] == phase:
+                        continue  # listed twice (an eager task moving between registries)
                     seen[slot] = phase
+                    waiter = fut_waiter(task)
+                    if waiter is held[slot] and slot % ROTATE != rotate:
+                        continue  # suspended on the same future: nothing it shows has moved
+                    render(slot, task, waiter, awaiting_of, changed, removed)
+                except Exception:  # one odd task must not cost the others their rows
                     continue
-                if seen[slot] == phase:
-                    continue  # listed twice (an eager task moving between registries)
-                seen[slot] = phase
-                waiter = fut_waiter(task)
-                if waiter is held[slot] and slot % ROTATE != rotate:
-                    continue  # suspended on the same future: nothing it shows has moved
-                render(slot, task, waiter, awaiting_of, changed, removed)
-            except Exception:  # one odd task must not cost the others their rows
-                continue
 
     def _rewalk_parents(
         self, awaiting_of: dict[int, list[Any]], changed: array[int], removed: array[int]
