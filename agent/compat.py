@@ -17,6 +17,8 @@ What changed where:
 from __future__ import annotations
 
 import asyncio
+import dis
+import gc
 import sys
 import tracemalloc
 import types
@@ -33,6 +35,10 @@ TASKS_PER_THREAD = sys.version_info >= (3, 14)
 AWAITED_BY = hasattr(asyncio, "capture_call_graph")
 # 3.12+: asyncio.eager_task_factory exists.
 EAGER_TASKS = hasattr(asyncio, "eager_task_factory")
+# 3.11+: a coroutine's frame object is made on first access (``cr_frame``) and then lives
+# as long as the coroutine; before, every coroutine has one from the start.
+FRAMES_ON_DEMAND = sys.version_info >= (3, 11)
+_YIELDS = frozenset({"YIELD_VALUE", "YIELD_FROM"})  # YIELD_FROM: up to 3.10
 
 _REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
 _type_mro = type.__dict__["__mro__"].__get__  # C slot: a metaclass cannot intercept it
@@ -75,6 +81,32 @@ def registered_tasks() -> list[Any]:
     for registry in _registries():
         tasks.extend(_copy_set(registry))
     return tasks
+
+
+def registered_refs() -> tuple[list[Any], list[Any]]:
+    """The registries' own weak references to their tasks, and the tasks a plain set holds.
+
+    Up to 3.13 every task sits in a WeakSet whose ``data`` is a set of ``weakref.ref``
+    objects that asyncio made: holding one of those tells a task apart from a later one at
+    the same address (a dead ref answers None), without a weakref of the agent's own per
+    task (each would be a GC-tracked object that survives, and enough of those trigger a
+    full collection in the host). Tasks in plain sets (3.12+ ``_eager_tasks``, mid-step)
+    come back as tasks. From 3.14 native tasks are in neither (see loop_tasks).
+    """
+    refs: list[Any] = []
+    strong: list[Any] = []
+    for registry in _registries():
+        data = getattr(registry, "data", None)
+        for _ in range(100):
+            try:
+                if type(data) is set:
+                    refs.extend(list(data))
+                else:
+                    strong.extend(list(registry))
+                break
+            except RuntimeError:  # changed size during iteration
+                continue
+    return refs, strong
 
 
 def registered_count() -> int:
@@ -128,6 +160,49 @@ def fut_waiter(task: Any) -> Any | None:
     return getattr(task, "_fut_waiter", None)
 
 
+def local_values(coro: Any, frame: types.FrameType) -> list[Any]:
+    """The values a suspended coroutine's frame holds (its locals and value stack), in no
+    particular order, without ``f_locals``.
+
+    ``f_locals`` on 3.10-3.12 builds a dict that stays attached to the frame (a GC-tracked
+    survivor when it holds tasks); ``gc.get_referents`` returns a throwaway list instead.
+    From 3.11 a coroutine's frame lives inside the coroutine, which visits the locals;
+    on 3.10 the frame object does.
+    """
+    owner = frame if sys.version_info < (3, 11) else coro
+    try:
+        return [
+            v for v in gc.get_referents(owner) if type(v) not in (types.CodeType, types.FrameType)
+        ]
+    except Exception:
+        return []
+
+
+def suspension_lines(code: types.CodeType) -> frozenset[int]:
+    """The lines a coroutine of ``code`` can be suspended at: those of its yield points
+    (every ``await``, ``async for``/``async with`` step and ``yield`` compiles to one).
+
+    A suspended coroutine whose code has a single such line is at that line: its
+    ``cr_frame`` need not be made (on 3.11+ a frame object per coroutine, counted by the
+    GC as an allocation: enough of them start collections in the host).
+    """
+    try:
+        offsets = [i.offset for i in dis.get_instructions(code) if i.opname in _YIELDS]
+        lines = set()
+        for start, end, line in code.co_lines():
+            if line is not None and any(start <= offset < end for offset in offsets):
+                lines.add(line)
+        return frozenset(lines)
+    except Exception:
+        return frozenset()
+
+
+def coroutine_suspended(coro: Any) -> bool:
+    """True when a native coroutine is suspended at a yield point (3.11+ ``cr_suspended``);
+    False when it is not, or the version cannot tell without its frame."""
+    return getattr(coro, "cr_suspended", False) is True
+
+
 def gather_children(future: Any) -> list[Any]:
     """The futures a gather() future waits for (private ``_children``)."""
     children = getattr(future, "_children", None)
@@ -142,7 +217,7 @@ def shielded(future: Any) -> Any | None:
     the outer future's done callback, a closure over ``inner``, links them; private
     ``_callbacks``)."""
     callbacks = getattr(future, "_callbacks", None)
-    if type(callbacks) is not list:
+    if type(callbacks) is not list or len(callbacks) < 2:  # its own and the awaiting task's
         return None
     for entry in callbacks[:8]:
         callback = entry[0] if type(entry) is tuple and entry else entry
@@ -171,13 +246,25 @@ def taskgroup_tasks(group: Any) -> list[Any]:
     return list(tasks) if type(tasks) is set else []
 
 
+_task_types: dict[type, bool] = {}
+
+
 def is_task(candidate: Any) -> bool:
-    """True for an asyncio Task (C or Python), from C-level type slots only."""
+    """True for an asyncio Task (C or Python), from C-level type slots only (the answer
+    is kept per type: called for every task a snapshot walks)."""
+    kind = type(candidate)
+    known = _task_types.get(kind)
+    if known is not None:
+        return known
     try:
-        mro = _type_mro(type(candidate))
+        mro = _type_mro(kind)
     except Exception:
         return False
-    return _C_TASK in mro or _PY_TASK in mro
+    answer = _C_TASK in mro or _PY_TASK in mro
+    if len(_task_types) > 1000:
+        _task_types.clear()
+    _task_types[kind] = answer
+    return answer
 
 
 def awaited_by(future: Any) -> frozenset[Any]:

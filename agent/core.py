@@ -33,7 +33,8 @@ from agent.collect.lag import LagProbe
 from agent.collect.memory import gc_state, os_memory
 from agent.collect.process import CpuMeter, collect_process, gc_collections
 from agent.collect.source import nearest_reported, source_lines
-from agent.collect.tasks import TaskRegistry, awaited_tasks, collect_task_rows, task_state
+from agent.collect.tasks import TaskRegistry, awaited_tasks, task_state
+from agent.collect.tasktable import CHUNK_ROWS, Answer, Listing
 from agent.collect.threads import THREAD_IDS, collect_threads
 from agent.collect.tracing import Tracer
 from agent.errors import BadRequest, NotFound
@@ -54,9 +55,12 @@ from agent.schema import (
     Overview,
     ProcessInfo,
     RawJSON,
-    Snapshot,
+    SnapshotUpdate,
     SourceText,
     StackInfo,
+    TaskChunk,
+    TaskListing,
+    TaskSite,
     ThreadInfo,
     TraceStats,
     Variable,
@@ -66,9 +70,13 @@ from agent.security import ROLES
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 log = logging.getLogger("agent")
-_SNAPSHOT_TASKS = [f.name for f in dataclasses.fields(Snapshot)].index("tasks")
+_UPDATE_FIELDS = [f.name for f in dataclasses.fields(SnapshotUpdate)]
+_UPDATE_TASKS = _UPDATE_FIELDS.index("tasks")
+_UPDATE_SECONDS = _UPDATE_FIELDS.index("collect_seconds")
+_LISTING_ROWS = [f.name for f in dataclasses.fields(TaskListing)].index("rows")
+_CHUNK_ROWS = [f.name for f in dataclasses.fields(TaskChunk)].index("rows")
 DEFAULT_TASK_LIMIT = 100_000
-MAX_TASK_LIMIT = 1_000_000
+MAX_TASK_LIMIT = 10_000_000  # rows come in chunks: a bound on work, not on a reply
 MAX_PATH = 16
 MAX_SOURCE_CONTEXT = 200
 SOURCE_WINDOW = 20  # lines a viewer may read on either side of a reported line
@@ -78,8 +86,31 @@ _module_ns = types.ModuleType.__dict__["__dict__"].__get__  # C-level, no module
 
 
 def _json_array(fragments: list[str]) -> RawJSON:
-    """Join pre-encoded row slices into one JSON array."""
+    """Join pre-encoded rows into one JSON array (one chunk: a bounded join)."""
     return RawJSON("[" + ",".join(fragments) + "]")
+
+
+def _listing_wire(answer: Answer, chunk: int) -> list[Any]:
+    """A TaskListing's wire form carrying the listing's first chunk of rows."""
+    first = answer.listing.chunk(0, chunk)
+    listing = TaskListing(
+        epoch=answer.epoch,
+        version=answer.version,
+        base=answer.base,
+        time=answer.time,
+        sites_from=answer.sites_from,
+        sites=tuple(TaskSite(*site) for site in answer.sites),
+        removed=tuple(answer.removed),
+        current=tuple(answer.current),
+        total=answer.total,
+        truncated=answer.truncated,
+        count=len(answer.listing.rows),
+        listing=answer.listing.id,
+        rows=(),
+    )
+    wire = to_wire(listing)
+    wire[_LISTING_ROWS] = _json_array(first)
+    return wire
 
 
 class AgentCore:
@@ -218,20 +249,21 @@ class AgentCore:
     def loop_infos(
         self, loops: list[tuple[Any, int | None]], counts: dict[int, int]
     ) -> list[LoopInfo]:
-        """LoopInfo records; ``counts`` maps id(loop) to its number of tasks."""
+        """LoopInfo records; ``counts`` maps a loop's serial to its number of tasks."""
         names = {t.ident: t.name for t in threading.enumerate()}
         out = []
         for loop, ident in loops:
             try:
+                serial = self.tasks.loop_serial(loop)
                 out.append(
                     LoopInfo(
-                        id=self.tasks.loop_id(loop),
+                        id=f"loop-{serial}",
                         type=f"{type(loop).__module__}.{type(loop).__qualname__}",
                         thread_ident=ident,
                         thread_name=names.get(ident) if ident is not None else None,
                         running=bool(loop.is_running()),
                         closed=bool(loop.is_closed()),
-                        num_tasks=counts.get(id(loop), 0),
+                        num_tasks=counts.get(serial, 0),
                         lag=self.lag.lag(loop),
                     )
                 )
@@ -247,44 +279,65 @@ class AgentCore:
     def child_list(self) -> list[ChildInfo]:
         return self.children.collect()
 
-    def task_rows(self, limit: int, match: str) -> dict[str, Any]:
-        """Wire form of a task listing: rows pre-encoded in slices (see collect_task_rows)."""
-        scan = collect_task_rows(self.tasks, limit=limit, match=match)
-        return {
-            "tasks": _json_array(scan.fragments),
-            "total": scan.total,
-            "truncated": scan.total > limit,
-        }
+    def task_rows(
+        self, limit: int, match: str, since: int = 0, epoch: int = 0, chunk: int = CHUNK_ROWS
+    ) -> tuple[list[Any], Listing]:
+        """A task listing's wire form (TaskListing, first chunk of rows) and the listing its
+        other chunks come from: the rows changed since version ``since`` of table ``epoch``,
+        or every row (see TaskTable.answer)."""
+        table = self.tasks.table
+        table.refresh()
+        answer = table.answer(since=since, epoch=epoch, limit=limit, match=match)
+        return _listing_wire(answer, chunk), answer.listing
 
-    def snapshot(self, role: str, limit: int, match: str) -> list[Any]:
+    def task_chunk(
+        self, listing: Listing, offset: int, chunk: int = CHUNK_ROWS
+    ) -> tuple[list[Any], int]:
+        """The TaskChunk wire form of a listing's rows from ``offset``, and where the next
+        chunk starts."""
+        if not 0 <= offset < len(listing.rows):
+            raise BadRequest(f"offset {offset} is outside listing {listing.id}")
+        rows = listing.chunk(offset, chunk)
+        wire = to_wire(TaskChunk(listing.id, offset, ()))
+        wire[_CHUNK_ROWS] = _json_array(rows)
+        return wire, offset + len(rows)
+
+    def snapshot(
+        self,
+        role: str,
+        limit: int,
+        match: str,
+        since: int = 0,
+        epoch: int = 0,
+        chunk: int = CHUNK_ROWS,
+    ) -> tuple[list[Any], Listing]:
         """Process, threads, loops, tasks and children in one go (one round trip).
 
-        Returns the Snapshot's wire form, with the task rows already encoded.
+        Returns the SnapshotUpdate's wire form, its tasks a listing of the rows changed
+        since version ``since`` of table ``epoch`` (or all of them), and the listing its
+        further row chunks come from.
         """
         started = time.perf_counter()
-        all_tasks = self.tasks.all_tasks()
-        loops = self.tasks.loops(all_tasks)
+        table = self.tasks.table
+        table.refresh()
+        answer = table.answer(since=since, epoch=epoch, limit=limit, match=match)
+        loops = self.tasks.loops(serials=answer.loop_counts)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         threads = collect_threads(self.process, self.agent_idents(), by_thread)
-        scan = collect_task_rows(
-            self.tasks, limit=limit, match=match, tasks=all_tasks, loops=[lp for lp, _ in loops]
-        )
-        del all_tasks
         process = self.process_info(role, loops)
         children = self.children.collect()
-        snap = Snapshot(
+        update = SnapshotUpdate(
             process=process,
             threads=tuple(threads),
-            loops=tuple(self.loop_infos(loops, scan.per_loop)),
-            tasks=(),
+            loops=tuple(self.loop_infos(loops, answer.loop_counts)),
             children=tuple(children),
-            tasks_total=scan.total,
-            truncated=scan.total > limit,
-            collect_seconds=time.perf_counter() - started,
+            collect_seconds=0.0,
+            tasks=TaskListing(0, 0, 0, 0.0, 0, (), (), (), 0, False, 0, 0, ()),
         )
-        wire = to_wire(snap)
-        wire[_SNAPSHOT_TASKS] = _json_array(scan.fragments)
-        return wire
+        wire = to_wire(update)
+        wire[_UPDATE_TASKS] = _listing_wire(answer, chunk)
+        wire[_UPDATE_SECONDS] = time.perf_counter() - started
+        return wire, answer.listing
 
     # ------------------------------------------------------------ stacks and locals
 
@@ -469,7 +522,9 @@ class AgentCore:
     # ------------------------------------------------------------ history
 
     def sample(self) -> HistorySample:
-        """One load sample; also posts lag probes to every running loop."""
+        """One load sample; also posts lag probes to every running loop, and lets the task
+        table drop the futures it holds once no snapshot asked for a while."""
+        self.tasks.table.expire()
         loops = [lp for lp, _ in self.tasks.loops()]
         self.lag.probe(loops)
         mem = guarded(self.process.memory_info, None)

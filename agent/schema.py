@@ -164,6 +164,75 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class TaskSite:
+    """Where tasks stand: their coroutine and their location's function and file. A
+    listing sends each site once; rows point at it by index (short rows, shared text)."""
+
+    coroutine: str
+    function: str
+    file: str
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task as the agent sends it (the observer makes a TaskInfo of it)."""
+
+    serial: int  # the task's id is "task-<serial>"
+    name: str
+    state: str  # pending / done / cancelled / unknown
+    site: int  # index into the agent's site table (TaskListing.sites)
+    line: int
+    loop: int  # the loop's id is "loop-<loop>"; 0 when it has none
+    first_seen: float  # agent wall clock when the agent first saw the task
+    awaiting: tuple[int, ...]  # serials of the tasks it waits on
+
+
+@dataclass(frozen=True)
+class TaskListing:
+    """Tasks as one answer carries them: every task (``base`` 0), or what changed after
+    version ``base`` of the agent's table ``epoch``: new and changed rows, and the serials
+    of tasks gone. Rows come in chunks: ``rows`` is the first; the observer fetches the
+    rest of the ``count`` with task_chunk(``listing``, offset)."""
+
+    epoch: int  # the agent's task table: versions of another table mean nothing
+    version: int  # the table version this listing brings the observer to
+    base: int  # 0: a complete listing; else the version it follows
+    time: float  # agent wall clock: a task's age is time - first_seen
+    sites_from: int  # index of sites[0] in the table (0 for a complete listing)
+    sites: tuple[TaskSite, ...]
+    removed: tuple[int, ...]  # serials of tasks gone since base
+    current: tuple[int, ...]  # serials of tasks running a step right now
+    total: int  # tasks that matched before the limit was applied
+    truncated: bool
+    count: int  # rows in this listing, all chunks together
+    listing: int  # what task_chunk calls this listing
+    rows: tuple[TaskRow, ...]  # the first chunk
+
+
+@dataclass(frozen=True)
+class TaskChunk:
+    """More rows of a listing, from ``offset``."""
+
+    listing: int
+    offset: int
+    rows: tuple[TaskRow, ...]
+
+
+@dataclass(frozen=True)
+class SnapshotUpdate:
+    """A snapshot as it travels: process, threads, loops and children whole, the tasks as
+    a TaskListing the observer merges into the rows it holds (observer.client then hands
+    out a complete Snapshot)."""
+
+    process: ProcessInfo
+    threads: tuple[ThreadInfo, ...]
+    loops: tuple[LoopInfo, ...]
+    children: tuple[ChildInfo, ...]
+    collect_seconds: float
+    tasks: TaskListing
+
+
+@dataclass(frozen=True)
 class FrameInfo:
     """One frame of a stack, outermost first."""
 
@@ -430,6 +499,11 @@ RECORDS: tuple[type, ...] = (
     TaskInfo,
     ChildInfo,
     Snapshot,
+    TaskSite,
+    TaskRow,
+    TaskListing,
+    TaskChunk,
+    SnapshotUpdate,
     FrameInfo,
     StackInfo,
     Variable,

@@ -13,8 +13,9 @@ from typing import Any
 
 import rpyc
 
+from agent.collect.tasktable import CHUNK_ROWS, Listing
 from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
-from agent.errors import AgentError, BadRequest, PermissionDenied
+from agent.errors import AgentError, BadRequest, NotFound, PermissionDenied
 from agent.schema import ControlResult, encode_error, encode_ok
 from agent.security import ROLES, Credentials
 
@@ -45,6 +46,16 @@ def _limit(value: Any) -> int:
     return min(max(_check(value, int, "limit"), 0), MAX_TASK_LIMIT)
 
 
+def _chunk(value: Any) -> int:
+    """Rows per reply chunk the observer asks for, clamped to what the agent allows."""
+    return min(max(_check(value, int, "chunk"), 1), CHUNK_ROWS)
+
+
+def _since(since: Any, epoch: Any) -> tuple[int, int]:
+    """The table version (and table) the observer holds; (0, 0) when it holds none."""
+    return max(_check(since, int, "since"), 0), _check(epoch, int, "epoch")
+
+
 def _label(value: Any, width: int = MAX_ID) -> str:
     """How an argument is named in the audit log, even when it is malformed."""
     return value[:width] if type(value) is str else "?"
@@ -59,6 +70,7 @@ class AgentService(rpyc.Service):
         super().__init__()
         self._creds = Credentials("viewer", "?")
         self._session = 0
+        self._listing: Listing | None = None  # the task listing whose chunks are pending
 
     def on_connect(self, conn: rpyc.Connection) -> None:
         creds = conn._config.get("credentials")
@@ -154,17 +166,67 @@ class AgentService(rpyc.Service):
     def exposed_threads(self) -> bytes:
         return self._run(lambda: tuple(self.core.threads()))
 
-    def exposed_tasks(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
+    def _listed(self, made: tuple[list[Any], Listing], chunk: int) -> list[Any]:
+        """Keep a listing whose rows do not fit its first reply for task_chunk (one per
+        connection: a newer listing replaces it) and hand back the reply's wire form."""
+        wire, listing = made
+        self._listing = listing if len(listing.rows) > len(listing.chunk(0, chunk)) else None
+        return wire
+
+    def exposed_tasks(
+        self,
+        limit: int = DEFAULT_TASK_LIMIT,
+        match: str = "",
+        since: int = 0,
+        epoch: int = 0,
+        chunk: int = CHUNK_ROWS,
+    ) -> bytes:
+        """Tasks as a TaskListing: what changed since version ``since`` of table ``epoch``,
+        or all (filtered by ``match``, pending first up to ``limit``)."""
+
         def run() -> Any:
             _check(match, str, "match")
-            return self.core.task_rows(_limit(limit), match)
+            held, table = _since(since, epoch)
+            rows = _chunk(chunk)
+            made = self.core.task_rows(_limit(limit), match, held, table, rows)
+            return self._listed(made, rows)
 
         return self._run(run)
 
-    def exposed_snapshot(self, limit: int = DEFAULT_TASK_LIMIT, match: str = "") -> bytes:
+    def exposed_snapshot(
+        self,
+        limit: int = DEFAULT_TASK_LIMIT,
+        match: str = "",
+        since: int = 0,
+        epoch: int = 0,
+        chunk: int = CHUNK_ROWS,
+    ) -> bytes:
+        """Process, threads, loops, children, and the tasks as exposed_tasks lists them."""
+
         def run() -> Any:
             _check(match, str, "match")
-            return self.core.snapshot(self._creds.role, _limit(limit), match)
+            held, table = _since(since, epoch)
+            rows = _chunk(chunk)
+            made = self.core.snapshot(self._creds.role, _limit(limit), match, held, table, rows)
+            return self._listed(made, rows)
+
+        return self._run(run)
+
+    def exposed_task_chunk(self, listing: int, offset: int, chunk: int = CHUNK_ROWS) -> bytes:
+        """The rows of this connection's latest listing from ``offset`` (a TaskChunk); the
+        listing is let go once its last row is sent."""
+
+        def run() -> Any:
+            _check(listing, int, "listing")
+            _check(offset, int, "offset")
+            rows = _chunk(chunk)
+            kept = self._listing
+            if kept is None or kept.id != listing:
+                raise NotFound(f"listing {listing} is gone (a newer one replaced it): ask again")
+            wire, end = self.core.task_chunk(kept, offset, rows)
+            if end >= len(kept.rows):
+                self._listing = None
+            return wire
 
         return self._run(run)
 

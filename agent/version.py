@@ -1,5 +1,6 @@
 """Versions of the agent package and of the wire protocol it speaks."""
 
 AGENT_VERSION = "0.1.0"
-# Bump on any incompatible change to the handshake or to a wire record's field order.
-PROTOCOL_VERSION = 2
+# Bump on any incompatible change to the handshake or to a wire record's field order
+# (3: snapshots and task listings carry TaskListing deltas in chunks).
+PROTOCOL_VERSION = 3

@@ -12,6 +12,7 @@ Every method is one round trip and returns frozen records from ``agent.schema``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -31,9 +32,12 @@ from agent.schema import (
     Overview,
     ProcessInfo,
     Snapshot,
+    SnapshotUpdate,
     SourceText,
     StackInfo,
+    TaskChunk,
     TaskInfo,
+    TaskListing,
     ThreadInfo,
     TraceStats,
     Variable,
@@ -50,6 +54,7 @@ from observer.errors import (
     remote_error,
 )
 from observer.gcpause import gc_paused
+from observer.taskcache import ListingStats, Resync, TaskCache
 from observer.transport import (
     Address,
     Session,
@@ -61,6 +66,10 @@ from observer.transport import (
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
+CHUNK_ROWS = 20_000  # task rows per reply asked for (the agent may send fewer)
+_UPDATE_TASKS = [f.name for f in dataclasses.fields(SnapshotUpdate)].index("tasks")
+_LISTING_ROWS = [f.name for f in dataclasses.fields(TaskListing)].index("rows")
+_CHUNK_ROWS = [f.name for f in dataclasses.fields(TaskChunk)].index("rows")
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,9 @@ class Node:
         self.cert_warning = session.cert_warning  # e.g. "agent certificate expired on ..."
         self.last_rtt: float | None = None
         self.last_size = 0
+        self.chunk_rows = CHUNK_ROWS  # rows per task listing reply asked of the agent
+        self.last_listing: ListingStats | None = None  # what the last task listing carried
+        self._tasks = TaskCache()  # this node's tasks as of the last complete or delta listing
         self._hello: Hello | None = None
 
     def __repr__(self) -> str:
@@ -218,24 +230,100 @@ class Node:
 
     def task_list(self, limit: int = 100_000, match: str = "") -> TaskList:
         """Tasks (filtered in the agent by name/coroutine substring), pending first."""
-        data = self._raw("tasks", int(limit), str(match))
-        try:
-            with gc_paused():
-                return TaskList(
-                    from_wire(tuple[TaskInfo, ...], data["tasks"]),
-                    int(data["total"]),
-                    bool(data["truncated"]),
-                )
-        except (WireError, KeyError, TypeError, ValueError) as exc:
-            raise ObserverError(f"{self.address} sent a malformed tasks reply: {exc}") from exc
+        _head, listing, tasks = self._listing("tasks", TaskListing, limit, match)
+        return TaskList(tasks, listing.total, listing.truncated)
 
     def tasks(self, limit: int = 100_000, match: str = "") -> tuple[TaskInfo, ...]:
         """Asyncio tasks of every event loop in the process."""
         return self.task_list(limit, match).tasks
 
     def snapshot(self, limit: int = 100_000, match: str = "") -> Snapshot:
-        """Process, threads, loops, tasks and children in one round trip."""
-        return self._call(Snapshot, "snapshot", int(limit), str(match))
+        """Process, threads, loops, tasks and children in one round trip (plus one per
+        further chunk of task rows: only a first listing, or a huge change, has several).
+
+        After the first, the agent sends only the tasks that changed and the ids of those
+        gone; the node merges them into the tasks it holds and returns them all.
+        """
+        update, listing, tasks = self._listing("snapshot", SnapshotUpdate, limit, match)
+        return Snapshot(
+            process=update.process,
+            threads=update.threads,
+            loops=update.loops,
+            tasks=tasks,
+            children=update.children,
+            tasks_total=listing.total,
+            truncated=listing.truncated,
+            collect_seconds=update.collect_seconds,
+        )
+
+    def _listing(
+        self, method: str, head: Any, limit: int, match: str
+    ) -> tuple[Any, TaskListing, tuple[TaskInfo, ...]]:
+        """Call a task-listing method and bring the node's tasks up to date with it.
+
+        An unfiltered call asks for what changed since the version held; a filtered one
+        (``match``) or a truncated answer is a listing of its own and leaves what the node
+        holds alone. A delta that does not follow it (the agent restarted, a reply was
+        lost) makes the node ask again for everything, once.
+        """
+        with self._lock, gc_paused():  # the rows of every chunk stay until all are in
+            for attempt in range(2):
+                since, epoch = self._tasks.since() if not match and attempt == 0 else (0, 0)
+                data = self._raw(method, int(limit), str(match), since, epoch, int(self.chunk_rows))
+                size = self.last_size
+                try:
+                    with gc_paused():
+                        wire = data[_UPDATE_TASKS] if head is SnapshotUpdate else data
+                        rows = wire[_LISTING_ROWS]
+                        wire[_LISTING_ROWS] = []
+                        decoded = from_wire(head, data)
+                except (WireError, IndexError, TypeError, KeyError) as exc:
+                    raise ObserverError(
+                        f"{self.address} sent a malformed {method} reply: {exc}"
+                    ) from exc
+                listing = decoded.tasks if head is SnapshotUpdate else decoded
+                if type(rows) is not list:
+                    raise ObserverError(f"{self.address} sent task rows that are not a list")
+                chunks = 1
+                while len(rows) < listing.count:
+                    more = self._chunk(listing.listing, len(rows))
+                    rows.extend(more)
+                    size += self.last_size
+                    chunks += 1
+                complete = listing.base == 0 and not match and not listing.truncated
+                cache = self._tasks if listing.base else TaskCache()
+                try:
+                    with gc_paused():
+                        cache.apply(listing, rows)
+                        tasks = cache.tasks(listing.time, listing.current)
+                except Resync:
+                    self._tasks = TaskCache()
+                    continue
+                except WireError as exc:
+                    self._tasks = TaskCache()
+                    raise ObserverError(f"{self.address} sent a malformed task row: {exc}") from exc
+                if complete:
+                    self._tasks = cache
+                self.last_listing = ListingStats(
+                    listing.base, listing.version, len(rows), len(listing.removed), chunks, size
+                )
+                return decoded, listing, tasks
+        raise ObserverError(f"{self.address} sent task deltas that do not follow each other")
+
+    def _chunk(self, listing: int, offset: int) -> list[Any]:
+        """Rows of a listing from ``offset`` (one round trip)."""
+        data = self._raw("task_chunk", listing, offset, int(self.chunk_rows))
+        try:
+            rows = data[_CHUNK_ROWS]
+            data[_CHUNK_ROWS] = []
+            chunk = from_wire(TaskChunk, data)
+        except (WireError, IndexError, TypeError) as exc:
+            raise ObserverError(f"{self.address} sent a malformed task chunk: {exc}") from exc
+        if chunk.listing != listing or chunk.offset != offset or type(rows) is not list:
+            raise ObserverError(f"{self.address} sent rows of another listing or place")
+        if not rows:
+            raise ObserverError(f"{self.address} sent an empty chunk of listing {listing}")
+        return rows
 
     def tree(self, limit: int = 100_000) -> Snapshot:
         """The snapshot a process tree is drawn from (see observer.tree.build_tree)."""

@@ -7,6 +7,7 @@ where the assumption its function relies on breaks.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import pkgutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -211,6 +213,92 @@ def test_taskgroup_tasks(lt):
 
     _owner, children = _owner_and_children(lt, body)
     assert {id(t) for t in compat.taskgroup_tasks(seen["group"])} == {id(t) for t in children}
+
+
+def test_registered_refs_are_asyncio_own_and_outlive_their_task(lt):
+    """Up to 3.13 the registries' weak references tell a task from a later one at the same
+    address without a weakref of the agent's own; from 3.14 native tasks are not there."""
+    task = lt.run(lambda: _spawn(forever()))
+    refs, strong = compat.registered_refs()
+    mine = [r for r in refs if r() is task]
+    if compat.TASKS_PER_THREAD:
+        assert not mine and task not in strong
+        return
+    assert len(mine) == 1 and type(mine[0]) is weakref.ref
+    assert any(r is mine[0] for r in _registry_refs())  # asyncio's very object, not a copy
+    held, task_id, box = mine[0], id(task), [task]
+    del task, mine
+
+    async def finish() -> None:
+        box[0].cancel()
+        await asyncio.gather(box.pop(), return_exceptions=True)
+
+    lt.run(finish)
+    gc.collect()
+    assert held() is None  # the task is gone: a new one at task_id cannot pass for it
+    later = [r for r in compat.registered_refs()[0] if id(r()) == task_id]
+    assert all(r is not held for r in later)
+
+
+def _registry_refs() -> list[Any]:
+    found = []
+    for name in ("_all_tasks", "_scheduled_tasks"):
+        registry = getattr(asyncio.tasks, name, None)
+        data = getattr(registry, "data", None)
+        if type(data) is set:
+            found.extend(data)
+    return found
+
+
+def test_local_values_read_a_suspended_coroutines_locals_without_f_locals(lt):
+    """gc.get_referents of the coroutine (3.11+) or of its frame (3.10) holds its locals;
+    f_locals would leave a dict attached to the frame on 3.10-3.12."""
+    marker = asyncio.Event  # an object nothing else in the frame holds
+
+    async def holder() -> None:
+        kept = [marker]  # noqa: F841
+        child = asyncio.create_task(forever())
+        await asyncio.sleep(3600)
+        child.cancel()
+
+    owner = lt.run(lambda: _spawn(holder()))
+    coro = owner.get_coro()
+    frame = coro.cr_frame
+    values = compat.local_values(coro, frame)
+    assert any(type(v) is list and v == [marker] for v in values)
+    assert any(compat.is_task(v) for v in values)
+    if sys.version_info < (3, 13):
+        assert not any(type(r) is dict and "kept" in r for r in gc.get_referents(frame))
+
+
+async def _one_await() -> None:
+    await asyncio.sleep(3600)  # ONE-AWAIT
+
+
+async def _three_waits(flag: bool) -> None:
+    if flag:
+        await asyncio.sleep(3600)  # WAIT-1
+    async with asyncio.Lock():  # WAIT-2
+        pass
+    await asyncio.sleep(3600)  # WAIT-3
+
+
+def _marked(*marks: str) -> set[int]:
+    source = open(__file__).read().splitlines()
+    return {i for i, text in enumerate(source, 1) for m in marks if text.endswith(f"# {m}")}
+
+
+def test_suspension_lines_name_every_place_a_coroutine_can_wait(lt):
+    """From the bytecode's yield points (YIELD_VALUE, YIELD_FROM up to 3.10): a coroutine
+    suspended in a code with one such line is at that line, frame or not."""
+    assert compat.suspension_lines(_one_await.__code__) == _marked("ONE-AWAIT")
+    assert compat.suspension_lines(_three_waits.__code__) == _marked("WAIT-1", "WAIT-2", "WAIT-3")
+    assert compat.suspension_lines(_marked.__code__) == frozenset()  # a plain function
+    task = lt.run(lambda: _spawn(_one_await()))
+    coro = task.get_coro()
+    assert compat.coroutine_suspended(coro) == compat.FRAMES_ON_DEMAND  # 3.10 cannot tell
+    assert {coro.cr_frame.f_lineno} == _marked("ONE-AWAIT")
+    assert (sys.version_info >= (3, 11)) == compat.FRAMES_ON_DEMAND
 
 
 class Hostile:

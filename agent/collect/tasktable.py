@@ -1,0 +1,884 @@
+"""The task table: every asyncio task's wire row, kept between passes, so a refresh costs
+one cheap look at each task plus the work of what changed.
+
+Change detection is exact and cheap: the table holds the future each suspended task waits
+on (its ``_fut_waiter``). While the table holds it, no other object can take its address,
+so ``task waits on the very object held`` means the task has not run a step since, and
+nothing its row shows (state, await chain, location) can have moved. Tasks that ran, new
+tasks, ready or running ones (no waiter), tasks awaiting a TaskGroup (its children come
+and go while the owner sleeps) and, as a safety net, a rotating 1/ROTATE of the rest are
+walked again; a walked row counts as changed only when its JSON text differs. Holding a
+waiter keeps that future (and its result) alive until the next pass looks again, or
+until ``release`` (no observer for a while).
+
+Each pass that changes something is a new version; an observer holding version S gets
+the rows changed after S and the ids of the tasks gone since, or everything when S is
+too old. Rows are cached as JSON text and handed out in chunks (see Listing).
+
+The host's GC: per-task state lives in arrays and in lists of host objects and str; a
+task is told apart from a later one at the same address by asyncio's own weak reference
+to it (compat.registered_refs), not one of ours; a row's line comes from its code when
+the code has one place to wait (no frame object made, see _place). So a pass leaves no
+GC-tracked object per task behind, and a first listing of 100k tasks does not drive
+the host's collector into a full collection. The id -> slot map is spread over many
+dicts, so none grows in one long step; the GIL is handed over every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+import types
+import weakref
+from array import array
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any
+
+from agent import compat
+from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
+from agent.collect.frames import chain_step
+from agent.collect.source import note_reported
+
+if TYPE_CHECKING:
+    from agent.collect.tasks import TaskRegistry
+
+log = logging.getLogger("agent")
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_MAX_AWAITED = 64
+_MAX_NAME = 1000  # characters of a task name kept: a row's size stays bounded
+# asyncio frames whose locals name the tasks they wait on (wait_for's fut, wait's fs, ...)
+_WAITING_FRAMES = frozenset({"wait", "_wait", "wait_for", "__aexit__", "_aexit"})
+_GROUP_FRAMES = frozenset({"__aexit__", "_aexit"})
+
+SLICE_SECONDS = 0.003  # hold the GIL at most about this long before handing it over
+YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
+ROTATE = 50  # a task that looks unchanged is walked again at least every ROTATE passes
+SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
+HOLD_SECONDS = 30.0  # waiters are let go when no pass ran for this long (see expire)
+LOG_VERSIONS = 4096  # versions a delta can reach back
+LOG_MIN_ENTRIES = 50_000  # changed rows + removed ids kept for deltas, at least
+CHUNK_ROWS = 20_000  # rows per reply chunk
+CHUNK_BYTES = 4 * 1024 * 1024  # and at most about this much row text per chunk
+MAX_CODES = 20_000  # code objects whose names are cached
+_GROW = 4096  # slots added at a time, at least
+_GROW_MAX = 65536  # and at most: every step of the table's growth is a short one
+_SHARDS = 256  # dicts the id -> slot map is spread over (_scan has it as a literal)
+
+_FREE, _PENDING, _DONE, _CANCELLED, _UNKNOWN = 0, 1, 2, 3, 4
+_STATE_TEXT = ("", "pending", "done", "cancelled", "unknown")
+_CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
+_ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
+_FUTURE = asyncio.Future  # the C future: gather() makes a subclass, shield() a plain one
+
+
+def _frame_of(link: Any) -> types.FrameType | None:
+    """The frame of one link of an await chain (None once it finished)."""
+    kind = type(link)
+    if kind is _CORO:
+        return link.cr_frame
+    if kind is _GEN:
+        return link.gi_frame
+    if kind is _AGEN:
+        return link.ag_frame
+    return chain_step(link)[0]
+
+
+def _tasks_in(value: Any, out: list[Any]) -> None:
+    """Tasks held directly, or in a small container, by one value."""
+    if compat.is_task(value):
+        out.append(value)
+    elif type(value) in (set, frozenset, list, tuple):
+        for item in list(value)[:_MAX_AWAITED]:
+            if compat.is_task(item):
+                out.append(item)
+
+
+def waiter_tasks(waiter: Any, out: list[Any]) -> None:
+    """Tasks a task suspended on ``waiter`` waits for: the waiter itself, gather()'s
+    children, shield()'s inner task (up to 3.13, where tasks keep no parent links)."""
+    if compat.is_task(waiter):
+        out.append(waiter)
+        return
+    children = compat.gather_children(waiter) if type(waiter) is not _FUTURE else None
+    if children:
+        _tasks_in(children, out)
+    inner = compat.shielded(waiter)
+    if inner is not None:
+        _tasks_in(inner, out)
+
+
+def frame_tasks(link: Any, frame: types.FrameType, out: list[Any]) -> bool:
+    """Tasks an asyncio waiting frame (wait, wait_for, TaskGroup.__aexit__) holds; True when
+    that set can change while the task sleeps (a TaskGroup's children come and go)."""
+    for value in compat.local_values(link, frame):
+        members = compat.taskgroup_tasks(value)
+        if members:
+            _tasks_in(members, out)
+        else:
+            _tasks_in(value, out)
+    return frame.f_code.co_name in _GROUP_FRAMES
+
+
+def _ends_chain(kind: type) -> bool:
+    """True for awaitables that are never a link with a frame (futures, their iterators):
+    the walk stops there without asking chain_step."""
+    if kind in _TERMINAL:
+        return True
+    if any(hasattr(kind, attr) for attr in ("cr_frame", "gi_frame", "ag_frame")):
+        return False
+    if len(_TERMINAL) < 1000:
+        _TERMINAL.add(kind)
+    return True
+
+
+_TERMINAL: set[type] = set()
+
+
+def walk_task(
+    task: Any, waiter: Any, awaiting: dict[int, list[Any]] | None
+) -> tuple[Any, list[Any], bool]:
+    """One pass down a task's await chain: (the link whose frame is its location, the
+    tasks it awaits, whether those can change while it sleeps).
+
+    The location is the innermost link outside asyncio itself (``sleep`` or ``Queue.get``
+    say less than the caller awaiting them). From 3.14 awaited tasks come from
+    ``awaiting`` (see tasks.awaiting_map); before, from the waiter and asyncio's waiting
+    frames. Frames are touched only where needed (3.11+ makes one per coroutine on first
+    access; not GC-tracked, but each costs memory).
+    """
+    found: list[Any] = []
+    watch = False
+    if awaiting is not None:
+        children = awaiting.get(id(task))
+        if children:
+            found.extend(children)
+    elif waiter is not None:
+        waiter_tasks(waiter, found)
+    try:
+        link = task.get_coro()
+    except Exception:
+        link = None
+    location = None
+    depth = 0
+    asyncio_dir = _ASYNCIO_DIR
+    while link is not None and depth < MAX_CHAIN:
+        kind = type(link)  # a pending task's links are live: their frames are not read
+        if kind is _CORO:
+            code, following = link.cr_code, link.cr_await
+        elif kind is _GEN:
+            code, following = link.gi_code, link.gi_yieldfrom
+        elif kind is _AGEN:
+            code, following = link.ag_code, link.ag_await
+        elif kind in _TERMINAL or _ends_chain(kind):
+            break
+        else:
+            frame, following = chain_step(link)
+            if frame is None:
+                break
+            code = frame.f_code
+        if code.co_filename.startswith(asyncio_dir):
+            if location is None:
+                location = link
+            if awaiting is None and code.co_name in _WAITING_FRAMES:
+                frame = _frame_of(link)
+                if frame is not None and frame_tasks(link, frame, found):
+                    watch = True
+        else:
+            location = link
+        link = following
+        depth += 1
+    if found:
+        if len(found) > 1:
+            unique: dict[int, Any] = {}
+            for child in found:
+                unique.setdefault(id(child), child)
+            found = list(unique.values())[:_MAX_AWAITED]
+        found = [t for t in found if t is not task]
+    return location, found, watch
+
+
+def _state_of(task: Any) -> int:
+    try:
+        if not task.done():
+            return _PENDING
+        return _CANCELLED if task.cancelled() else _DONE
+    except Exception:
+        return _UNKNOWN
+
+
+@dataclass
+class Listing:
+    """The rows of one answer, fixed when it was made: later chunks come from here even
+    when a newer pass has changed the table since."""
+
+    id: int
+    rows: list[str]
+
+    def chunk(self, offset: int, rows: int = CHUNK_ROWS, limit_bytes: int = CHUNK_BYTES):
+        """Rows from ``offset``: at most ``rows`` of them and about ``limit_bytes`` of text
+        (always at least one)."""
+        out = self.rows[offset : offset + max(1, rows)]
+        size = 0
+        for index, text in enumerate(out):
+            size += len(text)
+            if size > limit_bytes and index > 0:
+                return out[:index]
+        return out
+
+
+@dataclass
+class Answer:
+    """A task listing as the table answers it (see TaskTable.answer)."""
+
+    epoch: int
+    version: int
+    base: int  # 0 = complete; else the version this delta follows
+    time: float  # wall clock now: a row's age is time - first_seen
+    sites_from: int
+    sites: list[tuple[str, str, str]]
+    removed: list[int]
+    current: list[int]
+    total: int
+    truncated: bool
+    listing: Listing
+    loop_counts: dict[int, int]  # loop serial -> tasks
+
+
+_listing_ids = itertools.count(1)
+
+
+class TaskTable:
+    """Task ids, rows and versions for one agent; thread-safe (one lock, held by a pass
+    across its short GIL yields, so observers asking meanwhile wait and share it)."""
+
+    def __init__(self, registry: TaskRegistry) -> None:
+        self._registry = registry
+        self._lock = threading.RLock()
+        self.epoch = random.getrandbits(52) + 1  # JSON-safe; a since of another table is moot
+        self.version = 0
+        self.share_seconds = SHARE_SECONDS
+        self.log_versions = LOG_VERSIONS
+        self.log_min_entries = LOG_MIN_ENTRIES
+        self.passes = 0
+        self.walked = 0  # tasks walked by the last pass (a debug figure for tests/bench)
+        self._next_serial = 1
+        self._phase = 1  # what seen[] holds for slots met in the running pass (1 or 2)
+        self._done_at = -1e9  # monotonic end of the last pass
+        self._released = True  # no waiter is held (none yet, or let go: see expire)
+        self._now = round(time.time(), 3)  # first-seen time given in the running pass
+        self._current: list[int] = []  # serials running a step at the last pass
+        # id(task) -> slot, in _SHARDS dicts by id: one dict of 1M entries would stop the
+        # world (the GIL) for ~100 ms each time it grows
+        self._ids: list[dict[int, int]] = [{} for _ in range(_SHARDS)]
+        self._live = 0
+        self._refs: list[Any] = []  # slot -> weak reference to its task (None: free)
+        self._held: list[Any] = []  # slot -> the waiter it was suspended on when walked
+        self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
+        self._names: list[str | None] = []  # slot -> the task's name (for match)
+        self._serial = array("q")  # slot -> serial, 0 when free
+        self._key = array("q")  # slot -> id(task) when it was registered
+        self._first = array("d")  # slot -> wall time first seen
+        self._state = array("b")  # slot -> _PENDING/_DONE/...; _FREE when free
+        self._loop = array("q")  # slot -> loop serial
+        self._site = array("q")  # slot -> site index
+        self._seen = bytearray()  # slot -> phase of the last pass that met it, 0 when free
+        self._free: list[int] = []
+        self._loop_counts: dict[int, int] = {}
+        self._loop_cache: dict[int, int] = {}  # id(loop) -> serial, for one pass
+        self._codes: dict[int, tuple[Any, str]] = {}  # id(code) -> (code, qualified name)
+        self._first_text = (0.0, "0.0")  # the last first-seen time written, and its text
+        self._noted: tuple[str, int] = ("", 0)  # the last location noted as reported
+        self._sites: dict[tuple[str, str, str], int] = {}
+        self._site_list: list[tuple[str, str, str]] = []
+        self._site_version: list[int] = []
+        # (version, changed slots, removed serials) per version, oldest first
+        self._log: deque[tuple[int, array[int], array[int]]] = deque()
+        self._log_entries = 0
+        self._floor = 0  # deltas can follow any version >= floor (> 0)
+        self._pending_changed = array("q")  # slots registered outside a pass
+        self._pending_removed = array("q")
+
+    # ------------------------------------------------------------ ids
+
+    # A slot's serial is written last when it is taken and cleared first when it is freed,
+    # so a reader that finds the same serial before and after reading the slot's other
+    # cells read that one registration's: lookups need not wait for a pass holding the lock.
+
+    def task_id(self, task: Any) -> tuple[str, float]:
+        """A task's id and first-seen wall time, registering it if new."""
+        slot = self._ids[(id(task) >> 4) % _SHARDS].get(id(task), -1)
+        if slot >= 0:
+            serial, ref, first = self._serial[slot], self._refs[slot], self._first[slot]
+            if serial and serial == self._serial[slot] and ref is not None and ref() is task:
+                return f"task-{serial}", first
+        with self._lock:
+            slot = self._lookup(task)
+            if slot < 0:
+                self._now = round(time.time(), 3)
+                slot = self._add(task, None, self._pending_changed, self._pending_removed)
+            return f"task-{self._serial[slot]}", self._first[slot]
+
+    def find_task(self, task_id: str) -> Any | None:
+        """The live task behind an id printed earlier, or None (without waiting for a pass)."""
+        if not task_id.startswith("task-"):
+            return None
+        try:
+            serial = int(task_id[5:])
+        except ValueError:
+            return None
+        if serial <= 0:
+            return None
+        try:
+            slot = self._serial.index(serial)
+        except ValueError:
+            return None
+        ref = self._refs[slot]
+        if self._serial[slot] != serial or ref is None:
+            return None
+        return ref()
+
+    def _lookup(self, task: Any) -> int:
+        """The slot of this very task, or -1 (never one of a dead task at the same id)."""
+        key = id(task)
+        slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
+        if slot >= 0:
+            held = self._refs[slot]
+            if held is None or held() is not task:
+                return -1
+        return slot
+
+    def release(self) -> None:
+        """Stop holding the futures tasks waited on (and with them their results): the next
+        pass walks every pending task again. In slices, like a pass."""
+        with self._lock:
+            held = self._held
+            for start in range(0, len(held), 4096):
+                for slot in range(start, min(start + 4096, len(held))):
+                    if held[slot] is not None:
+                        held[slot] = _ALWAYS
+                time.sleep(YIELD)
+            self._released = True
+
+    def expire(self, idle: float = HOLD_SECONDS) -> None:
+        """Release (see release) once no pass has run for ``idle`` seconds: nobody looks."""
+        if not self._released and time.monotonic() - self._done_at > idle:
+            self.release()
+
+    # ------------------------------------------------------------ slots
+
+    def _grow(self) -> None:
+        start = len(self._serial)
+        grow = min(max(_GROW, start // 2), _GROW_MAX)
+        zeros = bytes(8 * grow)
+        for column in (self._serial, self._key, self._loop, self._site, self._first):
+            column.frombytes(zeros)
+        self._state.frombytes(zeros[:grow])
+        self._seen.extend(zeros[:grow])
+        nones = [None] * grow
+        for cells in (self._refs, self._held, self._rows, self._names):
+            cells.extend(nones)
+        self._free.extend(range(start + grow - 1, start - 1, -1))
+
+    def _register(self, task: Any, ref: Any, removed: array[int]) -> int:
+        """A slot for a task the table has not seen (retiring a dead one at its id), with
+        its serial, first-seen time and loop; no row yet."""
+        key = id(task)
+        ids = self._ids[(key >> 4) % _SHARDS]
+        old = ids.get(key, -1)
+        if old >= 0:  # the id belonged to a task that has died since: it is gone
+            removed.append(self._serial[old])
+            self._retire(old)
+        free = self._free
+        if not free:
+            self._grow()
+        slot = free.pop()
+        ids[key] = slot
+        self._live += 1
+        self._key[slot] = key
+        self._refs[slot] = ref if ref is not None else weakref.ref(task)
+        self._first[slot] = self._now
+        self._seen[slot] = 3 - self._phase  # met by this pass only when the pass reaches it
+        try:
+            loop = task.get_loop()
+        except Exception:
+            loop = compat.task_loop(task)
+        loop_serial = self._loop_cache.get(id(loop))
+        if loop_serial is None:
+            loop_serial = self._registry.loop_serial(loop) if loop is not None else 0
+            self._loop_cache[id(loop)] = loop_serial
+        self._loop[slot] = loop_serial
+        counts = self._loop_counts
+        counts[loop_serial] = counts.get(loop_serial, 0) + 1
+        serial = self._next_serial
+        self._next_serial = serial + 1
+        self._serial[slot] = serial  # last: see task_id
+        return slot
+
+    def _add(
+        self, task: Any, ref: Any, changed: array[int], removed: array[int], waiter: Any = None
+    ) -> int:
+        """Register a task the table has not seen and render its row. ``waiter``: the
+        task's _fut_waiter when the caller has read it."""
+        if waiter is None:
+            waiter = compat.fut_waiter(task)
+        if type(waiter) is _FUTURE:
+            slot = self._add_plain(task, ref, waiter, changed, removed)
+            if slot >= 0:
+                return slot
+        slot = self._register(task, ref, removed)
+        self._render(slot, task, waiter, None, changed, removed, True)
+        return slot
+
+    def _add_plain(
+        self, task: Any, ref: Any, waiter: Any, changed: array[int], removed: array[int]
+    ) -> int:
+        """The first sight of the most common task, fast: native coroutines all the way
+        down to a plain future that is not a shield() (which awaits no task). Exactly
+        what _render would make of it; its slot, or -1 (nothing done) for any other task."""
+        if compat.shielded(waiter) is not None:
+            return -1
+        coro = task.get_coro()
+        if type(coro) is not _CORO:
+            return -1
+        location = None
+        link = coro
+        depth = 0
+        asyncio_dir = _ASYNCIO_DIR
+        while type(link) is _CORO and depth < MAX_CHAIN:
+            code = link.cr_code
+            if code.co_filename.startswith(asyncio_dir):
+                if code.co_name in _WAITING_FRAMES:
+                    return -1  # tasks in wait(), wait_for(), TaskGroup: the general walk
+                if location is None:
+                    location = link
+            else:
+                location = link
+            link = link.cr_await
+            depth += 1
+        if link is not None and not _ends_chain(type(link)):
+            return -1  # a generator-based or foreign link below: the general walk
+        if location is None:
+            return -1
+        name = task.get_name()
+        if type(name) is not str or len(name) > _MAX_NAME:
+            return -1
+        coroutine = coro.__qualname__
+        place = self._place(location, coroutine)
+        if place is None:
+            return -1
+        file, line, function = place
+        key = (coroutine, function, file)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._site_of(key)
+        slot = self._register(task, ref, removed)
+        self.walked += 1
+        self._names[slot] = name
+        self._state[slot] = _PENDING
+        self._site[slot] = site
+        self._held[slot] = waiter
+        first = self._first[slot]
+        if first == self._first_text[0]:
+            first_text = self._first_text[1]
+        else:
+            first_text = repr(first)
+            self._first_text = (first, first_text)
+        self._rows[slot] = (
+            f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
+            f'"pending",{site},{line},{self._loop[slot]},{first_text},[]]'
+        )
+        changed.append(slot)
+        return slot
+
+    def _retire(self, slot: int) -> None:
+        """Free a slot whose task is gone."""
+        self._serial[slot] = 0  # first: see task_id
+        loop_serial = self._loop[slot]
+        left = self._loop_counts.get(loop_serial, 1) - 1
+        if left > 0:
+            self._loop_counts[loop_serial] = left
+        else:
+            self._loop_counts.pop(loop_serial, None)
+        key = self._key[slot]
+        ids = self._ids[(key >> 4) % _SHARDS]
+        if ids.get(key) == slot:
+            del ids[key]
+        self._live -= 1
+        self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
+        self._state[slot] = _FREE
+        self._seen[slot] = 0
+        self._free.append(slot)
+
+    # ------------------------------------------------------------ rows
+
+    def _code_entry(self, code: Any) -> tuple[Any, str, int]:
+        """(code, qualified name, the one line its coroutines can be suspended at or 0),
+        kept per code object (held, so its id cannot name another while cached)."""
+        entry = self._codes.get(id(code))
+        if entry is None or entry[0] is not code:
+            if len(self._codes) >= MAX_CODES:
+                self._codes.clear()
+            line = 0
+            if compat.FRAMES_ON_DEMAND:
+                lines = compat.suspension_lines(code)
+                line = next(iter(lines)) if len(lines) == 1 else 0
+            entry = self._codes[id(code)] = (code, compat.code_name(code), line)
+        return entry
+
+    def _place(self, link: Any, coroutine: str) -> tuple[str, int, str] | None:
+        """(file, line, function) of a task's location link, or None once it finished.
+
+        A suspended coroutine whose code has one yield line is at that line: its frame is
+        not made (3.11+ makes a frame object per coroutine on first access, and the GC
+        counts each as an allocation: 100k of them start collections in the host).
+        """
+        if type(link) is _CORO:
+            code = link.cr_code
+            entry = self._code_entry(code)
+            if entry[2] and link.cr_suspended:  # entry[2] is only set where it exists
+                line = entry[2]
+            else:
+                frame = link.cr_frame
+                if frame is None:
+                    return None
+                line = frame.f_lineno or 0
+        else:
+            frame = _frame_of(link)
+            if frame is None:
+                return None
+            code = frame.f_code
+            entry = self._code_entry(code)
+            line = frame.f_lineno or 0
+        file = code.co_filename
+        if line != self._noted[1] or file is not self._noted[0]:
+            note_reported(file, line)
+            self._noted = (file, line)
+        return file, line, entry[1] or coroutine
+
+    def _site_of(self, key: tuple[str, str, str]) -> int:
+        index = self._sites.get(key)
+        if index is None:
+            index = len(self._site_list)
+            self._sites[key] = index
+            self._site_list.append(key)
+            self._site_version.append(self.version + 1)
+        return index
+
+    def _serial_of(self, task: Any, changed: array[int], removed: array[int]) -> int:
+        """The serial of an awaited task, registered (and rendered) if new."""
+        slot = self._lookup(task)
+        if slot < 0:
+            slot = self._add(task, None, changed, removed)
+        return self._serial[slot]
+
+    def _render(
+        self,
+        slot: int,
+        task: Any,
+        waiter: Any,
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+        force: bool = False,
+    ) -> None:
+        """Walk one task and (re)make its row; note the slot as changed if its text did."""
+        self.walked += 1
+        state = _PENDING if waiter is not None else _state_of(task)
+        try:
+            name = task.get_name()
+            if type(name) is not str:
+                name = str(name)
+        except Exception:
+            name = "?"
+        self._names[slot] = name
+        if len(name) > _MAX_NAME:
+            name = name[: _MAX_NAME - 1] + "…"
+        try:
+            coro = task.get_coro()
+            coroutine = coro.__qualname__ if type(coro) is _CORO else compat.coroutine_name(coro)
+        except Exception:
+            coroutine = ""
+        line = 0
+        function, file = coroutine, ""
+        watch = False
+        awaits = ""
+        if state == _PENDING:
+            location, awaited, watch = walk_task(task, waiter, awaiting_of)
+            place = self._place(location, coroutine) if location is not None else None
+            if place is not None:
+                file, line, function = place
+            if awaited:
+                awaits = ",".join([str(self._serial_of(t, changed, removed)) for t in awaited])
+        key = (coroutine, function, file)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._site_of(key)
+        self._state[slot] = state
+        self._site[slot] = site
+        if state != _PENDING:
+            self._held[slot] = None  # a finished task's row is final
+        elif watch or waiter is None:
+            self._held[slot] = _ALWAYS
+        else:
+            self._held[slot] = waiter
+        first = self._first[slot]
+        if first == self._first_text[0]:
+            first_text = self._first_text[1]
+        else:
+            first_text = repr(first)
+            self._first_text = (first, first_text)
+        text = (
+            f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
+            f'"{_STATE_TEXT[state]}",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
+        )
+        if force or text != self._rows[slot]:
+            self._rows[slot] = text
+            changed.append(slot)
+
+    # ------------------------------------------------------------ passes
+
+    def refresh(self, max_age: float | None = None) -> None:
+        """Bring the table up to date, unless a pass ended less than ``max_age`` ago
+        (observers asking together share one pass)."""
+        if max_age is None:
+            max_age = self.share_seconds
+        with self._lock:
+            if time.monotonic() - self._done_at < max_age:
+                return
+            try:
+                self._pass()
+            except Exception:  # a bug, not a task: rows may have changed unlogged
+                log.exception("runtime-observer agent: a task table pass failed")
+                self.version += 1
+                self._floor = self.version  # every observer gets a complete listing next
+            self._done_at = time.monotonic()
+            self._released = False
+
+    def _pass(self) -> None:
+        self.passes += 1
+        self.walked = 0
+        self._phase = phase = 3 - self._phase
+        self._now = round(time.time(), 3)
+        self._loop_cache.clear()
+        changed = self._pending_changed
+        removed = self._pending_removed
+        self._pending_changed, self._pending_removed = array("q"), array("q")
+        refs, strong = compat.registered_refs()
+        loops = [loop for loop, _ident in self._registry.loops()]
+        if compat.TASKS_PER_THREAD:
+            for loop in loops:
+                strong.extend(compat.loop_tasks(loop))
+        awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
+        self._scan(refs, True, awaiting_of, changed, removed)
+        self._scan(strong, False, awaiting_of, changed, removed)
+        if awaiting_of is not None:
+            self._rewalk_parents(awaiting_of, changed, removed)
+        self._retire_unseen(3 - phase, removed)
+        self._current = self._current_serials(loops)
+        self._loop_cache.clear()
+        if changed or removed:
+            self.version += 1
+            self._log.append((self.version, changed, removed))
+            self._log_entries += len(changed) + len(removed)
+            self._trim_log()
+
+    def _scan(
+        self,
+        items: list[Any],
+        are_refs: bool,
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> None:
+        """Look at each task once: keep rows whose task still waits on the held future,
+        walk the others. In runs of 128 tasks, handing the GIL over between runs once
+        SLICE_SECONDS have passed."""
+        shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
+        phase = self._phase
+        rotate = self.passes % ROTATE
+        fut_waiter = compat.fut_waiter
+        render = self._render
+        clock = time.perf_counter
+        held_since = clock()
+        for start in range(0, len(items), 128):
+            if clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            for item in items[start : start + 128]:
+                try:
+                    if are_refs:
+                        task = item()
+                        if task is None:
+                            continue
+                        ref = item
+                    else:
+                        task, ref = item, None
+                    key = id(task)
+                    slot = shards[(key >> 4) % 256].get(key, -1)
+                    if slot < 0 or (refs[slot] is not ref and refs[slot]() is not task):
+                        slot = self._add(task, ref, changed, removed, fut_waiter(task))
+                        seen[slot] = phase
+                        continue
+                    if seen[slot] == phase:
+                        continue  # listed twice (an eager task moving between registries)
+                    seen[slot] = phase
+                    waiter = fut_waiter(task)
+                    if waiter is held[slot] and slot % ROTATE != rotate:
+                        continue  # suspended on the same future: nothing it shows has moved
+                    render(slot, task, waiter, awaiting_of, changed, removed)
+                except Exception:  # one odd task must not cost the others their rows
+                    continue
+
+    def _rewalk_parents(
+        self, awaiting_of: dict[int, list[Any]], changed: array[int], removed: array[int]
+    ) -> None:
+        """3.14+: a task's awaited set is recorded on its children, which come and go while
+        it sleeps: walk every task that awaits any again (the text decides if it changed)."""
+        for key in list(awaiting_of):
+            slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
+            ref = self._refs[slot] if slot >= 0 else None
+            task = ref() if ref is not None else None
+            if task is not None:
+                try:
+                    self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
+                except Exception:
+                    continue
+
+    def _retire_unseen(self, unseen: int, removed: array[int]) -> None:
+        """Slots no registry listed in this pass belong to tasks that are gone."""
+        seen = self._seen
+        mark = bytes((unseen,))
+        index = seen.find(mark)
+        while index >= 0:
+            removed.append(self._serial[index])
+            self._retire(index)
+            index = seen.find(mark, index + 1)
+
+    def _current_serials(self, loops: Iterable[Any]) -> list[int]:
+        out = []
+        for loop in loops:
+            task = compat.current_task(loop)
+            if task is not None:
+                slot = self._lookup(task)
+                if slot >= 0:
+                    out.append(self._serial[slot])
+        return out
+
+    def _trim_log(self) -> None:
+        budget = max(self.log_min_entries, 2 * self._live)
+        while self._log and (len(self._log) > self.log_versions or self._log_entries > budget):
+            version, changed, removed = self._log.popleft()
+            self._log_entries -= len(changed) + len(removed)
+            self._floor = version
+
+    # ------------------------------------------------------------ answers
+
+    def answer(
+        self, *, since: int = 0, epoch: int = 0, limit: int = 1 << 62, match: str = ""
+    ) -> Answer:
+        """The listing an observer holding version ``since`` of table ``epoch`` needs:
+        the rows changed since then and the ids gone, or every row (pending first, up to
+        ``limit``, filtered by ``match``) when it has nothing usable or asks a filter."""
+        with self._lock:
+            live = self._live
+            delta = (
+                not match
+                and epoch == self.epoch
+                and self._floor <= since <= self.version
+                and since > 0
+                and live <= limit
+            )
+            if delta:
+                slots, removed = self._changes_since(since)
+                delta = len(slots) <= max(100, live // 2)
+            if delta:
+                rows = [self._rows[s] for s in slots]
+                total, truncated, base = live, False, since
+                sites_from = bisect.bisect_right(self._site_version, since)
+            else:
+                rows, total = self._full_rows(limit, match)
+                truncated = total > limit
+                removed, sites_from, base = [], 0, 0
+            return Answer(
+                epoch=self.epoch,
+                version=self.version,
+                base=base,
+                time=round(time.time(), 3),
+                sites_from=sites_from,
+                sites=self._site_list[sites_from:],
+                removed=list(removed),
+                current=list(self._current),
+                total=total,
+                truncated=truncated,
+                listing=Listing(next(_listing_ids), rows),  # type: ignore[arg-type]
+                loop_counts=dict(self._loop_counts),
+            )
+
+    def _changes_since(self, since: int) -> tuple[list[int], list[int]]:
+        """Live slots changed and serials removed in the versions after ``since``."""
+        marks: set[int] = set()
+        slots: list[int] = []
+        removed: list[int] = []
+        for version, changed, gone in reversed(self._log):
+            if version <= since:
+                break
+            removed.extend(gone)
+            for slot in changed:
+                if slot not in marks:
+                    marks.add(slot)
+                    slots.append(slot)
+        rows = self._rows
+        return [s for s in slots if rows[s] is not None], removed
+
+    def _full_rows(self, limit: int, match: str) -> tuple[list[str], int]:
+        """Every row (pending first, up to ``limit``) matching ``match``, and how many
+        matched; sliced, like a pass, so the host's loops keep running."""
+        needle = match.lower()
+        states, rows, names, sites = self._state, self._rows, self._names, self._site
+        site_list = self._site_list
+        pending: list[str] = []
+        finished: list[str] = []
+        total = 0
+        clock = time.perf_counter
+        held_since = clock()
+        for slot, row in enumerate(rows):
+            if slot & 1023 == 1023 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            if row is None:
+                continue
+            if needle:
+                hay = f"{names[slot]} {site_list[sites[slot]][0]}".lower()
+                if needle not in hay:
+                    continue
+            total += 1
+            (pending if states[slot] == _PENDING else finished).append(row)
+        if finished:
+            pending.extend(finished)
+        if len(pending) > limit:
+            del pending[limit:]
+        return pending, total
+
+    def __len__(self) -> int:
+        return self._live
+
+
+def _awaiting_map(refs: list[Any], extra: list[Any]) -> dict[int, list[Any]]:
+    """3.14+: id(task) -> the tasks it awaits, from every task's ``awaited_by``."""
+    children: dict[int, list[Any]] = {}
+    for item in itertools.chain(refs, extra):
+        task = item() if type(item) is weakref.ref else item
+        if task is None:
+            continue
+        for parent in compat.awaited_by(task):
+            children.setdefault(id(parent), []).append(task)
+    return children

@@ -1,0 +1,477 @@
+"""Incremental snapshots: after the first, a refresh carries only what changed, every
+observer's merged view equals a fresh complete listing, and ids stay the tasks' own.
+
+Most tests drive a real host (tests/hosts/churn.py) through the real client; the table's
+own properties (id reuse, waiter reuse, shared passes) are checked in-process on a real
+event loop in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.collect.tasks import TaskRegistry
+from agent.schema import Snapshot, TaskInfo
+from observer.client import Node, connect
+from tests.helpers import HostProcess, echo_ok, line_value, wait_until
+
+CHURN = Path(__file__).parent / "hosts" / "churn.py"
+_SOURCE = CHURN.read_text().splitlines()
+PARKED_LINE = next(i for i, text in enumerate(_SOURCE, 1) if "# PARKED-LINE" in text)
+MOVED_LINE = next(i for i, text in enumerate(_SOURCE, 1) if "# MOVED-LINE" in text)
+
+
+@dataclass
+class Churn:
+    process: HostProcess
+    address: str
+    echo: str
+    keys: Any
+
+    def connect(self) -> Node:
+        return connect(
+            self.address, token_file=self.keys.operator_token, fingerprint=self.keys.fingerprint
+        )
+
+    def do(self, command: str, event: str = "") -> None:
+        """Send a command and wait for the host to say it is done."""
+        mark = self.process.mark()
+        self.process.send(command)
+        self.process.wait_line(rf"^event: {event or command}$", start=mark)
+
+
+def start_churn(keys: Any, tasks: int) -> Churn:
+    argv = [sys.executable, "-m", "tests.hosts.churn", str(keys.directory), "--tasks", str(tasks)]
+    proc = HostProcess(argv)
+    proc.wait_line(r"^echo: ")
+    return Churn(proc, line_value(proc, "agent"), line_value(proc, "echo"), keys)
+
+
+@pytest.fixture
+def churn(keys: Any) -> Iterator[Churn]:
+    host = start_churn(keys, 300)
+    yield host
+    host.process.stop()
+
+
+def view(snap: Snapshot) -> dict[str, tuple[Any, ...]]:
+    """What a snapshot says of each task, leaving out what moves by itself (age, current)."""
+    return {
+        t.id: (t.name, t.state, t.coroutine, t.function, t.file, t.line, t.loop, t.awaiting)
+        for t in snap.tasks
+    }
+
+
+def until(node: Node, check: Callable[[Snapshot], Any], message: str) -> Snapshot:
+    """Refresh until a snapshot passes ``check`` (the agent shares a pass among requests
+    within a quarter second, so a change shows on a refresh soon after, not at once)."""
+
+    def attempt() -> Snapshot | None:
+        snap = node.snapshot()
+        return snap if check(snap) else None
+
+    return wait_until(attempt, message=message)
+
+
+def named(snap: Snapshot, name: str) -> TaskInfo | None:
+    return next((t for t in snap.tasks if t.name == name), None)
+
+
+# ---------------------------------------------------------------- through a real host
+
+
+def test_a_refresh_after_the_first_carries_only_what_changed(churn):
+    with churn.connect() as node:
+        first = node.snapshot()
+        full = node.last_listing
+        assert full is not None and full.base == 0 and full.rows == len(first.tasks) >= 300
+        assert node.snapshot().tasks and node.last_listing.rows <= 3  # nothing moved
+        churn.do("spawn alpha", "spawned alpha")
+        second = until(node, lambda s: named(s, "alpha"), "alpha listed")
+        delta = node.last_listing
+        assert delta.base != 0 and delta.rows <= 3 and delta.chunks == 1
+        assert delta.size < full.size / 3  # what is left is process, threads and loops
+        assert len(second.tasks) == len(first.tasks) + 1
+        assert set(view(first).items()) < set(view(second).items())
+        assert echo_ok(churn.echo)
+
+
+def test_created_moved_and_cancelled_tasks_show_up(churn):
+    with churn.connect() as node:
+        node.snapshot()
+        churn.do("spawn alpha", "spawned alpha")
+        alpha = wait_until(lambda: named(node.snapshot(), "alpha"), message="alpha listed")
+        assert (alpha.function, alpha.line, alpha.state) == ("parked", PARKED_LINE, "pending")
+        churn.do("move alpha", "moved alpha")
+        moved = wait_until(
+            lambda: (t := named(node.snapshot(), "alpha")) and t.line == MOVED_LINE and t,
+            message="alpha at MOVED-LINE",
+        )
+        assert moved.id == alpha.id and node.last_listing.base != 0
+        churn.do("cancel alpha", "cancelled alpha")
+        gone = until(node, lambda s: named(s, "alpha") is None, "alpha gone")
+        assert node.last_listing.removed >= 1 and node.last_listing.base != 0
+        with churn.connect() as fresh:
+            assert view(fresh.snapshot()) == view(gone)
+
+
+def test_two_observers_and_a_fresh_one_agree_after_every_change(churn):
+    with churn.connect() as one, churn.connect() as two:
+        one.snapshot()
+        two.snapshot()
+        alive: set[str] = set()
+        for step in range(5):
+            churn.do(f"spawn t{step}", f"spawned t{step}")
+            alive.add(f"t{step}")
+            if step % 2:
+                churn.do(f"move t{step}", f"moved t{step}")
+            if step >= 2:
+                churn.do(f"cancel t{step - 2}", f"cancelled t{step - 2}")
+                alive.discard(f"t{step - 2}")
+            if step % 2 == 0:
+                one.snapshot()  # one observer refreshes more often than the other
+
+            def agree(expected: set[str] = frozenset(alive)) -> bool:
+                views = [view(one.snapshot()), view(two.snapshot())]
+                with churn.connect() as fresh:
+                    views.append(view(fresh.snapshot()))
+                names = [{row[0] for row in v.values() if row[0].startswith("t")} for v in views]
+                return views[0] == views[1] == views[2] and all(n == expected for n in names)
+
+            wait_until(agree, message=f"both observers agree with a fresh one at step {step}")
+        assert one.last_listing.base != 0 and two.last_listing.base != 0
+
+
+def test_an_observer_too_far_behind_gets_a_complete_listing(churn):
+    churn.do("log 2")
+    with churn.connect() as slow, churn.connect() as fast:
+        slow.snapshot()
+        for step in range(4):  # four new versions: more than the agent keeps
+            churn.do(f"spawn s{step}", f"spawned s{step}")
+            wait_until(lambda step=step: named(fast.snapshot(), f"s{step}"), message="listed")
+            assert fast.last_listing.base != 0  # one version behind: still a delta
+        caught_up = slow.snapshot()
+        assert slow.last_listing.base == 0 and slow.last_listing.rows == len(caught_up.tasks)
+        assert view(caught_up) == view(fast.snapshot())
+        assert slow.snapshot() and slow.last_listing.base != 0  # deltas again from there
+
+
+def test_a_delta_for_another_table_is_never_applied(churn):
+    """A node holding versions of another agent's table (one that restarted) gets a
+    complete listing, not rows that would be merged into the wrong tasks."""
+    with churn.connect() as node:
+        before = node.snapshot()
+        node._tasks.epoch += 1  # as if the agent behind the address had restarted
+        after = node.snapshot()
+        assert node.last_listing.base == 0 and view(after) == view(before)
+
+
+def test_a_listing_larger_than_a_chunk_arrives_whole(keys):
+    host = start_churn(keys, 20_000)
+    try:
+        with host.connect() as small, host.connect() as whole:
+            small.chunk_rows = 1000
+            snap = small.snapshot()
+            stats = small.last_listing
+            assert stats.chunks >= 20 and stats.rows == len(snap.tasks) >= 20_000
+            ids = [t.id for t in snap.tasks]
+            assert len(set(ids)) == len(ids)
+            assert view(whole.snapshot()) == view(snap) and whole.last_listing.chunks <= 2
+            listing = small.task_list()  # tasks() listings are chunked and merged the same way
+            assert {t.id for t in listing.tasks} == set(ids) and small.last_listing.base != 0
+            filtered = small.task_list(match="bulk-1999")  # and bulk-19990..19999
+            assert sorted(t.name for t in filtered.tasks)[:2] == ["bulk-1999", "bulk-19990"]
+            assert filtered.total == len(filtered.tasks) == 11 and small.last_listing.base == 0
+        assert echo_ok(host.echo)
+    finally:
+        host.process.stop()
+
+
+# ---------------------------------------------------------------- the table in-process
+
+
+class LoopThread:
+    """A real event loop in its own thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="incremental-loop")
+        self.thread.start()
+
+    def run(self, make: Callable[[], Any]) -> Any:
+        async def call() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(30)
+
+    def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def lt() -> Iterator[LoopThread]:
+    loop_thread = LoopThread()
+    yield loop_thread
+    loop_thread.stop()
+
+
+async def forever() -> None:
+    await asyncio.sleep(3600)
+
+
+def rows_by_serial(registry: TaskRegistry) -> dict[int, list[Any]]:
+    answer = registry.table.answer()
+    return {row[0]: row for row in (json.loads(text) for text in answer.listing.rows)}
+
+
+def churn_step(lt: LoopThread, live: list[asyncio.Task[None]], create: int, cancel: int) -> None:
+    """Cancel ``cancel`` of the live tasks (dropping them), then create ``create`` new ones:
+    freed tasks' addresses are the first a new task gets."""
+
+    async def step() -> None:
+        doomed = [live.pop() for _ in range(min(cancel, len(live)))]
+        for task in doomed:
+            task.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        doomed.clear()
+        live.extend(asyncio.create_task(forever()) for _ in range(create))
+        await asyncio.sleep(0)
+
+    lt.run(step)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=8))
+def test_a_new_task_never_inherits_an_old_id(lt, steps):
+    registry = TaskRegistry()
+    table = registry.table
+    live: list[asyncio.Task[None]] = []
+    owners: dict[int, Any] = {}  # serial -> the task that had it (held weakly by the test)
+    try:
+        for create, cancel in steps:
+            churn_step(lt, live, create, cancel)
+            table.refresh(max_age=0)
+            listed = rows_by_serial(registry)
+            for task in live:
+                serial = int(table.task_id(task)[0][5:])
+                assert serial in listed
+                owner = owners.setdefault(serial, weakref.ref(task))
+                assert owner() is task, f"task-{serial} now names another task"
+            mine = {int(table.task_id(t)[0][5:]) for t in live}
+            assert len(mine) == len(live)
+    finally:
+        churn_step(lt, live, 0, len(live))
+
+
+def test_a_freed_tasks_address_taken_by_a_new_task_gets_a_new_id(lt):
+    """The case the property test is about, made to happen: CPython hands a freed task's
+    memory to one of the next objects made, so a later task often has a dead one's id()."""
+    registry = TaskRegistry()
+    table = registry.table
+    live: list[asyncio.Task[None]] = []
+    dead: dict[int, str] = {}  # id() of a task that was freed -> the id the agent gave it
+    reused = 0
+    for _ in range(300):
+        churn_step(lt, live, 1, 0)
+        table.refresh(max_age=0)
+        address, task_id = id(live[0]), table.task_id(live[0])[0]
+        if address in dead:
+            reused += 1
+            assert task_id != dead[address], f"a new task inherited {task_id}"
+            assert dead[address] not in {f"task-{s}" for s in rows_by_serial(registry)}
+        dead[address] = task_id
+        churn_step(lt, live, 0, 1)
+        if reused >= 5:
+            break
+    assert reused, "no address was ever reused: the test did not test anything"
+
+
+async def pacer(box: list[Any], moved: threading.Event) -> None:
+    """Parks at three lines in turn, each time on a new future (created after the one
+    before was let go), and says so after each move."""
+    loop = asyncio.get_running_loop()
+    while True:
+        box.append(loop.create_future())
+        await box[0]  # LINE-A
+        box.clear()
+        moved.set()
+        box.append(loop.create_future())
+        await box[0]  # LINE-B
+        box.clear()
+        moved.set()
+        box.append(loop.create_future())
+        await box[0]  # LINE-C
+        box.clear()
+        moved.set()
+
+
+def test_a_task_that_moved_shows_its_new_line_even_on_a_reused_future_address(lt):
+    """Two steps between passes bring the pacer onto a future at the address of the one
+    it waited on at the last pass (CPython hands out the memory freed a step before), at
+    another line: a check of the future's id() would take that for "no move". The table
+    holds the future it saw, so that address cannot come back while it looks."""
+    box: list[Any] = []
+    moved = threading.Event()
+
+    async def start() -> asyncio.Task[None]:
+        task = asyncio.create_task(pacer(box, moved), name="pacer")
+        await asyncio.sleep(0)
+        return task
+
+    def advance() -> None:
+        moved.clear()
+        lt.loop.call_soon_threadsafe(lambda: box[0].set_result(None))
+        assert moved.wait(10)
+
+    source = Path(__file__).read_text().splitlines()
+    lines = [
+        next(i for i, text in enumerate(source, 1) if text.endswith(f"# LINE-{mark}"))
+        for mark in "ABC"
+    ]
+    task = lt.run(start)
+    try:
+        reused = 0
+        for _ in range(10):  # nobody holds the futures: two steps on, an address comes back
+            before = id(box[0])
+            advance()
+            advance()
+            reused += id(box[0]) == before
+        assert reused, "no future took the address of an earlier one: nothing to tell apart"
+        registry = TaskRegistry()
+        table = registry.table
+        table.refresh(max_age=0)
+        place = [i for i, line in enumerate(lines) if line == task.get_coro().cr_frame.f_lineno]
+        for _ in range(30):
+            table.refresh(max_age=0)
+            serial = int(table.task_id(task)[0][5:])
+            assert rows_by_serial(registry)[serial][4] == lines[place[0]]
+            advance()
+            advance()
+            place[0] = (place[0] + 2) % 3
+    finally:
+        lt.run(lambda: _cancel(task))
+
+
+def test_a_table_nobody_asks_lets_go_of_the_futures_it_holds(lt):
+    """Holding the future a task waited on keeps it (and its result) alive after the task
+    moved on, until the next pass; when no pass comes, expire lets go of it."""
+    box: list[Any] = []
+    moved = threading.Event()
+
+    async def start() -> asyncio.Task[None]:
+        task = asyncio.create_task(pacer(box, moved), name="pacer")
+        await asyncio.sleep(0)
+        return task
+
+    task = lt.run(start)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        held = weakref.ref(box[0])
+        moved.clear()
+        lt.loop.call_soon_threadsafe(lambda: box[0].set_result(None))
+        assert moved.wait(10)
+        gc.collect()
+        assert held() is not None  # the pacer has moved on: only the table holds it
+        table.expire(idle=3600)
+        gc.collect()
+        assert held() is not None  # a pass ran just now: not yet
+        table.expire(idle=0.0)
+        gc.collect()
+        assert held() is None
+        table.refresh(max_age=0)  # walked again from scratch, and right
+        line = rows_by_serial(registry)[int(table.task_id(task)[0][5:])][4]
+        assert Path(__file__).read_text().splitlines()[line - 1].endswith("# LINE-B")
+    finally:
+        lt.run(lambda: _cancel(task))
+
+
+async def one_wait() -> None:
+    await asyncio.sleep(3600)  # ONE-WAIT
+
+
+async def two_waits() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(3600)  # SECOND-WAIT
+
+
+def test_a_listing_makes_no_frame_for_a_coroutine_with_one_place_to_wait(lt):
+    """3.11+ makes a frame object the first time a coroutine's cr_frame is read, and the GC
+    counts each as an allocation (100k of them start collections in the host): where the
+    code has a single yield line, the row's line comes from the code alone."""
+    live: list[asyncio.Task[None]] = []
+
+    async def make() -> None:
+        live.extend(asyncio.create_task(c) for c in (one_wait(), two_waits()))
+        await asyncio.sleep(0.01)
+
+    lt.run(make)
+    registry = TaskRegistry()
+    try:
+        registry.table.refresh(max_age=0)
+        rows = rows_by_serial(registry)
+        source = Path(__file__).read_text().splitlines()
+        for task, mark, framed in ((live[0], "ONE-WAIT", False), (live[1], "SECOND-WAIT", True)):
+            row = rows[int(registry.table.task_id(task)[0][5:])]
+            assert source[row[4] - 1].endswith(f"# {mark}")
+            frames = [r for r in gc.get_referents(task.get_coro()) if type(r) is FrameType]
+            if sys.version_info >= (3, 11):  # before, every coroutine has its frame anyway
+                assert bool(frames) == framed
+    finally:
+        churn_step(lt, live, 0, len(live))
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def test_observers_asking_together_share_one_pass(lt):
+    live: list[asyncio.Task[None]] = []
+    churn_step(lt, live, 50, 0)
+    registry = TaskRegistry()
+    table = registry.table
+    table.share_seconds = 60.0
+    try:
+        barrier = threading.Barrier(4)
+
+        def observer() -> None:
+            barrier.wait()
+            table.refresh()
+
+        threads = [threading.Thread(target=observer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert table.passes == 1
+        table.refresh()
+        assert table.passes == 1
+        table.refresh(max_age=0)
+        assert table.passes == 2 and len(rows_by_serial(registry)) >= 50
+    finally:
+        churn_step(lt, live, 0, len(live))
