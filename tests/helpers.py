@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -34,6 +35,38 @@ def wait_until(check: Callable[[], T], timeout: float = 15.0, message: str = "")
             last_exc = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {message or check}: last error {last_exc!r}")
+
+
+class LoopThread:
+    """A real event loop in its own thread, driven with run_coroutine_threadsafe (for the
+    in-process tests of the agent's task probes)."""
+
+    def __init__(self, name: str = "test-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name)
+        self.thread.start()
+
+    def run(self, make: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``make()`` (a coroutine factory) on the loop and return its result."""
+
+        async def call() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Cancel every task left, stop and close the loop, join the thread."""
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 class HostProcess:

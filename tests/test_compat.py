@@ -24,42 +24,14 @@ import pytest
 import agent
 from agent import compat
 from agent.collect.tasks import TaskRegistry, awaited_tasks, awaiting_map
+from tests.helpers import LoopThread
 
 RUNNING = f"Python {sys.version.split()[0]}"
 
 
-class LoopThread:
-    """A real event loop in its own thread, driven with run_coroutine_threadsafe."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="compat-loop")
-        self.thread.start()
-
-    def run(self, make: Callable[[], Any]) -> Any:
-        """Run ``make()`` (a coroutine factory) on the loop and return its result."""
-
-        async def call() -> Any:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        self.run(cancel_all)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
 def lt() -> Iterator[LoopThread]:
-    loop_thread = LoopThread()
+    loop_thread = LoopThread("compat-loop")
     yield loop_thread
     loop_thread.stop()
 

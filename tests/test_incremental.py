@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from agent.collect.tasks import TaskRegistry
 from agent.schema import Snapshot, TaskInfo
 from observer.client import Node, connect
-from tests.helpers import HostProcess, echo_ok, line_value, wait_until
+from tests.helpers import HostProcess, LoopThread, echo_ok, line_value, wait_until
 
 CHURN = Path(__file__).parent / "hosts" / "churn.py"
 _SOURCE = CHURN.read_text().splitlines()
@@ -204,36 +204,9 @@ def test_a_listing_larger_than_a_chunk_arrives_whole(keys):
 # ---------------------------------------------------------------- the table in-process
 
 
-class LoopThread:
-    """A real event loop in its own thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="incremental-loop")
-        self.thread.start()
-
-    def run(self, make: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(30)
-
-    def stop(self) -> None:
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        self.run(cancel_all)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def lt() -> Iterator[LoopThread]:
-    loop_thread = LoopThread()
+    loop_thread = LoopThread("incremental-loop")
     yield loop_thread
     loop_thread.stop()
 
