@@ -33,6 +33,7 @@ DENIAL_WINDOW = 60.0  # seconds one folded denial record covers
 ACTIVE_DENIALS = 256  # open windows at once (a new one closes the oldest)
 DENIAL_LINES = 20  # log lines about denials per peer address per window
 SWEEP_EVERY = 1.0
+PEER_FAULTS = frozenset({"denied", "dropped"})  # what a peer did wrong, not an action taken
 DURABLE_WAIT = 0.5  # seconds a control action waits for its record to reach the audit file
 
 
@@ -59,13 +60,21 @@ class _Denial:
     target: str
     detail: str
     run: str
+    result: str = "denied"  # or "dropped": what the peer's attempts came to
 
     def as_record(self) -> AuditRecord:
         detail = self.detail
         if self.count > 1:
             detail += f" ({self.count} attempts in {self.last - self.first:.1f} s)"
         return AuditRecord(
-            self.first, self.peer, self.role, self.action, self.target, "denied", detail, self.run
+            self.first,
+            self.peer,
+            self.role,
+            self.action,
+            self.target,
+            self.result,
+            detail,
+            self.run,
         )
 
 
@@ -128,7 +137,7 @@ class AuditLog:
         is what denied attempts are folded by."""
         now = time.time()
         entry = AuditRecord(now, peer, role, action, target, result, detail, run)
-        if result == "denied":
+        if result in PEER_FAULTS:  # kept apart from control actions, folded per peer
             self._denied(entry, kind or action, now)
             return entry
         with self._lock:
@@ -142,7 +151,7 @@ class AuditLog:
         return entry
 
     def _denied(self, entry: AuditRecord, kind: str, now: float) -> None:
-        key = (entry.peer, entry.role, kind)
+        key = (entry.peer, entry.role, kind, entry.result)
         closed: list[_Denial] = []
         with self._lock:
             denial = self._open.get(key)
@@ -163,6 +172,7 @@ class AuditLog:
                     entry.target,
                     entry.detail,
                     entry.run,
+                    entry.result,
                 )
                 self._denials.append(denial)
                 self._open[key] = denial

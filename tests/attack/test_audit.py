@@ -236,3 +236,27 @@ def test_a_viewer_cannot_reset_the_operators_baselines(keys):
     assert ("census baseline", "operator", "ok") in taken
     assert ("census baseline", "viewer", "denied") in taken
     assert ("tracemalloc baseline", "viewer", "denied") in taken
+
+
+def test_dropped_sessions_cannot_push_operator_actions_out():
+    """A viewer that logs in and breaks the protocol over and over (each drop audited from
+    a new port) lands in the peer-fault ring, never in the control actions' ring."""
+    from agent.audit import CAPACITY, AuditLog
+
+    log = AuditLog()
+    for i in range(3):
+        log.record(
+            peer="10.0.0.1:1", role="operator", action="cancel", target=f"task-{i}", result="ok"
+        )
+    for port in range(2 * CAPACITY):
+        log.record(
+            peer=f"127.0.0.9:{port}",
+            role="viewer",
+            action="protocol violation",
+            target="connection",
+            result="dropped",
+        )
+    records = log.records(CAPACITY)
+    assert [r.target for r in records if r.role == "operator"] == ["task-0", "task-1", "task-2"]
+    assert {r.result for r in records if r.role == "viewer"} == {"dropped"}
+    log.close()
