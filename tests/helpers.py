@@ -37,6 +37,18 @@ def wait_until(check: Callable[[], T], timeout: float = 15.0, message: str = "")
     raise AssertionError(f"timed out waiting for {message or check}: last error {last_exc!r}")
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until the kernel shows it stopped: kill() only queues the
+    signal, and on a busy machine a thread of it may still answer a request or two."""
+    import psutil
+
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(
+        lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED,
+        message=f"pid {pid} stopped",
+    )
+
+
 class LoopThread:
     """A real event loop in its own thread, driven with run_coroutine_threadsafe (for the
     in-process tests of the agent's task probes)."""

@@ -19,7 +19,7 @@ from observer.fleet import Fleet
 from observer.link import Link, NotConnected, Status
 from observer.nodesfile import NodeSpec, save_nodes
 from observer.resolve import HOSTS_ENV, Roster, hosts_file_lookup
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT, freeze, wait_until
 from tests.helpers import node_spec as spec
 
 
@@ -251,7 +251,7 @@ def test_frozen_node_is_down_after_its_timeout_and_never_holds_the_others(agents
     others = [agents.start(name=f"ok-{i}")[1] for i in range(3)]
     with Fleet([spec(a, keys) for a in [frozen_addr, *others]], timeout=1.0) as fleet:
         assert {r.status for r in fleet.refresh()} == {"up"}
-        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        freeze(frozen.proc.pid)
         try:
             started = time.monotonic()
             rows = fleet.refresh()
@@ -280,7 +280,7 @@ def test_timeout_error_names_the_deadline(agents, keys):
     host, addr = agents.start()
     link = Link(spec(addr, keys))
     link.call(lambda node: node.hello())
-    os.kill(host.proc.pid, signal.SIGSTOP)
+    freeze(host.proc.pid)
     try:
         with pytest.raises(NodeTimeout, match="within 0.5s"):
             link.call(lambda node: node.overview(), timeout=0.5)

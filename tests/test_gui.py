@@ -28,7 +28,7 @@ from observer.gui.nodedialog import AddNodeDialog
 from observer.gui.rows import ID, NAME
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes
-from tests.helpers import ROOT
+from tests.helpers import ROOT, freeze
 from tests.helpers import node_spec as spec
 
 WAIT = 20_000  # ms
@@ -424,7 +424,7 @@ def test_charts_break_the_line_where_a_frozen_agent_took_no_samples(qtbot, windo
     qtbot.waitUntil(lambda: tab.point_count() >= 3, timeout=WAIT)
     assert tab.breaks() == 0
     frozen_at = tab.samples[-1].time
-    os.kill(host.process.proc.pid, signal.SIGSTOP)  # its sampler stops with it
+    freeze(host.process.proc.pid)  # its sampler stops with it
     try:
         wait_status(qtbot, link, Status.DOWN)  # a history call timed out: 4 s at least
     finally:

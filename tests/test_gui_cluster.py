@@ -31,6 +31,7 @@ from observer.gui.resolver import Resolver
 from observer.gui.window import MainWindow
 from observer.nodesfile import NodeSpec, load_nodes, save_nodes
 from observer.resolve import HOSTS_ENV
+from tests.helpers import freeze
 from tests.test_gui import WAIT, shown_status, spec, wait_status, wait_up
 
 INTERVAL = 1  # s: the refresh interval these tests run at
@@ -135,7 +136,7 @@ def test_frozen_node_is_down_within_two_intervals_and_comes_back(qtbot, window, 
     qtbot.waitUntil(lambda: shown(window, frozen) == shown(window, steady) == "up", timeout=WAIT)
     qtbot.waitUntil(lambda: row_of(window, frozen).cpu_percent is not None, timeout=WAIT)
 
-    os.kill(frozen_host.proc.pid, signal.SIGSTOP)
+    freeze(frozen_host.proc.pid)
     try:
         stopped = time.monotonic()
         qtbot.waitUntil(lambda: shown(window, frozen) == "down", timeout=WAIT)
