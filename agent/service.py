@@ -7,6 +7,7 @@ audits control actions, and returns one immutable ``bytes`` envelope: one round 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -173,6 +174,26 @@ class AgentService(rpyc.Service):
         self._listing = listing if len(listing.rows) > len(listing.chunk(0, chunk)) else None
         return wire
 
+    def _listing_reply(
+        self,
+        collect: Callable[..., Any],
+        limit: Any,
+        match: Any,
+        since: Any,
+        epoch: Any,
+        chunk: Any,
+    ) -> bytes:
+        """Check a task listing's arguments (from the peer), run ``collect(limit, match,
+        held, table, rows)`` and keep what does not fit the first reply (see _listed)."""
+
+        def run() -> Any:
+            _check(match, str, "match")
+            held, table = _since(since, epoch)
+            rows = _chunk(chunk)
+            return self._listed(collect(_limit(limit), match, held, table, rows), rows)
+
+        return self._run(run)
+
     def exposed_tasks(
         self,
         limit: int = DEFAULT_TASK_LIMIT,
@@ -183,15 +204,7 @@ class AgentService(rpyc.Service):
     ) -> bytes:
         """Tasks as a TaskListing: what changed since version ``since`` of table ``epoch``,
         or all (filtered by ``match``, pending first up to ``limit``)."""
-
-        def run() -> Any:
-            _check(match, str, "match")
-            held, table = _since(since, epoch)
-            rows = _chunk(chunk)
-            made = self.core.task_rows(_limit(limit), match, held, table, rows)
-            return self._listed(made, rows)
-
-        return self._run(run)
+        return self._listing_reply(self.core.task_rows, limit, match, since, epoch, chunk)
 
     def exposed_snapshot(
         self,
@@ -202,15 +215,8 @@ class AgentService(rpyc.Service):
         chunk: int = CHUNK_ROWS,
     ) -> bytes:
         """Process, threads, loops, children, and the tasks as exposed_tasks lists them."""
-
-        def run() -> Any:
-            _check(match, str, "match")
-            held, table = _since(since, epoch)
-            rows = _chunk(chunk)
-            made = self.core.snapshot(self._creds.role, _limit(limit), match, held, table, rows)
-            return self._listed(made, rows)
-
-        return self._run(run)
+        snapshot = functools.partial(self.core.snapshot, self._creds.role)
+        return self._listing_reply(snapshot, limit, match, since, epoch, chunk)
 
     def exposed_task_chunk(self, listing: int, offset: int, chunk: int = CHUNK_ROWS) -> bytes:
         """The rows of this connection's latest listing from ``offset`` (a TaskChunk); the
