@@ -102,6 +102,22 @@ def test_localhost_and_ip_literals_are_not_expanded():
 # ---------------------------------------------------------------- observer nodes
 
 
+def wait_for_settled_load(address: str, keys) -> None:
+    """Wait until the agent's "now" counts the host's own threads and tasks: its first load
+    sample is taken when the agent starts, before the host starts them, and an overview
+    reuses a sample for up to two seconds."""
+    from observer.client import connect
+
+    node = connect(address, token_file=keys.operator_token, fingerprint=keys.fingerprint)
+    try:
+        wait_until(
+            lambda: (now := node.overview(0.0).now).threads >= 4 and now.tasks >= 3,
+            message=f"a load sample of {address} taken after the host set up",
+        )
+    finally:
+        node.close()
+
+
 def test_nodes_json_contract_over_several_agents(agents, keys, tmp_path):
     """Three agents, one name standing for two of them, a refused port and a name that does
     not resolve: one object per node, each with its address and a contract status."""
@@ -111,6 +127,8 @@ def test_nodes_json_contract_over_several_agents(agents, keys, tmp_path):
     c, c_addr = agents.start("127.0.0.1:0", "gamma")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.2 svc.test\n127.0.0.3 svc.test\n")
+    for address in (a_addr, b_addr):
+        wait_for_settled_load(address, keys)
     result = observer_cli(
         "nodes",
         f"svc.test:{port}",
