@@ -71,6 +71,10 @@ def start(
     client_cafile: str | None = None,
     audit_file: str | None = None,
     max_sessions: int | None = None,
+    metrics: str | None = None,
+    metrics_public: bool | None = None,
+    metrics_token: str | None = None,
+    metrics_tls: bool | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
@@ -82,6 +86,9 @@ def start(
     listener died (see running()) is replaced by a new one, keeping what was exposed.
     ``send_timeout``: seconds one reply may take to reach an observer before the agent
     drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
+    ``metrics="127.0.0.1:9464"`` also serves Prometheus metrics there (read-only, loopback
+    unless ``metrics_public``; ``metrics_token`` a bearer token scrapers must send;
+    ``metrics_tls`` with the agent's certificate; see agent.metrics.config).
     """
     from agent.config import resolve
     from agent.server import AgentServer
@@ -104,6 +111,10 @@ def start(
             client_cafile=client_cafile,
             audit_file=audit_file,
             max_sessions=max_sessions,
+            metrics=metrics,
+            metrics_public=metrics_public,
+            metrics_token=metrics_token,
+            metrics_tls=metrics_tls,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

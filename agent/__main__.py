@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="observers connected at once; one more is told 'agent busy' (default 16)",
     )
+    run.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics at host:port")
+    run.add_argument(
+        "--metrics-public", action="store_true", default=None, help="allow a non-loopback ADDR"
+    )
+    run.add_argument("--metrics-token-file", help="scrapers must send this bearer token")
+    run.add_argument(
+        "--metrics-tls", action="store_true", default=None, help="serve metrics over TLS"
+    )
     run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
@@ -84,12 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_cafile=args.client_ca,
             audit_file=args.audit_file,
             max_sessions=args.max_sessions,
+            metrics=args.metrics,
+            metrics_public=args.metrics_public,
+            metrics_token=(
+                read_token_file(args.metrics_token_file) if args.metrics_token_file else None
+            ),
+            metrics_tls=args.metrics_tls,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)
         return 2
     if args.print_address:
         print(f"agent: {server.address}", flush=True)
+        if server.metrics is not None:
+            print(f"metrics: {server.metrics.address}", flush=True)
     else:
         print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
 

@@ -35,6 +35,12 @@ DENIAL_LINES = 20  # log lines about denials per peer address per window
 SWEEP_EVERY = 1.0
 PEER_FAULTS = frozenset({"denied", "dropped"})  # what a peer did wrong, not an action taken
 DURABLE_WAIT = 0.5  # seconds a control action waits for its record to reach the audit file
+# what action_counts() counts by (the metrics' labels): a fixed vocabulary, never a peer's words
+COUNTED_KINDS = frozenset(
+    {"cancel", "raise", "signal", "chaos", "tracemalloc start", "tracemalloc stop",
+     "tracemalloc baseline", "census baseline"}
+)  # fmt: skip
+COUNTED_RESULTS = frozenset({"ok", "denied", "dropped"})  # anything else counts as "error"
 
 
 class AuditSink:
@@ -120,6 +126,7 @@ class AuditLog:
         self._swept = 0.0
         self._lock = threading.Lock()
         self.sink = sink or AuditSink()
+        self._counts: collections.Counter[tuple[str, str, bool]] = collections.Counter()
 
     def record(
         self,
@@ -137,6 +144,7 @@ class AuditLog:
         is what denied attempts are folded by."""
         now = time.time()
         entry = AuditRecord(now, peer, role, action, target, result, detail, run)
+        self._count(kind or action, result, bool(run))
         if result in PEER_FAULTS:  # kept apart from control actions, folded per peer
             self._denied(entry, kind or action, now)
             return entry
@@ -149,6 +157,18 @@ class AuditLog:
         self._write(_entry(entry), wait=DURABLE_WAIT)
         self.sweep(now)
         return entry
+
+    def _count(self, kind: str, result: str, chaos: bool) -> None:
+        kind = kind.replace(" ", "_") if kind in COUNTED_KINDS else "other"
+        result = result if result in COUNTED_RESULTS else "error"
+        with self._lock:
+            self._counts[(kind, result, chaos)] += 1
+
+    def action_counts(self) -> dict[tuple[str, str, bool], int]:
+        """Records so far by (kind, result, part of a chaos run): bounded by the fixed
+        kinds and results, for the metrics endpoint."""
+        with self._lock:
+            return dict(self._counts)
 
     def _denied(self, entry: AuditRecord, kind: str, now: float) -> None:
         key = (entry.peer, entry.role, kind, entry.result)

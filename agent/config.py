@@ -17,6 +17,7 @@
 | OBSERVER_AGENT_AUTH_FAILURES_TOTAL | wrong proofs from all addresses per window (60) |
 | OBSERVER_AGENT_AUTH_WINDOW | seconds those failures are remembered (60) |
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
+| OBSERVER_AGENT_METRICS* | the Prometheus endpoint (off unless set): see agent.metrics.config |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -37,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.metrics.config import MetricsConfig, resolve_metrics
 from agent.security import ROLES, ConfigError, weak_token_error
 from agent.wire import split_host_port
 
@@ -68,6 +70,7 @@ class AgentConfig:
     audit_file: str | None = None
     auth_failure_total: int = 60
     auth_window: float = 60.0
+    metrics: MetricsConfig | None = None  # the Prometheus endpoint, None = off
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -124,6 +127,10 @@ def resolve(
     env: Mapping[str, str] | None = None,
     send_timeout: float | None = None,
     audit_file: str | None = None,
+    metrics: str | None = None,
+    metrics_public: bool | None = None,
+    metrics_token: str | None = None,
+    metrics_tls: bool | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -197,4 +204,12 @@ def resolve(
         audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
         auth_failure_total=max(1, total),
         auth_window=max(0.1, window),
+        metrics=resolve_metrics(
+            metrics,
+            public=metrics_public,
+            token=metrics_token,
+            tls=metrics_tls,
+            env=env,
+            has_tls_material=bool(tls_cert and tls_key),
+        ),
     )

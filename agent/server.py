@@ -174,6 +174,13 @@ class AgentServer:
             config.auth_failure_limit, config.auth_failure_total, config.auth_window
         )
         listener = bind_listener(config.host, config.port)
+        metrics_listener = None
+        if config.metrics is not None:
+            try:
+                metrics_listener = bind_listener(config.metrics.host, config.metrics.port)
+            except BaseException:
+                listener.close()
+                raise
         # Last, once nothing else can fail: the core starts the audit file's writer thread.
         self.core = AgentCore(
             config.name,
@@ -191,6 +198,11 @@ class AgentServer:
             self.sessions,
             on_thread=self.core.add_agent_thread,
         )
+        self.metrics = None
+        if metrics_listener is not None and config.metrics is not None:
+            from agent.metrics.endpoint import MetricsEndpoint
+
+            self.metrics = MetricsEndpoint(config.metrics, self.core, metrics_listener, tls)
 
     @property
     def host(self) -> str:
@@ -211,6 +223,9 @@ class AgentServer:
 
     def start(self) -> None:
         self._gate.start()
+        if self.metrics is not None:
+            self.metrics.start()
+            log.info("runtime-observer agent: metrics at %s", self.metrics.url)
         self.core.sampler.start()
         registry.register(self.address)
         log.info(
@@ -231,6 +246,9 @@ class AgentServer:
         inherited = os.getpid() != self._pid
         with contextlib.suppress(Exception):
             self._gate.stop(shutdown=not inherited)
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.stop(shutdown=not inherited)
         self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
         if not inherited:

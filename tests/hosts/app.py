@@ -116,6 +116,8 @@ async def main(args: argparse.Namespace) -> None:
     host, port = echo_server.sockets[0].getsockname()[:2]
     say(f"child: {child.pid}")
     say(f"agent: {server.address}")
+    if getattr(server, "metrics", None) is not None:  # OBSERVER_AGENT_METRICS was set
+        say(f"metrics: {server.metrics.address}")
     say(f"echo: {host}:{port}")
 
     def watch_child() -> None:
