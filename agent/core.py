@@ -142,6 +142,7 @@ class AgentCore:
         self.history = HistoryBuffer(history_capacity, history_interval)
         self.census_taker = CensusTaker()
         self.tracer = Tracer()
+        self.metrics: Any = None  # the metrics endpoint (agent.metrics), set when it is on
         self._observers = 0
         self._sessions = 0
         self._observers_lock = threading.Lock()
@@ -559,6 +560,16 @@ class AgentCore:
             self.history.interval,
             samples,
         )
+
+    def metrics_text(self, openmetrics: bool) -> tuple[str, str]:
+        """The metrics endpoint's URL and its current exposition (as a scrape sees it)."""
+        endpoint = self.metrics
+        if endpoint is None:
+            raise NotFound(
+                "the metrics endpoint is off: start the agent with metrics=HOST:PORT "
+                "(--metrics, OBSERVER_AGENT_METRICS)"
+            )
+        return endpoint.url, endpoint.render(openmetrics).body.decode("utf-8", "replace")
 
     def audit_records(self, limit: int) -> tuple[AuditRecord, ...]:
         return self.audit.records(limit)

@@ -203,6 +203,7 @@ class AgentServer:
             from agent.metrics.endpoint import MetricsEndpoint
 
             self.metrics = MetricsEndpoint(config.metrics, self.core, metrics_listener, tls)
+            self.core.metrics = self.metrics  # observers read it too (observer metrics NODE)
 
     @property
     def host(self) -> str:

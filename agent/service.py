@@ -278,6 +278,10 @@ class AgentService(rpyc.Service):
 
         return self._run(run)
 
+    def exposed_metrics(self, openmetrics: bool = False) -> bytes:
+        """The metrics endpoint's URL and current exposition (read-only, any role)."""
+        return self._run(lambda: self.core.metrics_text(_check(openmetrics, bool, "openmetrics")))
+
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
 

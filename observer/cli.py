@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from observer.errors import BadSetting, ObserverError
+from observer.metricscmd import cmd_metrics, metrics_options
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -692,6 +693,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
     ),
     "audit": (cmd_audit, "recent control actions recorded by the agent", True, _audit_options),
     "history": (cmd_history, "the agent's load history", True, _history_options),
+    "metrics": (
+        cmd_metrics,
+        "the node's Prometheus metrics as a scrape sees them",
+        True,
+        metrics_options,
+    ),
     "keygen": (
         cmd_keygen,
         "create agent certificate, key and tokens in DIR",

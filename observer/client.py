@@ -398,6 +398,14 @@ class Node:
         """Identity, load now and the history samples newer than ``since``: a cluster row."""
         return self._call(Overview, "overview", float(since))
 
+    def metrics(self, openmetrics: bool = False) -> tuple[str, str]:
+        """(URL, text) of the node's Prometheus endpoint as a scrape would see it now."""
+        try:
+            url, text = self._raw("metrics", bool(openmetrics))
+        except AttributeError as exc:  # an agent from before the metrics endpoint
+            raise ObserverError(f"{self.address}: this agent has no metrics endpoint") from exc
+        return str(url), str(text)
+
     def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
         """Recent control actions on this node, oldest first."""
         return self._call(tuple[AuditRecord, ...], "audit", int(limit))

@@ -328,3 +328,41 @@ def test_prometheus_client_registry_gets_our_families_once(tmp_path):
     assert "python_gc_pause_seconds_bucket" in text and "process_threads " in text
     assert not math.isnan(value(text, "process_threads"))
     registry.unregister(bridge)
+
+
+def test_observer_metrics_prints_the_exposition_over_the_observers_link(metrics_host, keys):
+    host = metrics_host()
+    creds = ["--token-file", str(keys.viewer_token), "--fingerprint", keys.fingerprint]
+    done = subprocess.run(
+        [sys.executable, "-m", "observer", "metrics", host.address, *creds],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert value(done.stdout, "observer_agent_build_info", pid=str(host.process.proc.pid)) == 1
+    assert f"http://{host.metrics}/metrics" in done.stderr
+    if prometheus_bin()[0] is not None:
+        check = promtool_check_metrics(done.stdout)
+        assert check.returncode == 0, check.stdout + check.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "observer", "metrics", host.address, *creds, "--openmetrics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0 and done.stdout.endswith("# EOF\n")
+
+
+def test_observer_metrics_says_when_the_endpoint_is_off(host, keys):
+    creds = ["--token-file", str(keys.viewer_token), "--fingerprint", keys.fingerprint]
+    done = subprocess.run(
+        [sys.executable, "-m", "observer", "metrics", host.address, *creds],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode != 0 and "metrics endpoint is off" in done.stderr

@@ -8,7 +8,7 @@ back. While this tab is visible these overviews are the window's liveness pings.
 
 Rows of nodes that are not up keep their last figures, greyed, with the age of that data
 ("data 12s old"), recomputed every tick from cache. Double-click or Enter on a row opens
-that node on the System tab.
+that node on the System tab; its context menu opens the node's Prometheus metrics URL.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PyQt6.QtCore import QModelIndex, QPoint, QSortFilterProxyModel, Qt, QUrl
+from PyQt6.QtGui import QDesktopServices
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
+    QMenu,
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableView,
@@ -106,6 +108,10 @@ class ClusterTab(Tab):
         self.view.setItemDelegateForColumn(NOTE, EndElided(self.view))  # read from its start
         self.columns = ColumnFitter(self.view, first=(NODE,), fixed={TREND: SPARK_WIDTH})
         self.view.activated.connect(self._activated)  # double-click, or Enter
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._menu)
+        self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl  # the browser
+        self.metrics_message = ""  # what the last "Open metrics" came to
         self.layout_.addWidget(self.view)
         self.trends: dict[NodeLink, Trend] = {}
         self._answered: set[NodeLink] = set()  # nodes that answered (or failed) once
@@ -181,6 +187,27 @@ class ClusterTab(Tab):
         if link is not None:
             self.fleet.open_node(link)
 
+    def _menu(self, pos: QPoint) -> None:
+        link = self.view.indexAt(pos).siblingAtColumn(NODE).data(LINK_ROLE)
+        if link is None:
+            return
+        menu = QMenu(self.view)
+        menu.addAction("Open node", lambda: self.fleet.open_node(link))
+        menu.addAction("Open metrics URL", lambda: self.open_metrics(link))
+        menu.exec(self.view.viewport().mapToGlobal(pos))
+
+    def open_metrics(self, link: NodeLink) -> None:
+        """Ask the node where its metrics endpoint is, then open that URL in the browser."""
+        link.request("metrics-url", lambda node: node.metrics()[0], self._on_metrics_url)
+
+    def _on_metrics_url(self, reply: Reply) -> None:
+        if reply.ok:
+            self.metrics_message = f"opened {reply.value}"
+            self.open_url(QUrl(reply.value))
+        else:
+            self.metrics_message = f"no metrics URL: {reply.error}"
+        self.status_changed.emit()
+
     # ------------------------------------------------------------ Tab API
 
     def job(self) -> Callable[[Node], Any]:
@@ -198,4 +225,5 @@ class ClusterTab(Tab):
         order = [s.value for s in Status]
         parts = [f"{counts[s]} {s}" for s in sorted(counts, key=order.index)]
         total = len(self.model.rows)
-        return f"{total} node{'s' if total != 1 else ''}: " + ", ".join(parts)
+        text = f"{total} node{'s' if total != 1 else ''}: " + ", ".join(parts)
+        return f"{text}; {self.metrics_message}" if self.metrics_message else text
