@@ -1,0 +1,190 @@
+"""What the metrics endpoint costs: scrape time and bytes, and agent CPU per scrape.
+
+    python bench/metrics.py [--tasks 10 10000] [--loops 1] [--scrapes 40] [--repeat 3]
+
+For each host size, starts this file as a host (``--host``): the agent with the metrics
+endpoint on (or off, for the baseline), ``--loops`` event loops with ``--tasks`` idle
+tasks between them, nothing else running. Then, ``--repeat`` times, interleaved:
+
+1. idle CPU: the host's CPU time over ``--idle`` seconds with nobody scraping, metrics on
+   and off (the cost of having the endpoint on: the loop-lag probe every second);
+2. scrapes: ``--scrapes`` GETs, each after the endpoint's 0.5 s cache has expired, so
+   each one collects and renders: the client's wall time per scrape, the agent's own
+   collect+render time (observer_agent_metrics_scrape_duration_seconds), the body size,
+   and the host's CPU per scrape (CPU over the run, less the idle rate, over the count).
+
+Prints medians and spread and the CPU share at a 15 s scrape interval (per-scrape CPU /
+15 s + the endpoint's idle cost), with the load average at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+INTERVAL = 15.0  # the scrape interval the CPU share is given for
+
+
+def host_main(tasks: int, loops: int, metrics: bool) -> None:
+    """The measured process: agent (+ metrics), idle tasks spread over ``loops`` loops."""
+    import threading
+
+    import agent
+
+    server = agent.start("127.0.0.1:0", metrics="127.0.0.1:0" if metrics else None)
+
+    async def idle() -> None:
+        await asyncio.sleep(3600)
+
+    async def loop_main(count: int, ready: threading.Event | None) -> None:
+        held = [asyncio.create_task(idle(), name=f"idle-{i}") for i in range(count)]
+        if ready is not None:
+            ready.set()
+        await asyncio.gather(*held)
+
+    per_loop = tasks // loops
+    for _ in range(loops - 1):
+        ready = threading.Event()
+        threading.Thread(
+            target=lambda r=ready: asyncio.run(loop_main(per_loop, r)), daemon=True
+        ).start()
+        ready.wait()
+
+    async def main() -> None:
+        started = asyncio.create_task(loop_main(tasks - per_loop * (loops - 1), None))
+        await asyncio.sleep(0)
+        print(f"metrics: {server.metrics.address if server.metrics else '-'}", flush=True)
+        await started
+
+    asyncio.run(main())
+
+
+class Host:
+    def __init__(self, tasks: int, loops: int, metrics: bool) -> None:
+        argv = [sys.executable, __file__, "--host", "--tasks", str(tasks), "--loops", str(loops)]
+        if not metrics:
+            argv.append("--no-metrics")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("metrics: "), line
+        self.address = line.split(" ", 1)[1]
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def scrape(self) -> tuple[float, bytes]:
+        host, port = self.address.rsplit(":", 1)
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read()
+        conn.close()
+        return time.perf_counter() - started, body
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def idle_rate(host: Host, seconds: float) -> float:
+    """CPU seconds per second the host burns with nobody asking it anything."""
+    cpu0, t0 = host.cpu(), time.monotonic()
+    time.sleep(seconds)  # a measurement window, not a synchronisation
+    return (host.cpu() - cpu0) / (time.monotonic() - t0)
+
+
+def scrape_run(host: Host, count: int, idle: float) -> dict[str, float]:
+    host.scrape()  # warm up
+    walls, agent_times, sizes = [], [], []
+    cpu0, t0 = host.cpu(), time.monotonic()
+    for _ in range(count):
+        time.sleep(0.55)  # past the endpoint's 0.5 s cache: every scrape collects anew
+        wall, body = host.scrape()
+        walls.append(wall)
+        sizes.append(len(body))
+        for line in body.decode().splitlines():
+            if line.startswith("observer_agent_metrics_scrape_duration_seconds "):
+                agent_times.append(float(line.split()[1]))
+    elapsed = time.monotonic() - t0
+    per_scrape = (host.cpu() - cpu0 - idle * elapsed) / count
+    return {
+        "wall_ms": statistics.median(walls) * 1e3,
+        "agent_ms": statistics.median(agent_times) * 1e3,
+        "bytes": statistics.median(sizes),
+        "cpu_ms": per_scrape * 1e3,
+    }
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-metrics", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[10, 10000])
+    parser.add_argument("--loops", type=int, default=1)
+    parser.add_argument("--scrapes", type=int, default=40)
+    parser.add_argument("--idle", type=float, default=15.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if args.host:
+        host_main(args.tasks[0], args.loops, not args.no_metrics)
+        return
+    print(f"load average at start: {os.getloadavg()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, loops={args.loops}")
+    for tasks in args.tasks:
+        on, off = Host(tasks, args.loops, True), Host(tasks, args.loops, False)
+        runs: dict[str, list[float]] = {}
+        try:
+            for _ in range(args.repeat):  # interleaved: on/off idle, then scrapes
+                runs.setdefault("idle_off_ms_per_s", []).append(idle_rate(off, args.idle) * 1e3)
+                rate = idle_rate(on, args.idle)
+                runs.setdefault("idle_on_ms_per_s", []).append(rate * 1e3)
+                for key, v in scrape_run(on, args.scrapes, rate).items():
+                    runs.setdefault(key, []).append(v)
+        finally:
+            on.stop()
+            off.stop()
+        print(f"\n{tasks} tasks on {args.loops} loop(s), {args.repeat} runs, median (min-max):")
+        labels = {
+            "wall_ms": "scrape wall time, client (ms)",
+            "agent_ms": "collect+render in the agent (ms)",
+            "bytes": "exposition size (bytes)",
+            "cpu_ms": "host CPU per scrape (ms)",
+            "idle_on_ms_per_s": "host idle CPU, metrics on (ms/s)",
+            "idle_off_ms_per_s": "host idle CPU, metrics off (ms/s)",
+        }
+        for key, label in labels.items():
+            print(f"  {label:38s} {spread(runs[key])}")
+        endpoint = statistics.median(runs["idle_on_ms_per_s"]) - statistics.median(
+            runs["idle_off_ms_per_s"]
+        )
+        share = statistics.median(runs["cpu_ms"]) / INTERVAL + endpoint
+        print(
+            f"  => at a {INTERVAL:g} s interval: {share / 10:.3f}% of one core "
+            f"({statistics.median(runs['cpu_ms']) / INTERVAL:.3f} ms/s for scrapes, "
+            f"{endpoint:.3f} ms/s for the endpoint's loop-lag probe)"
+        )
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
