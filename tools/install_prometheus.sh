@@ -3,6 +3,10 @@
 # and `make prometheus`: Debian's package, installed with apt-get when missing and we are root.
 # Prints the directory holding both binaries on success; exits non-zero with the reason else.
 set -u
+if [ -e /.runtime-observer-complete ]; then  # tools/sid_chroot.sh's chroot, shared and cached
+    echo "not installing prometheus into the 3.14/3.15 test chroot (the host's run covers it)" >&2
+    exit 1
+fi
 have() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 if ! have; then
     if [ "$(id -u)" != 0 ]; then

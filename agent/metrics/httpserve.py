@@ -12,6 +12,7 @@ does raises into the host.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hmac
 import logging
@@ -39,11 +40,12 @@ Render = Callable[[str], tuple[bytes, str]]
 
 
 class _Conn:
-    __slots__ = ("deadline", "events", "inbuf", "out", "peer", "sock", "spoke", "tls_done")
+    __slots__ = ("deadline", "events", "inbuf", "ip", "out", "peer", "sock", "spoke", "tls_done")
 
-    def __init__(self, sock: socket.socket, peer: str, now: float, tls: bool) -> None:
+    def __init__(self, sock: socket.socket, ip: str, port: int, now: float, tls: bool) -> None:
         self.sock = sock
-        self.peer = peer
+        self.ip = ip
+        self.peer = f"{ip}:{port}"
         self.deadline = now + DEADLINE
         self.inbuf = bytearray()
         self.out = b""
@@ -208,9 +210,11 @@ class MetricsHTTPServer:
 
     def _admit(self, sock: socket.socket, addr: Any, now: float) -> None:
         if len(self._conns) >= MAX_CONNECTIONS:
-            # the one that has sent nothing yet, else the oldest: a real scraper's request
-            # comes with its connection and is answered before the next newcomer
-            victim = min(self._conns.values(), key=lambda c: (c.spoke, c.deadline))
+            # one of the address holding the most connections; of those, one that has
+            # sent nothing yet, else the oldest. A flood from one address churns among
+            # itself, and a scraper elsewhere is not pushed out before its request lands.
+            held = collections.Counter(c.ip for c in self._conns.values())
+            victim = min(self._conns.values(), key=lambda c: (-held[c.ip], c.spoke, c.deadline))
             self._events.event(
                 "evicted",
                 "runtime-observer agent: metrics: %d connections open; closed the idlest, from %s",
@@ -221,7 +225,7 @@ class MetricsHTTPServer:
         sock.setblocking(False)
         if self._tls is not None:
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        c = _Conn(sock, f"{addr[0]}:{addr[1]}", now, self._tls is not None)
+        c = _Conn(sock, str(addr[0]), int(addr[1]), now, self._tls is not None)
         self._conns[id(c)] = c
         self._step(c)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 import time
 
 import pytest
 
 from agent.metrics.httpserve import DEADLINE, MAX_CONNECTIONS, MAX_REQUEST
+from tests.attack.tools import tcp_from
 from tests.helpers import echo_ok, line_value
 from tests.metricstools import scrape, value
 
@@ -107,21 +109,62 @@ def test_a_huge_request_is_refused_without_reading_it_all(target):
 
 
 def test_a_flood_of_connections_leaves_room_for_the_real_scraper(target):
-    """The attacker opens 300 idle connections (no request at all) and keeps them. The
-    endpoint keeps at most MAX_CONNECTIONS of them (newcomers push the idlest out), so a
-    real scrape gets in, and the host's descriptors stay bounded."""
+    """The attacker, at 127.0.0.2, opens 300 idle connections (no request at all) and
+    keeps opening more while the scraper, at 127.0.0.1, scrapes. The endpoint keeps at
+    most MAX_CONNECTIONS (a newcomer pushes out one of the address holding the most), so
+    every real scrape gets in, and the host's descriptors stay bounded."""
     _, before = _timed_scrape(target.metrics)
     attackers: list[socket.socket] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set() and len(attackers) < 600:
+            with contextlib.suppress(OSError):
+                attackers.append(tcp_from(target.metrics, "127.0.0.2"))
+
     try:
         for _ in range(300):
-            attackers.append(_connect(target.metrics))
-        took, during = _timed_scrape(target.metrics)
-        assert took < 2.0, f"a real scrape took {took:.2f}s behind 300 idle connections"
+            attackers.append(tcp_from(target.metrics, "127.0.0.2"))
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        for _ in range(5):
+            took, during = _timed_scrape(target.metrics)
+            assert took < 2.0, f"a real scrape took {took:.2f}s behind the flood"
+        stop.set()
+        flooder.join(30)
         held = value(during, "process_open_fds") - value(before, "process_open_fds")
         assert held <= MAX_CONNECTIONS + 2, f"the endpoint holds {held} descriptors"
         assert echo_ok(target.echo)
     finally:
+        stop.set()
         for sock in attackers:
             sock.close()
     took, _ = _timed_scrape(target.metrics)
     assert took < 2.0
+
+
+def test_a_scraper_whose_request_is_slow_to_arrive_outlasts_a_flood(target):
+    """A scraper far away: its request lands well after its connection. Meanwhile the
+    attacker, at 127.0.0.2, opens 4x MAX_CONNECTIONS idle connections. The scraper's
+    connection (the only one from its address) is not the one pushed out: once its
+    request arrives, it gets the whole exposition."""
+    hostname, port = target.metrics.rsplit(":", 1)
+    scraper = socket.create_connection((hostname, int(port)), timeout=10)
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(4 * MAX_CONNECTIONS):  # each newcomer makes the endpoint evict one
+            attackers.append(tcp_from(target.metrics, "127.0.0.2"))
+        # every attacker connection is accepted (the endpoint answers a request on a later
+        # one), so the scraper's has been weighed against all of them
+        _timed_scrape(target.metrics)
+        scraper.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while chunk := scraper.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:80]
+        assert b"process_resident_memory_bytes" in reply
+    finally:
+        scraper.close()
+        for sock in attackers:
+            sock.close()
+    assert echo_ok(target.echo)
