@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-matrix lint format bench clean
+.PHONY: demo test test-matrix lint format bench clean prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 test-matrix:
 	$(PYTHON) tools/matrix.py $(if $(VERSIONS),--versions "$(VERSIONS)") $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
+# Debian's prometheus + promtool for tests/test_prometheus.py (the tests call it themselves
+# when they are missing; skipped with the reason where it cannot install).
+prometheus:
+	sh tools/install_prometheus.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check agent observer tests bench tools
 
@@ -42,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/metrics.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/gui.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/overhead.py
