@@ -569,7 +569,8 @@ class AgentCore:
                 "the metrics endpoint is off: start the agent with metrics=HOST:PORT "
                 "(--metrics, OBSERVER_AGENT_METRICS)"
             )
-        return endpoint.url, endpoint.render(openmetrics).body.decode("utf-8", "replace")
+        rendered = endpoint.render(openmetrics, scrape=False)
+        return endpoint.url, rendered.body.decode("utf-8", "replace")
 
     def audit_records(self, limit: int) -> tuple[AuditRecord, ...]:
         return self.audit.records(limit)

@@ -366,3 +366,44 @@ def test_observer_metrics_says_when_the_endpoint_is_off(host, keys):
         cwd=Path(__file__).parent.parent,
     )
     assert done.returncode != 0 and "metrics endpoint is off" in done.stderr
+
+
+def _lag(collector, loop_id: str) -> tuple[float, float]:
+    """(observations, max since the last scrape) of one loop, from a collection."""
+    text = render(collector.collect(), False, 1000).body.decode()
+    count = value(text, "python_asyncio_loop_lag_seconds_count", loop=loop_id) or 0
+    return count, value(text, "python_asyncio_loop_lag_max_seconds", loop=loop_id) or 0.0
+
+
+def test_a_stalled_loop_shows_in_the_max_at_once_and_a_look_does_not_reset_it():
+    """A loop blocked by a synchronous call: while it is stuck, the max already reports
+    the waiting probe's age; once the probe runs, its lag is observed; an observer's look
+    (keep_max) leaves the max for the next scrape, which resets it."""
+    import threading as _threading
+
+    from agent.collect.tasks import TaskRegistry
+    from agent.metrics.runtime import AsyncioCollector
+    from tests.helpers import LoopThread
+
+    loop = LoopThread("metrics-test-loop")
+    release = _threading.Event()
+    try:
+        collector = AsyncioCollector(TaskRegistry())
+        registry_loop = f"loop-{collector._tasks.loop_serial(loop.loop)}"
+        loop.loop.call_soon_threadsafe(release.wait, 10)  # the loop is stuck in here
+        collector.tick()  # the probe waits behind the stuck call
+        collector.keep_max = True
+        stalled = wait_until(
+            lambda: (m := _lag(collector, registry_loop)[1]) >= 0.2 and m, message="max grows"
+        )
+        release.set()
+        _count, worst = wait_until(
+            lambda: (c := _lag(collector, registry_loop))[0] >= 1 and c, message="observed"
+        )
+        assert worst >= stalled  # the look kept it
+        collector.keep_max = False
+        assert _lag(collector, registry_loop)[1] >= stalled  # the scrape sees it ...
+        assert _lag(collector, registry_loop)[1] < stalled  # ... and resets it
+    finally:
+        release.set()
+        loop.stop()

@@ -80,27 +80,30 @@ class MetricsEndpoint:
         self.gc_timer.uninstall()
         self.server.stop(shutdown)
 
-    def render(self, openmetrics: bool = False) -> Rendered:
+    def render(self, openmetrics: bool = False, scrape: bool = True) -> Rendered:
         """A fresh exposition (or one made less than CACHE_SECONDS ago), never raising:
-        a failure yields an exposition with only the error counter."""
+        a failure yields an exposition with only the error counter. ``scrape=False`` (a
+        look from an observer) leaves the per-scrape maxima to the next real scrape."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(openmetrics)
             if cached is not None and now - cached[0] < CACHE_SECONDS:
                 return cached[1]
             started = time.perf_counter()
+            self.asyncio.keep_max = not scrape
             try:
                 result = render(self.registry.collect(), openmetrics, self.config.max_series)
             except Exception:
                 self.registry.errors += 1
                 log.debug("runtime-observer agent: metrics render failed", exc_info=True)
                 result = render([], openmetrics, self.config.max_series)
-            self._last = (
-                time.perf_counter() - started,
-                len(result.body),
-                result.series,
-                result.dropped,
-            )
+            finally:
+                self.asyncio.keep_max = False
+            if scrape:  # what the endpoint reports of its previous scrape
+                took = time.perf_counter() - started
+                self._last = (took, len(result.body), result.series, result.dropped)
+            if not scrape:
+                return result  # not cached: a scrape right after must reset the maxima
             self._cache = {openmetrics: (time.monotonic(), result)}
             return result
 

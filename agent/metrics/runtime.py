@@ -241,6 +241,7 @@ class AsyncioCollector:
         self._tasks = registry  # agent.collect.tasks.TaskRegistry
         self._lock = threading.Lock()
         self._lags: dict[int, _LoopLag] = {}
+        self.keep_max = False  # a look that is not a scrape (observer metrics) resets nothing
 
     def _loops(self) -> list[tuple[int, Any]]:
         loops = []
@@ -327,7 +328,8 @@ class AsyncioCollector:
                     continue
                 waiting = now - lag.pending if lag.pending else 0.0
                 rows.append((serial, list(lag.counts), lag.sum, max(lag.max, waiting)))
-                lag.max = 0.0
+                if not self.keep_max:
+                    lag.max = 0.0
         for serial, counts, total, worst in rows:
             labels = (("loop", f"loop-{serial}"),)
             add_histogram(lag_hist, LAG_BOUNDS, counts, total, labels)
