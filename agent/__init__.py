@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agent import forking
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -111,7 +112,21 @@ def start(
         _pending_exposed.clear()
         server.start()
         _server = server
+        forking.install()  # a forked child closes its copies and forgets this server
         return server
+
+
+def _forget_after_fork() -> AgentServer | None:
+    """In a forked child (agent.forking): a fresh lock (another thread of the parent may
+    have held it at the fork), the inherited server's descriptors closed without touching
+    the parent's, the server forgotten; what it exposed is kept for the child's own agent."""
+    global _lock, _server
+    _lock = threading.Lock()
+    server, _server = _server, None
+    if server is not None:
+        _pending_exposed.update(server.core.exposed.abandon())
+        server.abandon()
+    return server
 
 
 def stop() -> None:

@@ -130,6 +130,16 @@ class Sessions:
             self.release()
             self._core.remove_agent_thread(ident)
 
+    def abandon(self) -> None:
+        """In a forked child: close this process's copies of the sessions' sockets (never
+        shutdown(): the parent's observers use them), under a fresh lock (a thread of the
+        parent may have held the old one at the fork); the slots are the parent's."""
+        self._lock = threading.Lock()
+        live, self._live = list(self._live), set()
+        self._taken = 0
+        for sock in live:
+            _close(sock, shutdown=False)
+
     def close_all(self, shutdown: bool = True) -> None:
         """Disconnect every observer (their threads end and release their slots);
         ``shutdown=False``: only close this process's descriptors (see Gate.stop)."""
@@ -221,6 +231,14 @@ class AgentServer:
             f"roles: {', '.join(self.config.tokens)}" if self.config.tokens else "anonymous viewer",
             self.config.max_sessions,
         )
+
+    def abandon(self) -> None:
+        """In a forked child, at once (agent.forking): close the child's copies of every
+        descriptor this server holds, without shutdown() and without waiting for threads
+        (the child has none of them); the parent's agent keeps serving. Later calls to
+        stop() in the child touch nothing of the parent's either."""
+        self._gate.abandon()
+        self.sessions.abandon()
 
     def stop(self) -> None:
         """Close the listener and every connection; the port is free when this returns.

@@ -1,0 +1,62 @@
+"""What a child of tests/hosts/forker.py does (importable, so spawn and forkserver can
+run it too): say what it inherited from the master's agent, then end as it was told.
+
+``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
+``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
+its own, then wait for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+import agent
+
+
+def say(line: str) -> None:
+    """One write per line: the master and its children share this pipe, and print()'s
+    separate write of the newline lets another process's line in between."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def agent_sockets(port: int) -> int:
+    """How many of this process's descriptors are TCP sockets on the master agent's port
+    (its listener or an observer's session, inherited through fork)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with probe:
+            try:
+                if probe.family in (socket.AF_INET, socket.AF_INET6):
+                    count += probe.getsockname()[1] == port
+            except OSError:
+                pass
+    return count
+
+
+def child_main(how: str, port: int, keys: str) -> None:
+    facade_server = agent._server  # what the child still holds of the parent's agent
+    say(
+        f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
+        f"running={agent.running() is not None} remembers={facade_server is not None}"
+    )
+    if how == "stop":
+        agent.stop()
+        say(f"event: child {os.getpid()} stopped")
+        sys.exit(0)
+    if how == "exit":
+        sys.exit(0)
+    if how == "start":
+        from tests.hosts.common import start_agent
+
+        server = start_agent(keys, f"child-{os.getpid()}")
+        say(f"event: child {os.getpid()} agent {server.address}")
+    while True:  # until the test's signal
+        signal.pause()
