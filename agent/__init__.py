@@ -72,6 +72,7 @@ def start(
     client_cafile: str | None = None,
     audit_file: str | None = None,
     max_sessions: int | None = None,
+    workers: bool | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
@@ -83,6 +84,9 @@ def start(
     listener died (see running()) is replaced by a new one, keeping what was exposed.
     ``send_timeout``: seconds one reply may take to reach an observer before the agent
     drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
+    ``workers=True`` (OBSERVER_AGENT_WORKERS=1): every child forked from this process
+    (gunicorn, multiprocessing, os.fork) gets an agent of its own on loopback, with the
+    same certificate and tokens, which agent.start() in the child returns (agent.workers).
     """
     from agent.config import resolve
     from agent.server import AgentServer
@@ -105,6 +109,7 @@ def start(
             client_cafile=client_cafile,
             audit_file=audit_file,
             max_sessions=max_sessions,
+            workers=workers,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():
@@ -113,7 +118,26 @@ def start(
         server.start()
         _server = server
         forking.install()  # a forked child closes its copies and forgets this server
+        forking.on_child(_start_worker)
         return server
+
+
+def _start_worker(inherited: AgentServer | None) -> None:
+    """In a forked child of an agent started with workers=True: its own agent."""
+    if inherited is not None and inherited.config.workers:
+        from agent.workers import start_worker
+
+        _adopt(start_worker(inherited))
+
+
+def _adopt(server: AgentServer) -> None:
+    """Make ``server`` the running agent, showing what was exposed before it started."""
+    global _server
+    with _lock:
+        for key, obj in _pending_exposed.items():
+            server.core.exposed.expose(key, obj)
+        _pending_exposed.clear()
+        _server = server
 
 
 def _forget_after_fork() -> AgentServer | None:

@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         help="observers connected at once; one more is told 'agent busy' (default 16)",
     )
     run.add_argument(
+        "--no-workers",
+        dest="workers",
+        action="store_false",
+        help="forked workers get no agent of their own (by default each gets one on "
+        "loopback, reached through this agent)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -84,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_cafile=args.client_ca,
             audit_file=args.audit_file,
             max_sessions=args.max_sessions,
+            workers=args.workers,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

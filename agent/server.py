@@ -162,9 +162,16 @@ def _close(sock: socket.socket, shutdown: bool = True) -> None:
 class AgentServer:
     """A running agent: core state, sampler thread, the listener and the sessions."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        tls_parts: tuple[ssl.SSLContext | None, bytes | None] | None = None,
+    ) -> None:
+        """``tls_parts``: the TLS context and certificate (DER) of the agent this one forks
+        from (agent.workers), used instead of reading the files again."""
         self.config = config
         self._pid = os.getpid()  # a forked child inherits this object, not its threads
+        self.master_pid = 0  # a worker's agent: the pid of the master it was forked from
         remote = not is_loopback_host(config.host)
         if remote and not (config.tls_cert and config.tokens):
             raise ConfigError(
@@ -174,12 +181,15 @@ class AgentServer:
             )
         tls: ssl.SSLContext | None = None
         cert_der = None
-        if config.tls_cert and config.tls_key:
+        if tls_parts is not None:
+            tls, cert_der = tls_parts
+        elif config.tls_cert and config.tls_key:
             tls = server_context(config.tls_cert, config.tls_key, config.client_cafile)
             with open(config.tls_cert, encoding="ascii") as fh:
                 cert_der = ssl.PEM_cert_to_DER_cert(fh.read())
             warn_at_start(cert_der, config.tls_cert)
         self.tls = tls is not None
+        self.tls_parts = (tls, cert_der)
         limiter = LoginLimiter(
             config.auth_failure_limit, config.auth_failure_total, config.auth_window
         )
@@ -201,6 +211,11 @@ class AgentServer:
             self.sessions,
             on_thread=self.core.add_agent_thread,
         )
+
+    @property
+    def pid(self) -> int:
+        """The process this agent was started in."""
+        return self._pid
 
     @property
     def host(self) -> str:

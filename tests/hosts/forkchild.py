@@ -42,10 +42,12 @@ def agent_sockets(port: int) -> int:
 
 
 def child_main(how: str, port: int, keys: str) -> None:
-    facade_server = agent._server  # what the child still holds of the parent's agent
+    held = agent._server  # what the child holds: nothing of the parent's, or its own agent
+    running = agent.running()
     say(
         f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
-        f"running={agent.running() is not None} remembers={facade_server is not None}"
+        f"running={running is not None} remembers={held is not None and held is not running} "
+        f"own={running.address if running is not None else '-'}"
     )
     if how == "stop":
         agent.stop()

@@ -1,4 +1,5 @@
-"""A master with the agent that forks children on command (tests/test_forks.py).
+"""A master with the agent that forks children on command (tests/test_forks.py);
+``--workers`` starts the agent with workers=True, ``--bind HOST:PORT`` where it listens.
 
 The main thread reads commands on stdin (so a forked child's sys.exit runs the
 interpreter's real exit path: atexit and all); an asyncio echo server runs on another
@@ -91,7 +92,8 @@ def fork(method: str, how: str, port: int, keys: str) -> tuple[int, Callable[[],
 
 
 def main(keys: str, extra: list[str]) -> None:
-    server = start_agent(keys, "forker")
+    bind = extra[extra.index("--bind") + 1] if "--bind" in extra else "127.0.0.1:0"
+    server = start_agent(keys, "forker", bind, workers="--workers" in extra)
     say(f"agent: {server.address}")
     threading.Thread(target=serve_echo, args=(lambda a: say(f"echo: {a}"),), daemon=True).start()
     children: dict[int, Callable[[], int]] = {}

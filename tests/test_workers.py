@@ -1,0 +1,52 @@
+"""Workers forked from a master whose agent runs with workers=True get an agent of their
+own: on loopback only (never the master's address), with the master's certificate and
+tokens, returned by agent.start() in the worker; children that do not inherit the
+master's memory (spawn, forkserver) get none.
+
+Real master (tests/hosts/forker.py) in a subprocess, real forks, real TLS logins.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from agent.wire import split_host_port
+from tests.helpers import echo_ok
+from tests.test_forks import forker  # noqa: F401  (the fixture)
+
+
+@pytest.mark.parametrize("method", ["os", "fork"])
+def test_a_forked_worker_gets_its_own_agent_on_loopback_only(forker, method):  # noqa: F811
+    """The master listens on 127.0.0.2; each worker's agent listens on 127.0.0.1 on a
+    port of its own, answers the master's tokens as itself, and agent.start() in the
+    worker returns it; the master's session lives on through the worker's death."""
+    master = forker("--workers", "--bind", "127.0.0.2:0")
+    with master.connect() as session:
+        master_pid = session.process().pid
+        pid, said = master.fork(method, "start")
+        assert said["running"] == "True" and said["agent-sockets"] == "0", said
+        host, port = split_host_port(said["own"]) or ("", 0)
+        assert host == "127.0.0.1" and port != split_host_port(master.agent)[1], said
+        started = master.process.wait_line(rf"^event: child {pid} agent (\S+)").group(1)
+        assert started == said["own"]  # agent.start() in the worker: the worker's agent
+        with master.connect(said["own"]) as worker:
+            assert worker.process().pid == pid
+            assert worker.name == f"forker worker {pid}"
+        with master.connect(said["own"], role="viewer") as worker:
+            assert worker.role == "viewer"
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15
+        assert session.process().pid == master_pid
+        assert echo_ok(master.echo)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_children_that_do_not_inherit_the_master_get_no_agent(forker, method):  # noqa: F811
+    master = forker("--workers")
+    pid, said = master.fork(method, "term")
+    assert said["running"] == "False" and said["own"] == "-", said
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
