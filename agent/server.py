@@ -17,6 +17,7 @@ from agent.channel import serve_bounded
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.gate import Gate
+from agent.relay import RelayKeys
 from agent.security import (
     Authenticator,
     ConfigError,
@@ -200,8 +201,9 @@ class AgentServer:
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
         )
+        keys = RelayKeys(dict(config.tokens), cert_der)
         self.sessions = Sessions(
-            config.max_sessions, make_service(self.core), self.core, config.send_timeout
+            config.max_sessions, make_service(self.core, keys), self.core, config.send_timeout
         )
         self._host, self._port = listener.getsockname()[:2]
         self._gate = Gate(

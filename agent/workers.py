@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from agent.server import AgentServer
 
 WORKER_HOST = "127.0.0.1"
-WORKER_MAX_SESSIONS = 4  # the master's relay and a local observer or two
 
 
 def worker_config_name(master_name: str, pid: int) -> str:
@@ -38,7 +37,7 @@ def start_worker(master: AgentServer) -> AgentServer:
         port=0,
         name=worker_config_name(master.config.name, os.getpid()),
         audit_file=None,
-        max_sessions=min(master.config.max_sessions, WORKER_MAX_SESSIONS),
+        max_sessions=master.config.max_sessions,  # a relay link per master session
         workers=False,
     )
     server = AgentServer(config, tls_parts=master.tls_parts)

@@ -50,3 +50,39 @@ def test_children_that_do_not_inherit_the_master_get_no_agent(forker, method):  
     assert said["running"] == "False" and said["own"] == "-", said
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
+
+
+def test_the_master_relays_reads_and_actions_to_a_worker_with_the_callers_role(forker):  # noqa: F811
+    """Through the master's one port: a viewer reads a worker's process, threads and
+    snapshot, but its cancel is refused by the worker (which the master logged in to with
+    the viewer's token) and audited on the master as denied, naming the worker; the
+    operator's cancel reaches the worker (no such task there) and is audited naming the
+    worker and the operator. A process that is not the master's worker is refused."""
+    master = forker("--workers")
+    pid, said = master.fork("os", "term")
+    assert said["running"] == "True", said
+    with master.connect() as operator, master.connect(role="viewer") as viewer:
+        w = viewer.worker(pid)
+        assert w.process().pid == pid
+        assert w.name == f"forker worker {pid}"
+        assert any(t.name == "MainThread" for t in w.threads())
+        assert w.snapshot().process.pid == pid
+        with pytest.raises(Exception, match="permission"):
+            w.cancel("task-1")
+        wo = operator.worker(f"pid-{pid}")
+        assert wo.process().pid == pid
+        with pytest.raises(Exception, match="no task"):
+            wo.cancel("task-999999")
+        records = operator.audit()
+        mine = [r for r in records if r.action == f"cancel in worker {pid}"]
+        assert [(r.role, r.result) for r in mine] == [
+            ("viewer", "denied"),
+            ("operator", "not-found"),
+        ]
+        assert [r.target for r in mine] == ["task-1", "task-999999"]
+        local = operator._conn._channel.stream.sock.getsockname()
+        assert mine[1].peer == f"{local[0]}:{local[1]}"  # the operator's own connection
+        with pytest.raises(Exception, match="not a worker"):
+            operator.worker(os.getpid()).process()
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
