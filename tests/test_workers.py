@@ -8,13 +8,16 @@ Real master (tests/hosts/forker.py) in a subprocess, real forks, real TLS logins
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from agent.wire import split_host_port
-from tests.helpers import echo_ok
+from tests.helpers import ROOT, echo_ok
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
 
@@ -86,3 +89,43 @@ def test_the_master_relays_reads_and_actions_to_a_worker_with_the_callers_role(f
             operator.worker(os.getpid()).process()
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
+
+
+def observer_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "observer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_the_cli_lists_and_cancels_tasks_inside_workers_through_the_master(forker, keys):  # noqa: F811
+    """`observer ps NODE --process all` lists the master and each worker (their tasks
+    too); `observer stack NODE pid-N/task-M` and `observer kill` reach a task in a worker
+    through the master's port, and the worker's loop really sees the cancellation."""
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    creds = ["--token-file", str(keys.operator_token), "--fingerprint", keys.fingerprint]
+    listed = observer_cli("ps", master.agent, *creds, "--process", "all", "--json")
+    assert listed.returncode == 0, listed.stderr
+    processes = json.loads(listed.stdout)
+    assert [p["pid"] for p in processes] == [master.process.proc.pid, *pids]
+    job = next(t for t in processes[2]["tasks"] if t["name"] == "worker-job")
+    text = observer_cli("ps", master.agent, *creds, "--process", str(pids[1]))
+    assert text.returncode == 0 and "worker-job" in text.stdout, text.stderr
+    stack = observer_cli("stack", master.agent, *creds, f"pid-{pids[1]}/{job['id']}")
+    assert stack.returncode == 0 and "worker-job" in stack.stdout, stack.stderr
+    mark = master.process.mark()
+    killed = observer_cli("kill", master.agent, *creds, job["id"], "--process", str(pids[1]))
+    assert killed.returncode == 0, killed.stderr
+    master.process.wait_line(rf"^event: child {pids[1]} job cancelled", start=mark)
+    assert not any(f"child {pids[0]} job cancelled" in line for line in master.process.lines)
+    with master.connect() as node:
+        assert [r.action for r in node.audit()][-1] == f"cancel in worker {pids[1]}"
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15

@@ -3,11 +3,12 @@ run it too): say what it inherited from the master's agent, then end as it was t
 
 ``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
-its own, then wait for SIGTERM).
+its own, then wait for SIGTERM), ``loop`` (an asyncio loop with a task named worker-job).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -41,6 +42,19 @@ def agent_sockets(port: int) -> int:
     return count
 
 
+async def jobs() -> None:
+    """A worker's event loop: one task named worker-job at a time; a cancelled one is
+    replaced (as a server would), and the child says so."""
+    while True:
+        job = asyncio.create_task(asyncio.Event().wait(), name="worker-job")
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not job.cancelled():
+                raise
+            say(f"event: child {os.getpid()} job cancelled")
+
+
 def child_main(how: str, port: int, keys: str) -> None:
     held = agent._server  # what the child holds: nothing of the parent's, or its own agent
     running = agent.running()
@@ -55,6 +69,8 @@ def child_main(how: str, port: int, keys: str) -> None:
         sys.exit(0)
     if how == "exit":
         sys.exit(0)
+    if how == "loop":
+        asyncio.run(jobs())
     if how == "start":
         from tests.hosts.common import start_agent
 
