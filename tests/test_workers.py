@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,5 +128,25 @@ def test_the_cli_lists_and_cancels_tasks_inside_workers_through_the_master(forke
     with master.connect() as node:
         assert [r.action for r in node.audit()][-1] == f"cancel in worker {pids[1]}"
     for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15
+
+
+def test_children_are_labelled_by_their_role_not_the_masters_argv(forker):  # noqa: F811
+    """The master's process list names multiprocessing children as multiprocessing does
+    (ForkProcess-1, SpawnProcess-2, ForkPoolWorker-3...) instead of `python` with the
+    master's argv; a plain os.fork child keeps its process name."""
+    master = forker()
+    forked = {method: master.fork(method, "term")[0] for method in ("fork", "spawn", "os")}
+    mark = master.process.mark()
+    master.process.send("pool fork 2")
+    pool = master.process.wait_line(r"^event: pool (\S+)", start=mark).group(1).split(",")
+    with master.connect(role="viewer") as node:
+        names = {c.pid: c.name for c in node.children()}
+    assert re.fullmatch(r"ForkProcess-\d+", names[forked["fork"]]), names
+    assert re.fullmatch(r"SpawnProcess-\d+", names[forked["spawn"]]), names
+    assert names[forked["os"]].startswith("python"), names
+    assert all(re.fullmatch(r"ForkPoolWorker-\d+", names[int(pid)]) for pid in pool), names
+    for pid in forked.values():
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15

@@ -10,6 +10,7 @@ thread to prove the master keeps serving. Commands:
   is held, as when another thread is in agent.expose()); HOW is what the child does
   (tests/hosts/forkchild.py).
   Prints ``event: forked PID``.
+- ``pool METHOD N``: a multiprocessing Pool of N workers; prints ``event: pool PID,PID``.
 - ``reap PID``: wait for that child; prints ``event: reaped PID CODE`` (negative: signal).
 """
 
@@ -22,6 +23,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import agent
 from tests.hosts.common import echo, start_agent
@@ -97,11 +99,16 @@ def main(keys: str, extra: list[str]) -> None:
     say(f"agent: {server.address}")
     threading.Thread(target=serve_echo, args=(lambda a: say(f"echo: {a}"),), daemon=True).start()
     children: dict[int, Callable[[], int]] = {}
+    pools: list[Any] = []  # kept until the master exits
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["fork"] and len(words) == 3:
             pid, children[pid] = fork(words[1], words[2], server.port, keys)
             say(f"event: forked {pid}")
+        elif words[:1] == ["pool"] and len(words) == 3:
+            pools.append(multiprocessing.get_context(words[1]).Pool(int(words[2])))
+            pids = sorted(p.pid for p in pools[-1]._pool)
+            say(f"event: pool {','.join(map(str, pids))}")
         elif words[:1] == ["reap"] and len(words) == 2:
             pid = int(words[1])
             say(f"event: reaped {pid} {children.pop(pid)()}")
