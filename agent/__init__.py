@@ -150,6 +150,9 @@ def _forget_after_fork() -> AgentServer | None:
     if server is not None:
         _pending_exposed.update(server.core.exposed.abandon())
         server.abandon()
+        from agent.relay import forget_links
+
+        forget_links()
     return server
 
 

@@ -18,6 +18,7 @@ import secrets
 import socket
 import ssl
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,19 @@ MAX_LINKS = 32  # workers one observer session holds links to
 MAX_ARGS = 8
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 20.0
+
+
+_links: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # every open link's socket
+
+
+def forget_links(_inherited: Any = None) -> None:
+    """In a forked child (agent.forking): close the child's copies of the master's links
+    to workers, never with shutdown(); a copy would keep a worker's session open after
+    the master let go of it."""
+    for sock in list(_links):
+        with contextlib.suppress(OSError):
+            sock.close()
+    _links.clear()
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,7 @@ def _connect(address: str, token: str | None, cert_der: bytes | None) -> rpyc.Co
         ):
             raise HandshakeError("the worker's agent could not prove it knows the token")
         sock.settimeout(None)
+        _links.add(sock)
         return rpyc.connect_channel(
             BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
             service=rpyc.VoidService,

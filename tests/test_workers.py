@@ -150,3 +150,20 @@ def test_children_are_labelled_by_their_role_not_the_masters_argv(forker):  # no
     for pid in forked.values():
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
+
+
+def test_a_worker_forked_while_the_master_relays_holds_none_of_its_links(forker):  # noqa: F811
+    """The master holds a relay link to worker A for an operator; worker B, forked
+    after, holds no copy of it (a copy would keep A's session open after the master
+    let go of it, and B used to inherit one)."""
+    master = forker("--workers")
+    first, said = master.fork("os", "term")
+    port = split_host_port(said["own"])[1]
+    with master.connect() as operator:
+        assert operator.worker(first).process().pid == first
+        second, said = master.fork("os", "term")
+        assert str(port) not in said["peers"].split(","), said
+        assert operator.worker(second).process().pid == second
+    for pid in (first, second):
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15

@@ -55,13 +55,30 @@ async def jobs() -> None:
             say(f"event: child {os.getpid()} job cancelled")
 
 
+def peer_ports() -> str:
+    """The remote ports of this process's connected TCP sockets ("-" if none)."""
+    ports = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with probe:
+            try:
+                if probe.family in (socket.AF_INET, socket.AF_INET6):
+                    ports.append(str(probe.getpeername()[1]))
+            except OSError:
+                pass
+    return ",".join(sorted(ports)) or "-"
+
+
 def child_main(how: str, port: int, keys: str) -> None:
     held = agent._server  # what the child holds: nothing of the parent's, or its own agent
     running = agent.running()
     say(
         f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
         f"running={running is not None} remembers={held is not None and held is not running} "
-        f"own={running.address if running is not None else '-'}"
+        f"own={running.address if running is not None else '-'} peers={peer_ports()}"
     )
     if how == "stop":
         agent.stop()
