@@ -217,11 +217,12 @@ def _print_ps(args: argparse.Namespace, snap: Any) -> None:
 
 def cmd_tree(args: argparse.Namespace) -> int:
     from observer.format import human_seconds, short_path
-    from observer.tree import build_tree
+    from observer.tree import build_tree, graft_workers
 
     with _connect(args) as node:
         snap = node.snapshot(limit=args.limit)
-    root = build_tree(snap)
+        workers = _worker_snapshots(node, snap, args.limit) if args.workers else {}
+    root = graft_workers(build_tree(snap), workers)
     if args.json:
         _print_json(root)
         return 0
@@ -242,6 +243,21 @@ def cmd_tree(args: argparse.Namespace) -> int:
     if snap.truncated:
         print(f"({len(snap.tasks)} of {snap.tasks_total} tasks shown; use --limit)")
     return 0
+
+
+def _worker_snapshots(node: Any, snap: Any, limit: int) -> dict[int, Any]:
+    """Each worker's snapshot (one that runs an agent), through the node's session; a
+    worker that cannot answer (it just died) gives why, not a failed command."""
+    from observer.errors import ObserverError
+
+    out: dict[int, Any] = {}
+    for child in snap.children:
+        if child.agent:
+            try:
+                out[child.pid] = node.worker(child.pid).snapshot(limit=limit)
+            except ObserverError as exc:
+                out[child.pid] = f"unreachable: {exc}"
+    return out
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -616,6 +632,17 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
 
 
+def _tree_options(p: argparse.ArgumentParser) -> None:
+    _limit_options(p)
+    p.add_argument(
+        "--no-workers",
+        dest="workers",
+        action="store_false",
+        help="leave out what runs inside workers (by default each worker that runs an "
+        "agent shows its threads, loops and tasks under its row)",
+    )
+
+
 def _ps_options(p: argparse.ArgumentParser) -> None:
     _limit_options(p)
     p.add_argument("--match", help="only tasks whose name or coroutine contains this")
@@ -719,7 +746,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         cmd_tree,
         "process -> threads -> event loops -> tasks, and children",
         True,
-        _limit_options,
+        _tree_options,
     ),
     "stack": (cmd_stack, "full stack of a thread or await chain of a task", True, _stack_options),
     "kill": (

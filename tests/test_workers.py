@@ -167,3 +167,33 @@ def test_a_worker_forked_while_the_master_relays_holds_none_of_its_links(forker)
     for pid in (first, second):
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
+
+
+def test_observer_tree_shows_master_workers_and_their_tasks(forker, keys):  # noqa: F811
+    """`observer tree` hangs each worker's threads, loops and tasks under its row, ids
+    as pid-N/ID (what stack and kill take); --no-workers leaves them out."""
+    master = forker("--workers")
+    pid = master.fork("fork", "loop")[0]
+    creds = ["--token-file", str(keys.viewer_token), "--fingerprint", keys.fingerprint]
+    done = observer_cli("tree", master.agent, *creds, "--json")
+    assert done.returncode == 0, done.stderr
+
+    def walk(node: dict) -> list[dict]:
+        found, stack = [], [node]
+        while stack:
+            found.append(stack.pop())
+            stack.extend(found[-1]["children"])
+        return found
+
+    root = json.loads(done.stdout)
+    row = next(n for n in walk(root) if n["id"] == f"pid-{pid}")
+    inside = walk(row)
+    assert any(n["kind"] == "thread" and n["id"].startswith(f"pid-{pid}/thread-") for n in inside)
+    job = next(n for n in inside if n["kind"] == "task" and n["name"] == "worker-job")
+    assert job["id"].startswith(f"pid-{pid}/task-")
+    text = observer_cli("tree", master.agent, *creds)
+    assert f"({job['id']})" in text.stdout, text.stdout
+    bare = observer_cli("tree", master.agent, *creds, "--no-workers")
+    assert "worker-job" not in bare.stdout and f"pid-{pid}" in bare.stdout, bare.stdout
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
