@@ -17,7 +17,6 @@ from agent.channel import serve_bounded
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.gate import Gate
-from agent.relay import RelayKeys
 from agent.security import (
     Authenticator,
     ConfigError,
@@ -28,6 +27,7 @@ from agent.security import (
 )
 from agent.service import make_service
 from agent.wire import join_host_port
+from agent.workers import relay_keys
 
 log = logging.getLogger("agent")
 
@@ -201,9 +201,12 @@ class AgentServer:
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
         )
-        keys = RelayKeys(dict(config.tokens), cert_der)
+        self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
         self.sessions = Sessions(
-            config.max_sessions, make_service(self.core, keys), self.core, config.send_timeout
+            config.max_sessions,
+            make_service(self.core, self.relay_keys),
+            self.core,
+            config.send_timeout,
         )
         self._host, self._port = listener.getsockname()[:2]
         self._gate = Gate(

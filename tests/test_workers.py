@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from agent.wire import split_host_port
+from observer.errors import AuthenticationError
 from tests.helpers import ROOT, echo_ok
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
@@ -25,8 +26,10 @@ from tests.test_forks import forker  # noqa: F401  (the fixture)
 @pytest.mark.parametrize("method", ["os", "fork"])
 def test_a_forked_worker_gets_its_own_agent_on_loopback_only(forker, method):  # noqa: F811
     """The master listens on 127.0.0.2; each worker's agent listens on 127.0.0.1 on a
-    port of its own, answers the master's tokens as itself, and agent.start() in the
-    worker returns it; the master's session lives on through the worker's death."""
+    port of its own, agent.start() in the worker returns it, and it answers the master
+    (relaying with the caller's role) but not an observer holding the master's operator
+    token, who must go through the master; the master's session lives on through the
+    worker's death."""
     master = forker("--workers", "--bind", "127.0.0.2:0")
     with master.connect() as session:
         master_pid = session.process().pid
@@ -36,11 +39,13 @@ def test_a_forked_worker_gets_its_own_agent_on_loopback_only(forker, method):  #
         assert host == "127.0.0.1" and port != split_host_port(master.agent)[1], said
         started = master.process.wait_line(rf"^event: child {pid} agent (\S+)").group(1)
         assert started == said["own"]  # agent.start() in the worker: the worker's agent
-        with master.connect(said["own"]) as worker:
-            assert worker.process().pid == pid
-            assert worker.name == f"forker worker {pid}"
-        with master.connect(said["own"], role="viewer") as worker:
-            assert worker.role == "viewer"
+        with pytest.raises(AuthenticationError):
+            master.connect(said["own"])
+        worker = session.worker(pid)
+        assert worker.process().pid == pid
+        assert worker.name == f"forker worker {pid}"
+        with master.connect(role="viewer") as viewer:
+            assert viewer.worker(pid).hello().role == "viewer"
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
         assert session.process().pid == master_pid
