@@ -646,28 +646,34 @@ def _tree_options(p: argparse.ArgumentParser) -> None:
 def _ps_options(p: argparse.ArgumentParser) -> None:
     _limit_options(p)
     p.add_argument("--match", help="only tasks whose name or coroutine contains this")
-    _process_option(p, "a worker of the node, or all: the node and each worker")
-
-
-def _process_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--process",
-        metavar="PID" if "all" not in what else "PID|all",
-        help=f"{what} (reached through the node's session; ID may also be written pid-N/ID)",
+        metavar="PID|all",
+        help="a worker of the node, or all: the node, then each worker running an agent "
+        "(reached through the node's session)",
+    )
+
+
+def _process_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--process",
+        metavar="PID",
+        help="the ID is in this worker of the node, reached through the node's session "
+        "(or write the ID as pid-N/ID)",
     )
 
 
 def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="thread-N-S or task-N as ps prints it")
     p.add_argument("--locals", action="store_true", help="also show each frame's locals")
-    _process_option(p, "the ID is in this worker of the node")
+    _process_option(p)
 
 
 def _kill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="task-N, thread-N-S or pid-N as ps prints it")
     p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
     p.add_argument("--exception", help="for a thread: builtin exception name (default SystemExit)")
-    _process_option(p, "the ID is in this worker of the node")
+    _process_option(p)
 
 
 def _mem_options(p: argparse.ArgumentParser) -> None:
