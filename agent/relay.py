@@ -24,9 +24,10 @@ from typing import Any
 
 import psutil
 import rpyc
+from rpyc.core import consts
 
 from agent import registry
-from agent.errors import BadRequest, NotFound
+from agent.errors import AgentError, BadRequest, NotFound
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -77,8 +78,16 @@ CONTROL = frozenset(
 )
 MAX_LINKS = 32  # workers one observer session holds links to
 MAX_ARGS = 8
-CONNECT_TIMEOUT = 5.0
-CALL_TIMEOUT = 20.0
+# under the observer's own call timeout (10 s by default): a frozen worker costs the
+# caller an error from the master, not a timeout of the master's whole session
+CONNECT_TIMEOUT = 2.0
+CALL_TIMEOUT = 6.0
+
+
+class WorkerUnreachable(AgentError):
+    """The worker exists but its agent did not answer (frozen, overloaded, exiting)."""
+
+    kind = "unreachable"
 
 
 _links: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # every open link's socket
@@ -177,20 +186,35 @@ def _connect(address: str, token: str | None, cert_der: bytes | None) -> rpyc.Co
             raise HandshakeError("the worker's agent could not prove it knows the token")
         sock.settimeout(None)
         _links.add(sock)
-        return rpyc.connect_channel(
+        conn = rpyc.connect_channel(
             BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
             service=rpyc.VoidService,
             config={
                 "allow_pickle": False,
                 "allow_public_attrs": False,
-                "sync_request_timeout": CALL_TIMEOUT,
+                "sync_request_timeout": CONNECT_TIMEOUT,
                 "include_local_traceback": False,
             },
         )
+        try:
+            conn.root  # noqa: B018 (fetched once, within the connect timeout)
+        except BaseException:
+            _close_link(conn)
+            raise
+        conn._config["sync_request_timeout"] = CALL_TIMEOUT
+        return conn
     except BaseException:
         with contextlib.suppress(OSError):
             sock.close()
         raise
+
+
+def _close_link(conn: rpyc.Connection) -> None:
+    """Close a link without rpyc's goodbye round trip (a frozen worker would hold it)."""
+    with contextlib.suppress(Exception):
+        conn._channel.close()
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 class Relay:
@@ -210,13 +234,12 @@ class Relay:
         address = worker_address(pid)
         with self._lock:  # one call at a time per session, as rpyc serves it anyway
             conn = self._link(pid, address)
-            try:
-                payload = getattr(conn.root, method)(*args)
-            except (EOFError, OSError, TimeoutError) as exc:
+            try:  # one round trip: rpyc's call-attribute request on the worker's root
+                payload = conn.sync_request(consts.HANDLE_CALLATTR, conn.root, method, args, ())
+            except (EOFError, OSError, TimeoutError) as exc:  # rpyc's timeout is a TimeoutError
                 self._drop(pid)
-                raise NotFound(
-                    f"worker {pid} did not answer: {exc or type(exc).__name__}"
-                ) from None
+                why = str(exc) or type(exc).__name__
+                raise WorkerUnreachable(f"worker {pid} did not answer: {why}") from None
         if type(payload) is not bytes:
             raise BadRequest(f"worker {pid} sent a non-bytes reply")
         return payload
@@ -233,16 +256,15 @@ class Relay:
             raise NotFound(f"the master holds no {self._role} token to reach worker {pid}")
         try:
             conn = _connect(address, token, self._keys.cert_der)
-        except (OSError, HandshakeError) as exc:
-            raise NotFound(f"cannot reach the agent of worker {pid}: {exc}") from None
+        except (OSError, HandshakeError, EOFError) as exc:  # OSError includes timeouts
+            raise WorkerUnreachable(f"cannot reach the agent of worker {pid}: {exc}") from None
         self._links[pid] = (address, conn)
         return conn
 
     def _drop(self, pid: int) -> None:
         held = self._links.pop(pid, None)
         if held is not None:
-            with contextlib.suppress(Exception):
-                held[1].close()
+            _close_link(held[1])
 
     def close(self) -> None:
         with self._lock:

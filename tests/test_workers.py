@@ -14,12 +14,13 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from agent.wire import split_host_port
-from observer.errors import AuthenticationError
-from tests.helpers import ROOT, echo_ok
+from observer.errors import AuthenticationError, RemoteError
+from tests.helpers import ROOT, echo_ok, freeze
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
 
@@ -200,5 +201,29 @@ def test_observer_tree_shows_master_workers_and_their_tasks(forker, keys):  # no
     assert f"({job['id']})" in text.stdout, text.stdout
     bare = observer_cli("tree", master.agent, *creds, "--no-workers")
     assert "worker-job" not in bare.stdout and f"pid-{pid}" in bare.stdout, bare.stdout
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
+
+
+def test_a_frozen_worker_costs_the_caller_an_error_not_the_masters_session(forker):  # noqa: F811
+    """A worker stopped with SIGSTOP: the master answers the relayed call with
+    'unreachable' within its relay timeout, before the observer's own 10 s timeout, and
+    the same session goes on answering; once the worker runs again it answers again."""
+    master = forker("--workers")
+    pid = master.fork("os", "term")[0]
+    with master.connect() as operator:
+        worker = operator.worker(pid)
+        assert worker.process().pid == pid
+        freeze(pid)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RemoteError) as caught:
+                worker.process()
+            assert caught.value.kind == "unreachable", caught.value
+            assert time.monotonic() - started < 9.0
+            assert operator.process().pid == master.process.proc.pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert worker.process().pid == pid
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
