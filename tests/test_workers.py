@@ -20,7 +20,7 @@ import pytest
 
 from agent.wire import split_host_port
 from observer.errors import AuthenticationError, RemoteError
-from tests.helpers import ROOT, echo_ok, freeze
+from tests.helpers import ROOT, echo_ok, freeze, wait_until
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
 
@@ -227,3 +227,25 @@ def test_a_frozen_worker_costs_the_caller_an_error_not_the_masters_session(forke
         assert worker.process().pid == pid
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
+
+
+def test_multiprocessing_pool_workers_get_agents_too(forker):  # noqa: F811
+    """A multiprocessing.Pool (fork start method) in a master with workers=True: each
+    ForkPoolWorker gets an agent, is labelled as such and answers through the master."""
+    master = forker("--workers")
+    mark = master.process.mark()
+    master.process.send("pool fork 2")
+    pids = [
+        int(p)
+        for p in master.process.wait_line(r"^event: pool (\S+)", start=mark).group(1).split(",")
+    ]
+    with master.connect(role="viewer") as node:
+
+        def with_agents() -> dict | None:
+            listed = {c.pid: c for c in node.children()}
+            return listed if all(p in listed and listed[p].agent for p in pids) else None
+
+        children = wait_until(with_agents)
+        for pid in pids:
+            assert re.fullmatch(r"ForkPoolWorker-\d+", children[pid].name)
+            assert node.worker(pid).process().pid == pid
