@@ -85,8 +85,9 @@ def start(
     ``send_timeout``: seconds one reply may take to reach an observer before the agent
     drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
     ``workers=True`` (OBSERVER_AGENT_WORKERS=1): every child forked from this process
-    (gunicorn, multiprocessing, os.fork) gets an agent of its own on loopback, with the
-    same certificate and tokens, which agent.start() in the child returns (agent.workers).
+    (gunicorn, multiprocessing, os.fork) gets an agent of its own on loopback, which only
+    this agent can log in to (it relays observers' calls) and which agent.start() in the
+    child returns (agent.workers).
     """
     from agent.config import resolve
     from agent.server import AgentServer

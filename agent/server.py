@@ -172,7 +172,6 @@ class AgentServer:
         from (agent.workers), used instead of reading the files again."""
         self.config = config
         self._pid = os.getpid()  # a forked child inherits this object, not its threads
-        self.master_pid = 0  # a worker's agent: the pid of the master it was forked from
         remote = not is_loopback_host(config.host)
         if remote and not (config.tls_cert and config.tokens):
             raise ConfigError(
@@ -216,11 +215,6 @@ class AgentServer:
             self.sessions,
             on_thread=self.core.add_agent_thread,
         )
-
-    @property
-    def pid(self) -> int:
-        """The process this agent was started in."""
-        return self._pid
 
     @property
     def host(self) -> str:

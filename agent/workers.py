@@ -11,7 +11,8 @@ It notes its address in the 0700 runtime directory (agent.registry), where the m
 finds it by pid.
 
 A worker's agent does not start agents for its own children, writes no audit file (the
-master audits what it relays) and takes few sessions.
+master audits what it relays) and takes as many sessions as the master (each of the
+master's observers relays over a link of its own).
 """
 
 from __future__ import annotations
@@ -64,6 +65,5 @@ def start_worker(master: AgentServer) -> AgentServer:
         workers=False,
     )
     server = AgentServer(config, tls_parts=master.tls_parts)
-    server.master_pid = master.pid
     server.start()
     return server
