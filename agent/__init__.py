@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.security import ConfigError
     from agent.server import AgentServer
+    from agent.workers import DormantWorker
 
 # Imported on first use, so that importing one submodule (the observer reads
 # agent.schema and agent.wire) does not load the whole agent: see __getattr__.
@@ -58,6 +59,7 @@ def __getattr__(name: str) -> Any:
 
 _lock = threading.Lock()
 _server: AgentServer | None = None
+_dormant: DormantWorker | None = None  # a forked worker's agent nobody has asked for yet
 _pending_exposed: dict[str, Any] = {}
 
 
@@ -93,6 +95,8 @@ def start(
     from agent.server import AgentServer
 
     global _server
+    if _dormant is not None and _wake_dormant() is not None:
+        return _server  # a worker's agent: started at the fork, built now
     with _lock:
         if _server is not None:
             if _server.serving:
@@ -124,44 +128,78 @@ def start(
 
 
 def _start_worker(inherited: AgentServer | None) -> None:
-    """In a forked child of an agent started with workers=True: its own agent."""
+    """In a forked child of an agent started with workers=True: its own agent, dormant
+    until someone connects or the child asks for it (agent.workers)."""
+    global _dormant
     if inherited is not None and inherited.config.workers:
-        from agent.workers import start_worker
+        from agent.workers import DormantWorker
 
-        _adopt(start_worker(inherited))
+        _dormant = DormantWorker(inherited, on_wake=_adopt)
 
 
 def _adopt(server: AgentServer) -> None:
-    """Make ``server`` the running agent, showing what was exposed before it started."""
-    global _server
+    """The dormant worker agent woke up (a connection came): make it the running one,
+    showing what was exposed meanwhile; one stopped or forgotten meanwhile is stopped."""
+    global _server, _dormant
     with _lock:
-        for key, obj in _pending_exposed.items():
-            server.core.exposed.expose(key, obj)
-        _pending_exposed.clear()
-        _server = server
+        if _server is server:
+            return
+        if _dormant is None or _server is not None:
+            stale = True
+        else:
+            stale = False
+            _install(server)
+            _dormant = None
+    if stale:
+        server.stop()
+
+
+def _install(server: AgentServer) -> None:
+    """Make ``server`` the running agent (the caller holds _lock)."""
+    global _server
+    for key, obj in _pending_exposed.items():
+        server.core.exposed.expose(key, obj)
+    _pending_exposed.clear()
+    _server = server
+
+
+def _wake_dormant() -> AgentServer | None:
+    """Build a dormant worker agent now (the worker asked for its agent)."""
+    global _dormant
+    with _lock:
+        if _server is None and _dormant is not None:
+            _install(_dormant.wake())
+            _dormant = None
+        return _server
 
 
 def _forget_after_fork() -> AgentServer | None:
     """In a forked child (agent.forking): a fresh lock (another thread of the parent may
     have held it at the fork), the inherited server's descriptors closed without touching
     the parent's, the server forgotten; what it exposed is kept for the child's own agent."""
-    global _lock, _server
+    global _lock, _server, _dormant
     _lock = threading.Lock()
     server, _server = _server, None
+    dormant, _dormant = _dormant, None
+    if dormant is not None:
+        dormant.abandon()
     if server is not None:
         _pending_exposed.update(server.core.exposed.abandon())
         server.abandon()
-        from agent.relay import forget_links
+    from agent.relay import forget_links
 
-        forget_links()
+    forget_links()
     return server
 
 
 def stop() -> None:
     """Stop the agent and release its port (safe to call when not running)."""
-    global _server
+    global _server, _dormant
     with _lock:
         server, _server = _server, None
+        dormant, _dormant = _dormant, None
+    if dormant is not None:
+        dormant.close()
     if server is not None:
         server.stop()
 
@@ -169,6 +207,8 @@ def stop() -> None:
 def running() -> AgentServer | None:
     """The running agent, if any: one that really accepts connections (not one whose
     listener was closed behind its back; agent.start() replaces that one)."""
+    if _dormant is not None:
+        _wake_dormant()
     server = _server
     return server if server is not None and server.serving else None
 

@@ -167,9 +167,11 @@ class AgentServer:
         self,
         config: AgentConfig,
         tls_parts: tuple[ssl.SSLContext | None, bytes | None] | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         """``tls_parts``: the TLS context and certificate (DER) of the agent this one forks
-        from (agent.workers), used instead of reading the files again."""
+        from (agent.workers), used instead of reading the files again; ``listener``: a
+        socket already bound (and maybe listening) to serve on instead of binding one."""
         self.config = config
         self._pid = os.getpid()  # a forked child inherits this object, not its threads
         remote = not is_loopback_host(config.host)
@@ -193,7 +195,8 @@ class AgentServer:
         limiter = LoginLimiter(
             config.auth_failure_limit, config.auth_failure_total, config.auth_window
         )
-        listener = bind_listener(config.host, config.port)
+        if listener is None:
+            listener = bind_listener(config.host, config.port)
         # Last, once nothing else can fail: the core starts the audit file's writer thread.
         self.core = AgentCore(
             config.name,

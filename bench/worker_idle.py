@@ -39,7 +39,7 @@ def one_round(keys: Path, with_agents: bool, workers: int, window: float) -> lis
         pids = []
         for _ in range(workers):
             mark = master.mark()
-            master.send("fork os term")
+            master.send("fork os idle")
             pid = int(master.wait_line(r"^event: forked (\d+)", start=mark).group(1))
             master.wait_line(rf"^event: child {pid} ", start=mark)
             pids.append(pid)

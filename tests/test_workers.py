@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from agent.wire import split_host_port
@@ -249,3 +250,21 @@ def test_multiprocessing_pool_workers_get_agents_too(forker):  # noqa: F811
         for pid in pids:
             assert re.fullmatch(r"ForkPoolWorker-\d+", children[pid].name)
             assert node.worker(pid).process().pid == pid
+
+
+def test_an_unobserved_worker_agent_stays_dormant_until_someone_connects(forker):  # noqa: F811
+    """A worker nobody asked for runs one extra thread, blocked on its listener (no
+    agent state, no sampler, no timed wake-ups); the master lists its address, and the
+    first relayed call builds the agent, which answers."""
+    master = forker("--workers")
+    pid = master.fork("os", "idle")[0]
+    worker = psutil.Process(pid)
+    with master.connect() as node:
+        wait_until(lambda: any(c.pid == pid and c.agent for c in node.children()))
+        assert worker.num_threads() == 2
+        assert node.worker(pid).process().pid == pid
+        assert worker.num_threads() >= 4  # listener, sampler, the master's session
+        names = {t.name for t in node.worker(pid).threads()}
+        assert "observer-agent-worker" not in names, names  # the waiting thread ended
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15

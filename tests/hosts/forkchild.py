@@ -3,7 +3,8 @@ run it too): say what it inherited from the master's agent, then end as it was t
 
 ``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
-its own, then wait for SIGTERM), ``loop`` (an asyncio loop with a task named worker-job).
+its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
+signal), ``loop`` (an asyncio loop with a task named worker-job).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def peer_ports() -> str:
 
 
 def child_main(how: str, port: int, keys: str) -> None:
+    if how == "idle":  # touches nothing of the agent: a worker nobody observes
+        say(f"event: child {os.getpid()} how=idle")
+        while True:
+            signal.pause()
     held = agent._server  # what the child holds: nothing of the parent's, or its own agent
     running = agent.running()
     say(
