@@ -15,12 +15,14 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agent import forking
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.security import ConfigError
     from agent.server import AgentServer
+    from agent.workers import DormantWorker
 
 # Imported on first use, so that importing one submodule (the observer reads
 # agent.schema and agent.wire) does not load the whole agent: see __getattr__.
@@ -57,6 +59,7 @@ def __getattr__(name: str) -> Any:
 
 _lock = threading.Lock()
 _server: AgentServer | None = None
+_dormant: DormantWorker | None = None  # a forked worker's agent nobody has asked for yet
 _pending_exposed: dict[str, Any] = {}
 
 
@@ -75,6 +78,7 @@ def start(
     metrics_public: bool | None = None,
     metrics_token: str | None = None,
     metrics_tls: bool | None = None,
+    workers: bool | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
@@ -89,11 +93,17 @@ def start(
     ``metrics="127.0.0.1:9464"`` also serves Prometheus metrics there (read-only, loopback
     unless ``metrics_public``; ``metrics_token`` a bearer token scrapers must send;
     ``metrics_tls`` with the agent's certificate; see agent.metrics.config).
+    ``workers=True`` (OBSERVER_AGENT_WORKERS=1): every child forked from this process
+    (gunicorn, multiprocessing, os.fork) gets an agent of its own on loopback, which only
+    this agent can log in to (it relays observers' calls) and which agent.start() in the
+    child returns (agent.workers).
     """
     from agent.config import resolve
     from agent.server import AgentServer
 
     global _server
+    if _dormant is not None and _wake_dormant() is not None:
+        return _server  # a worker's agent: started at the fork, built now
     with _lock:
         if _server is not None:
             if _server.serving:
@@ -115,6 +125,7 @@ def start(
             metrics_public=metrics_public,
             metrics_token=metrics_token,
             metrics_tls=metrics_tls,
+            workers=workers,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():
@@ -122,14 +133,84 @@ def start(
         _pending_exposed.clear()
         server.start()
         _server = server
+        forking.install()  # a forked child closes its copies and forgets this server
+        forking.on_child(_start_worker)
         return server
+
+
+def _start_worker(inherited: AgentServer | None) -> None:
+    """In a forked child of an agent started with workers=True: its own agent, dormant
+    until someone connects or the child asks for it (agent.workers)."""
+    global _dormant
+    if inherited is not None and inherited.config.workers:
+        from agent.workers import DormantWorker
+
+        _dormant = DormantWorker(inherited, on_wake=_adopt)
+
+
+def _adopt(server: AgentServer) -> None:
+    """The dormant worker agent woke up (a connection came): make it the running one,
+    showing what was exposed meanwhile; one stopped or forgotten meanwhile is stopped."""
+    global _server, _dormant
+    with _lock:
+        if _server is server:
+            return
+        if _dormant is None or _server is not None:
+            stale = True
+        else:
+            stale = False
+            _install(server)
+            _dormant = None
+    if stale:
+        server.stop()
+
+
+def _install(server: AgentServer) -> None:
+    """Make ``server`` the running agent (the caller holds _lock)."""
+    global _server
+    for key, obj in _pending_exposed.items():
+        server.core.exposed.expose(key, obj)
+    _pending_exposed.clear()
+    _server = server
+
+
+def _wake_dormant() -> AgentServer | None:
+    """Build a dormant worker agent now (the worker asked for its agent)."""
+    global _dormant
+    with _lock:
+        if _server is None and _dormant is not None:
+            _install(_dormant.wake())
+            _dormant = None
+        return _server
+
+
+def _forget_after_fork() -> AgentServer | None:
+    """In a forked child (agent.forking): a fresh lock (another thread of the parent may
+    have held it at the fork), the inherited server's descriptors closed without touching
+    the parent's, the server forgotten; what it exposed is kept for the child's own agent."""
+    global _lock, _server, _dormant
+    _lock = threading.Lock()
+    server, _server = _server, None
+    dormant, _dormant = _dormant, None
+    if dormant is not None:
+        dormant.abandon()
+    if server is not None:
+        _pending_exposed.update(server.core.exposed.abandon())
+        server.abandon()
+    from agent.relay import forget_links
+
+    forget_links()
+    return server
 
 
 def stop() -> None:
     """Stop the agent and release its port (safe to call when not running)."""
-    global _server
+    global _server, _dormant
     with _lock:
         server, _server = _server, None
+        dormant, _dormant = _dormant, None
+    if dormant is not None:
+        dormant.close()
     if server is not None:
         server.stop()
 
@@ -137,6 +218,8 @@ def stop() -> None:
 def running() -> AgentServer | None:
     """The running agent, if any: one that really accepts connections (not one whose
     listener was closed behind its back; agent.start() replaces that one)."""
+    if _dormant is not None:
+        _wake_dormant()
     server = _server
     return server if server is not None and server.serving else None
 

@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-tls", action="store_true", default=None, help="serve metrics over TLS"
     )
     run.add_argument(
+        "--no-workers",
+        dest="workers",
+        action="store_false",
+        help="forked workers get no agent of their own (by default each gets one on "
+        "loopback, reached through this agent)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 read_token_file(args.metrics_token_file) if args.metrics_token_file else None
             ),
             metrics_tls=args.metrics_tls,
+            workers=args.workers,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

@@ -341,3 +341,19 @@ def tracemalloc_traces() -> list[tuple[Any, ...]]:
         (0, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)))
         for t in tracemalloc.take_snapshot().traces
     ]
+
+
+def multiprocessing_children() -> dict[int, str]:
+    """pid -> name (``ForkPoolWorker-2``, ``SpawnProcess-1``) of the multiprocessing
+    processes this process started and has not joined (private:
+    ``multiprocessing.process._children``, read without the side effects of
+    ``active_children()``, which reaps)."""
+    module = sys.modules.get("multiprocessing.process")
+    children = getattr(module, "_children", None) if module is not None else None
+    out: dict[int, str] = {}
+    for process in _copy_set(children) if children is not None else []:
+        pid = getattr(getattr(process, "_popen", None), "pid", None)
+        name = getattr(process, "_name", None)
+        if type(pid) is int and type(name) is str:
+            out[pid] = name
+    return out

@@ -18,6 +18,7 @@
 | OBSERVER_AGENT_AUTH_WINDOW | seconds those failures are remembered (60) |
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
 | OBSERVER_AGENT_METRICS* | the Prometheus endpoint (off unless set): see agent.metrics.config |
+| OBSERVER_AGENT_WORKERS | 1: forked children get a loopback agent of their own (agent.workers) |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -71,6 +72,7 @@ class AgentConfig:
     auth_failure_total: int = 60
     auth_window: float = 60.0
     metrics: MetricsConfig | None = None  # the Prometheus endpoint, None = off
+    workers: bool = False  # forked children get a loopback agent of their own (agent.workers)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -131,6 +133,7 @@ def resolve(
     metrics_public: bool | None = None,
     metrics_token: str | None = None,
     metrics_tls: bool | None = None,
+    workers: bool | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -212,4 +215,15 @@ def resolve(
             env=env,
             has_tls_material=bool(tls_cert and tls_key),
         ),
+        workers=_env_flag(env, "OBSERVER_AGENT_WORKERS") if workers is None else bool(workers),
     )
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off variable: 1/true/yes/on is on, unset or 0/false/no/off is off."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {env[name]!r}")

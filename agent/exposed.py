@@ -39,6 +39,12 @@ class ExposedRegistry:
         with self._lock:
             return sorted(self._objects.items())
 
+    def abandon(self) -> dict[str, Any]:
+        """In a forked child: what was exposed, read without the lock (a thread of the
+        parent may have held it at the fork), which is replaced by a fresh one."""
+        self._lock = threading.Lock()
+        return dict(self._objects)
+
     def describe(self, *, max_len: int = 240) -> tuple[ExposedInfo, ...]:
         """One ExposedInfo per object: type, size (len/qsize when safe) and safe repr."""
         items = self.items()

@@ -198,6 +198,28 @@ class Gate:
             with contextlib.suppress(OSError):
                 self.listener.close()
 
+    def abandon(self) -> None:
+        """In a forked child: close the child's copies of the listener, the wake pair, the
+        selector and pending handshakes, never with shutdown() (they are the parent's
+        sockets too); the gate thread is not in the child, so nothing is joined."""
+        self._stopping = True
+        self._thread = None
+        # not _forget(): the epoll instance is shared with the parent, and unregistering
+        # a handshake there would take it out of the parent's selector
+        pending, self._pending = list(self._pending.values()), {}
+        for p in pending:
+            _close(p.sock, shutdown=False)
+        with contextlib.suppress(Exception):
+            self._selector.close()
+        for s in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(OSError):
+            if self._gone:  # its descriptor may be someone else's by now: never close that
+                self.listener.detach()
+            else:
+                self.listener.close()
+
     # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:

@@ -27,6 +27,7 @@ from agent.security import (
 )
 from agent.service import make_service
 from agent.wire import join_host_port
+from agent.workers import relay_keys
 
 log = logging.getLogger("agent")
 
@@ -130,6 +131,16 @@ class Sessions:
             self.release()
             self._core.remove_agent_thread(ident)
 
+    def abandon(self) -> None:
+        """In a forked child: close this process's copies of the sessions' sockets (never
+        shutdown(): the parent's observers use them), under a fresh lock (a thread of the
+        parent may have held the old one at the fork); the slots are the parent's."""
+        self._lock = threading.Lock()
+        live, self._live = list(self._live), set()
+        self._taken = 0
+        for sock in live:
+            _close(sock, shutdown=False)
+
     def close_all(self, shutdown: bool = True) -> None:
         """Disconnect every observer (their threads end and release their slots);
         ``shutdown=False``: only close this process's descriptors (see Gate.stop)."""
@@ -152,7 +163,15 @@ def _close(sock: socket.socket, shutdown: bool = True) -> None:
 class AgentServer:
     """A running agent: core state, sampler thread, the listener and the sessions."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        tls_parts: tuple[ssl.SSLContext | None, bytes | None] | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
+        """``tls_parts``: the TLS context and certificate (DER) of the agent this one forks
+        from (agent.workers), used instead of reading the files again; ``listener``: a
+        socket already bound (and maybe listening) to serve on instead of binding one."""
         self.config = config
         self._pid = os.getpid()  # a forked child inherits this object, not its threads
         remote = not is_loopback_host(config.host)
@@ -164,16 +183,20 @@ class AgentServer:
             )
         tls: ssl.SSLContext | None = None
         cert_der = None
-        if config.tls_cert and config.tls_key:
+        if tls_parts is not None:
+            tls, cert_der = tls_parts
+        elif config.tls_cert and config.tls_key:
             tls = server_context(config.tls_cert, config.tls_key, config.client_cafile)
             with open(config.tls_cert, encoding="ascii") as fh:
                 cert_der = ssl.PEM_cert_to_DER_cert(fh.read())
             warn_at_start(cert_der, config.tls_cert)
         self.tls = tls is not None
+        self.tls_parts = (tls, cert_der)
         limiter = LoginLimiter(
             config.auth_failure_limit, config.auth_failure_total, config.auth_window
         )
-        listener = bind_listener(config.host, config.port)
+        if listener is None:
+            listener = bind_listener(config.host, config.port)
         metrics_listener = None
         if config.metrics is not None:
             try:
@@ -187,8 +210,12 @@ class AgentServer:
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
         )
+        self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
         self.sessions = Sessions(
-            config.max_sessions, make_service(self.core), self.core, config.send_timeout
+            config.max_sessions,
+            make_service(self.core, self.relay_keys),
+            self.core,
+            config.send_timeout,
         )
         self._host, self._port = listener.getsockname()[:2]
         self._gate = Gate(
@@ -237,6 +264,16 @@ class AgentServer:
             f"roles: {', '.join(self.config.tokens)}" if self.config.tokens else "anonymous viewer",
             self.config.max_sessions,
         )
+
+    def abandon(self) -> None:
+        """In a forked child, at once (agent.forking): close the child's copies of every
+        descriptor this server holds, without shutdown() and without waiting for threads
+        (the child has none of them); the parent's agent keeps serving. Later calls to
+        stop() in the child touch nothing of the parent's either."""
+        self._gate.abandon()
+        if self.metrics is not None:
+            self.metrics.abandon()
+        self.sessions.abandon()
 
     def stop(self) -> None:
         """Close the listener and every connection; the port is free when this returns.

@@ -17,7 +17,9 @@ import rpyc
 from agent.collect.tasktable import CHUNK_ROWS, Listing
 from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
 from agent.errors import AgentError, BadRequest, NotFound, PermissionDenied
-from agent.schema import ControlResult, encode_error, encode_ok
+from agent.relay import CONTROL as RELAY_CONTROL
+from agent.relay import Relay, RelayKeys
+from agent.schema import ControlResult, decode_envelope, encode_error, encode_ok
 from agent.security import ROLES, Credentials
 
 log = logging.getLogger("agent")
@@ -66,12 +68,14 @@ class AgentService(rpyc.Service):
     """One instance per connection; the core is shared."""
 
     core: AgentCore  # set by make_service
+    relay_keys: RelayKeys | None = None  # set by make_service
 
     def __init__(self) -> None:
         super().__init__()
         self._creds = Credentials("viewer", "?")
         self._session = 0
         self._listing: Listing | None = None  # the task listing whose chunks are pending
+        self._relay: Relay | None = None  # this session's links to workers (agent.relay)
 
     def on_connect(self, conn: rpyc.Connection) -> None:
         creds = conn._config.get("credentials")
@@ -81,6 +85,8 @@ class AgentService(rpyc.Service):
 
     def on_disconnect(self, conn: rpyc.Connection) -> None:
         self.core.observer_disconnected(self._session, self._creds)
+        if self._relay is not None:
+            self._relay.close()
 
     # ------------------------------------------------------------ plumbing
 
@@ -404,7 +410,70 @@ class AgentService(rpyc.Service):
     def exposed_tracemalloc_stop(self) -> bytes:
         return self._control("tracemalloc stop", "tracemalloc", self.core.tracemalloc_stop)
 
+    # ------------------------------------------------------------ workers
 
-def make_service(core: AgentCore) -> type[AgentService]:
-    """A service class bound to one core (rpyc instantiates it per connection)."""
-    return type("RuntimeObserverAgent", (AgentService,), {"core": core})
+    def exposed_worker(self, pid: int, method: str, args: tuple = ()) -> bytes:
+        """``method(*args)`` on the agent of worker ``pid`` (agent.relay), with this
+        session's role; the worker's reply as it sent it. Actions are audited here too,
+        naming the worker and who asked."""
+        keys = self.relay_keys
+        if keys is None or type(pid) is not int or type(method) is not str:
+            return encode_error("bad-request", "this agent relays to no workers")
+        if method not in RELAY_CONTROL:
+            return self._relayed(pid, method, args)
+        creds = self._creds
+        reply = self._relayed(pid, method, args)
+        try:
+            envelope = decode_envelope(reply)
+            outcome = "ok" if envelope.ok else envelope.error
+            detail = _control_detail(envelope)
+        except Exception:
+            outcome, detail = "error", "unreadable reply"
+        self.core.audit.record(
+            peer=creds.peer,
+            role=creds.role,
+            action=f"{method} in worker {pid}",
+            target=_label(args[0]) if type(args) is tuple and args else method,
+            result="denied" if outcome == "permission" else outcome,
+            detail=detail,
+            run=_run_of(method, args),
+            kind=method,
+        )
+        return reply
+
+    def _relayed(self, pid: int, method: str, args: Any) -> bytes:
+        def call() -> bytes:
+            if self._relay is None:
+                assert self.relay_keys is not None
+                self._relay = Relay(self.relay_keys, self._creds.role)
+            return self._relay.call(pid, method, args)
+
+        try:
+            return call()
+        except AgentError as exc:
+            return encode_error(exc.kind, exc.message)
+        except Exception as exc:
+            log.exception("runtime-observer agent: relay to worker %s failed", pid)
+            return encode_error("internal", f"agent error: {type(exc).__name__}")
+
+
+def _run_of(method: str, args: Any) -> str:
+    """The chaos run a relayed action names (its third argument), for the audit."""
+    if method in ("cancel", "raise_in", "signal") and type(args) is tuple and len(args) > 2:
+        run = _label(args[2], 64)
+        return "" if run == "?" else run
+    return ""
+
+
+def _control_detail(envelope: Any) -> str:
+    """What a worker said about an action, for the master's audit."""
+    if not envelope.ok:
+        return str(envelope.message)[:200]
+    data = envelope.data
+    return str(data[-1])[:200] if isinstance(data, list) and data else ""
+
+
+def make_service(core: AgentCore, relay_keys: RelayKeys | None = None) -> type[AgentService]:
+    """A service class bound to one core (rpyc instantiates it per connection);
+    ``relay_keys``: how it reaches its workers' agents (agent.relay)."""
+    return type("RuntimeObserverAgent", (AgentService,), {"core": core, "relay_keys": relay_keys})

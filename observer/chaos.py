@@ -49,6 +49,9 @@ ACTIONS = {"task": ("cancel",), "thread": ("raise",), "process": ("term", "kill"
 DEFAULT_ACTION = {"task": "cancel", "thread": "raise", "process": "term"}
 DEFAULT_EVERY = 1.0
 DEFAULT_RECOVERY_TIMEOUT = 15.0
+# a gunicorn worker's label ends in its age (agent.collect.roles), which its replacement
+# does not share: the slot it fills is the label without it
+_AGE = re.compile(r" \(age \d+\)$")
 POLL = 0.25  # seconds between looks for replacements: the resolution of recovery times
 DEAD_STATUSES = ("zombie", "dead")
 WILDCARDS = re.compile(r"[*?\[]")
@@ -550,7 +553,10 @@ class Chaos:
             ]
         return [
             _Target(
-                c.id, child_label(c.name, c.cmdline), (c.pid, c.create_time), (c.name, *c.cmdline)
+                c.id,
+                _AGE.sub("", child_label(c.name, c.cmdline)),  # the slot, whatever its age
+                (c.pid, c.create_time),
+                (c.name, *c.cmdline),
             )
             for c in node.children()
             if c.status not in DEAD_STATUSES

@@ -102,24 +102,57 @@ def _print_sections(sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    with _connect(args) as node:
+        snaps = [
+            n.snapshot(limit=args.limit, match=args.match or "") for n in _processes(node, args)
+        ]
+    if args.json and args.process == "all":
+        _print_json([_ps_json(snap) for snap in snaps])
+        return 0
+    for index, snap in enumerate(snaps):
+        if index:
+            print()
+        _print_ps(args, snap)
+    return 0
+
+
+def _processes(node: Any, args: argparse.Namespace) -> list[Any]:
+    """--process: the node itself (none), one worker (PID), or the node and every worker
+    that runs an agent (all); workers are reached through the node's session."""
+    if not args.process:
+        return [node]
+    if args.process == "all":
+        return [node, *(node.worker(c.pid) for c in node.children() if c.agent)]
+    return [node.worker(args.process)]
+
+
+def _in_process(node: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    """The process an ID lives in and the ID there: ``--process PID`` or ``pid-N/ID``."""
+    pid, sep, rest = args.id.partition("/")
+    if sep and pid.startswith("pid-"):
+        return node.worker(pid), rest
+    return (node.worker(args.process) if args.process else node), args.id
+
+
+def _ps_json(snap: Any) -> dict[str, Any]:
+    return {
+        "node": snap.process.node,
+        "pid": snap.process.pid,
+        "threads": snap.threads,
+        "tasks": snap.tasks,
+        "loops": snap.loops,
+        "children": snap.children,
+        "tasks_total": snap.tasks_total,
+        "truncated": snap.truncated,
+    }
+
+
+def _print_ps(args: argparse.Namespace, snap: Any) -> None:
     from observer.format import human_bytes, human_seconds, short_path, table
 
-    with _connect(args) as node:
-        snap = node.snapshot(limit=args.limit, match=args.match or "")
     if args.json:
-        _print_json(
-            {
-                "node": snap.process.node,
-                "pid": snap.process.pid,
-                "threads": snap.threads,
-                "tasks": snap.tasks,
-                "loops": snap.loops,
-                "children": snap.children,
-                "tasks_total": snap.tasks_total,
-                "truncated": snap.truncated,
-            }
-        )
-        return 0
+        _print_json(_ps_json(snap))
+        return
     p = snap.process
     print(
         f"{p.node}  pid {p.pid}  {p.implementation} {p.python_version}  "
@@ -181,16 +214,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 ],
             )
         )
-    return 0
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
     from observer.format import human_seconds, short_path
-    from observer.tree import build_tree
+    from observer.tree import build_tree, graft_workers
 
     with _connect(args) as node:
         snap = node.snapshot(limit=args.limit)
-    root = build_tree(snap)
+        workers = _worker_snapshots(node, snap, args.limit) if args.workers else {}
+    root = graft_workers(build_tree(snap), workers)
     if args.json:
         _print_json(root)
         return 0
@@ -213,9 +246,25 @@ def cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_snapshots(node: Any, snap: Any, limit: int) -> dict[int, Any]:
+    """Each worker's snapshot (one that runs an agent), through the node's session; a
+    worker that cannot answer (it just died) gives why, not a failed command."""
+    from observer.errors import ObserverError
+
+    out: dict[int, Any] = {}
+    for child in snap.children:
+        if child.agent:
+            try:
+                out[child.pid] = node.worker(child.pid).snapshot(limit=limit)
+            except ObserverError as exc:
+                out[child.pid] = f"unreachable: {exc}"
+    return out
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     with _connect(args) as node:
-        stack, frames_locals = node.stack_with_locals(args.id, with_locals=args.locals)
+        where, target = _in_process(node, args)
+        stack, frames_locals = where.stack_with_locals(target, with_locals=args.locals)
     if args.json:
         _print_json({"stack": stack, "locals": frames_locals})
         return 0
@@ -234,7 +283,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     with _connect(args) as node:
-        result = node.kill(args.id, signal=args.signal, exception=args.exception)
+        where, target = _in_process(node, args)
+        result = where.kill(target, signal=args.signal, exception=args.exception)
     return _emit(args, result, result.message)
 
 
@@ -583,20 +633,48 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100_000, help="at most this many tasks")
 
 
+def _tree_options(p: argparse.ArgumentParser) -> None:
+    _limit_options(p)
+    p.add_argument(
+        "--no-workers",
+        dest="workers",
+        action="store_false",
+        help="leave out what runs inside workers (by default each worker that runs an "
+        "agent shows its threads, loops and tasks under its row)",
+    )
+
+
 def _ps_options(p: argparse.ArgumentParser) -> None:
     _limit_options(p)
     p.add_argument("--match", help="only tasks whose name or coroutine contains this")
+    p.add_argument(
+        "--process",
+        metavar="PID|all",
+        help="a worker of the node, or all: the node, then each worker running an agent "
+        "(reached through the node's session)",
+    )
+
+
+def _process_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--process",
+        metavar="PID",
+        help="the ID is in this worker of the node, reached through the node's session "
+        "(or write the ID as pid-N/ID)",
+    )
 
 
 def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="thread-N-S or task-N as ps prints it")
     p.add_argument("--locals", action="store_true", help="also show each frame's locals")
+    _process_option(p)
 
 
 def _kill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="task-N, thread-N-S or pid-N as ps prints it")
     p.add_argument("--signal", choices=["TERM", "KILL", "INT"], help="for pid-N (default TERM)")
     p.add_argument("--exception", help="for a thread: builtin exception name (default SystemExit)")
+    _process_option(p)
 
 
 def _mem_options(p: argparse.ArgumentParser) -> None:
@@ -675,7 +753,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         cmd_tree,
         "process -> threads -> event loops -> tasks, and children",
         True,
-        _limit_options,
+        _tree_options,
     ),
     "stack": (cmd_stack, "full stack of a thread or await chain of a task", True, _stack_options),
     "kill": (

@@ -446,6 +446,11 @@ class Node:
         """Stop tracing and free the traces (operator, audited)."""
         return self._call(ControlResult, "tracemalloc_stop")
 
+    def worker(self, pid: int | str) -> WorkerNode:
+        """The worker ``pid`` (1234 or pid-1234) of this node, a node-like object reached
+        through this session: the node relays each call with this session's role."""
+        return WorkerNode(self, parse_pid(pid))
+
     def kill(
         self,
         target: str,
@@ -462,6 +467,41 @@ class Node:
         if target.startswith("pid-") or target.isdigit():
             return self.signal(target, signal or "TERM", run=run)
         raise BadRequest("bad-request", f"{target!r} is not a task-N, thread-N or pid-N id")
+
+
+class WorkerNode(Node):
+    """A worker of a node, reached through the node's own session (the master relays
+    every call with this session's role: agent.relay); reads and actions as on a Node."""
+
+    def __init__(self, master: Node, pid: int) -> None:
+        self.master = master
+        self.pid = pid
+        self.address = master.address
+        self.timeout = master.timeout
+        self._lock = master._lock
+        self._methods = {}
+        self._conn = master._conn
+        self.role = master.role
+        self.agent_version = master.agent_version
+        self.tls = master.tls
+        self.cert_warning = ""
+        self.last_rtt = None
+        self.last_size = 0
+        self.chunk_rows = master.chunk_rows
+        self.last_listing = None
+        self._tasks = TaskCache()
+        self._hello = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerNode pid {self.pid} of {self.master!r}>"
+
+    def _raw(self, method: str, *args: Any) -> Any:
+        data = self.master._raw("worker", self.pid, method, tuple(args))
+        self.last_rtt, self.last_size = self.master.last_rtt, self.master.last_size
+        return data
+
+    def close(self, goodbye: bool = True) -> None:
+        """The master's session stays open (close the master to end it)."""
 
 
 def parse_pid(value: int | str) -> int:

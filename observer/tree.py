@@ -6,7 +6,7 @@ the task that awaits it (the first one, if several do); cycles are broken.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,27 @@ def build_tree(snap: Snapshot) -> TreeNode:
     for c in snap.children:
         parent = child_nodes.get(child_parent[c.pid]) if c.pid in child_parent else None
         (parent or root).children.append(child_nodes[c.pid])
+    return root
+
+
+def graft_workers(root: TreeNode, workers: Mapping[int, Snapshot | str]) -> TreeNode:
+    """Hang each worker's own tree (its threads, loops, tasks, children) under its row in
+    the master's tree: host -> master -> workers -> threads -> loops -> tasks. Ids inside
+    a worker become ``pid-N/ID`` (what stack and kill take); a worker whose snapshot
+    failed (a str: why) shows that as its state."""
+    rows = {node.id: node for _depth, node in root.walk() if node.kind == "child"}
+    for pid, snap in workers.items():
+        row = rows.get(f"pid-{pid}")
+        if row is None:
+            continue
+        if isinstance(snap, str):
+            row.state = snap
+            continue
+        worker = build_tree(snap)
+        for _depth, node in worker.walk():
+            if node.kind not in ("process", "child"):
+                node.id = f"pid-{pid}/{node.id}"
+        row.children.extend(worker.children)
     return root
 
 

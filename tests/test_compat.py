@@ -377,3 +377,21 @@ def test_tracemalloc_traces_match_the_public_snapshot():
     theirs = [t for t in public if t.traceback[-1].filename == __file__ and t.size >= 123_457]
     assert len(ours) == len(theirs) == len(kept)
     assert sorted(t[1] for t in ours) == sorted(t.size for t in theirs)
+
+
+def test_multiprocessing_children_names_the_processes_this_one_started() -> None:
+    """multiprocessing.process._children holds the started, unjoined processes with
+    their names; reading it reaps nothing (active_children() would)."""
+    import multiprocessing
+    import time
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=time.sleep, args=(60,), name="SpawnProcess-compat"
+    )
+    process.start()
+    try:
+        assert compat.multiprocessing_children()[process.pid] == "SpawnProcess-compat"
+    finally:
+        process.kill()
+        process.join()
+    assert process.pid not in compat.multiprocessing_children()

@@ -7,6 +7,7 @@ import threading
 import psutil
 
 from agent.collect import guarded
+from agent.collect.roles import child_roles
 from agent.redact import redact_argv
 from agent.registry import agent_address_of
 from agent.schema import ChildInfo
@@ -52,6 +53,7 @@ class ChildTracker:
     def collect(self) -> list[ChildInfo]:
         """Describe every descendant."""
         out = []
+        roles = child_roles()  # a worker's argv is its master's: say what it is instead
         for proc in self.processes():
             try:
                 with proc.oneshot():
@@ -60,7 +62,7 @@ class ChildTracker:
                         id=f"pid-{pid}",
                         pid=pid,
                         ppid=proc.ppid(),
-                        name=proc.name(),
+                        name=roles.get(pid) or proc.name(),
                         cmdline=redact_argv(guarded(proc.cmdline, [])),
                         status=str(guarded(proc.status, "unknown")),
                         cpu_percent=guarded(proc.cpu_percent, None),

@@ -80,6 +80,12 @@ class MetricsEndpoint:
         self.gc_timer.uninstall()
         self.server.stop(shutdown)
 
+    def abandon(self) -> None:
+        """In a forked child (agent.forking): drop the GC hook and the child's copies of the
+        endpoint's sockets; the parent keeps serving its metrics."""
+        self.gc_timer.uninstall()
+        self.server.abandon()
+
     def render(self, openmetrics: bool = False, scrape: bool = True) -> Rendered:
         """A fresh exposition (or one made less than CACHE_SECONDS ago), never raising:
         a failure yields an exposition with only the error counter. ``scrape=False`` (a

@@ -122,6 +122,23 @@ class MetricsHTTPServer:
             with contextlib.suppress(OSError):
                 self.listener.close()
 
+    def abandon(self) -> None:
+        """In a forked child: close the child's copies of the listener, connections, wake
+        pair and selector, never with shutdown() (they are the parent's sockets too) and
+        without unregistering from the epoll instance the parent shares; nothing is joined,
+        the serving thread is not in the child."""
+        self._stopping = True
+        self._thread = None
+        conns, self._conns = list(self._conns.values()), {}
+        for c in conns:
+            _close(c.sock, shutdown=False)
+        with contextlib.suppress(Exception):
+            self._selector.close()
+        for s in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        _close(self.listener, shutdown=False)
+
     # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:

@@ -13,7 +13,7 @@ def read_tokens(keys: str) -> dict[str, str]:
     return {role: open(f"{keys}/{role}.token").read().strip() for role in ("viewer", "operator")}
 
 
-def start_agent(keys: str, name: str, address: str = "127.0.0.1:0") -> Any:
+def start_agent(keys: str, name: str, address: str = "127.0.0.1:0", **options: Any) -> Any:
     """Start the agent with TLS and the test's tokens; returns the running server."""
     return agent.start(
         address,
@@ -21,6 +21,7 @@ def start_agent(keys: str, name: str, address: str = "127.0.0.1:0") -> Any:
         tls_key=f"{keys}/agent.key",
         tokens=read_tokens(keys),
         name=name,
+        **options,
     )
 
 

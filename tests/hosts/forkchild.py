@@ -1,0 +1,102 @@
+"""What a child of tests/hosts/forker.py does (importable, so spawn and forkserver can
+run it too): say what it inherited from the master's agent, then end as it was told.
+
+``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
+``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
+its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
+signal), ``loop`` (an asyncio loop with a task named worker-job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import agent
+
+
+def say(line: str) -> None:
+    """One write per line: the master and its children share this pipe, and print()'s
+    separate write of the newline lets another process's line in between."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def agent_sockets(port: int) -> int:
+    """How many of this process's descriptors are TCP sockets on the master agent's port
+    (its listener or an observer's session, inherited through fork)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with probe:
+            try:
+                if probe.family in (socket.AF_INET, socket.AF_INET6):
+                    count += probe.getsockname()[1] == port
+            except OSError:
+                pass
+    return count
+
+
+async def jobs() -> None:
+    """A worker's event loop: one task named worker-job at a time; a cancelled one is
+    replaced (as a server would), and the child says so."""
+    while True:
+        job = asyncio.create_task(asyncio.Event().wait(), name="worker-job")
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not job.cancelled():
+                raise
+            say(f"event: child {os.getpid()} job cancelled")
+
+
+def peer_ports() -> str:
+    """The remote ports of this process's connected TCP sockets ("-" if none)."""
+    ports = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with probe:
+            try:
+                if probe.family in (socket.AF_INET, socket.AF_INET6):
+                    ports.append(str(probe.getpeername()[1]))
+            except OSError:
+                pass
+    return ",".join(sorted(ports)) or "-"
+
+
+def child_main(how: str, port: int, keys: str) -> None:
+    if how == "idle":  # touches nothing of the agent: a worker nobody observes
+        say(f"event: child {os.getpid()} how=idle")
+        while True:
+            signal.pause()
+    held = agent._server  # what the child holds: nothing of the parent's, or its own agent
+    running = agent.running()
+    say(
+        f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
+        f"running={running is not None} remembers={held is not None and held is not running} "
+        f"own={running.address if running is not None else '-'} peers={peer_ports()}"
+    )
+    if how == "stop":
+        agent.stop()
+        say(f"event: child {os.getpid()} stopped")
+        sys.exit(0)
+    if how == "exit":
+        sys.exit(0)
+    if how == "loop":
+        asyncio.run(jobs())
+    if how == "start":
+        from tests.hosts.common import start_agent
+
+        server = start_agent(keys, f"child-{os.getpid()}")
+        say(f"event: child {os.getpid()} agent {server.address}")
+    while True:  # until the test's signal
+        signal.pause()

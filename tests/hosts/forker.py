@@ -1,0 +1,123 @@
+"""A master with the agent that forks children on command (tests/test_forks.py);
+``--workers`` starts the agent with workers=True, ``--bind HOST:PORT`` where it listens.
+
+The main thread reads commands on stdin (so a forked child's sys.exit runs the
+interpreter's real exit path: atexit and all); an asyncio echo server runs on another
+thread to prove the master keeps serving. Commands:
+
+- ``fork METHOD HOW``: METHOD is ``os`` (os.fork) or a multiprocessing start method
+  (``fork``, ``forkserver``, ``spawn``), or ``os-locked`` (os.fork while the agent's lock
+  is held, as when another thread is in agent.expose()); HOW is what the child does
+  (tests/hosts/forkchild.py).
+  Prints ``event: forked PID``.
+- ``pool METHOD N``: a multiprocessing Pool of N workers; prints ``event: pool PID,PID``.
+- ``reap PID``: wait for that child; prints ``event: reaped PID CODE`` (negative: signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import agent
+from tests.hosts.common import echo, start_agent
+from tests.hosts.forkchild import child_main, say
+
+
+def serve_echo(ready: Callable[[str], None]) -> None:
+    async def serve() -> None:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        host, port = server.sockets[0].getsockname()[:2]
+        ready(f"{host}:{port}")
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere() -> Iterator[None]:
+    """Another thread holds the agent's lock meanwhile (as one in agent.expose() may)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with agent._lock:
+            taken.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    taken.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+def fork(method: str, how: str, port: int, keys: str) -> tuple[int, Callable[[], int]]:
+    """Start a child; returns its pid and a function that waits for it (its exit code,
+    negative for a signal)."""
+    if method in ("os", "os-locked"):
+        with lock_held_elsewhere() if method == "os-locked" else contextlib.nullcontext():
+            pid = os.fork()
+        if pid == 0:
+            try:
+                child_main(how, port, keys)
+            except SystemExit:
+                raise  # the interpreter's own exit: atexit runs agent.stop() in the child
+            except BaseException:
+                os._exit(1)
+
+        def reap() -> int:
+            status = os.waitpid(pid, 0)[1]
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+        return pid, reap
+    process = multiprocessing.get_context(method).Process(
+        target=child_main, args=(how, port, keys), daemon=True
+    )
+    process.start()
+
+    def join() -> int:
+        process.join()
+        return int(process.exitcode or 0)
+
+    assert process.pid is not None
+    return process.pid, join
+
+
+def main(keys: str, extra: list[str]) -> None:
+    bind = extra[extra.index("--bind") + 1] if "--bind" in extra else "127.0.0.1:0"
+    metrics = extra[extra.index("--metrics") + 1] if "--metrics" in extra else None
+    server = start_agent(keys, "forker", bind, workers="--workers" in extra, metrics=metrics)
+    say(f"agent: {server.address}")
+    if server.metrics is not None:
+        say(f"metrics: {server.metrics.url}")
+    threading.Thread(target=serve_echo, args=(lambda a: say(f"echo: {a}"),), daemon=True).start()
+    children: dict[int, Callable[[], int]] = {}
+    pools: list[Any] = []  # kept until the master exits
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] == ["fork"] and len(words) in (3, 4):
+            # "fork METHOD HOW metrics": the child counts its sockets on the metrics port
+            port = server.port if len(words) == 3 else server.metrics.server.address[1]
+            pid, children[pid] = fork(words[1], words[2], port, keys)
+            say(f"event: forked {pid}")
+        elif words[:1] == ["pool"] and len(words) == 3:
+            pools.append(multiprocessing.get_context(words[1]).Pool(int(words[2])))
+            pids = sorted(p.pid for p in pools[-1]._pool)
+            say(f"event: pool {','.join(map(str, pids))}")
+        elif words[:1] == ["reap"] and len(words) == 2:
+            pid = int(words[1])
+            say(f"event: reaped {pid} {children.pop(pid)()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
