@@ -274,7 +274,8 @@ def test_an_unobserved_worker_agent_stays_dormant_until_someone_connects(forker)
 
 def test_a_worker_of_a_master_serving_metrics_wakes_without_its_port(forker):  # noqa: F811
     """The master serves Prometheus metrics on a set port (as a scrape config names it):
-    its worker's agent must not try to bind the same metrics address (with it, the forked child never even reported back); the master keeps serving."""
+    its worker's agent must not try to bind the same metrics address (with it, the forked
+    child never even reported back); the master keeps serving."""
     master = forker("--workers", "--metrics", f"127.0.0.1:{free_port()}")
     url = line_value(master.process, "metrics")
     pid, said = master.fork("os", "term")
