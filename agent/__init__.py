@@ -71,6 +71,7 @@ def start(
     client_cafile: str | None = None,
     audit_file: str | None = None,
     max_sessions: int | None = None,
+    stall_threshold: float | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
@@ -82,6 +83,8 @@ def start(
     listener died (see running()) is replaced by a new one, keeping what was exposed.
     ``send_timeout``: seconds one reply may take to reach an observer before the agent
     drops that observer (default 30; OBSERVER_AGENT_SEND_TIMEOUT).
+    ``stall_threshold``: seconds an event loop may go without running before the stall
+    catcher records what blocked it (default 0.1; 0 = off; OBSERVER_AGENT_STALL_THRESHOLD).
     """
     from agent.config import resolve
     from agent.server import AgentServer
@@ -104,6 +107,7 @@ def start(
             client_cafile=client_cafile,
             audit_file=audit_file,
             max_sessions=max_sessions,
+            stall_threshold=stall_threshold,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

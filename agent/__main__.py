@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         help="observers connected at once; one more is told 'agent busy' (default 16)",
     )
     run.add_argument(
+        "--stall-threshold",
+        type=float,
+        metavar="SECONDS",
+        help="a loop blocked this long is recorded as a stall (default 0.1; 0 = off)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_cafile=args.client_ca,
             audit_file=args.audit_file,
             max_sessions=args.max_sessions,
+            stall_threshold=args.stall_threshold,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@
 | OBSERVER_AGENT_AUTH_FAILURES_TOTAL | wrong proofs from all addresses per window (60) |
 | OBSERVER_AGENT_AUTH_WINDOW | seconds those failures are remembered (60) |
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
+| OBSERVER_AGENT_STALL_THRESHOLD | seconds a loop may not run before it is a stall (0.1; 0 = off) |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -68,6 +69,7 @@ class AgentConfig:
     audit_file: str | None = None
     auth_failure_total: int = 60
     auth_window: float = 60.0
+    stall_threshold: float = 0.1
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -124,6 +126,7 @@ def resolve(
     env: Mapping[str, str] | None = None,
     send_timeout: float | None = None,
     audit_file: str | None = None,
+    stall_threshold: float | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -182,6 +185,13 @@ def resolve(
             "send_timeout (OBSERVER_AGENT_SEND_TIMEOUT) must be a positive number of seconds, "
             f"got {send_timeout}"
         )
+    if stall_threshold is None:
+        stall_threshold = _env_number(env, "OBSERVER_AGENT_STALL_THRESHOLD", 0.1, float)
+    if type(stall_threshold) not in (int, float) or not 0 <= stall_threshold <= 60:
+        raise ConfigError(
+            "stall_threshold (OBSERVER_AGENT_STALL_THRESHOLD) must be 0 (off) to 60 seconds, "
+            f"got {stall_threshold!r}"
+        )
     return AgentConfig(
         host=host,
         port=port,
@@ -197,4 +207,5 @@ def resolve(
         audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
         auth_failure_total=max(1, total),
         auth_window=max(0.1, window),
+        stall_threshold=float(stall_threshold),
     )

@@ -179,6 +179,7 @@ class AgentServer:
             config.name,
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
+            stall_threshold=config.stall_threshold,
         )
         self.sessions = Sessions(
             config.max_sessions, make_service(self.core), self.core, config.send_timeout
@@ -212,6 +213,7 @@ class AgentServer:
     def start(self) -> None:
         self._gate.start()
         self.core.sampler.start()
+        self.core.stall_watch.start()
         registry.register(self.address)
         log.info(
             "runtime-observer agent %r listening on %s (%s, %s, up to %d sessions)",
@@ -233,6 +235,7 @@ class AgentServer:
             self._gate.stop(shutdown=not inherited)
         self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
+        self.core.stall_watch.stop()
         if not inherited:
             registry.unregister()
             self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

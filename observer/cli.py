@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from observer.errors import BadSetting, ObserverError
+from observer.stallcmd import cmd_stalls, stalls_options
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -692,6 +693,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
     ),
     "audit": (cmd_audit, "recent control actions recorded by the agent", True, _audit_options),
     "history": (cmd_history, "the agent's load history", True, _history_options),
+    "stalls": (
+        cmd_stalls,
+        "event-loop stalls: when a loop was blocked, for how long, by which line",
+        True,
+        stalls_options,
+    ),
     "keygen": (
         cmd_keygen,
         "create agent certificate, key and tokens in DIR",
