@@ -57,9 +57,25 @@ class StallHost:
         token = self.keys.operator_token if role == "operator" else self.keys.viewer_token
         return ["--token-file", str(token), "--fingerprint", self.keys.fingerprint]
 
-    def block(self, node: Node, command: str, marker: str, path: Path = HOST_FILE) -> StallEvent:
+    def block(
+        self, node: Node, command: str, marker: str, path: Path = HOST_FILE, tries: int = 1
+    ) -> StallEvent:
         """Send ``command``, wait until the host says it is over, and return the stall the
-        agent recorded for it (the one whose culprit is the marked line)."""
+        agent recorded for it (the one whose culprit is the marked line).
+
+        ``tries``: for a GIL held in C code, nothing in Python can look while it is held;
+        the watchdog reads the stacks the moment it gets the GIL back, and the thread that
+        held it still stands on its line unless the OS let it run on first (seen on this
+        loaded 2-core machine for about 1 json.dumps in 10): such a case may ask again."""
+        for attempt in range(tries):
+            try:
+                return self._block_once(node, command, marker, path)
+            except AssertionError:
+                if attempt == tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _block_once(self, node: Node, command: str, marker: str, path: Path) -> StallEvent:
         line = marker_line(marker, path)
         since = node.stalls(time.time() + 3600).time
         start = self.process.mark()
@@ -77,7 +93,7 @@ class StallHost:
             return caught()
 
         try:
-            return wait_until(check, timeout=10, message=f"a stall at line {line}")
+            return wait_until(check, timeout=5, message=f"a stall at line {line}")
         except AssertionError:
             raise AssertionError(
                 f"no stall blamed on {path.name}:{line}; got "
@@ -130,14 +146,14 @@ def test_a_cpu_bound_loop_is_blamed_on_its_line(stall_host, viewer):
 
 
 def test_cpu_bound_c_code_in_the_loop_is_blamed_on_the_line_that_called_it(stall_host, viewer):
-    event = stall_host.block(viewer, "json", "JSON")
+    event = stall_host.block(viewer, "json", "JSON", tries=3)
     assert event.function == "encoder"
     assert not event.gil_elsewhere  # the loop's own thread held the GIL
     assert event.frames[-1].function != "encoder"  # json's own frames are in the stack
 
 
 def test_another_thread_holding_the_gil_is_named_with_its_line(stall_host, viewer):
-    event = stall_host.block(viewer, "gil", "GIL")
+    event = stall_host.block(viewer, "gil", "GIL", tries=3)
     assert event.gil_elsewhere and event.gil_thread == "gil-hog"
     assert event.function in ("gil_hog", "gil_hog.<locals>.<listcomp>", "<listcomp>")
     assert event.late >= 0.1  # the watchdog itself could not run meanwhile

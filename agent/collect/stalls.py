@@ -75,6 +75,8 @@ class _Stall:
         "late",
         "lines",
         "next_capture",
+        "running",
+        "seen",
         "start_mono",
         "start_wall",
         "task",
@@ -88,6 +90,8 @@ class _Stall:
         self.common: list[types.FrameType] = []  # outermost first, the frames themselves
         self.lines: list[collections.Counter[int]] = []  # lines seen per common frame
         self.next_capture = 0.0
+        self.running: types.FrameType | None = None  # the Handle._run frame first seen
+        self.seen = start_mono  # monotonic time of the latest capture
         self.task = ""
         self.handle = ""
         self.late = 0.0  # the latest the watchdog woke during this stall
@@ -222,9 +226,10 @@ class StallWatch:
             stacks = None
             if late > max(LATE_AT_LEAST, self.period):  # every stack, before anything else
                 stacks = {ident: read_stack(f, MAX_OTHER_FRAMES) for ident, f in frames.items()}
+            cpu = self._read_cpu()  # at the wake-up too: the CPU used up to it, not after
             self.wakeups += 1
             try:
-                self._tick(now, late, frames, stacks)
+                self._tick(now, late, frames, stacks, cpu)
                 if now >= next_refresh:
                     self._refresh()
                     next_refresh = now + LOOP_REFRESH
@@ -257,15 +262,18 @@ class StallWatch:
         late: float,
         frames: dict[int, types.FrameType],
         stacks: dict[int, Stack] | None,
+        cpu: dict[int, float],
     ) -> None:
         """One wake-up: finish stalls whose heartbeat came back, capture the ongoing ones,
         post a heartbeat to every loop that has none outstanding. ``frames``: every thread's
         innermost frame, taken the moment the wake-up returned; ``stacks``: every thread's
-        stack read then too, when the wake-up was late."""
+        stack read then too, when the wake-up was late; ``cpu``: each thread's CPU clock then
+        (the previous wake-up's readings are the baseline)."""
         threshold = self.threshold
         others: tuple[tuple[StallThread, ...], StallThread | None] | None = None
         if stacks is not None:
-            others = self._others(late, stacks)
+            others = self._others(late, stacks, cpu)
+        self._cpu = cpu
         # a thread held the GIL past the threshold: no loop could run meanwhile, whether or
         # not its heartbeat was already out (the loop's own thread, in a long C call, too)
         holder = others[1] if others is not None and late >= threshold else None
@@ -281,7 +289,9 @@ class StallWatch:
                     self._note_others(watched.stall, others, late)
                 if watched.stall is not None:
                     self._finish(watched, lag)
-                elif holder is not None and others:
+                if holder is not None and others is not None and watched.arrived < now - late:
+                    # the heartbeat ran before this wake-up was due, and then a thread held
+                    # the GIL all along: the loop could not run either
                     watched.stall = _Stall(now - late, time.time() - late)
                     self._note_others(watched.stall, others, late)
                     self._finish(watched, late)
@@ -309,28 +319,30 @@ class StallWatch:
                 stall = watched.stall = _Stall(watched.sent, watched.sent_wall)
             elif now < stall.next_capture:
                 continue
-            self._capture(watched, loop, stall, frames, stacks)
+            ident = watched.ident
+            if stacks is not None and ident in stacks:  # read when a late wake-up returned
+                stack = stacks[ident]
+            else:
+                stack = read_stack(frames.get(ident) if ident is not None else None)
+            handle_frame = _handle_frame(stack)
+            if stall.captures and handle_frame is not stall.running:
+                # the loop moved on to another callback that blocks as well: the first one
+                # ended after it was last seen, the next one began before it was first seen
+                self._finish(watched, stall.seen - stall.start_mono)
+                stall = watched.stall = _Stall(now, time.time())
+            self._capture(loop, stall, stack, handle_frame, now)
             stall.next_capture = now + threshold * 0.98
             if others is not None:
                 self._note_others(stall, others, late)
-        self._cpu_baseline()
 
     # ------------------------------------------------------------ captures
 
-    def _capture(
-        self,
-        watched: _Watched,
-        loop: Any,
-        stall: _Stall,
-        frames: dict[int, types.FrameType],
-        stacks: dict[int, Stack] | None,
-    ) -> None:
-        ident = watched.ident
-        if stacks is not None and ident in stacks:  # read the moment a late wake-up returned
-            stack = stacks[ident]
-        else:
-            stack = read_stack(frames.get(ident) if ident is not None else None)
+    def _capture(self, loop: Any, stall: _Stall, stack: Stack, running: Any, now: float) -> None:
+        """Add one read of the loop thread's stack to its stall (the first also names the
+        task and the callback)."""
+        stall.seen = now
         if stall.captures == 0:
+            stall.running = running
             task = compat.current_task(loop)
             if task is not None:
                 try:
@@ -341,7 +353,7 @@ class StallWatch:
         stall.merge(stack)
 
     def _others(
-        self, late: float, stacks: dict[int, Stack]
+        self, late: float, stacks: dict[int, Stack], cpu_now: dict[int, float]
     ) -> tuple[tuple[StallThread, ...], StallThread | None]:
         """Every other thread's stack and CPU use since the last wake-up (the watchdog woke
         ``late``), and the one that used the CPU meanwhile: the GIL holder, if any."""
@@ -353,10 +365,12 @@ class StallWatch:
             if ident is None or ident in skip or ident not in stacks:
                 continue
             native = getattr(thread, "native_id", None)
-            cpu_now = compat.thread_cpu_time(native)
+            used = cpu_now.get(native) if native is not None else None
+            if used is None:  # a thread started since the last refresh
+                used = compat.thread_cpu_time(native)
             cpu = None
-            if cpu_now is not None and native is not None:
-                cpu = cpu_now - self._cpu.get(native, 0.0)
+            if used is not None and native is not None:
+                cpu = used - self._cpu.get(native, 0.0)
             record = StallThread(
                 name=str(thread.name),
                 ident=ident,
@@ -381,17 +395,18 @@ class StallWatch:
         stall.threads, holder = others
         stall.holder = (holder,) if holder is not None else ()
 
-    def _cpu_baseline(self) -> None:
-        """Every thread's CPU clock now, so a late wake-up can tell who used the CPU."""
+    def _read_cpu(self) -> dict[int, float]:
+        """Every known thread's CPU clock now, so a late wake-up can tell who used the CPU
+        since the wake-up before (Linux; elsewhere nothing, and no thread is named)."""
+        cpu: dict[int, float] = {}
         if not compat.thread_cpu_time(threading.get_native_id()):
-            return
-        cpu = {}
+            return cpu
         for thread in self._threads:
             native = getattr(thread, "native_id", None)
             value = compat.thread_cpu_time(native)
             if value is not None and native is not None:
                 cpu[native] = value
-        self._cpu = cpu
+        return cpu
 
     # ------------------------------------------------------------ events
 
@@ -497,6 +512,14 @@ def _thread_name(ident: int | None) -> str:
         if thread.ident == ident:
             return str(thread.name)
     return "" if ident is None else str(ident)
+
+
+def _handle_frame(stack: Stack) -> types.FrameType | None:
+    """The innermost ``Handle._run`` frame on a loop thread's stack: one per callback run."""
+    for frame, _line in reversed(stack):
+        if compat.running_handle(frame) is not None:
+            return frame
+    return None
 
 
 def _handle_text(stack: Stack) -> str:
