@@ -344,9 +344,17 @@ def stall_where(event: StallEvent) -> str:
     return f"{short_path(event.file)}:{event.line}"
 
 
+_CALLBACK = re.compile(r"^(.*) \((.+):(\d+)\)$")
+
+
 def stall_running(event: StallEvent) -> str:
-    """What the loop was running: its task, else its callback, and a GIL holder if any."""
-    parts = [event.task or event.handle]
+    """What the loop was running: its task, else its callback (its file cut short), and a
+    GIL holder if any."""
+    handle = event.handle
+    named = _CALLBACK.match(handle)
+    if named:
+        handle = f"{named.group(1)} ({short_path(named.group(2))}:{named.group(3)})"
+    parts = [event.task or handle]
     if event.gil_elsewhere:
         parts.append(f"GIL held by thread {event.gil_thread}")
     return "; ".join(p for p in parts if p)

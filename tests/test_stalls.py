@@ -149,6 +149,7 @@ def test_cpu_bound_c_code_in_the_loop_is_blamed_on_the_line_that_called_it(stall
     event = stall_host.block(viewer, "json", "JSON", tries=3)
     assert event.function == "encoder"
     assert not event.gil_elsewhere  # the loop's own thread held the GIL
+    assert event.task.startswith("task-") and event.handle == "task step"
     assert event.frames[-1].function != "encoder"  # json's own frames are in the stack
 
 

@@ -120,7 +120,17 @@ class _Stall:
 class _Watched:
     """One loop under watch: its heartbeat and the stall it may be in."""
 
-    __slots__ = ("arrived", "ident", "loop", "name", "sent", "sent_wall", "stall", "token")
+    __slots__ = (
+        "arrived",
+        "ident",
+        "last_end",
+        "loop",
+        "name",
+        "sent",
+        "sent_wall",
+        "stall",
+        "token",
+    )
 
     def __init__(self, loop: Any, ident: int | None, name: str) -> None:
         self.loop = weakref.ref(loop)
@@ -131,6 +141,7 @@ class _Watched:
         self.arrived: float | None = None
         self.token = 0
         self.stall: _Stall | None = None
+        self.last_end = 0.0  # monotonic end of the last stall recorded: none overlaps it
 
     def beat(self, token: int) -> None:
         """The heartbeat, run by the loop itself: one attribute write, nothing else."""
@@ -282,19 +293,25 @@ class StallWatch:
             running = loop is not None and _running(loop)
             if watched.sent is not None and watched.arrived is not None:
                 lag = watched.arrived - watched.sent
+                own = holder is not None and holder.ident == watched.ident and loop is not None
                 if watched.stall is None and lag >= threshold and others is not None:
                     # the loop ran again before the watchdog could look: only the late
                     # wake-up tells what held the GIL
                     watched.stall = _Stall(watched.sent, watched.sent_wall)
                     self._note_others(watched.stall, others, late)
+                    if own and stacks is not None:
+                        self._name_running(watched.stall, loop, stacks.get(watched.ident, []))
                 if watched.stall is not None:
                     self._finish(watched, lag)
-                if holder is not None and others is not None and watched.arrived < now - late:
+                begun = max(now - late, watched.last_end)
+                if holder is not None and others is not None and now - begun >= threshold:
                     # the heartbeat ran before this wake-up was due, and then a thread held
                     # the GIL all along: the loop could not run either
-                    watched.stall = _Stall(now - late, time.time() - late)
+                    watched.stall = _Stall(begun, time.time() - (now - begun))
                     self._note_others(watched.stall, others, late)
-                    self._finish(watched, late)
+                    if own and stacks is not None:
+                        self._name_running(watched.stall, loop, stacks.get(watched.ident, []))
+                    self._finish(watched, now - begun)
                 watched.sent = watched.arrived = None
             if not running:
                 if watched.stall is not None and watched.sent is not None:
@@ -343,14 +360,18 @@ class StallWatch:
         stall.seen = now
         if stall.captures == 0:
             stall.running = running
-            task = compat.current_task(loop)
-            if task is not None:
-                try:
-                    stall.task = f"{self._task_id(task)} {task.get_name()}".strip()
-                except Exception:
-                    stall.task = "?"
-            stall.handle = _handle_text(stack)
+            self._name_running(stall, loop, stack)
         stall.merge(stack)
+
+    def _name_running(self, stall: _Stall, loop: Any, stack: Stack) -> None:
+        """The task whose step the loop runs, and the callback on its stack."""
+        task = compat.current_task(loop)
+        if task is not None:
+            try:
+                stall.task = f"{self._task_id(task)} {task.get_name()}".strip()
+            except Exception:
+                stall.task = "?"
+        stall.handle = _handle_text(stack)
 
     def _others(
         self, late: float, stacks: dict[int, Stack], cpu_now: dict[int, float]
@@ -416,6 +437,7 @@ class StallWatch:
         watched.stall = None
         if stall is None:
             return
+        watched.last_end = max(watched.last_end, stall.start_mono + max(0.0, duration))
         loop_thread = watched.ident
         holder = stall.holder[0] if stall.holder else None
         if holder is not None and (holder.ident != loop_thread or not stall.captures):
