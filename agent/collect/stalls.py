@@ -440,16 +440,20 @@ class StallWatch:
         watched.last_end = max(watched.last_end, stall.start_mono + max(0.0, duration))
         loop_thread = watched.ident
         holder = stall.holder[0] if stall.holder else None
+        moved_on = False
         if holder is not None and (holder.ident != loop_thread or not stall.captures):
             frames = holder.frames  # as it stood when the watchdog could run again
             gil = holder.name if holder.ident != loop_thread else ""
+            moved_on = waiting(frames)  # it let go of the GIL and went on before we looked
         else:
             frames = tuple(
                 _frame_info(i, frame, counter.most_common(1)[0][0])
                 for i, (frame, counter) in enumerate(zip(stall.common, stall.lines, strict=True))
             )
             gil = ""
-        if frames:
+        if moved_on:
+            function, file, line, source = "(moved on before the watchdog could look)", "", 0, ""
+        elif frames:
             culprit = culprit_frame(frames)
             function, file, line, source = (
                 culprit.function,
@@ -511,6 +515,24 @@ def culprit_frame(frames: tuple[FrameInfo, ...]) -> FrameInfo:
         if frame.file and not in_stdlib(frame.file):
             return frame
     return frames[-1]
+
+
+_WAITS = {
+    "threading.py": ("wait", "acquire", "join", "_wait_for_tstate_lock"),
+    "selectors.py": ("select",),
+    "queue.py": ("get", "put"),
+}
+
+
+def waiting(frames: tuple[FrameInfo, ...]) -> bool:
+    """True when a stack ends in the standard library's waits (a lock, a condition, a
+    queue, a selector): the thread is idle now, so where it stands says nothing about
+    what it did while it held the GIL."""
+    if not frames:
+        return False
+    top = frames[-1]
+    names = _WAITS.get(os.path.basename(top.file))
+    return bool(names) and in_stdlib(top.file) and top.function.rsplit(".", 1)[-1] in names
 
 
 def _running(loop: Any) -> bool:
