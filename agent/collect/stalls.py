@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -33,7 +34,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent import compat
-from agent.collect.frames import MAX_FRAMES
 from agent.collect.source import source_line
 from agent.compat import code_name
 from agent.schema import FrameInfo, StallEvent, StallList, StallThread
@@ -44,8 +44,9 @@ DEFAULT_THRESHOLD = 0.1  # seconds a heartbeat may be late before it is a stall
 MIN_THRESHOLD = 0.01
 CAPACITY = 200  # stall events kept
 LOOP_REFRESH = 2.0  # seconds between looking for new loops and threads
-MAX_OTHER_THREADS = 16  # other threads' stacks kept per stall
-MAX_OTHER_FRAMES = 40  # innermost frames kept of each of those
+STACK_FRAMES = 100  # innermost frames of a loop thread kept per capture
+MAX_OTHER_THREADS = 8  # other threads' stacks kept per stall (the busiest first)
+MAX_OTHER_FRAMES = 30  # innermost frames kept of each of those
 LATE_AT_LEAST = 0.02  # the watchdog's wake-up is "late" past max(this, threshold / 2)
 HOLDER_SHARE = 0.5  # the GIL holder used this share of the late time on CPU (or threshold/2)
 
@@ -53,7 +54,7 @@ LoopsFn = Callable[[], Iterable[tuple[Any, "int | None", str]]]
 Stack = list[tuple[types.FrameType, int]]  # (frame, the line it stood on), outermost first
 
 
-def read_stack(frame: types.FrameType | None, limit: int = MAX_FRAMES) -> Stack:
+def read_stack(frame: types.FrameType | None, limit: int = STACK_FRAMES) -> Stack:
     """A thread's frames and their lines as they are now, outermost first (the innermost
     ``limit``). Read at once: a frame object keeps changing while its thread runs on."""
     stack = []
@@ -597,7 +598,6 @@ def describe_callback(callback: Any, depth: int = 0) -> str:
     name = type.__dict__["__qualname__"].__get__(kind)
     if name == "TaskStepMethWrapper":
         return "task step"
-    if name == "partial" and depth < 3:
-        func = getattr(callback, "func", None) if kind.__module__ == "functools" else None
-        return f"partial of {describe_callback(func, depth + 1) or '?'}"
+    if kind is functools.partial and depth < 3:
+        return f"partial of {describe_callback(callback.func, depth + 1) or '?'}"
     return f"{name} object"
