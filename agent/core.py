@@ -159,7 +159,6 @@ class AgentCore:
         self.stall_watch = StallWatch(
             self._stall_loops,
             threshold=stall_threshold,
-            task_id=lambda task: self.tasks.task_id(task)[0],
             agent_idents=self.agent_idents,
             on_thread=self.add_agent_thread,
         )

@@ -516,7 +516,7 @@ class StallEvent:
     line: int
     source: str  # the culprit line, redacted
     frames: tuple[FrameInfo, ...]  # the blocking stack, outermost first
-    task: str  # "task-<n> name" running when the stall was caught, "" for none
+    task: str  # "name (coroutine)" of the task running when caught, "" for none
     handle: str  # the callback the loop was running, named from code objects only
     gil_elsewhere: bool  # another thread held the GIL: the blocking stack is that thread's
     gil_thread: str  # that thread's name

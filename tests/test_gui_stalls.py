@@ -41,7 +41,7 @@ def test_stalls_tab_lists_stalls_and_opens_the_captured_stack(qtbot, window, sta
     newest, older = tab.view.topLevelItem(0), tab.view.topLevelItem(1)
     assert newest.text(3) == "blocking_callback"  # newest first
     assert newest.text(4) == f"hosts/stalls.py:{marker_line('CALLBACK')}"
-    assert older.text(3) == "sleeper" and older.text(5).startswith("task-")
+    assert older.text(3) == "sleeper" and older.text(5).endswith(" (sleeper)")
     assert newest.text(1).endswith(" ms") and newest.text(2).startswith("loop-")
     assert "stalls over 100 ms" in tab.status_text()
 
@@ -59,7 +59,7 @@ def test_stalls_tab_lists_stalls_and_opens_the_captured_stack(qtbot, window, sta
     qtbot.waitUntil(lambda: stall_window.source is not None, timeout=WAIT)
     assert stall_window.source.line == marker_line("SLEEP")
     assert "time.sleep(0.5)  # STALL-SLEEP" in stall_window.text.toPlainText()
-    assert "Stall #" in stall_window.header.text() and "task: task-" in stall_window.header.text()
+    assert "Stall #" in stall_window.header.text() and "task: Task-" in stall_window.header.text()
     assert current.data(0, PATH_ROLE) == stall_window.event.frames[-1].index
     # a second double-click raises the same window
     tab._activated(older)

@@ -159,14 +159,12 @@ class StallWatch:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         capacity: int = CAPACITY,
-        task_id: Callable[[Any], str] = lambda _task: "",
         agent_idents: Callable[[], set[int]] = set,
         on_thread: Callable[[int], None] = lambda _ident: None,
     ) -> None:
         self.threshold = max(MIN_THRESHOLD, float(threshold)) if threshold > 0 else 0.0
         self.capacity = capacity
         self._loops = loops
-        self._task_id = task_id
         self._agent_idents = agent_idents
         self._on_thread = on_thread
         self._ring: collections.deque[StallEvent] = collections.deque(maxlen=capacity)
@@ -367,9 +365,9 @@ class StallWatch:
     def _name_running(self, stall: _Stall, loop: Any, stack: Stack) -> None:
         """The task whose step the loop runs, and the callback on its stack."""
         task = compat.current_task(loop)
-        if task is not None:
+        if task is not None:  # named, not registered: the task table is the listings' own
             try:
-                stall.task = f"{self._task_id(task)} {task.get_name()}".strip()
+                stall.task = f"{task.get_name()} ({compat.coroutine_name(task.get_coro())})"
             except Exception:
                 stall.task = "?"
         stall.handle = _handle_text(stack)
