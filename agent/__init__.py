@@ -79,6 +79,7 @@ def start(
     metrics_token: str | None = None,
     metrics_tls: bool | None = None,
     workers: bool | None = None,
+    stall_threshold: float | None = None,
 ) -> AgentServer:
     """Start the agent (idempotent: a second call returns the running one).
 
@@ -97,6 +98,8 @@ def start(
     (gunicorn, multiprocessing, os.fork) gets an agent of its own on loopback, which only
     this agent can log in to (it relays observers' calls) and which agent.start() in the
     child returns (agent.workers).
+    ``stall_threshold``: seconds an event loop may go without running before the stall
+    catcher records what blocked it (default 0.1; 0 = off; OBSERVER_AGENT_STALL_THRESHOLD).
     """
     from agent.config import resolve
     from agent.server import AgentServer
@@ -126,6 +129,7 @@ def start(
             metrics_token=metrics_token,
             metrics_tls=metrics_tls,
             workers=workers,
+            stall_threshold=stall_threshold,
         )
         server = AgentServer(config)
         for key, obj in _pending_exposed.items():

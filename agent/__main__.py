@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "loopback, reached through this agent)",
     )
     run.add_argument(
+        "--stall-threshold",
+        type=float,
+        metavar="SECONDS",
+        help="a loop blocked this long is recorded as a stall (default 0.1; 0 = off)",
+    )
+    run.add_argument(
         "--print-address", action="store_true", help="print 'agent: HOST:PORT' when listening"
     )
     sub.add_parser("version", help="print agent and protocol versions")
@@ -106,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             metrics_tls=args.metrics_tls,
             workers=args.workers,
+            stall_threshold=args.stall_threshold,
         )
     except (agent.ConfigError, OSError) as exc:
         print(f"python -m agent run: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ import asyncio
 import dis
 import gc
 import sys
+import time
 import tracemalloc
 import types
 from typing import Any
@@ -357,3 +358,42 @@ def multiprocessing_children() -> dict[int, str]:
         if type(pid) is int and type(name) is str:
             out[pid] = name
     return out
+
+
+_HANDLE_RUN = getattr(getattr(asyncio.events.Handle, "_run", None), "__code__", None)
+
+
+def running_handle(frame: types.FrameType) -> Any | None:
+    """The asyncio Handle a frame of ``Handle._run`` is running (its ``self``), or None for
+    any other frame. ``Handle._run`` is private but pure Python on every version: the one
+    frame on a loop thread's stack that names the callback being run."""
+    if _HANDLE_RUN is None or frame.f_code is not _HANDLE_RUN:
+        return None
+    return frame_self(frame)
+
+
+def handle_callback(handle: Any) -> Any | None:
+    """The callback a Handle runs (private ``_callback``; None once it was cancelled)."""
+    try:
+        return asyncio.events.Handle.__dict__["_callback"].__get__(handle)  # a slot
+    except Exception:
+        return None
+
+
+_THREAD_CLOCKS = sys.platform.startswith("linux") and hasattr(time, "clock_gettime")
+
+
+def thread_cpu_time(native_id: int | None) -> float | None:
+    """CPU seconds a thread of this process has used, by its native id; None when unknown.
+
+    Linux: the thread's own CPU clock, whose id the kernel derives from the thread id
+    (``MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)``, what glibc's ``pthread_getcpuclockid``
+    returns). Unlike ``pthread_getcpuclockid``, a thread that already ended gives EINVAL,
+    never undefined behaviour. Elsewhere: None (callers then say they cannot tell).
+    """
+    if not _THREAD_CLOCKS or type(native_id) is not int or native_id <= 0:
+        return None
+    try:
+        return time.clock_gettime((~native_id << 3) | 6)
+    except (OSError, OverflowError, ValueError):
+        return None

@@ -19,6 +19,7 @@
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
 | OBSERVER_AGENT_METRICS* | the Prometheus endpoint (off unless set): see agent.metrics.config |
 | OBSERVER_AGENT_WORKERS | 1: forked children get a loopback agent of their own (agent.workers) |
+| OBSERVER_AGENT_STALL_THRESHOLD | seconds a loop may not run before it is a stall (0.1; 0 = off) |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -73,6 +74,7 @@ class AgentConfig:
     auth_window: float = 60.0
     metrics: MetricsConfig | None = None  # the Prometheus endpoint, None = off
     workers: bool = False  # forked children get a loopback agent of their own (agent.workers)
+    stall_threshold: float = 0.1
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -134,6 +136,7 @@ def resolve(
     metrics_token: str | None = None,
     metrics_tls: bool | None = None,
     workers: bool | None = None,
+    stall_threshold: float | None = None,
 ) -> AgentConfig:
     """Merge explicit arguments with the environment; validate roles and tokens."""
     env = os.environ if env is None else env
@@ -192,6 +195,13 @@ def resolve(
             "send_timeout (OBSERVER_AGENT_SEND_TIMEOUT) must be a positive number of seconds, "
             f"got {send_timeout}"
         )
+    if stall_threshold is None:
+        stall_threshold = _env_number(env, "OBSERVER_AGENT_STALL_THRESHOLD", 0.1, float)
+    if type(stall_threshold) not in (int, float) or not 0 <= stall_threshold <= 60:
+        raise ConfigError(
+            "stall_threshold (OBSERVER_AGENT_STALL_THRESHOLD) must be 0 (off) to 60 seconds, "
+            f"got {stall_threshold!r}"
+        )
     return AgentConfig(
         host=host,
         port=port,
@@ -216,6 +226,7 @@ def resolve(
             has_tls_material=bool(tls_cert and tls_key),
         ),
         workers=_env_flag(env, "OBSERVER_AGENT_WORKERS") if workers is None else bool(workers),
+        stall_threshold=float(stall_threshold),
     )
 
 

@@ -33,6 +33,7 @@ from agent.collect.lag import LagProbe
 from agent.collect.memory import gc_state, os_memory
 from agent.collect.process import CpuMeter, collect_process, gc_collections
 from agent.collect.source import nearest_reported, source_lines
+from agent.collect.stalls import DEFAULT_THRESHOLD, StallWatch
 from agent.collect.tasks import TaskRegistry, awaited_tasks, task_state
 from agent.collect.tasktable import CHUNK_ROWS, Answer, Listing
 from agent.collect.threads import THREAD_IDS, collect_threads
@@ -58,6 +59,7 @@ from agent.schema import (
     SnapshotUpdate,
     SourceText,
     StackInfo,
+    StallList,
     TaskChunk,
     TaskListing,
     TaskSite,
@@ -124,6 +126,7 @@ class AgentCore:
         history_interval: float = 1.0,
         history_idle_interval: float = 10.0,
         audit_file: str | None = None,
+        stall_threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         self.name = name
         self.process = psutil.Process()
@@ -152,6 +155,12 @@ class AgentCore:
             interval=history_interval,
             idle_interval=history_idle_interval,
             observers=lambda: self._observers,
+            on_thread=self.add_agent_thread,
+        )
+        self.stall_watch = StallWatch(
+            self._stall_loops,
+            threshold=stall_threshold,
+            agent_idents=self.agent_idents,
             on_thread=self.add_agent_thread,
         )
 
@@ -539,6 +548,14 @@ class AgentCore:
             gc_collections=sum(gc_collections()),
             traced=self.tracer.traced(),
         )
+
+    def _stall_loops(self) -> list[tuple[Any, int | None, str]]:
+        """The loops the stall watchdog watches: every loop the agent knows, with its id."""
+        return [(loop, ident, self.tasks.loop_id(loop)) for loop, ident in self.tasks.loops()]
+
+    def stalls(self, since: float) -> StallList:
+        """Stall events that ended after ``since`` (wall clock), from the watchdog's ring."""
+        return self.stall_watch.stalls(since)
 
     def history_since(self, since: float) -> History:
         return self.history.snapshot(since)

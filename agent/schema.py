@@ -491,6 +491,50 @@ class SourceText:
     lines: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class StallThread:
+    """Another thread as the stall watchdog saw it when its own wake-up came late."""
+
+    name: str
+    ident: int
+    cpu: float | None  # CPU seconds it used since the watchdog's wake-up before; None: unknown
+    frames: tuple[FrameInfo, ...]  # outermost first, the innermost few dozen
+
+
+@dataclass(frozen=True)
+class StallEvent:
+    """An event loop that did not run its heartbeat for longer than the threshold."""
+
+    serial: int  # 1, 2, ... since the agent started
+    loop: str  # "loop-<n>"
+    thread: str  # the loop thread's name
+    start: float  # wall clock when the late heartbeat was posted
+    duration: float  # seconds the heartbeat waited (the stall lasted at least this long)
+    captures: int  # stack reads of the loop thread during the stall
+    function: str  # the culprit: innermost frame of the blocking stack
+    file: str
+    line: int
+    source: str  # the culprit line, redacted
+    frames: tuple[FrameInfo, ...]  # the blocking stack, outermost first
+    task: str  # "name (coroutine)" of the task running when caught, "" for none
+    handle: str  # the callback the loop was running, named from code objects only
+    gil_elsewhere: bool  # another thread held the GIL: the blocking stack is that thread's
+    gil_thread: str  # that thread's name
+    late: float  # how late the watchdog's own wake-up was (seconds; 0: on time)
+    threads: tuple[StallThread, ...]  # other threads, read when the watchdog woke late
+
+
+@dataclass(frozen=True)
+class StallList:
+    """The stall events an agent kept (a bounded ring), oldest first."""
+
+    threshold: float  # seconds; 0 = the stall catcher is off
+    capacity: int
+    total: int  # stalls recorded since the agent started (older ones left the ring)
+    time: float  # agent wall clock
+    stalls: tuple[StallEvent, ...]
+
+
 RECORDS: tuple[type, ...] = (
     ExposedInfo,
     ProcessInfo,
@@ -523,6 +567,9 @@ RECORDS: tuple[type, ...] = (
     AllocationSite,
     TraceStats,
     SourceText,
+    StallThread,
+    StallEvent,
+    StallList,
 )
 
 # ---------------------------------------------------------------- encoding

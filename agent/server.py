@@ -209,6 +209,7 @@ class AgentServer:
             config.name,
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
+            stall_threshold=config.stall_threshold,
         )
         self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
         self.sessions = Sessions(
@@ -255,6 +256,7 @@ class AgentServer:
             self.metrics.start()
             log.info("runtime-observer agent: metrics at %s", self.metrics.url)
         self.core.sampler.start()
+        self.core.stall_watch.start()
         registry.register(self.address)
         log.info(
             "runtime-observer agent %r listening on %s (%s, %s, up to %d sessions)",
@@ -289,6 +291,7 @@ class AgentServer:
                 self.metrics.stop(shutdown=not inherited)
         self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
+        self.core.stall_watch.stop()
         if not inherited:
             registry.unregister()
             self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

@@ -288,6 +288,17 @@ class AgentService(rpyc.Service):
         """The metrics endpoint's URL and current exposition (read-only, any role)."""
         return self._run(lambda: self.core.metrics_text(_check(openmetrics, bool, "openmetrics")))
 
+    def exposed_stalls(self, since: float = 0.0) -> bytes:
+        """Stall events that ended after ``since`` (agent wall clock); every role may read
+        them: stacks and lines redacted like every other stack the agent serves."""
+
+        def run() -> Any:
+            if type(since) not in (int, float):
+                raise BadRequest("since must be a number")
+            return self.core.stalls(float(since))
+
+        return self._run(run)
+
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from observer.errors import BadSetting, ObserverError
 from observer.metricscmd import cmd_metrics, metrics_options
+from observer.stallcmd import cmd_stalls, stalls_options
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -776,6 +777,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         "the node's Prometheus metrics as a scrape sees them",
         True,
         metrics_options,
+    ),
+    "stalls": (
+        cmd_stalls,
+        "event-loop stalls: when a loop was blocked, for how long, by which line",
+        True,
+        stalls_options,
     ),
     "keygen": (
         cmd_keygen,

@@ -35,6 +35,7 @@ from agent.schema import (
     SnapshotUpdate,
     SourceText,
     StackInfo,
+    StallList,
     TaskChunk,
     TaskInfo,
     TaskListing,
@@ -405,6 +406,17 @@ class Node:
         except AttributeError as exc:  # an agent from before the metrics endpoint
             raise ObserverError(f"{self.address}: this agent has no metrics endpoint") from exc
         return str(url), str(text)
+
+    def stalls(self, since: float = 0.0) -> StallList:
+        """Event-loop stalls the agent caught that ended after ``since`` (agent wall clock):
+        what blocked each loop, for how long, and the stack that did it."""
+        try:
+            return self._call(StallList, "stalls", float(since))
+        except AttributeError as exc:  # the agent has no such method: it predates stalls
+            raise ObserverError(
+                f"{self.address} runs an agent without the stall catcher (agent "
+                f"{self.agent_version}): upgrade it to see stalls"
+            ) from exc
 
     def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
         """Recent control actions on this node, oldest first."""

@@ -10,7 +10,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.schema import Census, MemoryInfo, ProcessInfo, TracemallocStatus, TraceStats
+from agent.schema import (
+    Census,
+    MemoryInfo,
+    ProcessInfo,
+    StallEvent,
+    TracemallocStatus,
+    TraceStats,
+)
 
 if TYPE_CHECKING:
     from observer.fleet import ClusterRow
@@ -325,3 +332,82 @@ def cluster_cells(row: ClusterRow) -> tuple[str, ...]:
 def cluster_table(rows: Sequence[ClusterRow]) -> str:
     """The text of ``observer nodes``."""
     return table([c.upper() for c in CLUSTER_COLUMNS], [cluster_cells(r) for r in rows], 70)
+
+
+STALL_COLUMNS = ("Time", "Duration", "Loop", "Culprit", "Location", "Running")
+
+
+def stall_where(event: StallEvent) -> str:
+    """The culprit's place, 'dir/file.py:123', or why there is none."""
+    if not event.file:
+        return ""
+    return f"{short_path(event.file)}:{event.line}"
+
+
+_CALLBACK = re.compile(r"^(.*) \((.+):(\d+)\)$")
+
+
+def stall_running(event: StallEvent) -> str:
+    """What the loop was running: its task, else its callback (its file cut short), and a
+    GIL holder if any."""
+    handle = event.handle
+    named = _CALLBACK.match(handle)
+    if named:
+        handle = f"{named.group(1)} ({short_path(named.group(2))}:{named.group(3)})"
+    parts = [event.task or handle]
+    if event.gil_elsewhere:
+        parts.append(f"GIL held by thread {event.gil_thread}")
+    return "; ".join(p for p in parts if p)
+
+
+def stall_cells(event: StallEvent) -> tuple[str, ...]:
+    """A stall as the CLI and the GUI print it, one string per STALL_COLUMNS."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.start))
+    millis = f"{event.start % 1:.3f}"[1:]
+    return (
+        stamp + millis,
+        f"{event.duration * 1000:,.0f} ms",
+        event.loop,
+        event.function,
+        stall_where(event),
+        stall_running(event),
+    )
+
+
+def stall_table(events: Sequence[StallEvent]) -> str:
+    """The text of ``observer stalls``: one row per stall, oldest first."""
+    return table([c.upper() for c in STALL_COLUMNS], [stall_cells(e) for e in events], 70)
+
+
+def stall_text(event: StallEvent) -> str:
+    """One stall in full, as a traceback reads: what, how long, and the blocking stack."""
+    cells = dict(zip(STALL_COLUMNS, stall_cells(event), strict=True))
+    head = (
+        f"stall #{event.serial} on {event.loop} (thread {event.thread}) at {cells['Time']}: "
+        f"blocked {cells['Duration']}, {event.captures} stack capture"
+        f"{'s' if event.captures != 1 else ''}"
+    )
+    lines = [head]
+    if event.task:
+        lines.append(f"  task: {event.task}")
+    if event.handle:
+        lines.append(f"  callback: {event.handle}")
+    if event.gil_elsewhere:
+        lines.append(
+            f"  the GIL was held by thread {event.gil_thread} (the watchdog itself woke "
+            f"{event.late * 1000:.0f} ms late): the stack below is that thread's"
+        )
+    elif event.late:
+        lines.append(f"  the watchdog woke {event.late * 1000:.0f} ms late")
+    lines.append(f"  culprit: {event.function} at {stall_where(event) or '(unknown)'}")
+    lines.append("  blocking stack, outermost first:")
+    for frame in event.frames:
+        lines.append(f'    File "{frame.file}", line {frame.line}, in {frame.function}')
+        if frame.source:
+            lines.append(f"      {frame.source}")
+    for thread in event.threads:
+        cpu = "" if thread.cpu is None else f", {thread.cpu * 1000:.0f} ms CPU meanwhile"
+        top = thread.frames[-1] if thread.frames else None
+        where = f" at {short_path(top.file)}:{top.line} in {top.function}" if top else ""
+        lines.append(f"  other thread {thread.name}{cpu}{where}")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ import pkgutil
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import pytest
 import agent
 from agent import compat
 from agent.collect.tasks import TaskRegistry, awaited_tasks, awaiting_map
-from tests.helpers import LoopThread
+from tests.helpers import LoopThread, wait_until
 
 RUNNING = f"Python {sys.version.split()[0]}"
 
@@ -395,3 +396,75 @@ def test_multiprocessing_children_names_the_processes_this_one_started() -> None
         process.kill()
         process.join()
     assert process.pid not in compat.multiprocessing_children()
+
+
+def test_running_handle_names_the_callback_a_loop_runs(lt):
+    """Handle._run's frame is on the loop thread's stack while a callback runs; its self is
+    the Handle and its _callback slot the function (the stall catcher names it so)."""
+    from agent.collect.stalls import describe_callback
+
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking_callback() -> None:
+        entered.set()
+        release.wait(10)
+
+    async def blocking_step() -> None:
+        entered.set()
+        release.wait(10)
+
+    for run, expected in (
+        (lambda: lt.loop.call_soon_threadsafe(blocking_callback), "blocking_callback ("),
+        (lambda: asyncio.run_coroutine_threadsafe(blocking_step(), lt.loop), "task step"),
+    ):
+        entered.clear()
+        release.clear()
+        run()
+        assert entered.wait(10)
+        try:
+            frame = sys._current_frames()[lt.thread.ident]
+            handles = []
+            while frame is not None:
+                handle = compat.running_handle(frame)
+                if handle is not None:
+                    handles.append(handle)
+                frame = frame.f_back
+            assert len(handles) == 1, f"{RUNNING}: Handle._run frames found: {len(handles)}"
+            text = describe_callback(compat.handle_callback(handles[0]))
+            assert expected in text, text  # 3.11+ qualifies the name: test_...<locals>.
+        finally:
+            release.set()
+    assert compat.running_handle(sys._getframe()) is None
+
+
+def test_thread_cpu_time_reads_another_threads_cpu_clock():
+    if not sys.platform.startswith("linux"):
+        assert compat.thread_cpu_time(threading.get_native_id()) is None
+        return
+    measured: dict[str, float] = {}
+    started, done = threading.Event(), threading.Event()
+
+    def burn() -> None:
+        before = time.thread_time()
+        started.set()
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+        measured["own"] = time.thread_time() - before
+        done.wait(10)
+
+    thread = threading.Thread(target=burn)
+    thread.start()
+    assert started.wait(10)
+    first = compat.thread_cpu_time(thread.native_id)
+    assert first is not None
+    while "own" not in measured:
+        time.sleep(0.01)
+    later = compat.thread_cpu_time(thread.native_id)
+    assert later is not None
+    assert later - first == pytest.approx(measured["own"], abs=0.05)
+    done.set()
+    thread.join(10)
+    # ended (the OS thread exits a moment after join returns): EINVAL, never a crash
+    wait_until(lambda: compat.thread_cpu_time(thread.native_id) is None, message="EINVAL")
+    assert compat.thread_cpu_time(None) is None and compat.thread_cpu_time(0) is None

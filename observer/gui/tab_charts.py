@@ -18,15 +18,18 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel
 
-from agent.schema import History, HistorySample
+from agent.schema import History, HistorySample, StallEvent
 from observer.client import Node
-from observer.format import human_bytes
+from observer.errors import ObserverError
+from observer.format import human_bytes, stall_cells
 from observer.gui.sampling import lone, spacing, with_breaks
 from observer.gui.tab import Tab
 
 AXIS_WIDTH = 52  # px of every chart's value axis
 KEEP_SAMPLES = 3600  # an hour at the agent's connected rate, bounded
 WINDOWS = ((60, "1 min"), (120, "2 min"), (300, "5 min"), (600, "10 min"))
+LAG = 4  # the event-loop lag chart: stalls are marked on it
+KEEP_STALLS = 200
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,19 @@ class ChartsTab(Tab):
             self.plots.append(plot)
             self.curves.append(curve)
             self.dots.append(dots)
+        self.stall_marks = pg.ScatterPlotItem(
+            size=11,
+            symbol="t",
+            pen=pg.mkPen("#82071e"),
+            brush=pg.mkBrush("#cf222e"),
+            hoverable=True,
+            tip=self._stall_tip,
+        )
+        self.plots[LAG].addItem(self.stall_marks)  # a triangle at each stall: when, how long
+        self.stalls: deque[StallEvent] = deque(maxlen=KEEP_STALLS)
         self.samples: deque[HistorySample] = deque(maxlen=KEEP_SAMPLES)
         self.interval = 0.0  # the agent's sampling interval while an observer is connected
+        self.stall_count = ""  # " · N stalls" in the lag chart's title
         self._titles([])
 
     @property
@@ -131,16 +145,31 @@ class ChartsTab(Tab):
 
     def job(self) -> Callable[[Node], Any]:
         since = self.samples[-1].time if self.samples else 0.0
-        return lambda node: node.history(since)
+        newest = self.stalls[-1] if self.stalls else None
+        stalls_since = newest.start + newest.duration if newest is not None else 0.0
+
+        def fetch(node: Node) -> tuple[History, tuple[StallEvent, ...]]:
+            history = node.history(since)
+            try:  # the stalls ended since the newest marked: usually none, a tiny reply
+                stalls = node.stalls(stalls_since).stalls
+            except ObserverError:  # an agent without the stall catcher: no marks
+                stalls = ()
+            return history, stalls
+
+        return fetch
 
     def clear(self) -> None:
         self.samples.clear()
+        self.stalls.clear()
         self._redraw()
 
-    def apply(self, value: History) -> None:
+    def apply(self, value: tuple[History, tuple[StallEvent, ...]]) -> None:
+        history, stalls = value
         last = self.samples[-1].time if self.samples else 0.0
-        self.samples.extend(s for s in value.samples if s.time > last)
-        self.interval = value.interval
+        self.samples.extend(s for s in history.samples if s.time > last)
+        known = {e.serial for e in self.stalls}
+        self.stalls.extend(e for e in stalls if e.serial not in known)
+        self.interval = history.interval
         self._redraw()
 
     def _redraw(self) -> None:
@@ -149,6 +178,8 @@ class ChartsTab(Tab):
             for curve, dots in zip(self.curves, self.dots, strict=True):
                 curve.setData([], [])
                 dots.setData([], [])
+            self.stall_marks.setData([], [])
+            self.stall_count = ""
             self.interval_label.setText("")
             self._titles(samples)
             return
@@ -171,9 +202,28 @@ class ChartsTab(Tab):
             )
             curve.setData(*with_breaks(xs, ys, holes.gaps))
             dots.setData(xs[alone], ys[alone])
+        self._mark_stalls(start)
         self.plots[0].setXRange(start, end, padding=0)
         self._say_rate(xs[xs >= start], holes.gap_count)
         self._titles(samples)
+
+    def _mark_stalls(self, start: float) -> None:
+        """A triangle on the lag chart at each stall in the window, as high as it lasted."""
+        shown = [e for e in self.stalls if e.start + e.duration >= start]
+        self.stall_marks.setData(
+            x=[e.start for e in shown],
+            y=[e.duration * 1000 for e in shown],
+            data=[e.serial for e in shown],
+        )
+        count = f" · {len(shown)} stall{'s' if len(shown) != 1 else ''}" if shown else ""
+        self.stall_count = count
+
+    def _stall_tip(self, x: float, y: float, data: Any) -> str:
+        event = next((e for e in self.stalls if e.serial == data), None)
+        if event is None:
+            return ""
+        when, lasted, loop, culprit, where, running = stall_cells(event)
+        return f"stall at {when}: {lasted} on {loop}\n{culprit} {where}\n{running}".strip()
 
     def _say_rate(self, times: np.ndarray, gaps: int) -> None:
         """How often the data in the window was sampled, and where it has holes."""
@@ -188,7 +238,8 @@ class ChartsTab(Tab):
             if samples:
                 prev = samples[-2] if len(samples) > 1 else None
                 now = f": {series.text(series.value(samples[-1], prev))}"
-            plot.setTitle(f"<b>{series.title}</b>{now}", size="10pt")
+            marks = self.stall_count if plot is self.plots[LAG] else ""
+            plot.setTitle(f"<b>{series.title}</b>{now}{marks}", size="10pt")
 
     def point_count(self) -> int:
         """How many samples the first chart draws (for tests and the status bar)."""

@@ -39,6 +39,7 @@ from observer.gui.tab_charts import ChartsTab
 from observer.gui.tab_cluster import ClusterTab
 from observer.gui.tab_memory import MemoryTab
 from observer.gui.tab_processes import ProcessesTab
+from observer.gui.tab_stalls import StallsTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
 from observer.gui.targets import Targets
@@ -74,6 +75,7 @@ class MainWindow(QMainWindow):
         self.processes = ProcessesTab(self.targets)
         self.table = TableTab(self.targets)
         self.memory = MemoryTab(self.targets)
+        self.stalls = StallsTab(self.targets)
         self.all_tabs: list[Tab] = [
             self.cluster,
             self.system,
@@ -81,6 +83,7 @@ class MainWindow(QMainWindow):
             self.processes,
             self.table,
             self.memory,
+            self.stalls,
         ]
         for tab in self.all_tabs:
             self.tabs.addTab(tab, tab.title)
