@@ -16,10 +16,10 @@ import dataclasses
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.record import record
 from agent.schema import (
     AuditRecord,
     Census,
@@ -72,7 +72,7 @@ _LISTING_ROWS = [f.name for f in dataclasses.fields(TaskListing)].index("rows")
 _CHUNK_ROWS = [f.name for f in dataclasses.fields(TaskChunk)].index("rows")
 
 
-@dataclass(frozen=True)
+@record
 class TaskList:
     """Tasks as returned by the agent, with how many matched before the limit."""
 

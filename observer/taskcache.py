@@ -13,10 +13,10 @@ import dataclasses
 import operator
 import sysconfig
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
+from agent.record import record
 from agent.schema import TaskInfo, TaskListing, TaskSite, WireError
 
 _NO_AWAITING: tuple[str, ...] = ()
@@ -58,7 +58,7 @@ class Resync(Exception):
     """A delta that does not follow what the cache holds: ask for a complete listing."""
 
 
-@dataclass(frozen=True)
+@record
 class ListingStats:
     """What the last task listing carried (how much a refresh cost on the wire)."""
 
