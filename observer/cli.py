@@ -7,6 +7,7 @@ non-zero with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -557,19 +558,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter with the terminal measured once: argparse makes one for
+    every argument added (to check its metavar), and each would import shutil (and its
+    archive modules, ~3 ms of every call) to ask the terminal its size again."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_help_width())
+
+
+@functools.cache
+def _help_width() -> int:
+    """What argparse uses: the terminal's width ($COLUMNS first, else 80) less 2."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns) - 2
+    try:
+        return (os.get_terminal_size(sys.__stdout__.fileno()).columns or 80) - 2
+    except (AttributeError, ValueError, OSError):
+        return 78
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line. Given the command about to run, only its sub-parser is built
     (all of them cost every call ~5 ms); for None or an unknown word, all of them (help,
     'invalid choice' errors)."""
     parser = argparse.ArgumentParser(
-        prog="observer", description="Inspect live Python processes running the agent."
+        prog="observer",
+        description="Inspect live Python processes running the agent.",
+        formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     only = command if command in COMMANDS else None
     for name, (fn, help_text, node, options) in COMMANDS.items():
         if only is not None and name != only:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
         if node:
             _node_options(p)
         p.set_defaults(func=fn)
