@@ -85,13 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             audit_file=args.audit_file,
             max_sessions=args.max_sessions,
         )
-    except (agent.ConfigError, OSError) as exc:
+    except agent.ConfigError as exc:  # unsafe or broken settings: fix them first
         print(f"python -m agent run: {exc}", file=sys.stderr)
         return 2
-    if args.print_address:
-        print(f"agent: {server.address}", flush=True)
+    except OSError as exc:  # the port is taken: the program runs anyway, without the agent
+        print(_not_listening(exc, target), file=sys.stderr, flush=True)
     else:
-        print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
+        if args.print_address:
+            print(f"agent: {server.address}", flush=True)
+        else:
+            print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
 
     if target[0] == "-m":
         if len(target) < 2:
@@ -104,6 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
         runpy.run_path(target[0], run_name="__main__")
     return 0
+
+
+def _not_listening(exc: OSError, target: list[str]) -> str:
+    """One line: the agent did not start, why (naming the address), that the program
+    runs without it, and how to give each service on the host its own port."""
+    program = " ".join(target[:2]) if target[0] == "-m" else target[0]
+    return (
+        f"python -m agent run: agent not started, {exc.strerror or exc}; running {program} "
+        "without it (give each service on this host its own port, --bind 127.0.0.1:7331, "
+        "or --bind 127.0.0.1:0 for a free one: `observer nodes --local` finds them)"
+    )
 
 
 if __name__ == "__main__":

@@ -423,6 +423,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.show:
+        return _show_certificate(args.dir)
     from observer.keygen import generate
 
     hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1", "::1")
@@ -447,6 +449,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     print()
     print("connect (from the operator's machine):")
     print(f"  observer ps HOST:7330 --token-file {d}/operator.token --fingerprint {km.fingerprint}")
+    print(f"(the fingerprint again, later: observer keygen --show {d})")
+    return 0
+
+
+def _show_certificate(path: str) -> int:
+    """What keygen printed about the certificate, again, and the openssl way to see it."""
+    from observer.keygen import certificate_facts
+
+    try:
+        cert, fingerprint, expires = certificate_facts(path)
+    except ValueError as exc:
+        raise ObserverError(str(exc)) from None
+    print(f"certificate: {cert}")
+    print(f"fingerprint: {fingerprint}")
+    print(f"certificate expires on {expires:%Y-%m-%d}")
+    print(f"(the same with openssl: openssl x509 -in {cert} -noout -fingerprint -sha256)")
     return 0
 
 
@@ -458,12 +476,19 @@ def nodes_path(args: argparse.Namespace) -> Path:
 
 
 def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    """Nodes for the window: those named on the command line, else the remembered ones."""
+    """Nodes for the window: those named on the command line (and with ``--local`` the
+    agents running on this host), else the remembered ones."""
     from observer.nodesfile import load_nodes
 
-    if not args.nodes:
+    local = getattr(args, "local", False)
+    if not args.nodes and not local:
         return load_nodes(nodes_path(args))
-    return [_spec(args, address) for address in args.nodes]
+    addresses = list(args.nodes)
+    if local:
+        from agent.registry import local_agents
+
+        addresses += [a for a in local_agents().values() if a not in addresses]
+    return [_spec(args, address) for address in addresses]
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -471,6 +496,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     from observer.format import cluster_table
 
     specs = gui_specs(args)
+    if not specs and args.local:
+        raise ObserverError("no agent of this user is running on this host")
     if not specs:
         raise ObserverError(f"no nodes: name some, or remember them in {nodes_path(args)}")
     with Fleet(specs) as fleet:
@@ -663,12 +690,26 @@ def _keygen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="write nothing: print the fingerprint of DIR/agent.crt (or of DIR, a certificate)",
+    )
 
 
 def _nodes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p)
     p.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
+    _local_option(p)
+
+
+def _local_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="also every agent of this user running on this host (port 0 included)",
+    )
 
 
 def _chaos_command_options(p: argparse.ArgumentParser) -> None:
@@ -681,6 +722,7 @@ def _gui_command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p, json_output=False)
     _gui_options(p)
+    _local_option(p)
 
 
 def _demo_options(p: argparse.ArgumentParser) -> None:
