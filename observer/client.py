@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rpyc.core.consts import HANDLE_CALLATTR
+from rpyc.core.netref import syncreq
+
 from agent.record import record
 from agent.schema import (
     AuditRecord,
@@ -107,7 +110,6 @@ class Node:
         self.address = address
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._methods: dict[str, Any] = {}
         self._conn = session.conn
         self.role = session.role
         self.agent_version = session.agent_version
@@ -175,12 +177,11 @@ class Node:
         """One round trip: call an exposed method and decode its envelope."""
         with self._lock:
             try:
-                fn = self._methods.get(method)
-                if fn is None:  # the getattr is a round trip of its own: do it once
-                    fn = getattr(self._conn.root, method)
-                    self._methods[method] = fn
+                root = self._conn.root  # a round trip on first use only
                 started = time.perf_counter()
-                payload = fn(*args)
+                # one round trip: rpyc's getattr-then-call in one request, where a
+                # netref method (getattr(root, method)(*args)) takes two on first use
+                payload = syncreq(root, HANDLE_CALLATTR, method, args, ())
                 self.last_rtt = time.perf_counter() - started
             except TimeoutError as exc:
                 waited = self._conn._config["sync_request_timeout"]
