@@ -201,15 +201,16 @@ def ps_json_figures(
         from observer.client import connect
 
         with connect(address, token_file=creds[1], fingerprint=fp, timeout=300) as node:
-            rtts, collects = [], []
+            walls, collects = [], []
             for _ in range(runs):
-                node._tasks = type(node._tasks)()
+                node._tasks = type(node._tasks)()  # hold nothing: a complete listing
+                started = time.perf_counter()
                 snap = node.snapshot(limit=tasks + 100)
-                rtts.append(node.last_rtt or 0.0)
+                walls.append(time.perf_counter() - started)
                 collects.append(snap.collect_seconds)
         print(
-            f"  of the wall, the agent's first-chunk round trip {spread(rtts)} s"
-            f" (collecting {spread(collects)} s)"
+            f"  the same listing through the API (this checkout, connected): {spread(walls)} s"
+            f" wall, of which the agent collected {spread(collects)} s"
         )
     finally:
         stop(proc)
