@@ -6,6 +6,7 @@ Runs any Python program with the agent embedded and no change to its code.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import runpy
 import sys
@@ -110,14 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _not_listening(exc: OSError, target: list[str]) -> str:
-    """One line: the agent did not start, why (naming the address), that the program
-    runs without it, and how to give each service on the host its own port."""
+    """One line: the agent did not start and why (naming the address or file), that the
+    program runs without it, and, for a taken port, how services can share the host."""
     program = " ".join(target[:2]) if target[0] == "-m" else target[0]
-    return (
-        f"python -m agent run: agent not started, {exc.strerror or exc}; running {program} "
-        "without it (give each service on this host its own port, --bind 127.0.0.1:7331, "
-        "or --bind 127.0.0.1:0 for a free one: `observer nodes --local` finds them)"
-    )
+    why = exc.strerror or str(exc)
+    if exc.filename:
+        why += f": {exc.filename}"
+    hint = ""
+    if exc.errno == errno.EADDRINUSE:
+        hint = (
+            " (give each service on this host its own port, --bind 127.0.0.1:7331, or"
+            " --bind 127.0.0.1:0 for a free one: `observer nodes --local` finds them)"
+        )
+    return f"python -m agent run: agent not started, {why}; running {program} without it{hint}"
 
 
 if __name__ == "__main__":
