@@ -3,8 +3,8 @@ rows changed since the version it holds, the ids gone) updates it, and every ref
 hands out complete TaskInfo records, aged by the agent's clock.
 
 Rows arrive as the agent's compact TaskRow lists (see agent.schema); they are checked
-field by field here and turned straight into TaskInfo, without an intermediate record
-per row (100k rows per refresh).
+and turned straight into TaskInfo a column at a time, without an intermediate record per
+row (100k rows per refresh).
 """
 
 from __future__ import annotations
