@@ -6,6 +6,7 @@ Runs any Python program with the agent embedded and no change to its code.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import runpy
 import sys
@@ -114,15 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             stall_threshold=args.stall_threshold,
         )
-    except (agent.ConfigError, OSError) as exc:
+    except agent.ConfigError as exc:  # unsafe or broken settings: fix them first
         print(f"python -m agent run: {exc}", file=sys.stderr)
         return 2
-    if args.print_address:
-        print(f"agent: {server.address}", flush=True)
-        if server.metrics is not None:
-            print(f"metrics: {server.metrics.address}", flush=True)
+    except OSError as exc:  # the port is taken: the program runs anyway, without the agent
+        print(_not_listening(exc, target), file=sys.stderr, flush=True)
     else:
-        print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
+        if args.print_address:
+            print(f"agent: {server.address}", flush=True)
+            if server.metrics is not None:
+                print(f"metrics: {server.metrics.address}", flush=True)
+        else:
+            print(f"runtime-observer agent listening on {server.address}", file=sys.stderr)
 
     if target[0] == "-m":
         if len(target) < 2:
@@ -135,6 +139,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
         runpy.run_path(target[0], run_name="__main__")
     return 0
+
+
+def _not_listening(exc: OSError, target: list[str]) -> str:
+    """One line: the agent did not start and why (naming the address or file), that the
+    program runs without it, and, for a taken port, how services can share the host."""
+    program = " ".join(target[:2]) if target[0] == "-m" else target[0]
+    why = exc.strerror or str(exc)
+    if exc.filename:
+        why += f": {exc.filename}"
+    hint = ""
+    if exc.errno == errno.EADDRINUSE:
+        hint = (
+            " (give each service on this host its own port, --bind 127.0.0.1:7331, or"
+            " --bind 127.0.0.1:0 for a free one: `observer nodes --local` finds them)"
+        )
+    return f"python -m agent run: agent not started, {why}; running {program} without it{hint}"
 
 
 if __name__ == "__main__":

@@ -186,3 +186,27 @@ def agent_address_of(pid: int, create_time: float) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def local_agents() -> dict[int, str]:
+    """pid -> address of each running agent of this user registered here (what
+    ``observer nodes --local`` lists); entries of dead processes are left to the sweep."""
+    folder = _agents_dir(create=False)
+    if folder is None:
+        return {}
+    try:
+        names = os.listdir(folder)[:MAX_SWEEP]
+    except OSError:
+        return {}
+    found: dict[int, str] = {}
+    for name in sorted(names, key=lambda n: (len(n), n)):
+        if not name.isdigit():
+            continue
+        try:
+            started = psutil.Process(int(name)).create_time()
+        except (psutil.Error, ValueError):
+            continue
+        address = agent_address_of(int(name), started)
+        if address:
+            found[int(name)] = address
+    return found

@@ -16,10 +16,11 @@ import types
 import typing
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from itertools import starmap
 from typing import Any, TypeVar, Union
 
+from agent.record import record
 from agent.version import PROTOCOL_VERSION
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ class WireError(ValueError):
 # ---------------------------------------------------------------- records
 
 
-@dataclass(frozen=True)
+@record
 class ExposedInfo:
     """An object the host registered with ``agent.expose``."""
 
@@ -49,7 +50,7 @@ class ExposedInfo:
     repr: str
 
 
-@dataclass(frozen=True)
+@record
 class ProcessInfo:
     """The host process as a whole."""
 
@@ -82,7 +83,7 @@ class ProcessInfo:
     environ: tuple[str, ...]  # "NAME=value", sorted, secrets redacted in the agent
 
 
-@dataclass(frozen=True)
+@record
 class ThreadInfo:
     """A Python thread with its OS-level CPU time."""
 
@@ -102,7 +103,7 @@ class ThreadInfo:
     loop: str | None  # id of the event loop this thread is running, if any
 
 
-@dataclass(frozen=True)
+@record
 class LoopInfo:
     """An asyncio event loop found in some thread."""
 
@@ -116,7 +117,7 @@ class LoopInfo:
     lag: float | None  # seconds, last measured event-loop lag
 
 
-@dataclass(frozen=True)
+@record
 class TaskInfo:
     """An asyncio task."""
 
@@ -133,7 +134,7 @@ class TaskInfo:
     current: bool  # running right now on its loop
 
 
-@dataclass(frozen=True)
+@record
 class ChildInfo:
     """A descendant OS process of the host."""
 
@@ -149,7 +150,7 @@ class ChildInfo:
     agent: str | None  # address of an agent running in that child, when known
 
 
-@dataclass(frozen=True)
+@record
 class Snapshot:
     """Everything a process view needs, in one round trip."""
 
@@ -163,7 +164,7 @@ class Snapshot:
     collect_seconds: float
 
 
-@dataclass(frozen=True)
+@record
 class TaskSite:
     """Where tasks stand: their coroutine and their location's function and file. A
     listing sends each site once; rows point at it by index (short rows, shared text)."""
@@ -173,7 +174,7 @@ class TaskSite:
     file: str
 
 
-@dataclass(frozen=True)
+@record
 class TaskRow:
     """One task as the agent sends it (the observer makes a TaskInfo of it)."""
 
@@ -187,7 +188,7 @@ class TaskRow:
     awaiting: tuple[int, ...]  # serials of the tasks it waits on
 
 
-@dataclass(frozen=True)
+@record
 class TaskListing:
     """Tasks as one answer carries them: every task (``base`` 0), or what changed after
     version ``base`` of the agent's table ``epoch``: new and changed rows, and the serials
@@ -209,7 +210,7 @@ class TaskListing:
     rows: tuple[TaskRow, ...]  # the first chunk
 
 
-@dataclass(frozen=True)
+@record
 class TaskChunk:
     """More rows of a listing, from ``offset``."""
 
@@ -218,7 +219,7 @@ class TaskChunk:
     rows: tuple[TaskRow, ...]
 
 
-@dataclass(frozen=True)
+@record
 class SnapshotUpdate:
     """A snapshot as it travels: process, threads, loops and children whole, the tasks as
     a TaskListing the observer merges into the rows it holds (observer.client then hands
@@ -232,7 +233,7 @@ class SnapshotUpdate:
     tasks: TaskListing
 
 
-@dataclass(frozen=True)
+@record
 class FrameInfo:
     """One frame of a stack, outermost first."""
 
@@ -243,7 +244,7 @@ class FrameInfo:
     source: str
 
 
-@dataclass(frozen=True)
+@record
 class StackInfo:
     """The stack of a thread, or the coroutine/await chain of a task."""
 
@@ -256,7 +257,7 @@ class StackInfo:
     note: str
 
 
-@dataclass(frozen=True)
+@record
 class Variable:
     """A frame local or an attribute, rendered safely and redacted."""
 
@@ -268,7 +269,7 @@ class Variable:
     expandable: bool
 
 
-@dataclass(frozen=True)
+@record
 class LocalsInfo:
     """Locals of one frame of a target's stack."""
 
@@ -278,7 +279,7 @@ class LocalsInfo:
     truncated: bool
 
 
-@dataclass(frozen=True)
+@record
 class ControlResult:
     """The outcome of a control action, as the agent saw it."""
 
@@ -288,7 +289,7 @@ class ControlResult:
     message: str
 
 
-@dataclass(frozen=True)
+@record
 class AuditRecord:
     """One control action (or denied attempt): who, what, when, result."""
 
@@ -302,7 +303,7 @@ class AuditRecord:
     run: str = ""  # the chaos run that did it, "" for a single action
 
 
-@dataclass(frozen=True)
+@record
 class HistorySample:
     """One load sample of the history ring buffer."""
 
@@ -316,7 +317,7 @@ class HistorySample:
     traced: int | None  # bytes traced by tracemalloc, None when it is not tracing
 
 
-@dataclass(frozen=True)
+@record
 class History:
     """The load history the agent kept, oldest first."""
 
@@ -325,7 +326,7 @@ class History:
     samples: tuple[HistorySample, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Hello:
     """What a node says about itself right after authentication."""
 
@@ -339,7 +340,7 @@ class Hello:
     started: float  # the process's start time: a restart shows even when the pid is reused
 
 
-@dataclass(frozen=True)
+@record
 class Overview:
     """A node's cluster-view row in one round trip: who it is, its load now, recent load."""
 
@@ -350,7 +351,7 @@ class Overview:
     samples: tuple[HistorySample, ...]  # newer than the caller's ``since``, at most 120
 
 
-@dataclass(frozen=True)
+@record
 class TracemallocStatus:
     """Whether tracemalloc traces this process, what it sees and what it costs."""
 
@@ -366,7 +367,7 @@ class TracemallocStatus:
     hint: str  # when not tracing: how to start it
 
 
-@dataclass(frozen=True)
+@record
 class ExposedSize:
     """Approximate deep size of an exposed object (referents walked within a budget)."""
 
@@ -377,7 +378,7 @@ class ExposedSize:
     complete: bool  # False when the time, depth or object budget cut the walk short
 
 
-@dataclass(frozen=True)
+@record
 class MemoryInfo:
     """The host's memory as the OS and the interpreter see it; cheap enough to poll."""
 
@@ -404,7 +405,7 @@ class MemoryInfo:
     seconds: float  # what collecting this cost the agent
 
 
-@dataclass(frozen=True)
+@record
 class TypeCount:
     """Live gc-tracked objects of one type."""
 
@@ -413,7 +414,7 @@ class TypeCount:
     size: int  # sum of shallow sizes (sys.getsizeof), bytes
 
 
-@dataclass(frozen=True)
+@record
 class TypeGrowth:
     """How a type's live objects changed since the census baseline."""
 
@@ -424,7 +425,7 @@ class TypeGrowth:
     size_delta: int
 
 
-@dataclass(frozen=True)
+@record
 class Census:
     """Live objects by type, counted in the agent within a time budget.
 
@@ -450,7 +451,7 @@ class Census:
     note: str
 
 
-@dataclass(frozen=True)
+@record
 class AllocationSite:
     """Where traced memory was allocated: one line, or one traceback (innermost first)."""
 
@@ -464,7 +465,7 @@ class AllocationSite:
     count_diff: int
 
 
-@dataclass(frozen=True)
+@record
 class TraceStats:
     """Top allocation sites now, or their change since the baseline."""
 
@@ -481,7 +482,7 @@ class TraceStats:
     excluded: tuple[str, ...]  # file patterns left out
 
 
-@dataclass(frozen=True)
+@record
 class SourceText:
     """Lines around one line of a source file the agent may show."""
 
@@ -491,7 +492,7 @@ class SourceText:
     lines: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class StallThread:
     """Another thread as the stall watchdog saw it when its own wake-up came late."""
 
@@ -501,7 +502,7 @@ class StallThread:
     frames: tuple[FrameInfo, ...]  # outermost first, the innermost few dozen
 
 
-@dataclass(frozen=True)
+@record
 class StallEvent:
     """An event loop that did not run its heartbeat for longer than the threshold."""
 
@@ -524,7 +525,7 @@ class StallEvent:
     threads: tuple[StallThread, ...]  # other threads, read when the watchdog woke late
 
 
-@dataclass(frozen=True)
+@record
 class StallList:
     """The stall events an agent kept (a bounded ring), oldest first."""
 
@@ -887,7 +888,7 @@ def encode_error(kind: str, message: str) -> bytes:
     return _pack({"v": PROTOCOL_VERSION, "ok": False, "error": kind, "message": message})
 
 
-@dataclass(frozen=True)
+@record
 class Envelope:
     """A decoded reply."""
 

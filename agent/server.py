@@ -48,17 +48,25 @@ PROTOCOL_CONFIG: dict[str, Any] = {
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
-    """A bound (not yet listening) TCP socket for ``host:port``; raises OSError."""
+    """A bound (not yet listening) TCP socket for ``host:port``; raises OSError, whose
+    message names the address ("cannot listen on 127.0.0.1:7330: Address already in use")."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = socket.getaddrinfo(
-        host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
-    )[0][-1]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = None
     try:
+        address = socket.getaddrinfo(
+            host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+        )[0][-1]
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        where = join_host_port(host, port)
+        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
     except BaseException:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise
     return sock
 

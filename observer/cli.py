@@ -1,4 +1,5 @@
-"""The ``observer`` command: a thin front end over observer.client.
+"""The ``observer`` command line: one sub-command per job, parsed here and run by
+observer.cli_commands (which prints through observer.cli_output).
 
 Human tables by default, ``--json`` for scripts; exit status 0 on success, otherwise
 non-zero with a one-line reason on stderr.
@@ -7,12 +8,12 @@ non-zero with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
+from observer import cli_commands as commands
 from observer.errors import BadSetting, ObserverError
 from observer.metricscmd import cmd_metrics, metrics_options
 from observer.stallcmd import cmd_stalls, stalls_options
@@ -40,31 +41,6 @@ def _credential_options(parser: argparse.ArgumentParser, json_output: bool = Tru
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _spec(args: argparse.Namespace, address: str):  # type: ignore[no-untyped-def]
-    """The node at ``address`` with the command line's credential options."""
-    from observer.nodesfile import NodeSpec
-
-    return NodeSpec(
-        address=address,
-        token_file=args.token_file or "",
-        fingerprint=args.fingerprint or "",
-        cafile=args.cafile or "",
-        certfile=args.cert or "",
-        keyfile=args.key or "",
-        tls=not args.no_tls,
-        timeout=args.timeout,
-    )
-
-
-def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from observer.client import connect
-
-    node = connect(args.node, **_spec(args, args.node).connect_kwargs())
-    if node.cert_warning:
-        print(f"warning: {node.cert_warning}", file=sys.stderr)
-    return node
-
-
 def _check_arguments(args: argparse.Namespace) -> None:
     """Options every node command shares, checked before anything connects."""
     from observer.transport import check_timeout
@@ -74,539 +50,25 @@ def _check_arguments(args: argparse.Namespace) -> None:
         check_timeout(timeout, "--timeout")
 
 
-def _print_json(value: Any) -> None:
-    """Records become objects keyed by field name; everything else is plain JSON."""
-    from observer.format import to_json
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter with the terminal measured once: argparse makes one for
+    every argument added (to check its metavar), and each would import shutil (and its
+    archive modules, ~3 ms of every call) to ask the terminal its size again."""
 
-    sys.stdout.write(to_json(value))
-    sys.stdout.write("\n")
-
-
-def _emit(args: argparse.Namespace, value: Any, text: str) -> int:
-    """``value`` as JSON with --json, else one line of ``text``; exit status 0."""
-    if args.json:
-        _print_json(value)
-    else:
-        print(text)
-    return 0
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_help_width())
 
 
-def _print_sections(sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
-    """(section, [(key, value)]) as the GUI's fact trees show them, in plain text."""
-    for section, rows in sections:
-        print(section)
-        for key, value in rows:
-            print(f"  {key:>28}  {value}")
-
-
-# ---------------------------------------------------------------- commands
-
-
-def cmd_ps(args: argparse.Namespace) -> int:
-    with _connect(args) as node:
-        snaps = [
-            n.snapshot(limit=args.limit, match=args.match or "") for n in _processes(node, args)
-        ]
-    if args.json and args.process == "all":
-        _print_json([_ps_json(snap) for snap in snaps])
-        return 0
-    for index, snap in enumerate(snaps):
-        if index:
-            print()
-        _print_ps(args, snap)
-    return 0
-
-
-def _processes(node: Any, args: argparse.Namespace) -> list[Any]:
-    """--process: the node itself (none), one worker (PID), or the node and every worker
-    that runs an agent (all); workers are reached through the node's session."""
-    if not args.process:
-        return [node]
-    if args.process == "all":
-        return [node, *(node.worker(c.pid) for c in node.children() if c.agent)]
-    return [node.worker(args.process)]
-
-
-def _in_process(node: Any, args: argparse.Namespace) -> tuple[Any, str]:
-    """The process an ID lives in and the ID there: ``--process PID`` or ``pid-N/ID``."""
-    pid, sep, rest = args.id.partition("/")
-    if sep and pid.startswith("pid-"):
-        return node.worker(pid), rest
-    return (node.worker(args.process) if args.process else node), args.id
-
-
-def _ps_json(snap: Any) -> dict[str, Any]:
-    return {
-        "node": snap.process.node,
-        "pid": snap.process.pid,
-        "threads": snap.threads,
-        "tasks": snap.tasks,
-        "loops": snap.loops,
-        "children": snap.children,
-        "tasks_total": snap.tasks_total,
-        "truncated": snap.truncated,
-    }
-
-
-def _print_ps(args: argparse.Namespace, snap: Any) -> None:
-    from observer.format import human_bytes, human_seconds, short_path, table
-
-    if args.json:
-        _print_json(_ps_json(snap))
-        return
-    p = snap.process
-    print(
-        f"{p.node}  pid {p.pid}  {p.implementation} {p.python_version}  "
-        f"cpu {p.cpu_percent:.1f}%  rss {human_bytes(p.rss)}  up {human_seconds(p.uptime)}  "
-        f"threads {len(snap.threads)}  tasks {p.num_tasks}  children {len(snap.children)}"
-    )
-    print()
-    print(
-        table(
-            ["ID", "NAME", "STATE", "CPU", "FUNCTION", "LOCATION"],
-            [
-                (
-                    t.id,
-                    t.name + (" [agent]" if t.is_agent else ""),
-                    t.state,
-                    f"{t.cpu_time:.2f}s" if t.cpu_time is not None else "",
-                    t.function,
-                    f"{short_path(t.file)}:{t.line}" if t.file else "",
-                )
-                for t in snap.threads
-            ],
-        )
-    )
-    print()
-    print(
-        table(
-            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "LOCATION", "AWAITING"],
-            [
-                (
-                    t.id,
-                    t.name,
-                    t.state,
-                    human_seconds(t.age),
-                    t.coroutine,
-                    f"{short_path(t.file)}:{t.line}" if t.file else "",
-                    ",".join(t.awaiting),
-                )
-                for t in snap.tasks
-            ],
-        )
-    )
-    if snap.truncated:
-        print(f"\n{len(snap.tasks)} of {snap.tasks_total} tasks shown (use --limit)")
-    if snap.children:
-        print()
-        print(
-            table(
-                ["ID", "NAME", "STATUS", "CPU", "RSS", "COMMAND"],
-                [
-                    (
-                        c.id,
-                        c.name + (f" [agent {c.agent}]" if c.agent else ""),
-                        c.status,
-                        f"{c.cpu_percent:.1f}%" if c.cpu_percent is not None else "",
-                        human_bytes(c.rss),
-                        " ".join(c.cmdline),
-                    )
-                    for c in snap.children
-                ],
-            )
-        )
-
-
-def cmd_tree(args: argparse.Namespace) -> int:
-    from observer.format import human_seconds, short_path
-    from observer.tree import build_tree, graft_workers
-
-    with _connect(args) as node:
-        snap = node.snapshot(limit=args.limit)
-        workers = _worker_snapshots(node, snap, args.limit) if args.workers else {}
-    root = graft_workers(build_tree(snap), workers)
-    if args.json:
-        _print_json(root)
-        return 0
-    for depth, item in root.walk():
-        parts = [f"{'  ' * depth}{item.kind} {item.name}", f"({item.id})"]
-        if item.state:
-            parts.append(item.state)
-        if item.cpu:
-            parts.append(item.cpu)
-        if item.age is not None and item.kind == "task":
-            parts.append(f"age {human_seconds(item.age)}")
-        if item.function:
-            parts.append(item.function)
-        if item.location:
-            file, _, line = item.location.rpartition(":")
-            parts.append(f"{short_path(file)}:{line}")
-        print("  ".join(parts))
-    if snap.truncated:
-        print(f"({len(snap.tasks)} of {snap.tasks_total} tasks shown; use --limit)")
-    return 0
-
-
-def _worker_snapshots(node: Any, snap: Any, limit: int) -> dict[int, Any]:
-    """Each worker's snapshot (one that runs an agent), through the node's session; a
-    worker that cannot answer (it just died) gives why, not a failed command."""
-    from observer.errors import ObserverError
-
-    out: dict[int, Any] = {}
-    for child in snap.children:
-        if child.agent:
-            try:
-                out[child.pid] = node.worker(child.pid).snapshot(limit=limit)
-            except ObserverError as exc:
-                out[child.pid] = f"unreachable: {exc}"
-    return out
-
-
-def cmd_stack(args: argparse.Namespace) -> int:
-    with _connect(args) as node:
-        where, target = _in_process(node, args)
-        stack, frames_locals = where.stack_with_locals(target, with_locals=args.locals)
-    if args.json:
-        _print_json({"stack": stack, "locals": frames_locals})
-        return 0
-    print(f"{stack.kind} {stack.name} ({stack.target}) {stack.state} - {stack.note}")
-    if stack.awaiting:
-        print(f"awaiting: {', '.join(stack.awaiting)}")
-    for i, frame in enumerate(stack.frames):
-        print(f'  File "{frame.file}", line {frame.line}, in {frame.function}')
-        if frame.source:
-            print(f"    {frame.source}")
-        if args.locals and i < len(frames_locals):
-            for var in frames_locals[i].variables:
-                print(f"      {var.name} = {var.repr}")
-    return 0
-
-
-def cmd_kill(args: argparse.Namespace) -> int:
-    with _connect(args) as node:
-        where, target = _in_process(node, args)
-        result = where.kill(target, signal=args.signal, exception=args.exception)
-    return _emit(args, result, result.message)
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from observer.format import process_facts
-
-    with _connect(args) as node:
-        p = node.process()
-    if args.json:
-        _print_json(p)
-        return 0
-    _print_sections(process_facts(p))
-    return 0
-
-
-def cmd_mem(args: argparse.Namespace) -> int:
-    if args.tool is not None:
-        return _cmd_tracemalloc(args)
-    from observer.format import census_text, human_bytes, memory_facts, signed_bytes, table
-
-    with _connect(args) as node:
-        memory = node.memory()
-        census = node.census(args.top, baseline=args.baseline, growth=args.growth)
-    if args.json:
-        import dataclasses
-
-        out = dataclasses.asdict(memory)
-        meta = dataclasses.asdict(census)
-        out["types"] = meta.pop("types")
-        growth = meta.pop("growth")
-        if args.growth:
-            out["growth"] = growth
-        out["census"] = meta
-        _print_json(out)
-        return 0
-    _print_sections(memory_facts(memory))
-    print(f"Census: {census_text(census)}")
-    if args.baseline:
-        print("Baseline recorded: `observer mem NODE --growth` shows what grows from here.")
-    if args.growth:
-        print(
-            table(
-                ["TYPE", "COUNT", "DELTA", "SIZE", "SIZE DELTA"],
-                [
-                    (
-                        g.type,
-                        f"{g.count:,}",
-                        f"+{g.delta:,}",
-                        human_bytes(g.size),
-                        signed_bytes(g.size_delta),
-                    )
-                    for g in census.growth
-                ],
-                max_width=70,
-            )
-            if census.growth
-            else "Nothing grew since the baseline."
-        )
-        return 0
-    print(
-        table(
-            ["TYPE", "COUNT", "SIZE"],
-            [(t.type, f"{t.count:,}", human_bytes(t.size)) for t in census.types],
-            max_width=70,
-        )
-    )
-    return 0
-
-
-def _cmd_tracemalloc(args: argparse.Namespace) -> int:
-    from observer.format import (
-        human_bytes,
-        short_path,
-        signed_bytes,
-        table,
-        trace_text,
-        tracemalloc_text,
-    )
-
-    action = args.action or "status"
-    with _connect(args) as node:
-        if action in ("start", "stop"):
-            result = (
-                node.tracemalloc_start(args.frames, keep=args.keep)
-                if action == "start"
-                else node.tracemalloc_stop()
-            )
-            return _emit(args, result, result.message)
-        if action == "baseline":
-            stamp = node.tracemalloc_baseline()
-            text = "tracemalloc baseline recorded: `tracemalloc diff` shows what grows from here."
-            return _emit(args, {"baseline": stamp}, text)
-        if action == "status":
-            status = node.memory().tracemalloc
-            return _emit(args, status, tracemalloc_text(status))
-        diff = action == "diff"
-        stats = (
-            node.tracemalloc_diff(args.top, args.group)
-            if diff
-            else node.tracemalloc_top(args.top, args.group)
-        )
-    if args.json:
-        _print_json(stats)
-        return 0
-    print(trace_text(stats))
-    if not stats.status.tracing:
-        return 0
-    headers = (
-        ["SIZE", "BLOCKS"] + (["SIZE DIFF", "BLOCKS DIFF"] if diff else []) + ["WHERE", "SOURCE"]
-    )
-    rows = []
-    for site in stats.sites:
-        where = short_path(site.file, 3) + (f":{site.line}" if site.line else "")
-        row: list[object] = [human_bytes(site.size), f"{site.count:,}"]
-        if diff:
-            row += [signed_bytes(site.size_diff), f"{site.count_diff:+,}"]
-        rows.append([*row, where, site.source])
-        if args.group == "traceback":
-            rows += [
-                ["", ""] + (["", ""] if diff else []) + [f"  from {short_path(tb, 3)}", ""]
-                for tb in site.traceback[1:]
-            ]
-    print(table(headers, rows, max_width=80))
-    return 0
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    import time
-
-    from observer.format import table
-
-    with _connect(args) as node:
-        records = node.audit(args.limit)
-    if args.json:
-        _print_json(records)
-        return 0
-    print(
-        table(
-            ["TIME", "PEER", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL"],
-            [
-                (
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)),
-                    r.peer,
-                    r.role,
-                    r.action,
-                    r.target,
-                    r.result,
-                    r.detail,
-                )
-                for r in records
-            ],
-            max_width=100,
-        )
-    )
-    return 0
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    import time
-
-    from observer.format import human_bytes, table
-
-    with _connect(args) as node:
-        history = node.history()
-    if args.json:
-        _print_json(history)
-        return 0
-    print(
-        table(
-            ["TIME", "CPU%", "RSS", "THREADS", "TASKS", "LOOP LAG", "GC"],
-            [
-                (
-                    time.strftime("%H:%M:%S", time.localtime(s.time)),
-                    f"{s.cpu_percent:.1f}",
-                    human_bytes(s.rss),
-                    s.threads,
-                    s.tasks,
-                    f"{s.loop_lag * 1000:.1f}ms" if s.loop_lag is not None else "",
-                    s.gc_collections,
-                )
-                for s in history.samples[-args.last :]
-            ],
-        )
-    )
-    return 0
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    from observer.keygen import generate
-
-    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1", "::1")
+@functools.cache
+def _help_width() -> int:
+    """What argparse uses: the terminal's width ($COLUMNS first, else 80) less 2."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns) - 2
     try:
-        km = generate(args.dir, hosts=hosts, overwrite=args.force)
-    except FileExistsError as exc:
-        raise ObserverError(f"{exc} (use --force)") from exc
-    d = km.directory.resolve()
-    print(f"wrote {km.cert}, {km.key}, {km.viewer_token}, {km.operator_token}")
-    print(f"fingerprint: {km.fingerprint}")
-    print(f"certificate expires on {km.not_after:%Y-%m-%d} (renew with --force before then)")
-    print()
-    print("embed the agent (in the production process):")
-    print(
-        f'  agent.start("127.0.0.1:7330", tls_cert="{d}/agent.crt", tls_key="{d}/agent.key",\n'
-        f'              tokens={{"viewer": open("{d}/viewer.token").read().strip(),\n'
-        f'                      "operator": open("{d}/operator.token").read().strip()}})'
-    )
-    print("or with environment variables:")
-    print("  OBSERVER_AGENT_BIND=127.0.0.1:7330")
-    print(f"  OBSERVER_AGENT_TOKEN_DIR={d}")
-    print()
-    print("connect (from the operator's machine):")
-    print(f"  observer ps HOST:7330 --token-file {d}/operator.token --fingerprint {km.fingerprint}")
-    return 0
-
-
-def nodes_path(args: argparse.Namespace) -> Path:
-    """The remembered-nodes file: ``--nodes-file``, else the one in the user config dir."""
-    from observer.nodesfile import default_nodes_path
-
-    return Path(args.nodes_file) if args.nodes_file else default_nodes_path()
-
-
-def gui_specs(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    """Nodes for the window: those named on the command line, else the remembered ones."""
-    from observer.nodesfile import load_nodes
-
-    if not args.nodes:
-        return load_nodes(nodes_path(args))
-    return [_spec(args, address) for address in args.nodes]
-
-
-def cmd_nodes(args: argparse.Namespace) -> int:
-    from observer.fleet import Fleet
-    from observer.format import cluster_table
-
-    specs = gui_specs(args)
-    if not specs:
-        raise ObserverError(f"no nodes: name some, or remember them in {nodes_path(args)}")
-    with Fleet(specs) as fleet:
-        rows = fleet.refresh()
-        errors = fleet.errors + [
-            f"{link.label}: {link.cert_warning}"
-            for link in fleet.links.values()
-            if link.cert_warning
-        ]
-    if args.json:
-        _print_json(rows)
-    else:
-        print(cluster_table(rows))
-    for error in errors:
-        print(f"warning: {error}", file=sys.stderr)
-    return 0
-
-
-def cmd_chaos(args: argparse.Namespace) -> int:
-    """Run chaos in a worker thread so Ctrl-C only stops it: the summary still prints."""
-    import time
-
-    from observer.chaos import Chaos, ChaosEvent
-
-    def show(event: ChaosEvent) -> None:
-        if event.kind == "error":
-            print(f"warning: {event.text}", file=sys.stderr, flush=True)
-        elif not args.json and event.kind != "end":
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-            print(f"{stamp}.{int(event.time * 1000) % 1000:03d}  {event.text}", flush=True)
-
-    given = {
-        key: value
-        for key in ("kind", "every", "recovery_timeout", "exception")
-        if (value := getattr(args, key)) is not None
-    }
-    chaos = Chaos(
-        gui_specs(args),
-        args.match,
-        action=args.action,
-        count=args.count,
-        duration=args.duration,
-        seed=args.seed,
-        dry_run=args.dry_run,
-        on_event=show,
-        **given,
-    ).start()
-    status = 0
-    try:
-        summary = chaos.join(0.5)
-        while summary is None:
-            summary = chaos.join(0.5)
-    except KeyboardInterrupt:
-        print("stopping the chaos run…", file=sys.stderr, flush=True)
-        chaos.stop()
-        summary = chaos.join()
-        status = 130
-    assert summary is not None
-    if args.json:
-        _print_json(summary.to_dict())
-    else:
-        print(summary.text())
-    return status
-
-
-def cmd_gui(args: argparse.Namespace) -> int:
-    from observer.gui.app import run_window
-
-    return run_window(
-        gui_specs(args),
-        nodes_file=nodes_path(args),
-        tab=args.tab,
-        screenshot=Path(args.screenshot) if args.screenshot else None,
-        after=args.after,
-        verbose=args.verbose or None,  # None: $OBSERVER_VERBOSE decides
-    )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from observer.demo.launch import run
-
-    return run(args)
-
-
-# ---------------------------------------------------------------- parser
+        return (os.get_terminal_size(sys.__stdout__.fileno()).columns or 80) - 2
+    except (AttributeError, ValueError, OSError):
+        return 78
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -614,14 +76,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     (all of them cost every call ~5 ms); for None or an unknown word, all of them (help,
     'invalid choice' errors)."""
     parser = argparse.ArgumentParser(
-        prog="observer", description="Inspect live Python processes running the agent."
+        prog="observer",
+        description="Inspect live Python processes running the agent.",
+        formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     only = command if command in COMMANDS else None
     for name, (fn, help_text, node, options) in COMMANDS.items():
         if only is not None and name != only:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
         if node:
             _node_options(p)
         p.set_defaults(func=fn)
@@ -719,12 +183,26 @@ def _keygen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", action="append", help="host name/IP for the certificate (repeat)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="write nothing: print the fingerprint of DIR/agent.crt (or of DIR, a certificate)",
+    )
 
 
 def _nodes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p)
     p.add_argument("--nodes-file", help="remembered nodes (default: user config dir)")
+    _local_option(p)
+
+
+def _local_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="also every agent of this user running on this host (port 0 included)",
+    )
 
 
 def _chaos_command_options(p: argparse.ArgumentParser) -> None:
@@ -737,6 +215,7 @@ def _gui_command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("nodes", metavar="NODE", nargs="*", help="agent addresses (default: remembered)")
     _credential_options(p, json_output=False)
     _gui_options(p)
+    _local_option(p)
 
 
 def _demo_options(p: argparse.ArgumentParser) -> None:
@@ -749,29 +228,44 @@ Options = Callable[[argparse.ArgumentParser], None]
 
 # name -> (function, help, takes NODE and its credentials, further options), in help order
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Options | None]] = {
-    "ps": (cmd_ps, "threads, tasks and child processes of a node", True, _ps_options),
+    "ps": (commands.cmd_ps, "threads, tasks and child processes of a node", True, _ps_options),
     "tree": (
-        cmd_tree,
+        commands.cmd_tree,
         "process -> threads -> event loops -> tasks, and children",
         True,
         _tree_options,
     ),
-    "stack": (cmd_stack, "full stack of a thread or await chain of a task", True, _stack_options),
+    "stack": (
+        commands.cmd_stack,
+        "full stack of a thread or await chain of a task",
+        True,
+        _stack_options,
+    ),
     "kill": (
-        cmd_kill,
+        commands.cmd_kill,
         "cancel a task, raise in a thread, or signal a child process",
         True,
         _kill_options,
     ),
-    "info": (cmd_info, "process facts: python, memory, fds, gc, exposed objects", True, None),
+    "info": (
+        commands.cmd_info,
+        "process facts: python, memory, fds, gc, exposed objects",
+        True,
+        None,
+    ),
     "mem": (
-        cmd_mem,
+        commands.cmd_mem,
         "memory: RSS/USS, GC, objects by type and their growth, tracemalloc",
         True,
         _mem_options,
     ),
-    "audit": (cmd_audit, "recent control actions recorded by the agent", True, _audit_options),
-    "history": (cmd_history, "the agent's load history", True, _history_options),
+    "audit": (
+        commands.cmd_audit,
+        "recent control actions recorded by the agent",
+        True,
+        _audit_options,
+    ),
+    "history": (commands.cmd_history, "the agent's load history", True, _history_options),
     "metrics": (
         cmd_metrics,
         "the node's Prometheus metrics as a scrape sees them",
@@ -785,26 +279,26 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         stalls_options,
     ),
     "keygen": (
-        cmd_keygen,
+        commands.cmd_keygen,
         "create agent certificate, key and tokens in DIR",
         False,
         _keygen_options,
     ),
     "nodes": (
-        cmd_nodes,
+        commands.cmd_nodes,
         "status and load of many nodes, one row each",
         False,
         _nodes_options,
     ),
     "chaos": (
-        cmd_chaos,
+        commands.cmd_chaos,
         "kill matching tasks, threads or child processes at random and time their recovery",
         False,
         _chaos_command_options,
     ),
-    "gui": (cmd_gui, "open the desktop observer on nodes", False, _gui_command_options),
+    "gui": (commands.cmd_gui, "open the desktop observer on nodes", False, _gui_command_options),
     "demo": (
-        cmd_demo,
+        commands.cmd_demo,
         "run the demo service with the agent embedded",
         False,
         _demo_options,

@@ -16,10 +16,13 @@ import dataclasses
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rpyc.core.consts import HANDLE_CALLATTR
+from rpyc.core.netref import syncreq
+
+from agent.record import record
 from agent.schema import (
     AuditRecord,
     Census,
@@ -73,7 +76,7 @@ _LISTING_ROWS = [f.name for f in dataclasses.fields(TaskListing)].index("rows")
 _CHUNK_ROWS = [f.name for f in dataclasses.fields(TaskChunk)].index("rows")
 
 
-@dataclass(frozen=True)
+@record
 class TaskList:
     """Tasks as returned by the agent, with how many matched before the limit."""
 
@@ -108,7 +111,6 @@ class Node:
         self.address = address
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._methods: dict[str, Any] = {}
         self._conn = session.conn
         self.role = session.role
         self.agent_version = session.agent_version
@@ -176,12 +178,11 @@ class Node:
         """One round trip: call an exposed method and decode its envelope."""
         with self._lock:
             try:
-                fn = self._methods.get(method)
-                if fn is None:  # the getattr is a round trip of its own: do it once
-                    fn = getattr(self._conn.root, method)
-                    self._methods[method] = fn
+                root = self._conn.root  # a round trip on first use only
                 started = time.perf_counter()
-                payload = fn(*args)
+                # one round trip: rpyc's getattr-then-call in one request, where a
+                # netref method (getattr(root, method)(*args)) takes two on first use
+                payload = syncreq(root, HANDLE_CALLATTR, method, args, ())
                 self.last_rtt = time.perf_counter() - started
             except TimeoutError as exc:
                 waited = self._conn._config["sync_request_timeout"]

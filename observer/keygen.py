@@ -63,6 +63,21 @@ def load(directory: str | os.PathLike[str]) -> KeyMaterial | None:
     return _material(out, ssl.PEM_cert_to_DER_cert((out / "agent.crt").read_text()))
 
 
+def certificate_facts(path: str | os.PathLike[str]) -> tuple[Path, str, datetime.datetime]:
+    """(certificate file, fingerprint to pin, expiry) of a keygen directory's agent.crt or
+    of a PEM certificate file; ValueError naming the file if it is not one."""
+    cert = Path(path)
+    if cert.is_dir():
+        cert = cert / "agent.crt"
+    try:
+        der = ssl.PEM_cert_to_DER_cert(cert.read_text(encoding="ascii"))
+        return cert, format_fingerprint(der), cert_not_after(der)
+    except OSError as exc:
+        raise ValueError(f"cannot read {cert}: {exc.strerror or exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{cert} is not a PEM certificate ({exc})") from exc
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write a secret file readable by its owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -16,9 +16,9 @@ def metrics_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from observer import cli
+    from observer import cli_commands
 
-    with cli._connect(args) as node:
+    with cli_commands._connect(args) as node:
         url, text = node.metrics(args.openmetrics)
     if args.json:
         print(json.dumps({"url": url, "exposition": text}))

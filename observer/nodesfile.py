@@ -17,24 +17,18 @@ Tokens themselves never go in this file, only the path of the file that holds th
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from agent.record import record
 from observer.errors import ObserverError
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 
 ROLE_CHOICES = ("", "viewer", "operator", "admin")
 
 
-@dataclass(frozen=True)
+@record
 class NodeSpec:
     """How to reach one node: what ``observer.client.connect`` needs, plus a display name."""
 
@@ -97,6 +91,10 @@ def load_nodes(path: Path) -> list[NodeSpec]:
         return []
     except OSError as exc:
         raise ObserverError(f"cannot read nodes file {path}: {exc.strerror}") from exc
+    try:  # imported here: every CLI command builds a NodeSpec, few read this file
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -166,6 +164,8 @@ def toml_string(value: str) -> str:
 def save_nodes(path: Path, specs: Iterable[NodeSpec]) -> None:
     """Write the nodes file atomically (0600: it names credential files)."""
     text = dumps_nodes(specs)
+    import tempfile  # here: every CLI command builds a NodeSpec, few write this file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".nodes-", suffix=".toml")
     try:

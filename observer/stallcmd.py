@@ -22,7 +22,8 @@ def stalls_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_stalls(args: argparse.Namespace) -> int:
-    from observer.cli import _connect, _print_json
+    from observer.cli_commands import _connect
+    from observer.cli_output import print_json as _print_json
     from observer.format import stall_table, stall_text
 
     with _connect(args) as node:

@@ -8,11 +8,11 @@ import math
 import secrets
 import socket
 import ssl
-from dataclasses import dataclass
 
 import rpyc
 
 from agent.certexpiry import expiry_warning, not_after
+from agent.record import record
 from agent.security import is_loopback_host
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
@@ -44,7 +44,7 @@ from observer.errors import (
 OBSERVER_VERSION = AGENT_VERSION  # one distribution ships both halves
 
 
-@dataclass(frozen=True)
+@record
 class Address:
     """host and port of a node."""
 
@@ -88,7 +88,7 @@ def check_timeout(seconds: float, what: str = "timeout") -> float:
     return float(seconds)
 
 
-@dataclass(frozen=True)
+@record
 class Session:
     """What the handshake established."""
 

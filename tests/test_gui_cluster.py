@@ -22,7 +22,8 @@ from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtWidgets import QApplication, QDialogButtonBox
 
 from agent.version import AGENT_VERSION
-from observer.cli import build_parser, gui_specs
+from observer.cli import build_parser
+from observer.cli_commands import gui_specs
 from observer.fleet import ClusterRow
 from observer.gui.cluster import ADDRESS, NODE, NOTE, SPARK_ROLE, STATUS, TREND, UP_ROLE
 from observer.gui.link import NodeLink, Status

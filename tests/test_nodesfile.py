@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from observer.cli import build_parser, gui_specs
+from observer.cli import build_parser
+from observer.cli_commands import gui_specs
 from observer.errors import ObserverError
 from observer.nodesfile import NodeSpec, dumps_nodes, forget, load_nodes, remember, save_nodes
 

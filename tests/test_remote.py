@@ -73,6 +73,23 @@ def test_slow_link_refreshes_in_one_round_trip_and_survives_drops(fresh_host, ke
             assert ROUND_TRIP <= timed_refresh(fleet) < 2 * ROUND_TRIP
 
 
+def test_a_method_called_for_the_first_time_takes_one_round_trip(fresh_host, keys):
+    """Every call is one round trip, a node's first call of a method too: it used to fetch
+    the method (rpyc getattr) and then call it, two round trips (800 ms here) that every
+    CLI call paid."""
+    from observer.client import connect
+
+    host, port = fresh_host.address.rsplit(":", 1)
+    with DelayProxy(host, int(port), delay=DELAY) as proxy:
+        token, pin = keys.viewer_token, keys.fingerprint
+        with connect(proxy.address, token_file=token, fingerprint=pin, timeout=10) as node:
+            node.hello()  # the connection's root object is fetched once, here
+            for call in (node.process, node.threads, node.memory, node.process):
+                started = time.monotonic()
+                call()
+                assert ROUND_TRIP <= time.monotonic() - started < 2 * ROUND_TRIP, call
+
+
 # ---------------------------------------------------------------- another network namespace
 
 
