@@ -9,6 +9,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import psutil
 
@@ -19,6 +21,38 @@ from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 ENV_MAX = 500  # variables sent at most
 ENV_VALUE_MAX = 2000  # characters per value
+T = TypeVar("T")
+
+
+class Throttled(Generic[T]):
+    """A costly probe's last answer, reused until it is older than ``factor`` times what
+    the probe took (and at least ``min_age`` seconds): however often it is asked, the
+    probe costs at most about 1/``factor`` of a core. Thread-safe."""
+
+    def __init__(self, probe: Callable[[], T], min_age: float = 1.0, factor: float = 200.0) -> None:
+        self._probe = probe
+        self._min_age = min_age
+        self._factor = factor
+        self._lock = threading.Lock()
+        self._at = -1e9  # monotonic time of the last answer
+        self._age = 0.0  # how long that answer may be reused
+        self._value: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at >= self._age:
+                self._value = self._probe()
+                done = time.monotonic()
+                self._at, self._age = done, max(self._min_age, (done - now) * self._factor)
+            return self._value  # type: ignore[return-value]
+
+
+def connection_count(process: psutil.Process) -> int | None:
+    """The process's inet sockets (psutil reads every socket table of the machine: 1-40
+    ms, so callers go through a Throttled), None when the OS will not say."""
+    conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    return guarded(lambda: len(conns(kind="inet")), None)
 
 
 class CpuMeter:
@@ -65,8 +99,10 @@ def collect_process(
     num_tasks: int,
     num_loops: int,
     exposed: tuple[ExposedInfo, ...],
+    connections: Throttled[int | None] | None = None,
 ) -> ProcessInfo:
-    """Describe the host process; every psutil probe guarded on its own."""
+    """Describe the host process; every psutil probe guarded on its own. ``connections``
+    answers the socket count (a fresh count each call without it)."""
     with process.oneshot():
         ppid = guarded(process.ppid, os.getppid())
         name = guarded(process.name, "")
@@ -74,8 +110,8 @@ def collect_process(
         mem = guarded(process.memory_info, None)
         num_threads = guarded(process.num_threads, threading.active_count())
     num_fds = guarded(process.num_fds, None)  # not on Windows
-    conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
-    num_connections = guarded(lambda: len(conns(kind="inet")), None)
+    count = connections.get if connections is not None else lambda: connection_count(process)
+    num_connections = count()
     return ProcessInfo(
         node=node,
         pid=os.getpid(),
