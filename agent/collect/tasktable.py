@@ -430,25 +430,84 @@ class TaskTable:
         task's _fut_waiter when the caller has read it."""
         if waiter is None:
             waiter = compat.fut_waiter(task)
-        if type(waiter) is _FUTURE:
-            slot = self._add_plain(task, ref, waiter, changed, removed)
-            if slot >= 0:
-                return slot
         slot = self._register(task, ref, removed)
-        self._render(slot, task, waiter, None, changed, removed, True)
+        if not self._render_plain(slot, task, waiter, None, changed, removed):
+            self._render(slot, task, waiter, None, changed, removed, True)
         return slot
 
-    def _add_plain(
-        self, task: Any, ref: Any, waiter: Any, changed: array[int], removed: array[int]
-    ) -> int:
-        """The first sight of the most common task, fast: native coroutines all the way
-        down to a plain future that is not a shield() (which awaits no task). Exactly
-        what _render would make of it; its slot, or -1 (nothing done) for any other task."""
-        if compat.shielded(waiter) is not None:
-            return -1
+    def _first_sight(
+        self,
+        fresh: list[Any],
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> None:
+        """Register every task a pass met for the first time (``fresh``: task, registry
+        ref, waiter, ...), then render each: awaited tasks are found registered, so no
+        row is made twice and no weak reference of ours is made for them. Sliced."""
+        phase, seen, lookup, register = self._phase, self._seen, self._lookup, self._register
+        slots: list[int] = []
+        clock = time.perf_counter
+        held_since = clock()
+        for index in range(0, len(fresh), 3):
+            if index & 1023 == 0 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            task = fresh[index]
+            try:
+                slot = lookup(task)
+                if slot < 0:
+                    slot = register(task, fresh[index + 1], removed)
+                    seen[slot] = phase
+                    slots.append(slot)
+                else:
+                    slots.append(-1)  # listed twice, or already added as an awaited task
+            except Exception:  # one odd task must not cost the others their rows
+                slots.append(-1)
+        plain, render = self._render_plain, self._render
+        for index, slot in enumerate(slots):
+            if index & 127 == 0 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            if slot < 0:
+                continue
+            task, waiter = fresh[3 * index], fresh[3 * index + 2]
+            try:
+                if not plain(slot, task, waiter, awaiting_of, changed, removed):
+                    render(slot, task, waiter, awaiting_of, changed, removed, True)
+            except Exception:
+                continue
+
+    def _render_plain(
+        self,
+        slot: int,
+        task: Any,
+        waiter: Any,
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> bool:
+        """The first sight of the most common tasks, fast: native coroutines all the way
+        down to a plain future that is not a shield() (awaiting no task) or to another
+        task (awaiting that one). Exactly what _render would make of it; False (nothing
+        done) for any other task."""
+        kind = type(waiter)
+        if kind is _FUTURE:
+            if compat.shielded(waiter) is not None:
+                return False
+            awaits = ""
+        elif kind is not _CORO and waiter is not None and compat.is_task(waiter):
+            awaits = None  # filled in below, once the task is known to be a plain one
+        else:
+            return False
+        if awaiting_of is not None:
+            children = awaiting_of.get(id(task))
+            if children:
+                return False
+            awaits = ""
         coro = task.get_coro()
         if type(coro) is not _CORO:
-            return -1
+            return False
         location = None
         link = coro
         depth = 0
@@ -457,7 +516,7 @@ class TaskTable:
             code = link.cr_code
             if code.co_filename.startswith(asyncio_dir):
                 if code.co_name in _WAITING_FRAMES:
-                    return -1  # tasks in wait(), wait_for(), TaskGroup: the general walk
+                    return False  # tasks in wait(), wait_for(), TaskGroup: the general walk
                 if location is None:
                     location = link
             else:
@@ -465,22 +524,23 @@ class TaskTable:
             link = link.cr_await
             depth += 1
         if link is not None and not _ends_chain(type(link)):
-            return -1  # a generator-based or foreign link below: the general walk
+            return False  # a generator-based or foreign link below: the general walk
         if location is None:
-            return -1
+            return False
         name = task.get_name()
         if type(name) is not str or len(name) > _MAX_NAME:
-            return -1
+            return False
         coroutine = coro.__qualname__
         place = self._place(location, coroutine)
         if place is None:
-            return -1
+            return False
+        if awaits is None:
+            awaits = "" if waiter is task else str(self._serial_of(waiter, changed, removed))
         file, line, function = place
         key = (coroutine, function, file)
         site = self._sites.get(key)
         if site is None:
             site = self._site_of(key)
-        slot = self._register(task, ref, removed)
         self.walked += 1
         self._names[slot] = name
         self._state[slot] = _PENDING
@@ -494,10 +554,10 @@ class TaskTable:
             self._first_text = (first, first_text)
         self._rows[slot] = (
             f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
-            f'"pending",{site},{line},{self._loop[slot]},{first_text},[]]'
+            f'"pending",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
         )
         changed.append(slot)
-        return slot
+        return True
 
     def _retire(self, slot: int) -> None:
         """Free a slot whose task is gone."""
@@ -678,8 +738,11 @@ class TaskTable:
             for loop in loops:
                 strong.extend(compat.loop_tasks(loop))
         awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
-        self._scan(refs, True, awaiting_of, changed, removed)
-        self._scan(strong, False, awaiting_of, changed, removed)
+        fresh: list[Any] = []
+        self._scan(refs, True, awaiting_of, changed, removed, fresh)
+        self._scan(strong, False, awaiting_of, changed, removed, fresh)
+        self._first_sight(fresh, awaiting_of, changed, removed)
+        del fresh
         if awaiting_of is not None:
             self._rewalk_parents(awaiting_of, changed, removed)
         self._retire_unseen(3 - phase, removed)
@@ -698,10 +761,12 @@ class TaskTable:
         awaiting_of: dict[int, list[Any]] | None,
         changed: array[int],
         removed: array[int],
+        fresh: list[Any],
     ) -> None:
         """Look at each task once: keep rows whose task still waits on the held future,
-        walk the others. In runs of 128 tasks, handing the GIL over between runs once
-        SLICE_SECONDS have passed."""
+        walk the others; tasks not in the table go to ``fresh`` (task, registry ref,
+        waiter) for _first_sight. In runs of 128 tasks, handing the GIL over between runs
+        once SLICE_SECONDS have passed."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate = self.passes % ROTATE
@@ -725,8 +790,7 @@ class TaskTable:
                     key = id(task)
                     slot = shards[(key >> 4) % 256].get(key, -1)
                     if slot < 0 or (refs[slot] is not ref and refs[slot]() is not task):
-                        slot = self._add(task, ref, changed, removed, fut_waiter(task))
-                        seen[slot] = phase
+                        fresh += (task, ref, fut_waiter(task))
                         continue
                     if seen[slot] == phase:
                         continue  # listed twice (an eager task moving between registries)
