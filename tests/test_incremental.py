@@ -448,3 +448,52 @@ def test_observers_asking_together_share_one_pass(lt):
         assert table.passes == 2 and len(rows_by_serial(registry)) >= 50
     finally:
         churn_step(lt, live, 0, len(live))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup is 3.11+")
+def test_a_sleeping_group_owner_follows_the_children_it_awaits(lt):
+    """A TaskGroup's owner sleeps in __aexit__ on one future while its children come and
+    go: each refresh's row for it lists the children it awaits then (3.14+: the children
+    record their awaiter and the owner is walked again only when that set moved)."""
+    box: dict[str, Any] = {}
+
+    async def owner() -> None:
+        async with asyncio.TaskGroup() as group:
+            box["group"] = group
+            box["a"] = group.create_task(forever(), name="child-a")
+            box["inside"].set()  # the owner reaches __aexit__ in this same step
+
+    async def start() -> None:
+        box["inside"] = asyncio.Event()
+        box["owner"] = asyncio.create_task(owner(), name="group-owner")
+        await box["inside"].wait()
+
+    async def add_b() -> None:
+        box["b"] = box["group"].create_task(forever(), name="child-b")
+        await asyncio.sleep(0)
+
+    async def drop_a() -> None:
+        await _cancel(box["a"])
+
+    registry = TaskRegistry()
+    table = registry.table
+
+    def awaited() -> set[int]:
+        table.refresh(max_age=0)
+        rows = rows_by_serial(registry)
+        row = rows[int(table.task_id(box["owner"])[0][5:])]
+        return set(row[7])  # TaskRow.awaiting
+
+    def serial(name: str) -> int:
+        return int(table.task_id(box[name])[0][5:])
+
+    try:
+        lt.run(start)
+        assert awaited() == {serial("a")}
+        lt.run(add_b)
+        assert awaited() == {serial("a"), serial("b")}
+        lt.run(drop_a)
+        assert awaited() == {serial("b")}
+        assert table.passes == 3
+    finally:
+        lt.run(lambda: _cancel(box["owner"]))

@@ -284,6 +284,7 @@ class TaskTable:
         self._held: list[Any] = []  # slot -> the waiter it was suspended on when walked
         self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
         self._names: list[str | None] = []  # slot -> the task's name (for match)
+        self._awaits: list[str | None] = []  # slot -> its row's awaited serials, as text
         self._serial = array("q")  # slot -> serial, 0 when free
         self._key = array("q")  # slot -> id(task) when it was registered
         self._first = array("d")  # slot -> wall time first seen
@@ -384,7 +385,7 @@ class TaskTable:
         self._state.frombytes(zeros[:grow])
         self._seen.extend(zeros[:grow])
         nones = [None] * grow
-        for cells in (self._refs, self._held, self._rows, self._names):
+        for cells in (self._refs, self._held, self._rows, self._names, self._awaits):
             cells.extend(nones)
         self._free.extend(range(start + grow - 1, start - 1, -1))
 
@@ -458,10 +459,10 @@ class TaskTable:
                 slot = lookup(task)
                 if slot < 0:
                     slot = register(task, fresh[index + 1], removed)
-                    seen[slot] = phase
                     slots.append(slot)
                 else:
                     slots.append(-1)  # listed twice, or already added as an awaited task
+                seen[slot] = phase  # a registry listed it in this pass: it is not gone
             except Exception:  # one odd task must not cost the others their rows
                 slots.append(-1)
         plain, render = self._render_plain, self._render
@@ -543,6 +544,7 @@ class TaskTable:
             site = self._site_of(key)
         self.walked += 1
         self._names[slot] = name
+        self._awaits[slot] = awaits
         self._state[slot] = _PENDING
         self._site[slot] = site
         self._held[slot] = waiter
@@ -574,6 +576,7 @@ class TaskTable:
             del ids[key]
         self._live -= 1
         self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
+        self._awaits[slot] = None
         self._state[slot] = _FREE
         self._seen[slot] = 0
         self._free.append(slot)
@@ -678,6 +681,7 @@ class TaskTable:
                 file, line, function = place
             if awaited:
                 awaits = ",".join([str(self._serial_of(t, changed, removed)) for t in awaited])
+        self._awaits[slot] = awaits
         key = (coroutine, function, file)
         site = self._sites.get(key)
         if site is None:
@@ -806,16 +810,40 @@ class TaskTable:
         self, awaiting_of: dict[int, list[Any]], changed: array[int], removed: array[int]
     ) -> None:
         """3.14+: a task's awaited set is recorded on its children, which come and go while
-        it sleeps: walk every task that awaits any again (the text decides if it changed)."""
-        for key in list(awaiting_of):
-            slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
-            ref = self._refs[slot] if slot >= 0 else None
+        it sleeps: a task that awaits any is walked again when the serials it awaits differ
+        from its row's (made as walk_task makes them; the rest of its row moves only when
+        it runs, which the scan sees)."""
+        shards, refs, awaits_of, lookup = self._ids, self._refs, self._awaits, self._lookup
+        serials = self._serial
+        clock = time.perf_counter
+        held_since = clock()
+        for count, (key, children) in enumerate(list(awaiting_of.items())):
+            if count & 127 == 127 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            slot = shards[(key >> 4) % _SHARDS].get(key, -1)
+            ref = refs[slot] if slot >= 0 else None
             task = ref() if ref is not None else None
-            if task is not None:
-                try:
-                    self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
-                except Exception:
+            if task is None:
+                continue
+            try:
+                unique: dict[int, Any] = {}
+                for child in children:
+                    unique.setdefault(id(child), child)
+                text = []
+                for child in list(unique.values())[:_MAX_AWAITED]:
+                    if child is task:
+                        continue
+                    at = lookup(child)
+                    if at < 0:
+                        text = None
+                        break
+                    text.append(str(serials[at]))
+                if text is not None and ",".join(text) == awaits_of[slot]:
                     continue
+                self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
+            except Exception:
+                continue
 
     def _retire_unseen(self, unseen: int, removed: array[int]) -> None:
         """Slots no registry listed in this pass belong to tasks that are gone."""
