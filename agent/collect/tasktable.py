@@ -774,7 +774,7 @@ class TaskTable:
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate = self.passes % ROTATE
-        fut_waiter = compat.fut_waiter
+        waiter_of, attr = getattr, compat.FUT_WAITER  # as compat.fut_waiter, without a call
         render = self._render
         clock = time.perf_counter
         held_since = clock()
@@ -784,22 +784,22 @@ class TaskTable:
                 held_since = clock()
             for item in items[start : start + 128]:
                 try:
-                    if are_refs:
-                        task = item()
-                        if task is None:
-                            continue
-                        ref = item
-                    else:
-                        task, ref = item, None
+                    task = item() if are_refs else item
+                    if task is None:
+                        continue
                     key = id(task)
                     slot = shards[(key >> 4) % 256].get(key, -1)
-                    if slot < 0 or (refs[slot] is not ref and refs[slot]() is not task):
-                        fresh += (task, ref, fut_waiter(task))
+                    if slot < 0:
+                        fresh += (task, item if are_refs else None, waiter_of(task, attr, None))
+                        continue
+                    ref = refs[slot]
+                    if ref is not item and ref() is not task:  # a dead task's address
+                        fresh += (task, item if are_refs else None, waiter_of(task, attr, None))
                         continue
                     if seen[slot] == phase:
                         continue  # listed twice (an eager task moving between registries)
                     seen[slot] = phase
-                    waiter = fut_waiter(task)
+                    waiter = waiter_of(task, attr, None)
                     if waiter is held[slot] and slot % ROTATE != rotate:
                         continue  # suspended on the same future: nothing it shows has moved
                     render(slot, task, waiter, awaiting_of, changed, removed)
