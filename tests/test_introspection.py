@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
 from pathlib import Path
 
-from agent.collect.process import Throttled
+import psutil
+import pytest
+
+from agent.collect.process import Throttled, _own_inet_sockets, connection_count
 from agent.redact import REDACTED
 from observer.tree import build_tree
 from tests.helpers import wait_until
@@ -166,3 +172,35 @@ def test_throttled_probe_is_reused_until_its_age():
     assert [kept.get(), kept.get(), kept.get()] == [1, 1, 1]
     fresh = Throttled(probe, min_age=0.0, factor=0.0)
     assert [fresh.get(), fresh.get()] == [2, 3]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_socket_count_from_own_descriptors_matches_psutil():
+    """The count read from this process's descriptors equals psutil's (which reads every
+    socket table of the machine): listening, connected, bound UDP, v6, a descriptor
+    shared by two numbers, and neither an unbound inet socket nor a unix one."""
+    made: list[socket.socket] = []
+    try:
+        listener = socket.socket()
+        made.append(listener)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        made += [client, listener.accept()[0], socket.socket(), socket.socket(socket.AF_UNIX)]
+        made.append(socket.socket(fileno=os.dup(client.fileno())))
+        udp = socket.socket(type=socket.SOCK_DGRAM)
+        made.append(udp)
+        udp.bind(("127.0.0.1", 0))
+        if socket.has_ipv6:
+            v6 = socket.socket(socket.AF_INET6)
+            made.append(v6)
+            with contextlib.suppress(OSError):  # no ::1 in this sandbox
+                v6.bind(("::1", 0))
+                v6.listen()
+        process = psutil.Process()
+        own = _own_inet_sockets()
+        assert own is not None and own >= 4
+        assert own == len(process.net_connections(kind="inet")) == connection_count(process)
+    finally:
+        for sock in made:
+            sock.close()
