@@ -497,3 +497,34 @@ def test_a_sleeping_group_owner_follows_the_children_it_awaits(lt):
         assert table.passes == 3
     finally:
         lt.run(lambda: _cancel(box["owner"]))
+
+
+def test_a_sleeping_task_renamed_shows_its_new_name_within_a_rotation(lt):
+    """set_name is the one change a task's row can see while it sleeps on the same future:
+    the rotating name check finds it within ROTATE passes, without walking every task."""
+    from agent.collect.tasktable import ROTATE
+
+    live: list[asyncio.Task[None]] = []
+    churn_step(lt, live, 300, 0)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        target = live[17]
+        serial = int(table.task_id(target)[0][5:])
+
+        async def rename() -> None:
+            target.set_name("renamed-while-asleep")
+
+        lt.run(rename)
+        walked = []
+        for _ in range(ROTATE):
+            table.refresh(max_age=0)
+            walked.append(table.walked)
+            if rows_by_serial(registry)[serial][1] == "renamed-while-asleep":
+                break
+        else:
+            raise AssertionError(f"the new name did not show in {ROTATE} passes")
+        assert max(walked) < 300 // 4  # a pass walks a few tasks, not all of them
+    finally:
+        churn_step(lt, live, 0, len(live))

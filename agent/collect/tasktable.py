@@ -6,8 +6,10 @@ on (its ``_fut_waiter``). While the table holds it, no other object can take its
 so ``task waits on the very object held`` means the task has not run a step since, and
 nothing its row shows (state, await chain, location) can have moved. Tasks that ran, new
 tasks, ready or running ones (no waiter), tasks awaiting a TaskGroup (its children come
-and go while the owner sleeps) and, as a safety net, a rotating 1/ROTATE of the rest are
-walked again; a walked row counts as changed only when its JSON text differs. Holding a
+and go while the owner sleeps) are walked again; of the rest, a rotating 1/ROTATE have their
+name compared (set_name is the one change a sleeping task's row can see) and, as a safety
+net, 1/REWALK are walked again; a walked row counts as changed only when its JSON text
+differs. Holding a
 waiter keeps that future (and its result) alive until the next pass looks again, or
 until ``release`` (no observer for a while).
 
@@ -61,7 +63,8 @@ _GROUP_FRAMES = frozenset({"__aexit__", "_aexit"})
 
 SLICE_SECONDS = 0.003  # hold the GIL at most about this long before handing it over
 YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
-ROTATE = 50  # a task that looks unchanged is walked again at least every ROTATE passes
+ROTATE = 50  # a task that looks unchanged has its name compared at least every ROTATE passes
+REWALK = 4 * ROTATE  # and is walked again at least every REWALK passes (a safety net)
 SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
 HOLD_SECONDS = 30.0  # waiters are let go when no pass ran for this long (see expire)
 LOG_VERSIONS = 4096  # versions a delta can reach back
@@ -773,7 +776,7 @@ class TaskTable:
         once SLICE_SECONDS have passed."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
-        rotate = self.passes % ROTATE
+        rotate, rewalk, names = self.passes % ROTATE, self.passes % REWALK, self._names
         waiter_of, attr = getattr, compat.FUT_WAITER  # as compat.fut_waiter, without a call
         render = self._render
         clock = time.perf_counter
@@ -800,8 +803,11 @@ class TaskTable:
                         continue  # listed twice (an eager task moving between registries)
                     seen[slot] = phase
                     waiter = waiter_of(task, attr, None)
-                    if waiter is held[slot] and slot % ROTATE != rotate:
-                        continue  # suspended on the same future: nothing it shows has moved
+                    if waiter is held[slot]:  # suspended on the same future since: only
+                        if slot % ROTATE != rotate:  # its name can have moved
+                            continue
+                        if slot % REWALK != rewalk and task.get_name() == names[slot]:
+                            continue
                     render(slot, task, waiter, awaiting_of, changed, removed)
                 except Exception:  # one odd task must not cost the others their rows
                     continue
