@@ -35,25 +35,32 @@ from agent.core import AgentCore  # noqa: E402
 from agent.schema import decode_envelope, encode_ok  # noqa: E402
 
 
-def host_loop(tasks: int, shape: str, threads: int) -> asyncio.AbstractEventLoop:
-    """A loop in a thread of its own running ``tasks`` tasks of ``shape``; returns once
-    every leaf is asleep."""
+def host_loop(
+    tasks: int, shape: str, threads: int
+) -> tuple[asyncio.AbstractEventLoop, Callable[[], Any]]:
+    """A loop in a thread of its own running ``tasks`` tasks of ``shape``, and what ends
+    them; returns once every leaf is asleep."""
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
     async def main() -> None:
         holder["loop"] = asyncio.get_running_loop()
-        holder["tasks"], census = spawn(shape, tasks, 9)
+        holder["stop"] = asyncio.Event()
+        started, census = spawn(shape, tasks, 9)
         await census.done.wait()
         ready.set()
-        await asyncio.Event().wait()
+        await holder["stop"].wait()
+        for task in started:
+            task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
 
     threading.Thread(target=asyncio.run, args=(main(),), daemon=True, name="host").start()
     stop = threading.Event()
     for i in range(threads):
         threading.Thread(target=stop.wait, name=f"idle-{i}", daemon=True).start()
     ready.wait()
-    return holder["loop"]
+    loop = holder["loop"]
+    return loop, lambda: loop.call_soon_threadsafe(holder["stop"].set)
 
 
 def timed(parts: dict[str, list[float]], name: str, fn: Callable[[], Any]) -> Any:
@@ -136,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}, shape {args.shape}")
     for n in args.tasks:
-        loop = host_loop(n, args.shape, args.threads)
+        loop, stop = host_loop(n, args.shape, args.threads)
         parts: dict[str, list[float]] = {}
         profiler = cProfile.Profile()
         for _ in range(args.runs):
@@ -151,7 +158,7 @@ def main() -> None:
             print(f"  {name:<16} {med:>9.1f}{unit}  ({lo:.1f}-{hi:.1f}, n={len(values)})")
         if args.profile and args.profile != "steady":
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        loop.call_soon_threadsafe(loop.stop)
+        stop()
 
 
 if __name__ == "__main__":
