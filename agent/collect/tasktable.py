@@ -449,7 +449,8 @@ class TaskTable:
         """Register every task a pass met for the first time (``fresh``: task, registry
         ref, waiter, ...), then render each: awaited tasks are found registered, so no
         row is made twice and no weak reference of ours is made for them. Sliced."""
-        phase, seen, lookup, register = self._phase, self._seen, self._lookup, self._register
+        phase, seen, register = self._phase, self._seen, self._register
+        shards, refs = self._ids, self._refs
         slots: list[int] = []
         clock = time.perf_counter
         held_since = clock()
@@ -459,8 +460,9 @@ class TaskTable:
                 held_since = clock()
             task = fresh[index]
             try:
-                slot = lookup(task)
-                if slot < 0:
+                key = id(task)
+                slot = shards[(key >> 4) % 256].get(key, -1)  # as _lookup, inlined
+                if slot < 0 or refs[slot]() is not task:
                     slot = register(task, fresh[index + 1], removed)
                     slots.append(slot)
                 else:
