@@ -773,14 +773,16 @@ class TaskTable:
         fresh: list[Any],
     ) -> None:
         """Look at each task once: keep rows whose task still waits on the held future,
-        walk the others; tasks not in the table go to ``fresh`` (task, registry ref,
-        waiter) for _first_sight. In runs of 128 tasks, handing the GIL over between runs
-        once SLICE_SECONDS have passed."""
+        walk the others; a task not in the table is added at once when it waits on a
+        plain future (it awaits no task), else goes to ``fresh`` (task, registry ref,
+        waiter) for _first_sight, once every task met is registered. In runs of 128
+        tasks, handing the GIL over between runs once SLICE_SECONDS have passed."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate, rewalk, names = self.passes % ROTATE, self.passes % REWALK, self._names
         waiter_of, attr = getattr, compat.FUT_WAITER  # as compat.fut_waiter, without a call
-        render = self._render
+        render, add = self._render, self._add
+        plain_now = awaiting_of is None  # before 3.14 a task on a plain future awaits none
         clock = time.perf_counter
         held_since = clock()
         for start in range(0, len(items), 128):
@@ -794,12 +796,17 @@ class TaskTable:
                         continue
                     key = id(task)
                     slot = shards[(key >> 4) % 256].get(key, -1)
+                    if slot >= 0:
+                        ref = refs[slot]
+                        if ref is not item and ref() is not task:  # a dead task's address
+                            slot = -1
                     if slot < 0:
-                        fresh += (task, item if are_refs else None, waiter_of(task, attr, None))
-                        continue
-                    ref = refs[slot]
-                    if ref is not item and ref() is not task:  # a dead task's address
-                        fresh += (task, item if are_refs else None, waiter_of(task, attr, None))
+                        waiter = waiter_of(task, attr, None)
+                        if type(waiter) is _FUTURE and plain_now:  # awaits no task: at once
+                            ref = item if are_refs else None
+                            seen[add(task, ref, changed, removed, waiter)] = phase
+                        else:
+                            fresh += (task, item if are_refs else None, waiter)
                         continue
                     if seen[slot] == phase:
                         continue  # listed twice (an eager task moving between registries)
