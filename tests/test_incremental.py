@@ -528,3 +528,53 @@ def test_a_sleeping_task_renamed_shows_its_new_name_within_a_rotation(lt):
         assert max(walked) < 300 // 4  # a pass walks a few tasks, not all of them
     finally:
         churn_step(lt, live, 0, len(live))
+
+
+def test_first_sight_rows_are_the_rows_a_full_walk_makes(lt):
+    """The fast first-sight rows (plain waits, a task awaiting a task, 3.14+'s awaiting
+    map) equal what walking each task in full makes: after release() every task is walked
+    again, and no row's text changes (shapes: leaf, parent of a task, gather, shield,
+    wait, TaskGroup)."""
+    live: list[asyncio.Task[Any]] = []
+
+    async def make() -> None:
+        async def leaf() -> None:
+            await asyncio.sleep(3600)
+
+        async def parent() -> None:
+            await asyncio.create_task(leaf(), name="child")
+
+        async def fan() -> None:
+            await asyncio.gather(leaf(), leaf())
+
+        async def shielded() -> None:
+            await asyncio.shield(asyncio.create_task(leaf()))
+
+        async def waits() -> None:
+            await asyncio.wait([asyncio.create_task(leaf())])
+
+        async def group() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(leaf())
+
+        shapes = [leaf, parent, fan, shielded, waits]
+        if hasattr(asyncio, "TaskGroup"):
+            shapes.append(group)
+        live.extend(asyncio.create_task(shape(), name=shape.__name__) for shape in shapes)
+        for _ in range(5):
+            await asyncio.sleep(0)  # every task reaches its wait (not a timing sleep)
+
+    lt.run(make)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        before = rows_by_serial(registry)
+        assert len(before) >= 10
+        table.release()
+        table.refresh(max_age=0)
+        after = rows_by_serial(registry)
+        assert {serial: before[serial] for serial in after} == after
+        assert all(registry.table.task_id(task)[0][5:].isdigit() for task in live)
+    finally:
+        churn_step(lt, live, 0, len(live))

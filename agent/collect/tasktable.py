@@ -428,15 +428,21 @@ class TaskTable:
         return slot
 
     def _add(
-        self, task: Any, ref: Any, changed: array[int], removed: array[int], waiter: Any = None
+        self,
+        task: Any,
+        ref: Any,
+        changed: array[int],
+        removed: array[int],
+        waiter: Any = None,
+        awaiting_of: dict[int, list[Any]] | None = None,
     ) -> int:
         """Register a task the table has not seen and render its row. ``waiter``: the
-        task's _fut_waiter when the caller has read it."""
+        task's _fut_waiter when the caller has read it; ``awaiting_of``: the pass's."""
         if waiter is None:
             waiter = compat.fut_waiter(task)
         slot = self._register(task, ref, removed)
-        if not self._render_plain(slot, task, waiter, None, changed, removed):
-            self._render(slot, task, waiter, None, changed, removed, True)
+        if not self._render_plain(slot, task, waiter, awaiting_of, changed, removed):
+            self._render(slot, task, waiter, awaiting_of, changed, removed, True)
         return slot
 
     def _first_sight(
@@ -495,8 +501,8 @@ class TaskTable:
     ) -> bool:
         """The first sight of the most common tasks, fast: native coroutines all the way
         down to a plain future that is not a shield() (awaiting no task) or to another
-        task (awaiting that one). Exactly what _render would make of it; False (nothing
-        done) for any other task."""
+        task (awaiting that one; 3.14+: the tasks recorded as awaiting it). Exactly what
+        _render would make of it; False (nothing done) for any other task."""
         kind = type(waiter)
         if kind is _FUTURE:
             if compat.shielded(waiter) is not None:
@@ -506,11 +512,10 @@ class TaskTable:
             awaits = None  # filled in below, once the task is known to be a plain one
         else:
             return False
+        children = None
         if awaiting_of is not None:
             children = awaiting_of.get(id(task))
-            if children:
-                return False
-            awaits = ""
+            awaits = None if children else ""
         coro = task.get_coro()
         if type(coro) is not _CORO:
             return False
@@ -540,7 +545,9 @@ class TaskTable:
         place = self._place(location, coroutine)
         if place is None:
             return False
-        if awaits is None:
+        if children:
+            awaits = self._awaited_text(task, children, changed, removed)
+        elif awaits is None:
             awaits = "" if waiter is task else str(self._serial_of(waiter, changed, removed))
         file, line, function = place
         key = (coroutine, function, file)
@@ -640,6 +647,19 @@ class TaskTable:
             self._site_list.append(key)
             self._site_version.append(self.version + 1)
         return index
+
+    def _awaited_text(
+        self, task: Any, children: list[Any], changed: array[int], removed: array[int]
+    ) -> str:
+        """A row's awaited serials from 3.14+'s awaiting map, as walk_task and _render make
+        them (first of each, at most _MAX_AWAITED, never the task itself)."""
+        if len(children) > 1:
+            unique: dict[int, Any] = {}
+            for child in children:
+                unique.setdefault(id(child), child)
+            children = list(unique.values())[:_MAX_AWAITED]
+        serial_of = self._serial_of
+        return ",".join([str(serial_of(c, changed, removed)) for c in children if c is not task])
 
     def _serial_of(self, task: Any, changed: array[int], removed: array[int]) -> int:
         """The serial of an awaited task, registered (and rendered) if new."""
@@ -782,7 +802,8 @@ class TaskTable:
         rotate, rewalk, names = self.passes % ROTATE, self.passes % REWALK, self._names
         waiter_of, attr = getattr, compat.FUT_WAITER  # as compat.fut_waiter, without a call
         render, add = self._render, self._add
-        plain_now = awaiting_of is None  # before 3.14 a task on a plain future awaits none
+        # a task on a plain future awaits none (3.14+: unless the awaiting map says so)
+        plain_now = awaiting_of is None
         clock = time.perf_counter
         held_since = clock()
         for start in range(0, len(items), 128):
@@ -802,9 +823,9 @@ class TaskTable:
                             slot = -1
                     if slot < 0:
                         waiter = waiter_of(task, attr, None)
-                        if type(waiter) is _FUTURE and plain_now:  # awaits no task: at once
+                        if type(waiter) is _FUTURE and (plain_now or key not in awaiting_of):
                             ref = item if are_refs else None
-                            seen[add(task, ref, changed, removed, waiter)] = phase
+                            seen[add(task, ref, changed, removed, waiter, awaiting_of)] = phase
                         else:
                             fresh += (task, item if are_refs else None, waiter)
                         continue
