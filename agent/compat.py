@@ -155,10 +155,14 @@ def loop_thread_id(loop: Any) -> int | None:
     return ident if type(ident) is int else None
 
 
+FUT_WAITER = "_fut_waiter"  # getattr(task, FUT_WAITER, None) is fut_waiter(task), inlined
+
+
 def fut_waiter(task: Any) -> Any | None:
     """The future a suspended task waits on (private ``_fut_waiter``; up to 3.13 the only
-    link from a task to what it awaits)."""
-    return getattr(task, "_fut_waiter", None)
+    link from a task to what it awaits). Hot loops read ``getattr(task, FUT_WAITER,
+    None)`` themselves (a call less per task)."""
+    return getattr(task, FUT_WAITER, None)
 
 
 def local_values(coro: Any, frame: types.FrameType) -> list[Any]:

@@ -31,7 +31,13 @@ from agent.collect.frames import (
 from agent.collect.history import HistoryBuffer, Sampler
 from agent.collect.lag import LagProbe
 from agent.collect.memory import gc_state, os_memory
-from agent.collect.process import CpuMeter, collect_process, gc_collections
+from agent.collect.process import (
+    CpuMeter,
+    Throttled,
+    collect_process,
+    connection_count,
+    gc_collections,
+)
 from agent.collect.source import nearest_reported, source_lines
 from agent.collect.stalls import DEFAULT_THRESHOLD, StallWatch
 from agent.collect.tasks import TaskRegistry, awaited_tasks, task_state
@@ -132,6 +138,7 @@ class AgentCore:
         self.process = psutil.Process()
         self.started = guarded(self.process.create_time, time.time())
         self.cpu = CpuMeter(self.process)
+        self.connections = Throttled(lambda: connection_count(self.process))
         self.tasks = TaskRegistry()
         self.children = ChildTracker(self.process)
         self.exposed = ExposedRegistry()
@@ -254,6 +261,7 @@ class AgentCore:
             num_tasks=self.tasks.count_tasks(),
             num_loops=len(loops),
             exposed=self.exposed.describe(),
+            connections=self.connections,
         )
 
     def loop_infos(

@@ -448,3 +448,133 @@ def test_observers_asking_together_share_one_pass(lt):
         assert table.passes == 2 and len(rows_by_serial(registry)) >= 50
     finally:
         churn_step(lt, live, 0, len(live))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup is 3.11+")
+def test_a_sleeping_group_owner_follows_the_children_it_awaits(lt):
+    """A TaskGroup's owner sleeps in __aexit__ on one future while its children come and
+    go: each refresh's row for it lists the children it awaits then (3.14+: the children
+    record their awaiter and the owner is walked again only when that set moved)."""
+    box: dict[str, Any] = {}
+
+    async def owner() -> None:
+        async with asyncio.TaskGroup() as group:
+            box["group"] = group
+            box["a"] = group.create_task(forever(), name="child-a")
+            box["inside"].set()  # the owner reaches __aexit__ in this same step
+
+    async def start() -> None:
+        box["inside"] = asyncio.Event()
+        box["owner"] = asyncio.create_task(owner(), name="group-owner")
+        await box["inside"].wait()
+
+    async def add_b() -> None:
+        box["b"] = box["group"].create_task(forever(), name="child-b")
+        await asyncio.sleep(0)
+
+    async def drop_a() -> None:
+        await _cancel(box["a"])
+
+    registry = TaskRegistry()
+    table = registry.table
+
+    def awaited() -> set[int]:
+        table.refresh(max_age=0)
+        rows = rows_by_serial(registry)
+        row = rows[int(table.task_id(box["owner"])[0][5:])]
+        return set(row[7])  # TaskRow.awaiting
+
+    def serial(name: str) -> int:
+        return int(table.task_id(box[name])[0][5:])
+
+    try:
+        lt.run(start)
+        assert awaited() == {serial("a")}
+        lt.run(add_b)
+        assert awaited() == {serial("a"), serial("b")}
+        lt.run(drop_a)
+        assert awaited() == {serial("b")}
+        assert table.passes == 3
+    finally:
+        lt.run(lambda: _cancel(box["owner"]))
+
+
+def test_a_sleeping_task_renamed_shows_its_new_name_within_a_rotation(lt):
+    """set_name is the one change a task's row can see while it sleeps on the same future:
+    the rotating name check finds it within ROTATE passes, without walking every task."""
+    from agent.collect.tasktable import ROTATE
+
+    live: list[asyncio.Task[None]] = []
+    churn_step(lt, live, 300, 0)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        target = live[17]
+        serial = int(table.task_id(target)[0][5:])
+
+        async def rename() -> None:
+            target.set_name("renamed-while-asleep")
+
+        lt.run(rename)
+        walked = []
+        for _ in range(ROTATE):
+            table.refresh(max_age=0)
+            walked.append(table.walked)
+            if rows_by_serial(registry)[serial][1] == "renamed-while-asleep":
+                break
+        else:
+            raise AssertionError(f"the new name did not show in {ROTATE} passes")
+        assert max(walked) < 300 // 4  # a pass walks a few tasks, not all of them
+    finally:
+        churn_step(lt, live, 0, len(live))
+
+
+def test_first_sight_rows_are_the_rows_a_full_walk_makes(lt):
+    """The fast first-sight rows (plain waits, a task awaiting a task, 3.14+'s awaiting
+    map) equal what walking each task in full makes: after release() every task is walked
+    again, and no row's text changes (shapes: leaf, parent of a task, gather, shield,
+    wait, TaskGroup)."""
+    live: list[asyncio.Task[Any]] = []
+
+    async def make() -> None:
+        async def leaf() -> None:
+            await asyncio.sleep(3600)
+
+        async def parent() -> None:
+            await asyncio.create_task(leaf(), name="child")
+
+        async def fan() -> None:
+            await asyncio.gather(leaf(), leaf())
+
+        async def shielded() -> None:
+            await asyncio.shield(asyncio.create_task(leaf()))
+
+        async def waits() -> None:
+            await asyncio.wait([asyncio.create_task(leaf())])
+
+        async def group() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(leaf())
+
+        shapes = [leaf, parent, fan, shielded, waits]
+        if hasattr(asyncio, "TaskGroup"):
+            shapes.append(group)
+        live.extend(asyncio.create_task(shape(), name=shape.__name__) for shape in shapes)
+        for _ in range(5):
+            await asyncio.sleep(0)  # every task reaches its wait (not a timing sleep)
+
+    lt.run(make)
+    registry = TaskRegistry()
+    table = registry.table
+    try:
+        table.refresh(max_age=0)
+        before = rows_by_serial(registry)
+        assert len(before) >= 10
+        table.release()
+        table.refresh(max_age=0)
+        after = rows_by_serial(registry)
+        assert {serial: before[serial] for serial in after} == after
+        assert all(registry.table.task_id(task)[0][5:].isdigit() for task in live)
+    finally:
+        churn_step(lt, live, 0, len(live))

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import sys
 from pathlib import Path
 
+import psutil
+import pytest
+
+from agent.collect.process import Throttled, _own_inet_sockets, connection_count
 from agent.redact import REDACTED
 from observer.tree import build_tree
 from tests.helpers import wait_until
@@ -34,6 +42,8 @@ def test_named_thread_has_cpu_time(operator):
 
     busy_thread = wait_until(busy, message="busy-thread CPU time > 0")
     assert busy_thread.native_id and busy_thread.alive and not busy_thread.is_agent
+    if sys.platform.startswith("linux"):  # state and CPU come from one /proc read
+        assert busy_thread.state in ("running", "sleeping")
     threads = {t.name: t for t in operator.threads()}
     assert threads["MainThread"].is_main and threads["MainThread"].loop
     assert threads["side-loop"].loop and threads["side-loop"].loop != threads["MainThread"].loop
@@ -93,6 +103,7 @@ def test_process_info_and_exposed_objects(operator):
     p = operator.process()
     assert p.node == "test-host" and p.role == "operator"
     assert p.rss > 0 and p.num_threads >= 5 and p.num_tasks >= 6 and p.num_loops == 2
+    assert p.num_connections is None or p.num_connections >= 2  # the listener and us
     exposed = {e.name: e for e in p.exposed}
     assert exposed["jobs"].size == 3
     assert "s3cr3t" not in exposed["settings"].repr and REDACTED in exposed["settings"].repr
@@ -146,3 +157,50 @@ def test_environment_is_sent_redacted(make_host):
     assert env["DEMO_PLAIN"] == "visible-value"
     assert env["DEMO_API_TOKEN"] == REDACTED
     assert not any("tok-very-secret" in line for line in lines)
+
+
+def test_throttled_probe_is_reused_until_its_age():
+    """A costly probe (the machine-wide socket tables) answers from its last reading
+    until that is older than factor x its cost and min_age."""
+    calls: list[int] = []
+
+    def probe() -> int:
+        calls.append(1)
+        return len(calls)
+
+    kept = Throttled(probe, min_age=3600.0)
+    assert [kept.get(), kept.get(), kept.get()] == [1, 1, 1]
+    fresh = Throttled(probe, min_age=0.0, factor=0.0)
+    assert [fresh.get(), fresh.get()] == [2, 3]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_socket_count_from_own_descriptors_matches_psutil():
+    """The count read from this process's descriptors equals psutil's (which reads every
+    socket table of the machine): listening, connected, bound UDP, v6, a descriptor
+    shared by two numbers, and neither an unbound inet socket nor a unix one."""
+    made: list[socket.socket] = []
+    try:
+        listener = socket.socket()
+        made.append(listener)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        made += [client, listener.accept()[0], socket.socket(), socket.socket(socket.AF_UNIX)]
+        made.append(socket.socket(fileno=os.dup(client.fileno())))
+        udp = socket.socket(type=socket.SOCK_DGRAM)
+        made.append(udp)
+        udp.bind(("127.0.0.1", 0))
+        if socket.has_ipv6:
+            v6 = socket.socket(socket.AF_INET6)
+            made.append(v6)
+            with contextlib.suppress(OSError):  # no ::1 in this sandbox
+                v6.bind(("::1", 0))
+                v6.listen()
+        process = psutil.Process()
+        own = _own_inet_sockets()
+        assert own is not None and own >= 4
+        assert own == len(process.net_connections(kind="inet")) == connection_count(process)
+    finally:
+        for sock in made:
+            sock.close()

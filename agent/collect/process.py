@@ -9,6 +9,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import psutil
 
@@ -19,6 +21,104 @@ from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 
 ENV_MAX = 500  # variables sent at most
 ENV_VALUE_MAX = 2000  # characters per value
+T = TypeVar("T")
+
+
+class Throttled(Generic[T]):
+    """A costly probe's last answer, reused until it is older than ``factor`` times what
+    the probe took (and at least ``min_age`` seconds): however often it is asked, the
+    probe costs at most about 1/``factor`` of a core. Thread-safe."""
+
+    def __init__(self, probe: Callable[[], T], min_age: float = 1.0, factor: float = 200.0) -> None:
+        self._probe = probe
+        self._min_age = min_age
+        self._factor = factor
+        self._lock = threading.Lock()
+        self._at = -1e9  # monotonic time of the last answer
+        self._age = 0.0  # how long that answer may be reused
+        self._value: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at >= self._age:
+                self._value = self._probe()
+                done = time.monotonic()
+                self._at, self._age = done, max(self._min_age, (done - now) * self._factor)
+            return self._value  # type: ignore[return-value]
+
+
+def connection_count(process: psutil.Process) -> int | None:
+    """The process's inet (TCP and UDP, v4 and v6) sockets, None when the OS will not say.
+
+    On Linux counted from this process's own descriptors (see _own_inet_sockets); else
+    psutil, which reads every socket table of the machine (the kernel walks its whole
+    hash: 1-40 ms however few sockets there are), so callers go through a Throttled.
+    """
+    if process.pid == os.getpid():
+        own = _own_inet_sockets()
+        if own is not None:
+            return own
+    conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    return guarded(lambda: len(conns(kind="inet")), None)
+
+
+_SOL_SOCKET, _SO_TYPE, _SO_DOMAIN = 1, 3, 39  # Linux values
+_INET = (socket.AF_INET, socket.AF_INET6)
+_INET_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+_libc: Any = None
+
+
+def _socket_facts(fd: int) -> tuple[int, int, int] | None:
+    """(domain, type, local port) of a socket descriptor, read in place with getsockopt
+    and getsockname (no dup: a copy of the host's socket, inherited by a fork at that
+    moment, would keep its connection open); None when it cannot be read."""
+    global _libc
+    import ctypes  # stdlib; only here, only on Linux
+
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    facts = []
+    for option in (_SO_DOMAIN, _SO_TYPE):
+        value, size = ctypes.c_int(0), ctypes.c_uint32(ctypes.sizeof(ctypes.c_int))
+        if _libc.getsockopt(fd, _SOL_SOCKET, option, ctypes.byref(value), ctypes.byref(size)):
+            return None
+        facts.append(value.value)
+    address, size = ctypes.create_string_buffer(128), ctypes.c_uint32(128)
+    if _libc.getsockname(fd, address, ctypes.byref(size)) or size.value < 4:
+        return None
+    port = int.from_bytes(address.raw[2:4], "big")  # sin_port and sin6_port sit there
+    return facts[0], facts[1], port
+
+
+def _own_inet_sockets(limit: int = 4096) -> int | None:
+    """Linux: bound or connected inet sockets among this process's descriptors (each
+    socket once, however many descriptors share it), by readlink, getsockopt and
+    getsockname: work in proportion to the process's descriptors, not the machine's
+    sockets. None elsewhere, or past ``limit`` sockets (psutil is then the cheaper way)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        names = os.listdir("/proc/self/fd")
+        sockets: dict[str, int] = {}
+        for name in names:
+            try:
+                link = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:  # closed meanwhile
+                continue
+            if link.startswith("socket:"):
+                sockets.setdefault(link, int(name))
+                if len(sockets) > limit:
+                    return None
+        count = 0
+        for fd in sockets.values():
+            facts = _socket_facts(fd)
+            # psutil lists what the kernel's tables hold: bound or connected sockets
+            if facts is not None and facts[0] in _INET and facts[1] in _INET_TYPES and facts[2]:
+                count += 1
+        return count
+    except Exception:  # no /proc, no ctypes: the caller asks psutil
+        return None
 
 
 class CpuMeter:
@@ -65,8 +165,10 @@ def collect_process(
     num_tasks: int,
     num_loops: int,
     exposed: tuple[ExposedInfo, ...],
+    connections: Throttled[int | None] | None = None,
 ) -> ProcessInfo:
-    """Describe the host process; every psutil probe guarded on its own."""
+    """Describe the host process; every psutil probe guarded on its own. ``connections``
+    answers the socket count (a fresh count each call without it)."""
     with process.oneshot():
         ppid = guarded(process.ppid, os.getppid())
         name = guarded(process.name, "")
@@ -74,8 +176,8 @@ def collect_process(
         mem = guarded(process.memory_info, None)
         num_threads = guarded(process.num_threads, threading.active_count())
     num_fds = guarded(process.num_fds, None)  # not on Windows
-    conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
-    num_connections = guarded(lambda: len(conns(kind="inet")), None)
+    count = connections.get if connections is not None else lambda: connection_count(process)
+    num_connections = count()
     return ProcessInfo(
         node=node,
         pid=os.getpid(),

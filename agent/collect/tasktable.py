@@ -6,8 +6,10 @@ on (its ``_fut_waiter``). While the table holds it, no other object can take its
 so ``task waits on the very object held`` means the task has not run a step since, and
 nothing its row shows (state, await chain, location) can have moved. Tasks that ran, new
 tasks, ready or running ones (no waiter), tasks awaiting a TaskGroup (its children come
-and go while the owner sleeps) and, as a safety net, a rotating 1/ROTATE of the rest are
-walked again; a walked row counts as changed only when its JSON text differs. Holding a
+and go while the owner sleeps) are walked again; of the rest, a rotating 1/ROTATE have their
+name compared (set_name is the one change a sleeping task's row can see) and, as a safety
+net, 1/REWALK are walked again; a walked row counts as changed only when its JSON text
+differs. Holding a
 waiter keeps that future (and its result) alive until the next pass looks again, or
 until ``release`` (no observer for a while).
 
@@ -61,7 +63,8 @@ _GROUP_FRAMES = frozenset({"__aexit__", "_aexit"})
 
 SLICE_SECONDS = 0.003  # hold the GIL at most about this long before handing it over
 YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
-ROTATE = 50  # a task that looks unchanged is walked again at least every ROTATE passes
+ROTATE = 50  # a task that looks unchanged has its name compared at least every ROTATE passes
+REWALK = 4 * ROTATE  # and is walked again at least every REWALK passes (a safety net)
 SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
 HOLD_SECONDS = 30.0  # waiters are let go when no pass ran for this long (see expire)
 LOG_VERSIONS = 4096  # versions a delta can reach back
@@ -284,6 +287,7 @@ class TaskTable:
         self._held: list[Any] = []  # slot -> the waiter it was suspended on when walked
         self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
         self._names: list[str | None] = []  # slot -> the task's name (for match)
+        self._awaits: list[str | None] = []  # slot -> its row's awaited serials, as text
         self._serial = array("q")  # slot -> serial, 0 when free
         self._key = array("q")  # slot -> id(task) when it was registered
         self._first = array("d")  # slot -> wall time first seen
@@ -384,7 +388,7 @@ class TaskTable:
         self._state.frombytes(zeros[:grow])
         self._seen.extend(zeros[:grow])
         nones = [None] * grow
-        for cells in (self._refs, self._held, self._rows, self._names):
+        for cells in (self._refs, self._held, self._rows, self._names, self._awaits):
             cells.extend(nones)
         self._free.extend(range(start + grow - 1, start - 1, -1))
 
@@ -424,31 +428,97 @@ class TaskTable:
         return slot
 
     def _add(
-        self, task: Any, ref: Any, changed: array[int], removed: array[int], waiter: Any = None
+        self,
+        task: Any,
+        ref: Any,
+        changed: array[int],
+        removed: array[int],
+        waiter: Any = None,
+        awaiting_of: dict[int, list[Any]] | None = None,
     ) -> int:
         """Register a task the table has not seen and render its row. ``waiter``: the
-        task's _fut_waiter when the caller has read it."""
+        task's _fut_waiter when the caller has read it; ``awaiting_of``: the pass's."""
         if waiter is None:
             waiter = compat.fut_waiter(task)
-        if type(waiter) is _FUTURE:
-            slot = self._add_plain(task, ref, waiter, changed, removed)
-            if slot >= 0:
-                return slot
         slot = self._register(task, ref, removed)
-        self._render(slot, task, waiter, None, changed, removed, True)
+        if not self._render_plain(slot, task, waiter, awaiting_of, changed, removed):
+            self._render(slot, task, waiter, awaiting_of, changed, removed, True)
         return slot
 
-    def _add_plain(
-        self, task: Any, ref: Any, waiter: Any, changed: array[int], removed: array[int]
-    ) -> int:
-        """The first sight of the most common task, fast: native coroutines all the way
-        down to a plain future that is not a shield() (which awaits no task). Exactly
-        what _render would make of it; its slot, or -1 (nothing done) for any other task."""
-        if compat.shielded(waiter) is not None:
-            return -1
+    def _first_sight(
+        self,
+        fresh: list[Any],
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> None:
+        """Register every task a pass met for the first time (``fresh``: task, registry
+        ref, waiter, ...), then render each: awaited tasks are found registered, so no
+        row is made twice and no weak reference of ours is made for them. Sliced."""
+        phase, seen, register = self._phase, self._seen, self._register
+        shards, refs = self._ids, self._refs
+        slots: list[int] = []
+        clock = time.perf_counter
+        held_since = clock()
+        for index in range(0, len(fresh), 3):
+            if index & 1023 == 0 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            task = fresh[index]
+            try:
+                key = id(task)
+                slot = shards[(key >> 4) % 256].get(key, -1)  # as _lookup, inlined
+                if slot < 0 or refs[slot]() is not task:
+                    slot = register(task, fresh[index + 1], removed)
+                    slots.append(slot)
+                else:
+                    slots.append(-1)  # listed twice, or already added as an awaited task
+                seen[slot] = phase  # a registry listed it in this pass: it is not gone
+            except Exception:  # one odd task must not cost the others their rows
+                slots.append(-1)
+        plain, render = self._render_plain, self._render
+        for index, slot in enumerate(slots):
+            if index & 127 == 0 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            if slot < 0:
+                continue
+            task, waiter = fresh[3 * index], fresh[3 * index + 2]
+            try:
+                if not plain(slot, task, waiter, awaiting_of, changed, removed):
+                    render(slot, task, waiter, awaiting_of, changed, removed, True)
+            except Exception:
+                continue
+
+    def _render_plain(
+        self,
+        slot: int,
+        task: Any,
+        waiter: Any,
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> bool:
+        """The first sight of the most common tasks, fast: native coroutines all the way
+        down to a plain future that is not a shield() (awaiting no task) or to another
+        task (awaiting that one; 3.14+: the tasks recorded as awaiting it). Exactly what
+        _render would make of it; False (nothing done) for any other task."""
+        kind = type(waiter)
+        if kind is _FUTURE:
+            if compat.shielded(waiter) is not None:
+                return False
+            awaits = ""
+        elif kind is not _CORO and waiter is not None and compat.is_task(waiter):
+            awaits = None  # filled in below, once the task is known to be a plain one
+        else:
+            return False
+        children = None
+        if awaiting_of is not None:
+            children = awaiting_of.get(id(task))
+            awaits = None if children else ""
         coro = task.get_coro()
         if type(coro) is not _CORO:
-            return -1
+            return False
         location = None
         link = coro
         depth = 0
@@ -457,7 +527,7 @@ class TaskTable:
             code = link.cr_code
             if code.co_filename.startswith(asyncio_dir):
                 if code.co_name in _WAITING_FRAMES:
-                    return -1  # tasks in wait(), wait_for(), TaskGroup: the general walk
+                    return False  # tasks in wait(), wait_for(), TaskGroup: the general walk
                 if location is None:
                     location = link
             else:
@@ -465,24 +535,28 @@ class TaskTable:
             link = link.cr_await
             depth += 1
         if link is not None and not _ends_chain(type(link)):
-            return -1  # a generator-based or foreign link below: the general walk
+            return False  # a generator-based or foreign link below: the general walk
         if location is None:
-            return -1
+            return False
         name = task.get_name()
         if type(name) is not str or len(name) > _MAX_NAME:
-            return -1
+            return False
         coroutine = coro.__qualname__
         place = self._place(location, coroutine)
         if place is None:
-            return -1
+            return False
+        if children:
+            awaits = self._awaited_text(task, children, changed, removed)
+        elif awaits is None:
+            awaits = "" if waiter is task else str(self._serial_of(waiter, changed, removed))
         file, line, function = place
         key = (coroutine, function, file)
         site = self._sites.get(key)
         if site is None:
             site = self._site_of(key)
-        slot = self._register(task, ref, removed)
         self.walked += 1
         self._names[slot] = name
+        self._awaits[slot] = awaits
         self._state[slot] = _PENDING
         self._site[slot] = site
         self._held[slot] = waiter
@@ -494,10 +568,10 @@ class TaskTable:
             self._first_text = (first, first_text)
         self._rows[slot] = (
             f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
-            f'"pending",{site},{line},{self._loop[slot]},{first_text},[]]'
+            f'"pending",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
         )
         changed.append(slot)
-        return slot
+        return True
 
     def _retire(self, slot: int) -> None:
         """Free a slot whose task is gone."""
@@ -514,6 +588,7 @@ class TaskTable:
             del ids[key]
         self._live -= 1
         self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
+        self._awaits[slot] = None
         self._state[slot] = _FREE
         self._seen[slot] = 0
         self._free.append(slot)
@@ -573,6 +648,19 @@ class TaskTable:
             self._site_version.append(self.version + 1)
         return index
 
+    def _awaited_text(
+        self, task: Any, children: list[Any], changed: array[int], removed: array[int]
+    ) -> str:
+        """A row's awaited serials from 3.14+'s awaiting map, as walk_task and _render make
+        them (first of each, at most _MAX_AWAITED, never the task itself)."""
+        if len(children) > 1:
+            unique: dict[int, Any] = {}
+            for child in children:
+                unique.setdefault(id(child), child)
+            children = list(unique.values())[:_MAX_AWAITED]
+        serial_of = self._serial_of
+        return ",".join([str(serial_of(c, changed, removed)) for c in children if c is not task])
+
     def _serial_of(self, task: Any, changed: array[int], removed: array[int]) -> int:
         """The serial of an awaited task, registered (and rendered) if new."""
         slot = self._lookup(task)
@@ -618,6 +706,7 @@ class TaskTable:
                 file, line, function = place
             if awaited:
                 awaits = ",".join([str(self._serial_of(t, changed, removed)) for t in awaited])
+        self._awaits[slot] = awaits
         key = (coroutine, function, file)
         site = self._sites.get(key)
         if site is None:
@@ -678,8 +767,11 @@ class TaskTable:
             for loop in loops:
                 strong.extend(compat.loop_tasks(loop))
         awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
-        self._scan(refs, True, awaiting_of, changed, removed)
-        self._scan(strong, False, awaiting_of, changed, removed)
+        fresh: list[Any] = []
+        self._scan(refs, True, awaiting_of, changed, removed, fresh)
+        self._scan(strong, False, awaiting_of, changed, removed, fresh)
+        self._first_sight(fresh, awaiting_of, changed, removed)
+        del fresh
         if awaiting_of is not None:
             self._rewalk_parents(awaiting_of, changed, removed)
         self._retire_unseen(3 - phase, removed)
@@ -698,15 +790,20 @@ class TaskTable:
         awaiting_of: dict[int, list[Any]] | None,
         changed: array[int],
         removed: array[int],
+        fresh: list[Any],
     ) -> None:
         """Look at each task once: keep rows whose task still waits on the held future,
-        walk the others. In runs of 128 tasks, handing the GIL over between runs once
-        SLICE_SECONDS have passed."""
+        walk the others; a task not in the table is added at once when it waits on a
+        plain future (it awaits no task), else goes to ``fresh`` (task, registry ref,
+        waiter) for _first_sight, once every task met is registered. In runs of 128
+        tasks, handing the GIL over between runs once SLICE_SECONDS have passed."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
-        rotate = self.passes % ROTATE
-        fut_waiter = compat.fut_waiter
-        render = self._render
+        rotate, rewalk, names = self.passes % ROTATE, self.passes % REWALK, self._names
+        waiter_of, attr = getattr, compat.FUT_WAITER  # as compat.fut_waiter, without a call
+        render, add = self._render, self._add
+        # a task on a plain future awaits none (3.14+: unless the awaiting map says so)
+        plain_now = awaiting_of is None
         clock = time.perf_counter
         held_since = clock()
         for start in range(0, len(items), 128):
@@ -715,25 +812,32 @@ class TaskTable:
                 held_since = clock()
             for item in items[start : start + 128]:
                 try:
-                    if are_refs:
-                        task = item()
-                        if task is None:
-                            continue
-                        ref = item
-                    else:
-                        task, ref = item, None
+                    task = item() if are_refs else item
+                    if task is None:
+                        continue
                     key = id(task)
                     slot = shards[(key >> 4) % 256].get(key, -1)
-                    if slot < 0 or (refs[slot] is not ref and refs[slot]() is not task):
-                        slot = self._add(task, ref, changed, removed, fut_waiter(task))
-                        seen[slot] = phase
+                    if slot >= 0:
+                        ref = refs[slot]
+                        if ref is not item and ref() is not task:  # a dead task's address
+                            slot = -1
+                    if slot < 0:
+                        waiter = waiter_of(task, attr, None)
+                        if type(waiter) is _FUTURE and (plain_now or key not in awaiting_of):
+                            ref = item if are_refs else None
+                            seen[add(task, ref, changed, removed, waiter, awaiting_of)] = phase
+                        else:
+                            fresh += (task, item if are_refs else None, waiter)
                         continue
                     if seen[slot] == phase:
                         continue  # listed twice (an eager task moving between registries)
                     seen[slot] = phase
-                    waiter = fut_waiter(task)
-                    if waiter is held[slot] and slot % ROTATE != rotate:
-                        continue  # suspended on the same future: nothing it shows has moved
+                    waiter = waiter_of(task, attr, None)
+                    if waiter is held[slot]:  # suspended on the same future since: only
+                        if slot % ROTATE != rotate:  # its name can have moved
+                            continue
+                        if slot % REWALK != rewalk and task.get_name() == names[slot]:
+                            continue
                     render(slot, task, waiter, awaiting_of, changed, removed)
                 except Exception:  # one odd task must not cost the others their rows
                     continue
@@ -742,16 +846,40 @@ class TaskTable:
         self, awaiting_of: dict[int, list[Any]], changed: array[int], removed: array[int]
     ) -> None:
         """3.14+: a task's awaited set is recorded on its children, which come and go while
-        it sleeps: walk every task that awaits any again (the text decides if it changed)."""
-        for key in list(awaiting_of):
-            slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
-            ref = self._refs[slot] if slot >= 0 else None
+        it sleeps: a task that awaits any is walked again when the serials it awaits differ
+        from its row's (made as walk_task makes them; the rest of its row moves only when
+        it runs, which the scan sees)."""
+        shards, refs, awaits_of, lookup = self._ids, self._refs, self._awaits, self._lookup
+        serials = self._serial
+        clock = time.perf_counter
+        held_since = clock()
+        for count, (key, children) in enumerate(list(awaiting_of.items())):
+            if count & 127 == 127 and clock() - held_since > SLICE_SECONDS:
+                time.sleep(YIELD)
+                held_since = clock()
+            slot = shards[(key >> 4) % _SHARDS].get(key, -1)
+            ref = refs[slot] if slot >= 0 else None
             task = ref() if ref is not None else None
-            if task is not None:
-                try:
-                    self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
-                except Exception:
+            if task is None:
+                continue
+            try:
+                unique: dict[int, Any] = {}
+                for child in children:
+                    unique.setdefault(id(child), child)
+                text = []
+                for child in list(unique.values())[:_MAX_AWAITED]:
+                    if child is task:
+                        continue
+                    at = lookup(child)
+                    if at < 0:
+                        text = None
+                        break
+                    text.append(str(serials[at]))
+                if text is not None and ",".join(text) == awaits_of[slot]:
                     continue
+                self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
+            except Exception:
+                continue
 
     def _retire_unseen(self, unseen: int, removed: array[int]) -> None:
         """Slots no registry listed in this pass belong to tasks that are gone."""

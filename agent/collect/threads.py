@@ -8,11 +8,13 @@ this process) is what makes an id name one thread and go stale when it ends.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import sys
 import threading
 import weakref
 from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -35,23 +37,33 @@ _LINUX_STATES = {
 }
 
 
-def _os_thread_state(native_id: int | None) -> str:
-    """The scheduler state of one OS thread (Linux /proc), 'unknown' elsewhere."""
-    if native_id is None or not sys.platform.startswith("linux"):
-        return "unknown"
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PROC_TASKS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
+
+
+def _proc_thread(native_id: int) -> tuple[str, float | None]:
+    """(scheduler state, user+system CPU seconds) of one of this process's OS threads,
+    from one read of its /proc stat (Linux); ('unknown', None) when it cannot be read."""
     try:
         with open(f"/proc/self/task/{native_id}/stat", "rb") as fh:
             raw = fh.read()
-        state = raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3].decode()
-    except (OSError, ValueError):
-        return "unknown"
-    return _LINUX_STATES.get(state, state)
+        end = raw.rindex(b")")
+        state = raw[end + 2 : end + 3].decode()
+        fields = raw[end + 2 :].split()  # fields from the 3rd: state, ppid, ... utime (14th)
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return "unknown", None
+    return _LINUX_STATES.get(state, state), cpu
 
 
-def thread_cpu_times(process: psutil.Process) -> dict[int, float]:
-    """user+system seconds per native thread id (empty when the OS will not say)."""
+def thread_states(process: psutil.Process, native_ids: list[int]) -> dict[int, tuple[str, Any]]:
+    """native id -> (scheduler state, CPU seconds or None) for these threads: one /proc
+    read each on Linux, psutil's thread times elsewhere (state 'unknown')."""
+    if _PROC_TASKS:
+        return {nid: _proc_thread(nid) for nid in native_ids}
     threads = guarded(process.threads, [])
-    return {t.id: t.user_time + t.system_time for t in threads}
+    cpu = {t.id: t.user_time + t.system_time for t in threads}
+    return {nid: ("unknown", cpu.get(nid)) for nid in native_ids}
 
 
 class ThreadIds:
@@ -107,15 +119,17 @@ def collect_threads(
     # very frame, and the cycle would pin every thread's stack (every local on it, a reply
     # being sent included) until the next full gc.
     where = {ident: code_location(frame) for ident, frame in sys._current_frames().items()}
-    cpu = thread_cpu_times(process)
     agent_set = set(agent_idents)
     main_ident = threading.main_thread().ident
+    threads = threading.enumerate()
+    native_ids = [getattr(thread, "native_id", None) for thread in threads]
+    os_side = thread_states(process, [nid for nid in native_ids if nid is not None])
     out = []
-    for thread in threading.enumerate():
+    for thread, native_id in zip(threads, native_ids, strict=True):
         ident = thread.ident
         if ident is None:
             continue
-        native_id = getattr(thread, "native_id", None)
+        state, cpu_time = os_side.get(native_id, ("unknown", None))  # type: ignore[arg-type]
         function, file, line = where.get(ident) or code_location(None)
         out.append(
             ThreadInfo(
@@ -125,8 +139,8 @@ def collect_threads(
                 name=thread.name,
                 daemon=thread.daemon,
                 alive=thread.is_alive(),
-                state=_os_thread_state(native_id),
-                cpu_time=cpu.get(native_id) if native_id is not None else None,
+                state=state,
+                cpu_time=cpu_time,
                 function=function,
                 file=file,
                 line=line,
