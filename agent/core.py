@@ -199,6 +199,7 @@ class AgentCore:
     def close(self) -> None:
         """The agent stops: stop tracemalloc if the agent started it (not if the host did),
         audit that, and flush the audit file. Never raises."""
+        self.tasks.births.close()  # the task factories out of the host's loops
         try:
             stopped = self.tracer.stop_started_by(None)
             if stopped:
@@ -526,17 +527,26 @@ class AgentCore:
         table drop the futures it holds once no snapshot asked for a while."""
         self.tasks.table.expire()
         loops = [lp for lp, _ in self.tasks.loops()]
+        if self.tasks.births.take_fresh():
+            # a loop was just hooked: meet its older tasks now, so their "at least" ages
+            # start from about the hook (the table then holds them until nobody looks)
+            self.tasks.table.refresh(max_age=0.0, share=False)
+        agents = self.agent_idents()
+        alive = {t.ident for t in threading.enumerate()}
+        agent_threads = len(agents & alive)
+        threads = guarded(self.process.num_threads, threading.active_count())
         self.lag.probe(loops)
         mem = guarded(self.process.memory_info, None)
         return HistorySample(
             time=time.time(),
             cpu_percent=self.cpu.percent(),
             rss=mem.rss if mem else 0,
-            threads=guarded(self.process.num_threads, threading.active_count()),
+            threads=max(0, threads - agent_threads),
             tasks=self.tasks.count_tasks(),
             loop_lag=self.lag.worst(loops),
             gc_collections=sum(gc_collections()),
             traced=self.tracer.traced(),
+            agent_threads=agent_threads,
         )
 
     def history_since(self, since: float) -> History:

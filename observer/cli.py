@@ -101,7 +101,14 @@ def _print_sections(sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from observer.format import human_bytes, human_seconds, short_path, table
+    from observer.format import (
+        AGE_BOUND_NOTE,
+        human_bytes,
+        human_seconds,
+        short_path,
+        table,
+        task_columns,
+    )
 
     with _connect(args) as node:
         snap = node.snapshot(limit=args.limit, match=args.match or "")
@@ -145,21 +152,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
     print()
     print(
         table(
-            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "LOCATION", "AWAITING"],
-            [
-                (
-                    t.id,
-                    t.name,
-                    t.state,
-                    human_seconds(t.age),
-                    t.coroutine,
-                    f"{short_path(t.file)}:{t.line}" if t.file else "",
-                    ",".join(t.awaiting),
-                )
-                for t in snap.tasks
-            ],
+            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "SUSPENDED AT", "AWAITING"],
+            [task_columns(t) for t in snap.tasks],
         )
     )
+    if any(not t.age_exact for t in snap.tasks):
+        print(f"\nAGE >= ...: {AGE_BOUND_NOTE}")
     if snap.truncated:
         print(f"\n{len(snap.tasks)} of {snap.tasks_total} tasks shown (use --limit)")
     if snap.children:
@@ -184,7 +182,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from observer.format import human_seconds, short_path
+    from observer.format import short_path, tree_task_parts
     from observer.tree import build_tree
 
     with _connect(args) as node:
@@ -199,8 +197,10 @@ def cmd_tree(args: argparse.Namespace) -> int:
             parts.append(item.state)
         if item.cpu:
             parts.append(item.cpu)
-        if item.age is not None and item.kind == "task":
-            parts.append(f"age {human_seconds(item.age)}")
+        if item.kind == "task":
+            parts.extend(tree_task_parts(item))
+            print("  ".join(parts))
+            continue
         if item.function:
             parts.append(item.function)
         if item.location:
@@ -403,13 +403,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     print(
         table(
-            ["TIME", "CPU%", "RSS", "THREADS", "TASKS", "LOOP LAG", "GC"],
+            ["TIME", "CPU%", "RSS", "THREADS", "+AGENT", "TASKS", "LOOP LAG", "GC"],
             [
                 (
                     time.strftime("%H:%M:%S", time.localtime(s.time)),
                     f"{s.cpu_percent:.1f}",
                     human_bytes(s.rss),
                     s.threads,
+                    s.agent_threads,
                     s.tasks,
                     f"{s.loop_lag * 1000:.1f}ms" if s.loop_lag is not None else "",
                     s.gc_collections,

@@ -32,6 +32,8 @@ _FIELDS = (
     "age",
     "awaiting",
     "current",
+    "age_exact",
+    "error",
 )
 _FAST = (
     "__slots__" not in TaskInfo.__dict__
@@ -110,9 +112,9 @@ class TaskCache:
         for serial in listing.removed:
             target.pop(serial, None)
         for row in rows:  # inlined: 100k rows a listing
-            if type(row) is not list or len(row) != 8 or tuple(map(type, row)) != _ROW_TYPES:
+            if type(row) is not list or len(row) != _ROW_LEN or tuple(map(type, row)) != _ROW_TYPES:
                 row = _checked(row)
-            serial, name, state, site, line, loop, seen, awaiting = row
+            serial, name, state, site, line, loop, seen, awaiting, exact, error = row
             if not 0 <= site < count:
                 raise WireError(f"task row {serial} names site {site} of {count}")
             where = sites[site]
@@ -131,6 +133,8 @@ class TaskCache:
                 "age": _age(now - seen),
                 "awaiting": _awaiting(serial, awaiting) if awaiting else _NO_AWAITING,
                 "current": False,
+                "age_exact": exact,
+                "error": error,
             }
             target[serial] = (_make(fields), seen, state == "pending", now)
         self.epoch, self.version = listing.epoch, listing.version
@@ -168,7 +172,8 @@ def _age(seconds: float) -> float:
     return int(seconds * 1000.0 + 0.5) / 1000.0 if seconds > 0.0 else 0.0
 
 
-_ROW_TYPES = (int, str, str, int, int, int, float, list)
+_ROW_TYPES = (int, str, str, int, int, int, float, list, bool, str)
+_ROW_LEN = len(_ROW_TYPES)
 
 
 def _awaiting(serial: int, awaiting: list[Any]) -> tuple[str, ...]:
@@ -181,10 +186,10 @@ def _awaiting(serial: int, awaiting: list[Any]) -> tuple[str, ...]:
 
 def _checked(row: Any) -> list[Any]:
     """A row that is not the plain shape (say, a first_seen sent as an int), checked field
-    by field; its 8 fields, first_seen as a float."""
-    if type(row) is not list or len(row) < 8:
+    by field; its fields (trailing extras dropped), first_seen as a float."""
+    if type(row) is not list or len(row) < _ROW_LEN:
         raise WireError(f"bad task row {row!r:.60}")
-    fields = row[:8]
+    fields = row[:_ROW_LEN]
     for index, kind in enumerate(_ROW_TYPES):
         value = fields[index]
         if type(value) is not kind:
