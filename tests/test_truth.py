@@ -30,6 +30,7 @@ AGES = Path(__file__).parent / "hosts" / "ages.py"
 INNER_LINE = next(
     i for i, text in enumerate(AGES.read_text().splitlines(), 1) if "# INNER-LINE" in text
 )
+HOOKS = compat.factory_keeps_task_names()  # False on 3.13.0: every age is a lower bound
 OLD_FOR = 1.0  # seconds of the host's clock between its early tasks and the agent's start
 
 
@@ -127,10 +128,13 @@ def test_ages_are_exact_after_the_hook_and_lower_bounds_before(ages):
     assert not early.age_exact and early.age is not None
     assert early.age <= after - ages.early + 0.01  # a lower bound of the true age...
     assert after - ages.early - early.age >= OLD_FOR - 0.3  # ...that says it is one
-    assert late_task.age_exact and late_task.age is not None
-    assert before - late - 0.05 <= late_task.age <= after - late + 0.05  # the true age
+    assert late_task.age_exact is HOOKS and late_task.age is not None
+    if HOOKS:
+        assert before - late - 0.05 <= late_task.age <= after - late + 0.05  # the true age
+    else:
+        assert late_task.age <= after - late + 0.01
     assert echo_ok(ages.echo)
-    assert ages.do("stop", r"^event: stopped factory=(\S+)$") == "NoneType"  # taken out
+    assert ages.do("stop", r"^event: stopped factory=(\S+)$") == "none"  # taken out
     assert echo_ok(ages.echo)
 
 
@@ -142,11 +146,11 @@ def test_ps_and_gui_rows_say_which_ages_are_bounds_and_sort_the_oldest_first(age
     text = observer("ps", *ages.creds())
     early_line = next(line for line in text.splitlines() if " early " in line)
     late_line = next(line for line in text.splitlines() if " late " in line)
-    assert ">= " in early_line and ">= " not in late_line
+    assert ">= " in early_line and (">= " in late_line) is not HOOKS
     assert AGE_BOUND_NOTE in text
     rows = json.loads(observer("ps", *ages.creds(), "--json"))["tasks"]
     flags = {t["name"]: t["age_exact"] for t in rows}
-    assert flags["early"] is False and flags["late"] is True
+    assert flags["early"] is False and flags["late"] is HOOKS
 
     from PyQt6.QtCore import Qt
 
@@ -163,7 +167,8 @@ def test_ps_and_gui_rows_say_which_ages_are_bounds_and_sort_the_oldest_first(age
     row = names.index("early")
     assert model.index(row, AGE).data().startswith(">= ")
     assert model.index(row, AGE).data(TOOLTIP) == AGE_BOUND_NOTE
-    assert model.index(names.index("late"), AGE).data(TOOLTIP) is None
+    if HOOKS:
+        assert model.index(names.index("late"), AGE).data(TOOLTIP) is None
 
 
 def test_default_names_show_the_coroutine_and_stay_searchable(ages):
@@ -223,10 +228,12 @@ def test_finished_tasks_are_shown_as_finished_never_as_live(ages):
     with ages.connect() as node:
         node.snapshot()
         ages.do("late", r"^event: late mono=(\S+)$")
-        snap = wait_until(
-            lambda: node.snapshot() if "finished-ok" in by_name(node.snapshot()) else None
-        )
+        snap = wait_until(lambda: late_listed(node))
     tasks = by_name(snap)
+    if compat.TASKS_PER_THREAD:  # 3.14+: asyncio lists pending tasks only: left out
+        assert not {"finished-ok", "finished-cancelled", "finished-failed"} & set(tasks)
+        assert all(t.state == "pending" for t in snap.tasks)
+        return
     assert (tasks["finished-ok"].state, tasks["finished-ok"].error) == ("done", "")
     assert tasks["finished-cancelled"].state == "cancelled"
     assert (tasks["finished-failed"].state, tasks["finished-failed"].error) == (
@@ -301,9 +308,10 @@ def test_the_apps_task_factory_keeps_working_and_comes_back_on_stop(keys):
             snap = wait_until(lambda: late_listed(node))
         assert int(host.do("calls", r"^event: app-factory calls=(\d+)$")) >= before + 5
         late = by_name(snap)["late"]
-        assert late.age_exact
-        assert coroutine_of(snap, "outer_job").name.startswith("Task-")  # not "None"
-        assert host.do("stop", r"^event: stopped factory=(\S+)$") == "app_factory"
+        assert late.age_exact is HOOKS
+        if HOOKS:  # (3.13.0 names them "None" for any factory, the app's own too)
+            assert coroutine_of(snap, "outer_job").name.startswith("Task-")
+        assert host.do("stop", r"^event: stopped factory=(\S+)$") == "app"
         assert echo_ok(host.echo)
     finally:
         host.process.stop()
@@ -318,8 +326,10 @@ def test_eager_tasks_keep_running_eagerly_and_get_exact_ages(keys):
             host.do("late", r"^event: late mono=(\S+)$")
             snap = wait_until(lambda: late_listed(node))
         tasks = by_name(snap)
-        assert tasks["late"].age_exact and tasks["finished-ok"].state == "done"
-        assert host.do("stop", r"^event: stopped factory=(\S+)$") == "eager_task_factory"
+        assert tasks["late"].age_exact is HOOKS
+        finished = tasks.get("finished-ok")  # done in its eager step: asyncio never lists it
+        assert finished is None or finished.state == "done"
+        assert host.do("stop", r"^event: stopped factory=(\S+)$") == "eager"
         assert echo_ok(host.echo)
     finally:
         host.process.stop()

@@ -5,9 +5,9 @@ Before the agent starts it makes ``early`` (named) and an unnamed task, and prin
 ``clock`` prints ``event: clock mono=M``; ``start`` starts the agent (``agent: HOST:PORT``
 and ``echo: HOST:PORT``); ``late`` makes ``late`` (named), an unnamed task and three
 finished tasks it keeps (one returned, one cancelled, one raised ValueError), printing
-``event: late mono=M``; ``stop`` stops the agent and prints the loop's task factory
-(``event: stopped factory=...``). The host's own task factory (``--app-factory``) counts
-its calls: ``event: app-factory calls=N`` on ``calls``.
+``event: late mono=M``; ``stop`` stops the agent and says the loop's task factory
+(``event: stopped factory=none|app|eager|...``). The host's own task factory
+(``--app-factory``) counts its calls: ``event: app-factory calls=N`` on ``calls``.
 Usage: python -m tests.hosts.ages KEYDIR [--app-factory] [--eager]
 """
 
@@ -92,7 +92,9 @@ def commands(loop: asyncio.AbstractEventLoop, host: Host, echo_address: str) -> 
         elif word == "stop":
             agent.stop()
             factory = loop.get_task_factory()
-            name = getattr(factory, "__name__", None) or type(factory).__name__
+            names = {None: "none", host.app_factory: "app"}
+            eager = getattr(asyncio, "eager_task_factory", None)
+            name = "eager" if factory is eager else names.get(factory, repr(factory))
             say(f"event: stopped factory={name}")
 
 
