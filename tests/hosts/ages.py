@@ -94,7 +94,7 @@ def commands(loop: asyncio.AbstractEventLoop, host: Host, echo_address: str) -> 
             factory = loop.get_task_factory()
             names = {None: "none", host.app_factory: "app"}
             eager = getattr(asyncio, "eager_task_factory", None)
-            name = "eager" if factory is eager else names.get(factory, repr(factory))
+            name = "eager" if eager and factory is eager else names.get(factory, repr(factory))
             say(f"event: stopped factory={name}")
 
 
