@@ -40,12 +40,26 @@ _type_dict = type.__dict__["__dict__"].__get__  # C slots: a metaclass cannot in
 _module_of = type.__dict__["__module__"].__get__
 
 
+_PLAIN = frozenset({asyncio.Task, getattr(asyncio.tasks, "_PyTask", asyncio.Task)})
+_stamping = [False]  # True once any loop was hooked: until then no task has a stamp
+
+
 def created(task: Any) -> float | None:
-    """The wall time a task was created, when a factory of the agent stamped it."""
-    try:
-        value = _getattribute(task, STAMP)
-    except Exception:
+    """The wall time a task was created, when a factory of the agent stamped it.
+
+    asyncio's own task types are read with getattr's default (0.2 us where the raised and
+    caught AttributeError of the safe path costs 2.7 us, on every first sight of a task
+    made before the hook); other types without running a ``__getattr__`` of theirs.
+    """
+    if not _stamping[0]:
         return None
+    if type(task) in _PLAIN:
+        value = getattr(task, STAMP, None)
+    else:
+        try:
+            value = _getattribute(task, STAMP)
+        except Exception:
+            return None
     return value if type(value) is float else None
 
 
@@ -148,6 +162,7 @@ class Births:
                     entry[1].active = False  # a pass-through wherever the app still calls it
                 self._loops[key] = (weakref.ref(loop), factory, time.time(), rehooks)
                 self.fresh = True
+                _stamping[0] = True
         except Exception:
             log.debug("runtime-observer agent: cannot hook a task factory", exc_info=True)
             self._refused[key] = weakref.ref(loop)
