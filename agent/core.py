@@ -152,6 +152,7 @@ class AgentCore:
             idle_interval=history_idle_interval,
             observers=lambda: self._observers,
             on_thread=self.add_agent_thread,
+            between=self.find_loops,
         )
 
     # ------------------------------------------------------------ bookkeeping
@@ -526,11 +527,7 @@ class AgentCore:
         """One load sample; also posts lag probes to every running loop, and lets the task
         table drop the futures it holds once no snapshot asked for a while."""
         self.tasks.table.expire()
-        loops = [lp for lp, _ in self.tasks.loops()]
-        if self.tasks.births.take_fresh():
-            # a loop was just hooked: meet its older tasks now, so their "at least" ages
-            # start from about the hook (the table then holds them until nobody looks)
-            self.tasks.table.refresh(max_age=0.0, share=False)
+        loops = self.find_loops()
         agents = self.agent_idents()
         alive = {t.ident for t in threading.enumerate()}
         agent_threads = len(agents & alive)
@@ -548,6 +545,17 @@ class AgentCore:
             traced=self.tracer.traced(),
             agent_threads=agent_threads,
         )
+
+    def find_loops(self) -> list[Any]:
+        """The loops running now, each with the agent's task factory chained in front of
+        its own (see collect.births); every second, also while nobody looks, so tasks a
+        new loop makes get their creation time from its first second on."""
+        loops = [lp for lp, _ in self.tasks.loops()]
+        if self.tasks.births.take_fresh():
+            # a loop was just hooked: meet its older tasks now, so their "at least" ages
+            # start from about the hook (a pass of its own: observers do not share it)
+            self.tasks.table.refresh(max_age=0.0, share=False)
+        return loops
 
     def history_since(self, since: float) -> History:
         return self.history.snapshot(since)

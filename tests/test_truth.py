@@ -333,3 +333,22 @@ def test_eager_tasks_keep_running_eagerly_and_get_exact_ages(keys):
         assert echo_ok(host.echo)
     finally:
         host.process.stop()
+
+
+@pytest.mark.skipif(not HOOKS, reason=f"{sys.version.split()[0]} hooks no loop")
+def test_a_loop_started_after_the_agent_is_hooked_within_a_second_unobserved(keys):
+    """The agent starts before the app's loop (python -m agent run), nobody connects: the
+    loop is still found and hooked, so its tasks get exact ages (the idle sampler runs
+    every 10 s; loops are looked for every second)."""
+    argv = [sys.executable, "-m", "tests.hosts.ages", str(keys.directory), "--agent-first"]
+    proc = HostProcess(argv)
+    try:
+        hooked = proc.wait_line(r"^event: hooked (\S+)$").group(1)
+        assert hooked != "never"
+        host = Ages(proc, keys, 0.0, line_value(proc, "agent"), line_value(proc, "echo"))
+        with host.connect() as node:
+            tasks = by_name(node.snapshot())
+        assert tasks["after-hook"].age_exact and not tasks["early"].age_exact
+        assert echo_ok(host.echo)
+    finally:
+        proc.stop()

@@ -8,7 +8,11 @@ finished tasks it keeps (one returned, one cancelled, one raised ValueError), pr
 ``event: late mono=M``; ``stop`` stops the agent and says the loop's task factory
 (``event: stopped factory=none|app|eager|...``). The host's own task factory
 (``--app-factory``) counts its calls: ``event: app-factory calls=N`` on ``calls``.
-Usage: python -m tests.hosts.ages KEYDIR [--app-factory] [--eager]
+With ``--agent-first`` the agent starts before the loop exists (as ``python -m agent run``
+does): the host waits up to HOOK_WAIT seconds for the agent to hook its loop, says
+``event: hooked in=S`` (or ``event: hooked never``), makes ``after-hook`` and prints the
+agent's address itself.
+Usage: python -m tests.hosts.ages KEYDIR [--app-factory] [--eager] [--agent-first]
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 import agent
 from tests.hosts.common import echo, start_agent
+
+HOOK_WAIT = 5.0  # seconds: the agent looks for new loops every second, sampled or not
 
 
 def say(line: str) -> None:
@@ -98,8 +104,12 @@ def commands(loop: asyncio.AbstractEventLoop, host: Host, echo_address: str) -> 
             say(f"event: stopped factory={name}")
 
 
+FIRST: Any = None  # the agent started before the loop (--agent-first)
+
+
 async def main(args: argparse.Namespace) -> None:
     host = Host(args.keys)
+    host.server = FIRST
     loop = asyncio.get_running_loop()
     if args.eager:
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
@@ -109,10 +119,20 @@ async def main(args: argparse.Namespace) -> None:
     host.keep.append(asyncio.create_task(parked()))
     await asyncio.sleep(0)
     say(f"event: early mono={time.monotonic()!r}")
+    if host.server is not None:  # --agent-first: wait (bounded) for the agent's hook
+        began = time.monotonic()
+        while loop.get_task_factory() is None and time.monotonic() - began < HOOK_WAIT:
+            await asyncio.sleep(0.02)
+        waited = time.monotonic() - began
+        say(f"event: hooked {'never' if loop.get_task_factory() is None else f'in={waited:.2f}'}")
+        host.keep.append(asyncio.create_task(parked(), name="after-hook"))
     echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
     address = "{}:{}".format(*echo_server.sockets[0].getsockname()[:2])
     threading.Thread(target=commands, args=(loop, host, address), daemon=True).start()
     say("event: ready")
+    if host.server is not None:
+        say(f"agent: {host.server.address}")
+        say(f"echo: {address}")
     async with echo_server:
         await echo_server.serve_forever()
 
@@ -122,5 +142,9 @@ if __name__ == "__main__":
     parser.add_argument("keys")
     parser.add_argument("--app-factory", action="store_true")
     parser.add_argument("--eager", action="store_true")
+    parser.add_argument("--agent-first", action="store_true")
+    arguments = parser.parse_args()
+    if arguments.agent_first:
+        FIRST = start_agent(arguments.keys, "ages-host")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(parser.parse_args()))
+        asyncio.run(main(arguments))
