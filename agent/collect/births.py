@@ -36,6 +36,8 @@ _BASE = asyncio.BaseEventLoop
 _HOOKS = ("__getattribute__", "__getattr__", "__setattr__", "_task_factory", "create_task")
 _getattribute = object.__getattribute__  # no subclass __getattr__/__getattribute__ runs
 _setattr = object.__setattr__
+_now = time.time
+_tasks = asyncio.tasks  # its Task is looked up per task, as create_task does
 _type_dict = type.__dict__["__dict__"].__get__  # C slots: a metaclass cannot intercept them
 _module_of = type.__dict__["__module__"].__get__
 
@@ -74,11 +76,12 @@ class TaskFactory:
         self.active = True
 
     def __call__(self, loop: Any, coro: Any, **kwargs: Any) -> Any:
-        born = time.time()
+        born = _now()
         previous = self.previous
         if previous is None:
-            task = asyncio.tasks.Task(coro, loop=loop, **kwargs)  # what create_task does
-            compat.trim_source_traceback(task, 2)  # this frame and create_task's
+            task = _tasks.Task(coro, loop=loop, **kwargs)  # what create_task does
+            if loop.get_debug():  # a creation traceback was kept: end it where create_task
+                compat.trim_source_traceback(task, 2)  # would (without this frame and its)
         else:
             task = previous(loop, coro, **kwargs)
         if self.active:
