@@ -17,6 +17,7 @@
 | OBSERVER_AGENT_AUTH_FAILURES_TOTAL | wrong proofs from all addresses per window (60) |
 | OBSERVER_AGENT_AUTH_WINDOW | seconds those failures are remembered (60) |
 | OBSERVER_AGENT_AUDIT_FILE | also append the audit to this JSON-lines file (0600, rotated) |
+| OBSERVER_AGENT_TASK_FACTORY | 0: no task factory in the host's loops (ages are lower bounds) |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -68,6 +69,7 @@ class AgentConfig:
     audit_file: str | None = None
     auth_failure_total: int = 60
     auth_window: float = 60.0
+    task_factory: bool = True  # chain a factory stamping creation times (collect.births)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -197,4 +199,6 @@ def resolve(
         audit_file=audit_file or env.get("OBSERVER_AGENT_AUDIT_FILE") or None,
         auth_failure_total=max(1, total),
         auth_window=max(0.1, window),
+        task_factory=env.get("OBSERVER_AGENT_TASK_FACTORY", "1").strip().lower()
+        not in ("0", "off", "no", "false"),
     )

@@ -124,12 +124,15 @@ class AgentCore:
         history_interval: float = 1.0,
         history_idle_interval: float = 10.0,
         audit_file: str | None = None,
+        task_factory: bool = True,
     ) -> None:
         self.name = name
         self.process = psutil.Process()
         self.started = guarded(self.process.create_time, time.time())
         self.cpu = CpuMeter(self.process)
         self.tasks = TaskRegistry()
+        if not task_factory:  # the operator opted out: no loop of the host gets a factory
+            self.tasks.births.closed = True
         self.children = ChildTracker(self.process)
         self.exposed = ExposedRegistry()
         self._agent_idents: set[int] = set()

@@ -179,6 +179,7 @@ class AgentServer:
             config.name,
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
+            task_factory=config.task_factory,
         )
         self.sessions = Sessions(
             config.max_sessions, make_service(self.core), self.core, config.send_timeout

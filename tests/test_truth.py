@@ -67,11 +67,11 @@ class Ages:
         ]
 
 
-def start_ages(keys: Any, *args: str) -> Ages:
+def start_ages(keys: Any, *args: str, env: dict[str, str] | None = None) -> Ages:
     """The host with its early tasks OLD_FOR seconds old (by its own clock) when the agent
     starts."""
     argv = [sys.executable, "-m", "tests.hosts.ages", str(keys.directory), *args]
-    proc = HostProcess(argv)
+    proc = HostProcess(argv, env=env)
     early = float(proc.wait_line(r"^event: early mono=(\S+)$").group(1))
     proc.wait_line(r"^event: ready$")
     host = Ages(proc, keys, early)
@@ -352,3 +352,17 @@ def test_a_loop_started_after_the_agent_is_hooked_within_a_second_unobserved(key
         assert echo_ok(host.echo)
     finally:
         proc.stop()
+
+
+def test_the_operator_can_keep_the_agent_out_of_the_loops_task_factory(keys):
+    host = start_ages(keys, env={"OBSERVER_AGENT_TASK_FACTORY": "0"})
+    try:
+        with host.connect() as node:
+            node.snapshot()
+            host.do("late", r"^event: late mono=(\S+)$")
+            snap = wait_until(lambda: late_listed(node))
+        assert not any(t.age_exact for t in snap.tasks)  # every age a lower bound
+        assert host.do("stop", r"^event: stopped factory=(\S+)$") == "none"
+        assert echo_ok(host.echo)
+    finally:
+        host.process.stop()
