@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent import compat
-from agent.collect.births import Births, TaskFactory, created
+from agent.collect.births import MAX_LOOPS, Births, TaskFactory, created
 from tests.helpers import LoopThread
 
 HOOKS = compat.factory_keeps_task_names()
@@ -183,3 +183,17 @@ def test_no_hook_where_factories_rename_tasks(lt):
     assert births.hooked(lt.loop) is HOOKS
     births.close()
     assert lt.loop.get_task_factory() is None
+
+
+@needs_hooks
+def test_loops_that_are_gone_are_forgotten():
+    """asyncio.run per job makes a loop each time: the agent remembers a bounded number."""
+    births = Births()
+    for _ in range(MAX_LOOPS + 50):
+        loop = asyncio.new_event_loop()
+        births.hook(loop)
+        assert births.hooked(loop)
+        loop.close()
+        del loop
+    assert len(births._loops) <= MAX_LOOPS
+    births.close()

@@ -19,6 +19,7 @@ agent's factory, not the app's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from agent import compat
 log = logging.getLogger("agent")
 
 STAMP = "_runtime_observer_created"  # the task attribute holding its creation wall time
+MAX_LOOPS = 256  # loops remembered before the dead ones are forgotten
 MAX_REHOOKS = 3  # times a loop is hooked again after the app replaced the factory
 _BASE = asyncio.BaseEventLoop
 _HOOKS = ("__getattribute__", "__getattr__", "__setattr__", "_task_factory", "create_task")
@@ -153,6 +155,8 @@ class Births:
                 methods = _methods(loop)
                 rehooks = 0
             if methods is None:
+                if len(self._refused) >= MAX_LOOPS:
+                    self._prune()
                 self._refused[key] = weakref.ref(loop)
                 return
             getter, setter = methods
@@ -163,12 +167,23 @@ class Births:
                 setter(loop, factory)
                 if entry is not None:
                     entry[1].active = False  # a pass-through wherever the app still calls it
+                if len(self._loops) >= MAX_LOOPS:  # loops come and go (asyncio.run per job)
+                    self._prune()
                 self._loops[key] = (weakref.ref(loop), factory, time.time(), rehooks)
                 self.fresh = True
                 _stamping[0] = True
         except Exception:
             log.debug("runtime-observer agent: cannot hook a task factory", exc_info=True)
-            self._refused[key] = weakref.ref(loop)
+            with contextlib.suppress(Exception):  # not even weakly referable: tried again
+                self._refused[key] = weakref.ref(loop)
+
+    def _prune(self) -> None:
+        """Forget loops that are gone (their weak reference is dead)."""
+        for table in (self._loops, self._refused):
+            for key, value in list(table.items()):
+                ref = value[0] if type(value) is tuple else value
+                if ref() is None:
+                    del table[key]
 
     def hooked(self, loop: Any) -> bool:
         """True while the agent's factory stamps this loop's new tasks."""
