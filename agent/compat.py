@@ -289,6 +289,76 @@ def awaited_by(future: Any) -> frozenset[Any]:
     return parents if type(parents) is frozenset else frozenset(parents or ())
 
 
+def type_mro(kind: type) -> tuple[type, ...]:
+    """A type's MRO read from its C slot (a metaclass cannot intercept it)."""
+    return _type_mro(kind)  # type: ignore[no-any-return]
+
+
+def task_error_type(task: Any) -> str:
+    """The qualified name of the exception a finished task raised, '' if none.
+
+    Reads the private ``_exception`` (C getset, or the pure-Python task's attribute):
+    ``task.exception()`` would mark it retrieved and silence asyncio's "Task exception
+    was never retrieved" report the host may rely on.
+    """
+    try:
+        error = object.__getattribute__(task, "_exception")
+    except Exception:
+        return ""
+    if error is None:
+        return ""
+    try:
+        return str(type.__dict__["__qualname__"].__get__(type(error)))
+    except Exception:
+        return "?"
+
+
+def trim_source_traceback(task: Any, frames: int) -> None:
+    """Drop the innermost ``frames`` entries of a task's creation traceback (the private
+    ``_source_traceback``, kept in debug mode), as ``create_task`` drops its own."""
+    try:
+        stack = object.__getattribute__(task, "_source_traceback")
+        if isinstance(stack, list) and stack:  # a traceback.StackSummary, or None
+            del stack[-frames:]
+    except Exception:
+        return
+
+
+_names_kept: list[bool] = []
+
+
+def factory_keeps_task_names() -> bool:
+    """False where a loop with any task factory renames unnamed tasks: 3.13.0's
+    ``create_task`` calls ``task.set_name(None)`` after the factory (they read "None").
+
+    Probed once by running asyncio's own ``BaseEventLoop.create_task`` on a stand-in loop
+    whose factory returns a stand-in task that records set_name calls.
+    """
+    if _names_kept:
+        return _names_kept[0]
+    names: list[Any] = []
+
+    class _Task:
+        def set_name(self, value: Any) -> None:
+            names.append(value)
+
+    class _Loop:
+        def _check_closed(self) -> None:
+            return None
+
+        @staticmethod
+        def _task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            return _Task()
+
+    try:
+        asyncio.BaseEventLoop.create_task(_Loop(), None)  # type: ignore[arg-type]
+        kept = None not in names
+    except Exception:
+        kept = False
+    _names_kept.append(kept)
+    return kept
+
+
 def is_event_loop(candidate: Any) -> bool:
     """True for an asyncio event loop, decided from C-level type slots (no host code runs:
     ``isinstance`` would consult a ``__class__`` property)."""

@@ -20,6 +20,7 @@
 | OBSERVER_AGENT_METRICS* | the Prometheus endpoint (off unless set): see agent.metrics.config |
 | OBSERVER_AGENT_WORKERS | 1: forked children get a loopback agent of their own (agent.workers) |
 | OBSERVER_AGENT_STALL_THRESHOLD | seconds a loop may not run before it is a stall (0.1; 0 = off) |
+| OBSERVER_AGENT_TASK_FACTORY | 0: no task factory in the host's loops (ages are lower bounds) |
 
 Only a wrong proof (an HMAC that does not match any token) counts as a failed login: a
 bare connect, a port scanner, a TCP health probe or a timed-out handshake does not. An
@@ -75,6 +76,7 @@ class AgentConfig:
     metrics: MetricsConfig | None = None  # the Prometheus endpoint, None = off
     workers: bool = False  # forked children get a loopback agent of their own (agent.workers)
     stall_threshold: float = 0.1
+    task_factory: bool = True  # chain a factory stamping creation times (collect.births)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -227,6 +229,8 @@ def resolve(
         ),
         workers=_env_flag(env, "OBSERVER_AGENT_WORKERS") if workers is None else bool(workers),
         stall_threshold=float(stall_threshold),
+        task_factory=env.get("OBSERVER_AGENT_TASK_FACTORY", "1").strip().lower()
+        not in ("0", "off", "no", "false"),
     )
 
 

@@ -133,6 +133,7 @@ class AgentCore:
         history_idle_interval: float = 10.0,
         audit_file: str | None = None,
         stall_threshold: float = DEFAULT_THRESHOLD,
+        task_factory: bool = True,
     ) -> None:
         self.name = name
         self.process = psutil.Process()
@@ -140,6 +141,8 @@ class AgentCore:
         self.cpu = CpuMeter(self.process)
         self.connections = Throttled(lambda: connection_count(self.process))
         self.tasks = TaskRegistry()
+        if not task_factory:  # the operator opted out: no loop of the host gets a factory
+            self.tasks.births.closed = True
         self.children = ChildTracker(self.process)
         self.exposed = ExposedRegistry()
         self._agent_idents: set[int] = set()
@@ -163,6 +166,7 @@ class AgentCore:
             idle_interval=history_idle_interval,
             observers=lambda: self._observers,
             on_thread=self.add_agent_thread,
+            between=self.find_loops,
         )
         self.stall_watch = StallWatch(
             self._stall_loops,
@@ -216,6 +220,7 @@ class AgentCore:
     def close(self) -> None:
         """The agent stops: stop tracemalloc if the agent started it (not if the host did),
         audit that, and flush the audit file. Never raises."""
+        self.tasks.births.close()  # the task factories out of the host's loops
         try:
             stopped = self.tracer.stop_started_by(None)
             if stopped:
@@ -543,18 +548,23 @@ class AgentCore:
         """One load sample; also posts lag probes to every running loop, and lets the task
         table drop the futures it holds once no snapshot asked for a while."""
         self.tasks.table.expire()
-        loops = [lp for lp, _ in self.tasks.loops()]
+        loops = self.find_loops()
+        agents = self.agent_idents()
+        alive = {t.ident for t in threading.enumerate()}
+        agent_threads = len(agents & alive)
+        threads = guarded(self.process.num_threads, threading.active_count())
         self.lag.probe(loops)
         mem = guarded(self.process.memory_info, None)
         return HistorySample(
             time=time.time(),
             cpu_percent=self.cpu.percent(),
             rss=mem.rss if mem else 0,
-            threads=guarded(self.process.num_threads, threading.active_count()),
+            threads=max(0, threads - agent_threads),
             tasks=self.tasks.count_tasks(),
             loop_lag=self.lag.worst(loops),
             gc_collections=sum(gc_collections()),
             traced=self.tracer.traced(),
+            agent_threads=agent_threads,
         )
 
     def _stall_loops(self) -> list[tuple[Any, int | None, str]]:
@@ -564,6 +574,17 @@ class AgentCore:
     def stalls(self, since: float) -> StallList:
         """Stall events that ended after ``since`` (wall clock), from the watchdog's ring."""
         return self.stall_watch.stalls(since)
+
+    def find_loops(self) -> list[Any]:
+        """The loops running now, each with the agent's task factory chained in front of
+        its own (see collect.births); every second, also while nobody looks, so tasks a
+        new loop makes get their creation time from its first second on."""
+        loops = [lp for lp, _ in self.tasks.loops()]
+        if self.tasks.births.take_fresh():
+            # a loop was just hooked: meet its older tasks now, so their "at least" ages
+            # start from about the hook (a pass of its own: observers do not share it)
+            self.tasks.table.refresh(max_age=0.0, share=False)
+        return loops
 
     def history_since(self, since: float) -> History:
         return self.history.snapshot(since)

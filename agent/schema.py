@@ -123,15 +123,17 @@ class TaskInfo:
 
     id: str  # "task-<n>": stable for the task's life, never reused
     name: str
-    state: str  # pending / done / cancelled / failed
-    coroutine: str
-    function: str
+    state: str  # pending / done / cancelled / failed (raised: see error) / unknown
+    coroutine: str  # what the task runs
+    function: str  # where it is suspended: the innermost function, at file:line
     file: str
     line: int
     loop: str
-    age: float | None  # seconds since the agent first saw it (a lower bound)
+    age: float | None  # seconds since it was created, or since first seen (age_exact False)
     awaiting: tuple[str, ...]  # ids of tasks this task is waiting on
     current: bool  # running right now on its loop
+    age_exact: bool = True  # False: created before the agent hooked its loop, age >= this
+    error: str = ""  # state failed: the type of the exception it raised
 
 
 @record
@@ -184,8 +186,10 @@ class TaskRow:
     site: int  # index into the agent's site table (TaskListing.sites)
     line: int
     loop: int  # the loop's id is "loop-<loop>"; 0 when it has none
-    first_seen: float  # agent wall clock when the agent first saw the task
+    first_seen: float  # agent wall clock when created (exact) or else first seen
     awaiting: tuple[int, ...]  # serials of the tasks it waits on
+    exact: bool  # first_seen is the creation time (the agent's task factory stamped it)
+    error: str  # state failed: the type of the exception the task raised
 
 
 @record
@@ -310,11 +314,12 @@ class HistorySample:
     time: float
     cpu_percent: float
     rss: int
-    threads: int
+    threads: int  # the host's threads, the agent's own left out (see agent_threads)
     tasks: int
     loop_lag: float | None
     gc_collections: int  # total collections since start, all generations
     traced: int | None  # bytes traced by tracemalloc, None when it is not tracing
+    agent_threads: int = 0  # the agent's own threads (``threads`` counts the host's only)
 
 
 @record

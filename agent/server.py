@@ -218,6 +218,7 @@ class AgentServer:
             history_idle_interval=config.history_idle_interval,
             audit_file=config.audit_file,
             stall_threshold=config.stall_threshold,
+            task_factory=config.task_factory,
         )
         self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
         self.sessions = Sessions(

@@ -21,6 +21,7 @@ from agent.schema import (
     TraceStats,
 )
 from observer.format import (
+    AGE_BOUND_NOTE,
     census_text,
     human_bytes,
     human_seconds,
@@ -28,8 +29,10 @@ from observer.format import (
     short_path,
     signed_bytes,
     table,
+    task_columns,
     to_json,
     trace_text,
+    tree_task_parts,
 )
 
 if TYPE_CHECKING:
@@ -100,21 +103,12 @@ def ps_text(snap: Snapshot) -> str:
         ),
         "",
         table(
-            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "LOCATION", "AWAITING"],
-            [
-                (
-                    t.id,
-                    t.name,
-                    t.state,
-                    human_seconds(t.age),
-                    t.coroutine,
-                    f"{short_path(t.file)}:{t.line}" if t.file else "",
-                    ",".join(t.awaiting),
-                )
-                for t in snap.tasks
-            ],
+            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "SUSPENDED AT", "AWAITING"],
+            [task_columns(t) for t in snap.tasks],
         ),
     ]
+    if any(not t.age_exact for t in snap.tasks):
+        parts.append(f"\nAGE >= ...: {AGE_BOUND_NOTE}")
     if snap.truncated:
         parts.append(f"\n{len(snap.tasks)} of {snap.tasks_total} tasks shown (use --limit)")
     if snap.children:
@@ -147,8 +141,10 @@ def tree_text(root: TreeNode, snap: Snapshot) -> str:
             parts.append(item.state)
         if item.cpu:
             parts.append(item.cpu)
-        if item.age is not None and item.kind == "task":
-            parts.append(f"age {human_seconds(item.age)}")
+        if item.kind == "task":
+            parts.extend(tree_task_parts(item))
+            lines.append("  ".join(parts))
+            continue
         if item.function:
             parts.append(item.function)
         if item.location:
@@ -256,13 +252,14 @@ def audit_text(records: tuple[AuditRecord, ...]) -> str:
 def history_text(history: History, last: int) -> str:
     """The last ``last`` load samples, one row each."""
     return table(
-        ["TIME", "CPU%", "RSS", "THREADS", "TASKS", "LOOP LAG", "GC"],
+        ["TIME", "CPU%", "RSS", "THREADS", "+AGENT", "TASKS", "LOOP LAG", "GC"],
         [
             (
                 time.strftime("%H:%M:%S", time.localtime(s.time)),
                 f"{s.cpu_percent:.1f}",
                 human_bytes(s.rss),
                 s.threads,
+                s.agent_threads,
                 s.tasks,
                 f"{s.loop_lag * 1000:.1f}ms" if s.loop_lag is not None else "",
                 s.gc_collections,

@@ -15,12 +15,14 @@ from agent.schema import (
     MemoryInfo,
     ProcessInfo,
     StallEvent,
+    TaskInfo,
     TracemallocStatus,
     TraceStats,
 )
 
 if TYPE_CHECKING:
     from observer.fleet import ClusterRow
+    from observer.tree import TreeNode
 
 
 def to_json(value: Any) -> str:
@@ -107,6 +109,79 @@ def short_path(path: str, keep: int = 2) -> str:
     """Last ``keep`` components of a path: '/a/b/c/d.py' -> 'c/d.py'."""
     parts = path.replace("\\", "/").split("/")
     return "/".join(parts[-keep:]) if len(parts) > keep else path
+
+
+# ---------------------------------------------------------------- tasks
+
+_DEFAULT_TASK_NAME = re.compile(r"Task-\d+")
+FINISHED_STATES = frozenset({"done", "cancelled", "failed"})
+AGE_BOUND_NOTE = (
+    "at least this old: the task was created before the agent hooked its event loop's "
+    "task factory (or without the loop's create_task), so only the time since the agent "
+    "first saw it is known"
+)
+
+
+def task_label(name: str, coroutine: str) -> str:
+    """What a task is called on screen: its name, or the coroutine it runs when the name
+    is asyncio's default ``Task-N`` (like Erlang's "Name or Initial Func")."""
+    return coroutine if coroutine and _DEFAULT_TASK_NAME.fullmatch(name) else name
+
+
+def task_finished(state: str) -> bool:
+    """True for a task that has ended (done, cancelled or failed)."""
+    return state in FINISHED_STATES
+
+
+def task_state_text(state: str, error: str = "") -> str:
+    """'failed: ValueError' for a task that raised, else the state."""
+    return f"{state}: {error}" if state == "failed" and error else state
+
+
+def task_age_text(age: float | None, exact: bool = True, state: str = "pending") -> str:
+    """'4.2s', or '>= 4.2s' when only a lower bound is known; '' once the task ended (its
+    end time is unknown, and the time since it was created says nothing live)."""
+    if age is None or task_finished(state):
+        return ""
+    return human_seconds(age) if exact else f">= {human_seconds(age)}"
+
+
+def suspended_at(function: str, file: str, line: int) -> str:
+    """Where a task is suspended: 'Worker.poll at pkg/worker.py:12' ('' when unknown)."""
+    if not file:
+        return ""
+    where = f"{short_path(file)}:{line}"
+    return f"{function} at {where}" if function else where
+
+
+def task_columns(t: TaskInfo) -> tuple[str, ...]:
+    """A task as ``observer ps`` prints it: id, name (or coroutine), state, age, the
+    coroutine it runs, where it is suspended, the tasks it awaits."""
+    ended = task_finished(t.state)
+    return (
+        t.id,
+        task_label(t.name, t.coroutine),
+        task_state_text(t.state, t.error),
+        task_age_text(t.age, t.age_exact, t.state),
+        t.coroutine,
+        "" if ended else suspended_at(t.function, t.file, t.line),
+        ",".join(t.awaiting),
+    )
+
+
+def tree_task_parts(node: TreeNode) -> list[str]:
+    """The tail of a task's ``observer tree`` line: age, coroutine, where suspended."""
+    parts = []
+    age = task_age_text(node.age, node.age_exact, "done" if node.finished else "pending")
+    if age:
+        parts.append(f"age {age}")
+    if node.coroutine:
+        parts.append(f"runs {node.coroutine}")
+    if node.location and not node.finished:
+        file, _, line = node.location.rpartition(":")
+        where = suspended_at(node.function, file, int(line) if line.isdigit() else 0)
+        parts.append(f"suspended in {where}" if node.function else f"at {where}")
+    return parts
 
 
 EXPOSED = "Exposed objects"

@@ -20,7 +20,8 @@ from agent.record import record
 from agent.schema import TaskInfo, TaskListing, TaskSite, WireError
 
 _NO_AWAITING: tuple[str, ...] = ()
-_ROW_TYPES = (int, str, str, int, int, int, float, list)
+_ROW_TYPES = (int, str, str, int, int, int, float, list, bool, str)
+_ROW_LEN = len(_ROW_TYPES)
 _FIELDS = tuple(f.name for f in dataclasses.fields(TaskInfo))
 
 
@@ -127,7 +128,7 @@ class TaskCache:
             rows = [_checked(row) for row in rows]
             columns = _columns(rows)
             assert columns is not None
-        serials, names, states, site_ix, lines, loops, seen, awaiting = columns
+        serials, names, states, site_ix, lines, loops, seen, awaiting, exact, errors = columns
         count = len(self.sites)
         if min(site_ix) < 0 or max(site_ix) >= count:
             bad = next(r for r in rows if not 0 <= r[3] < count)
@@ -150,6 +151,8 @@ class TaskCache:
                 for serial, waits in zip(serials, awaiting, strict=True)
             ],
             "current": repeat(False),
+            "age_exact": exact,
+            "error": errors,
         }
         infos = map(_make, *[fields[name] for name in _FIELDS])
         pending = map(operator.eq, states, repeat("pending"))
@@ -194,14 +197,14 @@ def _age(seconds: float) -> float:
 
 
 def _plain(rows: list[Any]) -> bool:
-    """Every row a list of exactly 8 fields (the shape the agent sends)."""
-    return set(map(type, rows)) == {list} and set(map(len, rows)) == {8}
+    """Every row a list of exactly the fields the agent sends."""
+    return set(map(type, rows)) == {list} and set(map(len, rows)) == {_ROW_LEN}
 
 
 def _columns(rows: list[Any]) -> list[tuple[Any, ...]] | None:
-    """The 8 columns of rows of 8 fields, or None unless every field of every row is of
-    its plain type (checked a column at a time)."""
-    columns = list(zip(*rows))  # noqa: B905 (every row has 8 fields)
+    """The columns of rows of _ROW_LEN fields, or None unless every field of every row is
+    of its plain type (checked a column at a time)."""
+    columns = list(zip(*rows))  # noqa: B905 (every row has _ROW_LEN fields)
     plain = all(
         {kind}.issuperset(map(type, column))
         for kind, column in zip(_ROW_TYPES, columns, strict=True)
@@ -219,10 +222,10 @@ def _awaiting(serial: int, awaiting: list[Any]) -> tuple[str, ...]:
 
 def _checked(row: Any) -> list[Any]:
     """A row that is not the plain shape (say, a first_seen sent as an int), checked field
-    by field; its 8 fields, first_seen as a float."""
-    if type(row) is not list or len(row) < 8:
+    by field; its fields (trailing extras dropped), first_seen as a float."""
+    if type(row) is not list or len(row) < _ROW_LEN:
         raise WireError(f"bad task row {row!r:.60}")
-    fields = row[:8]
+    fields = row[:_ROW_LEN]
     for index, kind in enumerate(_ROW_TYPES):
         value = fields[index]
         if type(value) is not kind:

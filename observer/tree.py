@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.schema import Snapshot
+from observer.format import task_finished, task_label, task_state_text
 
 
 @dataclass
@@ -26,6 +27,10 @@ class TreeNode:
     function: str = ""
     location: str = ""
     cpu_value: float = -1.0  # what ``cpu`` shows, as a number to sort by (-1: none)
+    age_exact: bool = True  # False: ``age`` is a lower bound (see TaskInfo.age_exact)
+    real_name: str = ""  # a task's own name when ``name`` shows its coroutine instead
+    coroutine: str = ""  # what a task runs; ``function`` at ``location`` is where it is
+    finished: bool = False  # a task that has ended: not a live row
     children: list[TreeNode] = field(default_factory=list)
 
     def walk(self) -> Iterator[tuple[int, TreeNode]]:
@@ -110,12 +115,16 @@ def build_tree(snap: Snapshot) -> TreeNode:
         t.id: TreeNode(
             "task",
             t.id,
-            t.name,
-            t.state,
+            task_label(t.name, t.coroutine),
+            task_state_text(t.state, t.error),
             "",
             t.age,
-            t.function or t.coroutine,
+            t.function if t.file else "",
             _loc(t.file, t.line),
+            age_exact=t.age_exact,
+            real_name=t.name,
+            coroutine=t.coroutine,
+            finished=task_finished(t.state),
         )
         for t in snap.tasks
     }

@@ -305,6 +305,62 @@ def test_type_checks_and_names_never_run_host_code(lt):
     assert compat.coroutine_name(task.get_coro()) == "forever"
 
 
+def test_task_error_type_names_what_a_task_raised_without_retrieving_it(lt):
+    class Custom(Exception):
+        pass
+
+    async def fails() -> None:
+        raise Custom("x")
+
+    async def returns() -> int:
+        return 1
+
+    async def run() -> list[asyncio.Task[Any]]:
+        tasks = [asyncio.create_task(fails()), asyncio.create_task(returns())]
+        cancelled = asyncio.create_task(forever())
+        await settle()
+        cancelled.cancel()
+        await asyncio.wait([*tasks, cancelled])
+        return [*tasks, cancelled]
+
+    failed, done, cancelled = lt.run(run)
+    assert compat.task_error_type(failed).endswith("Custom")
+    assert compat.task_error_type(done) == compat.task_error_type(cancelled) == ""
+    # not retrieved: asyncio still reports it when the task is freed (its _log_traceback)
+    assert failed._log_traceback is True
+    failed.exception()  # the test retrieves it itself, so nothing is logged at teardown
+
+
+def test_trim_source_traceback_drops_the_innermost_entries(lt):
+    lt.loop.set_debug(True)
+
+    async def make() -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(forever())
+
+    task = lt.run(make)
+    stack = list(task._source_traceback)
+    compat.trim_source_traceback(task, 1)
+    assert list(task._source_traceback) == stack[:-1]
+    compat.trim_source_traceback(object(), 2)  # no traceback: nothing happens
+
+
+def test_factory_keeps_task_names_matches_a_real_loop(lt):
+    async def names() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro, **kw: asyncio.Task(coro, loop=lp, **kw))
+        try:
+            tasks = [loop.create_task(forever()), loop.create_task(forever(), name="kept")]
+        finally:
+            loop.set_task_factory(None)
+        await settle()
+        return tasks[0].get_name(), tasks[1].get_name()
+
+    default, given = lt.run(names)
+    assert given == "kept"
+    assert compat.factory_keeps_task_names() is default.startswith("Task-")
+    assert compat.type_mro(type(lt.loop))[-1] is object
+
+
 def test_frame_self_finds_the_loop_in_run_forever(lt):
     frame = sys._current_frames()[lt.thread.ident]
     selves = []

@@ -35,7 +35,7 @@ def listing(count: int, base: int = 0, removed: tuple[int, ...] = ()) -> TaskLis
 
 def expected(row: list, now: float = NOW) -> TaskInfo:
     """What one wire row (agent.schema.TaskRow's fields in order) means, read plainly."""
-    serial, name, state, site, line, loop, seen, awaiting = row[:8]
+    serial, name, state, site, line, loop, seen, awaiting, exact, error = row[:10]
     where = SITES[site]
     age = now - seen
     return TaskInfo(
@@ -50,6 +50,8 @@ def expected(row: list, now: float = NOW) -> TaskInfo:
         age=int(age * 1000.0 + 0.5) / 1000.0 if age > 0 else 0.0,
         awaiting=tuple(f"task-{s}" for s in awaiting),
         current=False,
+        age_exact=exact,
+        error=error,
     )
 
 
@@ -63,8 +65,10 @@ def good_row(serial: int) -> st.SearchStrategy[list]:
         st.integers(0, 3),
         st.floats(NOW - 1e5, NOW + 1) | st.integers(int(NOW) - 1000, int(NOW)),
         st.lists(st.integers(1, 50), max_size=3),
+        st.booleans(),
+        st.sampled_from(["", "ValueError"]),
         st.lists(st.integers(), max_size=2),  # trailing fields a newer agent may send
-    ).map(lambda t: list(t[:8]) + t[8])
+    ).map(lambda t: list(t[:10]) + t[10])
 
 
 @st.composite
@@ -105,12 +109,12 @@ def test_a_spoiled_row_is_a_wire_error_and_nothing_else(data):
     how = data.draw(st.sampled_from(["cell", "awaiting", "short", "row", "site"]))
     row = rows[index]
     if how == "cell":
-        column = data.draw(st.integers(0, 7))
+        column = data.draw(st.integers(0, 9))
         row[column] = data.draw(json_cells | st.lists(json_cells, max_size=2))
     elif how == "awaiting":
         row[7] = [*row[7], data.draw(json_cells.filter(lambda v: type(v) is not int))]
     elif how == "short":
-        del row[data.draw(st.integers(0, 7)) :]
+        del row[data.draw(st.integers(0, 9)) :]
     elif how == "row":
         rows[index] = data.draw(json_cells)
     else:
@@ -126,11 +130,11 @@ def test_a_spoiled_row_is_a_wire_error_and_nothing_else(data):
 
 def test_a_delta_replaces_changed_rows_and_drops_gone_ones_in_place():
     cache = TaskCache()
-    first = [[i, f"t{i}", "pending", 0, i, 1, NOW - 1, []] for i in (1, 2, 3)]
+    first = [[i, f"t{i}", "pending", 0, i, 1, NOW - 1, [], True, ""] for i in (1, 2, 3)]
     cache.apply(listing(3), first)
-    cache.apply(listing(1, base=1, removed=(2,)), [[3, "t3", "done", 1, 9, 1, NOW - 1, [1]]])
+    cache.apply(listing(1, base=1, removed=(2,)), [[3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""]])
     got = cache.tasks(NOW)
     assert [t.id for t in got] == ["task-1", "task-3"]
-    assert got[1] == expected([3, "t3", "done", 1, 9, 1, NOW - 1, [1]])
+    assert got[1] == expected([3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""])
     with pytest.raises(WireError, match="names site 5 of 2"):
-        cache.apply(listing(1, base=2), [[4, "t4", "pending", 5, 1, 1, NOW, []]])
+        cache.apply(listing(1, base=2), [[4, "t4", "pending", 5, 1, 1, NOW, [], False, ""]])

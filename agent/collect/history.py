@@ -56,8 +56,10 @@ class Sampler:
         idle_interval: float,
         observers: Callable[[], int],
         on_thread: Callable[[int], None],
+        between: Callable[[], None] | None = None,
     ) -> None:
         self._take = take
+        self._between = between  # called every ``interval`` s between idle samples
         self._buffer = buffer
         self._interval = interval
         self._idle_interval = idle_interval
@@ -102,7 +104,15 @@ class Sampler:
                 remaining = next_at - time.monotonic()
                 if remaining <= 0:
                     break
-                if self._wake.wait(remaining):
+                step = min(remaining, self._interval) if self._between else remaining
+                if self._wake.wait(step):
                     self._wake.clear()
                     if self._observers() > 0 and not busy:
                         break
+                elif self._between is not None and next_at - time.monotonic() > 0:
+                    try:
+                        self._between()
+                    except Exception:
+                        errors += 1
+                        if errors <= 3:
+                            log.exception("runtime-observer agent: looking for loops failed")

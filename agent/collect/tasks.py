@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent import compat
+from agent.collect.births import Births
 from agent.collect.tasktable import TaskTable, walk_task
 
 _RUN_FRAMES = frozenset({"run_forever", "run_until_complete"})
@@ -45,6 +46,7 @@ class TaskRegistry:
         self._loop_serial = itertools.count(1)
         self._loop_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._loops_by_id: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self.births = Births()  # task factories stamping creation times on found loops
         self.table = TaskTable(self)
 
     # ------------------------------------------------------------ ids
@@ -101,6 +103,7 @@ class TaskRegistry:
                 found[id(loop)] = (loop, compat.loop_thread_id(loop))
         for loop, _ident in found.values():
             self.loop_serial(loop)
+            self.births.hook(loop)
         return list(found.values())
 
     def all_tasks(self) -> list[Any]:

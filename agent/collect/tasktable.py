@@ -46,6 +46,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from agent import compat
+from agent.collect.births import created
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
 from agent.collect.frames import chain_step
 from agent.collect.source import note_reported
@@ -76,8 +77,9 @@ _GROW = 4096  # slots added at a time, at least
 _GROW_MAX = 65536  # and at most: every step of the table's growth is a short one
 _SHARDS = 256  # dicts the id -> slot map is spread over (_scan has it as a literal)
 
-_FREE, _PENDING, _DONE, _CANCELLED, _UNKNOWN = 0, 1, 2, 3, 4
-_STATE_TEXT = ("", "pending", "done", "cancelled", "unknown")
+_FREE, _PENDING, _DONE, _CANCELLED, _UNKNOWN, _FAILED = 0, 1, 2, 3, 4, 5
+_STATE_TEXT = ("", "pending", "done", "cancelled", "unknown", "failed")
+_EXACT_TEXT = ("false", "true")
 _CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
 _ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
 _FUTURE = asyncio.Future  # the C future: gather() makes a subclass, shield() a plain one
@@ -290,7 +292,8 @@ class TaskTable:
         self._awaits: list[str | None] = []  # slot -> its row's awaited serials, as text
         self._serial = array("q")  # slot -> serial, 0 when free
         self._key = array("q")  # slot -> id(task) when it was registered
-        self._first = array("d")  # slot -> wall time first seen
+        self._first = array("d")  # slot -> wall time created (exact) or first seen
+        self._exact = bytearray()  # slot -> 1 when _first is the creation time
         self._state = array("b")  # slot -> _PENDING/_DONE/...; _FREE when free
         self._loop = array("q")  # slot -> loop serial
         self._site = array("q")  # slot -> site index
@@ -387,6 +390,7 @@ class TaskTable:
             column.frombytes(zeros)
         self._state.frombytes(zeros[:grow])
         self._seen.extend(zeros[:grow])
+        self._exact.extend(zeros[:grow])
         nones = [None] * grow
         for cells in (self._refs, self._held, self._rows, self._names, self._awaits):
             cells.extend(nones)
@@ -409,7 +413,9 @@ class TaskTable:
         self._live += 1
         self._key[slot] = key
         self._refs[slot] = ref if ref is not None else weakref.ref(task)
-        self._first[slot] = self._now
+        born = created(task)  # stamped by the agent's task factory (see births)
+        self._first[slot] = self._now if born is None else round(born, 3)
+        self._exact[slot] = born is not None
         self._seen[slot] = 3 - self._phase  # met by this pass only when the pass reaches it
         try:
             loop = task.get_loop()
@@ -568,7 +574,8 @@ class TaskTable:
             self._first_text = (first, first_text)
         self._rows[slot] = (
             f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
-            f'"pending",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
+            f'"pending",{site},{line},{self._loop[slot]},{first_text},[{awaits}],'
+            f'{_EXACT_TEXT[self._exact[slot]]},""]'
         )
         changed.append(slot)
         return True
@@ -719,6 +726,13 @@ class TaskTable:
             self._held[slot] = _ALWAYS
         else:
             self._held[slot] = waiter
+        error = compat.task_error_type(task) if state == _DONE else ""
+        if error:
+            state = self._state[slot] = _FAILED
+        if not self._exact[slot]:  # an eager task can be met before its factory stamped it
+            born = created(task)
+            if born is not None:
+                self._first[slot], self._exact[slot] = round(born, 3), True
         first = self._first[slot]
         if first == self._first_text[0]:
             first_text = self._first_text[1]
@@ -727,7 +741,8 @@ class TaskTable:
             self._first_text = (first, first_text)
         text = (
             f"[{self._serial[slot]},{encode_basestring_ascii(name)},"
-            f'"{_STATE_TEXT[state]}",{site},{line},{self._loop[slot]},{first_text},[{awaits}]]'
+            f'"{_STATE_TEXT[state]}",{site},{line},{self._loop[slot]},{first_text},[{awaits}],'
+            f"{_EXACT_TEXT[self._exact[slot]]},{encode_basestring_ascii(error)}]"
         )
         if force or text != self._rows[slot]:
             self._rows[slot] = text
@@ -735,9 +750,9 @@ class TaskTable:
 
     # ------------------------------------------------------------ passes
 
-    def refresh(self, max_age: float | None = None) -> None:
+    def refresh(self, max_age: float | None = None, share: bool = True) -> None:
         """Bring the table up to date, unless a pass ended less than ``max_age`` ago
-        (observers asking together share one pass)."""
+        (observers asking together share one pass; not one made with ``share`` False)."""
         if max_age is None:
             max_age = self.share_seconds
         with self._lock:
@@ -749,8 +764,9 @@ class TaskTable:
                 log.exception("runtime-observer agent: a task table pass failed")
                 self.version += 1
                 self._floor = self.version  # every observer gets a complete listing next
-            self._done_at = time.monotonic()
-            self._released = False
+            if share:
+                self._done_at = time.monotonic()
+            self._released = False  # (a pass not shared is let go at the next expire)
 
     def _pass(self) -> None:
         self.passes += 1

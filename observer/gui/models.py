@@ -15,12 +15,17 @@ from PyQt6.QtGui import QColor, QFont
 
 from observer.gui.disposal import dispose
 from observer.gui.rows import (
+    AGE,
+    AGE_TIP,
     COLUMNS,
+    COROUTINE,
+    FINISHED,
     FUNCTION,
     ID,
     KIND,
     LOCATION,
     NAME,
+    REAL_NAME,
     STATE,
     TARGET,
     Item,
@@ -45,6 +50,7 @@ _STATE_COLOURS = {
     "done": QColor("#6e7781"),
     "zombie": QColor("#cf222e"),
 }
+_FINISHED_COLOUR = QColor("#8c959f")  # a task that has ended: greyed, not a live row
 _NO_PARENT = QModelIndex()  # the invalid index Qt passes for "top level"
 _BOLD = QFont()
 _BOLD.setBold(True)
@@ -60,12 +66,22 @@ def cell_data(cell: Callable[[int], str], column: int, role: int) -> Any:
         return cell(KIND)
     if role == NAME_ROLE:
         return cell(NAME)
-    if role == TOOLTIP and column in (NAME, FUNCTION, LOCATION):
+    if role == TOOLTIP and column == NAME and cell(REAL_NAME):
+        return f"{cell(REAL_NAME)} (asyncio's default name: the coroutine it runs is shown)"
+    if role == TOOLTIP and column in (NAME, COROUTINE, FUNCTION, LOCATION):
         return cell(column) or None
+    if role == TOOLTIP and column == AGE and cell(AGE_TIP):
+        return cell(AGE_TIP)
+    if role == TOOLTIP and column == STATE and cell(FINISHED):
+        return f"finished ({cell(STATE)}): kept while the host holds the task"
     if role == TOOLTIP and column == ID:
         return cell(TARGET)
-    if role == FOREGROUND and column == STATE:
-        return _STATE_COLOURS.get(cell(STATE))
+    if role == FOREGROUND and column == STATE:  # "failed: ValueError" is a failed state
+        return _STATE_COLOURS.get(cell(STATE).split(":", 1)[0]) or (
+            _FINISHED_COLOUR if cell(FINISHED) else None
+        )
+    if role == FOREGROUND and cell(FINISHED):
+        return _FINISHED_COLOUR
     if role == FONT and column == NAME and cell(KIND) in ("process", "loop"):
         return _BOLD
     return None

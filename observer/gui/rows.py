@@ -9,12 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.schema import Snapshot
-from observer.format import human_seconds, short_path
+from observer.format import AGE_BOUND_NOTE, human_seconds, short_path, task_age_text
 from observer.tree import TreeNode, build_tree
 
-COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Function", "Location")
-NAME, KIND, ID, STATE, CPU, AGE, FUNCTION, LOCATION = range(len(COLUMNS))
+# a task's Coroutine is what it runs; Function and Location (a thread's too) where it is
+COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Coroutine", "Function", "Location")
+NAME, KIND, ID, STATE, CPU, AGE, COROUTINE, FUNCTION, LOCATION = range(len(COLUMNS))
 TARGET = len(COLUMNS)  # not shown: the full target id, what tooltips show and actions use
+REAL_NAME = TARGET + 1  # not shown: a task's own name where Name shows its coroutine
+AGE_TIP = TARGET + 2  # not shown: why an age is only a lower bound
+FINISHED = TARGET + 3  # not shown: "1" for a task that has ended (drawn greyed)
+WIDTH = TARGET + 4  # cells per row
 TABLE_KINDS = ("thread", "task", "child")  # what the flat table lists
 
 
@@ -123,17 +128,26 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
 
 def node_values(node: TreeNode, short: dict[str, str] | None = None) -> tuple[str, ...]:
     """A tree node as the text of one row, in COLUMNS order (both views draw this), then
-    its full id (TARGET); the ID column shows ``short[id]`` where there is one."""
+    its full id (TARGET) and the hidden cells up to WIDTH; the ID column shows
+    ``short[id]`` where there is one."""
+    if node.kind == "task":
+        age = task_age_text(node.age, node.age_exact, "done" if node.finished else "pending")
+    else:
+        age = human_seconds(node.age)
     return (
         node.name,
         node.kind,
         short.get(node.id, node.id) if short else node.id,
         node.state,
         node.cpu,
-        human_seconds(node.age),
+        age,
+        node.coroutine,
         node.function,
         short_location(node.location),
         node.id,
+        node.real_name if node.real_name != node.name else "",
+        AGE_BOUND_NOTE if node.kind == "task" and not node.age_exact else "",
+        "1" if node.finished else "",
     )
 
 
@@ -144,8 +158,11 @@ def short_ids(snap: Snapshot) -> dict[str, str]:
 
 
 def search_texts(rows: list[tuple[str, ...]]) -> list[str]:
-    """What the filter matches per row: name and function, lowercased."""
-    return [f"{row[NAME]}\n{row[FUNCTION]}".lower() for row in rows]
+    """What the filter matches per row: name (a task's own too), coroutine and function,
+    lowercased."""
+    return [
+        f"{row[NAME]}\n{row[COROUTINE]}\n{row[FUNCTION]}\n{row[REAL_NAME]}".lower() for row in rows
+    ]
 
 
 def short_location(location: str) -> str:
@@ -195,7 +212,7 @@ def _renumber(root: Item) -> None:
 class TableData:
     """Column-oriented rows for the flat table: display text and sort keys per column."""
 
-    text: list[list[str]]  # text[column][row], columns COLUMNS then TARGET
+    text: list[list[str]]  # text[column][row], columns COLUMNS, TARGET, hidden up to WIDTH
     keys: list[list[object]]  # keys[column][row], what sorting compares
     search: list[str]  # lowercased name + function, what the filter matches
     counts: dict[str, int]
@@ -214,7 +231,7 @@ class TableData:
 
 def empty_table() -> TableData:
     """A table with no rows (nothing received yet)."""
-    return TableData([[] for _ in range(TARGET + 1)], [[] for _ in range(TARGET + 1)], [], {})
+    return TableData([[] for _ in range(WIDTH)], [[] for _ in range(WIDTH)], [], {})
 
 
 def table_rows(snap: Snapshot) -> TableData:
@@ -227,9 +244,10 @@ def table_rows(snap: Snapshot) -> TableData:
         if node.kind in TABLE_KINDS:
             rows.append(node_values(node, short))
             cpu_keys.append(node.cpu_value)
-            age_keys.append(node.age if node.age is not None else -1.0)
+            live_age = node.age is not None and not node.finished
+            age_keys.append(node.age if live_age else -1.0)  # a bound sorts by its value
     text: list[list[str]] = [list(column) for column in zip(*rows, strict=True)] or [
-        [] for _ in range(TARGET + 1)
+        [] for _ in range(WIDTH)
     ]
     keys: list[list[object]] = list(text)  # text columns sort by their own strings
     keys[NAME] = [name.lower() for name in text[NAME]]

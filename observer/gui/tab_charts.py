@@ -41,6 +41,7 @@ class Series:
     colour: str
     value: Callable[[HistorySample, HistorySample | None], float]
     text: Callable[[float], str]
+    note: Callable[[HistorySample], str] | None = None  # more about the newest sample
 
 
 def _gc_rate(s: HistorySample, prev: HistorySample | None) -> float:
@@ -52,7 +53,14 @@ def _gc_rate(s: HistorySample, prev: HistorySample | None) -> float:
 SERIES: tuple[Series, ...] = (
     Series("CPU", "%", "#0969da", lambda s, p: s.cpu_percent, lambda v: f"{v:.1f}%"),
     Series("RSS", "MiB", "#8250df", lambda s, p: s.rss / 2**20, lambda v: human_bytes(v * 2**20)),
-    Series("Threads", "", "#1a7f37", lambda s, p: float(s.threads), lambda v: f"{v:.0f}"),
+    Series(  # the host's own: the agent's threads come and go with observers
+        "Threads",
+        "",
+        "#1a7f37",
+        lambda s, p: float(s.threads),
+        lambda v: f"{v:.0f}",
+        lambda s: f" (+{s.agent_threads} agent)",
+    ),
     Series("Tasks", "", "#bf3989", lambda s, p: float(s.tasks), lambda v: f"{v:,.0f}"),
     Series(
         "Event-loop lag",
@@ -238,6 +246,8 @@ class ChartsTab(Tab):
             if samples:
                 prev = samples[-2] if len(samples) > 1 else None
                 now = f": {series.text(series.value(samples[-1], prev))}"
+                if series.note is not None:
+                    now += series.note(samples[-1])
             marks = self.stall_count if plot is self.plots[LAG] else ""
             plot.setTitle(f"<b>{series.title}</b>{now}{marks}", size="10pt")
 
