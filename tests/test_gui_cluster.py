@@ -80,10 +80,15 @@ def test_several_agents_land_on_the_cluster_tab_with_real_figures(qtbot, window,
 
     def every_row_has_data() -> bool:
         # a row's load figures come from the agent's newest sample, which may predate the
-        # host's tasks by up to two sampling intervals: wait for one taken after them
+        # host's threads and tasks by up to two sampling intervals (or straddle the host's
+        # set-up: threads read before it, tasks after): wait for one taken after them
         rows = [row_of(window, link) for link in window.links]
         return all(
-            r is not None and r.status == "up" and r.cpu_percent is not None and (r.tasks or 0) >= 3
+            r is not None
+            and r.status == "up"
+            and r.cpu_percent is not None
+            and (r.tasks or 0) >= 3
+            and (r.threads or 0) >= 4
             for r in rows
         )
 
