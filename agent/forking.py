@@ -44,6 +44,12 @@ def _after_fork_in_child() -> None:
     """Runs in the child right after fork(); nothing may escape into the host."""
     inherited = None
     try:
+        from agent.collect.inherited import forget_inherited_loops
+
+        forget_inherited_loops()
+    except BaseException:
+        _log_failure("leaving out the loops of the parent's other threads")
+    try:
         import agent as facade
 
         inherited = facade._forget_after_fork()

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from observer.client import connect
-from tests.helpers import HostProcess, echo_ok, line_value
+from tests.helpers import HostProcess, echo_ok, line_value, wait_until
 
 METHODS = ["os", "fork", "forkserver", "spawn"]
 # what the child does -> the signal the test sends it (None: it ends by itself), exit code
@@ -135,14 +135,30 @@ def test_a_forked_child_holds_none_of_the_metrics_endpoint_and_scrapes_go_on(for
     whole life), and however it ends the master's endpoint keeps answering scrapes."""
     master = forker("--metrics", "127.0.0.1:0")
     url = line_value(master.process, "metrics")
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     assert b"process_resident_memory_bytes" in scrape(url)
     for how, (sig, code) in ENDINGS.items():
+        # a scrape's connection the endpoint is closing at the very moment of a fork may
+        # stay open in the child (it was answered already): fork once it is closed
+        wait_until(
+            lambda: not scrape_connections(master.process.proc.pid, port),
+            message="the last scrape's connection closed by the master",
+        )
         pid, said = master.fork(method, how, "metrics")
         assert said["agent-sockets"] == "0", (how, said)
         if sig is not None:
             os.kill(pid, sig)
         assert master.reap(pid) == code, how
         assert b"process_resident_memory_bytes" in scrape(url), how
+
+
+def scrape_connections(pid: int, port: int) -> list[object]:
+    """The master's TCP connections accepted on the metrics port (not its listener)."""
+    return [
+        c
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status != psutil.CONN_LISTEN
+    ]
 
 
 def scrape(url: str) -> bytes:

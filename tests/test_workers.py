@@ -293,3 +293,29 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("method", ["os", "fork"])
+def test_a_worker_lists_no_loop_or_task_of_the_masters_other_threads(forker, method):  # noqa: F811
+    """The master runs its echo server's loop in a thread of its own; a forked worker has
+    no such thread, but the loop and its tasks were copied into its memory. The worker
+    lists only its own loop and tasks (it used to list the master's echo loop, under a
+    new thread that reused the old ident, with a loop lag as old as the fork)."""
+    master = forker("--workers")
+    with master.connect() as session:
+        own = session.snapshot()
+        echo_loops = {t.loop for t in own.tasks if "serve" in t.coroutine}
+        assert echo_loops, [t.coroutine for t in own.tasks]
+        pid = master.fork(method, "loop")[0]
+        worker = session.worker(pid)
+        snap = wait_until(
+            lambda: (s := worker.snapshot()) and any(t.name == "worker-job" for t in s.tasks) and s,
+            message="the worker's own job listed",
+        )
+        assert [t.coroutine for t in snap.tasks if "serve" in t.coroutine] == []
+        assert len(snap.loops) == 1, snap.loops
+        assert {t.loop for t in snap.tasks} == {snap.loops[0].id}
+        lag = snap.loops[0].lag
+        assert lag is None or lag < 5.0, lag
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15

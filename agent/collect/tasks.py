@@ -16,6 +16,7 @@ from typing import Any
 
 from agent import compat
 from agent.collect.births import Births
+from agent.collect.inherited import any_dead, is_dead, live
 from agent.collect.tasktable import TaskTable, walk_task
 
 _RUN_FRAMES = frozenset({"run_forever", "run_until_complete"})
@@ -93,12 +94,14 @@ class TaskRegistry:
             found[id(loop)] = (loop, ident)
         for task in tasks or ():
             loop = compat.task_loop(task)
-            if loop is not None and id(loop) not in found:
+            if loop is not None and id(loop) not in found and not is_dead(loop):
                 found[id(loop)] = (loop, compat.loop_thread_id(loop))
         with self._lock:
             candidates = list(self._loops_by_id.items())
         wanted = set(serials)
         for serial, loop in candidates:
+            if is_dead(loop):
+                continue
             if id(loop) not in found and (serial in wanted or not loop.is_closed()):
                 found[id(loop)] = (loop, compat.loop_thread_id(loop))
         for loop, _ident in found.values():
@@ -113,7 +116,7 @@ class TaskRegistry:
         From 3.14 most live in per-thread lists that only ``all_tasks(loop)`` reads, so
         each loop found on a stack or seen before is asked in turn.
         """
-        tasks = compat.registered_tasks()
+        tasks = live(compat.registered_tasks())
         if compat.TASKS_PER_THREAD:
             seen = {id(t) for t in tasks}
             for loop, _ident in self.loops(tasks):
@@ -134,11 +137,13 @@ class TaskRegistry:
         """Number of tasks, cheaply (no per-task Python work: from 3.14, ids counted in
         C-level set updates, as all_tasks would dedupe them)."""
         if compat.TASKS_PER_THREAD:
-            tasks = compat.registered_tasks()
+            tasks = live(compat.registered_tasks())
             ids = set(map(id, tasks))
             for loop, _ident in self.loops(tasks):
                 ids.update(map(id, compat.loop_tasks(loop)))
             return len(ids)
+        if any_dead():
+            return len(live(compat.registered_tasks()))
         return compat.registered_count()
 
 

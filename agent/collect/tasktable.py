@@ -49,6 +49,7 @@ from agent import compat
 from agent.collect.births import created
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
 from agent.collect.frames import chain_step
+from agent.collect.inherited import any_dead, live, live_refs
 from agent.collect.source import note_reported
 
 if TYPE_CHECKING:
@@ -778,6 +779,8 @@ class TaskTable:
         removed = self._pending_removed
         self._pending_changed, self._pending_removed = array("q"), array("q")
         refs, strong = compat.registered_refs()
+        if any_dead():  # a forked child: not the tasks of its parent's other threads
+            refs, strong = live_refs(refs), live(strong)
         loops = [loop for loop, _ident in self._registry.loops()]
         if compat.TASKS_PER_THREAD:
             for loop in loops:
