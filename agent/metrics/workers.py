@@ -1,0 +1,188 @@
+"""Every worker's series on its master's endpoint, with a bounded ``worker`` label.
+
+A master's workers are its live children that run a worker agent (agent.workers notes
+each in the runtime directory) or that the host names as workers (gunicorn's arbiter,
+multiprocessing; agent.collect.roles). Each gets a slot, the lowest one free when it is
+first seen, kept while it lives; a worker that died (gone or a zombie) frees its slot at
+the next scrape and its replacement takes the lowest free one, the dead one's when it
+was the only vacancy. (gunicorn's age modulo the worker count is not a slot: a
+replacement's age modulo N can equal a live worker's.) The label is the slot number, the
+pid is in ``observer_worker_info``, so series stay bounded through any number of restarts.
+
+The master reads each worker's ``process_*`` series from /proc with psutil, in the metrics
+thread: the scrape never wakes a dormant worker's agent (an unobserved worker keeps its
+pages shared with the master) and never waits on a worker: a frozen (SIGSTOPped) worker
+still answers /proc reads. A scrape spends at most BUDGET seconds on workers; the ones
+left when it runs out (a process in uninterruptible sleep, a huge smaps) are left out of
+that scrape and counted in ``observer_worker_scrape_errors_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import psutil
+
+from agent import registry
+from agent.collect import roles
+from agent.metrics.exposition import Family, counter, gauge
+from agent.metrics.runtime import ProcessCollector
+from agent.ratelog import RateLog
+
+log = logging.getLogger("agent")
+MAX_WORKERS = 255  # slots 0..254; more workers are left out and counted as errors
+BUDGET = 2.0  # seconds of one scrape spent reading workers at most (under scrape timeouts)
+USS_WORKERS = 64  # USS (a read of smaps) for the first this many slots only
+WORKER = "worker"
+
+
+class Slots:
+    """pid -> slot: the lowest free slot to a newcomer, freed when the pid is gone."""
+
+    def __init__(self, limit: int = MAX_WORKERS) -> None:
+        self.limit = limit
+        self.by_pid: dict[int, tuple[int, float]] = {}  # pid -> (slot, create time)
+        self.freed = 0  # slots vacated since start (workers that exited)
+
+    def update(self, live: Iterable[tuple[int, float]]) -> tuple[dict[int, int], int]:
+        """Slots for ``live`` (pid, create time) in the order given; returns pid -> slot
+        and how many live workers got no slot (beyond ``limit``)."""
+        live = list(live)
+        alive = {(pid, created) for pid, created in live}
+        for pid, (_slot, created) in list(self.by_pid.items()):
+            if (pid, created) not in alive:  # gone, or the pid was reused by another one
+                del self.by_pid[pid]
+                self.freed += 1
+        taken = {slot for slot, _ in self.by_pid.values()}
+        free = (s for s in range(self.limit) if s not in taken)
+        unslotted = 0
+        for pid, created in live:
+            if pid in self.by_pid:
+                continue
+            slot = next(free, None)
+            if slot is None:
+                unslotted += 1
+                continue
+            self.by_pid[pid] = (slot, created)
+        return {pid: slot for pid, (slot, _) in self.by_pid.items()}, unslotted
+
+
+def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Process]]:
+    """(pid, create time, process) of the live children of ``process`` that are workers,
+    oldest first."""
+    try:
+        children = process.children()
+    except (psutil.Error, OSError):
+        return []
+    named = None
+    found = []
+    for child in children:
+        try:
+            with child.oneshot():
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue  # dead, not reaped yet: its slot is free
+                created = child.create_time()
+        except (psutil.Error, OSError):
+            continue
+        if registry.agent_address_of(child.pid, created) is None:
+            if named is None:
+                named = roles.child_roles()
+            if child.pid not in named:
+                continue
+        found.append((child.pid, created, child))
+    found.sort(key=lambda item: (item[1], item[0]))
+    return found
+
+
+class WorkersCollector:
+    """The ``worker``-labelled series of a master's workers (nothing for a process that
+    never had any), plus how many there are, exits and scrape errors."""
+
+    def __init__(
+        self,
+        process: psutil.Process,
+        budget: float = BUDGET,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._process = process
+        self._budget = budget
+        self._clock = clock
+        self._slots = Slots()
+        self._collectors: dict[int, tuple[float, ProcessCollector]] = {}
+        self._seen = False
+        self.errors = 0  # workers left out of a scrape, since start
+        self._events = RateLog(log, every=60.0)
+
+    def collect(self) -> list[Family]:
+        deadline = self._clock() + self._budget
+        workers = worker_children(self._process)
+        slots, unslotted = self._slots.update((pid, created) for pid, created, _ in workers)
+        self.errors += unslotted
+        if unslotted:
+            self._events.event(
+                "slots", "runtime-observer agent: %d workers beyond %d", unslotted, MAX_WORKERS
+            )
+        self._seen = self._seen or bool(workers)
+        if not self._seen:
+            return []
+        self._collectors = {
+            pid: held for pid, held in self._collectors.items() if pid in slots
+        }  # the dead ones' collectors go with them
+        merged: dict[str, Family] = {}
+        info = Family("observer_worker", "info", "A worker of this master: its slot and pid.")
+        shown = 0
+        for pid, created, proc in sorted(workers, key=lambda w: slots.get(w[0], MAX_WORKERS)):
+            slot = slots.get(pid)
+            if slot is None:
+                continue
+            if self._clock() > deadline:
+                self.errors += 1
+                self._events.event(
+                    "budget", "runtime-observer agent: worker %d left out: over budget", pid
+                )
+                continue
+            labels = ((WORKER, str(slot)),)
+            try:
+                for family in self._collector(pid, created, proc, slot).collect():
+                    _merge(merged, family.relabelled(labels))
+                info.add(1, (*labels, ("pid", str(pid))), "_info")
+                shown += 1
+            except Exception as exc:  # a worker's odd /proc: its series are left out
+                self.errors += 1
+                self._events.event("worker", "runtime-observer agent: worker %d: %r", pid, exc)
+        return [
+            *merged.values(),
+            info,
+            gauge("observer_workers", "Workers of this master shown in this scrape.", shown),
+            counter(
+                "observer_worker_exits",
+                "Workers of this master that exited since the agent started (their slots "
+                "were freed for replacements).",
+                self._slots.freed,
+            ),
+            counter(
+                "observer_worker_scrape_errors",
+                "Workers left out of a scrape (time budget spent, too many, or unreadable).",
+                self.errors,
+            ),
+        ]
+
+    def _collector(
+        self, pid: int, created: float, proc: psutil.Process, slot: int
+    ) -> ProcessCollector:
+        held = self._collectors.get(pid)
+        if held is None or held[0] != created:
+            held = (created, ProcessCollector(proc, uss=slot < USS_WORKERS))
+            self._collectors[pid] = held
+        return held[1]
+
+
+def _merge(merged: dict[str, Family], family: Family) -> None:
+    into = merged.get(family.name)
+    if into is None:
+        merged[family.name] = family
+        return
+    for s in family.samples:
+        into.add(s.value, s.labels, s.suffix)
