@@ -88,7 +88,7 @@ def test_a_masters_scrape_carries_each_workers_series_and_a_replacement_takes_th
         message="three workers scraped",
     )
     assert slots_of(text) == {"0": pids[0], "1": pids[1], "2": pids[2]}
-    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+    for name in ("process_cpu_seconds_total", "process_unique_memory_bytes"):
         assert worker_labels(text, name) == {"", "0", "1", "2"}, name
     for slot, pid in slots_of(text).items():
         rss = value(text, "process_resident_memory_bytes", worker=slot)

@@ -14,12 +14,15 @@ thread: the scrape never wakes a dormant worker's agent (an unobserved worker ke
 pages shared with the master) and never waits on a worker: a frozen (SIGSTOPped) worker
 still answers /proc reads. A scrape spends at most BUDGET seconds on workers; the ones
 left when it runs out (a process in uninterruptible sleep, a huge smaps) are left out of
-that scrape and counted in ``observer_worker_scrape_errors_total``.
+that scrape and counted in ``observer_worker_scrape_errors_total``. A worker's USS is
+read at most every USS_MAX_AGE seconds (the scrapes between repeat the last value).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -34,8 +37,13 @@ from agent.ratelog import RateLog
 log = logging.getLogger("agent")
 MAX_WORKERS = 255  # slots 0..254; more workers are left out and counted as errors
 BUDGET = 2.0  # seconds of one scrape spent reading workers at most (under scrape timeouts)
-USS_WORKERS = 64  # USS (a read of smaps) for the first this many slots only
+USS_WORKERS = 64  # USS for the first this many slots only
+# USS walks the worker's page tables (smaps_rollup: ~0.8 ms a worker, half a scrape's cost
+# at 32 workers); it moves slowly, so a worker's is read at most this often
+USS_MAX_AGE = 30.0
 WORKER = "worker"
+MAX_THREADS = 4096  # of the master, whose children files are read
+USS_HELP = "Memory unique to the process (USS) in bytes: what its exit would free."
 
 
 class Slots:
@@ -73,7 +81,16 @@ def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Pr
     """(pid, create time, process) of the live children of ``process`` that are workers,
     oldest first."""
     try:
-        children = process.children()
+        pids = _child_pids(process.pid)
+        if pids is None:
+            children = process.children()
+        else:
+            children = []
+            for pid in pids:
+                try:
+                    children.append(psutil.Process(pid))
+                except psutil.Error:
+                    continue  # exited and reaped meanwhile
     except (psutil.Error, OSError):
         return []
     named = None
@@ -96,6 +113,27 @@ def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Pr
     return found
 
 
+def _child_pids(pid: int) -> list[int] | None:
+    """The children of ``pid`` from Linux's /proc/PID/task/*/children (one small file per
+    thread, where psutil's children() reads every process's stat), or None where the
+    kernel lacks it."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    found: set[int] = set()
+    for tid in tasks[:MAX_THREADS]:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                found.update(int(word) for word in fh.read(1 << 16).split())
+        except FileNotFoundError:
+            if tid == str(pid):
+                return None  # no such file at all (CONFIG_PROC_CHILDREN off)
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return sorted(found)
+
+
 class WorkersCollector:
     """The ``worker``-labelled series of a master's workers (nothing for a process that
     never had any), plus how many there are, exits and scrape errors."""
@@ -110,7 +148,7 @@ class WorkersCollector:
         self._budget = budget
         self._clock = clock
         self._slots = Slots()
-        self._collectors: dict[int, tuple[float, ProcessCollector]] = {}
+        self._held: dict[int, _Worker] = {}
         self._seen = False
         self.errors = 0  # workers left out of a scrape, since start
         self._events = RateLog(log, every=60.0)
@@ -127,9 +165,7 @@ class WorkersCollector:
         self._seen = self._seen or bool(workers)
         if not self._seen:
             return []
-        self._collectors = {
-            pid: held for pid, held in self._collectors.items() if pid in slots
-        }  # the dead ones' collectors go with them
+        self._held = {pid: w for pid, w in self._held.items() if pid in slots}  # the dead go
         merged: dict[str, Family] = {}
         info = Family("observer_worker", "info", "A worker of this master: its slot and pid.")
         shown = 0
@@ -145,7 +181,7 @@ class WorkersCollector:
                 continue
             labels = ((WORKER, str(slot)),)
             try:
-                for family in self._collector(pid, created, proc, slot).collect():
+                for family in self._worker(pid, created, proc, slot).collect(self._clock()):
                     _merge(merged, family.relabelled(labels))
                 info.add(1, (*labels, ("pid", str(pid))), "_info")
                 shown += 1
@@ -169,14 +205,35 @@ class WorkersCollector:
             ),
         ]
 
-    def _collector(
-        self, pid: int, created: float, proc: psutil.Process, slot: int
-    ) -> ProcessCollector:
-        held = self._collectors.get(pid)
-        if held is None or held[0] != created:
-            held = (created, ProcessCollector(proc, uss=slot < USS_WORKERS))
-            self._collectors[pid] = held
-        return held[1]
+    def _worker(self, pid: int, created: float, proc: psutil.Process, slot: int) -> _Worker:
+        held = self._held.get(pid)
+        if held is None or held.created != created:
+            held = self._held[pid] = _Worker(proc, created, uss=slot < USS_WORKERS)
+        return held
+
+
+class _Worker:
+    """One worker's probes: process_* from /proc, its USS re-read every USS_MAX_AGE."""
+
+    def __init__(self, proc: psutil.Process, created: float, uss: bool) -> None:
+        self.created = created
+        self._proc = proc
+        self._process = ProcessCollector(proc, uss=False)
+        self._uss = uss
+        self._uss_value: float | None = None
+        self._uss_at = -math.inf
+
+    def collect(self, now: float) -> list[Family]:
+        out = list(self._process.collect())
+        if self._uss and now - self._uss_at >= USS_MAX_AGE:
+            try:
+                self._uss_value = self._proc.memory_full_info().uss
+            except (psutil.Error, OSError, AttributeError, NotImplementedError):
+                self._uss_value = None  # gone, denied or unsupported: left out
+            self._uss_at = now
+        if self._uss_value is not None:
+            out.append(gauge("process_unique_memory_bytes", USS_HELP, self._uss_value))
+        return out
 
 
 def _merge(merged: dict[str, Family], family: Family) -> None:
