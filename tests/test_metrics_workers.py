@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from agent.metrics.workers import Slots, WorkersCollector
 from tests.helpers import HostProcess, freeze, line_value, wait_until
-from tests.metricstools import promtool_check_metrics, samples, scrape, value
+from tests.metricstools import prometheus_bin, promtool_check_metrics, samples, scrape, value
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 from tests.test_prometheus import DOCS, bindir, prometheus  # noqa: F401  (fixtures)
 
@@ -99,8 +99,9 @@ def test_a_masters_scrape_carries_each_workers_series_and_a_replacement_takes_th
     assert value(text, "observer_worker_exits_total") == 0
     assert value(text, "observer_worker_scrape_errors_total") == 0
     assert [psutil.Process(p).num_threads() for p in pids] == [2, 2, 2]  # still dormant
-    check = promtool_check_metrics(text)
-    assert check.returncode == 0, check.stdout + check.stderr
+    if prometheus_bin()[0] is not None:  # not in the 3.14/3.15 chroot
+        check = promtool_check_metrics(text)
+        assert check.returncode == 0, check.stdout + check.stderr
 
     os.kill(pids[1], signal.SIGKILL)
     wait_until(lambda: psutil.Process(pids[1]).status() == psutil.STATUS_ZOMBIE)
