@@ -1,6 +1,7 @@
 """What the metrics endpoint costs: scrape time and bytes, and agent CPU per scrape.
 
     python bench/metrics.py [--tasks 10 10000] [--loops 1] [--scrapes 40] [--repeat 3]
+    python bench/metrics.py --workers 1 8 32 [--scrapes 30] [--idle 10] [--repeat 3]
 
 For each host size, starts this file as a host (``--host``): the agent with the metrics
 endpoint on (or off, for the baseline), ``--loops`` event loops with ``--tasks`` idle
@@ -13,6 +14,11 @@ tasks between them, nothing else running. Then, ``--repeat`` times, interleaved:
    collect+render time (observer_agent_metrics_scrape_duration_seconds), the body size,
    and the host's CPU per scrape (CPU over the run, less the idle rate, over the count).
 
+With ``--workers``, each host is instead a pre-fork master (``workers=True``, 10 tasks) that
+forks that many idle workers (dormant worker agents) before its loop starts; its scrape
+carries every worker's series (agent.metrics.workers). The workers' own CPU over the
+scrapes is reported too: the scrape reads /proc and must not wake them.
+
 Prints medians and spread and the CPU share at a 15 s scrape interval (per-scrape CPU /
 15 s + the endpoint's idle cost), with the load average at the start and the end.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import os
 import statistics
@@ -37,13 +44,29 @@ sys.path.insert(0, str(ROOT))
 INTERVAL = 15.0  # the scrape interval the CPU share is given for
 
 
-def host_main(tasks: int, loops: int, metrics: bool) -> None:
-    """The measured process: agent (+ metrics), idle tasks spread over ``loops`` loops."""
+def fork_idle_workers(count: int) -> None:
+    """``count`` children that only wait for a signal (a pre-fork server's idle workers)."""
+    import signal
+
+    for _ in range(count):
+        if os.fork() == 0:
+            try:
+                while True:
+                    signal.pause()
+            finally:
+                os._exit(0)
+
+
+def host_main(tasks: int, loops: int, metrics: bool, workers: int = 0) -> None:
+    """The measured process: agent (+ metrics), idle tasks spread over ``loops`` loops,
+    ``workers`` idle forked workers with agents of their own."""
     import threading
 
     import agent
 
-    server = agent.start("127.0.0.1:0", metrics="127.0.0.1:0" if metrics else None)
+    address = "127.0.0.1:0" if metrics else None
+    server = agent.start("127.0.0.1:0", metrics=address, workers=workers > 0)
+    fork_idle_workers(workers)
 
     async def idle() -> None:
         await asyncio.sleep(3600)
@@ -72,8 +95,9 @@ def host_main(tasks: int, loops: int, metrics: bool) -> None:
 
 
 class Host:
-    def __init__(self, tasks: int, loops: int, metrics: bool) -> None:
+    def __init__(self, tasks: int, loops: int, metrics: bool, workers: int = 0) -> None:
         argv = [sys.executable, __file__, "--host", "--tasks", str(tasks), "--loops", str(loops)]
+        argv += ["--workers", str(workers)]
         if not metrics:
             argv.append("--no-metrics")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -88,6 +112,16 @@ class Host:
         t = self.ps.cpu_times()
         return t.user + t.system
 
+    def workers_cpu(self) -> float:
+        total = 0.0
+        for child in self.ps.children():
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
     def scrape(self) -> tuple[float, bytes]:
         host, port = self.address.rsplit(":", 1)
         started = time.perf_counter()
@@ -98,8 +132,13 @@ class Host:
         return time.perf_counter() - started, body
 
     def stop(self) -> None:
+        children = self.ps.children()
         self.proc.terminate()
         self.proc.wait(10)
+        for child in children:  # the idle workers wait for a signal forever
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=10)
 
 
 def idle_rate(host: Host, seconds: float) -> float:
@@ -112,7 +151,7 @@ def idle_rate(host: Host, seconds: float) -> float:
 def scrape_run(host: Host, count: int, idle: float) -> dict[str, float]:
     host.scrape()  # warm up
     walls, agent_times, sizes = [], [], []
-    cpu0, t0 = host.cpu(), time.monotonic()
+    cpu0, t0, workers0 = host.cpu(), time.monotonic(), host.workers_cpu()
     for _ in range(count):
         time.sleep(0.55)  # past the endpoint's 0.5 s cache: every scrape collects anew
         wall, body = host.scrape()
@@ -123,7 +162,9 @@ def scrape_run(host: Host, count: int, idle: float) -> dict[str, float]:
                 agent_times.append(float(line.split()[1]))
     elapsed = time.monotonic() - t0
     per_scrape = (host.cpu() - cpu0 - idle * elapsed) / count
+    workers = (host.workers_cpu() - workers0) / count
     return {
+        "workers_cpu_ms": workers * 1e3,
         "wall_ms": statistics.median(walls) * 1e3,
         "agent_ms": statistics.median(agent_times) * 1e3,
         "bytes": statistics.median(sizes),
@@ -144,9 +185,13 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=40)
     parser.add_argument("--idle", type=float, default=15.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[])
     args = parser.parse_args()
     if args.host:
-        host_main(args.tasks[0], args.loops, not args.no_metrics)
+        host_main(args.tasks[0], args.loops, not args.no_metrics, (args.workers or [0])[0])
+        return
+    if args.workers:
+        workers_main(args)
         return
     print(f"load average at start: {os.getloadavg()}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, loops={args.loops}")
@@ -183,6 +228,46 @@ def main() -> None:
             f"({statistics.median(runs['cpu_ms']) / INTERVAL:.3f} ms/s for scrapes, "
             f"{endpoint:.3f} ms/s for the endpoint's loop-lag probe)"
         )
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+def workers_main(args: argparse.Namespace) -> None:
+    """Scrapes of a pre-fork master with 1, 8, 32 ... idle workers, interleaved."""
+    print(f"load average at start: {os.getloadavg()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 10 tasks in the master")
+    hosts = {n: Host(10, 1, True, n) for n in args.workers}
+    runs: dict[int, dict[str, list[float]]] = {n: {} for n in args.workers}
+    try:
+        for n, host in hosts.items():  # every worker up and scraped before measuring
+            deadline = time.monotonic() + 10  # an agent without workers' series: 10 s
+            while f"observer_workers {n}\n" not in host.scrape()[1].decode():
+                if time.monotonic() > deadline:
+                    print(f"  ({n} workers: no observer_workers {n} in the scrape)")
+                    break
+                time.sleep(0.2)  # polling a condition, not a synchronisation by time
+        for _ in range(args.repeat):
+            for n, host in hosts.items():
+                rate = idle_rate(host, args.idle)
+                runs[n].setdefault("idle_on_ms_per_s", []).append(rate * 1e3)
+                for key, v in scrape_run(host, args.scrapes, rate).items():
+                    runs[n].setdefault(key, []).append(v)
+    finally:
+        for host in hosts.values():
+            host.stop()
+    labels = {
+        "wall_ms": "scrape wall time, client (ms)",
+        "agent_ms": "collect+render in the agent (ms)",
+        "bytes": "exposition size (bytes)",
+        "cpu_ms": "master CPU per scrape (ms)",
+        "workers_cpu_ms": "all workers' CPU per scrape (ms)",
+        "idle_on_ms_per_s": "master idle CPU, metrics on (ms/s)",
+    }
+    for n in args.workers:
+        print(f"\n{n} workers, {args.repeat} runs, median (min-max):")
+        for key, label in labels.items():
+            print(f"  {label:38s} {spread(runs[n][key])}")
+        per = statistics.median(runs[n]["cpu_ms"]) / INTERVAL
+        print(f"  => at a {INTERVAL:g} s interval: {per / 10:.4f}% of one core for scrapes")
     print(f"\nload average at end: {os.getloadavg()}")
 
 

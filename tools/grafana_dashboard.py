@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "prometheus" / "grafana-dashboard.json"
-SEL = '{job=~"$job", instance=~"$instance"}'
+SEL = '{job=~"$job", instance=~"$instance", worker=~"$worker"}'
+HOST = '{job=~"$job", instance=~"$instance"}'  # a master's own, about all its workers
+WSEL = '{job=~"$job", instance=~"$instance", worker=~"$worker", worker!=""}'  # workers only
+PID = "* on (job, instance, worker) group_left(pid) observer_worker_info"
 RATE = "$__rate_interval"
 WHO = "{{instance}} {{worker}}"
 
@@ -63,6 +66,24 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         (f"observer_agent_sessions{SEL}", "sessions {{instance}}"),
         (f"observer_agent_metrics_scrape_duration_seconds{SEL} * 1000", "scrape ms {{instance}}"),
     ], "Observers connected, and what the previous scrape cost the host."),
+    # a pre-fork master's workers: series labelled worker="<slot>", the pid joined from
+    # observer_worker_info (a replacement keeps the slot, shows a new pid)
+    ("Workers and exits", "short", [
+        (f"observer_workers{HOST}", "workers {{instance}}"),
+        (f"increase(observer_worker_exits_total{HOST}[5m])",
+         "exits in 5m {{instance}}"),
+        (f"increase(observer_worker_scrape_errors_total{HOST}[5m])",
+         "left out of scrapes in 5m {{instance}}"),
+    ], "Workers a master serves series for, workers that exited, and workers a scrape "
+       "left out (its time budget spent)."),
+    ("Worker CPU by slot", "percentunit",
+     [(f"rate(process_cpu_seconds_total{WSEL}[{RATE}]) {PID}",
+       "{{instance}} worker {{worker}} pid {{pid}}")],
+     "CPU per worker slot; the pid tells a replacement from its predecessor."),
+    ("Worker memory by slot", "bytes", [
+        (f"process_resident_memory_bytes{WSEL} {PID}", "RSS {{instance}} {{worker}} pid {{pid}}"),
+        (f"process_unique_memory_bytes{WSEL} {PID}", "USS {{instance}} {{worker}} pid {{pid}}"),
+    ], "Resident and unique memory per worker slot (USS: what the worker's exit frees)."),
 ]  # fmt: skip
 
 
@@ -119,6 +140,14 @@ def dashboard() -> dict[str, Any]:
                 variable(
                     "instance", 'label_values(observer_agent_build_info{job=~"$job"}, instance)'
                 ),
+                {  # All also matches a master's own series (no worker label)
+                    **variable(
+                        "worker",
+                        'label_values(observer_worker_info{job=~"$job", instance=~"$instance"}'
+                        ", worker)",
+                    ),
+                    "allValue": ".*",
+                },
             ]
         },
         "panels": [panel(i, *spec) for i, spec in enumerate(PANELS)],

@@ -21,6 +21,7 @@ from agent.metrics.runtime import (
     ProcessCollector,
     PythonCollector,
 )
+from agent.metrics.workers import WorkersCollector
 from agent.wire import join_host_port
 
 log = logging.getLogger("agent")
@@ -51,6 +52,8 @@ class MetricsEndpoint:
         self.registry.register(
             AgentCollector(core, scrape_stats=lambda: self._last, errors=self._errors)
         )
+        self.workers = WorkersCollector(core.process)  # a master's workers, labelled by slot
+        self.registry.register(self.workers)
         self.server = MetricsHTTPServer(
             listener,
             self.serve,
