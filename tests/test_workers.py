@@ -8,6 +8,7 @@ Real master (tests/hosts/forker.py) in a subprocess, real forks, real TLS logins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -293,3 +294,43 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_chaos_counts_a_pool_worker_replaced_under_a_new_number(forker, keys):  # noqa: F811
+    """`observer chaos --kind process --match 'ForkPoolWorker-*' --action kill` on a
+    multiprocessing Pool: the Pool replaces the killed ForkPoolWorker-N with
+    ForkPoolWorker-M (a new number, a new pid, an agent of its own); the run counts
+    that as the slot recovered (it waited for the same name before, which never came)."""
+    from observer.chaos import Chaos
+    from observer.nodesfile import NodeSpec
+
+    master = forker("--workers")
+    mark = master.process.mark()
+    master.process.send("pool fork 2")
+    pids = master.process.wait_line(r"^event: pool (\S+)", start=mark).group(1).split(",")
+    spec = NodeSpec(
+        address=master.agent,
+        name="forker",
+        token_file=str(keys.operator_token),
+        fingerprint=keys.fingerprint,
+    )
+    try:
+        summary = Chaos(
+            [spec], "ForkPoolWorker-*", kind="process", action="kill", seed=7, recovery_timeout=15
+        ).run()
+        assert summary.victims == 1 and summary.recovered == 1, summary.to_dict()
+        (recovery,) = summary.recoveries
+        assert recovery["target"] in {f"pid-{p}" for p in pids}
+        new = int(recovery["replacement"].removeprefix("pid-"))
+        assert str(new) not in pids
+        with master.connect(role="viewer") as node:
+            child = wait_until(lambda: next((c for c in node.children() if c.pid == new), None))
+            assert re.fullmatch(r"ForkPoolWorker-\d+", child.name), child.name
+            assert child.name not in {
+                c.name for c in node.children() if c.pid != new and str(c.pid) in pids
+            }
+            assert node.worker(new).process().pid == new
+    finally:
+        for child in psutil.Process(master.process.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
