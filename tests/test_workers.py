@@ -331,9 +331,7 @@ def test_chaos_counts_a_pool_worker_replaced_under_a_new_number(forker, keys):  
             }
             assert node.worker(new).process().pid == new
     finally:
-        for child in psutil.Process(master.process.proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
+        _kill_descendants(master)
 
 
 def _started(master, command: str) -> list[int]:
@@ -345,9 +343,14 @@ def _started(master, command: str) -> list[int]:
 
 
 def _kill_descendants(master) -> None:
-    for child in psutil.Process(master.process.proc.pid).children(recursive=True):
+    """End the master and every process under it. The master is stopped first (SIGSTOP):
+    a Pool would replace killed workers, which the master's end would then orphan."""
+    pid = master.process.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    for child in psutil.Process(pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             child.kill()
+    os.kill(pid, signal.SIGKILL)
 
 
 POOL_NAMES = {
