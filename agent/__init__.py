@@ -39,6 +39,7 @@ __all__ = [
     "AgentServer",
     "ConfigError",
     "expose",
+    "join",
     "running",
     "start",
     "stop",
@@ -139,7 +140,47 @@ def start(
         _server = server
         forking.install()  # a forked child closes its copies and forgets this server
         forking.on_child(_start_worker)
+        from agent import spawned
+
+        spawned.offer(server)  # OBSERVER_AGENT_SPAWNED_WORKERS=1: spawned children may join
         return server
+
+
+def join() -> AgentServer | None:
+    """In a worker of a master whose agent runs with workers=True: this worker's agent.
+
+    A forked worker has one already (returned, built if dormant). A spawned one (spawn or
+    forkserver start method, ``subprocess`` running Python, ``uvicorn --workers``) gets one
+    when its master also set OBSERVER_AGENT_SPAWNED_WORKERS=1 (agent.spawned): on
+    loopback, reached only through the master. Anywhere else: None, nothing started.
+    Never raises; usable as ``Pool(initializer=agent.join)``.
+    """
+    global _server
+    try:
+        server = running()
+        if server is not None:
+            return server
+        from agent import spawned
+        from agent.server import AgentServer
+
+        config = spawned.join_config()
+        if config is None:
+            return None
+        with _lock:
+            if _server is not None:
+                return _server
+            server = AgentServer(config)
+            server.start()
+            _install(server)
+            forking.install()
+            return server
+    except Exception:
+        import logging
+
+        logging.getLogger("agent").warning(
+            "runtime-observer agent: joining the master failed", exc_info=True
+        )
+        return None
 
 
 def _start_worker(inherited: AgentServer | None) -> None:
@@ -202,8 +243,10 @@ def _forget_after_fork() -> AgentServer | None:
         _pending_exposed.update(server.core.exposed.abandon())
         server.abandon()
     from agent.relay import forget_links
+    from agent.spawned import forget_after_fork
 
     forget_links()
+    forget_after_fork()
     return server
 
 
@@ -217,6 +260,9 @@ def stop() -> None:
         dormant.close()
     if server is not None:
         server.stop()
+        from agent.spawned import withdraw
+
+        withdraw()
 
 
 def running() -> AgentServer | None:

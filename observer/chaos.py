@@ -49,9 +49,11 @@ ACTIONS = {"task": ("cancel",), "thread": ("raise",), "process": ("term", "kill"
 DEFAULT_ACTION = {"task": "cancel", "thread": "raise", "process": "term"}
 DEFAULT_EVERY = 1.0
 DEFAULT_RECOVERY_TIMEOUT = 15.0
-# a gunicorn worker's label ends in its age (agent.collect.roles), which its replacement
-# does not share: the slot it fills is the label without it
+# a gunicorn worker's label ends in its age (agent.collect.roles), a multiprocessing
+# worker's in its number (ForkPoolWorker-3, SpawnProcess-2, ForkServerProcess-1:2), which
+# a replacement does not share: the slot it fills is the label without them
 _AGE = re.compile(r" \(age \d+\)$")
+_NUMBERED = re.compile(r"^((?:.* )?\w*(?:PoolWorker|Process))-\d+(?::\d+)*$")
 POLL = 0.25  # seconds between looks for replacements: the resolution of recovery times
 DEAD_STATUSES = ("zombie", "dead")
 WILDCARDS = re.compile(r"[*?\[]")
@@ -242,6 +244,16 @@ def validate(
     ):
         raise ChaosError("duration must be more than 0 seconds")
     return action, (1 if count is None and duration is None else count)
+
+
+def process_slot(label: str) -> str:
+    """The slot a worker process fills, which its replacement fills again: the label
+    without a gunicorn worker's age or a multiprocessing worker's number
+    ('gunicorn worker (age 3)' -> 'gunicorn worker', 'ForkPoolWorker-3' -> 'ForkPoolWorker');
+    any other label is its own slot."""
+    label = _AGE.sub("", label)
+    numbered = _NUMBERED.match(label)
+    return numbered.group(1) if numbered else label
 
 
 def literal_hint(glob: str) -> str:
@@ -554,7 +566,7 @@ class Chaos:
         return [
             _Target(
                 c.id,
-                _AGE.sub("", child_label(c.name, c.cmdline)),  # the slot, whatever its age
+                process_slot(child_label(c.name, c.cmdline)),
                 (c.pid, c.create_time),
                 (c.name, *c.cmdline),
             )

@@ -416,3 +416,22 @@ def test_unreachable_nodes_are_a_clear_error(keys, capsys):
     code, out, err = cli(capsys, address, *creds(keys), "--match", "w*", "--timeout", "2")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "no node reachable" in err and address in err, err
+
+
+@pytest.mark.parametrize(
+    ("label", "slot"),
+    [
+        ("gunicorn worker (age 3)", "gunicorn worker"),
+        ("ForkPoolWorker-12", "ForkPoolWorker"),
+        ("SpawnPoolWorker-1", "SpawnPoolWorker"),
+        ("ForkServerProcess-2:3", "ForkServerProcess"),
+        ("celery ForkPoolWorker-1", "celery ForkPoolWorker"),
+        ("child-worker-1", "child-worker-1"),  # a name its replacement takes again
+        ("http-worker-2", "http-worker-2"),
+        ("python -m app 3", "python -m app 3"),
+    ],
+)
+def test_a_worker_process_slot_leaves_out_what_its_replacement_changes(label, slot):
+    from observer.chaos import process_slot
+
+    assert process_slot(label) == slot

@@ -1,8 +1,10 @@
-"""The demo service with the agent embedded: supervised workers come back when killed."""
+"""The demo service with the agent embedded: supervised workers come back when killed,
+and so do its forked pool workers, each observed through the master's port."""
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 
 import pytest
@@ -23,13 +25,27 @@ def _http(demo, path: str) -> bytes:
         return resp.read()
 
 
+def _spawned(children):
+    """The demo's child-worker-N processes (run by subprocess, not forked)."""
+    return [c for c in children if "observer.demo.child" in " ".join(c.cmdline)]
+
+
+def _pool(node) -> dict[str, object]:
+    """slot -> child for the live forked pool workers that run an agent."""
+    return {
+        c.name: c
+        for c in node.children()
+        if re.fullmatch(r"http-worker-\d+", c.name) and c.agent and c.status != "zombie"
+    }
+
+
 def _named(node, name):
     return [t for t in node.tasks() if t.name == name and t.state == "pending"]
 
 
 def test_demo_shows_its_parts(node, demo):
     snap = wait_until(
-        lambda: (s := node.snapshot()) and len(s.children) >= 2 and s,
+        lambda: (s := node.snapshot()) and len(_spawned(s.children)) >= 2 and s,
         message="two child workers",
     )
     names = {t.name for t in snap.tasks}
@@ -37,7 +53,7 @@ def test_demo_shows_its_parts(node, demo):
     assert "http-server" in names
     threads = {t.name for t in snap.threads}
     assert "cache-janitor" in threads
-    assert all("child-worker" in " ".join(c.cmdline) for c in snap.children)
+    assert {c.cmdline[-1] for c in _spawned(snap.children)} >= {"child-worker-1", "child-worker-2"}
     exposed = {e.name: e for e in snap.process.exposed}
     assert {"cache", "jobs", "config"} <= set(exposed)
     assert "demo-secret" not in exposed["config"].repr
@@ -56,11 +72,41 @@ def test_killing_a_worker_brings_a_new_one(node, demo):
 
 
 def test_killing_a_child_process_brings_a_new_one(node):
-    children = wait_until(lambda: len(c := node.children()) >= 2 and c, message="children")
+    children = wait_until(lambda: len(c := _spawned(node.children())) >= 2 and c)
     victim = children[0]
     result = node.signal(victim.pid, "TERM")
     assert result.ok
     wait_until(
-        lambda: victim.pid not in {c.pid for c in node.children()} and len(node.children()) >= 2,
+        lambda: (
+            victim.pid not in {c.pid for c in _spawned(node.children())}
+            and len(_spawned(node.children())) >= 2
+        ),
         message="replacement child",
     )
+
+
+def test_a_killed_pool_worker_is_replaced_and_the_replacement_serves(node, demo):
+    """The demo's gunicorn-style pool: two forked HTTP workers, each with an agent
+    reached through the master's port. SIGKILL one through the observer; the master
+    forks a replacement in the same slot (new pid), whose own agent answers and which
+    serves the pool's socket."""
+    workers = wait_until(lambda: len(p := _pool(node)) == 2 and p, message="two pool workers")
+    victim = workers["http-worker-1"]
+    worker = node.worker(victim.pid)
+    assert worker.process().pid == victim.pid
+    assert {e.name for e in worker.process().exposed} >= {"worker"}
+    assert node.signal(victim.id, "KILL").ok
+    new = wait_until(
+        lambda: (c := _pool(node).get("http-worker-1")) and c.pid != victim.pid and c,
+        message="a new http-worker-1",
+    )
+    assert node.worker(new.pid).process().pid == new.pid
+    status = json.loads(_http(demo, "/"))
+    assert status["pool_workers"]["http-worker-1"] == new.pid
+    pool = status["pool"]
+
+    def served_by_new() -> bool:
+        with urllib.request.urlopen(f"http://{pool}/", timeout=10) as resp:
+            return json.loads(resp.read())["pid"] == new.pid
+
+    wait_until(served_by_new, message="the replacement serves the pool's socket")

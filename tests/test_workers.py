@@ -8,6 +8,7 @@ Real master (tests/hosts/forker.py) in a subprocess, real forks, real TLS logins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -319,3 +320,131 @@ def test_a_worker_lists_no_loop_or_task_of_the_masters_other_threads(forker, met
         assert lag is None or lag < 5.0, lag
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
+
+
+def test_chaos_counts_a_pool_worker_replaced_under_a_new_number(forker, keys):  # noqa: F811
+    """`observer chaos --kind process --match 'ForkPoolWorker-*' --action kill` on a
+    multiprocessing Pool: the Pool replaces the killed ForkPoolWorker-N with
+    ForkPoolWorker-M (a new number, a new pid, an agent of its own); the run counts
+    that as the slot recovered (it waited for the same name before, which never came)."""
+    from observer.chaos import Chaos
+    from observer.nodesfile import NodeSpec
+
+    master = forker("--workers")
+    mark = master.process.mark()
+    master.process.send("pool fork 2")
+    pids = master.process.wait_line(r"^event: pool (\S+)", start=mark).group(1).split(",")
+    spec = NodeSpec(
+        address=master.agent,
+        name="forker",
+        token_file=str(keys.operator_token),
+        fingerprint=keys.fingerprint,
+    )
+    try:
+        summary = Chaos(
+            [spec], "ForkPoolWorker-*", kind="process", action="kill", seed=7, recovery_timeout=15
+        ).run()
+        assert summary.victims == 1 and summary.recovered == 1, summary.to_dict()
+        (recovery,) = summary.recoveries
+        assert recovery["target"] in {f"pid-{p}" for p in pids}
+        new = int(recovery["replacement"].removeprefix("pid-"))
+        assert str(new) not in pids
+        with master.connect(role="viewer") as node:
+            child = wait_until(lambda: next((c for c in node.children() if c.pid == new), None))
+            assert re.fullmatch(r"ForkPoolWorker-\d+", child.name), child.name
+            assert child.name not in {
+                c.name for c in node.children() if c.pid != new and str(c.pid) in pids
+            }
+            assert node.worker(new).process().pid == new
+    finally:
+        _kill_descendants(master)
+
+
+def _started(master, command: str) -> list[int]:
+    """Send ``pool ...`` or ``executor ...`` to the master; the workers' pids."""
+    mark = master.process.mark()
+    master.process.send(command)
+    line = master.process.wait_line(rf"^event: {command.split()[0]} (\S+)", start=mark)
+    return [int(p) for p in line.group(1).split(",")]
+
+
+def _kill_descendants(master) -> None:
+    """End the master and every process under it. The master is stopped first (SIGSTOP):
+    a Pool would replace killed workers, which the master's end would then orphan."""
+    pid = master.process.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    os.kill(pid, signal.SIGKILL)
+
+
+POOL_NAMES = {
+    "fork": "ForkPoolWorker",
+    "spawn": "SpawnPoolWorker",
+    "forkserver": "ForkServerPoolWorker",
+}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_workers_of_every_start_method_join_with_agent_join(forker, method):  # noqa: F811
+    """A master with workers=True and OBSERVER_AGENT_SPAWNED_WORKERS=1; a Pool whose
+    initializer is agent.join: with fork each worker's own agent wakes, with spawn and
+    forkserver (whose workers inherit nothing) each starts one from the master's join
+    file. Every worker is labelled by multiprocessing's name and answers through the
+    master's port, with the caller's role."""
+    master = forker("--workers", "--spawned")
+    try:
+        pids = _started(master, f"pool {method} 2 join")
+        with master.connect() as node, master.connect(role="viewer") as viewer:
+
+            def joined() -> dict | None:
+                listed = {c.pid: c for c in node.children()}
+                return listed if all(p in listed and listed[p].agent for p in pids) else None
+
+            children = wait_until(joined, timeout=30, message="every pool worker has an agent")
+            for pid in pids:
+                assert re.fullmatch(rf"{POOL_NAMES[method]}-\d+", children[pid].name)
+                assert split_host_port(children[pid].agent)[0] == "127.0.0.1"
+                assert node.worker(pid).process().pid == pid
+                assert viewer.worker(pid).hello().role == "viewer"
+                with pytest.raises(AuthenticationError):  # only the master gets in
+                    master.connect(children[pid].agent)
+    finally:
+        _kill_descendants(master)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_process_pool_executor_workers_join_through_the_master(forker, method):  # noqa: F811
+    """ProcessPoolExecutor(initializer=agent.join) with each start method: every
+    worker answers through the master's port."""
+    master = forker("--workers", "--spawned")
+    try:
+        pids = _started(master, f"executor {method} 2 join")
+        with master.connect() as node:
+            wait_until(
+                lambda: (
+                    all(c.agent for c in node.children() if c.pid in pids)
+                    and {c.pid for c in node.children()} >= set(pids)
+                ),
+                timeout=30,
+            )
+            for pid in pids:
+                assert node.worker(pid).process().pid == pid
+    finally:
+        _kill_descendants(master)
+
+
+def test_spawned_workers_get_no_agent_unless_the_master_opted_in(forker):  # noqa: F811
+    """Without OBSERVER_AGENT_SPAWNED_WORKERS the master writes no join file and
+    agent.join() in a spawned worker starts nothing (the worker still works)."""
+    master = forker("--workers")
+    try:
+        pids = _started(master, "executor spawn 1 join")
+        with master.connect() as node:
+            (child,) = [c for c in node.children() if c.pid in pids]
+            assert child.agent is None
+            with pytest.raises(RemoteError, match="no worker agent"):
+                node.worker(pids[0]).process()
+    finally:
+        _kill_descendants(master)

@@ -5,7 +5,9 @@ which says nothing; the master itself knows better. Read without side effects: t
 multiprocessing processes it started (their names: ``ForkPoolWorker-2``,
 ``SpawnProcess-1``; agent.compat) and a gunicorn arbiter's workers, found through the
 SIGCHLD handler the arbiter installs (a bound method of the arbiter), labelled
-``gunicorn worker (age N)`` with gunicorn's own age counter.
+``gunicorn worker (age N)`` with gunicorn's own age counter, and a Celery prefork
+master's pool processes (billiard, multiprocessing's fork, keeps its own list),
+``celery ForkPoolWorker-N``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ MAX_ROLES = 4096
 def child_roles() -> dict[int, str]:
     """pid -> role label for the children the host can name; never raises."""
     roles: dict[int, str] = {}
-    for source in (compat.multiprocessing_children, gunicorn_workers):
+    for source in (compat.multiprocessing_children, gunicorn_workers, celery_workers):
         try:
             roles.update(source())
         except Exception:  # a host's odd objects: no labels from there, the list goes on
@@ -63,4 +65,28 @@ def gunicorn_workers() -> dict[int, str]:
         age = getattr(worker, "age", None)
         if type(pid) is int:
             out[pid] = f"gunicorn worker (age {age})" if type(age) is int else "gunicorn worker"
+    return out
+
+
+def celery_workers() -> dict[int, str]:
+    """pid -> ``celery ForkPoolWorker-N`` for the billiard processes (Celery's prefork
+    pool) this process started: billiard.process._children, read as multiprocessing's."""
+    module = sys.modules.get("billiard.process")
+    children = getattr(module, "_children", None) if module is not None else None
+    if not isinstance(children, set):
+        return {}
+    for _ in range(10):
+        try:
+            processes = list(children)[:MAX_ROLES]
+            break
+        except RuntimeError:  # changed meanwhile
+            continue
+    else:
+        return {}
+    out = {}
+    for process in processes:
+        pid = getattr(getattr(process, "_popen", None), "pid", None)
+        name = getattr(process, "_name", None)
+        if type(pid) is int and type(name) is str:
+            out[pid] = f"celery {name}"
     return out

@@ -8,6 +8,7 @@ import http
 import itertools
 import json
 import logging
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -151,11 +152,15 @@ def encode_response(response: Response, keep_alive: bool) -> bytes:
 class HttpServer:
     """An asyncio HTTP/1.1 server whose connections run in tasks named ``http-conn-<n>``."""
 
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
-        """Remember where to listen and which coroutine answers requests."""
+    def __init__(
+        self, host: str, port: int, handler: Handler, sock: socket.socket | None = None
+    ) -> None:
+        """Remember where to listen (or the listening socket to accept on, shared by a
+        pool's workers) and which coroutine answers requests."""
         self.host = host
         self.port = port
         self._handler = handler
+        self._sock = sock
         self._server: asyncio.Server | None = None
         self._conn_ids = itertools.count(1)
         self._connections: set[asyncio.Task[Any]] = set()
@@ -169,7 +174,10 @@ class HttpServer:
 
     async def bind(self) -> None:
         """Listen now, learning the real port when asked for port 0."""
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        if self._sock is not None:
+            self._server = await asyncio.start_server(self._connection, sock=self._sock)
+        else:
+            self._server = await asyncio.start_server(self._connection, self.host, self.port)
         sockname = self._server.sockets[0].getsockname()
         self.port = sockname[1]
 

@@ -216,6 +216,8 @@ def connect_help(demo: DemoProcess, keys: KeyMaterial) -> str:
             f"  observer tree {conn}",
             f"  observer stack {conn} ID",
             f"  observer kill {conn} ID",
+            f"  observer ps {conn} --process all    # the master and its pool workers",
+            f"  observer chaos {conn} --kind process --match 'http-worker-*' --action kill",
             f"  (read-only: --token-file {shlex.quote(str(keys.viewer_token))})",
         ]
     )

@@ -8,6 +8,9 @@ Supervision tree (every task, thread and process below has a stable name)::
 
     main (asyncio task, one-for-one over the tasks below, in start order)
       child-supervisor -> child-worker-1..N      (OS processes, restarted on exit)
+      worker-pool      -> http-worker-1..N       (forked processes serving one socket, each
+                                                  with an agent of its own: a killed one
+                                                  is replaced, new pid, same slot)
       http-server      -> http-conn-<n>          (one task per connection)
       supervisor       -> worker-1..N            (restarted on cancel/crash)
                             -> worker-K-job      (awaited sub-task, so await chains exist)
@@ -44,6 +47,7 @@ import agent
 from .cache import DEFAULT_MAX_ENTRIES, DemoCache
 from .child import PARENT_ENV
 from .httpd import HttpServer, Request, Response, http_get, within
+from .pool import WorkerPool
 from .supervision import ChildSupervisor, TaskSupervisor, ThreadSupervisor
 
 log = logging.getLogger("observer.demo")
@@ -63,6 +67,7 @@ class Options:
     name: str = "demo"
     http_bind: str = "127.0.0.1:0"
     children: int = 2
+    pool: int = 2
     workers: int = 3
     cache_max: int = DEFAULT_MAX_ENTRIES
     crash_rate: float = 0.0
@@ -179,6 +184,7 @@ class DemoService:
             "http_bind": options.http_bind,
             "workers": options.workers,
             "children": options.children,
+            "pool": options.pool,
             "cache_max_entries": options.cache_max,
             "queue_maxsize": QUEUE_MAXSIZE,
             "db_url": "postgresql://demo@db.internal:5432/orders",
@@ -197,6 +203,7 @@ class DemoService:
             child_command,
             env=child_env(),
         )
+        self.pool_workers = WorkerPool(options.pool, http_host)
         self.janitor = ThreadSupervisor(
             "cache-janitor", functools.partial(cache_janitor, self.cache)
         )
@@ -204,6 +211,7 @@ class DemoService:
             "main",
             [
                 ("child-supervisor", self.children.run),
+                ("worker-pool", self.pool_workers.run),
                 ("http-server", self.http.serve),
                 ("supervisor", self.workers.run),
                 ("job-producer", self.produce_jobs),
@@ -223,7 +231,7 @@ class DemoService:
             host, _ = split_hostport(opts.bind)
             if not is_loopback(host):
                 raise ValueError(f"refusing to serve the agent on {opts.bind} without --keys")
-            handle = agent.start(opts.bind, name=opts.name)
+            handle = agent.start(opts.bind, name=opts.name, workers=True)
         else:
             tokens = {
                 role: (opts.keys / f"{role}.token").read_text().strip()
@@ -235,6 +243,7 @@ class DemoService:
                 tls_key=str(opts.keys / "agent.key"),
                 tokens=tokens,
                 name=opts.name,
+                workers=True,  # the forked pool workers get agents, reached through this one
             )
         self.agent_address = handle.address
         agent.expose("cache", self.cache.entries)  # the agent sizes builtin containers only
@@ -277,11 +286,14 @@ class DemoService:
             "queue_depth": self.jobs.qsize(),
             "workers": sorted(self.workers.children()),
             "children": self.children.pids(),
+            "pool": self.pool_workers.address,
+            "pool_workers": self.pool_workers.pids(),
             "http_requests": self.http.requests,
             "restarts": {
                 "main": self.root.restarts,
                 "supervisor": self.workers.restarts,
                 "child-supervisor": self.children.restarts,
+                "worker-pool": self.pool_workers.restarts,
                 "thread-supervisor": self.janitor.restarts,
             },
         }
@@ -393,8 +405,11 @@ class DemoService:
         host = self.http.host
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1" if host != "::" else "::1"
+        port = self.http.port
+        if self.options.pool and self.rng.random() < 0.3:  # the pool's workers serve too
+            port, path = self.pool_workers.port, path.replace("/cache", "/work")
         try:
-            await http_get(host, self.http.port, path)
+            await http_get(host, port, path)
         except (OSError, asyncio.TimeoutError) as exc:
             log.debug("load-generator: GET %s failed: %r", path, exc)
 
@@ -433,6 +448,7 @@ class DemoService:
             return 1
         try:
             await self.http.bind()
+            self.pool_workers.bind()
             self.janitor.start()
             self.root.start()
             await within(READY_TIMEOUT, self._started())
@@ -462,6 +478,7 @@ class DemoService:
     async def _started(self) -> None:
         """Wait until the children and the workers have been started once."""
         await self.children.started.wait()
+        await self.pool_workers.started.wait()
         await self.workers.started.wait()
 
     async def shutdown(self) -> None:
@@ -495,6 +512,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--name", default="demo", help="service name shown by the observer")
     parser.add_argument("--http-bind", default="127.0.0.1:0", help="HTTP address (HOST:PORT)")
     parser.add_argument("--children", type=int, default=2, help="child worker processes")
+    parser.add_argument(
+        "--pool", type=int, default=2, help="forked HTTP worker processes (gunicorn-style)"
+    )
     parser.add_argument("--workers", type=int, default=3, help="asyncio worker tasks")
     parser.add_argument(
         "--cache-max", type=int, default=DEFAULT_MAX_ENTRIES, help="cache size bound"
@@ -504,7 +524,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (stderr)")
     ns = parser.parse_args(argv)
-    for flag in ("children", "workers", "cache_max"):
+    for flag in ("children", "pool", "workers", "cache_max"):
         if getattr(ns, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0")
     for flag in ("bind", "http_bind"):
@@ -518,6 +538,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         name=ns.name,
         http_bind=ns.http_bind,
         children=ns.children,
+        pool=ns.pool,
         workers=ns.workers,
         cache_max=ns.cache_max,
         crash_rate=ns.crash_rate,

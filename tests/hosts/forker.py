@@ -10,13 +10,19 @@ thread to prove the master keeps serving. Commands:
   is held, as when another thread is in agent.expose()); HOW is what the child does
   (tests/hosts/forkchild.py).
   Prints ``event: forked PID``.
-- ``pool METHOD N``: a multiprocessing Pool of N workers; prints ``event: pool PID,PID``.
+- ``pool METHOD N [join]``: a multiprocessing Pool of N workers (``join``: each calls
+  agent.join() as its initializer); prints ``event: pool PID,PID``.
+- ``executor METHOD N [join]``: a ProcessPoolExecutor of N workers, each made to run a
+  task; prints ``event: executor PID,PID``.
+- ``--spawned`` (an argument): the master opts in to spawned workers
+  (OBSERVER_AGENT_SPAWNED_WORKERS=1, agent.spawned).
 - ``reap PID``: wait for that child; prints ``event: reaped PID CODE`` (negative: signal).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import multiprocessing
 import os
@@ -96,6 +102,8 @@ def fork(method: str, how: str, port: int, keys: str) -> tuple[int, Callable[[],
 def main(keys: str, extra: list[str]) -> None:
     bind = extra[extra.index("--bind") + 1] if "--bind" in extra else "127.0.0.1:0"
     metrics = extra[extra.index("--metrics") + 1] if "--metrics" in extra else None
+    if "--spawned" in extra:
+        os.environ["OBSERVER_AGENT_SPAWNED_WORKERS"] = "1"
     server = start_agent(keys, "forker", bind, workers="--workers" in extra, metrics=metrics)
     say(f"agent: {server.address}")
     if server.metrics is not None:
@@ -110,10 +118,22 @@ def main(keys: str, extra: list[str]) -> None:
             port = server.port if len(words) == 3 else server.metrics.server.address[1]
             pid, children[pid] = fork(words[1], words[2], port, keys)
             say(f"event: forked {pid}")
-        elif words[:1] == ["pool"] and len(words) == 3:
-            pools.append(multiprocessing.get_context(words[1]).Pool(int(words[2])))
+        elif words[:1] == ["pool"] and len(words) in (3, 4):
+            init = agent.join if words[3:] == ["join"] else None
+            context = multiprocessing.get_context(words[1])
+            pools.append(context.Pool(int(words[2]), initializer=init))
             pids = sorted(p.pid for p in pools[-1]._pool)
             say(f"event: pool {','.join(map(str, pids))}")
+        elif words[:1] == ["executor"] and len(words) in (3, 4):
+            executor = concurrent.futures.ProcessPoolExecutor(
+                int(words[2]),
+                mp_context=multiprocessing.get_context(words[1]),
+                initializer=agent.join if words[3:] == ["join"] else None,
+            )
+            list(executor.map(abs, range(4 * int(words[2]))))  # every worker started
+            pools.append(executor)
+            pids = sorted(executor._processes)
+            say(f"event: executor {','.join(map(str, pids))}")
         elif words[:1] == ["reap"] and len(words) == 2:
             pid = int(words[1])
             say(f"event: reaped {pid} {children.pop(pid)()}")

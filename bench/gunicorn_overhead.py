@@ -1,0 +1,203 @@
+"""What agents in every worker and an observer refreshing the tree cost a real gunicorn.
+
+    python bench/gunicorn_overhead.py [--runs 5] [--duration 8] [--workers 4]
+
+gunicorn with ``--workers`` UvicornWorkers (tests/hosts/gunicorn_app.py's ASGI app),
+pinned to one core, the load (bench/overhead.py's Load: wrk when installed) and the
+observer on the others. Modes, interleaved (order alternated each run), ``--runs``
+times each, a fresh server per run:
+
+- ``none``: ``python -m gunicorn ...``, no agent anywhere;
+- ``observed``: ``python -m agent run --keys K -- -m gunicorn ...`` (an agent in the
+  master and in every worker) with an observer refreshing the whole tree once a second
+  through the master (its snapshot, then each worker's, deltas after the first).
+
+Reported: requests/s and p99 (median and range), the ratio to ``none`` (issue 13's
+target: within 3%) and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from overhead import Load, med, pick_cpus  # noqa: E402
+
+from observer.client import connect  # noqa: E402
+from observer.keygen import KeyMaterial, generate  # noqa: E402
+
+TARGET_RPS = 0.97
+MODES = ("none", "observed")
+
+
+class Server:
+    """One gunicorn (with or without agents) pinned to ``cpu``; stopped with stop()."""
+
+    def __init__(self, mode: str, km: KeyMaterial, workers: int, cpu: int | None) -> None:
+        argv = [sys.executable]
+        if mode == "observed":
+            argv += ["-m", "agent", "run", "--keys", str(km.directory), "--bind", "127.0.0.1:0"]
+            argv += ["--name", "bench-gunicorn", "--print-address", "--"]
+        argv += ["-m", "gunicorn", "-w", str(workers), "-b", "127.0.0.1:0"]
+        argv += ["-k", "uvicorn.workers.UvicornWorker", "tests.hosts.gunicorn_app:asgi"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+        )
+        self.agent = ""
+        self.url = ""
+        self.booted = 0
+        self._ready = threading.Event()
+        self._want = workers
+        threading.Thread(target=self._read_err, daemon=True).start()
+        if mode == "observed":
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if line.startswith("agent: "):
+                    self.agent = line.split()[1]
+                    break
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("gunicorn did not boot its workers")
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            found = re.search(r"Listening at: (\S+)", line)
+            if found:
+                self.url = found.group(1) + "/"
+            if "Application startup complete" in line:
+                self.booted += 1
+                if self.booted >= self._want and self.url:
+                    self._ready.set()
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class TreeObserver:
+    """Refreshes master -> workers -> tasks once a second, as the GUI's Processes tab."""
+
+    def __init__(self, address: str, km: KeyMaterial, workers: int) -> None:
+        self.node = connect(address, token_file=km.operator_token, fingerprint=km.fingerprint)
+        self.workers: dict[int, object] = {}
+        self.refreshes: list[float] = []
+        self.errors: list[str] = []
+        self.stop_flag = threading.Event()
+        deadline = time.monotonic() + 60
+        while len([c for c in self.node.children() if c.agent]) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers' agents did not show")
+            time.sleep(0.2)
+        self.refresh()  # the first full listing of every worker, before the load
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def refresh(self) -> None:
+        snap = self.node.snapshot()
+        for child in snap.children:
+            if child.agent:
+                worker = self.workers.setdefault(child.pid, self.node.worker(child.pid))
+                worker.snapshot()
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + 1.0
+        while not self.stop_flag.wait(max(0.0, next_at - time.monotonic())):
+            started = time.perf_counter()
+            try:
+                self.refresh()
+                self.refreshes.append(time.perf_counter() - started)
+            except Exception as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            next_at = max(next_at + 1.0, time.monotonic())
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        self.node.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
+    args = parser.parse_args()
+    server_cpu, others, where = pick_cpus()
+    os.sched_setaffinity(0, others)
+    load = Load(args.load, args.connections, threads=len(others))
+    rps: dict[str, list[float]] = {m: [] for m in MODES}
+    p99: dict[str, list[float]] = {m: [] for m in MODES}
+    refreshes: list[float] = []
+    errors: list[str] = []
+    loads: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        km = generate(Path(tmp) / "keys")
+        for run in range(args.runs):
+            for mode in MODES if run % 2 == 0 else reversed(MODES):
+                server = Server(mode, km, args.workers, server_cpu)
+                observer = None
+                try:
+                    if mode == "observed":
+                        observer = TreeObserver(server.agent, km, args.workers)
+                    load.run(server.url, 1.0)  # warm
+                    result = load.run(server.url, args.duration)
+                    loads.append(os.getloadavg()[0])
+                finally:
+                    if observer is not None:
+                        observer.close()
+                        refreshes += observer.refreshes
+                        errors += observer.errors
+                    server.stop()
+                rps[mode].append(result["rps"])
+                p99[mode].append(result["p99"])
+                if result.get("errors"):
+                    errors.append(f"{mode}: {int(result['errors'])} failed requests")
+                print(f"run {run + 1} {mode:8s} {result['rps']:9.1f} req/s", flush=True)
+    print(f"\ngunicorn -w {args.workers} -k UvicornWorker; {where}; load: {load.name}")
+    print(f"{args.runs} interleaved runs of {args.duration:g} s each; load average during runs:")
+    print(f"  median {statistics.median(loads):.2f} ({min(loads):.2f}-{max(loads):.2f})")
+    for mode in MODES:
+        print(f"  {mode:8s} req/s {med(rps[mode])}  p99 ms {med(p99[mode], 1000, 2)}")
+    ratio = statistics.median(rps["observed"]) / statistics.median(rps["none"])
+    verdict = "met" if ratio >= TARGET_RPS else "NOT met"
+    print(f"  observed / none = {ratio:.3f} (target >= {TARGET_RPS}: {verdict})")
+    if refreshes:
+        print(
+            f"  tree refreshes: {len(refreshes)}, median {statistics.median(refreshes) * 1000:.1f}"
+            f" ms, max {max(refreshes) * 1000:.1f} ms"
+        )
+    for error in errors[:10]:
+        print(f"  error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The full tree of a master and its workers, fetched through the master, against one
+process's own snapshot.
+
+    python bench/workers_tree.py [--workers 8] [--tasks 1000] [--runs 7]
+
+A master (agent with workers=True, ``--tasks`` idle asyncio tasks of its own) forks
+``--workers`` workers, each with ``--tasks`` idle tasks and the agent it gets at the
+fork. Measured, interleaved, ``--runs`` times each (full listings: no delta from an
+earlier call):
+
+- ``own``: the master's own snapshot on its session (one process, ``--tasks`` tasks);
+- ``worker``: one worker's snapshot relayed through the master;
+- ``tree``: what ``observer tree`` fetches: the master's snapshot, then each worker's
+  through the master, one after another on the one session.
+
+Reported: medians (and range) in ms, the tree / own ratio (issue 13's target: at most
+2x) and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET = 2.0
+
+
+async def park(count: int, stop_when_orphaned: int | None) -> None:
+    """``count`` idle named tasks; ends once the master is gone (a worker's case)."""
+
+    async def idle(k: int) -> None:
+        await asyncio.sleep(3600 + k)
+
+    tasks = [asyncio.create_task(idle(k), name=f"idle-{k}") for k in range(count)]
+    while stop_when_orphaned is None or os.getppid() == stop_when_orphaned:
+        await asyncio.sleep(0.5)
+    for task in tasks:
+        task.cancel()
+
+
+def host(keys: str, workers: int, tasks: int) -> None:
+    """The master: agent first, then the forks, then its own tasks on a loop thread."""
+    import agent
+    from tests.hosts.common import start_agent
+
+    server = start_agent(keys, "tree-master", workers=True)
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(park(tasks, os.getppid()))
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    threading.Thread(target=asyncio.run, args=(park(tasks, None),), daemon=True).start()
+    print(f"agent: {server.address}", flush=True)
+    print(f"workers: {','.join(map(str, pids))}", flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    agent.stop()
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--host", nargs=3, metavar=("KEYS", "WORKERS", "TASKS"))
+    args = parser.parse_args()
+    if args.host:
+        host(args.host[0], int(args.host[1]), int(args.host[2]))
+        return
+
+    from observer.client import connect
+    from observer.keygen import generate
+    from observer.taskcache import TaskCache
+    from tests.helpers import HostProcess, line_value, wait_until
+
+    limit = args.tasks + 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        km = generate(Path(tmp) / "keys")
+        counts = [str(args.workers), str(args.tasks)]
+        proc = HostProcess([sys.executable, __file__, "--host", str(km.directory), *counts])
+        try:
+            address = line_value(proc, "agent")
+            pids = [int(p) for p in line_value(proc, "workers").split(",")]
+            node = connect(address, token_file=km.operator_token, fingerprint=km.fingerprint)
+            wait_until(
+                lambda: sum(bool(c.agent) for c in node.children()) == args.workers, timeout=60
+            )
+            for pid in pids:  # each worker's agent built (the first call wakes it)
+                node.worker(pid).snapshot(limit=limit)
+
+            def own() -> None:
+                node._tasks = TaskCache()  # a full listing, as a first look gets
+                snap = node.snapshot(limit=limit)
+                assert len(snap.tasks) >= args.tasks, len(snap.tasks)
+
+            def worker() -> None:
+                snap = node.worker(pids[0]).snapshot(limit=limit)  # a new WorkerNode: full
+                assert len(snap.tasks) >= args.tasks, len(snap.tasks)
+
+            def tree() -> None:
+                node._tasks = TaskCache()
+                snap = node.snapshot(limit=limit)
+                seen = sum(
+                    len(node.worker(c.pid).snapshot(limit=limit).tasks)
+                    for c in snap.children
+                    if c.agent
+                )
+                assert seen >= args.workers * args.tasks, seen
+
+            figures: dict[str, list[float]] = {"own": [], "worker": [], "tree": []}
+            for fn in (own, worker, tree):
+                fn()  # warm
+            for run in range(args.runs):
+                order = list(figures)[run % 3 :] + list(figures)[: run % 3]
+                for name in order:
+                    fn = {"own": own, "worker": worker, "tree": tree}[name]
+                    figures[name].append(timed(fn))
+            node.close()
+        finally:
+            proc.stop()
+    load = os.getloadavg()
+    print(
+        f"master + {args.workers} workers x {args.tasks} tasks; {args.runs} interleaved runs; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    for name, values in figures.items():
+        m = statistics.median(values) * 1000
+        print(f"  {name:7s} {m:8.1f} ms  ({min(values) * 1000:.1f}-{max(values) * 1000:.1f})")
+    ratio = statistics.median(figures["tree"]) / statistics.median(figures["own"])
+    verdict = "met" if ratio <= TARGET else "NOT met"
+    print(f"  tree / own = {ratio:.2f}x (target <= {TARGET:g}x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
