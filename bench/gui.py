@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from snapshot import start_host  # noqa: E402
+from snapshot import Host  # noqa: E402
 
 from observer.client import connect  # noqa: E402
 from observer.gui.link import NodeLink, Status  # noqa: E402
@@ -482,8 +482,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         km = generate(Path(tmp) / "keys")
         try:
-            host, address = start_host(km.directory, args.tasks, monitor=False)
-            procs.append(host)
+            host = Host(km.directory, args.tasks, depth=1, monitor=False)
+            procs.append(host.proc)
+            address = host.address
             window = MainWindow(nodes_file=None)
             window.set_paused(True)
             window.show()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
-from observer.tree import TreeNode, build_tree
+from observer.tree import TreeNode
 
 COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Function", "Location")
 NAME, KIND, ID, STATE, CPU, AGE, FUNCTION, LOCATION = range(len(COLUMNS))
@@ -27,98 +27,56 @@ def id_key(target: str) -> tuple[str, int]:
 class Item:
     """One row of the Processes tree; ``shown`` are the children the current filter keeps.
 
-    Its text lives in ``TreeData.values[pos]``, not here: a refresh that changes only
-    values then replaces one list instead of touching 100k rows on the GUI thread.
+    ``values`` is its text (COLUMNS then TARGET; the Age column is drawn from ``born``),
+    ``search`` what the filter matches, ``row`` its place in its parent's ``shown``.
     """
 
-    __slots__ = ("children", "id", "kind", "parent", "pos", "row", "shown")
+    __slots__ = ("born", "children", "id", "kind", "parent", "row", "search", "shown", "values")
 
-    def __init__(self, target: str, kind: str, parent: Item | None, pos: int) -> None:
+    def __init__(self, target: str, kind: str, parent: Item | None, row: int = 0) -> None:
         self.id = target
         self.kind = kind
         self.parent = parent
-        self.pos = pos
-        self.row = 0
+        self.row = row
         self.children: list[Item] = []
         self.shown: list[Item] = self.children
+        self.values: tuple[str, ...] = ()
+        self.search = ""
+        self.born: float | None = None
 
 
 @dataclass
 class TreeData:
-    """The tree to show: a root whose children are top-level rows, and an id index.
-
-    ``shape`` (every row's id and its parent's id, in order) tells whether a refresh
-    changed the structure or only the values; ``counts`` are rows per kind.
-    """
+    """The tree to show: a root whose children are top-level rows, and an id index;
+    ``counts`` are rows per kind; ``hits`` the rows the filter ``needle`` matched last
+    (typing one more letter only searches those)."""
 
     root: Item
     by_id: dict[str, Item]
-    values: list[tuple[str, ...]] = field(default_factory=list)  # by Item.pos
-    search: list[str] = field(default_factory=list)  # lowercased name + function, by pos
-    shape: tuple[tuple[str, str], ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     filtered: bool = False  # some rows' ``shown`` differ from their children
-    same_shape_as: tuple[tuple[str, str], ...] | None = None  # set by the worker
+    needle: str = ""
+    hits: list[Item] | None = None
 
     def row_values(self, item: Item) -> tuple[str, ...]:
-        return self.values[item.pos]
+        return item.values
 
     def dismantle(self) -> None:
-        """Break the parent <-> child cycles so reference counting frees the rows at once
-        (without it, only a full GC pass over every object in the process could)."""
-        for item in self.by_id.values():
+        """Break the parent <-> child cycles and free the rows one at a time (on the
+        disposal thread): freeing 100k rows in one call would hold the GIL throughout."""
+        self.hits = None
+        by_id = self.by_id
+        while by_id:
+            _target, item = by_id.popitem()
             item.parent = None
             item.children = item.shown = []
+            del item
         self.root.children = self.root.shown = []
-        self.by_id = {}
 
 
 def empty_tree() -> TreeData:
     """A tree with no rows (nothing received yet)."""
     return TreeData(Item("", "", None, -1), {})
-
-
-def same_shape(old: TreeData, new: TreeData) -> bool:
-    """True when only values changed: the same rows under the same parents, in order.
-
-    The worker compared the shapes (see ``tree_items``); the GUI thread only checks that
-    it still shows the very tree the worker compared against.
-    """
-    return new.same_shape_as is not None and new.same_shape_as is old.shape
-
-
-def copy_values(old: TreeData, new: TreeData) -> None:
-    """Move a same-shaped refresh's values into the tree the view already holds."""
-    old.values, old.search, old.counts = new.values, new.search, new.counts
-
-
-def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None = None) -> TreeData:
-    """Turn a snapshot into Items (iteratively: await chains can be deep).
-
-    ``shown_shape`` is the shape of the tree on screen: when equal, the result says so.
-    """
-    top = build_tree(snap)
-    short = short_ids(snap)
-    root = Item("", "", None, -1)
-    by_id: dict[str, Item] = {}
-    values: list[tuple[str, ...]] = []
-    shape: list[tuple[str, str]] = []
-    counts: dict[str, int] = {}
-    stack: list[tuple[TreeNode, Item]] = [(top, root)]
-    while stack:
-        node, parent = stack.pop()
-        item = Item(node.id, node.kind, parent, len(values))
-        values.append(node_values(node, short))
-        item.row = len(parent.children)
-        parent.children.append(item)
-        by_id[item.id] = item
-        shape.append((item.id, parent.id))
-        counts[item.kind] = counts.get(item.kind, 0) + 1
-        stack.extend((child, item) for child in reversed(node.children))
-    data = TreeData(root, by_id, values, search_texts(values), tuple(shape), counts)
-    if shown_shape and data.shape == shown_shape:
-        data.same_shape_as = shown_shape
-    return data
 
 
 def node_values(node: TreeNode, short: dict[str, str] | None = None) -> tuple[str, ...]:
@@ -155,31 +113,57 @@ def short_location(location: str) -> str:
 
 
 def apply_filter(data: TreeData, text: str) -> int:
-    """Keep rows whose name or function contains ``text`` (and their ancestors); count hits."""
+    """Keep rows whose name or function contains ``text`` (and their ancestors); count hits.
+
+    Work is in the rows matched and kept: a longer needle searches only the last hits,
+    and only rows kept now or before get new ``shown`` lists.
+    """
     needle = text.strip().lower()
-    items = list(data.by_id.values())
     if not needle:
         if data.filtered:  # rows were built unfiltered: only undo an earlier filter
-            for item in [data.root, *items]:
+            data.root.shown = data.root.children
+            for item in data.by_id.values():
                 item.shown = item.children
             _renumber(data.root)
             data.filtered = False
-        return len(items)
-    data.filtered = True
-    keep: set[int] = set()
-    hits = 0
-    search = data.search
-    for item in items:
-        if needle in search[item.pos]:
-            hits += 1
-            node: Item | None = item
-            while node is not None and id(node) not in keep:
-                keep.add(id(node))
-                node = node.parent
-    for item in [data.root, *items]:
-        item.shown = [c for c in item.children if id(c) in keep]
-    _renumber(data.root)
-    return hits
+        data.needle, data.hits = "", None
+        return len(data.by_id)
+    narrower = data.hits is not None and data.needle and data.needle in needle
+    candidates = data.hits if narrower else data.by_id.values()
+    hits = [item for item in candidates if needle in item.search]  # type: ignore[union-attr]
+    keep: set[Item] = set()
+    for item in hits:
+        node: Item | None = item
+        while node is not None and node not in keep:
+            keep.add(node)
+            node = node.parent
+    if data.filtered and narrower:
+        before = kept(data.root)
+        for item in before:
+            if item not in keep:
+                item.shown = []
+    else:
+        for item in data.by_id.values():
+            item.shown = []
+    for item in keep:
+        children = item.children
+        item.shown = [c for c in children if c in keep] if children else children
+    root = data.root
+    root.shown = [c for c in root.children if c in keep]
+    _renumber(root)
+    data.filtered, data.needle, data.hits = True, needle, hits
+    return len(hits)
+
+
+def kept(root: Item) -> list[Item]:
+    """Every row the filter shows now."""
+    out: list[Item] = []
+    stack = list(root.shown)
+    while stack:
+        item = stack.pop()
+        out.append(item)
+        stack.extend(item.shown)
+    return out
 
 
 def _renumber(root: Item) -> None:
@@ -193,12 +177,16 @@ def _renumber(root: Item) -> None:
 
 @dataclass
 class TableData:
-    """Column-oriented rows for the flat table: display text and sort keys per column."""
+    """Column-oriented rows for the flat table: display text and sort keys per column,
+    by slot; ``slots`` maps a row's id to its slot, ``free`` are slots of rows gone."""
 
-    text: list[list[str]]  # text[column][row], columns COLUMNS then TARGET
-    keys: list[list[object]]  # keys[column][row], what sorting compares
+    text: list[list[str]]  # text[column][slot], columns COLUMNS then TARGET
+    keys: list[list[object]]  # keys[column][slot], what sorting compares
     search: list[str]  # lowercased name + function, what the filter matches
     counts: dict[str, int]
+    born: list[float | None] = field(default_factory=list)  # what the Age column counts from
+    slots: dict[str, int] = field(default_factory=dict)
+    free: list[int] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -209,41 +197,16 @@ class TableData:
         return self.text[KIND]
 
     def __len__(self) -> int:
-        return len(self.text[TARGET])
+        return len(self.slots)
+
+    def dismantle(self) -> None:
+        """Free the columns a slice at a time (on the disposal thread), not 100k at once."""
+        for column in (*self.text, *self.keys, self.search, self.born):
+            while column:
+                del column[-4096:]
+        self.slots.clear()
 
 
 def empty_table() -> TableData:
     """A table with no rows (nothing received yet)."""
     return TableData([[] for _ in range(TARGET + 1)], [[] for _ in range(TARGET + 1)], [], {})
-
-
-def table_rows(snap: Snapshot) -> TableData:
-    """Threads, tasks and child processes as one flat table, in tree order."""
-    rows: list[tuple[str, ...]] = []
-    cpu_keys: list[object] = []
-    age_keys: list[object] = []
-    short = short_ids(snap)
-    for _depth, node in build_tree(snap).walk():
-        if node.kind in TABLE_KINDS:
-            rows.append(node_values(node, short))
-            cpu_keys.append(node.cpu_value)
-            age_keys.append(node.age if node.age is not None else -1.0)
-    text: list[list[str]] = [list(column) for column in zip(*rows, strict=True)] or [
-        [] for _ in range(TARGET + 1)
-    ]
-    keys: list[list[object]] = list(text)  # text columns sort by their own strings
-    keys[NAME] = [name.lower() for name in text[NAME]]
-    keys[ID] = [id_key(target) for target in text[ID]]
-    keys[CPU] = cpu_keys
-    keys[AGE] = age_keys
-    return TableData(
-        text,
-        keys,
-        search_texts(rows),
-        {
-            "threads": len(snap.threads),
-            "tasks": len(snap.tasks),
-            "tasks_total": snap.tasks_total,
-            "children": len(snap.children),
-        },
-    )

@@ -1,0 +1,275 @@
+"""Refreshes as deltas: the Qt models change only the rows that changed, and after any
+sequence of refreshes show exactly what a model built from scratch shows.
+
+The property tests drive the models with generated trees (no agent): tasks come, go,
+move under another task and get renamed, with and without a filter, checked by Qt's own
+QAbstractItemModelTester on every signal. The live tests run a real agent.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PyQt6.QtCore import QModelIndex
+from PyQt6.QtTest import QAbstractItemModelTester
+
+from observer.gui.delta import BULK, Record, Shadow, diff, table_from, tree_from
+from observer.gui.models import ID_ROLE, TableModel, TreeModel
+from observer.gui.rows import NAME
+
+LOOP = "loop-1"
+
+
+def text(target: str, kind: str, name: str, function: str = "") -> tuple[str, ...]:
+    return (name, kind, target, "pending", "", "", function, "", target)
+
+
+class World:
+    """A process -> thread -> loop -> tasks tree that changes between refreshes."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.name: dict[str, str] = {}
+        self.serial = 0
+
+    def add(self, parent: str) -> str:
+        self.serial += 1
+        target = f"task-{self.serial}"
+        self.parent[target] = parent
+        self.name[target] = f"job-{self.serial}"
+        return target
+
+    def records(self) -> list[tuple[str, Record]]:
+        """Rows in tree order, as the worker walks them."""
+        out: list[tuple[str, Record]] = [
+            ("pid-1", ("", "process", text("pid-1", "process", "host"), 100.0)),
+            ("thread-1", ("pid-1", "thread", text("thread-1", "thread", "MainThread"), None)),
+            (LOOP, ("thread-1", "loop", text(LOOP, "loop", "loop"), None)),
+        ]
+        children: dict[str, list[str]] = {}
+        for target in sorted(self.parent, key=lambda t: int(t[5:])):
+            children.setdefault(self.parent[target], []).append(target)
+        stack = list(reversed(children.get(LOOP, [])))
+        while stack:
+            target = stack.pop()
+            row = text(target, "task", self.name[target], "sleep")
+            out.append((target, (self.parent[target], "task", row, 50.0)))
+            stack.extend(reversed(children.get(target, [])))
+        return out
+
+    def remove(self, target: str) -> None:
+        """A task ends: the tasks it awaited move up to its parent."""
+        parent = self.parent.pop(target)
+        self.name.pop(target)
+        for other, up in self.parent.items():
+            if up == target:
+                self.parent[other] = parent
+
+    def ancestors(self, target: str) -> set[str]:
+        out = set()
+        while target in self.parent:
+            target = self.parent[target]
+            out.add(target)
+        return out
+
+
+def shown(model: TreeModel | TableModel, parent: QModelIndex | None = None) -> list:
+    """What a view sees: (id, name, children) per row, through the Qt API only."""
+    parent = parent or QModelIndex()
+    out = []
+    for row in range(model.rowCount(parent)):
+        index = model.index(row, 0, parent)
+        below = []
+        if isinstance(model, TreeModel):
+            assert model.parent(index) == parent
+            below = shown(model, index)
+        out.append((index.data(ID_ROLE), model.index(row, NAME, parent).data(), below))
+    return out
+
+
+def canonical(rows: list) -> list:
+    """Rows in id order at every level: new and moved rows come last under their parent,
+    where a fresh tree has them in the agent's order."""
+    return sorted((target, name, canonical(below)) for target, name, below in rows)
+
+
+class Signals:
+    """Counts of a model's structural and data signals."""
+
+    def __init__(self, model: TreeModel | TableModel) -> None:
+        self.counts = dict.fromkeys(("inserted", "removed", "changed", "reset", "layout"), 0)
+        self.rows = 0  # rows inserted, removed or changed
+        model.rowsInserted.connect(lambda _p, a, b: self._add("inserted", b - a + 1))
+        model.rowsRemoved.connect(lambda _p, a, b: self._add("removed", b - a + 1))
+        model.dataChanged.connect(lambda a, b, _r=None: self._add("changed", b.row() - a.row() + 1))
+        model.modelReset.connect(lambda: self._add("reset", 0))
+        model.layoutChanged.connect(lambda *_: self._add("layout", 0))
+
+    def _add(self, kind: str, rows: int) -> None:
+        self.counts[kind] += 1
+        self.rows += rows
+
+    def clear(self) -> None:
+        self.counts = dict.fromkeys(self.counts, 0)
+        self.rows = 0
+
+
+step = st.tuples(
+    st.lists(st.integers(0, 10_000), max_size=4),  # remove (index into the tasks)
+    st.lists(st.integers(0, 10_000), max_size=4),  # add under (index; 0 is the loop)
+    st.lists(st.integers(0, 10_000), max_size=3),  # rename
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), max_size=2),  # move
+)
+
+
+def mutate(world: World, change: tuple) -> None:
+    removes, adds, renames, moves = change
+    for pick in removes:
+        tasks = sorted(world.parent)
+        if tasks:
+            world.remove(tasks[pick % len(tasks)])
+    for pick in adds:
+        parents = [LOOP, *sorted(world.parent)]
+        world.add(parents[pick % len(parents)])
+    for pick in renames:
+        tasks = sorted(world.parent)
+        if tasks:
+            target = tasks[pick % len(tasks)]
+            world.name[target] += "x" if pick % 2 else "-job"
+    for pick, under in moves:
+        tasks = sorted(world.parent)
+        if tasks:
+            target = tasks[pick % len(tasks)]
+            parents = [p for p in [LOOP, *tasks] if p != target]
+            parents = [p for p in parents if target not in world.ancestors(p)]
+            world.parent[target] = parents[under % len(parents)]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    first=st.integers(0, 12),
+    steps=st.lists(step, min_size=1, max_size=6),
+    needle=st.sampled_from(["", "job", "job-1", "x", "-job", "sleep", "zzz"]),
+)
+def test_tree_deltas_show_what_a_fresh_tree_shows(qtbot, qtlog, first, steps, needle):
+    world = World()
+    for i in range(first):
+        world.add(LOOP if i % 3 == 0 else f"task-{i}")
+    shadow = Shadow()
+    model = TreeModel()
+    tester = QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Warning)
+    model.set_filter(needle)
+    delta, full = diff(shadow, iter(world.records()))
+    assert full
+    delta.full = tree_from(shadow.rows)
+    model.apply(delta)
+    signals = Signals(model)
+    for change in steps:
+        mutate(world, change)
+        delta, full = diff(shadow, iter(world.records()))
+        if full:
+            delta.full = tree_from(shadow.rows)
+        signals.clear()
+        model.apply(delta)
+        fresh = TreeModel()
+        fresh.set_filter(needle)
+        fresh_delta, _ = diff(Shadow(), iter(world.records()))
+        fresh_delta.full = tree_from(dict(world.records()))
+        fresh.apply(fresh_delta)
+        assert canonical(shown(model)) == canonical(shown(fresh))
+        assert model.hits == fresh.hits
+        if not full:
+            assert signals.counts["reset"] == signals.counts["layout"] == 0
+            assert signals.rows <= 3 * delta.size + 2 * len(world.parent)  # moves carry rows
+            if not delta.size:
+                assert signals.rows == 0
+    failures = [r.message for r in qtlog.records if "FAIL" in r.message]
+    assert tester is not None and not failures
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    first=st.integers(0, 12),
+    steps=st.lists(step, min_size=1, max_size=6),
+    needle=st.sampled_from(["", "job", "job-1", "x", "zzz"]),
+    column=st.sampled_from([-1, NAME, 2]),
+    descending=st.booleans(),
+)
+def test_table_deltas_show_what_a_fresh_table_shows(
+    qtbot, qtlog, first, steps, needle, column, descending
+):
+    from PyQt6.QtCore import Qt
+
+    order = Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder
+    world = World()
+    for _ in range(first):
+        world.add(LOOP)
+    shadow = Shadow()
+
+    def table_records() -> list[tuple[str, Record]]:
+        return [(t, ("", *r[1:])) for t, r in world.records() if r[1] != "loop"]
+
+    model = TableModel()
+    tester = QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Warning)
+    model.sort(column, order)
+    model.set_filter(needle)
+    delta, _ = diff(shadow, iter(table_records()))
+    delta.full = table_from(shadow.rows, {})
+    model.apply(delta)
+    signals = Signals(model)
+    for change in steps:
+        mutate(world, change)
+        delta, full = diff(shadow, iter(table_records()))
+        if full:
+            delta.full = table_from(shadow.rows, {})
+        signals.clear()
+        model.apply(delta)
+        fresh = TableModel()
+        fresh.sort(column, order)
+        fresh.set_filter(needle)
+        fresh_delta, _ = diff(Shadow(), iter(table_records()))
+        fresh_delta.full = table_from(dict(table_records()), {})
+        fresh.apply(fresh_delta)
+        if column < 0:  # agent order: new rows come last, so compare as sets
+            assert sorted(shown(model)) == sorted(shown(fresh))
+        else:
+            assert shown(model) == shown(fresh)
+        assert len(model.rows) == len(table_records())
+        if not full:
+            assert signals.counts["reset"] == signals.counts["layout"] == 0
+            assert signals.rows <= 2 * delta.size
+    failures = [r.message for r in qtlog.records if "FAIL" in r.message]
+    assert tester is not None and not failures
+
+
+def test_a_large_change_is_one_reset_not_thousands_of_signals(qtbot):
+    world = World()
+    for _ in range(10):
+        world.add(LOOP)
+    shadow = Shadow()
+    model = TreeModel()
+    delta, _ = diff(shadow, iter(world.records()))
+    delta.full = tree_from(shadow.rows)
+    model.apply(delta)
+    signals = Signals(model)
+    for _ in range(BULK + 1):
+        world.add(LOOP)
+    delta, full = diff(shadow, iter(world.records()))
+    assert full and delta.seq == 2
+    delta.full = tree_from(shadow.rows)
+    model.apply(delta)
+    assert signals.counts["reset"] == 1 and signals.counts["inserted"] == 0
+    assert model.rowCount(model.index_of(LOOP)) == BULK + 11
