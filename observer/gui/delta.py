@@ -15,7 +15,6 @@ that does not follow the model's sequence makes the tab start over with a full o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -60,7 +59,7 @@ class Delta:
 
     shadow: Shadow
     seq: int
-    now: float  # time.time() the ages are drawn against until the next refresh
+    now: float  # the agent's clock at the snapshot: ages are drawn against it
     counts: dict[str, int]
     full: TreeData | TableData | None = None
     new: list[tuple[str, Record]] = field(default_factory=list)  # in tree order
@@ -177,9 +176,15 @@ def tree_from(rows: dict[str, Record]) -> TreeData:
     return TreeData(root, by_id, counts=counts_of(rows))
 
 
+def agent_now(snap: Snapshot) -> float:
+    """The agent's clock when it collected the snapshot: ages are counted against it, so a
+    row's birth time does not move with transfer time or the two machines' clocks."""
+    return snap.process.start_time + snap.process.uptime
+
+
 def tree_delta(snap: Snapshot, shadow: Shadow) -> Delta:
     """The Processes tree's refresh (worker thread)."""
-    now = time.time()
+    now = agent_now(snap)
     records = walk_records(build_tree(snap), short_ids(snap), now)
     delta, full = diff(shadow, records)
     delta.now = now
@@ -252,7 +257,7 @@ def table_records(top: TreeNode, short: dict[str, str], now: float) -> Iterator[
 
 def table_delta(snap: Snapshot, shadow: Shadow) -> Delta:
     """The Tasks & threads table's refresh (worker thread)."""
-    now = time.time()
+    now = agent_now(snap)
     counts = table_counts(snap)
     records = table_records(build_tree(snap), short_ids(snap), now)
     delta, full = diff(shadow, records)

@@ -8,6 +8,7 @@ adapts column-oriented ``rows.TableData`` and keeps a permutation for sort and f
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import compress, repeat
 from typing import Any
 
 from PyQt6.QtCore import QAbstractItemModel, QAbstractTableModel, QModelIndex, QObject, Qt
@@ -40,6 +41,8 @@ ID_ROLE = Qt.ItemDataRole.UserRole + 1  # the row's full target id (task-N, thre
 KIND_ROLE = Qt.ItemDataRole.UserRole + 2
 NAME_ROLE = Qt.ItemDataRole.UserRole + 3
 
+# the roles cell_data answers: a view asks each cell for a dozen roles at every paint
+ROLES = frozenset((DISPLAY, TOOLTIP, FOREGROUND, FONT, ID_ROLE, KIND_ROLE, NAME_ROLE))
 _STATE_COLOURS = {
     "cancelled": QColor("#9a6700"),
     "failed": QColor("#cf222e"),
@@ -148,7 +151,7 @@ class TreeModel(QAbstractItemModel):
     def index_of(self, target: str, column: int = 0) -> QModelIndex:
         """The index of the row with this id, if the filter shows it."""
         item = self.data_.by_id.get(target) if self.data_ else None
-        if item is None or item.parent is None or not _placed(item):
+        if item is None or item.parent is None or not _placed(item, self.data_.dirty):  # type: ignore[union-attr]
             return QModelIndex()
         return self.createIndex(item.row, column, item)
 
@@ -168,7 +171,7 @@ class TreeModel(QAbstractItemModel):
         up = child.internalPointer().parent
         if up is None or up.parent is None:
             return QModelIndex()
-        if not _placed(up):
+        if not _placed(up, self.data_.dirty):  # type: ignore[union-attr]
             return QModelIndex()
         return self.createIndex(up.row, 0, up)
 
@@ -188,7 +191,7 @@ class TreeModel(QAbstractItemModel):
         return len(COLUMNS)
 
     def data(self, index: QModelIndex, role: int = DISPLAY) -> Any:
-        if not index.isValid():
+        if role not in ROLES or not index.isValid():
             return None
         item = index.internalPointer()
         values = item.values
@@ -200,18 +203,33 @@ class TreeModel(QAbstractItemModel):
         return _header(section, orientation, role)
 
 
-def _placed(item: Item) -> bool:
+def _placed(item: Item, dirty: set[Item]) -> bool:
     """True when ``item.row`` is its place among its parent's shown rows, after putting it
-    right if it was stale (rows after a removed one, until their parent is renumbered)."""
-    siblings = item.parent.shown  # type: ignore[union-attr]
+    right if it was stale: a parent in ``dirty`` had rows removed or its list replaced and
+    gets its rows numbered on first demand (most refreshes nobody asks)."""
+    parent = item.parent
+    siblings = parent.shown  # type: ignore[union-attr]
     row = item.row
     if 0 <= row < len(siblings) and siblings[row] is item:
         return True
-    try:
+    if parent in dirty:
+        dirty.discard(parent)  # type: ignore[arg-type]
+        _number(siblings)
+        row = item.row
+        return 0 <= row < len(siblings) and siblings[row] is item
+    try:  # not expected: a safety net that costs one scan
         item.row = siblings.index(item)
     except ValueError:
         return False
     return True
+
+
+def _depth(item: Item) -> int:
+    depth = 0
+    while item.parent is not None:
+        item = item.parent
+        depth += 1
+    return depth
 
 
 class _TreeUpdate:
@@ -239,6 +257,9 @@ class _TreeUpdate:
         return children
 
     def run(self) -> None:
+        if not self.needle:
+            self.run_unfiltered()
+            return
         data, delta, model, by_id = self.data, self.delta, self.model, self.data.by_id
         root = data.root
         gone: list[Item] = []
@@ -280,14 +301,81 @@ class _TreeUpdate:
                 model.hits += 1 if not was else -1
                 if item.parent is not None:
                     self.affected.add(item.parent)
-        if data.hits is not None and (delta.new or changed):
-            data.hits = None  # the next letter typed searches every row again
-        elif data.hits is not None and gone:
-            data.hits = [item for item in data.hits if item not in leaving or item.id in by_id]
+        data.hits = data.cache = None  # the next key searches every row again
         self.show()
         self.signal_changed(changed)
         if not self.needle:
             model.hits = len(by_id)
+        for item in gone:  # gone for good: break its cycles so refcounting frees it
+            item.parent = None
+            item.children = item.shown = []
+
+    def run_unfiltered(self) -> None:
+        """Without a filter every row is shown: rows gone or moved leave their parent at
+        their row, new and moved rows are appended under theirs, in runs; the work is in
+        the rows that changed, not in their siblings (row numbers after a removed run are
+        put right when first asked, see ``_placed``)."""
+        data, delta, model, by_id = self.data, self.delta, self.model, self.data.by_id
+        root, dirty = data.root, data.dirty
+        gone = [item for item in map(by_id.pop, delta.gone, repeat(None)) if item is not None]
+        moving = [(by_id[target], parent) for target, parent in delta.moved if target in by_id]
+        leaving: dict[Item, list[int]] = {}  # parent -> rows of its children that leave
+        for item in (*gone, *(item for item, _ in moving)):
+            parent = item.parent
+            if parent is not None and _placed(item, dirty):
+                leaving.setdefault(parent, []).append(item.row)
+        for parent in sorted(leaving, key=_depth):  # top first: a parent gone takes its rows
+            shown = by_id.get(parent.id) is parent and _visible(parent, dirty)
+            index = model._row_index(parent) if shown or parent is root else _NO_PARENT
+            children = parent.children
+            for first, last in reversed(_runs(sorted(leaving[parent]))):
+                if shown or parent is root:
+                    model.beginRemoveRows(index, first, last)
+                    del children[first : last + 1]
+                    model.endRemoveRows()
+                else:
+                    del children[first : last + 1]
+            dirty.add(parent)
+        coming: dict[Item, list[Item]] = {}  # existing parent -> rows to append, in order
+        fresh: set[Item] = set()
+        for target, record in delta.new:
+            parent = by_id.get(record[0], root)
+            item = new_item(target, record, parent)
+            by_id[target] = item
+            fresh.add(item)
+            if parent in fresh:  # new too: nobody has seen it yet, it takes its rows along
+                item.row = len(parent.children)
+                parent.children.append(item)
+            else:
+                coming.setdefault(parent, []).append(item)
+        for item, parent_id in moving:
+            parent = by_id.get(parent_id, root)
+            item.parent = parent
+            coming.setdefault(parent, []).append(item)
+        for parent in sorted(coming, key=_depth):
+            rows = coming[parent]
+            children = parent.children
+            if parent is root or _visible(parent, dirty):
+                first = len(children)
+                model.beginInsertRows(model._row_index(parent), first, first + len(rows) - 1)
+                for row, item in enumerate(rows, first):
+                    item.row = row
+                children.extend(rows)
+                model.endInsertRows()
+            else:
+                for row, item in enumerate(rows, len(children)):
+                    item.row = row
+                children.extend(rows)
+        changed: list[Item] = []
+        for target, record in delta.changed:
+            item = by_id.get(target)
+            if item is not None:
+                item.values, item.born = record[2], record[3]
+                item.search = f"{record[2][NAME]}\n{record[2][FUNCTION]}".lower()
+                changed.append(item)
+        data.hits = data.cache = None
+        self.signal_changed(changed)
+        model.hits = len(by_id)
         for item in gone:  # gone for good: break its cycles so refcounting frees it
             item.parent = None
             item.children = item.shown = []
@@ -332,7 +420,7 @@ class _TreeUpdate:
 
     def _remove(self, parent: Item, new: list[Item]) -> None:
         """Take out of ``parent``'s shown rows those not in ``new``."""
-        if parent is not self.data.root and not _visible(parent):
+        if parent is not self.data.root and not _visible(parent, self.data.dirty):
             parent.shown = new  # not on screen: no one to tell
             _number(new)
             return
@@ -349,7 +437,7 @@ class _TreeUpdate:
 
     def _insert(self, parent: Item, new: list[Item]) -> None:
         """Put into ``parent``'s shown rows those of ``new`` it lacks, in ``new``'s order."""
-        if parent is not self.data.root and not _visible(parent):
+        if parent is not self.data.root and not _visible(parent, self.data.dirty):
             parent.shown = new
             _number(new)
             return
@@ -371,7 +459,11 @@ class _TreeUpdate:
         rows: dict[Item, list[int]] = {}
         for item in changed:
             parent = item.parent
-            if parent is not None and _placed(item) and (parent.parent is None or _visible(parent)):
+            if (
+                parent is not None
+                and _placed(item, self.data.dirty)
+                and (parent.parent is None or _visible(parent, self.data.dirty))
+            ):
                 rows.setdefault(parent, []).append(item.row)
         model = self.model
         last = len(COLUMNS) - 1
@@ -381,10 +473,10 @@ class _TreeUpdate:
                 model.dataChanged.emit(model.index(first, 0, index), model.index(end, last, index))
 
 
-def _visible(item: Item) -> bool:
+def _visible(item: Item, dirty: set[Item]) -> bool:
     """True when every row from ``item`` up to the top is shown."""
     while item.parent is not None:
-        if not _placed(item):
+        if not _placed(item, dirty):
             return False
         item = item.parent
     return True
@@ -442,7 +534,8 @@ class TableModel(QAbstractTableModel):
         self.beginResetModel()
         if narrower:  # one more letter: only the rows shown can still match, in their order
             search = self.rows.search  # type: ignore[union-attr]
-            self.order = [i for i in self.order if needle in search[i]]
+            texts = map(search.__getitem__, self.order)
+            self.order = list(compress(self.order, map(str.__contains__, texts, repeat(needle))))
             self.filter_text = needle
         else:
             self.filter_text = needle
@@ -463,8 +556,9 @@ class TableModel(QAbstractTableModel):
         if rows is None:
             return []
         needle = self.filter_text
-        if needle:
-            order = [i for i in rows.slots.values() if needle in rows.search[i]]
+        if needle:  # slots of rows gone have no text: they never match (all in C)
+            found = map(str.__contains__, rows.search, repeat(needle))
+            order = list(compress(range(len(rows.search)), found))
         else:
             order = list(rows.slots.values())
         if 0 <= self.sort_column < len(COLUMNS):
@@ -513,7 +607,7 @@ class TableModel(QAbstractTableModel):
 
     def data(self, index: QModelIndex, role: int = DISPLAY) -> Any:
         rows = self.rows
-        if rows is None or not index.isValid():
+        if role not in ROLES or rows is None or not index.isValid():
             return None
         i = self.order[index.row()]
         text = rows.text

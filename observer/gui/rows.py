@@ -7,6 +7,7 @@ models only index into them, so ``data()`` never computes or does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
@@ -46,6 +47,15 @@ class Item:
 
 
 @dataclass
+class TreeIndex:
+    """What the filter walks over a tree: every row, its search text, parents deepest first."""
+
+    items: list[Item]
+    searches: list[str]
+    parents: list[Item]
+
+
+@dataclass
 class TreeData:
     """The tree to show: a root whose children are top-level rows, and an id index;
     ``counts`` are rows per kind; ``hits`` the rows the filter ``needle`` matched last
@@ -56,7 +66,32 @@ class TreeData:
     counts: dict[str, int] = field(default_factory=dict)
     filtered: bool = False  # some rows' ``shown`` differ from their children
     needle: str = ""
-    hits: list[Item] | None = None
+    hits: tuple[list[Item], list[str]] | None = None  # rows the needle matched, their texts
+    open: list[Item] = field(default_factory=list)  # rows the filter keeps with rows under them
+    cache: TreeIndex | None = None  # dropped whenever rows come, go or change
+    dirty: set[Item] = field(default_factory=set)  # parents whose rows need numbering
+
+    def index(self) -> TreeIndex:
+        """Rows, their texts and the parents deepest first, as the filter walks them."""
+        if self.cache is None:
+            items = list(self.by_id.values())
+            depth: dict[Item, int] = {self.root: 0}
+
+            def depth_of(item: Item) -> int:
+                chain = []
+                while item not in depth:
+                    chain.append(item)
+                    item = item.parent  # type: ignore[assignment]
+                level = depth[item]
+                for up in reversed(chain):
+                    level += 1
+                    depth[up] = level
+                return level
+
+            parents = [item for item in items if item.children]
+            parents.sort(key=depth_of, reverse=True)
+            self.cache = TreeIndex(items, [item.search for item in items], parents)
+        return self.cache
 
     def row_values(self, item: Item) -> tuple[str, ...]:
         return item.values
@@ -64,7 +99,9 @@ class TreeData:
     def dismantle(self) -> None:
         """Break the parent <-> child cycles and free the rows one at a time (on the
         disposal thread): freeing 100k rows in one call would hold the GIL throughout."""
-        self.hits = None
+        self.hits = self.cache = None
+        self.open = []
+        self.dirty = set()
         by_id = self.by_id
         while by_id:
             _target, item = by_id.popitem()
@@ -115,64 +152,54 @@ def short_location(location: str) -> str:
 def apply_filter(data: TreeData, text: str) -> int:
     """Keep rows whose name or function contains ``text`` (and their ancestors); count hits.
 
-    Work is in the rows matched and kept: a longer needle searches only the last hits,
-    and only rows kept now or before get new ``shown`` lists.
+    Matching and keeping run in C (map, compress, filter, isdisjoint over lists held per
+    tree); Python work is per row with children, not per row. A longer needle searches
+    only the last hits; a parent whose kept rows did not change keeps its list (and the
+    row numbers in it).
     """
     needle = text.strip().lower()
+    index = data.index()
     if not needle:
         if data.filtered:  # rows were built unfiltered: only undo an earlier filter
-            data.root.shown = data.root.children
-            for item in data.by_id.values():
-                item.shown = item.children
-            _renumber(data.root)
+            for item in (data.root, *index.parents):
+                if item.shown is not item.children:
+                    item.shown = item.children
+                    data.dirty.add(item)
             data.filtered = False
-        data.needle, data.hits = "", None
+        data.needle, data.hits, data.open = "", None, []
         return len(data.by_id)
-    narrower = data.hits is not None and data.needle and data.needle in needle
-    candidates = data.hits if narrower else data.by_id.values()
-    hits = [item for item in candidates if needle in item.search]  # type: ignore[union-attr]
-    keep: set[Item] = set()
-    for item in hits:
-        node: Item | None = item
-        while node is not None and node not in keep:
-            keep.add(node)
-            node = node.parent
-    if data.filtered and narrower:
-        before = kept(data.root)
-        for item in before:
-            if item not in keep:
-                item.shown = []
+    if data.hits is not None and data.needle and data.needle in needle:
+        items, searches = data.hits
     else:
-        for item in data.by_id.values():
-            item.shown = []
-    for item in keep:
-        children = item.children
-        item.shown = [c for c in children if c in keep] if children else children
+        items, searches = index.items, index.searches
+    found = list(map(str.__contains__, searches, repeat(needle)))
+    hits = list(compress(items, found)), list(compress(searches, found))
+    keep = set(hits[0])
+    open_rows: list[Item] = []
+    for item in index.parents:  # deepest first: a parent is kept if a row under it is
+        if item in keep or not keep.isdisjoint(item.children):
+            keep.add(item)
+            shown = list(filter(keep.__contains__, item.children))
+            if shown:
+                open_rows.append(item)
+        else:
+            shown = []
+        if shown != item.shown:
+            item.shown = shown
+            data.dirty.add(item)  # numbered when first asked: typing need not pay for it
     root = data.root
-    root.shown = [c for c in root.children if c in keep]
-    _renumber(root)
-    data.filtered, data.needle, data.hits = True, needle, hits
-    return len(hits)
+    shown = list(filter(keep.__contains__, root.children))
+    if shown != root.shown:
+        root.shown = shown
+        _renumber(root)
+    data.filtered, data.needle, data.hits, data.open = True, needle, hits, open_rows
+    return len(hits[0])
 
 
-def kept(root: Item) -> list[Item]:
-    """Every row the filter shows now."""
-    out: list[Item] = []
-    stack = list(root.shown)
-    while stack:
-        item = stack.pop()
-        out.append(item)
-        stack.extend(item.shown)
-    return out
-
-
-def _renumber(root: Item) -> None:
-    stack = [root]
-    while stack:
-        item = stack.pop()
-        for row, child in enumerate(item.shown):
-            child.row = row
-        stack.extend(item.shown)
+def _renumber(parent: Item) -> None:
+    """Number a parent's shown rows."""
+    for row, child in enumerate(parent.shown):
+        child.row = row
 
 
 @dataclass

@@ -215,7 +215,7 @@ class RowsTab(Tab):
         selected = self.selected_id()
         self.set_filter(text)
         self.restore(selected)
-        self.columns.fit()
+        self.columns.fit_later()  # measuring the rows on screen at every key costs
         self.status_changed.emit()
 
     def set_filter(self, text: str) -> None:

@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import QHeaderView, QTreeView
 from observer.client import Node
 from observer.gui.delta import TASK_LIMIT, Delta, Shadow, tree_delta
 from observer.gui.models import ID_ROLE, TreeModel
-from observer.gui.rows import TreeData, empty_tree, kept
+from observer.gui.rows import TreeData, empty_tree
 from observer.gui.tab import RowActions, RowsTab
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
@@ -88,13 +88,12 @@ class ProcessesTab(RowsTab):
         self._expanded &= data.by_id.keys()  # forget rows that are gone
         expanded = set(self._expanded)
         if self.model.filter_text:  # show the matches: open the rows kept, unless too many
-            shown = kept(data.root)
-            if len(shown) <= EXPAND_ALL_UP_TO:
-                expanded |= {item.id for item in shown if item.shown}
-            else:
+            if self.model.hits <= EXPAND_ALL_UP_TO:
+                expanded |= {item.id for item in data.open}
+            else:  # laying out 100k rows would cost more than a key press may
                 expanded |= {
                     item.id
-                    for item in shown
+                    for item in data.open
                     if item.kind in ("process", "thread", "loop")
                     and len(item.shown) <= EXPAND_LOOP_UP_TO
                 }
