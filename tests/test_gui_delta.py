@@ -20,7 +20,7 @@ from PyQt6.QtTest import QAbstractItemModelTester
 
 from observer.gui.delta import BULK, Record, Shadow, diff, table_from, tree_from
 from observer.gui.models import ID_ROLE, TableModel, TreeModel
-from observer.gui.rows import NAME
+from observer.gui.rows import NAME, STATE
 
 LOOP = "loop-1"
 
@@ -273,3 +273,142 @@ def test_a_large_change_is_one_reset_not_thousands_of_signals(qtbot):
     model.apply(delta)
     assert signals.counts["reset"] == 1 and signals.counts["inserted"] == 0
     assert model.rowCount(model.index_of(LOOP)) == BULK + 11
+
+
+# ------------------------------------------------------------------ against a live agent
+
+BULK_TASKS = 3000
+WAIT = 30_000  # ms
+
+
+def refreshed(qtbot, window, tab) -> None:
+    """One refresh of the shown tab, drawn."""
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.refresh()
+
+
+def task_ids_in(model: TreeModel | TableModel) -> set[str]:
+    """Task ids the model holds (shown or not)."""
+    if isinstance(model, TreeModel):
+        return {t for t in model.data_.by_id if t.startswith("task-")}
+    return {t for t in model.rows.ids if t.startswith("task-")}  # a free slot's id is ""
+
+
+def bulk_ids(model: TreeModel | TableModel, count: int) -> list[str]:
+    """Ids of ``count`` of the host's bulk-N tasks, as the model shows them."""
+    if isinstance(model, TreeModel):
+        rows = [(model.data_.row_values(i)[NAME], t) for t, i in model.data_.by_id.items()]
+    else:
+        rows = list(zip(model.rows.text[NAME], model.rows.ids, strict=True))
+    return sorted(t for name, t in rows if name.startswith("bulk-"))[:count]
+
+
+def state_of(model: TreeModel | TableModel, target: str) -> str:
+    if isinstance(model, TreeModel):
+        return model.data_.row_values(model.data_.by_id[target])[STATE]
+    return model.rows.text[STATE][model.rows.ids.index(target)]
+
+
+def worker_ids(node) -> set[str]:
+    return {t.id for t in node.tasks() if t.name == "worker" and t.state == "pending"}
+
+
+@pytest.mark.parametrize("key", ["processes", "table"])
+def test_a_steady_refresh_signals_only_the_rows_that_changed(
+    qtbot, window, make_host, keys, key
+):
+    """Between two refreshes of 3000 tasks, five are cancelled and the supervised worker is
+    cancelled and restarted: the model changes those rows (plus a few thread rows), resets
+    nothing, and then holds exactly what the agent has."""
+    from tests.helpers import node_spec
+
+    host = make_host("--tasks", str(BULK_TASKS))
+    window.set_paused(True)
+    tab = window.show_tab(key)
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.add_link(node_spec(host.address, keys))
+    qtbot.waitUntil(lambda: len(task_ids_in(tab.model)) > BULK_TASKS, timeout=WAIT)
+    refreshed(qtbot, window, tab)  # steady from here
+    signals = Signals(tab.model)
+    victims = bulk_ids(tab.model, 5)
+    with host.connect() as node:
+        (worker,) = worker_ids(node)
+        for target in [*victims, worker]:
+            node.cancel(target)
+        qtbot.waitUntil(lambda: bool(worker_ids(node) - {worker}), timeout=WAIT)
+        states = {t.id: t.state for t in node.tasks()}
+        assert all(states.get(v) == "cancelled" for v in victims), states
+        refreshed(qtbot, window, tab)
+        assert signals.counts["reset"] == signals.counts["layout"] == 0, signals.counts
+        assert signals.counts["inserted"] >= 1, signals.counts  # the new worker
+        assert signals.rows >= len(victims) + 1, signals.counts
+        assert signals.rows <= len(victims) + 25, signals.counts  # and threads, loops
+        assert all(state_of(tab.model, v) == "cancelled" for v in victims)
+        assert worker_ids(node) <= task_ids_in(tab.model)
+        for _ in range(5):  # the old worker leaves the agent's table when the host frees it
+            truth = {t.id for t in node.snapshot().tasks}
+            if task_ids_in(tab.model) == truth:
+                break
+            refreshed(qtbot, window, tab)
+        assert task_ids_in(tab.model) == truth  # nothing lost, nothing left over
+    assert signals.counts["reset"] == signals.counts["layout"] == 0, signals.counts
+
+
+def test_the_tree_filter_follows_refreshes_without_a_reset(qtbot, window, make_host, keys):
+    """With a filter typed, the filter shows exactly the matches; a refresh that changes a
+    match (cancelled) changes that row, resets nothing, keeps every match; clearing the
+    filter makes every row reachable through the Qt API again."""
+    from tests.helpers import node_spec
+
+    host = make_host("--tasks", str(BULK_TASKS))
+    window.set_paused(True)
+    tab = window.show_tab("processes")
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.add_link(node_spec(host.address, keys))
+    qtbot.waitUntil(lambda: len(task_ids_in(tab.model)) > BULK_TASKS, timeout=WAIT)
+    model = tab.model
+    qtbot.keyClicks(tab.filter, "bulk-12")
+    expected = {
+        t
+        for t, item in model.data_.by_id.items()
+        if "bulk-12" in model.data_.row_values(item)[NAME].lower()
+    }
+    assert len(expected) == 1 + 10 + 100  # bulk-12, bulk-120..129, bulk-1200..1299
+
+    def matches_shown() -> set[str]:
+        out, stack = set(), [QModelIndex()]
+        while stack:
+            parent = stack.pop()
+            for row in range(model.rowCount(parent)):
+                index = model.index(row, 0, parent)
+                if "bulk-12" in (model.index(row, NAME, parent).data() or ""):
+                    out.add(index.data(ID_ROLE))
+                stack.append(index)
+        return out
+
+    assert matches_shown() == expected and model.hits == len(expected)
+    signals = Signals(model)
+    victim = sorted(expected)[0]
+    with host.connect() as node:
+        node.cancel(victim)
+        qtbot.waitUntil(
+            lambda: {t.id: t.state for t in node.tasks()}.get(victim) != "pending",
+            timeout=WAIT,
+        )
+    refreshed(qtbot, window, tab)
+    assert signals.counts["reset"] == signals.counts["layout"] == 0, signals.counts
+    assert matches_shown() == expected  # still a match, now cancelled
+    assert state_of(model, victim) == "cancelled"
+    assert model.hits == len(expected)
+    tab.filter.clear()
+    assert len(task_ids_in(model)) == len(
+        [i for i in model.data_.by_id.values() if i.kind == "task"]
+    )
+    total = sum(1 for _ in model.data_.by_id)
+    seen, stack = 0, [QModelIndex()]
+    while stack:  # every row is reachable through the Qt API again
+        parent = stack.pop()
+        for row in range(model.rowCount(parent)):
+            seen += 1
+            stack.append(model.index(row, 0, parent))
+    assert seen == total
