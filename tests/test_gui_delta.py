@@ -314,9 +314,7 @@ def worker_ids(node) -> set[str]:
 
 
 @pytest.mark.parametrize("key", ["processes", "table"])
-def test_a_steady_refresh_signals_only_the_rows_that_changed(
-    qtbot, window, make_host, keys, key
-):
+def test_a_steady_refresh_signals_only_the_rows_that_changed(qtbot, window, make_host, keys, key):
     """Between two refreshes of 3000 tasks, five are cancelled and the supervised worker is
     cancelled and restarted: the model changes those rows (plus a few thread rows), resets
     nothing, and then holds exactly what the agent has."""
