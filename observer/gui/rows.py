@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import compress, repeat
+from operator import attrgetter
 
 from agent.schema import Snapshot
 from observer.format import human_seconds, short_path
@@ -46,6 +47,10 @@ class Item:
         self.born: float | None = None
 
 
+_SEARCH = attrgetter("search")
+_CHILDREN = attrgetter("children")
+
+
 @dataclass
 class TreeIndex:
     """What the filter walks over a tree: every row, its search text, parents deepest first."""
@@ -74,7 +79,8 @@ class TreeData:
     def index(self) -> TreeIndex:
         """Rows, their texts and the parents deepest first, as the filter walks them."""
         if self.cache is None:
-            items = list(self.by_id.values())
+            items = list(self.by_id.values())  # C-speed passes only: this runs on a key press
+            searches = list(map(_SEARCH, items))
             depth: dict[Item, int] = {self.root: 0}
 
             def depth_of(item: Item) -> int:
@@ -88,9 +94,9 @@ class TreeData:
                     depth[up] = level
                 return level
 
-            parents = [item for item in items if item.children]
+            parents = list(filter(_CHILDREN, items))
             parents.sort(key=depth_of, reverse=True)
-            self.cache = TreeIndex(items, [item.search for item in items], parents)
+            self.cache = TreeIndex(items, searches, parents)
         return self.cache
 
     def row_values(self, item: Item) -> tuple[str, ...]:
