@@ -1,6 +1,8 @@
-"""GUI cost at 100k tasks: refresh, sort, memory, and input latency over a slow link.
+"""GUI cost at 100k tasks: refresh, sort, memory, filter keys, and input latency over a
+slow link, each printed against its target (issue 12, "GUI at 100k").
 
     QT_QPA_PLATFORM=offscreen python bench/gui.py [--tasks 100000] [--delay 0.2]
+                                                  [--churn 50] [--root /work/main]
 
 Drives a real MainWindow (paused, so it refreshes only when asked) against a bench host
 (bench/host.py) and measures on the GUI thread:
@@ -11,17 +13,22 @@ a) Processes and Table refreshes: request->reply (request -> the link worker fin
    unless Qt already ran it inside the event loop), reply->painted (worker finished ->
    painted and the event queue drained, wall clock: queueing + apply + status bar + layout +
    paint), and the worst GUI-thread stall from request to painted (a 5 ms QTimer: longest
-   gap between ticks minus 5 ms; the worker's GIL holds show up here too).
+   gap between ticks minus 5 ms; the worker's GIL holds show up here too). Before each
+   steady refresh the host cancels ``--churn`` sleepers and starts as many new ones; the
+   model's signals are counted (rows inserted, removed, changed; resets and layout
+   changes): a steady refresh should touch about 2 x churn rows, never reset.
 b) Table sort of all rows (``view.sortByColumn``, as a header click, plus a repaint).
-c) Observer RSS before loading and with both tabs holding the rows; then, for context, the
-   cost of typing into the filter boxes.
+c) Observer RSS before loading and with both tabs holding the rows; then the cost of each
+   key typed into each tab's filter box (key event, refilter, repaint, events drained).
 d) Through a DelayProxy (``--delay`` each way, in its own process): refreshes while key
    presses are posted to the filter box every 20 ms from another thread (latency from when
    each was due to when the box's event filter saw it; the stall meter is off meanwhile),
    then refreshes with the stall meter on.
 
 Targets: reply->painted <= 300 ms, no stall > 50 ms, sort <= 300 ms, RSS <= 500 MB,
-input handled within 50 ms.
+filter <= 50 ms per key, input latency p95 <= 50 ms, steady refresh: no reset.
+``--root DIR`` runs the GUI, client and agent of another checkout (e.g. a worktree of
+main) with this script, for before/after figures in the same session.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from snapshot import start_host  # noqa: E402
+from snapshot import CODE, Host  # noqa: E402  (--root: puts that checkout first)
 
 from observer.client import connect  # noqa: E402
 from observer.gui.link import NodeLink, Status  # noqa: E402
@@ -73,6 +80,7 @@ STALL_TARGET = 0.050
 SORT_TARGET = 0.300
 RSS_TARGET = 500 * 1024 * 1024
 INPUT_TARGET = 0.050
+FILTER_TARGET = 0.050
 SORT_COLUMNS = ((0, "Name"), (2, "ID"), (5, "Age"), (3, "State"))
 
 
@@ -222,13 +230,51 @@ def show(window: MainWindow, key: str) -> ViewTab:
     return tab
 
 
+class Touched:
+    """Rows a model's signals touched since ``clear``: inserted, removed, changed; resets
+    and layout changes (each of those redraws every row)."""
+
+    KINDS = ("inserted", "removed", "changed", "reset", "layout")
+
+    def __init__(self, model: Any) -> None:
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        model.rowsInserted.connect(lambda _p, a, b: self._add("inserted", b - a + 1))
+        model.rowsRemoved.connect(lambda _p, a, b: self._add("removed", b - a + 1))
+        model.dataChanged.connect(lambda a, b, *_: self._add("changed", b.row() - a.row() + 1))
+        model.modelReset.connect(lambda: self._add("reset", 1))
+        model.layoutChanged.connect(lambda *_: self._add("layout", 1))
+
+    def _add(self, kind: str, rows: int) -> None:
+        self.counts[kind] += rows
+
+    def clear(self) -> dict[str, int]:
+        counts, self.counts = self.counts, dict.fromkeys(self.KINDS, 0)
+        return counts
+
+
+HOST: Host | None = None  # the bench host, for churn between refreshes
+CHURN = 0
+
+
+def churn() -> None:
+    """Cancel CHURN sleepers in the host and start as many (waits until it has)."""
+    if HOST is not None and CHURN:
+        HOST.ask(f"churn {CHURN}", "churned")
+
+
 def refresh_cycle(
     tab: ViewTab, meter: StallMeter | None, switch: MainWindow | None = None
 ) -> dict[str, float]:
     """One refresh: request (or switch to the tab), wait for the reply to be applied, paint
     once, drain the event queue. Times are in seconds; no meter, no stall figure."""
+    if switch is None:
+        churn()
+    touched = TOUCHED.get(id(tab.model))
+    if touched is not None:
+        touched.clear()
     if meter is not None:
         meter.reset()
+    cpu = time.thread_time()  # the GUI thread's own CPU: what load on the box does not inflate
     requested = time.time()
     if switch is not None:
         switch.show_tab(tab.key)
@@ -241,22 +287,36 @@ def refresh_cycle(
     paint = time.perf_counter() - started
     QApplication.processEvents()
     painted = time.time()
-    return {
+    out = {
         "reply": tab.last_applied - requested,  # last_applied = when the worker finished
         "apply": tab.apply_seconds,
         "paint": paint,
         "painted": painted - tab.last_applied,
         "stall": meter.settle() if meter is not None else float("nan"),
+        "cpu": time.thread_time() - cpu,
     }
+    if touched is not None:
+        out.update({k: float(v) for k, v in touched.clear().items()})
+    return out
+
+
+TOUCHED: dict[int, Touched] = {}
 
 
 def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> tuple[bool, bool]:
     """Rows for each refresh; returns whether the refresh and stall targets were met."""
     for n, c in enumerate(cycles):
         name = "first load" if n < first else f"refresh {n - first + 1}"
+        rows = (
+            f"{c['inserted']:.0f}/{c['removed']:.0f}/{c['changed']:.0f}/"
+            f"{c['reset'] + c['layout']:.0f}"
+            if "reset" in c
+            else ""
+        )
         print(
             f"  {label:<22} {name:<11} {ms(c['reply']):>10} {ms(c['apply']):>8} "
-            f"{ms(c['paint']):>7} {ms(c['painted']):>15} {ms(c['stall']):>13}"
+            f"{ms(c['paint']):>7} {ms(c['painted']):>15} {ms(c['stall']):>13} "
+            f"{ms(c['cpu']):>7}   {rows}"
         )
     steady = cycles[first:] or cycles
     painted = max(c["painted"] for c in steady)
@@ -272,12 +332,27 @@ def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> 
         f"{line} {ms(stall):>13}   <= {ms(REFRESH_TARGET)} {verdict(ok_painted)}, "
         f"<= {ms(STALL_TARGET)} {verdict(ok_stall)}"
     )
+    print(
+        f"  {'':<22} {'median':<11} {'':>10} {'':>8} {'':>7} "
+        f"{ms(statistics.median(c['painted'] for c in steady)):>15} "
+        f"{ms(statistics.median(stalls)):>13} {ms(statistics.median(c['cpu'] for c in steady)):>7}"
+    )
+    resets = sum(c.get("reset", 0) + c.get("layout", 0) for c in steady)
+    if any("reset" in c for c in steady):
+        touched = max(c["inserted"] + c["removed"] + c["changed"] for c in steady)
+        ok_rows = resets == 0
+        print(
+            f"  {'':<22} steady refreshes: {resets:.0f} resets/layout changes, at most "
+            f"{touched:.0f} rows touched (churn {CHURN} -> {2 * CHURN} rows)   target: no "
+            f"reset, only changed rows: {verdict(ok_rows)}"
+        )
+        ok_stall = ok_stall and ok_rows
     return ok_painted, ok_stall
 
 
 CYCLE_HEADER = (
     f"  {'tab':<22} {'':<11} {'req->reply':>10} {'apply':>8} {'paint':>7} "
-    f"{'reply->painted':>15} {'worst stall':>13}   (ms)"
+    f"{'reply->painted':>15} {'worst stall':>13} {'gui cpu':>7}   (ms)   rows ins/rem/chg/resets"
 )
 
 
@@ -334,27 +409,54 @@ def measure_sort(window: MainWindow) -> list[str]:
     return [] if ok else ["table sort"]
 
 
-def filter_typing(window: MainWindow) -> None:
-    """Context: what a typed filter costs per keystroke (each key refilters all rows)."""
-    print("\n  context: typing 'sleeper-99999' into the filter, then clearing it (ms per key)")
+def drain() -> None:
+    """Run what a key press set off: the filter, the view's layout, one paint (posted as an
+    UpdateRequest, handled by the event loop as it would be between two key presses)."""
+    QApplication.processEvents()
+    QApplication.processEvents()  # a layout done in the first pass may post the paint
+
+
+def filter_typing(window: MainWindow, rounds: int = 3) -> list[str]:
+    """Each key typed into each tab's filter: key event, refilter, layout and paint (events
+    drained; typing 'sleeper-99999' then clearing the box, ``rounds`` times; ms per key)."""
+    print("\n  filter: typing 'sleeper-99999' then clearing it (ms per key, all rounds)")
+    misses = []
     tabs: tuple[ViewTab, ...] = (window.processes, window.table)
     for tab in tabs:
         show(window, tab.key)
         box = tab.filter
-        keys = []
-        for char in "sleeper-99999":
+        keys: list[float] = []
+        cpus: list[float] = []  # the GUI thread's CPU per key: what load does not inflate
+        firsts: list[float] = []
+        clears: list[float] = []
+        for _ in range(rounds):
+            for n, char in enumerate("sleeper-99999"):
+                started, cpu = time.perf_counter(), time.thread_time()
+                QTest.keyClick(box, char)
+                drain()
+                keys.append(time.perf_counter() - started)
+                cpus.append(time.thread_time() - cpu)
+                if n == 0:
+                    firsts.append(keys[-1])
             started = time.perf_counter()
-            QTest.keyClick(box, char)
-            tab.view.viewport().repaint()
-            keys.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        box.clear()
-        tab.view.viewport().repaint()
-        cleared = time.perf_counter() - started
+            box.clear()
+            drain()
+            clears.append(time.perf_counter() - started)
+        worst = max(*keys, *clears)
+        ok = worst <= FILTER_TARGET
         print(
-            f"  {tab.key:<10} first key {ms(keys[0])}, median {ms(statistics.median(keys))}, "
-            f"max {ms(max(keys))}, clear {ms(cleared)}"
+            f"  {tab.key:<10} median {ms(statistics.median(keys))}, first key "
+            f"{'/'.join(ms(x) for x in firsts)}, max {ms(max(keys))}, clear "
+            f"{'/'.join(ms(x) for x in clears)}   target <= {ms(FILTER_TARGET)} per key: "
+            f"{verdict(ok)}"
         )
+        print(
+            f"  {'':<10} GUI-thread CPU per key: median {ms(statistics.median(cpus))}, "
+            f"max {ms(max(cpus))}"
+        )
+        if not ok:
+            misses.append(f"{tab.key} filter per key")
+    return misses
 
 
 def start_proxy(address: str, delay: float) -> tuple[subprocess.Popen, str]:
@@ -417,11 +519,11 @@ def measure_delayed(
     ok_painted = ok_typed and ok_timed
     lat = sorted(probe.latencies) or [0.0]
     p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))]
-    ok_input = lat[-1] <= INPUT_TARGET
+    ok_input = p95 <= INPUT_TARGET
     print(
         f"  input latency: median {ms(statistics.median(lat))}, p95 {ms(p95)}, "
         f"max {ms(lat[-1])} ms; over 50 ms: {sum(x > INPUT_TARGET for x in lat)}/{len(lat)} "
-        f"presses in {elapsed:.1f}s   target <= {ms(INPUT_TARGET)}: {verdict(ok_input)}"
+        f"presses in {elapsed:.1f}s   target p95 <= {ms(INPUT_TARGET)}: {verdict(ok_input)}"
     )
     misses = [] if ok_input else ["delayed link: input latency"]
     if not ok_painted:
@@ -473,7 +575,11 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="proxy delay each way (s)")
     parser.add_argument("--refreshes", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile job and apply too")
+    parser.add_argument("--churn", type=int, default=50, help="tasks replaced per refresh")
+    parser.add_argument("--root", help="the checkout whose GUI/client/agent to measure")
     args = parser.parse_args()
+    global HOST, CHURN
+    CHURN = args.churn
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     misses: list[str] = []
@@ -482,16 +588,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         km = generate(Path(tmp) / "keys")
         try:
-            host, address = start_host(km.directory, args.tasks, monitor=False)
-            procs.append(host)
+            host = HOST = Host(km.directory, args.tasks, depth=1, monitor=False)
+            procs.append(host.proc)
+            address = host.address
             window = MainWindow(nodes_file=None)
             window.set_paused(True)
+            for model in (window.processes.model, window.table.model):
+                TOUCHED[id(model)] = Touched(model)
             window.show()
             meter = StallMeter()
             QApplication.processEvents()
             rss_before = rss()
             print(
-                f"runtime-observer GUI bench: {args.tasks:,} tasks, python "
+                f"runtime-observer GUI bench ({CODE}): {args.tasks:,} tasks, churn "
+                f"{CHURN}/refresh, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, python "
                 f"{sys.version.split()[0]}, Qt {QT_VERSION_STR} / PyQt {PYQT_VERSION_STR}, "
                 f"{os.cpu_count()} cpus, platform {app.platformName()}"
             )
@@ -519,7 +629,7 @@ def main() -> None:
             )
             if not ok:
                 misses.append("observer RSS")
-            filter_typing(window)
+            misses += filter_typing(window)
             if args.profile:
                 profile_apply(window, km, address)
 

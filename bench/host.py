@@ -12,7 +12,8 @@ each generation since the reset, whichever thread ran them: gc.callbacks); ``cha
 times, on the loop, a plain walk of every task's await chain (function and line of each
 coroutine) and prints ``chain: SECONDS TASKS``: the floor a task listing is held against.
 Both answers come from the monitor task right after a tick, so a report includes a stall
-still going on when it was asked for.
+still going on when it was asked for. ``churn N`` cancels the N oldest sleepers and starts
+N new ones (answers ``churned: N``): a refresh then has 2N rows to carry.
 """
 
 from __future__ import annotations
@@ -83,11 +84,13 @@ def plain_chain_walk(loop: asyncio.AbstractEventLoop) -> None:
     print(f"chain: {elapsed:.6f} {len(tasks)}", flush=True)
 
 
-def commands(monitor: Monitor) -> None:
+def commands(monitor: Monitor, churn: Any) -> None:
     for line in sys.stdin:
         word = line.strip()
         if word in ("reset", "report", "chain"):
             monitor.requests.append(word)
+        elif word.startswith("churn "):
+            churn(int(word.split()[1]))
 
 
 async def sleeper(depth: int, waits: int) -> None:
@@ -125,7 +128,25 @@ async def main(args: argparse.Namespace) -> None:
     monitor = Monitor()
     if args.monitor:
         tasks.append(asyncio.create_task(monitor.run(asyncio.get_running_loop()), name="monitor"))
-    threading.Thread(target=commands, args=(monitor,), daemon=True).start()
+    loop = asyncio.get_running_loop()
+    sleepers = collections.deque(tasks[: args.tasks])  # the only references: churned ones go
+    del tasks[: args.tasks]
+    made = [args.tasks]
+
+    def churn(count: int) -> None:
+        for _ in range(min(count, len(sleepers))):
+            sleepers.popleft().cancel()
+        for _ in range(count):
+            made[0] += 1
+            sleepers.append(
+                loop.create_task(sleeper(args.depth, args.waits), name=f"sleeper-{made[0]}")
+            )
+        print(f"churned: {count}", flush=True)
+
+    def churn_soon(count: int) -> None:
+        loop.call_soon_threadsafe(churn, count)
+
+    threading.Thread(target=commands, args=(monitor, churn_soon), daemon=True).start()
     await asyncio.sleep(0.5 + args.tasks / 200_000)  # every task reaches its sleep
     print(f"agent: {server.address}", flush=True)
     await asyncio.Event().wait()

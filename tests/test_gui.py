@@ -85,6 +85,10 @@ def test_tree_shows_demo_tasks_threads_and_children(qtbot, window, demo, keys):
     index = window.processes.model.index_of(worker.id)
     assert index.isValid() and window.processes.view.isExpanded(index.parent())
     assert "tasks" in window.counts_label.text()
+    threads = [item for items in names.values() for item in items if item.kind == "thread"]
+    agent = sum(data.row_values(item)[NAME].endswith(" [agent]") for item in threads)
+    assert agent >= 1  # the host's threads are counted apart from the agent's own
+    assert f"{len(threads) - agent} threads (+{agent} agent)" in window.processes.status_text()
 
 
 def test_tree_keeps_expansion_and_selection_across_refreshes(qtbot, window, demo, keys):

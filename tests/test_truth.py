@@ -103,6 +103,17 @@ def coroutine_of(snap: Snapshot, coroutine: str) -> TaskInfo:
     return next(t for t in snap.tasks if t.coroutine == coroutine)
 
 
+def table_of(snap: Snapshot) -> Any:
+    """The Tasks & threads model as the GUI fills it: a first refresh worked out by the
+    worker's delta (observer.gui.delta), applied to the model."""
+    from observer.gui.delta import Shadow, table_delta
+    from observer.gui.models import TableModel
+
+    model = TableModel()
+    model.apply(table_delta(snap, Shadow()))
+    return model
+
+
 def observer(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "observer", *args],
@@ -154,11 +165,10 @@ def test_ps_and_gui_rows_say_which_ages_are_bounds_and_sort_the_oldest_first(age
 
     from PyQt6.QtCore import Qt
 
-    from observer.gui.models import TOOLTIP, TableModel
-    from observer.gui.rows import AGE, NAME, table_rows
+    from observer.gui.models import TOOLTIP
+    from observer.gui.rows import AGE, NAME
 
-    model = TableModel()
-    model.set_rows(table_rows(snap))
+    model = table_of(snap)
     model.sort(AGE, Qt.SortOrder.DescendingOrder)
     names = [model.index(r, NAME).data() for r in range(model.rowCount())]
     kinds = [model.index(r, 1).data() for r in range(model.rowCount())]
@@ -184,11 +194,10 @@ def test_default_names_show_the_coroutine_and_stay_searchable(ages):
     tree = observer("tree", *ages.creds())
     assert any(f"task outer_job  ({outer.id})" in line for line in tree.splitlines())
 
-    from observer.gui.models import TOOLTIP, TableModel
-    from observer.gui.rows import NAME, table_rows
+    from observer.gui.models import TOOLTIP
+    from observer.gui.rows import NAME
 
-    model = TableModel()
-    model.set_rows(table_rows(snap))
+    model = table_of(snap)
     model.set_filter(outer.name)  # the real name still finds the row
     assert model.rowCount() == 1
     assert model.index(0, NAME).data() == "outer_job"
@@ -212,11 +221,9 @@ def test_ps_tree_and_gui_show_the_coroutine_apart_from_where_it_is_suspended(age
     line = next(line for line in tree.splitlines() if f"({outer.id})" in line)
     assert f"runs outer_job  suspended in {where}" in line
 
-    from observer.gui.models import TableModel
-    from observer.gui.rows import COROUTINE, FUNCTION, LOCATION, table_rows
+    from observer.gui.rows import COROUTINE, FUNCTION, LOCATION
 
-    model = TableModel()
-    model.set_rows(table_rows(snap))
+    model = table_of(snap)
     model.set_filter("outer_job")
     assert model.rowCount() == 1
     assert model.index(0, COROUTINE).data() == "outer_job"
@@ -254,11 +261,10 @@ def test_finished_tasks_are_shown_as_finished_never_as_live(ages):
 
     from PyQt6.QtGui import QColor
 
-    from observer.gui.models import FOREGROUND, TableModel
-    from observer.gui.rows import AGE, NAME, STATE, table_rows
+    from observer.gui.models import FOREGROUND
+    from observer.gui.rows import AGE, NAME, STATE
 
-    model = TableModel()
-    model.set_rows(table_rows(snap))
+    model = table_of(snap)
     model.set_filter("finished-")
     assert model.rowCount() == 3
     for row in range(3):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +35,11 @@ __all__ = ["NodeLink", "NotConnected", "Reply", "Status"]
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 16
+# A worker decoding 100k rows holds the GIL until the interpreter asks it to let go: by
+# default after 5 ms, and the GUI thread needs the GIL again for every Python call Qt
+# makes into it (each data() of a paint), so it waited 5 ms many times over. 1 ms keeps
+# the GUI responsive while a worker runs, at a small cost to the worker.
+SWITCH_INTERVAL = 0.001
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -43,6 +49,7 @@ def shared_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             _pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="observer-link")
         return _pool
 

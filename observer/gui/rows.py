@@ -7,10 +7,12 @@ models only index into them, so ``data()`` never computes or does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter
 
 from agent.schema import Snapshot
 from observer.format import AGE_BOUND_NOTE, human_seconds, short_path, task_age_text
-from observer.tree import TreeNode, build_tree
+from observer.tree import TreeNode
 
 # a task's Coroutine is what it runs; Function and Location (a thread's too) where it is
 COLUMNS = ("Name", "Kind", "ID", "State", "CPU", "Age", "Coroutine", "Function", "Location")
@@ -32,50 +34,93 @@ def id_key(target: str) -> tuple[str, int]:
 class Item:
     """One row of the Processes tree; ``shown`` are the children the current filter keeps.
 
-    Its text lives in ``TreeData.values[pos]``, not here: a refresh that changes only
-    values then replaces one list instead of touching 100k rows on the GUI thread.
+    ``values`` is its text (COLUMNS, TARGET, the hidden cells up to WIDTH; the Age column
+    is drawn from ``born``),
+    ``search`` what the filter matches, ``row`` its place in its parent's ``shown``.
     """
 
-    __slots__ = ("children", "id", "kind", "parent", "pos", "row", "shown")
+    __slots__ = ("born", "children", "id", "kind", "parent", "row", "search", "shown", "values")
 
-    def __init__(self, target: str, kind: str, parent: Item | None, pos: int) -> None:
+    def __init__(self, target: str, kind: str, parent: Item | None, row: int = 0) -> None:
         self.id = target
         self.kind = kind
         self.parent = parent
-        self.pos = pos
-        self.row = 0
+        self.row = row
         self.children: list[Item] = []
         self.shown: list[Item] = self.children
+        self.values: tuple[str, ...] = ()
+        self.search = ""
+        self.born: float | None = None
+
+
+_SEARCH = attrgetter("search")
+_CHILDREN = attrgetter("children")
+
+
+@dataclass
+class TreeIndex:
+    """What the filter walks over a tree: every row, its search text, parents deepest first."""
+
+    items: list[Item]
+    searches: list[str]
+    parents: list[Item]
 
 
 @dataclass
 class TreeData:
-    """The tree to show: a root whose children are top-level rows, and an id index.
-
-    ``shape`` (every row's id and its parent's id, in order) tells whether a refresh
-    changed the structure or only the values; ``counts`` are rows per kind.
-    """
+    """The tree to show: a root whose children are top-level rows, and an id index;
+    ``counts`` are rows per kind; ``hits`` the rows the filter ``needle`` matched last
+    (typing one more letter only searches those)."""
 
     root: Item
     by_id: dict[str, Item]
-    values: list[tuple[str, ...]] = field(default_factory=list)  # by Item.pos
-    search: list[str] = field(default_factory=list)  # lowercased name + function, by pos
-    shape: tuple[tuple[str, str], ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     filtered: bool = False  # some rows' ``shown`` differ from their children
-    same_shape_as: tuple[tuple[str, str], ...] | None = None  # set by the worker
+    needle: str = ""
+    hits: tuple[list[Item], list[str]] | None = None  # rows the needle matched, their texts
+    open: list[Item] = field(default_factory=list)  # rows the filter keeps with rows under them
+    cache: TreeIndex | None = None  # dropped whenever rows come, go or change
+    dirty: set[Item] = field(default_factory=set)  # parents whose rows need numbering
+
+    def index(self) -> TreeIndex:
+        """Rows, their texts and the parents deepest first, as the filter walks them."""
+        if self.cache is None:
+            items = list(self.by_id.values())  # C-speed passes only: this runs on a key press
+            searches = list(map(_SEARCH, items))
+            depth: dict[Item, int] = {self.root: 0}
+
+            def depth_of(item: Item) -> int:
+                chain = []
+                while item not in depth:
+                    chain.append(item)
+                    item = item.parent  # type: ignore[assignment]
+                level = depth[item]
+                for up in reversed(chain):
+                    level += 1
+                    depth[up] = level
+                return level
+
+            parents = list(filter(_CHILDREN, items))
+            parents.sort(key=depth_of, reverse=True)
+            self.cache = TreeIndex(items, searches, parents)
+        return self.cache
 
     def row_values(self, item: Item) -> tuple[str, ...]:
-        return self.values[item.pos]
+        return item.values
 
     def dismantle(self) -> None:
-        """Break the parent <-> child cycles so reference counting frees the rows at once
-        (without it, only a full GC pass over every object in the process could)."""
-        for item in self.by_id.values():
+        """Break the parent <-> child cycles and free the rows one at a time (on the
+        disposal thread): freeing 100k rows in one call would hold the GIL throughout."""
+        self.hits = self.cache = None
+        self.open = []
+        self.dirty = set()
+        by_id = self.by_id
+        while by_id:
+            _target, item = by_id.popitem()
             item.parent = None
             item.children = item.shown = []
+            del item
         self.root.children = self.root.shown = []
-        self.by_id = {}
 
 
 def empty_tree() -> TreeData:
@@ -83,53 +128,11 @@ def empty_tree() -> TreeData:
     return TreeData(Item("", "", None, -1), {})
 
 
-def same_shape(old: TreeData, new: TreeData) -> bool:
-    """True when only values changed: the same rows under the same parents, in order.
-
-    The worker compared the shapes (see ``tree_items``); the GUI thread only checks that
-    it still shows the very tree the worker compared against.
-    """
-    return new.same_shape_as is not None and new.same_shape_as is old.shape
-
-
-def copy_values(old: TreeData, new: TreeData) -> None:
-    """Move a same-shaped refresh's values into the tree the view already holds."""
-    old.values, old.search, old.counts = new.values, new.search, new.counts
-
-
-def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None = None) -> TreeData:
-    """Turn a snapshot into Items (iteratively: await chains can be deep).
-
-    ``shown_shape`` is the shape of the tree on screen: when equal, the result says so.
-    """
-    top = build_tree(snap)
-    short = short_ids(snap)
-    root = Item("", "", None, -1)
-    by_id: dict[str, Item] = {}
-    values: list[tuple[str, ...]] = []
-    shape: list[tuple[str, str]] = []
-    counts: dict[str, int] = {}
-    stack: list[tuple[TreeNode, Item]] = [(top, root)]
-    while stack:
-        node, parent = stack.pop()
-        item = Item(node.id, node.kind, parent, len(values))
-        values.append(node_values(node, short))
-        item.row = len(parent.children)
-        parent.children.append(item)
-        by_id[item.id] = item
-        shape.append((item.id, parent.id))
-        counts[item.kind] = counts.get(item.kind, 0) + 1
-        stack.extend((child, item) for child in reversed(node.children))
-    data = TreeData(root, by_id, values, search_texts(values), tuple(shape), counts)
-    if shown_shape and data.shape == shown_shape:
-        data.same_shape_as = shown_shape
-    return data
-
-
 def node_values(node: TreeNode, short: dict[str, str] | None = None) -> tuple[str, ...]:
     """A tree node as the text of one row, in COLUMNS order (both views draw this), then
     its full id (TARGET) and the hidden cells up to WIDTH; the ID column shows
-    ``short[id]`` where there is one."""
+    ``short[id]`` where there is one. The models draw the Age cell from the row's birth
+    time (``delta.walk_records``), as a lower bound where AGE_TIP says so."""
     if node.kind == "task":
         age = task_age_text(node.age, node.age_exact, "done" if node.finished else "pending")
     else:
@@ -146,7 +149,7 @@ def node_values(node: TreeNode, short: dict[str, str] | None = None) -> tuple[st
         short_location(node.location),
         node.id,
         node.real_name if node.real_name != node.name else "",
-        AGE_BOUND_NOTE if node.kind == "task" and not node.age_exact else "",
+        AGE_BOUND_NOTE if age and node.kind == "task" and not node.age_exact else "",
         "1" if node.finished else "",
     )
 
@@ -157,12 +160,15 @@ def short_ids(snap: Snapshot) -> dict[str, str]:
     return {t.id: f"tid-{t.native_id}" for t in snap.threads if t.native_id is not None}
 
 
-def search_texts(rows: list[tuple[str, ...]]) -> list[str]:
-    """What the filter matches per row: name (a task's own too), coroutine and function,
+def search_text(row: tuple[str, ...]) -> str:
+    """What the filter matches in a row: name (a task's own too), coroutine and function,
     lowercased."""
-    return [
-        f"{row[NAME]}\n{row[COROUTINE]}\n{row[FUNCTION]}\n{row[REAL_NAME]}".lower() for row in rows
-    ]
+    return f"{row[NAME]}\n{row[COROUTINE]}\n{row[FUNCTION]}\n{row[REAL_NAME]}".lower()
+
+
+def search_texts(rows: list[tuple[str, ...]]) -> list[str]:
+    """``search_text`` of each row."""
+    return list(map(search_text, rows))
 
 
 def short_location(location: str) -> str:
@@ -172,50 +178,71 @@ def short_location(location: str) -> str:
 
 
 def apply_filter(data: TreeData, text: str) -> int:
-    """Keep rows whose name or function contains ``text`` (and their ancestors); count hits."""
+    """Keep rows whose search text (name, a task's own name, coroutine, function) contains
+    ``text``, and their ancestors; count hits.
+
+    Matching and keeping run in C (map, compress, filter, isdisjoint over lists held per
+    tree); Python work is per row with children, not per row. A longer needle searches
+    only the last hits; a parent whose kept rows did not change keeps its list (and the
+    row numbers in it).
+    """
     needle = text.strip().lower()
-    items = list(data.by_id.values())
+    index = data.index()
     if not needle:
         if data.filtered:  # rows were built unfiltered: only undo an earlier filter
-            for item in [data.root, *items]:
-                item.shown = item.children
-            _renumber(data.root)
+            for item in (data.root, *index.parents):
+                if item.shown is not item.children:
+                    item.shown = item.children
+                    data.dirty.add(item)
             data.filtered = False
-        return len(items)
-    data.filtered = True
-    keep: set[int] = set()
-    hits = 0
-    search = data.search
-    for item in items:
-        if needle in search[item.pos]:
-            hits += 1
-            node: Item | None = item
-            while node is not None and id(node) not in keep:
-                keep.add(id(node))
-                node = node.parent
-    for item in [data.root, *items]:
-        item.shown = [c for c in item.children if id(c) in keep]
-    _renumber(data.root)
-    return hits
+        data.needle, data.hits, data.open = "", None, []
+        return len(data.by_id)
+    if data.hits is not None and data.needle and data.needle in needle:
+        items, searches = data.hits
+    else:
+        items, searches = index.items, index.searches
+    found = list(map(str.__contains__, searches, repeat(needle)))
+    hits = list(compress(items, found)), list(compress(searches, found))
+    keep = set(hits[0])
+    open_rows: list[Item] = []
+    for item in index.parents:  # deepest first: a parent is kept if a row under it is
+        if item in keep or not keep.isdisjoint(item.children):
+            keep.add(item)
+            shown = list(filter(keep.__contains__, item.children))
+            if shown:
+                open_rows.append(item)
+        else:
+            shown = []
+        if shown != item.shown:
+            item.shown = shown
+            data.dirty.add(item)  # numbered when first asked: typing need not pay for it
+    root = data.root
+    shown = list(filter(keep.__contains__, root.children))
+    if shown != root.shown:
+        root.shown = shown
+        _renumber(root)
+    data.filtered, data.needle, data.hits, data.open = True, needle, hits, open_rows
+    return len(hits[0])
 
 
-def _renumber(root: Item) -> None:
-    stack = [root]
-    while stack:
-        item = stack.pop()
-        for row, child in enumerate(item.shown):
-            child.row = row
-        stack.extend(item.shown)
+def _renumber(parent: Item) -> None:
+    """Number a parent's shown rows."""
+    for row, child in enumerate(parent.shown):
+        child.row = row
 
 
 @dataclass
 class TableData:
-    """Column-oriented rows for the flat table: display text and sort keys per column."""
+    """Column-oriented rows for the flat table: display text and sort keys per column,
+    by slot; ``slots`` maps a row's id to its slot, ``free`` are slots of rows gone."""
 
-    text: list[list[str]]  # text[column][row], columns COLUMNS, TARGET, hidden up to WIDTH
-    keys: list[list[object]]  # keys[column][row], what sorting compares
-    search: list[str]  # lowercased name + function, what the filter matches
+    text: list[list[str]]  # text[column][slot], columns COLUMNS, TARGET, hidden up to WIDTH
+    keys: list[list[object]]  # keys[column][slot], what sorting compares
+    search: list[str]  # search_text of each slot, what the filter matches
     counts: dict[str, int]
+    born: list[float | None] = field(default_factory=list)  # what the Age column counts from
+    slots: dict[str, int] = field(default_factory=dict)
+    free: list[int] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -226,42 +253,16 @@ class TableData:
         return self.text[KIND]
 
     def __len__(self) -> int:
-        return len(self.text[TARGET])
+        return len(self.slots)
+
+    def dismantle(self) -> None:
+        """Free the columns a slice at a time (on the disposal thread), not 100k at once."""
+        for column in (*self.text, *self.keys, self.search, self.born):
+            while column:
+                del column[-4096:]
+        self.slots.clear()
 
 
 def empty_table() -> TableData:
     """A table with no rows (nothing received yet)."""
     return TableData([[] for _ in range(WIDTH)], [[] for _ in range(WIDTH)], [], {})
-
-
-def table_rows(snap: Snapshot) -> TableData:
-    """Threads, tasks and child processes as one flat table, in tree order."""
-    rows: list[tuple[str, ...]] = []
-    cpu_keys: list[object] = []
-    age_keys: list[object] = []
-    short = short_ids(snap)
-    for _depth, node in build_tree(snap).walk():
-        if node.kind in TABLE_KINDS:
-            rows.append(node_values(node, short))
-            cpu_keys.append(node.cpu_value)
-            live_age = node.age is not None and not node.finished
-            age_keys.append(node.age if live_age else -1.0)  # a bound sorts by its value
-    text: list[list[str]] = [list(column) for column in zip(*rows, strict=True)] or [
-        [] for _ in range(WIDTH)
-    ]
-    keys: list[list[object]] = list(text)  # text columns sort by their own strings
-    keys[NAME] = [name.lower() for name in text[NAME]]
-    keys[ID] = [id_key(target) for target in text[ID]]
-    keys[CPU] = cpu_keys
-    keys[AGE] = age_keys
-    return TableData(
-        text,
-        keys,
-        search_texts(rows),
-        {
-            "threads": len(snap.threads),
-            "tasks": len(snap.tasks),
-            "tasks_total": snap.tasks_total,
-            "children": len(snap.children),
-        },
-    )

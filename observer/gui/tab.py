@@ -185,7 +185,7 @@ class RowsTab(Tab):
         super().__init__()
         self.rows = rows
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter by name or function (Ctrl-F)")
+        self.filter.setPlaceholderText("Filter by name, coroutine or function (Ctrl-F)")
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter_changed)
         self.layout_.addWidget(self.filter)
@@ -215,7 +215,7 @@ class RowsTab(Tab):
         selected = self.selected_id()
         self.set_filter(text)
         self.restore(selected)
-        self.columns.fit()
+        self.columns.fit_later()  # measuring the rows on screen at every key costs
         self.status_changed.emit()
 
     def set_filter(self, text: str) -> None:

@@ -13,8 +13,9 @@ from PyQt6.QtCore import QModelIndex
 from PyQt6.QtWidgets import QHeaderView, QTreeView
 
 from observer.client import Node
+from observer.gui.delta import AGENT_THREADS, TASK_LIMIT, Delta, Shadow, tree_delta
 from observer.gui.models import ID_ROLE, TreeModel
-from observer.gui.rows import TreeData, empty_tree, tree_items
+from observer.gui.rows import TreeData, empty_tree
 from observer.gui.tab import RowActions, RowsTab
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
@@ -37,6 +38,7 @@ class ProcessesTab(RowsTab):
         self._expanded: set[str] = set()  # ids the user (or the first view) expanded
         self._restoring = False
         self._first = True
+        self.shadow = Shadow()  # what the worker last sent this tab (see observer.gui.delta)
 
     def _on_expanded(self, index: QModelIndex) -> None:
         if not self._restoring:
@@ -47,26 +49,37 @@ class ProcessesTab(RowsTab):
             self._expanded.discard(index.data(ID_ROLE))
 
     def job(self) -> Callable[[Node], Any]:
-        data = self.model.data_
-        shape = data.shape if data is not None and not self.model.filter_text else None
-        return lambda node: tree_items(node.snapshot(), shape)
+        shadow = self.shadow
+        return lambda node: tree_delta(node.snapshot(TASK_LIMIT), shadow)
 
     def clear(self) -> None:
         self._expanded.clear()
         self._first = True
+        self.shadow = Shadow()
         self.model.set_data(empty_tree())
 
-    def apply(self, value: TreeData) -> None:
+    def apply(self, value: Delta) -> None:
+        if value.shadow is not self.shadow:
+            return  # made for what the tab showed before it was cleared
+        full = value.full
+        if self._first and isinstance(full, TreeData):
+            self._expanded = first_expansion(full)
+            self._first = False
+        if full is None:
+            try:
+                self.model.apply(value)
+            except ValueError:  # out of step (a reply lost): the next refresh sends all
+                self.shadow = Shadow()
+                return
+            self.view.viewport().update()  # the Age column counts on
+            return
         selected = self.selected_id()
         scroll = self.view.verticalScrollBar().value()
-        if self._first:
-            self._expanded = first_expansion(value)
-            self._first = False
         self.view.setUpdatesEnabled(False)
         try:
-            if self.model.set_data(value):
-                self.restore(selected)
-                self.view.verticalScrollBar().setValue(scroll)
+            self.model.apply(value)
+            self.restore(selected)
+            self.view.verticalScrollBar().setValue(scroll)
         finally:
             self.view.setUpdatesEnabled(True)
 
@@ -74,8 +87,16 @@ class ProcessesTab(RowsTab):
         data = self.model.data_ or empty_tree()
         self._expanded &= data.by_id.keys()  # forget rows that are gone
         expanded = set(self._expanded)
-        if self.model.filter_text:  # show every match: expand all rows that are kept
-            expanded |= {i.id for i in data.by_id.values() if i.shown}
+        if self.model.filter_text:  # show the matches: open the rows kept, unless too many
+            if self.model.hits <= EXPAND_ALL_UP_TO:
+                expanded |= {item.id for item in data.open}
+            else:  # laying out 100k rows would cost more than a key press may
+                expanded |= {
+                    item.id
+                    for item in data.open
+                    if item.kind in ("process", "thread", "loop")
+                    and len(item.shown) <= EXPAND_LOOP_UP_TO
+                }
         self._restoring = True
         try:
             for target in expanded:
@@ -95,10 +116,11 @@ class ProcessesTab(RowsTab):
         if data is None or not data.by_id:
             return ""
         kinds = data.counts
-        text = (
-            f"{kinds.get('thread', 0)} threads, {kinds.get('task', 0):,} tasks, "
-            f"{kinds.get('child', 0)} children"
+        agent = kinds.get(AGENT_THREADS, 0)  # the host's threads first, as the Load charts
+        threads = f"{kinds.get('thread', 0) - agent} threads" + (
+            f" (+{agent} agent)" if agent else ""
         )
+        text = f"{threads}, {kinds.get('task', 0):,} tasks, {kinds.get('child', 0)} children"
         if self.model.filter_text:
             text += f" · {self.model.hits:,} match “{self.model.filter_text}”"
         return text

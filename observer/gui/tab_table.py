@@ -9,8 +9,9 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QHeaderView, QTableView
 
 from observer.client import Node
+from observer.gui.delta import TASK_LIMIT, Delta, Shadow, table_delta
 from observer.gui.models import TableModel
-from observer.gui.rows import TableData, empty_table, table_rows
+from observer.gui.rows import empty_table
 from observer.gui.tab import RowActions, RowsTab
 
 
@@ -34,17 +35,30 @@ class TableTab(RowsTab):
         header = self.view.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.shadow = Shadow()  # what the worker last sent this tab (see observer.gui.delta)
 
     def job(self) -> Callable[[Node], Any]:
-        return lambda node: table_rows(node.snapshot())
+        shadow = self.shadow
+        return lambda node: table_delta(node.snapshot(TASK_LIMIT), shadow)
 
     def clear(self) -> None:
+        self.shadow = Shadow()
         self.model.set_rows(empty_table())
 
-    def apply(self, value: TableData) -> None:
+    def apply(self, value: Delta) -> None:
+        if value.shadow is not self.shadow:
+            return  # made for what the tab showed before it was cleared
+        if value.full is None:
+            try:
+                self.model.apply(value)
+            except ValueError:  # out of step (a reply lost): the next refresh sends all
+                self.shadow = Shadow()
+                return
+            self.view.viewport().update()  # the Age column counts on
+            return
         selected = self.selected_id()
         scroll = self.view.verticalScrollBar().value()
-        self.model.set_rows(value)
+        self.model.apply(value)
         self.restore(selected)
         self.view.verticalScrollBar().setValue(scroll)
 
