@@ -97,8 +97,16 @@ def tree_items(snap: Snapshot, shown_shape: tuple[tuple[str, str], ...] | None =
 
     ``shown_shape`` is the shape of the tree on screen: when equal, the result says so.
     """
-    top = build_tree(snap)
-    short = short_ids(snap)
+    return tree_items_of(build_tree(snap), short_ids(snap), shown_shape)
+
+
+def tree_items_of(
+    top: TreeNode,
+    short: dict[str, str],
+    shown_shape: tuple[tuple[str, str], ...] | None = None,
+) -> TreeData:
+    """Items of an already built tree (a master's with its workers grafted, see
+    observer.gui.workers); ``short`` is what the ID column shows for long ids."""
     root = Item("", "", None, -1)
     by_id: dict[str, Item] = {}
     values: list[tuple[str, ...]] = []

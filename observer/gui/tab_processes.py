@@ -1,4 +1,4 @@
-"""Processes tab: OS process -> threads -> event loops -> tasks, children processes.
+"""Processes tab: OS process -> workers -> threads -> event loops -> tasks, children.
 
 Expanded rows, the selection and the scroll position survive every refresh: they are
 remembered by target id, not by Qt index.
@@ -14,8 +14,9 @@ from PyQt6.QtWidgets import QHeaderView, QTreeView
 
 from observer.client import Node
 from observer.gui.models import ID_ROLE, TreeModel
-from observer.gui.rows import TreeData, empty_tree, tree_items
+from observer.gui.rows import TreeData, empty_tree
 from observer.gui.tab import RowActions, RowsTab
+from observer.gui.workers import process_tree
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
 EXPAND_LOOP_UP_TO = 2000  # a loop with more tasks starts collapsed: laying out 100k rows costs
@@ -49,7 +50,7 @@ class ProcessesTab(RowsTab):
     def job(self) -> Callable[[Node], Any]:
         data = self.model.data_
         shape = data.shape if data is not None and not self.model.filter_text else None
-        return lambda node: tree_items(node.snapshot(), shape)
+        return lambda node: process_tree(node, shape)  # the master and its workers
 
     def clear(self) -> None:
         self._expanded.clear()

@@ -1,0 +1,134 @@
+"""The desktop observer on a pre-fork master: its workers' threads, loops and tasks in the
+Processes tree, reached through the master's one port, and acted on exactly as the
+master's own. Real master (tests/hosts/forker.py --workers), real forks, real window.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from hypothesis import given
+from hypothesis import strategies as st
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QMessageBox
+
+from observer.gui.rows import NAME
+from observer.gui.workers import same_process, split_target
+from tests.helpers import node_spec as spec
+from tests.test_forks import forker  # noqa: F401  (the fixture)
+
+WAIT = 20_000  # ms
+
+
+def rows(window) -> list:
+    data = window.processes.model.data_
+    return [(item, data.row_values(item)) for item in data.by_id.values()] if data else []
+
+
+def worker_jobs(window, pid: int) -> list:
+    """The worker-job task rows inside worker ``pid``."""
+    return [
+        item
+        for item, values in rows(window)
+        if item.kind == "task"
+        and values[NAME] == "worker-job"
+        and item.id.startswith(f"pid-{pid}/task-")
+    ]
+
+
+def test_processes_tree_shows_each_workers_threads_loops_and_tasks(qtbot, window, forker):  # noqa: F811
+    """Master -> worker row (its role label, kind child) -> the worker's thread -> its loop
+    -> worker-job, for both workers, ids as pid-N/ID; each worker's MainThread shows its
+    native id in the ID column like the master's."""
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    window.show_tab("processes")
+    window.add_link(spec(master.agent, master.keys))
+    qtbot.waitUntil(lambda: all(worker_jobs(window, pid) for pid in pids), timeout=WAIT)
+    for pid in pids:
+        job = worker_jobs(window, pid)[0]
+        chain = []
+        up = job.parent
+        while up is not None and up.id:
+            chain.append((up.kind, up.id))
+            up = up.parent
+        kinds = [kind for kind, _id in chain]  # worker-job is awaited by the main task
+        assert kinds == ["task", "loop", "thread", "child", "process"], chain
+        assert chain[3][1] == f"pid-{pid}" and chain[2][1].startswith(f"pid-{pid}/thread-")
+        data = window.processes.model.data_
+        thread = job.parent.parent.parent
+        assert data.row_values(thread)[2].startswith("tid-")
+        worker_row = data.row_values(thread.parent)
+        assert worker_row[NAME].startswith("ForkProcess-"), worker_row
+        index = window.processes.model.index_of(job.id)  # on screen: parents expanded
+        assert index.isValid() and window.processes.view.isExpanded(index.parent())
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15
+
+
+def test_cancel_from_the_tree_reaches_the_workers_task_through_the_master(qtbot, window, forker):  # noqa: F811
+    """Delete on a worker's task row, confirmed: the master relays the cancel to that
+    worker alone (its loop sees the CancelledError, the other worker's does not), audits
+    it as `cancel in worker PID`, and the inspect window reads the task's await chain
+    from the worker."""
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    tab = window.show_tab("processes")
+    window.add_link(spec(master.agent, master.keys))
+    qtbot.waitUntil(lambda: all(worker_jobs(window, pid) for pid in pids), timeout=WAIT)
+    job = worker_jobs(window, pids[1])[0]
+    target = job.id
+    inspector = window.targets.inspect(window.links[0], target, "task", "worker-job")
+    qtbot.waitUntil(lambda: inspector.stack is not None, timeout=WAIT)
+    assert inspector.stack.frames and not inspector.dead
+    assert "worker-job" in inspector.header.text()
+    inspector.close()
+
+    window.activateWindow()  # back from the inspect window: Delete goes to the tree
+    tab.view.setFocus()
+    qtbot.waitUntil(tab.view.hasFocus, timeout=WAIT)
+    index = tab.model.index_of(target)
+    tab.view.setCurrentIndex(index)
+    mark = master.process.mark()
+    qtbot.keyClick(tab.view, Qt.Key.Key_Delete)
+    box = window.targets.confirm_box
+    assert box is not None and target in box.text()
+    with qtbot.waitSignal(window.targets.control_done, timeout=WAIT) as done:
+        qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
+    assert done.args[0].ok, done.args[0]
+    master.process.wait_line(rf"^event: child {pids[1]} job cancelled", start=mark)
+    assert not any(f"child {pids[0]} job cancelled" in line for line in master.process.lines)
+    with master.connect() as node:
+        audit = [r for r in node.audit() if r.action.startswith("cancel in worker")]
+    assert [(r.action, r.target, r.result) for r in audit][-1:] == [
+        (f"cancel in worker {pids[1]}", target.split("/", 1)[1], "ok")
+    ]
+    # the worker replaced its job: the tree shows the new one, the old id is gone
+    qtbot.waitUntil(
+        lambda: [i.id for i in worker_jobs(window, pids[1])] not in ([], [target]),
+        timeout=WAIT,
+    )
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15
+
+
+ids = st.from_regex(r"(task|thread)-[0-9]{1,8}", fullmatch=True)
+
+
+@given(st.integers(1, 2**22), ids)
+def test_a_worker_target_splits_into_its_pid_and_the_workers_own_id(pid, inner):
+    """pid-N/ID goes to worker N as ID; the master's ids stay the master's; an id read
+    inside a worker (an awaited task) is named in that worker."""
+    assert split_target(f"pid-{pid}/{inner}") == (pid, inner)
+    assert split_target(inner) == (None, inner)
+    assert split_target(f"pid-{pid}") == (None, f"pid-{pid}")
+    assert same_process(f"pid-{pid}/task-1", inner) == f"pid-{pid}/{inner}"
+    assert same_process("task-1", inner) == inner
