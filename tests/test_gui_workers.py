@@ -132,3 +132,41 @@ def test_a_worker_target_splits_into_its_pid_and_the_workers_own_id(pid, inner):
     assert split_target(f"pid-{pid}") == (None, f"pid-{pid}")
     assert same_process(f"pid-{pid}/task-1", inner) == f"pid-{pid}/{inner}"
     assert same_process("task-1", inner) == inner
+
+
+def section(view, title: str) -> dict[str, str]:
+    """A System-tab section's rows as {property: value}."""
+    for i in range(view.topLevelItemCount()):
+        top = view.topLevelItem(i)
+        if top.text(0) == title:
+            return {top.child(j).text(0): top.child(j).text(1) for j in range(top.childCount())}
+    return {}
+
+
+def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window, forker):  # noqa: F811
+    """The System tab's Workers section lists the count, the pids and one line per worker
+    (its role name, state, age); a worker killed with SIGKILL stays listed as exited for
+    a few refreshes and is counted, the live one is still there."""
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    tab = window.show_tab("system")
+    window.add_link(spec(master.agent, master.keys))
+    view = tab.view
+    qtbot.waitUntil(lambda: section(view, "Workers").get("Count") == "2", timeout=WAIT)
+    shown = section(view, "Workers")
+    assert shown["PIDs"] == ", ".join(map(str, sorted(pids))), shown
+    for pid in pids:
+        assert shown[f"pid {pid}"].startswith("ForkProcess-") and "age " in shown[f"pid {pid}"]
+    os.kill(pids[0], signal.SIGKILL)
+    assert master.reap(pids[0]) == -9
+
+    def exited() -> bool:
+        window.refresh()
+        rows = section(view, "Workers")
+        return rows.get("Count") == "1" and rows.get(f"pid {pids[0]}", "").endswith("exited")
+
+    qtbot.waitUntil(exited, timeout=WAIT)
+    rows = section(view, "Workers")
+    assert rows["Exited since watching"] == "1" and rows["PIDs"] == str(pids[1]), rows
+    os.kill(pids[1], signal.SIGTERM)
+    assert master.reap(pids[1]) == -15

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from agent.schema import ChildInfo, Snapshot
 from observer.client import Node, WorkerNode
 from observer.errors import ObserverError
+from observer.format import human_bytes, human_seconds
 from observer.gui.rows import TreeData, short_ids, tree_items_of
 from observer.tree import build_tree, graft_workers
 
@@ -174,3 +175,38 @@ class WorkerWatch:
 def agent_now(process: Any) -> float:
     """The agent's wall clock at its reply: its start time plus its uptime."""
     return float(process.start_time) + float(process.uptime)
+
+
+WORKERS = "Workers"  # the System tab's section
+
+
+def worker_set(node: Node) -> tuple[Any, tuple[ChildInfo, ...]]:
+    """What the System tab shows: the process and its children (workers among them)."""
+    return node.process(), node.children()
+
+
+def worker_text(row: WorkerRow) -> str:
+    """One worker as a line: what it is, its state, age, memory and CPU."""
+    if row.exited:
+        return f"{row.name} · exited"
+    parts = [row.name, row.status]
+    if row.age is not None:
+        parts.append(f"age {human_seconds(row.age)}")
+    if row.rss is not None:
+        parts.append(f"rss {human_bytes(row.rss)}")
+    if row.cpu is not None:
+        parts.append(f"cpu {row.cpu:.1f}%")
+    if row.tasks is not None:
+        parts.append(f"{row.tasks:,} tasks")
+    return " · ".join(parts)
+
+
+def worker_section(rows: list[WorkerRow], restarts: int) -> tuple[str, list[tuple[str, str]]]:
+    """The System tab's Workers section: count, pids, restarts seen, one line per worker."""
+    live = [r for r in rows if not r.exited]
+    summary = [
+        ("Count", str(len(live))),
+        ("PIDs", ", ".join(str(r.pid) for r in live) or "none"),
+        ("Exited since watching", str(restarts)),
+    ]
+    return WORKERS, [*summary, *((f"pid {r.pid}", worker_text(r)) for r in rows)]
