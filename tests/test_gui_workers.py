@@ -170,3 +170,59 @@ def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window,
     assert rows["Exited since watching"] == "1" and rows["PIDs"] == str(pids[1]), rows
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
+
+
+def worker_rows(window, link) -> dict[str, tuple[str, ...]]:
+    """The Cluster tab's rows under ``link``'s host row, as shown (through the proxy),
+    by ADDRESS cell ("pid N"): every column's text."""
+    from observer.gui.cluster import ADDRESS, COLUMNS
+
+    proxy, model = window.cluster.proxy, window.cluster.model
+    host = proxy.mapFromSource(model.index(model.links.index(link), 0))
+    out = {}
+    for row in range(proxy.rowCount(host)):
+        cells = tuple(proxy.index(row, c, host).data() for c in range(len(COLUMNS)))
+        out[cells[ADDRESS]] = cells
+    return out
+
+
+def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, window, forker):  # noqa: F811
+    """The host row of a master has its two workers under it (role name, status, RSS,
+    CPU); expanded, each shows its own task count, read from the worker through the
+    master; a worker killed with SIGKILL stays under the host, greyed, as "exited", for a
+    few refreshes, then goes."""
+    from PyQt6.QtGui import QBrush
+
+    from observer.gui.cluster import NODE, RSS, STATUS, TASKS
+
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    window.set_interval(1)
+    link = window.add_link(spec(master.agent, master.keys))
+    tab = window.show_tab("cluster")
+    keys = [f"pid {pid}" for pid in pids]
+    qtbot.waitUntil(lambda: sorted(worker_rows(window, link)) == sorted(keys), timeout=WAIT)
+    host = tab.proxy.mapFromSource(tab.model.index(tab.model.links.index(link), 0))
+    tab.view.expand(host)
+    qtbot.waitUntil(
+        lambda: all(cells[TASKS] for cells in worker_rows(window, link).values()), timeout=WAIT
+    )
+    for cells in worker_rows(window, link).values():
+        assert cells[NODE].startswith("ForkProcess-") and cells[STATUS] in ("sleeping", "running")
+        assert cells[RSS] and int(cells[TASKS]) >= 2, cells  # the jobs task and worker-job
+    os.kill(pids[0], signal.SIGKILL)
+    assert master.reap(pids[0]) == -9
+    qtbot.waitUntil(
+        lambda: worker_rows(window, link).get(keys[0], ("",) * 13)[STATUS] == "exited",
+        timeout=WAIT,
+    )
+    assert worker_rows(window, link)[keys[1]][STATUS] != "exited"
+    proxy, model = tab.proxy, tab.model
+    row = next(r for r in range(proxy.rowCount(host)) if proxy.index(r, 1, host).data() == keys[0])
+    grey = proxy.index(row, STATUS, host).data(Qt.ItemDataRole.ForegroundRole)
+    assert isinstance(grey, QBrush) and grey.color().name() == "#8c959f"
+    assert model.row_of(link).status == "up"  # the host itself is fine
+    qtbot.waitUntil(lambda: keys[0] not in worker_rows(window, link), timeout=WAIT)  # a few s
+    assert keys[1] in worker_rows(window, link)
+    os.kill(pids[1], signal.SIGTERM)
+    assert master.reap(pids[1]) == -15

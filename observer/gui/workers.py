@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from agent.schema import ChildInfo, Snapshot
@@ -122,6 +122,8 @@ class WorkerRow:
     rss: int | None
     cpu: float | None
     tasks: int | None = None  # filled where the worker itself was asked
+    loop_lag: float | None = None  # likewise
+    note: str = ""  # why the worker's own figures are missing, or how it ended
 
     @property
     def exited(self) -> bool:
@@ -155,20 +157,23 @@ class WorkerWatch:
             for c in children
             if c.agent
         }
-        for pid, row in self._last.items():
-            if pid not in live:
-                self.restarts += 1
-                self._gone[pid] = (row, self.keep)
+        gone = [pid for pid in self._last if pid not in live]
+        newcomers = sorted(pid for pid in live if pid not in self._last) if self._last else []
+        for number, pid in enumerate(gone):
+            self.restarts += 1
+            note = f"replaced by pid {newcomers[number]}" if number < len(newcomers) else ""
+            row = self._last[pid]
+            self._gone[pid] = (
+                WorkerRow(pid, row.name, "exited", None, None, None, note=note),
+                self.keep,
+            )
         self._gone = {
             pid: (row, left - 1)
             for pid, (row, left) in self._gone.items()
             if left > 0 and pid not in live
         }
         self._last = live
-        exited = [
-            WorkerRow(row.pid, row.name, "exited", None, None, None)
-            for row, _left in self._gone.values()
-        ]
+        exited = [row for row, _left in self._gone.values()]
         return [*sorted(live.values(), key=lambda r: r.pid), *exited]
 
 
@@ -188,7 +193,7 @@ def worker_set(node: Node) -> tuple[Any, tuple[ChildInfo, ...]]:
 def worker_text(row: WorkerRow) -> str:
     """One worker as a line: what it is, its state, age, memory and CPU."""
     if row.exited:
-        return f"{row.name} · exited"
+        return " · ".join([row.name, *([row.note] if row.note else []), "exited"])
     parts = [row.name, row.status]
     if row.age is not None:
         parts.append(f"age {human_seconds(row.age)}")
@@ -210,3 +215,41 @@ def worker_section(rows: list[WorkerRow], restarts: int) -> tuple[str, list[tupl
         ("Exited since watching", str(restarts)),
     ]
     return WORKERS, [*summary, *((f"pid {r.pid}", worker_text(r)) for r in rows)]
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """A worker's own figures, read from its agent through the master (Cluster tab)."""
+
+    tasks: int
+    loop_lag: float | None
+    uptime: float
+
+
+def cluster_workers(
+    node: Node, detail: bool
+) -> tuple[tuple[ChildInfo, ...], dict[int, WorkerLoad | str]]:
+    """A host's children (workers among them) and, when ``detail`` (its row is expanded),
+    each worker's own tasks and loop lag: one relayed overview per worker."""
+    children = node.children()
+    loads: dict[int, WorkerLoad | str] = {}
+    if detail:
+        for child in children:
+            if not child.agent:
+                continue
+            try:
+                seen = worker_of(node, child.pid).overview(float("inf"))  # no history wanted
+            except ObserverError as exc:
+                loads[child.pid] = f"unreachable: {exc}"
+            else:
+                loads[child.pid] = WorkerLoad(seen.now.tasks, seen.now.loop_lag, seen.uptime)
+    return children, loads
+
+
+def with_load(row: WorkerRow, load: WorkerLoad | str | None) -> WorkerRow:
+    """A worker's row with its own figures (tasks, loop lag, age), or why they are missing."""
+    if row.exited or load is None:
+        return row
+    if isinstance(load, str):
+        return replace(row, note=load)
+    return replace(row, tasks=load.tasks, loop_lag=load.loop_lag, age=load.uptime)
