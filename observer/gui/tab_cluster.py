@@ -43,6 +43,7 @@ from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
 from observer.gui.workers import WorkerWatch, cluster_workers, with_load
 
+OPEN_HOSTS_UP_TO = 8  # nodes: in a window this small a host's workers show without a click
 SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
 
 
@@ -116,6 +117,7 @@ class ClusterTab(Tab):
         self._ok: set[NodeLink] = set()  # nodes that answered with data once
         self.watches: dict[NodeLink, WorkerWatch] = {}  # each host's workers, exited kept
         self.open_hosts: set[NodeLink] = set()  # expanded: their workers' own load is read
+        self._opened_once: set[NodeLink] = set()  # hosts expanded for the user already
 
     # ------------------------------------------------------------ driven by the window
 
@@ -149,6 +151,7 @@ class ClusterTab(Tab):
         for link in gone:
             del self.trends[link]
             self.watches.pop(link, None)
+            self._opened_once.discard(link)
             self.open_hosts.discard(link)
             self._answered.discard(link)
             self._ok.discard(link)
@@ -208,6 +211,10 @@ class ClusterTab(Tab):
         watch = self.watches.setdefault(link, WorkerWatch())
         rows = [with_load(row, loads.get(row.pid)) for row in watch.update(children, now)]
         self.model.set_workers(link, rows)
+        if rows and link not in self._opened_once and len(self.trends) <= OPEN_HOSTS_UP_TO:
+            self._opened_once.add(link)  # once: a host the user collapsed stays collapsed
+            model = self.model
+            self.view.expand(self.proxy.mapFromSource(model.index(model.links.index(link), 0)))
 
     def _expanded_changed(self, index: QModelIndex, expanded: bool) -> None:
         link = index.siblingAtColumn(NODE).data(LINK_ROLE)
