@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QMessageBox
 
+from agent.schema import ChildInfo
 from observer.gui.rows import NAME
-from observer.gui.workers import same_process, split_target
+from observer.gui.workers import WorkerWatch, same_process, split_target
 from tests.helpers import node_spec as spec
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
@@ -68,6 +69,7 @@ def test_processes_tree_shows_each_workers_threads_loops_and_tasks(qtbot, window
         assert worker_row[NAME].startswith("ForkProcess-"), worker_row
         index = window.processes.model.index_of(job.id)  # on screen: parents expanded
         assert index.isValid() and window.processes.view.isExpanded(index.parent())
+    assert "(2 workers)" in window.counts_label.text()
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
@@ -226,3 +228,38 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     assert keys[1] in worker_rows(window, link)
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
+
+
+def child(pid: int) -> ChildInfo:
+    return ChildInfo(
+        f"pid-{pid}",
+        pid,
+        1,
+        f"ForkProcess-{pid}",
+        (),
+        "sleeping",
+        1.0,
+        1 << 20,
+        100.0,
+        "127.0.0.1:1",
+    )
+
+
+@given(st.lists(st.sets(st.integers(1, 6)), min_size=1, max_size=12), st.integers(1, 4))
+def test_the_worker_watch_lists_live_workers_and_keeps_exited_ones_a_few_refreshes(sets, keep):
+    """Whatever the sequence of worker sets: the live rows are exactly the workers listed
+    now; an exited row is shown for the ``keep`` refreshes after its worker left (and not
+    once it is back); restarts count every departure."""
+    watch = WorkerWatch(keep)
+    departures, left_at = 0, {}
+    for step, pids in enumerate(sets):
+        if step:
+            for pid in sets[step - 1] - pids:
+                departures += 1
+                left_at[pid] = step
+        rows = watch.update([child(p) for p in pids], 200.0)
+        assert [r.pid for r in rows if not r.exited] == sorted(pids)
+        assert all(r.age == 100.0 for r in rows if not r.exited)
+        expected = {p for p, at in left_at.items() if p not in pids and step - at < keep}
+        assert {r.pid for r in rows if r.exited} == expected
+        assert watch.restarts == departures

@@ -100,6 +100,8 @@ class ProcessesTab(RowsTab):
             f"{kinds.get('thread', 0)} threads, {kinds.get('task', 0):,} tasks, "
             f"{kinds.get('child', 0)} children"
         )
+        if kinds.get("worker"):
+            text += f" ({kinds['worker']} workers)"
         if self.model.filter_text:
             text += f" · {self.model.hits:,} match “{self.model.filter_text}”"
         return text

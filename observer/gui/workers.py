@@ -105,7 +105,9 @@ def process_tree(node: Node, shown_shape: tuple[tuple[str, str], ...] | None = N
     for pid, worker in workers.items():
         if isinstance(worker, Snapshot):
             short.update({f"pid-{pid}/{k}": v for k, v in short_ids(worker).items()})
-    return tree_items_of(top, short, shown_shape)
+    data = tree_items_of(top, short, shown_shape)
+    data.counts["worker"] = len(workers)  # the status bar says how many
+    return data
 
 
 # ------------------------------------------------------------------ the worker set
