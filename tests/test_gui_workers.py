@@ -263,3 +263,21 @@ def test_the_worker_watch_lists_live_workers_and_keeps_exited_ones_a_few_refresh
         expected = {p for p, at in left_at.items() if p not in pids and step - at < keep}
         assert {r.pid for r in rows if r.exited} == expected
         assert watch.restarts == departures
+
+
+def test_a_big_tree_opens_on_its_workers_loops():
+    """Past the size where everything opens, a worker's row still opens the first time
+    (with its loop-running thread and loop), so its tasks are one scroll away."""
+    from observer.gui.rows import tree_items_of
+    from observer.gui.tab_processes import EXPAND_ALL_UP_TO, first_expansion
+    from observer.tree import TreeNode
+
+    loop = TreeNode("loop", "pid-2/loop-1", "loop")
+    loop.children = [TreeNode("task", f"pid-2/task-{i}", "t") for i in range(EXPAND_ALL_UP_TO)]
+    thread = TreeNode("thread", "pid-2/thread-1", "MainThread", children=[loop])
+    worker = TreeNode("child", "pid-2", "ForkPoolWorker-1", children=[thread])
+    idle = TreeNode("child", "pid-3", "python")  # a child without an agent stays as it is
+    top = TreeNode("process", "pid-1", "master", children=[worker, idle])
+    opened = first_expansion(tree_items_of(top, {}))
+    assert {"pid-1", "pid-2", "pid-2/thread-1", "pid-2/loop-1"} <= opened
+    assert "pid-3" not in opened

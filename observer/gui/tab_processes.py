@@ -109,7 +109,7 @@ class ProcessesTab(RowsTab):
 
 def first_expansion(data: TreeData) -> set[str]:
     """What is open the first time a node is shown: everything in a small tree, else the
-    process, the threads that run loops and the loops themselves."""
+    process, the workers, the threads that run loops and the loops themselves."""
     items = data.by_id.values()
     if len(data.by_id) <= EXPAND_ALL_UP_TO:
         return {item.id for item in items if item.children}
@@ -119,4 +119,5 @@ def first_expansion(data: TreeData) -> set[str]:
         if item.kind == "process"
         or (item.kind == "loop" and len(item.children) <= EXPAND_LOOP_UP_TO)
         or (item.kind == "thread" and any(c.kind == "loop" for c in item.children))
+        or (item.kind == "child" and any(c.kind == "thread" for c in item.children))  # worker
     }
