@@ -191,8 +191,8 @@ def worker_rows(window, link) -> dict[str, tuple[str, ...]]:
 def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, window, forker):  # noqa: F811
     """The host row of a master has its two workers under it (role name, status, RSS,
     CPU); expanded, each shows its own task count, read from the worker through the
-    master; a worker killed with SIGKILL stays under the host, greyed, as "exited", for a
-    few refreshes, then goes."""
+    master, and the host row's tasks include theirs; a worker killed with SIGKILL stays
+    under the host, greyed, as "exited", for a few refreshes, then goes."""
     from PyQt6.QtGui import QBrush
 
     from observer.gui.cluster import NODE, RSS, STATUS, TASKS
@@ -212,6 +212,14 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     for cells in worker_rows(window, link).values():
         assert cells[NODE].startswith("ForkProcess-") and cells[STATUS] in ("sleeping", "running")
         assert cells[RSS] and int(cells[TASKS]) >= 2, cells  # the jobs task and worker-job
+
+    def host_sums_workers() -> bool:  # the host row: the master's own tasks plus the workers'
+        own = tab.model.row_of(link).tasks
+        workers = sum(int(c[TASKS] or 0) for c in worker_rows(window, link).values())
+        return own is not None and host.siblingAtColumn(TASKS).data() == f"{own + workers:,}"
+
+    qtbot.waitUntil(host_sums_workers, timeout=WAIT)
+    assert "2 workers" in host.siblingAtColumn(NODE).data(Qt.ItemDataRole.ToolTipRole)
     os.kill(pids[0], signal.SIGKILL)
     assert master.reap(pids[0]) == -9
     qtbot.waitUntil(

@@ -10,6 +10,7 @@ cell: no chart widget per row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from PyQt6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPointF, Qt
@@ -63,6 +64,28 @@ def _cells(row: ClusterRow) -> tuple[str, ...]:
     return (*cells[:TREND], "", *cells[TREND:])
 
 
+def with_workers(row: ClusterRow, workers: list[WorkerRow]) -> ClusterRow:
+    """A host's row as shown: its own CPU, RSS and tasks plus its live workers' (tasks
+    only once every worker's were read, so the sum is never a silent undercount)."""
+    live = [w for w in workers if not w.exited]
+    if not live or row.status != Status.UP.value:
+        return row
+
+    def total(own: float | None, parts: list[float | None]) -> float | None:
+        return None if own is None else own + sum(p for p in parts if p is not None)
+
+    tasks = row.tasks
+    if tasks is not None and all(w.tasks is not None for w in live):
+        tasks += sum(w.tasks or 0 for w in live)
+    rss = total(row.rss, [w.rss for w in live])
+    return replace(
+        row,
+        cpu_percent=total(row.cpu_percent, [w.cpu for w in live]),
+        rss=None if rss is None else int(rss),
+        tasks=tasks,
+    )
+
+
 def worker_cells(row: WorkerRow) -> tuple[str, ...]:
     """A worker's row under its host, in COLUMNS order."""
     cells = [""] * len(COLUMNS)
@@ -97,6 +120,7 @@ class ClusterModel(QAbstractItemModel):
         self.rows: list[ClusterRow] = []
         self._cells: list[tuple[str, ...]] = []
         self.workers: dict[NodeLink, list[tuple[WorkerRow, tuple[str, ...]]]] = {}
+        self.shown: dict[NodeLink, ClusterRow] = {}  # rows as drawn: workers' figures added
         self._icons = {status.value: light(colour) for status, colour in LIGHTS.items()}
 
     # ------------------------------------------------------------ changing rows
@@ -108,6 +132,7 @@ class ClusterModel(QAbstractItemModel):
             if self.links[row] not in wanted:
                 self.beginRemoveRows(QModelIndex(), row, row)
                 self.workers.pop(self.links[row], None)
+                self.shown.pop(self.links[row], None)
                 del self.links[row], self.rows[row], self._cells[row]
                 self.endRemoveRows()
         known = set(self.links)
@@ -127,8 +152,7 @@ class ClusterModel(QAbstractItemModel):
         except ValueError:
             return
         self.rows[row] = value
-        self._cells[row] = _cells(value)
-        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+        self._redo_host(row)
 
     def set_workers(self, link: NodeLink, rows: list[WorkerRow]) -> None:
         """Replace the worker rows under one node (no-op for a node not shown)."""
@@ -140,6 +164,7 @@ class ClusterModel(QAbstractItemModel):
         new = [(row, worker_cells(row)) for row in rows]
         if [r.pid for r, _ in old] == [r.pid for r, _ in new]:
             self.workers[link] = new
+            self._redo_host(parent.row())
             if new:
                 self.dataChanged.emit(
                     self.index(0, 0, parent), self.index(len(new) - 1, len(COLUMNS) - 1, parent)
@@ -153,6 +178,15 @@ class ClusterModel(QAbstractItemModel):
             self.beginInsertRows(parent, 0, len(new) - 1)
             self.workers[link] = new
             self.endInsertRows()
+        self._redo_host(parent.row())
+
+    def _redo_host(self, row: int) -> None:
+        """Recompute a host row's drawn figures (its own plus its workers') and redraw it."""
+        link = self.links[row]
+        shown = with_workers(self.rows[row], [w for w, _ in self.workers.get(link, [])])
+        self.shown[link] = shown
+        self._cells[row] = _cells(shown)
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
     def row_of(self, link: NodeLink) -> ClusterRow | None:
         try:
@@ -213,7 +247,7 @@ class ClusterModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._cells[index.row()][column]
         if role == SORT_ROLE:
-            return sort_key(row, column)
+            return sort_key(self.shown.get(self.links[index.row()], row), column)
         if role == Qt.ItemDataRole.ForegroundRole:
             return None if live else QBrush(GREY)
         if role == Qt.ItemDataRole.DecorationRole and column == NODE:
@@ -268,6 +302,9 @@ class ClusterModel(QAbstractItemModel):
                 lines.append(f"resolved from {row.origin}")
             if row.pid is not None:
                 lines.append(f"pid {row.pid}" + (f", role {row.role}" if row.role else ""))
+            live = [w for w, _ in self.workers.get(self.links[number], []) if not w.exited]
+            if live:
+                lines.append(f"{len(live)} workers: CPU, RSS and tasks include theirs")
             return "\n".join(lines) + "\nDouble-click to open"
         return text or None
 
