@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from agent.schema import ControlResult
 from observer.client import Node
+from observer.gui.workers import in_process
 
 VIEWER_REASON = (
     "Read-only: this node was connected with a viewer token. "
@@ -56,7 +57,9 @@ class ControlAction:
         )
 
     def run(self, node: Node, target: str) -> ControlResult:
-        """Perform the action (in the link's worker thread)."""
+        """Perform the action (in the link's worker thread), in the process the target
+        lives in: ``pid-N/task-M`` is a task of worker N, reached through the master."""
+        node, target = in_process(node, target)
         if self.verb == "cancel":
             return node.cancel(target)
         if self.verb == "raise":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.schema import Snapshot
 from observer.gui.rows import (
@@ -182,16 +183,27 @@ def tree_from(rows: dict[str, Record]) -> TreeData:
     return TreeData(root, by_id, counts=counts_of(rows))
 
 
-def agent_now(snap: Snapshot) -> float:
-    """The agent's clock when it collected the snapshot: ages are counted against it, so a
-    row's birth time does not move with transfer time or the two machines' clocks."""
-    return snap.process.start_time + snap.process.uptime
+def agent_now(process: Any) -> float:
+    """The agent's clock when it collected a snapshot (its ``process``: start time plus
+    uptime): ages are counted against it, so a row's birth time does not move with
+    transfer time or the two machines' clocks."""
+    return float(process.start_time) + float(process.uptime)
 
 
-def tree_delta(snap: Snapshot, shadow: Shadow) -> Delta:
-    """The Processes tree's refresh (worker thread)."""
-    now = agent_now(snap)
-    records = walk_records(build_tree(snap), short_ids(snap), now)
+def tree_delta(
+    snap: Snapshot,
+    shadow: Shadow,
+    top: TreeNode | None = None,
+    short: dict[str, str] | None = None,
+    agent_threads: int | None = None,
+) -> Delta:
+    """The Processes tree's refresh (worker thread): of ``snap``'s own tree, or of ``top``
+    built from it (a master's with its workers grafted, ``short`` ids and ``agent_threads``
+    covering them too)."""
+    now = agent_now(snap.process)
+    if top is None:
+        top, short = build_tree(snap), short_ids(snap)
+    records = walk_records(top, short if short is not None else short_ids(snap), now)
     delta, full = diff(shadow, records)
     delta.now = now
     if full:
@@ -199,7 +211,9 @@ def tree_delta(snap: Snapshot, shadow: Shadow) -> Delta:
         delta.counts = delta.full.counts
     else:
         delta.counts = counts_of(shadow.rows)
-    delta.counts[AGENT_THREADS] = sum(1 for t in snap.threads if t.is_agent)
+    if agent_threads is None:
+        agent_threads = sum(1 for t in snap.threads if t.is_agent)
+    delta.counts[AGENT_THREADS] = agent_threads
     return delta
 
 
@@ -266,7 +280,7 @@ def table_records(top: TreeNode, short: dict[str, str], now: float) -> Iterator[
 
 def table_delta(snap: Snapshot, shadow: Shadow) -> Delta:
     """The Tasks & threads table's refresh (worker thread)."""
-    now = agent_now(snap)
+    now = agent_now(snap.process)
     counts = table_counts(snap)
     records = table_records(build_tree(snap), short_ids(snap), now)
     delta, full = diff(shadow, records)

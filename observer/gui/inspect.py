@@ -23,10 +23,12 @@ from PyQt6.QtWidgets import (
 )
 
 from agent.schema import FrameInfo, LocalsInfo, StackInfo, Variable
+from observer.client import Node
 from observer.errors import Gone, NotFound
 from observer.format import short_path
 from observer.gui.link import NodeLink, Reply
 from observer.gui.tab import Banner
+from observer.gui.workers import routed, same_process
 
 
 class Inspector(Protocol):
@@ -122,9 +124,9 @@ class InspectWindow(QWidget):
         target = self.target
         key = f"inspect:{self.kind}:{target}"
         if self.kind == "exposed":
-            self.link.request(key, lambda node: node.exposed(target), self._got_members)
+            self.link.request(key, routed(target, Node.exposed), self._got_members)
         else:
-            self.link.request(key, lambda node: node.stack_with_locals(target), self._got_stack)
+            self.link.request(key, routed(target, Node.stack_with_locals), self._got_stack)
         self.refresh_button.setEnabled(False)
 
     def _failed(self, reply: Reply) -> bool:
@@ -267,12 +269,12 @@ class InspectWindow(QWidget):
 
         self.link.request(
             f"locals:{target}:{frame}:{'/'.join(path)}",
-            lambda node: node.locals(target, frame, path),
+            routed(target, lambda node, there: node.locals(there, frame, path)),
             done,
         )
 
     def _open_awaited(self, target: str) -> None:
-        self.opener.inspect(self.link, target, "task", "")
+        self.opener.inspect(self.link, same_process(self.target, target), "task", "")
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.opener.inspect_closed(self)

@@ -20,11 +20,10 @@ from PyQt6.QtCore import QModelIndex, QPoint, QSortFilterProxyModel, Qt, QUrl
 from PyQt6.QtGui import QDesktopServices
 from PyQt6.QtWidgets import (
     QAbstractItemView,
-    QHeaderView,
     QMenu,
     QStyledItemDelegate,
     QStyleOptionViewItem,
-    QTableView,
+    QTreeView,
 )
 
 from agent.schema import Overview
@@ -42,7 +41,9 @@ from observer.gui.cluster import (
 from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
+from observer.gui.workers import WorkerWatch, cluster_workers, with_load
 
+OPEN_HOSTS_UP_TO = 8  # nodes: in a window this small a host's workers show without a click
 SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
 
 
@@ -86,23 +87,21 @@ class ClusterTab(Tab):
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setDynamicSortFilter(True)
-        self.view = QTableView()
+        self.view = QTreeView()  # a host row expands to its workers
         self.view.setModel(self.proxy)
+        self.view.setUniformRowHeights(True)
+        self.view.expanded.connect(lambda index: self._expanded_changed(index, True))
+        self.view.collapsed.connect(lambda index: self._expanded_changed(index, False))
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # the window's order first
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setAlternatingRowColors(True)
-        self.view.setShowGrid(False)
         self.view.setWordWrap(False)
         self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps an address's port
         self.view.setItemDelegateForColumn(TREND, SparkDelegate(self.view))
-        rows = self.view.verticalHeader()
-        rows.hide()
-        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        rows.setDefaultSectionSize(self.view.fontMetrics().height() + 10)
-        header = self.view.horizontalHeader()
+        header = self.view.header()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.view.setItemDelegateForColumn(NOTE, EndElided(self.view))  # read from its start
@@ -116,6 +115,9 @@ class ClusterTab(Tab):
         self.trends: dict[NodeLink, Trend] = {}
         self._answered: set[NodeLink] = set()  # nodes that answered (or failed) once
         self._ok: set[NodeLink] = set()  # nodes that answered with data once
+        self.watches: dict[NodeLink, WorkerWatch] = {}  # each host's workers, exited kept
+        self.open_hosts: set[NodeLink] = set()  # expanded: their workers' own load is read
+        self._opened_once: set[NodeLink] = set()  # hosts expanded for the user already
 
     # ------------------------------------------------------------ driven by the window
 
@@ -148,6 +150,9 @@ class ClusterTab(Tab):
         gone = set(self.trends) - set(links)
         for link in gone:
             del self.trends[link]
+            self.watches.pop(link, None)
+            self._opened_once.discard(link)
+            self.open_hosts.discard(link)
             self._answered.discard(link)
             self._ok.discard(link)
         self.model.set_links(links)
@@ -175,12 +180,54 @@ class ClusterTab(Tab):
             trend.add(overview)
             self._ok.add(link)
             self.last_applied = max(self.last_applied, reply.finished)
+            self._ask_workers(link, overview.now.time)
         self.redraw(link)
         if self._answered >= set(self.trends):  # everyone has been heard from once
             if self._ok:
                 self.applied.emit()
             elif not reply.ok:
                 self.failed.emit(reply.error)
+
+    # ------------------------------------------------------------ workers under a host
+
+    def _ask_workers(self, link: NodeLink, now: float) -> None:
+        """Read the host's workers after its overview (their own load only when its row
+        is expanded: one relayed call per worker)."""
+        if link.running("cluster-workers"):
+            return
+        detail = link in self.open_hosts
+        link.request(
+            "cluster-workers",
+            lambda node: cluster_workers(node, detail),
+            lambda reply: self._on_workers(reply, now),
+            timeout=self.fleet.probe_timeout(link),
+        )
+
+    def _on_workers(self, reply: Reply, now: float) -> None:
+        link = reply.source
+        if link not in self.trends or not reply.ok:
+            return
+        children, loads = reply.value
+        watch = self.watches.setdefault(link, WorkerWatch())
+        rows = [with_load(row, loads.get(row.pid)) for row in watch.update(children, now)]
+        self.model.set_workers(link, rows)
+        if rows and link not in self._opened_once and len(self.trends) <= OPEN_HOSTS_UP_TO:
+            self._opened_once.add(link)  # once: a host the user collapsed stays collapsed
+            model = self.model
+            self.view.expand(self.proxy.mapFromSource(model.index(model.links.index(link), 0)))
+
+    def _expanded_changed(self, index: QModelIndex, expanded: bool) -> None:
+        link = index.siblingAtColumn(NODE).data(LINK_ROLE)
+        if link is None or index.parent().isValid():
+            return
+        if expanded:
+            self.open_hosts.add(link)
+            if not link.running(self.key):  # the workers' own figures now, not in a second
+                trend = self.trends.get(link)
+                if trend is not None and trend.overview is not None:
+                    self._ask_workers(link, trend.overview.now.time)
+        else:
+            self.open_hosts.discard(link)
 
     def _activated(self, index: QModelIndex) -> None:
         link = index.siblingAtColumn(NODE).data(LINK_ROLE)

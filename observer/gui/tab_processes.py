@@ -1,4 +1,4 @@
-"""Processes tab: OS process -> threads -> event loops -> tasks, children processes.
+"""Processes tab: OS process -> workers -> threads -> event loops -> tasks, children.
 
 Expanded rows, the selection and the scroll position survive every refresh: they are
 remembered by target id, not by Qt index.
@@ -13,10 +13,11 @@ from PyQt6.QtCore import QModelIndex
 from PyQt6.QtWidgets import QHeaderView, QTreeView
 
 from observer.client import Node
-from observer.gui.delta import AGENT_THREADS, TASK_LIMIT, Delta, Shadow, tree_delta
+from observer.gui.delta import AGENT_THREADS, Delta, Shadow
 from observer.gui.models import ID_ROLE, TreeModel
 from observer.gui.rows import TreeData, empty_tree
 from observer.gui.tab import RowActions, RowsTab
+from observer.gui.workers import process_tree_delta
 
 EXPAND_ALL_UP_TO = 2000  # rows: a small tree opens fully the first time, a huge one by loop
 EXPAND_LOOP_UP_TO = 2000  # a loop with more tasks starts collapsed: laying out 100k rows costs
@@ -50,7 +51,7 @@ class ProcessesTab(RowsTab):
 
     def job(self) -> Callable[[Node], Any]:
         shadow = self.shadow
-        return lambda node: tree_delta(node.snapshot(TASK_LIMIT), shadow)
+        return lambda node: process_tree_delta(node, shadow)  # the master and its workers
 
     def clear(self) -> None:
         self._expanded.clear()
@@ -121,6 +122,8 @@ class ProcessesTab(RowsTab):
             f" (+{agent} agent)" if agent else ""
         )
         text = f"{threads}, {kinds.get('task', 0):,} tasks, {kinds.get('child', 0)} children"
+        if kinds.get("worker"):
+            text += f" ({kinds['worker']} workers)"
         if self.model.filter_text:
             text += f" · {self.model.hits:,} match “{self.model.filter_text}”"
         return text
@@ -128,7 +131,7 @@ class ProcessesTab(RowsTab):
 
 def first_expansion(data: TreeData) -> set[str]:
     """What is open the first time a node is shown: everything in a small tree, else the
-    process, the threads that run loops and the loops themselves."""
+    process, the workers, the threads that run loops and the loops themselves."""
     items = data.by_id.values()
     if len(data.by_id) <= EXPAND_ALL_UP_TO:
         return {item.id for item in items if item.children}
@@ -138,4 +141,5 @@ def first_expansion(data: TreeData) -> set[str]:
         if item.kind == "process"
         or (item.kind == "loop" and len(item.children) <= EXPAND_LOOP_UP_TO)
         or (item.kind == "thread" and any(c.kind == "loop" for c in item.children))
+        or (item.kind == "child" and any(c.kind == "thread" for c in item.children))  # worker
     }

@@ -6,13 +6,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from agent.schema import ProcessInfo
+from agent.schema import ChildInfo, ProcessInfo
 from observer.client import Node
 from observer.format import EXPOSED, human_bytes, process_facts
+from observer.gui.delta import agent_now
 from observer.gui.link import NodeLink
 from observer.gui.tab import Tab, fill_sections
+from observer.gui.workers import WORKERS, WorkerWatch, worker_section, worker_set
 
 ENVIRONMENT = "Environment (redacted)"
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -43,22 +46,30 @@ class SystemTab(Tab):
         self.view.itemCollapsed.connect(lambda item: self._collapsed.add(item.text(0)))
         self.view.itemExpanded.connect(lambda item: self._collapsed.discard(item.text(0)))
         self.info: ProcessInfo | None = None
+        self.watch = WorkerWatch()  # the workers seen on this node: who exited
 
     def job(self) -> Callable[[Node], Any]:
-        return lambda node: node.process()
+        return worker_set  # the process, and its children for the worker set
 
     def clear(self) -> None:
         self.info = None
+        self.watch = WorkerWatch()
         self.view.clear()
 
-    def apply(self, value: ProcessInfo) -> None:
+    def apply(self, reply: tuple[ProcessInfo, tuple[ChildInfo, ...]]) -> None:
+        value, children = reply
         self.info = value
         sections = process_facts(value)
+        workers = self.watch.update(children, agent_now(value))
+        if workers or self.watch.restarts:
+            sections.append(worker_section(workers, self.watch.restarts))
         sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in value.environ]))
 
         def decorate(title: str, top: QTreeWidgetItem, row: QTreeWidgetItem) -> None:
             if title == ENVIRONMENT:
                 top.setText(1, str(len(value.environ)))
+            elif title == WORKERS and row.text(1).endswith("· exited"):
+                row.setForeground(1, QColor("#8c959f"))
             elif title == EXPOSED and value.exposed:
                 row.setData(0, TARGET_ROLE, row.text(0))
                 row.setToolTip(0, "Double-click to inspect")
