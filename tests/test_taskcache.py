@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.schema import TaskInfo, TaskListing, TaskSite, WireError
+from agent.codec import WireError
+from agent.schema import TaskInfo, TaskListing, TaskSite
 from observer.taskcache import TaskCache
 
 NOW = 1_000_000.0
@@ -132,7 +133,9 @@ def test_a_delta_replaces_changed_rows_and_drops_gone_ones_in_place():
     cache = TaskCache()
     first = [[i, f"t{i}", "pending", 0, i, 1, NOW - 1, [], True, ""] for i in (1, 2, 3)]
     cache.apply(listing(3), first)
-    cache.apply(listing(1, base=1, removed=(2,)), [[3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""]])
+    cache.apply(
+        listing(1, base=1, removed=(2,)), [[3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""]]
+    )
     got = cache.tasks(NOW)
     assert [t.id for t in got] == ["task-1", "task-3"]
     assert got[1] == expected([3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""])
