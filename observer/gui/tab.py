@@ -185,7 +185,11 @@ class RowsTab(Tab):
         super().__init__()
         self.rows = rows
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter by name or function (Ctrl-F)")
+        self.filter.setPlaceholderText("Filter by name, coroutine or function (Ctrl-F)")
+        self.filter.setToolTip(
+            "Keeps rows whose name, coroutine or function contains the text (a task's own "
+            "name too, where its coroutine is shown in its place), and their parents"
+        )
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter_changed)
         self.layout_.addWidget(self.filter)

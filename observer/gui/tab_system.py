@@ -8,9 +8,9 @@ from typing import Any, Protocol
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from agent.schema import ProcessInfo
+from agent.schema import ProcessInfo, ThreadInfo
 from observer.client import Node
-from observer.format import EXPOSED, human_bytes, process_facts
+from observer.format import EXPOSED, human_bytes, process_facts, thread_count
 from observer.gui.link import NodeLink
 from observer.gui.tab import Tab, fill_sections
 
@@ -43,23 +43,28 @@ class SystemTab(Tab):
         self.view.itemCollapsed.connect(lambda item: self._collapsed.add(item.text(0)))
         self.view.itemExpanded.connect(lambda item: self._collapsed.discard(item.text(0)))
         self.info: ProcessInfo | None = None
+        self.agent_threads: int | None = None  # of info.num_threads, the agent's own
 
     def job(self) -> Callable[[Node], Any]:
-        return lambda node: node.process()
+        return lambda node: (node.process(), node.threads())
 
     def clear(self) -> None:
         self.info = None
+        self.agent_threads = None
         self.view.clear()
 
-    def apply(self, value: ProcessInfo) -> None:
-        self.info = value
-        sections = process_facts(value)
-        sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in value.environ]))
+    def apply(self, value: tuple[ProcessInfo, tuple[ThreadInfo, ...]]) -> None:
+        """Show the process, counting the host's threads apart from the agent's (marked
+        in the thread list), as the Threads chart does."""
+        info, threads = value
+        self.info, self.agent_threads = info, sum(t.is_agent and t.alive for t in threads)
+        sections = process_facts(info, self.agent_threads)
+        sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in info.environ]))
 
         def decorate(title: str, top: QTreeWidgetItem, row: QTreeWidgetItem) -> None:
             if title == ENVIRONMENT:
-                top.setText(1, str(len(value.environ)))
-            elif title == EXPOSED and value.exposed:
+                top.setText(1, str(len(info.environ)))
+            elif title == EXPOSED and info.exposed:
                 row.setData(0, TARGET_ROLE, row.text(0))
                 row.setToolTip(0, "Double-click to inspect")
 
@@ -78,5 +83,5 @@ class SystemTab(Tab):
             return ""
         return (
             f"pid {p.pid} · cpu {p.cpu_percent:.1f}% · rss {human_bytes(p.rss)} · "
-            f"{p.num_threads} threads · {p.num_tasks:,} tasks"
+            f"{thread_count(p, self.agent_threads)} threads · {p.num_tasks:,} tasks"
         )
