@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agent.workers import DormantWorker
 
 # Imported on first use, so that importing one submodule (the observer reads
-# agent.schema and agent.wire) does not load the whole agent: see __getattr__.
+# agent.schema, agent.codec and agent.wire) does not load the whole agent: see __getattr__.
 _LAZY = {
     "AgentConfig": "agent.config",
     "AgentServer": "agent.server",

@@ -26,7 +26,7 @@ from typing import Any
 
 from rpyc.core.channel import Channel
 
-from agent.schema import MAX_PAYLOAD
+from agent.codec import MAX_PAYLOAD
 from agent.wire import TLSSocketStream
 
 FRAME_HEADER = struct.Struct("!LB")  # rpyc's: body length, compressed flag

@@ -17,6 +17,7 @@ import psutil
 from agent import control
 from agent.audit import AuditLog
 from agent.auditfile import AuditFile
+from agent.codec import RawJSON, to_wire
 from agent.collect import guarded
 from agent.collect.census import CensusTaker
 from agent.collect.children import ChildTracker
@@ -61,7 +62,6 @@ from agent.schema import (
     MemoryInfo,
     Overview,
     ProcessInfo,
-    RawJSON,
     SnapshotUpdate,
     SourceText,
     StackInfo,
@@ -72,7 +72,6 @@ from agent.schema import (
     ThreadInfo,
     TraceStats,
     Variable,
-    to_wire,
 )
 from agent.security import ROLES
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION

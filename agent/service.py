@@ -14,12 +14,13 @@ from typing import Any
 
 import rpyc
 
+from agent.codec import decode_envelope, encode_error, encode_ok
 from agent.collect.tasktable import CHUNK_ROWS, Listing
 from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
 from agent.errors import AgentError, BadRequest, NotFound, PermissionDenied
 from agent.relay import CONTROL as RELAY_CONTROL
 from agent.relay import Relay, RelayKeys
-from agent.schema import ControlResult, decode_envelope, encode_error, encode_ok
+from agent.schema import ControlResult
 from agent.security import ROLES, Credentials
 
 log = logging.getLogger("agent")

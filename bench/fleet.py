@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.snapshot import start_host  # noqa: E402
+from bench.snapshot import Host  # noqa: E402
 from observer.fleet import Fleet  # noqa: E402
 from observer.keygen import KeyMaterial, generate  # noqa: E402
 from observer.link import Link  # noqa: E402
@@ -163,9 +163,9 @@ def main() -> None:
             km = generate(Path(tmp) / "keys")
             addresses = []
             for _ in range(args.nodes):
-                proc, address = start_host(km.directory, 100, monitor=False)
-                procs.append(proc)
-                addresses.append(address)
+                host = Host(km.directory, 100, depth=1, monitor=False)
+                procs.append(host.proc)
+                addresses.append(host.address)
             local = [spec(a, km, 10.0) for a in addresses]
             measure("loopback", local, args.repeat)
             for delay in args.delay:

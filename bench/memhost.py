@@ -20,7 +20,7 @@ import gc
 import sys
 import threading
 
-from host import TICK, monitor  # bench/host.py: the same 1 ms stall meter as the other benches
+from host import TICK, Monitor  # bench/host.py: the same 1 ms stall meter as the other benches
 
 import agent
 
@@ -32,17 +32,17 @@ class Payload:
         self.i = i
 
 
-async def reset(state: dict[str, float]) -> str:
-    state["worst"] = 0.0
+async def reset(state: Monitor) -> str:
+    state.worst = 0.0
     return "reset"
 
 
-async def report(state: dict[str, float]) -> str:
+async def report(state: Monitor) -> str:
     await asyncio.sleep(3 * TICK)  # the monitor's own 1 ms timer fires before this one
-    return f"stall: {state['worst']:.6f}"
+    return f"stall: {state.worst:.6f}"
 
 
-def commands(loop: asyncio.AbstractEventLoop, state: dict[str, float], kept: list[Payload]) -> None:
+def commands(loop: asyncio.AbstractEventLoop, state: Monitor, kept: list[Payload]) -> None:
     for line in sys.stdin:
         word, _, arg = line.strip().partition(" ")
         if word in ("reset", "report"):
@@ -67,9 +67,9 @@ async def main(args: argparse.Namespace) -> None:
         tokens={"operator": open(f"{keys}/operator.token").read().strip()},
         name="bench-memhost",
     )
-    state = {"worst": 0.0}
-    watcher = asyncio.create_task(monitor(state), name="stall-monitor")
+    state = Monitor()
     loop = asyncio.get_running_loop()
+    watcher = asyncio.create_task(state.run(loop), name="stall-monitor")
     threading.Thread(target=commands, args=(loop, state, kept), daemon=True).start()
     print(f"agent: {server.address}", flush=True)
     await watcher

@@ -31,8 +31,8 @@ sys.path.insert(1, str(ROOT / "bench"))
 
 from peerhost import spawn  # noqa: E402
 
+from agent.codec import decode_envelope, encode_ok  # noqa: E402
 from agent.core import AgentCore  # noqa: E402
-from agent.schema import decode_envelope, encode_ok  # noqa: E402
 
 
 def host_loop(

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from rpyc.core.consts import HANDLE_CALLATTR
 from rpyc.core.netref import syncreq
 
+from agent.codec import WireError, decode_envelope, from_wire
 from agent.record import record
 from agent.schema import (
     AuditRecord,
@@ -45,9 +46,6 @@ from agent.schema import (
     ThreadInfo,
     TraceStats,
     Variable,
-    WireError,
-    decode_envelope,
-    from_wire,
 )
 from agent.version import PROTOCOL_VERSION
 from observer.errors import (

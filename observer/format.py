@@ -187,9 +187,20 @@ def tree_task_parts(node: TreeNode) -> list[str]:
 EXPOSED = "Exposed objects"
 
 
-def process_facts(p: ProcessInfo) -> list[tuple[str, list[tuple[str, str]]]]:
+def thread_count(p: ProcessInfo, agent_threads: int | None = None) -> str:
+    """The process's threads, the host's apart from the agent's own when known: "7 (+3 agent)"
+    (the agent's come and go with observers, as the Threads chart shows them)."""
+    if agent_threads is None:
+        return str(p.num_threads)
+    return f"{max(0, p.num_threads - agent_threads)} (+{agent_threads} agent)"
+
+
+def process_facts(
+    p: ProcessInfo, agent_threads: int | None = None
+) -> list[tuple[str, list[tuple[str, str]]]]:
     """A process described as (section, [(key, value)]): the GUI's System tab and
-    ``observer info`` both show this."""
+    ``observer info`` both show this. ``agent_threads``, when known, splits the thread
+    count into the host's and the agent's."""
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.start_time))
     gc_counts = " / ".join(map(str, p.gc_counts))
     gc_runs = " / ".join(map(str, p.gc_collections))
@@ -220,7 +231,7 @@ def process_facts(p: ProcessInfo) -> list[tuple[str, list[tuple[str, str]]]]:
                 ("CPU", f"{p.cpu_percent:.1f}%"),
                 ("RSS", human_bytes(p.rss)),
                 ("VMS", human_bytes(p.vms)),
-                ("Threads", str(p.num_threads)),
+                ("Threads", thread_count(p, agent_threads)),
                 ("Event loops", str(p.num_loops)),
                 ("Tasks", f"{p.num_tasks:,}"),
                 ("Open fds", "n/a" if p.num_fds is None else str(p.num_fds)),

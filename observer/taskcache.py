@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
 
+from agent.codec import WireError
 from agent.record import record
-from agent.schema import TaskInfo, TaskListing, TaskSite, WireError
+from agent.schema import TaskInfo, TaskListing, TaskSite
 
 _NO_AWAITING: tuple[str, ...] = ()
 _ROW_TYPES = (int, str, str, int, int, int, float, list, bool, str)

@@ -214,6 +214,19 @@ def test_inspect_exposed_object_from_system_tab(qtbot, window, demo, keys):
     link = window.add_link(spec(demo.agent_address, keys))
     qtbot.waitUntil(lambda: tab.info is not None, timeout=WAIT)
     assert {e.name for e in tab.info.exposed} >= {"cache", "jobs", "config"}
+    # Threads: the host's apart from the agent's own (its server and this connection), as
+    # the Threads chart counts them, adding up to the process's thread count.
+    threads = [
+        tab.view.topLevelItem(i).child(j)
+        for i in range(tab.view.topLevelItemCount())
+        for j in range(tab.view.topLevelItem(i).childCount())
+        if tab.view.topLevelItem(i).child(j).text(0) == "Threads"
+    ]
+    shown = re.fullmatch(r"(\d+) \(\+(\d+) agent\)", threads[0].text(1))
+    assert shown, threads[0].text(1)
+    host, agents = int(shown[1]), int(shown[2])
+    assert agents >= 1 and host + agents == tab.info.num_threads
+    assert f"{host} (+{agents} agent) threads" in tab.status_text()
     inspector = window.targets.inspect_exposed(link, "config")
     qtbot.addWidget(inspector)
     qtbot.waitUntil(lambda: inspector.variables.topLevelItemCount() > 0, timeout=WAIT)

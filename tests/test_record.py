@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import schema
+from agent import codec, schema
 from agent.record import record
 
 st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
-RECORDS = (*schema.RECORDS, schema.Envelope)
+RECORDS = (*schema.RECORDS, codec.Envelope)
 
 
 def by_dataclass(cls: type) -> type:
@@ -47,7 +47,7 @@ def test_records_are_frozen_dataclasses():
 def test_a_record_behaves_as_the_dataclass(cls, data):
     ref = by_dataclass(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    drawn = data.draw(st.from_type(cls)) if cls is not schema.Envelope else None
+    drawn = data.draw(st.from_type(cls)) if cls is not codec.Envelope else None
     values = [getattr(drawn, n) for n in names] if drawn else [1, True, None, "e", "m", 3]
     ours, theirs = cls(*values), ref(*values)
     assert repr(ours) == repr(theirs)
@@ -71,11 +71,11 @@ def test_a_record_behaves_as_the_dataclass(cls, data):
 
 
 def test_defaults_and_fields_left_out_of_comparison():
-    a, b = schema.Envelope(1, True), schema.Envelope(1, True, size=5)
+    a, b = codec.Envelope(1, True), codec.Envelope(1, True, size=5)
     assert a == b and hash(a) == hash(b) and a.data is None and a.error == ""
     assert "size=5" in repr(b)
     with pytest.raises(TypeError):
-        schema.Envelope(1)  # ok has no default
+        codec.Envelope(1)  # ok has no default
 
     @record
     class WithFactory:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.schema import TaskInfo, TaskListing, TaskSite, WireError
+from agent.codec import WireError
+from agent.schema import TaskInfo, TaskListing, TaskSite
 from observer.taskcache import TaskCache
 
 NOW = 1_000_000.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import schema
+from agent import codec, schema
 from agent.wire import HandshakeError, parse_fingerprint, recv_frame
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -21,26 +21,26 @@ st.register_type_strategy(float, finite)
 @given(data=st.data())
 def test_every_record_round_trips(record, data):
     value = data.draw(st.from_type(record))
-    decoded = schema.decode_as(record, schema.decode_envelope(schema.encode_ok(value)))
+    decoded = codec.decode_as(record, codec.decode_envelope(codec.encode_ok(value)))
     assert decoded == value
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.from_type(schema.HistorySample), max_size=5000))
 def test_long_lists_are_sliced_but_identical(samples):
-    payload = schema.encode_ok(tuple(samples))
-    out = schema.decode_as(tuple[schema.HistorySample, ...], schema.decode_envelope(payload))
+    payload = codec.encode_ok(tuple(samples))
+    out = codec.decode_as(tuple[schema.HistorySample, ...], codec.decode_envelope(payload))
     assert out == tuple(samples)
 
 
 @given(st.binary(max_size=2000))
 def test_garbage_payloads_raise_wire_error_only(blob):
     try:
-        envelope = schema.decode_envelope(blob)
-    except schema.WireError:
+        envelope = codec.decode_envelope(blob)
+    except codec.WireError:
         return
-    with contextlib.suppress(schema.WireError):
-        schema.decode_as(schema.ProcessInfo, envelope)
+    with contextlib.suppress(codec.WireError):
+        codec.decode_as(schema.ProcessInfo, envelope)
 
 
 @given(
@@ -52,14 +52,14 @@ def test_garbage_payloads_raise_wire_error_only(blob):
 )
 def test_wrong_shapes_raise_wire_error_only(data):
     for record in (schema.TaskInfo, schema.Snapshot, schema.History):
-        with contextlib.suppress(schema.WireError):
-            schema.from_wire(record, data)
+        with contextlib.suppress(codec.WireError):
+            codec.from_wire(record, data)
 
 
 def test_bool_is_not_accepted_as_int_and_error_envelopes_decode():
-    with pytest.raises(schema.WireError):
-        schema.from_wire(int, True)
-    env = schema.decode_envelope(schema.encode_error("not-found", "no task task-1"))
+    with pytest.raises(codec.WireError):
+        codec.from_wire(int, True)
+    env = codec.decode_envelope(codec.encode_error("not-found", "no task task-1"))
     assert (env.ok, env.error, env.message) == (False, "not-found", "no task task-1")
 
 
@@ -68,8 +68,8 @@ def test_decompression_is_bounded():
     import zlib
 
     bomb = b"Z" + zlib.compress(json.dumps({"v": 1, "ok": True, "data": "x" * 5_000_000}).encode())
-    with pytest.raises(schema.WireError, match="larger"):
-        schema.decode_envelope(bomb, max_size=1_000_000)
+    with pytest.raises(codec.WireError, match="larger"):
+        codec.decode_envelope(bomb, max_size=1_000_000)
 
 
 @settings(max_examples=60, deadline=None)
@@ -127,7 +127,7 @@ json_values = st.recursive(
 def test_raw_json_is_spliced_at_any_depth(outer, inner, depth):
     import json
 
-    raw_value, expected = schema.RawJSON(json.dumps(inner)), inner
+    raw_value, expected = codec.RawJSON(json.dumps(inner)), inner
     for level in range(depth):
         raw_value, expected = (
             ([outer, raw_value], [outer, expected])
@@ -137,7 +137,7 @@ def test_raw_json_is_spliced_at_any_depth(outer, inner, depth):
                 {"k": expected, "o": outer},
             )
         )
-    envelope = schema.decode_envelope(schema.encode_ok(raw_value))
+    envelope = codec.decode_envelope(codec.encode_ok(raw_value))
     assert envelope.data == expected
 
 
@@ -147,7 +147,7 @@ def test_raw_json_is_spliced_at_any_depth(outer, inner, depth):
 # path. Its contract: for any payload it gives what the row-by-row decoder gives, the same
 # records or a WireError, never another exception and never a record of a wrong type.
 
-FLAT = [r for r in schema.RECORDS if schema._rows_decoder(r, lambda data: data) is not None]
+FLAT = [r for r in schema.RECORDS if codec._rows_decoder(r, lambda data: data) is not None]
 
 
 class Sub(str):
@@ -165,8 +165,8 @@ json_cells = (
 def row_by_row(record, data):
     """The reference: the generic decoder of one record, applied to each row."""
     if type(data) is not list:
-        raise schema.WireError("not a list")
-    decode = schema._decoder(record)
+        raise codec.WireError("not a list")
+    decode = codec._decoder(record)
     return tuple(decode(row) for row in data)
 
 
@@ -174,14 +174,14 @@ def outcome(decode, *args):
     """('ok', value) or ('error', None) for a WireError; anything else propagates."""
     try:
         return "ok", decode(*args)
-    except schema.WireError:
+    except codec.WireError:
         return "error", None
 
 
 def wire_rows(values, at_least):
     """Encoded rows of ``values`` repeated to at least ``at_least`` rows, each its own list."""
     rows = [values[i % len(values)] for i in range(max(at_least, len(values)))]
-    return schema.decode_envelope(schema.encode_ok(tuple(rows))).data
+    return codec.decode_envelope(codec.encode_ok(tuple(rows))).data
 
 
 def test_the_bulk_path_covers_the_big_lists():
@@ -203,9 +203,9 @@ def test_the_bulk_path_covers_the_big_lists():
 @given(data=st.data())
 def test_bulk_rows_equal_the_row_by_row_decoder(record, swap, data):
     values = data.draw(st.lists(st.from_type(record), min_size=1, max_size=6))
-    wire = wire_rows(values, schema.BULK_ROWS)
-    bulk = schema._rows_decoder(record, lambda data: row_by_row(record, data), swap=swap)
-    for got in (bulk(wire), schema.from_wire(tuple[record, ...], wire)):
+    wire = wire_rows(values, codec.BULK_ROWS)
+    bulk = codec._rows_decoder(record, lambda data: row_by_row(record, data), swap=swap)
+    for got in (bulk(wire), codec.from_wire(tuple[record, ...], wire)):
         assert got == row_by_row(record, wire)
         assert all(type(r) is record for r in got)
         assert [list(vars(r).items()) for r in got] == [
@@ -220,7 +220,7 @@ def test_bulk_rows_reject_what_the_row_by_row_decoder_rejects(record, data):
     """One row spoiled anywhere (a cell of any type, an item of a list field, a row too
     short, too long, not a list, the payload not a list): same outcome both ways."""
     values = data.draw(st.lists(st.from_type(record), min_size=1, max_size=4))
-    wire = wire_rows(values, schema.BULK_ROWS)
+    wire = wire_rows(values, codec.BULK_ROWS)
     index = data.draw(st.integers(0, len(wire) - 1))
     row = wire[index]
     lists = [i for i, value in enumerate(row) if type(value) is list]
@@ -239,8 +239,8 @@ def test_bulk_rows_reject_what_the_row_by_row_decoder_rejects(record, data):
     else:
         wire = data.draw(json_cells.filter(lambda v: type(v) is not list))
     expected = outcome(row_by_row, record, wire)
-    assert outcome(schema.from_wire, tuple[record, ...], wire) == expected
-    bulk = schema._rows_decoder(record, lambda data: row_by_row(record, data), swap=False)
+    assert outcome(codec.from_wire, tuple[record, ...], wire) == expected
+    bulk = codec._rows_decoder(record, lambda data: row_by_row(record, data), swap=False)
     assert outcome(bulk, wire) == expected
     if how in ("short", "row", "payload"):
         assert expected[0] == "error"
@@ -249,11 +249,11 @@ def test_bulk_rows_reject_what_the_row_by_row_decoder_rejects(record, data):
 def test_a_bad_last_row_of_many_is_a_wire_error():
     rows = wire_rows([schema.HistorySample(1.0, 2.0, 3, 4, 5, None, 6, None)], 10_000)
     rows[-1][2] = True  # rss: a bool is not an int
-    with pytest.raises(schema.WireError, match="HistorySample.rss"):
-        schema.from_wire(tuple[schema.HistorySample, ...], rows)
+    with pytest.raises(codec.WireError, match="HistorySample.rss"):
+        codec.from_wire(tuple[schema.HistorySample, ...], rows)
     rows[-1][2] = 3
     rows[-1][1] = 7  # cpu_percent: an int where a float goes is made a float
-    out = schema.from_wire(tuple[schema.HistorySample, ...], rows)
+    out = codec.from_wire(tuple[schema.HistorySample, ...], rows)
     assert type(out[-1].cpu_percent) is float and out[-1] == schema.HistorySample(
         1.0, 7.0, 3, 4, 5, None, 6, None
     )

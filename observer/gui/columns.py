@@ -1,26 +1,31 @@
 """Column widths that fit a view's content within its width, the most important first.
 
 ``share`` (Qt-free) splits the width: when every column's content fits, each gets it;
-otherwise the ``first`` columns (names) get what their content needs, up to a cap, and
-the others share the rest fairly, each getting its content's width when that is below
-the fair share (short columns are never clipped), the wider ones cut to the same share,
-then topped up from the widest where little is missing.
+otherwise the columns are shared out by what their typical rows need (a few long ones,
+such as a child's command line, are elided and whole in their tooltip): the ``first``
+columns (names) first, up to a cap, and the others share the rest fairly, each getting
+its content's width when that is below the fair share (short columns are never clipped),
+the wider ones cut to the same share, then topped up from the widest where little is
+missing; what is left then goes to the columns missing least first, up to their
+longest row.
 ``ColumnFitter`` measures a Qt view's content, applies ``share`` when data arrives or the
 view is resized, and leaves alone a column the user resized by hand.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from PyQt6.QtCore import QEvent, QObject, QTimer, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, QPoint, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QTreeView
 
 MIN_WIDTH = 36  # px: no column is squeezed below this
 FIRST_CAP = 0.4  # a "first" column takes at most this share of the width
 PADDING = 6  # px added to a measured width, so text does not touch the next column
 DONOR_KEEPS = 0.75  # the widest cut column gives at most a quarter of its share
+TYPICAL = 0.8  # a column's typical width fits this share of its non-empty cells on screen
 
 
 def share(
@@ -30,9 +35,47 @@ def share(
     pinned: Sequence[int] = (),
     minimum: int = MIN_WIDTH,
     cap: float = FIRST_CAP,
+    typical: Sequence[int] | None = None,
 ) -> list[int]:
     """Widths for columns wanting ``wants`` px within ``available`` px (see the module);
-    ``pinned`` columns (fixed, or sized by the user) get exactly what they want."""
+    ``pinned`` columns (fixed, or sized by the user) get exactly what they want.
+    ``typical`` (by column; default ``wants``) is what each column's usual rows need: the
+    columns are shared out by that first, so one long row (a child's command line) does
+    not take the room of every other column; what is then left goes to the columns
+    missing least first (a Kind column's one "process" row), up to their whole want.
+    """
+    if sum(wants) <= available:
+        return list(wants)  # everything fits: every column in full
+    pins = set(pinned)
+    usual = list(wants)
+    if typical is not None:  # a column wanting no more than an equal share stays whole
+        even = available // max(len(wants), 1)
+        usual = [
+            w if c in pins or w <= even else min(w, t)
+            for c, (w, t) in enumerate(zip(wants, typical, strict=True))
+        ]
+    widths = _squeeze(usual, available, first, pinned, minimum, cap)
+    if usual == list(wants):
+        return widths
+    left = available - sum(widths)
+    limits = [min(w, int(available * cap)) if c in first else w for c, w in enumerate(wants)]
+    cut = [c for c in range(len(wants)) if c not in pins and widths[c] < limits[c]]
+    for column in sorted(cut, key=lambda c: limits[c] - widths[c]):  # short ones whole first
+        extra = max(0, min(left, limits[column] - widths[column]))
+        widths[column] += extra
+        left -= extra
+    return widths
+
+
+def _squeeze(
+    wants: Sequence[int],
+    available: int,
+    first: Sequence[int] = (),
+    pinned: Sequence[int] = (),
+    minimum: int = MIN_WIDTH,
+    cap: float = FIRST_CAP,
+) -> list[int]:
+    """``share`` for columns wanting ``wants`` px, with no typical widths."""
     count = len(wants)
     if sum(wants) <= available:
         return list(wants)  # everything fits: every column in full
@@ -66,6 +109,17 @@ def share(
         _top_up(widths, wants, floors, pending)
         break
     return widths
+
+
+def typical_width(widths: Sequence[int], share: float = TYPICAL) -> int:
+    """The width that fits ``share`` of the rows measured (all of them when there are few:
+    a handful of rows has no outliers to leave out); 0 for no rows."""
+    if not widths:
+        return 0
+    ordered = sorted(widths)
+    if len(ordered) < 5:
+        return ordered[-1]
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def _top_up(widths: list[int], wants: Sequence[int], floors: list[int], cut: list[int]) -> None:
@@ -122,6 +176,8 @@ class ColumnFitter(QObject):
         self.fixed = dict(fixed or {})
         self.user_sized: dict[int, int] = {}  # columns the user resized: their width
         self._seen: dict[int, int] = {}
+        self._seen_typical: dict[int, int] = {}
+        self.last_typical: list[int] = []  # what each column's typical rows needed
         self._fitted_at = 0.0  # time.monotonic() of the last fit
         self.last_wants: list[int] = []  # what each column needed at the last fit
         self._fitting = False
@@ -142,6 +198,7 @@ class ColumnFitter(QObject):
     def reset(self) -> None:
         """Forget the content measured so far (another node is shown)."""
         self._seen.clear()
+        self._seen_typical.clear()
         self._fitted_at = 0.0
 
     def wants(self) -> list[int]:
@@ -162,6 +219,48 @@ class ColumnFitter(QObject):
                     self._seen[column] = want
             out.append(want)
         return out
+
+    def typical(self, wants: Sequence[int]) -> list[int]:
+        """What each column's typical rows on screen need (see typical_width), in px, at
+        most its ``wants``; a fixed or user-sized column's entry is its ``wants``."""
+        out = list(wants)
+        for column in range(len(out)):
+            if column in self.user_sized or column in self.fixed:
+                continue
+            rows = typical_width(list(self._row_widths(column)))
+            usual = max(self._header_want(column), rows) + PADDING
+            if self.grow_only:
+                usual = max(self._seen_typical.get(column, 0), usual)
+                self._seen_typical[column] = usual
+            out[column] = min(out[column], usual)
+        return out
+
+    def _row_widths(self, column: int) -> Iterator[int]:
+        """Each on-screen row's width in ``column``, with a tree's indentation; empty
+        cells are left out (a Coroutine column is blank on thread rows)."""
+        view = self.view
+        height = self.viewport.height()
+        if isinstance(view, QTreeView):
+            origin = self.header().sectionViewportPosition(column)
+            index = view.indexAt(QPoint(origin + 1, 1))  # the top row on screen
+            while index.isValid():
+                rect = view.visualRect(index)
+                if rect.top() > height:
+                    break
+                if index.data():
+                    yield max(0, rect.x() - origin) + view.sizeHintForIndex(index).width()
+                index = view.indexBelow(index)
+            return
+        model = view.model()
+        if model is None or model.rowCount() == 0:
+            return
+        top = max(0, view.rowAt(0)) if isinstance(view, QTableView) else 0
+        bottom = view.rowAt(height - 1) if isinstance(view, QTableView) else -1
+        last = model.rowCount() - 1 if bottom < 0 else bottom
+        for row in range(top, last + 1):
+            index = model.index(row, column)
+            if index.data():
+                yield view.sizeHintForIndex(index).width()
 
     def _header_want(self, column: int) -> int:
         """The header's width for ``column``; Qt's hint keeps room for the sort arrow in
@@ -189,18 +288,20 @@ class ColumnFitter(QObject):
         available = self.viewport.width()
         if header.count() == 0 or available <= 0:
             return
-        if measure or len(self.last_wants) != header.count():
+        if measure or len(self.last_wants) != header.count() or not self.last_typical:
             self._timer.stop()
             model = self.view.model()
             empty = model is None or model.rowCount() == 0
             self._fitted_at = 0.0 if empty else time.monotonic()  # the first rows: at once
             self.last_wants = self.wants()
+            self.last_typical = self.typical(self.last_wants)
         wants = list(self.last_wants)
         hidden = self._hide_optional(wants, available)
         for column in hidden:
             wants[column] = 0
         pinned = set(self.user_sized) | set(self.fixed) | hidden
-        widths = share(wants, available, self.first, sorted(pinned), cap=self.cap)
+        typical = [min(w, t) for w, t in zip(wants, self.last_typical, strict=True)]
+        widths = share(wants, available, self.first, sorted(pinned), cap=self.cap, typical=typical)
         self._fitting = True
         try:
             for column, width in enumerate(widths):

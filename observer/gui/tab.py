@@ -11,6 +11,8 @@ from PyQt6.QtWidgets import (
     QAbstractItemView,
     QLabel,
     QLineEdit,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -21,7 +23,16 @@ from observer.client import Node
 from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE
-from observer.gui.rows import NAME
+from observer.gui.rows import LOCATION, NAME
+
+
+class ElideLeft(QStyledItemDelegate):
+    """Cuts a cell's text at its start: "…/selectors.py:468" keeps the file and line."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem | None, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        if option is not None:
+            option.textElideMode = Qt.TextElideMode.ElideLeft
 
 
 class RowActions(Protocol):
@@ -186,6 +197,10 @@ class RowsTab(Tab):
         self.rows = rows
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name, coroutine or function (Ctrl-F)")
+        self.filter.setToolTip(
+            "Keeps rows whose name, coroutine or function contains the text (a task's own "
+            "name too, where its coroutine is shown in its place), and their parents"
+        )
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter_changed)
         self.layout_.addWidget(self.filter)
@@ -201,6 +216,8 @@ class RowsTab(Tab):
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.layout_.addWidget(view)
         self.columns = ColumnFitter(view, first=(NAME,), grow_only=True, every=5.0)
+        self._file_line = ElideLeft(view)  # a cut location keeps its file name and line
+        view.setItemDelegateForColumn(LOCATION, self._file_line)
         self.rows.install_target_view(view)
 
     def set_link(self, link: NodeLink | None) -> None:

@@ -9,9 +9,9 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from agent.schema import ChildInfo, ProcessInfo
+from agent.schema import ChildInfo, ProcessInfo, ThreadInfo
 from observer.client import Node
-from observer.format import EXPOSED, human_bytes, process_facts
+from observer.format import EXPOSED, human_bytes, process_facts, thread_count
 from observer.gui.delta import agent_now
 from observer.gui.link import NodeLink
 from observer.gui.tab import Tab, fill_sections
@@ -47,30 +47,37 @@ class SystemTab(Tab):
         self.view.itemExpanded.connect(lambda item: self._collapsed.discard(item.text(0)))
         self.info: ProcessInfo | None = None
         self.watch = WorkerWatch()  # the workers seen on this node: who exited
+        self.agent_threads: int | None = None  # of info.num_threads, the agent's own
 
     def job(self) -> Callable[[Node], Any]:
-        return worker_set  # the process, and its children for the worker set
+        # the process, its children (the worker set) and threads (the agent's own marked)
+        return lambda node: (*worker_set(node), node.threads())
 
     def clear(self) -> None:
         self.info = None
+        self.agent_threads = None
         self.watch = WorkerWatch()
         self.view.clear()
 
-    def apply(self, reply: tuple[ProcessInfo, tuple[ChildInfo, ...]]) -> None:
-        value, children = reply
-        self.info = value
-        sections = process_facts(value)
-        workers = self.watch.update(children, agent_now(value))
+    def apply(
+        self, reply: tuple[ProcessInfo, tuple[ChildInfo, ...], tuple[ThreadInfo, ...]]
+    ) -> None:
+        """Show the process, counting the host's threads apart from the agent's (marked
+        in the thread list), as the Threads chart does, and its worker set."""
+        info, children, threads = reply
+        self.info, self.agent_threads = info, sum(t.is_agent and t.alive for t in threads)
+        sections = process_facts(info, self.agent_threads)
+        workers = self.watch.update(children, agent_now(info))
         if workers or self.watch.restarts:
             sections.append(worker_section(workers, self.watch.restarts))
-        sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in value.environ]))
+        sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in info.environ]))
 
         def decorate(title: str, top: QTreeWidgetItem, row: QTreeWidgetItem) -> None:
             if title == ENVIRONMENT:
-                top.setText(1, str(len(value.environ)))
+                top.setText(1, str(len(info.environ)))
             elif title == WORKERS and row.text(1).endswith("· exited"):
                 row.setForeground(1, QColor("#8c959f"))
-            elif title == EXPOSED and value.exposed:
+            elif title == EXPOSED and info.exposed:
                 row.setData(0, TARGET_ROLE, row.text(0))
                 row.setToolTip(0, "Double-click to inspect")
 
@@ -89,5 +96,5 @@ class SystemTab(Tab):
             return ""
         return (
             f"pid {p.pid} · cpu {p.cpu_percent:.1f}% · rss {human_bytes(p.rss)} · "
-            f"{p.num_threads} threads · {p.num_tasks:,} tasks"
+            f"{thread_count(p, self.agent_threads)} threads · {p.num_tasks:,} tasks"
         )
