@@ -21,8 +21,12 @@ def frame_label(frame: ProfileFrame) -> str:
     return _clean(f"{frame.function}{where}")
 
 
+_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
 def _clean(text: str) -> str:
-    return text.replace(";", ":").replace("\n", " ").replace("\r", " ") or "?"
+    """No ';' (the separator) and no character any reader may take for a line break."""
+    return text.replace(";", ":").translate(_BREAKS) or "?"
 
 
 def group_of(thread: str, task: str, split: str) -> str:
