@@ -276,6 +276,7 @@ class Profiler:
             with self._lock:
                 run.ended_mono = time.monotonic()
                 run.state = "stopped" if stop.is_set() else "done"
+                run.frame_index = {}  # let go of the host's code objects: no more interning
 
     def _refresh(self, me: int) -> tuple[dict[int, tuple[str, int | None]], set[int], dict]:
         """Threads' names and native ids, the agent's own threads, loops by thread."""
