@@ -8,6 +8,9 @@ run. In a run at rate R an observer starts a profile at R Hz just before the loa
 it after; "off" runs start none. The settings take turns within each round, the order
 rotated every round.
 
+``--tick`` measures instead how long one sampling round holds the GIL in this process,
+with 50 threads standing 30 calls deep (median and max over 300 rounds).
+
 Reported: requests/s, p50 and p99 (median over the runs, with their range), the agent
 threads' CPU as a share of one core, and the sampling rounds the profiler achieved a
 second (it skips rounds it cannot keep up with rather than bursting).
@@ -68,6 +71,43 @@ def one_run(
         host.close()
 
 
+def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
+    """Time one sampling round (the profiler's thread holds the GIL for it) over
+    ``threads`` threads ``depth`` calls deep."""
+    import threading
+
+    from agent.collect.profiler import Profiler, _Run
+
+    stop = threading.Event()
+    parked = threading.Barrier(threads + 1)
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+            return
+        parked.wait()
+        stop.wait()
+
+    workers = [threading.Thread(target=deep, args=(depth,), daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    parked.wait()
+    run = _Run(1, 10.0, 100.0, "", 0)
+    names = {t.ident: (t.name, t.native_id) for t in threading.enumerate() if t.ident}
+    cpu: dict[int, float] = {}
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        Profiler._tick(run, names, set(), {}, cpu, 0.01)
+        times.append(time.perf_counter() - t0)
+    stop.set()
+    print(
+        f"one sampling round, {threads} threads ~{depth} frames deep: median "
+        f"{statistics.median(times) * 1000:.3f} ms, max {max(times) * 1000:.3f} ms "
+        f"({rounds} rounds)"
+    )
+
+
 def report(results: dict[float, Runs], load: Load, where: str, args: argparse.Namespace) -> None:
     print()
     print(f"profiler overhead: {args.runs} runs x {args.duration:.0f} s each, {load.name}")
@@ -105,7 +145,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000, help="idle tasks in the server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--tick", action="store_true", help="time one sampling round only")
     args = parser.parse_args()
+    if args.tick:
+        tick_cost()
+        return
     if importlib.util.find_spec("aiohttp") is None:
         raise SystemExit("bench/profiler.py needs aiohttp: pip install -e '.[bench]'")
     rates = [0.0] + [float(r) for r in args.rates.split(",") if r]
