@@ -24,6 +24,7 @@ from observer.errors import RemoteError
 from observer.profile_export import collapsed, fold, parse_collapsed, speedscope, top_functions
 from tests.helpers import HostProcess, echo_ok, wait_until
 from tests.test_cli import observer
+from tests.test_forks import forker  # noqa: F401  (the fixture)
 
 
 class ProfiledHost:
@@ -319,3 +320,23 @@ def test_an_idle_profiler_costs_nothing():
     prof.start(0.2, 50.0)
     wait_until(lambda: not prof.running, timeout=10)
     assert "observer-agent-profiler" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_worker_is_profiled_through_its_master(forker):  # noqa: F811
+    """A viewer profiles a forked worker through the master's port: the worker's own
+    profiler samples the worker; the master's stays untouched."""
+    import os
+    import signal
+
+    master = forker("--workers")
+    pid, said = master.fork("os", "term")
+    assert said["running"] == "True", said
+    with master.connect(role="viewer") as viewer:
+        worker = viewer.worker(pid)
+        profile = worker.profile(0.5, 100.0)
+        assert profile.state == "done" and profile.ticks > 0
+        assert profile.stacks and profile.owner.startswith("viewer@")
+        with pytest.raises(RemoteError, match="no profile"):
+            viewer.profile_read()  # the master's profiler never ran
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
