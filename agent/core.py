@@ -39,6 +39,7 @@ from agent.collect.process import (
     connection_count,
     gc_collections,
 )
+from agent.collect.profiler import Profiler
 from agent.collect.source import nearest_reported, source_lines
 from agent.collect.stalls import DEFAULT_THRESHOLD, StallWatch
 from agent.collect.tasks import TaskRegistry, awaited_tasks, task_state
@@ -172,6 +173,9 @@ class AgentCore:
             threshold=stall_threshold,
             agent_idents=self.agent_idents,
             on_thread=self.add_agent_thread,
+        )
+        self.profiler = Profiler(
+            self.tasks.loops, agent_idents=self.agent_idents, on_thread=self.add_agent_thread
         )
 
     # ------------------------------------------------------------ bookkeeping

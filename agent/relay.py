@@ -70,6 +70,9 @@ RELAYED = frozenset(
         "signal",
         "tracemalloc_start",
         "tracemalloc_stop",
+        "profile_start",  # audited by the worker, whose profiler it is
+        "profile_read",
+        "profile_stop",
     }
 )
 # the ones the master audits as actions on the worker

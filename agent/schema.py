@@ -514,6 +514,46 @@ class StallList:
     stalls: tuple[StallEvent, ...]
 
 
+@record
+class ProfileFrame:
+    """A function a profile saw: its name, file and first line (interned per profile)."""
+
+    function: str
+    file: str
+    line: int
+
+
+@record
+class ProfileStack:
+    """How often one stack was sampled on one thread (and task): frames outermost first,
+    as indices into the profile's frame table."""
+
+    frames: tuple[int, ...]
+    thread: str
+    task: str  # "name (coroutine)" of the task the thread's loop was stepping, "" for none
+    samples: int  # wall-time samples
+    cpu: int  # of those, samples the thread was on CPU
+    idle: bool  # the innermost frame is a standard-library wait (selector, lock, queue)
+
+
+@record
+class Profile:
+    """A sampling profile, running (partial) or finished, in interned form."""
+
+    serial: int  # 1, 2, ... profiles since the agent started
+    state: str  # running / done / stopped
+    started: float  # agent wall clock
+    seconds: float  # duration asked (clamped)
+    rate: float  # samples a second (clamped)
+    elapsed: float
+    ticks: int  # sampling rounds so far
+    dropped: int  # samples not counted: the row cap was reached
+    owner: str  # who started it (role@peer)
+    cpu_known: bool  # per-thread CPU clocks were available (else every sample is "on CPU")
+    frames: tuple[ProfileFrame, ...]
+    stacks: tuple[ProfileStack, ...]
+
+
 RECORDS: tuple[type, ...] = (
     ExposedInfo,
     ProcessInfo,
@@ -549,4 +589,7 @@ RECORDS: tuple[type, ...] = (
     StallThread,
     StallEvent,
     StallList,
+    ProfileFrame,
+    ProfileStack,
+    Profile,
 )

@@ -301,6 +301,7 @@ class AgentServer:
         self.sessions.close_all(shutdown=not inherited)
         self.core.sampler.stop()
         self.core.stall_watch.stop()
+        self.core.profiler.shutdown()
         if not inherited:
             registry.unregister()
             self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

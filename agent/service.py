@@ -60,6 +60,13 @@ def _since(since: Any, epoch: Any) -> tuple[int, int]:
     return max(_check(since, int, "since"), 0), _check(epoch, int, "epoch")
 
 
+def _number(value: Any, name: str) -> float:
+    """A finite int or float from the peer (the profiler clamps its range)."""
+    if type(value) not in (int, float):
+        raise BadRequest(f"{name} must be a number")
+    return float(value)
+
+
 def _label(value: Any, width: int = MAX_ID) -> str:
     """How an argument is named in the audit log, even when it is malformed."""
     return value[:width] if type(value) is str else "?"
@@ -299,6 +306,58 @@ class AgentService(rpyc.Service):
             return self.core.stalls(float(since))
 
         return self._run(run)
+
+    # ------------------------------------------------------------ profiler
+
+    def exposed_profile_start(self, seconds: float = 10.0, rate: float = 100.0) -> bytes:
+        """Start a sampling profile (agent.collect.profiler); every role may, audited."""
+        return self._audited(
+            "profile start",
+            lambda: self.core.profiler.start(
+                _number(seconds, "seconds"),
+                _number(rate, "rate"),
+                self._creds.label,
+                self._session,
+            ),
+            lambda p: f"{p.seconds:g} s at {p.rate:g} Hz",
+        )
+
+    def exposed_profile_read(self) -> bytes:
+        """The running or latest profile as it stands (partial while it runs)."""
+        return self._run(self.core.profiler.read)
+
+    def exposed_profile_stop(self) -> bytes:
+        """Stop the running profile early: its own session or an operator; audited."""
+        operator = ROLES.get(self._creds.role, 0) >= ROLES["operator"]
+        return self._audited(
+            "profile stop",
+            lambda: self.core.profiler.stop(self._session, operator),
+            lambda p: f"{p.ticks} ticks over {p.elapsed:.1f} s",
+        )
+
+    def _audited(self, action: str, fn: Callable[[], Any], describe: Callable[[Any], str]) -> bytes:
+        """Run a read that costs the host something, for any role, and audit it."""
+        creds = self._creds
+        try:
+            value = fn()
+            outcome, detail, reply = "ok", describe(value), encode_ok(value)
+        except AgentError as exc:
+            outcome, detail, reply = exc.kind, exc.message, encode_error(exc.kind, exc.message)
+        except Exception as exc:
+            log.exception("runtime-observer agent: %s failed", action)
+            outcome, detail = "error", type(exc).__name__
+            reply = encode_error("internal", f"agent error: {detail}")
+        self.core.audit.record(
+            peer=creds.peer,
+            role=creds.role,
+            action=action,
+            target="profiler",
+            result=outcome,
+            detail=detail,
+            run="",
+            kind=action,
+        )
+        return reply
 
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))

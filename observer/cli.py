@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from observer import cli_commands as commands
 from observer.errors import BadSetting, ObserverError
 from observer.metricscmd import cmd_metrics, metrics_options
+from observer.profilecmd import cmd_profile, profile_options
 from observer.stallcmd import cmd_stalls, stalls_options
 
 EXIT_ERROR = 1
@@ -277,6 +278,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         "event-loop stalls: when a loop was blocked, for how long, by which line",
         True,
         stalls_options,
+    ),
+    "profile": (
+        cmd_profile,
+        "sample the node's stacks for a while: flame graph exports, busiest functions",
+        True,
+        profile_options,
     ),
     "keygen": (
         commands.cmd_keygen,

@@ -35,6 +35,7 @@ from agent.schema import (
     MemoryInfo,
     Overview,
     ProcessInfo,
+    Profile,
     Snapshot,
     SnapshotUpdate,
     SourceText,
@@ -416,6 +417,45 @@ class Node:
                 f"{self.address} runs an agent without the stall catcher (agent "
                 f"{self.agent_version}): upgrade it to see stalls"
             ) from exc
+
+    def profile_start(self, seconds: float = 10.0, rate: float = 100.0) -> Profile:
+        """Start a sampling profile on the node (any role; one at a time; it stops by itself
+        after ``seconds``, clamped by the agent like ``rate``); returns its empty start."""
+        try:
+            return self._call(Profile, "profile_start", float(seconds), float(rate))
+        except AttributeError as exc:
+            raise ObserverError(
+                f"{self.address} runs an agent without the profiler (agent "
+                f"{self.agent_version}): upgrade it to profile"
+            ) from exc
+
+    def profile_read(self) -> Profile:
+        """The running profile so far, or the latest finished one."""
+        return self._call(Profile, "profile_read")
+
+    def profile_stop(self) -> Profile:
+        """Stop the running profile now (the session that started it, or an operator)."""
+        return self._call(Profile, "profile_stop")
+
+    def profile(
+        self, seconds: float = 10.0, rate: float = 100.0, on_partial: Any = None
+    ) -> Profile:
+        """Start a profile, wait for its end (reading it each second, ``on_partial(p)``
+        sees each partial one), and return it; stopped early on KeyboardInterrupt."""
+        started = self.profile_start(seconds, rate)
+        deadline = time.monotonic() + started.seconds
+        try:
+            while True:
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+                current = self.profile_read()
+                if current.serial != started.serial:
+                    raise ObserverError("another profile replaced this one")
+                if current.state != "running":
+                    return current
+                if on_partial is not None:
+                    on_partial(current)
+        except KeyboardInterrupt:
+            return self.profile_stop()
 
     def audit(self, limit: int = 1000) -> tuple[AuditRecord, ...]:
         """Recent control actions on this node, oldest first."""

@@ -4,4 +4,4 @@ This module itself imports nothing, so the CLI can read ``TABS`` without Qt inst
 """
 
 # --tab names, in window order
-TABS = ("cluster", "system", "charts", "processes", "table", "memory", "stalls")
+TABS = ("cluster", "system", "charts", "processes", "table", "memory", "stalls", "profile")

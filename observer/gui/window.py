@@ -39,6 +39,7 @@ from observer.gui.tab_charts import ChartsTab
 from observer.gui.tab_cluster import ClusterTab
 from observer.gui.tab_memory import MemoryTab
 from observer.gui.tab_processes import ProcessesTab
+from observer.gui.tab_profile import ProfileTab
 from observer.gui.tab_stalls import StallsTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
@@ -76,6 +77,7 @@ class MainWindow(QMainWindow):
         self.table = TableTab(self.targets)
         self.memory = MemoryTab(self.targets)
         self.stalls = StallsTab(self.targets)
+        self.profile = ProfileTab()
         self.all_tabs: list[Tab] = [
             self.cluster,
             self.system,
@@ -84,6 +86,7 @@ class MainWindow(QMainWindow):
             self.table,
             self.memory,
             self.stalls,
+            self.profile,
         ]
         for tab in self.all_tabs:
             self.tabs.addTab(tab, tab.title)

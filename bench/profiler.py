@@ -1,0 +1,177 @@
+"""What a running sampling profile costs a real server, at several rates.
+
+    python bench/profiler.py [--runs 3] [--duration 5] [--rates 100,250,1000] [--tasks 1000]
+
+The aiohttp server of bench/overhead.py (bench/webhost.py, our agent embedded, pinned to
+one core; the load generator on the others, wrk when installed), started afresh for each
+run. In a run at rate R an observer starts a profile at R Hz just before the load and reads
+it after; "off" runs start none. The settings take turns within each round, the order
+rotated every round.
+
+``--tick`` measures instead how long one sampling round holds the GIL in this process,
+with 50 threads standing 30 calls deep (median and max over 300 rounds).
+
+Reported: requests/s, p50 and p99 (median over the runs, with their range), the agent
+threads' CPU as a share of one core, and the sampling rounds the profiler achieved a
+second (it skips rounds it cannot keep up with rather than bursting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.overhead import Load, Runs, WebHost, med, pick_cpus  # noqa: E402
+from observer.client import connect  # noqa: E402
+from observer.keygen import KeyMaterial, generate  # noqa: E402
+
+
+def one_run(
+    km: KeyMaterial,
+    rate: float,
+    load: Load,
+    args: argparse.Namespace,
+    cpu: int | None,
+    runs: Runs,
+    tmp: Path,
+) -> None:
+    host = WebHost(km.directory, args.tasks, cpu, tmp / "webhost.log")
+    try:
+        load.run(host.info["url"], min(2.0, args.duration))  # warm-up, not recorded
+        node = connect(
+            host.info["agent"], token_file=str(km.operator_token), fingerprint=km.fingerprint
+        )
+        with node:
+            if rate > 0:
+                node.profile_start(args.duration + 2.0, rate)
+            before, t0 = host.cpu(), time.perf_counter()
+            result = load.run(host.info["url"], args.duration)
+            after, t1 = host.cpu(), time.perf_counter()
+            if rate > 0:
+                profile = node.profile_stop()
+                runs.polls.append(profile.ticks / max(profile.elapsed, 1e-9))
+        agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
+        runs.rps.append(result["rps"])
+        runs.p50.append(result["p50"])
+        runs.p99.append(result["p99"])
+        runs.agent_cpu.append(max(0.0, agent) / (t1 - t0))
+        if result.get("errors"):
+            runs.errors.append(f"{int(result['errors'])} failed requests")
+    finally:
+        host.close()
+
+
+def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
+    """Time one sampling round (the profiler's thread holds the GIL for it) over
+    ``threads`` threads ``depth`` calls deep."""
+    import threading
+
+    from agent.collect.profiler import Profiler, _Run
+
+    stop = threading.Event()
+    parked = threading.Barrier(threads + 1)
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+            return
+        parked.wait()
+        stop.wait()
+
+    workers = [threading.Thread(target=deep, args=(depth,), daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    parked.wait()
+    run = _Run(1, 10.0, 100.0, "", 0)
+    names = {t.ident: (t.name, t.native_id) for t in threading.enumerate() if t.ident}
+    cpu: dict[int, float] = {}
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        Profiler._tick(run, names, set(), {}, cpu, 0.01)
+        times.append(time.perf_counter() - t0)
+    stop.set()
+    print(
+        f"one sampling round, {threads} threads ~{depth} frames deep: median "
+        f"{statistics.median(times) * 1000:.3f} ms, max {max(times) * 1000:.3f} ms "
+        f"({rounds} rounds)"
+    )
+
+
+def report(results: dict[float, Runs], load: Load, where: str, args: argparse.Namespace) -> None:
+    print()
+    print(f"profiler overhead: {args.runs} runs x {args.duration:.0f} s each, {load.name}")
+    print(f"{where}; {args.tasks} idle tasks")
+    with contextlib.suppress(OSError):
+        print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"{'rate':<8}{'requests/s':>24}{'p50 ms':>22}{'p99 ms':>22}{'agent CPU %':>20}"
+        f"{'rounds/s':>12}"
+    )
+    off = results[0.0]
+    for rate, runs in results.items():
+        name = "off" if rate == 0 else f"{rate:g} Hz"
+        rounds = f"{statistics.median(runs.polls):.0f}" if runs.polls else "-"
+        print(
+            f"{name:<8}{med(runs.rps, 1, 0):>24}{med(runs.p50, 1000, 2):>22}"
+            f"{med(runs.p99, 1000, 2):>22}{med(runs.agent_cpu, 100, 2):>20}{rounds:>12}"
+        )
+    for rate, runs in results.items():
+        if rate and runs.rps and off.rps:
+            rps = statistics.median(runs.rps) / statistics.median(off.rps)
+            p99 = statistics.median(runs.p99) / statistics.median(off.p99)
+            print(f"{rate:g} Hz / off: requests/s x{rps:.3f}, p99 x{p99:.3f}")
+        for error in runs.errors:
+            print(f"{rate:g}: {error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each setting")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load a run")
+    parser.add_argument("--rates", default="100,250,1000", help="sampling rates, Hz")
+    parser.add_argument("--tasks", type=int, default=1000, help="idle tasks in the server")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--tick", action="store_true", help="time one sampling round only")
+    args = parser.parse_args()
+    if args.tick:
+        tick_cost()
+        return
+    if importlib.util.find_spec("aiohttp") is None:
+        raise SystemExit("bench/profiler.py needs aiohttp: pip install -e '.[bench]'")
+    rates = [0.0] + [float(r) for r in args.rates.split(",") if r]
+    server_cpu, others, where = pick_cpus()
+    if server_cpu is not None:
+        os.sched_setaffinity(0, others)
+    load = Load(args.load, args.connections, threads=len(others))
+    results = {rate: Runs() for rate in rates}
+    with tempfile.TemporaryDirectory(prefix="bench-profiler-") as name:
+        tmp = Path(name)
+        km = generate(tmp / "keys")
+        for r in range(args.runs):
+            order = rates[r % len(rates) :] + rates[: r % len(rates)]
+            for rate in order:
+                label = "off" if rate == 0 else f"{rate:g} Hz"
+                print(f"run {r + 1}/{args.runs}: profiler {label} ...", flush=True)
+                try:
+                    one_run(km, rate, load, args, server_cpu, results[rate], tmp)
+                except Exception as exc:  # one bad run must not lose the others
+                    results[rate].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
+    report(results, load, where, args)
+
+
+if __name__ == "__main__":
+    main()
