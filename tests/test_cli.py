@@ -72,7 +72,16 @@ def test_ps_json_of_many_tasks_lists_every_task_with_every_field(make_host):
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.__name__)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    # records nesting lists of records (a StallList's events, their stacks) are big drawn
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 @given(data=st.data())
 def test_json_output_is_what_asdict_gave(record, data):
     """--json prints records as dataclasses.asdict made them: the same text, key for key,
