@@ -208,7 +208,7 @@ class Gate:
         # a handshake there would take it out of the parent's selector
         pending, self._pending = list(self._pending.values()), {}
         for p in pending:
-            _close(p.sock, shutdown=False)
+            close_socket(p.sock, shutdown=False)
         with contextlib.suppress(Exception):
             self._selector.close()
         for s in (self._wake_r, self._wake_w):
@@ -330,7 +330,7 @@ class Gate:
                 self._events.event(
                     "admit", "runtime-observer agent: could not take a connection: %r", exc
                 )
-                _close(sock)
+                close_socket(sock)
 
     def _shortage(self, exc: OSError, now: float) -> None:
         """accept() failed for want of resources: stop polling the listener for a while."""
@@ -516,14 +516,14 @@ class Gate:
             sent = 0
         except OSError:
             self._sessions.release()
-            _close(p.sock)
+            close_socket(p.sock)
             return
         try:
             self._sessions.start(p.sock, credentials, reply[sent:])
         except Exception:
             self._sessions.release()
             log.warning("runtime-observer agent: could not start a session", exc_info=True)
-            _close(p.sock)
+            close_socket(p.sock)
 
     # ------------------------------------------------------------ cleanup
 
@@ -537,12 +537,12 @@ class Gate:
 
     def _drop(self, p: _Pending) -> None:
         self._forget(p)
-        _close(p.sock)
+        close_socket(p.sock)
 
     def _close_all(self, shutdown: bool = True) -> None:
         for p in list(self._pending.values()):
             self._forget(p)
-            _close(p.sock, shutdown)
+            close_socket(p.sock, shutdown)
         with contextlib.suppress(Exception):
             self._selector.close()
         for s in (self._wake_r, self._wake_w):
@@ -552,10 +552,12 @@ class Gate:
             with contextlib.suppress(OSError):
                 self.listener.detach()
         else:
-            _close(self.listener, shutdown)
+            close_socket(self.listener, shutdown)
 
 
-def _close(sock: socket.socket, shutdown: bool = True) -> None:
+def close_socket(sock: socket.socket, shutdown: bool = True) -> None:
+    """Close a socket, never raising; ``shutdown`` first ends the connection for every
+    process holding it (a forked child passes False: the parent's copy lives on)."""
     if shutdown:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.gate import close_socket
 from agent.ratelog import RateLog
 
 log = logging.getLogger("agent")
@@ -131,13 +132,13 @@ class MetricsHTTPServer:
         self._thread = None
         conns, self._conns = list(self._conns.values()), {}
         for c in conns:
-            _close(c.sock, shutdown=False)
+            close_socket(c.sock, shutdown=False)
         with contextlib.suppress(Exception):
             self._selector.close()
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
-        _close(self.listener, shutdown=False)
+        close_socket(self.listener, shutdown=False)
 
     # ------------------------------------------------------------ the loop
 
@@ -223,7 +224,7 @@ class MetricsHTTPServer:
                 self._events.event(
                     "admit", "runtime-observer agent: metrics: could not take a connection: %r", exc
                 )
-                _close(sock)
+                close_socket(sock)
 
     def _admit(self, sock: socket.socket, addr: Any, now: float) -> None:
         if len(self._conns) >= MAX_CONNECTIONS:
@@ -348,18 +349,18 @@ class MetricsHTTPServer:
 
     def _drop(self, c: _Conn) -> None:
         self._forget(c)
-        _close(c.sock)
+        close_socket(c.sock)
 
     def _close_all(self, shutdown: bool = True) -> None:
         for c in list(self._conns.values()):
             self._forget(c)
-            _close(c.sock, shutdown)
+            close_socket(c.sock, shutdown)
         with contextlib.suppress(Exception):
             self._selector.close()
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
-        _close(self.listener, shutdown)
+        close_socket(self.listener, shutdown)
 
 
 def _response(status: str, content_type: str, body: bytes, head_only: bool = False) -> bytes:
@@ -396,11 +397,3 @@ def _authorized(headers: dict[str, str], token: bytes) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode("latin-1", "replace"), token)
-
-
-def _close(sock: socket.socket, shutdown: bool = True) -> None:
-    if shutdown:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()

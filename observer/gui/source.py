@@ -124,14 +124,19 @@ class SiteWindow(QWidget):
         self.banner.say("")
         source: SourceText = reply.value
         self.source = source
-        rows = []
-        for number, text in enumerate(source.lines, source.first):
-            mark = number == source.line
-            line = f"{number:>6}  {html.escape(text)}"
-            rows.append(f"<span style='background:#fff8c5'><b>{line}</b></span>" if mark else line)
-        self.text.setHtml("<pre>" + "\n".join(rows) + "</pre>")
+        self.text.setHtml(source_html(source))
         self.text.setToolTip(source.file)
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.opener.inspect_closed(self)
         super().closeEvent(event)
+
+
+def source_html(source: SourceText) -> str:
+    """Source lines numbered, the reported line highlighted, as HTML for a text view."""
+    rows = []
+    for number, text in enumerate(source.lines, source.first):
+        line = f"{number:>6}  {html.escape(text)}"
+        mark = number == source.line
+        rows.append(f"<span style='background:#fff8c5'><b>{line}</b></span>" if mark else line)
+    return "<pre>" + "\n".join(rows) + "</pre>"

@@ -23,6 +23,7 @@ from observer.client import Node
 from observer.format import STALL_COLUMNS, stall_cells, stall_text
 from observer.gui.inspect import PATH_ROLE, InspectWindow
 from observer.gui.link import NodeLink, Reply
+from observer.gui.source import source_html
 from observer.gui.tab import Tab
 
 KEEP = 200  # stalls shown: the agent's ring holds as many
@@ -130,12 +131,7 @@ class StallWindow(InspectWindow):
         self.banner.say("")
         source: SourceText = reply.value
         self.source = source
-        rows = []
-        for number, text in enumerate(source.lines, source.first):
-            line = f"{number:>6}  {html.escape(text)}"
-            mark = number == source.line
-            rows.append(f"<span style='background:#fff8c5'><b>{line}</b></span>" if mark else line)
-        self.text.setHtml("<pre>" + "\n".join(rows) + "</pre>")
+        self.text.setHtml(source_html(source))
         self.text.setToolTip(source.file)
 
 
