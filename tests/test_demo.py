@@ -95,6 +95,16 @@ def test_a_killed_pool_worker_is_replaced_and_the_replacement_serves(node, demo)
     worker = node.worker(victim.pid)
     assert worker.process().pid == victim.pid
     assert {e.name for e in worker.process().exposed} >= {"worker"}
+    # forked from inside the master's running loop, a worker runs a loop of its own: the
+    # master's loop and tasks, copied into its memory, are not listed as its own
+    snap = wait_until(
+        lambda: (
+            (s := worker.snapshot()) and any(t.coroutine.endswith("_serve") for t in s.tasks) and s
+        ),
+        message="the worker's own loop listed",
+    )
+    assert len(snap.loops) == 1, snap.loops
+    assert not {"supervisor", "reporter", "load-generator"} & {t.name for t in snap.tasks}
     assert node.signal(victim.id, "KILL").ok
     new = wait_until(
         lambda: (c := _pool(node).get("http-worker-1")) and c.pid != victim.pid and c,

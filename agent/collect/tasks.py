@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import threading
 import weakref
 from collections.abc import Iterable
@@ -16,26 +15,8 @@ from typing import Any
 
 from agent import compat
 from agent.collect.births import Births
-from agent.collect.inherited import any_dead, is_dead, live
+from agent.collect.inherited import any_dead, is_dead, live, loops_on_stacks
 from agent.collect.tasktable import TaskTable, walk_task
-
-_RUN_FRAMES = frozenset({"run_forever", "run_until_complete"})
-
-
-def _loops_on_stacks() -> dict[int, asyncio.AbstractEventLoop]:
-    """Loops found running on thread stacks (run_forever frames), keyed by thread ident."""
-    found: dict[int, asyncio.AbstractEventLoop] = {}
-    for ident, frame in sys._current_frames().items():
-        depth = 0
-        while frame is not None and depth < 400:
-            if frame.f_code.co_name in _RUN_FRAMES:
-                candidate = compat.frame_self(frame)
-                if compat.is_event_loop(candidate):
-                    found[ident] = candidate
-                    break
-            frame = frame.f_back
-            depth += 1
-    return found
 
 
 class TaskRegistry:
@@ -90,7 +71,7 @@ class TaskRegistry:
         (the loops of the tasks a listing holds).
         """
         found: dict[int, tuple[asyncio.AbstractEventLoop, int | None]] = {}
-        for ident, loop in _loops_on_stacks().items():
+        for ident, loop in loops_on_stacks().items():
             found[id(loop)] = (loop, ident)
         for task in tasks or ():
             loop = compat.task_loop(task)

@@ -779,7 +779,7 @@ class TaskTable:
         removed = self._pending_removed
         self._pending_changed, self._pending_removed = array("q"), array("q")
         refs, strong = compat.registered_refs()
-        if any_dead():  # a forked child: not the tasks of its parent's other threads
+        if any_dead():  # a forked child: not the tasks of the loops its parent ran
             refs, strong = live_refs(refs), live(strong)
         loops = [loop for loop, _ident in self._registry.loops()]
         if compat.TASKS_PER_THREAD:
