@@ -19,7 +19,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QMessageBox
 
 from agent.schema import ChildInfo
-from observer.gui.rows import NAME
+from observer.gui.rows import NAME, TARGET
 from observer.gui.workers import WorkerWatch, same_process, split_target
 from tests.helpers import node_spec as spec
 from tests.test_forks import forker  # noqa: F401  (the fixture)
@@ -65,6 +65,10 @@ def test_processes_tree_shows_each_workers_threads_loops_and_tasks(qtbot, window
         data = window.processes.model.data_
         thread = job.parent.parent.parent
         assert data.row_values(thread)[2].startswith("tid-")
+        # under the worker's row the ID column reads as inside the worker; the full
+        # pid-N/ID is the row's target (tooltip, actions)
+        assert data.row_values(job)[2] == job.id.split("/", 1)[1]
+        assert data.row_values(job)[TARGET] == job.id
         worker_row = data.row_values(thread.parent)
         assert worker_row[NAME].startswith("ForkProcess-"), worker_row
         index = window.processes.model.index_of(job.id)  # on screen: parents expanded

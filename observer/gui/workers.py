@@ -107,7 +107,12 @@ def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
     agent_threads = sum(1 for t in snap.threads if t.is_agent)
     for pid, worker in workers.items():
         if isinstance(worker, Snapshot):
-            short.update({f"pid-{pid}/{k}": v for k, v in short_ids(worker).items()})
+            # under its worker's row an id reads as in the worker (task-3, tid-N); the
+            # full pid-N/ID stays in the tooltip and is what the actions send
+            own = short_ids(worker)
+            ids = [*(t.id for t in worker.threads), *(lp.id for lp in worker.loops)]
+            ids += [t.id for t in worker.tasks]
+            short.update({f"pid-{pid}/{i}": own.get(i, i) for i in ids})
             agent_threads += sum(1 for t in worker.threads if t.is_agent)
     delta = tree_delta(snap, shadow, top, short, agent_threads)
     delta.counts["worker"] = len(workers)  # the status bar says how many
