@@ -385,12 +385,16 @@ def test_wrong_token_shows_auth_failed(qtbot, window, demo, other_keys, keys):
 def test_slow_link_shows_a_spinner_and_a_dropped_link_recovers(qtbot, window, demo, keys):
     host, port = demo.agent_address.rsplit(":", 1)
     with DelayProxy(host, int(port), delay=0.3) as proxy:
+        # refreshes only when asked: a System tab refresh is three round trips (process,
+        # children, threads), 1.8 s through this link, so timed ticks would keep it busy
+        window.set_paused(True)
         tab = window.show_tab("system")
         link = window.add_link(spec(proxy.address, keys))
         qtbot.waitUntil(lambda: tab.last_applied > 0, timeout=WAIT)
         window.refresh()
         qtbot.waitUntil(lambda: window.spinner.text() != "", timeout=WAIT)  # waiting, not frozen
         qtbot.waitUntil(lambda: link.busy == 0 and window.spinner.text() == "", timeout=WAIT)
+        window.set_paused(False)
         proxy.cut()  # the link drops: the next refresh fails, the one after reconnects
         wait_status(qtbot, link, Status.DOWN)
         assert tab.info is not None  # the last data is still shown

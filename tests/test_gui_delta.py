@@ -18,9 +18,14 @@ from hypothesis import strategies as st
 from PyQt6.QtCore import QModelIndex
 from PyQt6.QtTest import QAbstractItemModelTester
 
+from agent import compat
 from observer.gui.delta import BULK, Record, Shadow, diff, table_from, tree_from
 from observer.gui.models import ID_ROLE, TableModel, TreeModel
 from observer.gui.rows import FUNCTION, ID, KIND, NAME, STATE, TARGET, WIDTH
+
+# Up to 3.13 a cancelled task stays listed (greyed) while the host holds it; from 3.14
+# asyncio lists only pending tasks, so it leaves the listing and its row goes.
+FINISHED_LISTED = not compat.TASKS_PER_THREAD
 
 LOOP = "loop-1"
 
@@ -459,13 +464,17 @@ def test_a_steady_refresh_signals_only_the_rows_that_changed(qtbot, window, make
             node.cancel(target)
         qtbot.waitUntil(lambda: bool(worker_ids(node) - {worker}), timeout=WAIT)
         states = {t.id: t.state for t in node.tasks()}
-        assert all(states.get(v) == "cancelled" for v in victims), states
+        ended = "cancelled" if FINISHED_LISTED else None
+        assert all(states.get(v) == ended for v in victims), states
         refreshed(qtbot, window, tab)
         assert signals.counts["reset"] == signals.counts["layout"] == 0, signals.counts
         assert signals.counts["inserted"] >= 1, signals.counts  # the new worker
         assert signals.rows >= len(victims) + 1, signals.counts
         assert signals.rows <= len(victims) + 25, signals.counts  # and threads, loops
-        assert all(state_of(tab.model, v) == "cancelled" for v in victims)
+        if FINISHED_LISTED:
+            assert all(state_of(tab.model, v) == "cancelled" for v in victims)
+        else:
+            assert not set(victims) & task_ids_in(tab.model)
         assert worker_ids(node) <= task_ids_in(tab.model)
         for _ in range(5):  # the old worker leaves the agent's table when the host frees it
             truth = {t.id for t in node.snapshot().tasks}
@@ -519,8 +528,12 @@ def test_the_tree_filter_follows_refreshes_without_a_reset(qtbot, window, make_h
         )
     refreshed(qtbot, window, tab)
     assert signals.counts["reset"] == signals.counts["layout"] == 0, signals.counts
-    assert matches_shown() == expected  # still a match, now cancelled
-    assert state_of(model, victim) == "cancelled"
+    if FINISHED_LISTED:
+        assert matches_shown() == expected  # still a match, now cancelled
+        assert state_of(model, victim) == "cancelled"
+    else:
+        expected.discard(victim)  # no longer listed: its row went
+        assert matches_shown() == expected
     assert model.hits == len(expected)
     tab.filter.clear()
     assert len(task_ids_in(model)) == len(
