@@ -127,8 +127,8 @@ class FlameGraph(QWidget):
         for ancestor in reversed(chain):
             self._box(painter, metrics, QRectF(0, y, width, ROW - 1), ancestor, faded=True)
             y += ROW
-        total = max(1, self.focus.count)
-        self._draw(painter, metrics, self.focus, 0.0, y, width, total)
+        if self.focus.count:  # no samples yet: an empty pane, not a bar of nothing
+            self._draw(painter, metrics, self.focus, 0.0, y, width, self.focus.count)
         painter.end()
 
     def _draw(
