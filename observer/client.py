@@ -32,6 +32,7 @@ from agent.schema import (
     Hello,
     History,
     LocalsInfo,
+    LoopInfo,
     MemoryInfo,
     Overview,
     ProcessInfo,
@@ -82,6 +83,40 @@ class TaskList:
     tasks: tuple[TaskInfo, ...]
     total: int
     truncated: bool
+
+
+@record
+class SnapshotChanges:
+    """A snapshot for one consumer's view (see Node.changes): process, threads, loops and
+    children whole; the tasks all of them (``full``) or only those new or changed since
+    the view's last version, and the ids of those gone."""
+
+    process: ProcessInfo
+    threads: tuple[ThreadInfo, ...]
+    loops: tuple[LoopInfo, ...]
+    children: tuple[ChildInfo, ...]
+    collect_seconds: float
+    tasks_total: int
+    truncated: bool
+    full: bool
+    tasks: tuple[TaskInfo, ...]  # full: every task, pending first; else new and changed
+    gone: tuple[str, ...]  # ids of tasks gone (never in ``tasks``)
+    current: tuple[str, ...]  # ids of tasks running a step now
+    now: float  # the agent's clock: ages are as of this
+
+    def snapshot(self, view: TaskCache) -> Snapshot:
+        """The whole snapshot, every task of ``view`` (the view these changes updated)."""
+        current = [int(task_id[5:]) for task_id in self.current]
+        return Snapshot(
+            process=self.process,
+            threads=self.threads,
+            loops=self.loops,
+            tasks=self.tasks if self.full else view.tasks(self.now, current),
+            children=self.children,
+            tasks_total=self.tasks_total,
+            truncated=self.truncated,
+            collect_seconds=self.collect_seconds,
+        )
 
 
 def read_token(
@@ -258,18 +293,21 @@ class Node:
         )
 
     def _listing(
-        self, method: str, head: Any, limit: int, match: str
+        self, method: str, head: Any, limit: int, match: str, view: TaskCache | None = None
     ) -> tuple[Any, TaskListing, tuple[TaskInfo, ...]]:
         """Call a task-listing method and bring the node's tasks up to date with it.
 
         An unfiltered call asks for what changed since the version held; a filtered one
         (``match``) or a truncated answer is a listing of its own and leaves what the node
         holds alone. A delta that does not follow it (the agent restarted, a reply was
-        lost) makes the node ask again for everything, once.
+        lost) makes the node ask again for everything, once. With a ``view`` (see
+        changes), the listing follows and updates that cache instead, and no tasks are
+        handed out (an empty tuple): the caller reads what changed from the view.
         """
         with self._lock, gc_paused():  # the rows of every chunk stay until all are in
             for attempt in range(2):
-                since, epoch = self._tasks.since() if not match and attempt == 0 else (0, 0)
+                held = self._tasks if view is None else view
+                since, epoch = held.since() if not match and attempt == 0 else (0, 0)
                 data = self._raw(method, int(limit), str(match), since, epoch, int(self.chunk_rows))
                 size = self.last_size
                 try:
@@ -292,24 +330,62 @@ class Node:
                     size += self.last_size
                     chunks += 1
                 complete = listing.base == 0 and not match and not listing.truncated
-                cache = self._tasks if listing.base else TaskCache()
+                cache = view if view is not None else self._tasks if listing.base else TaskCache()
                 try:
                     with gc_paused():
                         cache.apply(listing, rows)
-                        tasks = cache.tasks(listing.time, listing.current)
+                        tasks = cache.tasks(listing.time, listing.current) if view is None else ()
                 except Resync:
-                    self._tasks = TaskCache()
+                    self._forget(view)
                     continue
                 except WireError as exc:
-                    self._tasks = TaskCache()
+                    self._forget(view)
                     raise ObserverError(f"{self.address} sent a malformed task row: {exc}") from exc
-                if complete:
+                if complete and view is None:
                     self._tasks = cache
                 self.last_listing = ListingStats(
                     listing.base, listing.version, len(rows), len(listing.removed), chunks, size
                 )
                 return decoded, listing, tasks
         raise ObserverError(f"{self.address} sent task deltas that do not follow each other")
+
+    def _forget(self, view: TaskCache | None) -> None:
+        """Drop the tasks held (the node's, or a view's): the next listing is complete."""
+        if view is None:
+            self._tasks = TaskCache()
+        else:
+            view.__init__()  # type: ignore[misc]  # the same object: its owner holds it
+
+    def changes(self, view: TaskCache, limit: int = 100_000) -> SnapshotChanges:
+        """A snapshot as what changed for one consumer: ``view`` (a TaskCache the caller
+        keeps between calls) is brought up to date, and only the tasks new or changed since
+        its last version come back, with the ids of those gone; ``full`` when the agent
+        sent everything (the first call, a view too far behind, a truncated listing).
+
+        A steady refresh at 100k tasks with 100 changed then builds ~100 records, not
+        100k. Each consumer (a GUI tab, a script) holds its own view: the agent's one
+        table and bounded change log serve them all, whatever version each holds.
+        """
+        update, listing, _none = self._listing("snapshot", SnapshotUpdate, limit, "", view)
+        now = listing.time
+        if view.complete:
+            tasks = view.tasks(now, listing.current)
+        else:
+            tasks = tuple(view.infos(view.changed, now, listing.current))
+        return SnapshotChanges(
+            process=update.process,
+            threads=update.threads,
+            loops=update.loops,
+            children=update.children,
+            collect_seconds=update.collect_seconds,
+            tasks_total=listing.total,
+            truncated=listing.truncated,
+            full=view.complete,
+            tasks=tasks,
+            gone=tuple(f"task-{serial}" for serial in view.gone),
+            current=tuple(f"task-{serial}" for serial in listing.current),
+            now=now,
+        )
 
     def _chunk(self, listing: int, offset: int) -> list[Any]:
         """Rows of a listing from ``offset`` (one round trip)."""

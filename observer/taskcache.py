@@ -84,6 +84,11 @@ class TaskCache:
         # in serial order
         self.rows: dict[int, tuple[TaskInfo, float, bool, float]] = {}
         self._loop_ids: dict[int, str] = {0: ""}
+        # what the last apply did: a complete listing, or the serials it brought (new or
+        # changed) and those it dropped (a consumer following changes reads only those)
+        self.complete = True
+        self.changed: list[int] = []
+        self.gone: list[int] = []
 
     def since(self) -> tuple[int, int]:
         """(version, epoch) to ask a delta from; (0, 0) when holding nothing."""
@@ -110,10 +115,13 @@ class TaskCache:
                 raise Resync(f"delta from {listing.base} does not follow {self.version}")
             self.sites.extend(listing.sites)
         target = self.rows
-        for serial in listing.removed:
-            target.pop(serial, None)
+        pop = target.pop
+        gone = [serial for serial in listing.removed if pop(serial, None) is not None]
         if rows:
             target.update(self._records(listing.time, rows))
+        self.complete = listing.base == 0
+        self.changed = list(map(_serial_key, rows))  # checked by _records
+        self.gone = gone
         self.epoch, self.version = listing.epoch, listing.version
 
     def _records(self, now: float, rows: list[Any]) -> Iterable[tuple[int, Any]]:
@@ -178,6 +186,24 @@ class TaskCache:
                 if int(info.id[5:]) in running:
                     pending[index] = dataclasses.replace(info, current=True)
         return tuple(pending)
+
+    def infos(
+        self, serials: Iterable[int], now: float, current: Iterable[int] = ()
+    ) -> list[TaskInfo]:
+        """The records of the tasks held among ``serials`` (in that order), aged as of the
+        agent's ``now``; only these are copied, not every task held."""
+        rows = self.rows
+        running = set(current)
+        out = []
+        for serial in serials:
+            row = rows.get(serial)
+            if row is None:
+                continue
+            info = row[0] if row[3] == now else _aged(row[0], _age(now - row[1]))
+            if serial in running:
+                info = dataclasses.replace(info, current=True)
+            out.append(info)
+        return out
 
 
 def _aged(info: TaskInfo, age: float) -> TaskInfo:

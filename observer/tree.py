@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.schema import Snapshot
+from agent.schema import Snapshot, TaskInfo
 from observer.format import task_finished, task_label, task_state_text
 
 
@@ -64,6 +64,24 @@ def _loc(file: str, line: int) -> str:
     return f"{file}:{line}" if file else ""
 
 
+def task_node(t: TaskInfo) -> TreeNode:
+    """A task's row (without the rows under it)."""
+    return TreeNode(
+        "task",
+        t.id,
+        task_label(t.name, t.coroutine),
+        task_state_text(t.state, t.error),
+        "",
+        t.age,
+        t.function if t.file else "",
+        _loc(t.file, t.line),
+        age_exact=t.age_exact,
+        real_name=t.name,
+        coroutine=t.coroutine,
+        finished=task_finished(t.state),
+    )
+
+
 def build_tree(snap: Snapshot) -> TreeNode:
     """The tree for one node's snapshot; every thread, loop, task and child appears once."""
     proc = snap.process
@@ -111,23 +129,7 @@ def build_tree(snap: Snapshot) -> TreeNode:
             if child_id in tasks and child_id not in parent_of and child_id != t.id:
                 parent_of[child_id] = t.id
     _break_cycles(parent_of)
-    nodes = {
-        t.id: TreeNode(
-            "task",
-            t.id,
-            task_label(t.name, t.coroutine),
-            task_state_text(t.state, t.error),
-            "",
-            t.age,
-            t.function if t.file else "",
-            _loc(t.file, t.line),
-            age_exact=t.age_exact,
-            real_name=t.name,
-            coroutine=t.coroutine,
-            finished=task_finished(t.state),
-        )
-        for t in snap.tasks
-    }
+    nodes = {t.id: task_node(t) for t in snap.tasks}
     for t in snap.tasks:
         node = nodes[t.id]
         parent_id = parent_of.get(t.id)

@@ -57,6 +57,7 @@ class Shadow:
 
     rows: dict[str, Record] = field(default_factory=dict)
     seq: int = 0
+    follow: Any = None  # what observer.gui.follow keeps to update ``rows`` from changes
 
 
 @dataclass

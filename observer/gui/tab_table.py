@@ -9,7 +9,8 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QHeaderView, QTableView
 
 from observer.client import Node
-from observer.gui.delta import TASK_LIMIT, Delta, Shadow, table_delta
+from observer.gui.delta import TASK_LIMIT, Delta, Shadow
+from observer.gui.follow import follow_of, table_follow
 from observer.gui.models import TableModel
 from observer.gui.rows import empty_table
 from observer.gui.tab import RowActions, RowsTab
@@ -39,7 +40,8 @@ class TableTab(RowsTab):
 
     def job(self) -> Callable[[Node], Any]:
         shadow = self.shadow
-        return lambda node: table_delta(node.snapshot(TASK_LIMIT), shadow)
+        view = follow_of(shadow).view  # this tab's own copy of the tasks: deltas follow it
+        return lambda node: table_follow(node.changes(view, TASK_LIMIT), shadow)
 
     def clear(self) -> None:
         self.shadow = Shadow()

@@ -19,6 +19,7 @@ from observer.client import Node, WorkerNode
 from observer.errors import ObserverError
 from observer.format import human_bytes, human_seconds
 from observer.gui.delta import TASK_LIMIT, Delta, Shadow, tree_delta
+from observer.gui.follow import follow_of, tree_follow
 from observer.gui.rows import short_ids
 from observer.tree import build_tree, graft_workers
 
@@ -99,8 +100,14 @@ def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
     """The Processes tab's refresh: master -> workers -> their threads -> loops -> tasks,
     as the rows that changed since ``shadow`` (worker thread).
 
-    Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it."""
-    snap = node.snapshot(TASK_LIMIT)
+    Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it.
+    A node without workers is followed from what changed (observer.gui.follow)."""
+    follow = follow_of(shadow)
+    changes = node.changes(follow.view, TASK_LIMIT)
+    if not any(c.agent for c in changes.children):
+        return tree_follow(changes, shadow)
+    follow.valid = False  # the rows below are walked whole: follow from them next time
+    snap = changes.snapshot(follow.view)
     workers = worker_snapshots(node, snap)
     top = graft_workers(build_tree(snap), workers)
     short = short_ids(snap)
