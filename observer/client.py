@@ -119,6 +119,30 @@ class SnapshotChanges:
         )
 
 
+def changes_from(update: SnapshotUpdate, view: TaskCache) -> SnapshotChanges:
+    """What ``update`` changed in ``view``, the cache it was just applied to."""
+    listing = update.tasks
+    now = listing.time
+    if view.complete:
+        tasks = view.tasks(now, listing.current)
+    else:
+        tasks = tuple(view.infos(view.changed, now, listing.current))
+    return SnapshotChanges(
+        process=update.process,
+        threads=update.threads,
+        loops=update.loops,
+        children=update.children,
+        collect_seconds=update.collect_seconds,
+        tasks_total=listing.total,
+        truncated=listing.truncated,
+        full=view.complete,
+        tasks=tasks,
+        gone=tuple(f"task-{serial}" for serial in view.gone),
+        current=tuple(f"task-{serial}" for serial in listing.current),
+        now=now,
+    )
+
+
 def read_token(
     token: str | None = None, token_file: str | os.PathLike[str] | None = None
 ) -> str | None:
@@ -366,26 +390,8 @@ class Node:
         100k. Each consumer (a GUI tab, a script) holds its own view: the agent's one
         table and bounded change log serve them all, whatever version each holds.
         """
-        update, listing, _none = self._listing("snapshot", SnapshotUpdate, limit, "", view)
-        now = listing.time
-        if view.complete:
-            tasks = view.tasks(now, listing.current)
-        else:
-            tasks = tuple(view.infos(view.changed, now, listing.current))
-        return SnapshotChanges(
-            process=update.process,
-            threads=update.threads,
-            loops=update.loops,
-            children=update.children,
-            collect_seconds=update.collect_seconds,
-            tasks_total=listing.total,
-            truncated=listing.truncated,
-            full=view.complete,
-            tasks=tasks,
-            gone=tuple(f"task-{serial}" for serial in view.gone),
-            current=tuple(f"task-{serial}" for serial in listing.current),
-            now=now,
-        )
+        update, _listing, _none = self._listing("snapshot", SnapshotUpdate, limit, "", view)
+        return changes_from(update, view)
 
     def _chunk(self, listing: int, offset: int) -> list[Any]:
         """Rows of a listing from ``offset`` (one round trip)."""
