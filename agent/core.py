@@ -305,6 +305,17 @@ class AgentCore:
     def child_list(self) -> list[ChildInfo]:
         return self.children.collect()
 
+    def system(self, role: str) -> dict[str, Any]:
+        """The process, its children and its threads in one answer (the System tab's
+        refresh: one round trip, the loops looked up once)."""
+        loops = self.tasks.loops()
+        by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
+        return {
+            "process": self.process_info(role, loops),
+            "children": tuple(self.children.collect()),
+            "threads": tuple(collect_threads(self.process, self.agent_idents(), by_thread)),
+        }
+
     def task_rows(
         self, limit: int, match: str, since: int = 0, epoch: int = 0, chunk: int = CHUNK_ROWS
     ) -> tuple[list[Any], Listing]:

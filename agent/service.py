@@ -181,6 +181,10 @@ class AgentService(rpyc.Service):
     def exposed_threads(self) -> bytes:
         return self._run(lambda: tuple(self.core.threads()))
 
+    def exposed_system(self) -> bytes:
+        """process, children and threads together: {"process", "children", "threads"}."""
+        return self._run(lambda: self.core.system(self._creds.role))
+
     def _listed(self, made: tuple[list[Any], Listing], chunk: int) -> list[Any]:
         """Keep a listing whose rows do not fit its first reply for task_chunk (one per
         connection: a newer listing replaces it) and hand back the reply's wire form."""

@@ -288,6 +288,23 @@ class Node:
         """Every Python thread with CPU time and current location."""
         return self._call(tuple[ThreadInfo, ...], "threads")
 
+    def system(self) -> tuple[ProcessInfo, tuple[ChildInfo, ...], tuple[ThreadInfo, ...]]:
+        """The process, its children and its threads in one round trip (three calls to
+        an agent that predates it)."""
+        try:
+            data = self._raw("system")
+        except (AttributeError, BadRequest):  # an older agent, or a relay that predates it
+            return self.process(), self.children(), self.threads()
+        try:
+            with gc_paused():
+                return (
+                    from_wire(ProcessInfo, data["process"]),
+                    from_wire(tuple[ChildInfo, ...], data["children"]),
+                    from_wire(tuple[ThreadInfo, ...], data["threads"]),
+                )
+        except (WireError, KeyError, TypeError) as exc:
+            raise ObserverError(f"{self.address} sent a malformed system reply: {exc}") from exc
+
     def task_list(self, limit: int = 100_000, match: str = "") -> TaskList:
         """Tasks (filtered in the agent by name/coroutine substring), pending first."""
         _head, listing, tasks = self._listing("tasks", TaskListing, limit, match)

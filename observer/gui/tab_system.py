@@ -15,7 +15,7 @@ from observer.format import EXPOSED, human_bytes, process_facts, thread_count
 from observer.gui.delta import agent_now
 from observer.gui.link import NodeLink
 from observer.gui.tab import Tab, fill_sections
-from observer.gui.workers import WORKERS, WorkerWatch, worker_section, worker_set
+from observer.gui.workers import WORKERS, WorkerWatch, worker_section
 
 ENVIRONMENT = "Environment (redacted)"
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -51,7 +51,7 @@ class SystemTab(Tab):
 
     def job(self) -> Callable[[Node], Any]:
         # the process, its children (the worker set) and threads (the agent's own marked)
-        return lambda node: (*worker_set(node), node.threads())
+        return lambda node: node.system()  # one round trip
 
     def clear(self) -> None:
         self.info = None
