@@ -16,6 +16,7 @@ import dataclasses
 import os
 import threading
 import time
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,11 +86,14 @@ class TaskList:
     truncated: bool
 
 
+Cursor = tuple[int, int]  # (the node's task cache, its version) a consumer last saw
+
+
 @record
 class SnapshotChanges:
-    """A snapshot for one consumer's view (see Node.changes): process, threads, loops and
+    """A snapshot for one consumer (see Node.changes): process, threads, loops and
     children whole; the tasks all of them (``full``) or only those new or changed since
-    the view's last version, and the ids of those gone."""
+    the consumer's cursor, and the ids of those gone."""
 
     process: ProcessInfo
     threads: tuple[ThreadInfo, ...]
@@ -103,15 +107,21 @@ class SnapshotChanges:
     gone: tuple[str, ...]  # ids of tasks gone (never in ``tasks``)
     current: tuple[str, ...]  # ids of tasks running a step now
     now: float  # the agent's clock: ages are as of this
+    cursor: Cursor  # what to pass to the next Node.changes
+    cache: Any = field(default=None, compare=False, repr=False)  # the TaskCache read
 
-    def snapshot(self, view: TaskCache) -> Snapshot:
-        """The whole snapshot, every task of ``view`` (the view these changes updated)."""
-        current = [int(task_id[5:]) for task_id in self.current]
+    def snapshot(self) -> Snapshot:
+        """The whole snapshot: every task the node held when these changes were made."""
+        tasks = self.tasks
+        if not self.full:
+            current = [int(task_id[5:]) for task_id in self.current]
+            with gc_paused():
+                tasks = self.cache.tasks(self.now, current)
         return Snapshot(
             process=self.process,
             threads=self.threads,
             loops=self.loops,
-            tasks=self.tasks if self.full else view.tasks(self.now, current),
+            tasks=tasks,
             children=self.children,
             tasks_total=self.tasks_total,
             truncated=self.truncated,
@@ -119,14 +129,19 @@ class SnapshotChanges:
         )
 
 
-def changes_from(update: SnapshotUpdate, view: TaskCache) -> SnapshotChanges:
-    """What ``update`` changed in ``view``, the cache it was just applied to."""
+def changes_from(update: SnapshotUpdate, cache: TaskCache, since: Cursor) -> SnapshotChanges:
+    """What a consumer that saw ``since`` needs of ``cache``, which ``update`` has just
+    brought up to date."""
     listing = update.tasks
     now = listing.time
-    if view.complete:
-        tasks = view.tasks(now, listing.current)
-    else:
-        tasks = tuple(view.infos(view.changed, now, listing.current))
+    found = cache.changes_since(since[1]) if since[0] == cache.serial else None
+    with gc_paused():
+        if found is None:
+            tasks, gone = cache.tasks(now, listing.current), ()
+        else:
+            changed, removed = found
+            tasks = tuple(cache.infos(changed, now, listing.current))
+            gone = tuple(f"task-{serial}" for serial in removed)
     return SnapshotChanges(
         process=update.process,
         threads=update.threads,
@@ -135,11 +150,13 @@ def changes_from(update: SnapshotUpdate, view: TaskCache) -> SnapshotChanges:
         collect_seconds=update.collect_seconds,
         tasks_total=listing.total,
         truncated=listing.truncated,
-        full=view.complete,
+        full=found is None,
         tasks=tasks,
-        gone=tuple(f"task-{serial}" for serial in view.gone),
+        gone=gone,
         current=tuple(f"task-{serial}" for serial in listing.current),
         now=now,
+        cursor=(cache.serial, cache.version),
+        cache=cache,
     )
 
 
@@ -307,7 +324,9 @@ class Node:
 
     def task_list(self, limit: int = 100_000, match: str = "") -> TaskList:
         """Tasks (filtered in the agent by name/coroutine substring), pending first."""
-        _head, listing, tasks = self._listing("tasks", TaskListing, limit, match)
+        _head, listing, cache = self._listing("tasks", TaskListing, limit, match)
+        with gc_paused():
+            tasks = cache.tasks(listing.time, listing.current)
         return TaskList(tasks, listing.total, listing.truncated)
 
     def tasks(self, limit: int = 100_000, match: str = "") -> tuple[TaskInfo, ...]:
@@ -321,7 +340,9 @@ class Node:
         After the first, the agent sends only the tasks that changed and the ids of those
         gone; the node merges them into the tasks it holds and returns them all.
         """
-        update, listing, tasks = self._listing("snapshot", SnapshotUpdate, limit, match)
+        update, listing, cache = self._listing("snapshot", SnapshotUpdate, limit, match)
+        with gc_paused():
+            tasks = cache.tasks(listing.time, listing.current)
         return Snapshot(
             process=update.process,
             threads=update.threads,
@@ -334,21 +355,19 @@ class Node:
         )
 
     def _listing(
-        self, method: str, head: Any, limit: int, match: str, view: TaskCache | None = None
-    ) -> tuple[Any, TaskListing, tuple[TaskInfo, ...]]:
-        """Call a task-listing method and bring the node's tasks up to date with it.
+        self, method: str, head: Any, limit: int, match: str
+    ) -> tuple[Any, TaskListing, TaskCache]:
+        """Call a task-listing method and bring the node's tasks up to date with it; the
+        decoded reply, its listing and the cache holding its tasks.
 
         An unfiltered call asks for what changed since the version held; a filtered one
-        (``match``) or a truncated answer is a listing of its own and leaves what the node
-        holds alone. A delta that does not follow it (the agent restarted, a reply was
-        lost) makes the node ask again for everything, once. With a ``view`` (see
-        changes), the listing follows and updates that cache instead, and no tasks are
-        handed out (an empty tuple): the caller reads what changed from the view.
+        (``match``) or a truncated answer is a listing of its own (a cache of its own)
+        and leaves what the node holds alone. A delta that does not follow it (the agent
+        restarted, a reply was lost) makes the node ask again for everything, once.
         """
         with self._lock, gc_paused():  # the rows of every chunk stay until all are in
             for attempt in range(2):
-                held = self._tasks if view is None else view
-                since, epoch = held.since() if not match and attempt == 0 else (0, 0)
+                since, epoch = self._tasks.since() if not match and attempt == 0 else (0, 0)
                 data = self._raw(method, int(limit), str(match), since, epoch, int(self.chunk_rows))
                 size = self.last_size
                 try:
@@ -371,44 +390,38 @@ class Node:
                     size += self.last_size
                     chunks += 1
                 complete = listing.base == 0 and not match and not listing.truncated
-                cache = view if view is not None else self._tasks if listing.base else TaskCache()
+                cache = self._tasks if listing.base else TaskCache()
                 try:
                     with gc_paused():
                         cache.apply(listing, rows)
-                        tasks = cache.tasks(listing.time, listing.current) if view is None else ()
                 except Resync:
-                    self._forget(view)
+                    self._tasks = TaskCache()
                     continue
                 except WireError as exc:
-                    self._forget(view)
+                    self._tasks = TaskCache()
                     raise ObserverError(f"{self.address} sent a malformed task row: {exc}") from exc
-                if complete and view is None:
+                if complete:
                     self._tasks = cache
                 self.last_listing = ListingStats(
                     listing.base, listing.version, len(rows), len(listing.removed), chunks, size
                 )
-                return decoded, listing, tasks
+                return decoded, listing, cache
         raise ObserverError(f"{self.address} sent task deltas that do not follow each other")
 
-    def _forget(self, view: TaskCache | None) -> None:
-        """Drop the tasks held (the node's, or a view's): the next listing is complete."""
-        if view is None:
-            self._tasks = TaskCache()
-        else:
-            view.__init__()  # type: ignore[misc]  # the same object: its owner holds it
+    def changes(self, since: Cursor = (0, 0), limit: int = 100_000) -> SnapshotChanges:
+        """A snapshot as what changed for one consumer since its ``cursor`` (the one the
+        last SnapshotChanges it got carries; (0, 0) at first): only the tasks new or
+        changed since then, and the ids of those gone; ``full`` when every task comes
+        (the first call, a consumer too far behind, a truncated listing).
 
-    def changes(self, view: TaskCache, limit: int = 100_000) -> SnapshotChanges:
-        """A snapshot as what changed for one consumer: ``view`` (a TaskCache the caller
-        keeps between calls) is brought up to date, and only the tasks new or changed since
-        its last version come back, with the ids of those gone; ``full`` when the agent
-        sent everything (the first call, a view too far behind, a truncated listing).
-
-        A steady refresh at 100k tasks with 100 changed then builds ~100 records, not
-        100k. Each consumer (a GUI tab, a script) holds its own view: the agent's one
-        table and bounded change log serve them all, whatever version each holds.
+        A steady refresh at 100k tasks with 100 changed builds ~100 records, not 100k.
+        Consumers (GUI tabs, scripts) share the node's one copy of the tasks, whatever
+        version each saw last: the agent's change log and the node's bounded one serve
+        them all, and one too far behind gets everything.
         """
-        update, _listing, _none = self._listing("snapshot", SnapshotUpdate, limit, "", view)
-        return changes_from(update, view)
+        with self._lock:
+            update, _listing, cache = self._listing("snapshot", SnapshotUpdate, limit, "")
+            return changes_from(update, cache, since)
 
     def _chunk(self, listing: int, offset: int) -> list[Any]:
         """Rows of a listing from ``offset`` (one round trip)."""

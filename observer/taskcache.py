@@ -10,8 +10,10 @@ row (100k rows per refresh).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 import sysconfig
+from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
@@ -21,6 +23,9 @@ from agent.record import record
 from agent.schema import TaskInfo, TaskListing, TaskSite
 
 _NO_AWAITING: tuple[str, ...] = ()
+LOG_VERSIONS = 64  # deltas a cache remembers for consumers that saw an older version
+LOG_SERIALS = 200_000  # and at most this many serials in them
+_caches = itertools.count(1)
 _ROW_TYPES = (int, str, str, int, int, int, float, list, bool, str)
 _ROW_LEN = len(_ROW_TYPES)
 _FIELDS = tuple(f.name for f in dataclasses.fields(TaskInfo))
@@ -84,11 +89,11 @@ class TaskCache:
         # in serial order
         self.rows: dict[int, tuple[TaskInfo, float, bool, float]] = {}
         self._loop_ids: dict[int, str] = {0: ""}
-        # what the last apply did: a complete listing, or the serials it brought (new or
-        # changed) and those it dropped (a consumer following changes reads only those)
-        self.complete = True
-        self.changed: list[int] = []
-        self.gone: list[int] = []
+        self.serial = next(_caches)  # tells this cache from any other (see changes_since)
+        # (version before, version after, serials new or changed, serials gone) per delta
+        # applied, oldest first: what consumers that saw an older version need (bounded)
+        self.log: deque[tuple[int, int, list[int], list[int]]] = deque()
+        self._logged = 0
 
     def since(self) -> tuple[int, int]:
         """(version, epoch) to ask a delta from; (0, 0) when holding nothing."""
@@ -119,10 +124,37 @@ class TaskCache:
         gone = [serial for serial in listing.removed if pop(serial, None) is not None]
         if rows:
             target.update(self._records(listing.time, rows))
-        self.complete = listing.base == 0
-        self.changed = list(map(_serial_key, rows))  # checked by _records
-        self.gone = gone
+        if listing.base == 0:
+            self.log.clear()
+            self._logged = 0
+        elif listing.version != self.version:
+            changed = list(map(_serial_key, rows))  # checked by _records
+            self.log.append((self.version, listing.version, changed, gone))
+            self._logged += len(changed) + len(gone)
+            while len(self.log) > LOG_VERSIONS or self._logged > LOG_SERIALS:
+                _before, _after, dropped, left = self.log.popleft()
+                self._logged -= len(dropped) + len(left)
         self.epoch, self.version = listing.epoch, listing.version
+
+    def changes_since(self, version: int) -> tuple[list[int], list[int]] | None:
+        """(serials new or changed, serials gone) since ``version`` of this cache, or None
+        when the log no longer reaches back that far (or never held it)."""
+        if version == self.version and self.epoch:
+            return [], []
+        entries = []
+        for entry in reversed(self.log):
+            entries.append(entry)
+            if entry[0] == version:
+                break
+        else:
+            return None
+        changed: dict[int, None] = {}
+        gone: dict[int, None] = {}
+        for _before, _after, brought, dropped in reversed(entries):
+            changed.update(dict.fromkeys(brought))
+            gone.update(dict.fromkeys(dropped))
+        rows = self.rows
+        return [s for s in changed if s in rows], [s for s in gone if s not in rows]
 
     def _records(self, now: float, rows: list[Any]) -> Iterable[tuple[int, Any]]:
         """(serial, (TaskInfo, first seen, pending, ``now``)) of every row, checked.

@@ -32,7 +32,7 @@ from observer.errors import BadRequest
 from observer.gui.delta import BORN_SLACK, Shadow, table_delta, tree_delta, tree_from
 from observer.gui.follow import follow_of, table_follow, tree_follow
 from observer.gui.models import TableModel, TreeModel
-from observer.taskcache import TaskCache
+from observer.taskcache import LOG_VERSIONS, TaskCache
 from tests.helpers import echo_ok, wait_until
 from tests.test_gui_delta import canonical, shown
 from tests.test_incremental import Churn, start_churn
@@ -95,10 +95,10 @@ class World:
 
 def full(world: World) -> Any:
     """A fresh consumer's view: a complete listing of the world, walked whole."""
-    view = TaskCache()
+    cache = TaskCache()
     update, rows = world.listing(0, list(world.rows.values()), [])
-    view.apply(update.tasks, rows)
-    return changes_from(update, view).snapshot(view)
+    cache.apply(update.tasks, rows)
+    return changes_from(update, cache, (0, 0)).snapshot()
 
 
 step = st.tuples(
@@ -165,24 +165,23 @@ def test_followed_tree_and_table_are_what_a_fresh_walk_shows(qtbot, first, steps
     tree, table = Shadow(), Shadow()
     tree_model, table_model = TreeModel(), TableModel()
     world.version = 1
-    for shadow in (tree, table):
-        view = follow_of(shadow).view
-        update, rows = world.listing(0, list(world.rows.values()), [])
-        view.apply(update.tasks, rows)
-    tree_model.apply(tree_follow(changes_from(update, follow_of(tree).view), tree))
-    table_model.apply(table_follow(changes_from(update, follow_of(table).view), table))
-    for change in steps:
+    cache = TaskCache()  # the node's one copy, shared by both tabs
+    update, rows = world.listing(0, list(world.rows.values()), [])
+    cache.apply(update.tasks, rows)
+    tree_model.apply(tree_follow(changes_from(update, cache, follow_of(tree).cursor), tree))
+    table_model.apply(table_follow(changes_from(update, cache, follow_of(table).cursor), table))
+    for number, change in enumerate(steps):
         changed, removed = mutate(world, change)
         world.version += 1
         update, rows = world.listing(world.version - 1, [world.rows[s] for s in changed], removed)
-        deltas = []
-        for shadow, follow in ((tree, tree_follow), (table, table_follow)):
-            view = follow_of(shadow).view
-            view.apply(update.tasks, [list(r) for r in rows])
-            assert not view.complete and view.changed == changed
-            deltas.append(follow(changes_from(update, view), shadow))
-        tree_model.apply(deltas[0])
-        table_model.apply(deltas[1])
+        cache.apply(update.tasks, rows)
+        changes = changes_from(update, cache, follow_of(tree).cursor)
+        assert not changes.full and sorted(int(t.id[5:]) for t in changes.tasks) == changed
+        tree_delta_ = tree_follow(changes, tree)
+        tree_model.apply(tree_delta_)
+        if number % 2 and number + 1 < len(steps):
+            continue  # the table refreshes every other step: it catches up over two deltas
+        table_model.apply(table_follow(changes_from(update, cache, follow_of(table).cursor), table))
         snap = full(world)
         fresh_tree, fresh_table = Shadow(), Shadow()
         tree_delta(snap, fresh_tree)
@@ -197,9 +196,9 @@ def test_followed_tree_and_table_are_what_a_fresh_walk_shows(qtbot, first, steps
         assert sorted(shown(table_model)) == sorted(
             (t, r[2][0], []) for t, r in fresh_table.rows.items()
         )
-        if deltas[0].full is None:
+        if tree_delta_.full is None:
             touched = len(changed) + len(removed)
-            assert deltas[0].size <= touched + sum(len(world.rows[s][7]) for s in changed) + 64
+            assert tree_delta_.size <= touched + sum(len(world.rows[s][7]) for s in changed) + 64
 
 
 def test_a_steady_refresh_touches_only_what_changed():
@@ -208,18 +207,18 @@ def test_a_steady_refresh_touches_only_what_changed():
     for i in range(10_000):
         world.add([i] if i % 3 else [], 1)
     shadow = Shadow()
-    view = follow_of(shadow).view
+    cache = TaskCache()
     world.version = 1
     update, rows = world.listing(0, list(world.rows.values()), [])
-    view.apply(update.tasks, rows)
-    tree_follow(changes_from(update, view), shadow)
+    cache.apply(update.tasks, rows)
+    tree_follow(changes_from(update, cache, (0, 0)), shadow)
     assert shadow.follow.valid
     for serial in (5, 500, 5000, 9000, 9999):
         world.rows[serial][1] += "-renamed"
     world.version = 2
     update, rows = world.listing(1, [world.rows[s] for s in (5, 500, 5000, 9000, 9999)], [])
-    view.apply(update.tasks, rows)
-    changes = changes_from(update, view)
+    cache.apply(update.tasks, rows)
+    changes = changes_from(update, cache, follow_of(shadow).cursor)
     assert len(changes.tasks) == 5 and not changes.full
     delta = tree_follow(changes, shadow)
     assert delta.full is None
@@ -254,7 +253,7 @@ def _tasks_view(rows: dict) -> dict:
 def test_a_followed_view_equals_a_fresh_listing_after_every_change(churn: Churn, script):
     with churn.connect() as node:
         shadow = Shadow()
-        tree_follow(node.changes(follow_of(shadow).view), shadow)
+        tree_follow(node.changes(follow_of(shadow).cursor), shadow)
         alive: list[str] = []
         moved: set[str] = set()
         for action in script:
@@ -271,7 +270,7 @@ def test_a_followed_view_equals_a_fresh_listing_after_every_change(churn: Churn,
                 churn.do(f"cancel {name}", f"cancelled {name}")
 
             def agree() -> bool:
-                changes = node.changes(follow_of(shadow).view)
+                changes = node.changes(follow_of(shadow).cursor)
                 tree_follow(changes, shadow)
                 with churn.connect() as fresh:
                     whole = Shadow()
@@ -316,3 +315,36 @@ def test_hostile_listing_arguments_are_refused_or_answered_whole(churn: Churn):
                 assert listing[10] == len(complete.tasks)  # count: every row
         assert node.snapshot().tasks and node.last_listing.base != 0  # deltas as before
     assert echo_ok(churn.echo)
+
+
+def test_a_consumer_too_far_behind_the_nodes_log_gets_every_task():
+    """The node keeps a bounded log of the deltas it applied: a consumer within it gets
+    what changed since its cursor (merged over several deltas), one behind it all tasks,
+    and a cursor of another cache (the node replaced its copy) all tasks too."""
+    world = World()
+    for _ in range(10):
+        world.add([], 1)
+    cache = TaskCache()
+    world.version = 1
+    update, rows = world.listing(0, list(world.rows.values()), [])
+    cache.apply(update.tasks, rows)
+    first = changes_from(update, cache, (0, 0))
+    assert first.full and len(first.tasks) == 10
+    cursors = [first.cursor]
+    for _ in range(LOG_VERSIONS + 5):
+        serial = world.add([], 1)
+        world.version += 1
+        update, rows = world.listing(world.version - 1, [world.rows[serial]], [serial - 10])
+        del world.rows[serial - 10]
+        cache.apply(update.tasks, rows)
+        cursors.append(changes_from(update, cache, cursors[-1]).cursor)
+    recent = changes_from(update, cache, cursors[-4])
+    assert not recent.full and [t.id for t in recent.tasks] == [
+        f"task-{world.serial - 2}",
+        f"task-{world.serial - 1}",
+        f"task-{world.serial}",
+    ]
+    assert len(recent.gone) == 3
+    assert changes_from(update, cache, cursors[0]).full
+    assert changes_from(update, TaskCache(), cursors[-1]).full
+    assert not changes_from(update, cache, cursors[-1]).tasks  # nothing since: nothing

@@ -2,8 +2,8 @@
 
 Qt-free. ``delta.tree_delta`` and ``delta.table_delta`` walk every row of a snapshot and
 compare it with the shadow: at 100k tasks that is ~0.8 s of CPU per refresh, whatever
-changed. Here each tab keeps its own copy of the node's tasks (a TaskCache the agent's
-deltas update) and an index of who awaits whom, and a refresh computes rows only for
+changed. Here each tab keeps where it is in the node's tasks (a cursor Node.changes
+takes) and an index of who awaits whom, and a refresh computes rows only for
 the tasks new, changed or gone and the tasks they awaited (whose place in the tree can
 move), plus the few process, thread, loop and child rows; the Delta it hands the model
 is the one ``diff`` would make from a whole new tree.
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.schema import Snapshot, TaskInfo
-from observer.client import SnapshotChanges
+from observer.client import Cursor, SnapshotChanges
 from observer.format import task_finished
 from observer.gui.delta import (
     AGENT_THREADS,
@@ -36,7 +36,6 @@ from observer.gui.delta import (
     walk_records,
 )
 from observer.gui.rows import AGE, TABLE_KINDS, node_values, short_ids
-from observer.taskcache import TaskCache
 from observer.tree import build_tree, task_node
 
 
@@ -44,7 +43,7 @@ from observer.tree import build_tree, task_node
 class Follow:
     """What one tab keeps to follow a node's changes (read and written by the worker)."""
 
-    view: TaskCache = field(default_factory=TaskCache)  # the tab's copy of the tasks
+    cursor: Cursor = (0, 0)  # what the tab saw last of the node's tasks (Node.changes)
     valid: bool = False  # the fields below describe the shadow's rows
     infos: dict[str, TaskInfo] = field(default_factory=dict)  # task id -> its record
     awaiters: dict[str, set[str]] = field(default_factory=dict)  # id -> tasks awaiting it
@@ -203,8 +202,9 @@ def _finish(delta: Delta, shadow: Shadow, store: list) -> None:
 
 
 def tree_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
-    """The Processes tree's refresh from ``changes`` (made for ``shadow``'s view)."""
+    """The Processes tree's refresh from ``changes`` (the tab ``shadow`` belongs to)."""
     follow = follow_of(shadow)
+    follow.cursor = changes.cursor
     now = agent_now(changes.process)
     frame = _frame(changes)
     root = f"pid-{changes.process.pid}"
@@ -227,7 +227,7 @@ def _tree_whole(
     changes: SnapshotChanges, shadow: Shadow, follow: Follow, loops: frozenset[str], root: str
 ) -> Delta:
     """The whole walk (delta.tree_delta), and the index made again from it."""
-    snap = changes.snapshot(follow.view)
+    snap = changes.snapshot()
     delta = tree_delta(snap, shadow)
     _index(follow, snap.tasks, loops, root)
     rows = shadow.rows
@@ -289,11 +289,12 @@ def _tree_changes(
 
 
 def table_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
-    """The Tasks & threads table's refresh from ``changes`` (made for ``shadow``'s view)."""
+    """The Tasks & threads table's refresh from ``changes`` (the tab ``shadow`` belongs to)."""
     follow = follow_of(shadow)
+    follow.cursor = changes.cursor
     now = agent_now(changes.process)
     if not (follow.valid and not changes.full and shadow.rows):
-        snap = changes.snapshot(follow.view)
+        snap = changes.snapshot()
         delta = table_delta(snap, shadow)
         follow.valid = True
         follow.others = {t for t, record in shadow.rows.items() if record[1] != "task"}
@@ -322,7 +323,7 @@ def table_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
     _finish(delta, shadow, store)
     delta.counts = {
         "threads": len(changes.threads),
-        "tasks": len(follow.view.rows),
+        "tasks": len(changes.cache.rows),
         "tasks_total": changes.tasks_total,
         "children": len(changes.children),
     }

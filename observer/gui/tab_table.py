@@ -40,8 +40,8 @@ class TableTab(RowsTab):
 
     def job(self) -> Callable[[Node], Any]:
         shadow = self.shadow
-        view = follow_of(shadow).view  # this tab's own copy of the tasks: deltas follow it
-        return lambda node: table_follow(node.changes(view, TASK_LIMIT), shadow)
+        follow = follow_of(shadow)  # where this tab is in the node's tasks
+        return lambda node: table_follow(node.changes(follow.cursor, TASK_LIMIT), shadow)
 
     def clear(self) -> None:
         self.shadow = Shadow()

@@ -103,11 +103,11 @@ def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
     Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it.
     A node without workers is followed from what changed (observer.gui.follow)."""
     follow = follow_of(shadow)
-    changes = node.changes(follow.view, TASK_LIMIT)
+    changes = node.changes(follow.cursor, TASK_LIMIT)
     if not any(c.agent for c in changes.children):
         return tree_follow(changes, shadow)
-    follow.valid = False  # the rows below are walked whole: follow from them next time
-    snap = changes.snapshot(follow.view)
+    follow.cursor, follow.valid = changes.cursor, False  # walked whole: followed after
+    snap = changes.snapshot()
     workers = worker_snapshots(node, snap)
     top = graft_workers(build_tree(snap), workers)
     short = short_ids(snap)
