@@ -2,6 +2,7 @@
 (the client call plus working out the rows that changed) and what the agent does.
 
     python bench/follow.py [--tasks 100000] [--churn 50] [--repeat 5] [--root /work/main]
+                           [--shape chains|flat|gather]
 
 A bench host (bench/host.py, 3 coroutines deep) holds ``--tasks`` sleepers; before each
 refresh it cancels ``--churn`` of them and starts as many (2 x churn rows change). For
@@ -9,6 +10,9 @@ the Processes tree and the Tasks & threads table, each refresh prints the worker
 (client call, decode, rows), the rows it built (``node_values`` calls: every row for a
 whole walk, only the touched ones when following changes), the delta's size, and the
 agent's CPU for the refresh. The first (cold) refresh of each tab is reported apart.
+``--shape`` runs bench/peerhost.py instead (chains of 3 tasks awaiting each other,
+independent tasks, or parents awaiting a gather of 9), where nothing is churned: what
+changes is what the host's own stall monitor does.
 ``--root DIR`` runs the client and GUI code of another checkout (a worktree of main) with
 this host, for before/after figures.
 """
@@ -16,13 +20,17 @@ this host, for before/after figures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(1, str(HERE))
@@ -57,6 +65,36 @@ except ImportError:
     pass
 
 
+class PeerHost:
+    """bench/peerhost.py with ``tasks`` tasks of ``shape`` (no aiomonitor), the agent from
+    CODE; as snapshot.Host for what this bench asks of it."""
+
+    def __init__(self, keys: Path, tasks: int, shape: str) -> None:
+        argv = [sys.executable, str(HERE / "peerhost.py"), str(keys), "--tasks", str(tasks)]
+        argv += ["--shape", shape, "--no-aiomonitor"]
+        env = dict(os.environ, PYTHONPATH=str(CODE))
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready: "):
+            self.stop()
+            raise SystemExit(f"peer host failed to start: {line!r}")
+        self.address = json.loads(line[len("ready: ") :])["agent"]
+        self.psutil = psutil.Process(self.proc.pid)
+
+    def ask(self, word: str, answer: str) -> None:
+        raise AssertionError("the peer host churns nothing")
+
+    def thread_cpu(self, tids: set[int]) -> float:
+        return sum(t.user_time + t.system_time for t in self.psutil.threads() if t.id in tids)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def table_job(node: Any, shadow: Any) -> Any:
     if table_follow is not None:
         return table_follow(node.changes(follow_of(shadow).cursor, delta.TASK_LIMIT), shadow)
@@ -72,14 +110,22 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--root", default=str(HERE.parent))
+    parser.add_argument("--shape", choices=["chains", "flat", "gather"])
     args = parser.parse_args()
+    if args.shape:
+        args.churn = 0
     print(
         f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}, code {CODE}, "
-        f"{args.tasks} tasks, churn {args.churn}"
+        f"{args.tasks} tasks, churn {args.churn}, host "
+        f"{'peerhost ' + args.shape if args.shape else 'host.py (3 coroutines deep)'}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         keys = generate(Path(tmp) / "keys")
-        host = Host(keys.directory, args.tasks, 3)
+        host: Any = (
+            PeerHost(keys.directory, args.tasks, args.shape)
+            if args.shape
+            else Host(keys.directory, args.tasks, 3)
+        )
         try:
             node = connect(
                 host.address, token_file=keys.operator_token, fingerprint=keys.fingerprint,
@@ -90,7 +136,7 @@ def main() -> None:
                 shadow = delta.Shadow()
                 figures: list[tuple[float, int, int, float]] = []
                 for refresh in range(args.repeat + 1):
-                    if refresh:
+                    if refresh and args.churn:
                         host.ask(f"churn {args.churn}", "churned")
                     time.sleep(0.4)  # past the agent's sharing window: a pass of its own
                     BUILT[0] = 0

@@ -109,13 +109,14 @@ class SnapshotChanges:
     now: float  # the agent's clock: ages are as of this
     cursor: Cursor  # what to pass to the next Node.changes
     cache: Any = field(default=None, compare=False, repr=False)  # the TaskCache read
+    lock: Any = field(default=None, compare=False, repr=False)  # the node's, guarding it
 
     def snapshot(self) -> Snapshot:
         """The whole snapshot: every task the node held when these changes were made."""
         tasks = self.tasks
         if not self.full:
             current = [int(task_id[5:]) for task_id in self.current]
-            with gc_paused():
+            with self.lock or contextlib.nullcontext(), gc_paused():
                 tasks = self.cache.tasks(self.now, current)
         return Snapshot(
             process=self.process,
@@ -129,9 +130,11 @@ class SnapshotChanges:
         )
 
 
-def changes_from(update: SnapshotUpdate, cache: TaskCache, since: Cursor) -> SnapshotChanges:
+def changes_from(
+    update: SnapshotUpdate, cache: TaskCache, since: Cursor, lock: Any = None
+) -> SnapshotChanges:
     """What a consumer that saw ``since`` needs of ``cache``, which ``update`` has just
-    brought up to date."""
+    brought up to date (``lock``: what guards the cache, held by the caller now)."""
     listing = update.tasks
     now = listing.time
     found = cache.changes_since(since[1]) if since[0] == cache.serial else None
@@ -157,6 +160,7 @@ def changes_from(update: SnapshotUpdate, cache: TaskCache, since: Cursor) -> Sna
         now=now,
         cursor=(cache.serial, cache.version),
         cache=cache,
+        lock=lock,
     )
 
 
@@ -421,7 +425,7 @@ class Node:
         """
         with self._lock:
             update, _listing, cache = self._listing("snapshot", SnapshotUpdate, limit, "")
-            return changes_from(update, cache, since)
+            return changes_from(update, cache, since, self._lock)
 
     def _chunk(self, listing: int, offset: int) -> list[Any]:
         """Rows of a listing from ``offset`` (one round trip)."""
