@@ -18,6 +18,7 @@ from agent.schema import (
     TaskInfo,
     TracemallocStatus,
     TraceStats,
+    WorkerExit,
 )
 
 if TYPE_CHECKING:
@@ -126,6 +127,18 @@ def task_label(name: str, coroutine: str) -> str:
     """What a task is called on screen: its name, or the coroutine it runs when the name
     is asyncio's default ``Task-N`` (like Erlang's "Name or Initial Func")."""
     return coroutine if coroutine and _DEFAULT_TASK_NAME.fullmatch(name) else name
+
+
+REAPED_FIRST = "status unknown: reaped before the agent read it"
+
+
+def exit_text(gone: WorkerExit | None) -> str:
+    """How a worker ended and who took its place: 'exited (signal 9), replaced by pid 42';
+    'exited' alone when the master's agent did not see it end."""
+    if gone is None:
+        return "exited"
+    text = f"exited ({gone.how or REAPED_FIRST})"
+    return text + (f", replaced by pid {gone.replaced_by}" if gone.replaced_by else "")
 
 
 def task_finished(state: str) -> bool:

@@ -6,6 +6,7 @@ master's own. Real master (tests/hosts/forker.py --workers), real forks, real wi
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -151,8 +152,9 @@ def section(view, title: str) -> dict[str, str]:
 
 def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window, forker):  # noqa: F811
     """The System tab's Workers section lists the count, the pids and one line per worker
-    (its role name, state, age); a worker killed with SIGKILL stays listed as exited for
-    a few refreshes and is counted, the live one is still there."""
+    (its role name, state, age); a worker killed with SIGKILL stays listed as exited,
+    saying so ("exited (signal 9)"), for a few refreshes and is counted, the live one is
+    still there."""
     master = forker("--workers")
     pids = [master.fork("fork", "loop")[0] for _ in range(2)]
     tab = window.show_tab("system")
@@ -169,10 +171,11 @@ def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window,
     def exited() -> bool:
         window.refresh()
         rows = section(view, "Workers")
-        return rows.get("Count") == "1" and rows.get(f"pid {pids[0]}", "").endswith("exited")
+        return rows.get("Count") == "1" and " · exited" in rows.get(f"pid {pids[0]}", "")
 
     qtbot.waitUntil(exited, timeout=WAIT)
     rows = section(view, "Workers")
+    assert re.fullmatch(r"ForkProcess-\d+ · exited \(signal 9\)", rows[f"pid {pids[0]}"]), rows
     assert rows["Exited since watching"] == "1" and rows["PIDs"] == str(pids[1]), rows
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
