@@ -150,16 +150,17 @@ class ExitWatch:
 
     # ------------------------------------------------------------ reads
 
-    def recent(self) -> tuple[WorkerExit, ...]:
+    def recent(self, fresh: bool = False) -> tuple[WorkerExit, ...]:
         """The exits of the last KEEP seconds, oldest first, replacements filled in as of
-        now (when there are exits, looks for new workers first, at most every
-        READ_RESCAN s: a replacement may have just started)."""
+        now: looks for new workers first when ``fresh`` (the caller just listed them:
+        each is watched from here on), else when there are exits, at most every
+        READ_RESCAN s (a replacement may have just started)."""
         if self.why_not or self._closed:
             return ()
         with self._lock:
             exits = bool(self._exits)
         moment = time.monotonic()
-        if exits and moment - self._read_scan >= READ_RESCAN:  # replacements to name
+        if fresh or (exits and moment - self._read_scan >= READ_RESCAN):
             self._read_scan = moment
             self.rescan()
         cutoff = time.time() - KEEP

@@ -571,7 +571,7 @@ class AgentService(rpyc.Service):
             watch = self.exits
             if watch is None:
                 return WorkerSet(workers, (), "this agent does not watch worker exits")
-            return WorkerSet(workers, watch.recent(), watch.why_not)
+            return WorkerSet(workers, watch.recent(fresh=listed), watch.why_not)
 
         return self._run(collect), workers
 

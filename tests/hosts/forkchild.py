@@ -4,7 +4,8 @@ run it too): say what it inherited from the master's agent, then end as it was t
 ``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
 its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
-signal), ``loop`` (an asyncio loop with a task named worker-job).
+signal), ``loop`` (an asyncio loop with a task named worker-job), ``code3`` (exit with
+status 3 on SIGUSR1).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def child_main(how: str, port: int, keys: str) -> None:
         sys.exit(0)
     if how == "loop":
         asyncio.run(jobs())
+    if how == "code3":
+        signal.signal(signal.SIGUSR1, lambda *_: os._exit(3))
     if how == "start":
         from tests.hosts.common import start_agent
 
