@@ -202,7 +202,7 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     under the host, greyed, as "exited", for a few refreshes, then goes."""
     from PyQt6.QtGui import QBrush
 
-    from observer.gui.cluster import NODE, RSS, STATUS, TASKS
+    from observer.gui.cluster import NODE, NOTE, RSS, STATUS, TASKS
 
     master = forker("--workers")
     pids = [master.fork("fork", "loop")[0] for _ in range(2)]
@@ -240,6 +240,10 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
         timeout=WAIT,
     )
     assert worker_rows(window, link)[keys[1]][STATUS] != "exited"
+    qtbot.waitUntil(  # how it ended, as the master's agent saw it; nobody replaced it
+        lambda: worker_rows(window, link).get(keys[0], ("",) * 13)[NOTE] == "exited (signal 9)",
+        timeout=WAIT,
+    )
     proxy, model = tab.proxy, tab.model
     row = next(r for r in range(proxy.rowCount(host)) if proxy.index(r, 1, host).data() == keys[0])
     grey = proxy.index(row, STATUS, host).data(Qt.ItemDataRole.ForegroundRole)
@@ -249,6 +253,40 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     assert keys[1] in worker_rows(window, link)
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
+
+
+def test_cluster_says_how_a_pool_worker_ended_and_which_worker_replaced_it(qtbot, window, forker):  # noqa: F811
+    """A multiprocessing Pool in the master; one of its workers is SIGKILLed and the
+    Pool reaps and replaces it: under the host row the dead worker stays, greyed, as
+    "exited" with the note "exited (signal 9), replaced by pid N", N the Pool's new
+    ForkPoolWorker, listed live next to it."""
+    from observer.gui.cluster import NODE, NOTE, STATUS
+    from tests.test_workers import _kill_descendants, _started
+
+    master = forker("--workers")
+    try:
+        pids = _started(master, "pool fork 2")
+        window.set_interval(1)
+        link = window.add_link(spec(master.agent, master.keys))
+        window.show_tab("cluster")
+        keys = [f"pid {pid}" for pid in pids]
+        qtbot.waitUntil(lambda: set(keys) <= set(worker_rows(window, link)), timeout=WAIT)
+        os.kill(pids[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            cells = worker_rows(window, link).get(keys[0])
+            return cells is not None and "replaced by pid" in cells[NOTE]
+
+        qtbot.waitUntil(replaced, timeout=WAIT)
+        rows_now = worker_rows(window, link)
+        dead = rows_now[keys[0]]
+        new = int(re.fullmatch(r"exited \(signal 9\), replaced by pid (\d+)", dead[NOTE]).group(1))
+        assert dead[STATUS] == "exited" and dead[NODE].startswith("ForkPoolWorker-"), dead
+        assert new not in pids and f"pid {new}" in rows_now, rows_now
+        assert rows_now[f"pid {new}"][STATUS] != "exited"
+        assert rows_now[f"pid {new}"][NODE].startswith("ForkPoolWorker-")
+    finally:
+        _kill_descendants(master)
 
 
 def child(pid: int) -> ChildInfo:
