@@ -14,7 +14,10 @@ earlier call):
   in one round trip through the master, which asks them all at once (agent.fanout);
   when the checkout measured has no fan-out (``--root`` of an older one), each worker's
   through the master, one after another on the one session, as it did then;
-- ``fanout``: that one fan-out round trip alone, its replies decoded into snapshots.
+- ``fanout``: that one fan-out round trip alone, its replies decoded into snapshots;
+- ``steady``: a refresh as the Processes tab makes it every second: the master's and
+  each worker's listing a delta from the previous one (nothing changed), the workers'
+  through the fan-out (one after another with an older checkout).
 
 ``--root DIR`` measures another checkout (its agent and client) instead of this one;
 run it alternately with this one to compare (see the README).
@@ -145,7 +148,18 @@ def main() -> None:
                     )
                 assert seen >= args.workers * args.tasks, seen
 
-            fns = {"own": own, "worker": worker, "tree": tree}
+            held = [node.worker(pid) for pid in pids]  # their task caches: deltas
+
+            def steady() -> None:
+                node.snapshot(limit=limit)
+                if fanned:
+                    _found, snaps = node.worker_snapshots(held, limit=limit)
+                    seen = sum(len(s.tasks) for s in snaps.values())
+                else:
+                    seen = sum(len(w.snapshot(limit=limit).tasks) for w in held)
+                assert seen >= args.workers * args.tasks, seen
+
+            fns = {"own": own, "worker": worker, "tree": tree, "steady": steady}
             if fanned:
                 fns["fanout"] = fanout
             figures: dict[str, list[float]] = {name: [] for name in fns}
@@ -170,6 +184,8 @@ def main() -> None:
     ratio = statistics.median(figures["tree"]) / statistics.median(figures["own"])
     verdict = "met" if ratio <= TARGET else "NOT met"
     print(f"  tree / own = {ratio:.2f}x (target <= {TARGET:g}x: {verdict})")
+    ratio = statistics.median(figures["tree"]) / statistics.median(figures["worker"])
+    print(f"  tree / worker = {ratio:.2f}x")
 
 
 if __name__ == "__main__":
