@@ -90,6 +90,7 @@ class _Watched:
     created: float
     name: str
     slot: int
+    named: bool  # by the host (a role's label), not only by its process name
 
 
 class ExitWatch:
@@ -217,6 +218,7 @@ class ExitWatch:
             if self._closed:
                 return
             slots, _beyond = self._slots.update((pid, created) for pid, created, _ in live)
+            added = False
             for pid, created, proc in live:
                 if pid in self._watched or len(self._watched) >= MAX_WATCHED:
                     continue
@@ -224,8 +226,17 @@ class ExitWatch:
                     names = child_roles()
                 fd = _pidfd(pid, created, proc)
                 if fd is not None:
-                    name = names.get(pid) or _name(proc)
-                    self._watched[pid] = _Watched(fd, created, name, slots.get(pid, -1))
+                    role = names.get(pid)
+                    name = role or _name(proc)
+                    self._watched[pid] = _Watched(fd, created, name, slots.get(pid, -1), bool(role))
+                    added = True
+            unnamed = [w for w in self._watched.values() if not w.named]
+            if unnamed and names is None:  # a host names its child just after the fork
+                names = child_roles()
+            for pid, watched in self._watched.items():
+                role = None if watched.named or names is None else names.get(pid)
+                if role:
+                    watched.name, watched.named = role, True
             boot = _boot_time() if any(not e.replaced_by for e in self._exits) else 0.0
             for gone in self._exits:
                 if gone.replaced_by or gone.slot < 0:
@@ -235,7 +246,7 @@ class ExitWatch:
                     if slot == gone.slot and started >= gone.ended - REPLACEMENT_SLACK:
                         gone.replaced_by = pid
                         break
-        if names is not None:
+        if added:
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"r")  # the thread polls the new pidfds too
 

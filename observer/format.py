@@ -132,13 +132,20 @@ def task_label(name: str, coroutine: str) -> str:
 REAPED_FIRST = "status unknown: reaped before the agent read it"
 
 
+def ended_text(gone: WorkerExit | None) -> str:
+    """How a worker ended: 'exited (signal 9)'; 'exited' alone when the master's agent
+    did not see it end."""
+    return "exited" if gone is None else f"exited ({gone.how or REAPED_FIRST})"
+
+
+def replaced_text(gone: WorkerExit | None) -> str:
+    """'replaced by pid 42': the worker that took its slot ('' when none did yet)."""
+    return f"replaced by pid {gone.replaced_by}" if gone is not None and gone.replaced_by else ""
+
+
 def exit_text(gone: WorkerExit | None) -> str:
-    """How a worker ended and who took its place: 'exited (signal 9), replaced by pid 42';
-    'exited' alone when the master's agent did not see it end."""
-    if gone is None:
-        return "exited"
-    text = f"exited ({gone.how or REAPED_FIRST})"
-    return text + (f", replaced by pid {gone.replaced_by}" if gone.replaced_by else "")
+    """How a worker ended and who took its place: 'exited (signal 9), replaced by pid 42'."""
+    return ", ".join(part for part in (ended_text(gone), replaced_text(gone)) if part)
 
 
 def task_finished(state: str) -> bool:

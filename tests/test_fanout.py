@@ -235,10 +235,13 @@ def test_a_pool_worker_killed_is_shown_replaced_by_the_pools_new_worker(forker):
             wait_until(lambda: {w.pid for w in node.worker_set().workers} >= set(pids))
             os.kill(pids[0], signal.SIGKILL)
 
-            def replaced():
+            def replaced():  # and the replacement is up: its agent listed, the Pool's name
                 found = node.worker_set()
                 gone = next((e for e in found.exits if e.pid == pids[0]), None)
-                return (gone, found) if gone is not None and gone.replaced_by else None
+                live = {w.pid: w.name for w in found.workers}
+                if gone is None or not live.get(gone.replaced_by, "").startswith("ForkPool"):
+                    return None
+                return gone, found
 
             gone, found = wait_until(replaced)
             assert gone.how == "signal 9" and re.fullmatch(r"ForkPoolWorker-\d+", gone.name)

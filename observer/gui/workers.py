@@ -18,7 +18,7 @@ from agent.codec import WireError, from_wire
 from agent.schema import ChildInfo, Overview, Snapshot, WorkerExit
 from observer.client import Node, WorkerNode
 from observer.errors import ObserverError, RemoteError
-from observer.format import exit_text, human_bytes, human_seconds
+from observer.format import ended_text, human_bytes, human_seconds, replaced_text
 from observer.gui.delta import TASK_LIMIT, Delta, Shadow, tree_delta
 from observer.gui.rows import short_ids
 from observer.tree import build_tree, graft_workers
@@ -136,11 +136,17 @@ class WorkerRow:
     cpu: float | None
     tasks: int | None = None  # filled where the worker itself was asked
     loop_lag: float | None = None  # likewise
-    note: str = ""  # why the worker's own figures are missing, or how it ended
+    note: str = ""  # why the worker's own figures are missing, or who replaced it
+    ended: str = ""  # an exited one: how, as the master saw it ("exited (signal 9)")
 
     @property
     def exited(self) -> bool:
         return self.status == "exited"
+
+    @property
+    def shown_status(self) -> str:
+        """The status as shown: how an exited worker ended, when known."""
+        return self.ended or self.status
 
 
 class WorkerWatch:
@@ -196,10 +202,11 @@ class WorkerWatch:
 
 
 def _seen_ending(row: WorkerRow, gone: WorkerExit | None) -> WorkerRow:
-    """An exited worker's row with how the master saw it end (its status, replacement)."""
+    """An exited worker's row with how the master saw it end and the worker that took
+    its slot (the master's word replaces the guess from newcomers)."""
     if gone is None or gone.pid != row.pid:
         return row
-    return replace(row, note=exit_text(gone))
+    return replace(row, ended=ended_text(gone), note=replaced_text(gone))
 
 
 WORKERS = "Workers"  # the System tab's section
@@ -222,7 +229,7 @@ def worker_text(row: WorkerRow) -> str:
     """One worker as a line: what it is, its state, age, memory and CPU; an exited one:
     what it was and how it ended ('exited (signal 9), replaced by pid N')."""
     if row.exited:
-        return " · ".join([row.name, row.note if row.note.startswith("exited") else "exited"])
+        return f"{row.name} · " + ", ".join(p for p in (row.shown_status, row.note) if p)
     parts = [row.name, row.status]
     if row.age is not None:
         parts.append(f"age {human_seconds(row.age)}")
