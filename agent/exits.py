@@ -30,6 +30,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -96,7 +97,15 @@ class _Watched:
 class ExitWatch:
     """The exits of this process's workers (start() in a master, stop() with its agent)."""
 
-    def __init__(self, process: psutil.Process | None = None, rescan: float = RESCAN) -> None:
+    def __init__(
+        self,
+        process: psutil.Process | None = None,
+        rescan: float = RESCAN,
+        on_thread: Callable[[int], None] = lambda ident: None,
+    ) -> None:
+        """``on_thread(ident)``: told the watch thread's ident (the agent's own threads
+        are listed apart from the host's)."""
+        self._on_thread = on_thread
         self._process = process or psutil.Process()
         self._pid = os.getpid()
         self._rescan_every = rescan
@@ -137,8 +146,11 @@ class ExitWatch:
         self._close_fds()
 
     def abandon(self) -> None:
-        """In a forked child: close the child's copies; the parent's thread goes on."""
+        """In a forked child: close the child's copies; the parent's thread goes on. The
+        lock is not taken: the parent's thread may have held it at the fork, and the
+        child, which has no other thread, would wait for it forever."""
         self._closed = True
+        self._lock = threading.Lock()
         self._close_fds()
 
     def _close_fds(self) -> None:
@@ -172,6 +184,7 @@ class ExitWatch:
 
     def _run(self) -> None:
         try:
+            self._on_thread(threading.get_ident())
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             polled: dict[int, int] = {}  # fd -> pid

@@ -222,7 +222,8 @@ class AgentServer:
             task_factory=config.task_factory,
         )
         self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
-        self.exits = ExitWatch() if config.workers else None  # how its workers ended
+        # how its workers ended (agent.exits)
+        self.exits = ExitWatch(on_thread=self.core.add_agent_thread) if config.workers else None
         self.sessions = Sessions(
             config.max_sessions,
             make_service(self.core, self.relay_keys, self.exits),

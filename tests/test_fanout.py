@@ -114,6 +114,26 @@ def test_a_worker_killed_in_the_middle_of_a_call_fails_alone_and_is_not_reaped_b
     assert master.reap(other) == -15
 
 
+def test_a_worker_forked_after_others_holds_none_of_the_masters_pidfds(forker):  # noqa: F811
+    """The master's exit watch holds a pidfd per worker; a worker forked once two others
+    are watched starts with none of them (it watches nothing of its master's), and its
+    own death is still seen by the master."""
+    master = forker("--workers")
+    first = [master.fork("os", "loop")[0] for _ in range(2)]
+    with master.connect() as node:
+        wait_until(lambda: {w.pid for w in node.worker_set().workers} >= set(first))
+        pid, said = master.fork("os", "kill")
+        assert said["pidfds"] == "0", said
+        wait_until(lambda: pid in {w.pid for w in node.worker_set().workers})
+        os.kill(pid, signal.SIGKILL)
+        assert master.reap(pid) == -9
+        gone = wait_until(lambda: next((e for e in node.worker_set().exits if e.pid == pid), None))
+        assert gone.how == "signal 9", gone
+    for pid in first:
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15
+
+
 HOSTILE = [
     ("worker", (), (), (), 1.0),  # the relay itself is not relayed
     ("workers", (), (), (), 1.0),
@@ -292,3 +312,44 @@ def test_fanout_argument_checks_accept_only_what_they_say(pids, each, timeout):
     else:
         assert math.isfinite(seconds) and fanout.MIN_TIMEOUT <= seconds <= 6.0
     assert FANOUT_TIMEOUT <= 6.0
+
+
+def test_a_child_forked_while_the_exit_watch_holds_its_lock_lets_go_of_it_at_once():
+    """The watch's thread holds its lock while it looks for workers; a fork at that
+    moment copies the lock held. The child's clean-up (ExitWatch.abandon, run by the
+    agent's fork handler) must not wait for it: the child ends at once (it hung before)."""
+    from agent.exits import ExitWatch
+
+    watch = ExitWatch()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with watch._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: abandon, then exit; a hang here is the bug
+            try:
+                watch.abandon()
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            threading.Event().wait(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung in ExitWatch.abandon()")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(5)
+        watch.stop()

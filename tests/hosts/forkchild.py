@@ -57,6 +57,18 @@ async def jobs() -> None:
             say(f"event: child {os.getpid()} job cancelled")
 
 
+def pidfds() -> int:
+    """How many of this process's descriptors are pidfds (the master's exit watch holds
+    one per worker; a child must hold none of them)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]"
+        except OSError:
+            continue
+    return count
+
+
 def peer_ports() -> str:
     """The remote ports of this process's connected TCP sockets ("-" if none)."""
     ports = []
@@ -84,7 +96,8 @@ def child_main(how: str, port: int, keys: str) -> None:
     say(
         f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
         f"running={running is not None} remembers={held is not None and held is not running} "
-        f"own={running.address if running is not None else '-'} peers={peer_ports()}"
+        f"own={running.address if running is not None else '-'} peers={peer_ports()} "
+        f"pidfds={pidfds()}"
     )
     if how == "stop":
         agent.stop()
