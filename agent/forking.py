@@ -22,6 +22,7 @@ log = logging.getLogger("agent")
 _installed = False
 _install_lock = threading.Lock()
 _child_hooks: list[Callable[[Any], None]] = []
+_parent_hooks: list[Callable[[], None]] = []
 
 
 def install() -> None:
@@ -30,7 +31,9 @@ def install() -> None:
     with _install_lock:
         if _installed or not hasattr(os, "register_at_fork"):
             return
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(
+            after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent
+        )
         _installed = True
 
 
@@ -38,6 +41,21 @@ def on_child(hook: Callable[[Any], None]) -> None:
     """Call ``hook(inherited_server_or_None)`` in every forked child, after the cleanup."""
     if hook not in _child_hooks:
         _child_hooks.append(hook)
+
+
+def on_parent(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` in this process after each fork (agent.exits: a new child to watch);
+    it must be quick and never block: the forking thread waits for it."""
+    if hook not in _parent_hooks:
+        _parent_hooks.append(hook)
+
+
+def _after_fork_in_parent() -> None:
+    for hook in list(_parent_hooks):
+        try:
+            hook()
+        except BaseException:
+            _log_failure("a fork hook in the parent")
 
 
 def _after_fork_in_child() -> None:

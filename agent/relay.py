@@ -18,6 +18,7 @@ import secrets
 import socket
 import ssl
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -145,14 +146,18 @@ def worker_address(pid: int) -> str:
     return address
 
 
-def _connect(address: str, token: str | None, cert_der: bytes | None) -> rpyc.Connection:
-    """Log in to a worker's agent as an observer would (agent.wire's handshake)."""
+def _connect(
+    address: str, token: str | None, cert_der: bytes | None, timeout: float = CONNECT_TIMEOUT
+) -> rpyc.Connection:
+    """Log in to a worker's agent as an observer would (agent.wire's handshake), within
+    ``timeout`` seconds per step (CONNECT_TIMEOUT at most)."""
+    timeout = max(0.01, min(timeout, CONNECT_TIMEOUT))
     from agent.channel import MAX_REPLY_FRAME, BoundedChannel, DeadlineStream
 
     parts = split_host_port(address)
     if parts is None:
         raise NotFound(f"worker agent address {address!r} is not host:port")
-    raw = socket.create_connection(parts, timeout=CONNECT_TIMEOUT)
+    raw = socket.create_connection(parts, timeout=timeout)
     sock: socket.socket = raw
     try:
         binding = b""
@@ -195,7 +200,7 @@ def _connect(address: str, token: str | None, cert_der: bytes | None) -> rpyc.Co
             config={
                 "allow_pickle": False,
                 "allow_public_attrs": False,
-                "sync_request_timeout": CONNECT_TIMEOUT,
+                "sync_request_timeout": timeout,
                 "include_local_traceback": False,
             },
         )
@@ -220,56 +225,126 @@ def _close_link(conn: rpyc.Connection) -> None:
         conn.close()
 
 
+class _Link:
+    """One worker's link of a session; its lock makes calls on it one at a time."""
+
+    __slots__ = ("address", "conn", "lock")
+
+    def __init__(self) -> None:
+        self.address = ""
+        self.conn: rpyc.Connection | None = None
+        self.lock = threading.Lock()
+
+    def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            _close_link(conn)
+
+
 class Relay:
-    """One observer session's links to workers, logged in with that session's role."""
+    """One observer session's links to workers, logged in with that session's role.
+
+    Calls to different workers may run at once (agent.fanout); calls to one worker run
+    one at a time on its link. A call waits at most its timeout for the link (a caller
+    still waiting there for a frozen worker) and as long again for the reply."""
 
     def __init__(self, keys: RelayKeys, role: str) -> None:
         self._keys = keys
         self._role = role
-        self._lock = threading.Lock()
-        self._links: dict[int, tuple[str, rpyc.Connection]] = {}
+        self._lock = threading.Lock()  # guards _links (the dict), not the calls
+        self._links: dict[int, _Link] = {}
+        self._closed = False
 
-    def call(self, pid: int, method: str, args: tuple[Any, ...]) -> bytes:
-        """The worker's reply to ``method(*args)``: its encoded envelope, untouched."""
+    def call(
+        self, pid: int, method: str, args: tuple[Any, ...], timeout: float = CALL_TIMEOUT
+    ) -> bytes:
+        """The worker's reply to ``method(*args)``: its encoded envelope, untouched.
+        ``timeout``: seconds (CALL_TIMEOUT at most) before the worker counts as frozen."""
         if method not in RELAYED:
             raise BadRequest(f"{method!r} cannot be relayed to a worker")
         check_args(args)
-        address = worker_address(pid)
-        with self._lock:  # one call at a time per session, as rpyc serves it anyway
-            conn = self._link(pid, address)
-            try:  # one round trip: rpyc's call-attribute request on the worker's root
-                payload = conn.sync_request(consts.HANDLE_CALLATTR, conn.root, method, args, ())
-            except (EOFError, OSError, TimeoutError) as exc:  # rpyc's timeout is a TimeoutError
-                self._drop(pid)
-                why = str(exc) or type(exc).__name__
-                raise WorkerUnreachable(f"worker {pid} did not answer: {why}") from None
+        deadline = time.monotonic() + max(0.01, min(timeout, CALL_TIMEOUT))
+        link = self._slot(pid)
+        if not link.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise WorkerUnreachable(f"worker {pid} is still busy with an earlier call")
+        try:
+            if self._links.get(pid) is not link or self._closed:
+                raise WorkerUnreachable(f"the link to worker {pid} was closed meanwhile")
+            reused = link.conn is not None and not link.conn.closed
+            try:
+                payload = self._ask(link, pid, method, args, deadline)
+            except EOFError:
+                if not reused:
+                    raise WorkerUnreachable(f"worker {pid} closed its link") from None
+                # an old link to a worker that ended (or stopped its agent): check it again
+                payload = self._ask(link, pid, method, args, deadline)
+        finally:
+            link.lock.release()
         if type(payload) is not bytes:
             raise BadRequest(f"worker {pid} sent a non-bytes reply")
         return payload
 
-    def _link(self, pid: int, address: str) -> rpyc.Connection:
-        held = self._links.get(pid)
-        if held is not None and held[0] == address and not held[1].closed:
-            return held[1]
-        self._drop(pid)
-        if len(self._links) >= MAX_LINKS:
-            self._drop(next(iter(self._links)))
+    def _ask(
+        self, link: _Link, pid: int, method: str, args: tuple[Any, ...], deadline: float
+    ) -> Any:
+        """One round trip on the link (its lock held); EOFError when the link was closed
+        under it (the link is dropped), WorkerUnreachable on any other failure."""
+        conn = self._connected(link, pid, deadline)
+        if self._closed:  # the session ended while this link logged in
+            link.drop()
+            raise WorkerUnreachable(f"the link to worker {pid} was closed meanwhile")
+        config = conn._config
+        config["sync_request_timeout"] = max(0.01, deadline - time.monotonic())
+        try:  # one round trip: rpyc's call-attribute request on the worker's root
+            return conn.sync_request(consts.HANDLE_CALLATTR, conn.root, method, args, ())
+        except (EOFError, OSError, TimeoutError) as exc:  # rpyc's timeout: TimeoutError
+            link.drop()
+            if isinstance(exc, (EOFError, BrokenPipeError, ConnectionResetError)):
+                raise EOFError(str(exc)) from None
+            why = str(exc) or type(exc).__name__
+            raise WorkerUnreachable(f"worker {pid} did not answer: {why}") from None
+        finally:
+            config["sync_request_timeout"] = CALL_TIMEOUT
+
+    def _slot(self, pid: int) -> _Link:
+        """The link entry of ``pid``, made (one idle link let go when MAX_LINKS are held)."""
+        with self._lock:
+            link = self._links.get(pid)
+            if link is not None:
+                return link
+            if len(self._links) >= MAX_LINKS:
+                idle = next((p for p, k in self._links.items() if k.lock.acquire(False)), None)
+                if idle is None:
+                    raise WorkerUnreachable(f"all {MAX_LINKS} links of this session are busy")
+                old = self._links.pop(idle)
+                old.drop()
+                old.lock.release()
+            link = self._links[pid] = _Link()
+            return link
+
+    def _connected(self, link: _Link, pid: int, deadline: float) -> rpyc.Connection:
+        """The link's connection (its lock held), logged in again when it was lost. The
+        worker is checked (a descendant whose agent noted this address) when logging
+        in only: while its link is open the worker lives, so its pid is still its own
+        (a process that ends closes the link, and the next call checks again)."""
+        if link.conn is not None and not link.conn.closed:
+            return link.conn
+        link.drop()
+        address = worker_address(pid)
         token = self._keys.tokens.get(self._role)
         if self._keys.tokens and not token:
             raise NotFound(f"the master holds no {self._role} token to reach worker {pid}")
         try:
-            conn = _connect(address, token, self._keys.cert_der)
+            conn = _connect(address, token, self._keys.cert_der, deadline - time.monotonic())
         except (OSError, HandshakeError, EOFError) as exc:  # OSError includes timeouts
             raise WorkerUnreachable(f"cannot reach the agent of worker {pid}: {exc}") from None
-        self._links[pid] = (address, conn)
+        link.address, link.conn = address, conn
         return conn
 
-    def _drop(self, pid: int) -> None:
-        held = self._links.pop(pid, None)
-        if held is not None:
-            _close_link(held[1])
-
     def close(self) -> None:
+        """Close every link, also those a call is waiting on (that call ends at once)."""
         with self._lock:
-            for pid in list(self._links):
-                self._drop(pid)
+            self._closed = True
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.drop()

@@ -554,6 +554,29 @@ class Profile:
     stacks: tuple[ProfileStack, ...]
 
 
+@record
+class WorkerExit:
+    """A worker of this master that exited, as the master's agent saw it end (agent.exits)."""
+
+    pid: int
+    name: str  # what it was (its role's label, e.g. ForkPoolWorker-2)
+    slot: int  # its place among the workers (agent.metrics.workers.Slots); -1 unknown
+    how: str  # "signal 9", "exit 3"; "" when the server reaped it before its status was read
+    code: int | None  # its exit status, when it exited
+    signal: int | None  # the signal that ended it, when one did
+    time: float  # when the agent saw it end (the agent's wall clock)
+    replaced_by: int  # the worker that took its slot since (its pid); 0: none yet
+
+
+@record
+class WorkerSet:
+    """A master's workers now and how the recent ones ended (the fan-out's header)."""
+
+    workers: tuple[ChildInfo, ...]  # descendants that run a worker agent
+    exits: tuple[WorkerExit, ...]  # recent exits, oldest first
+    watching: str  # "" when exits are watched here, else why not
+
+
 RECORDS: tuple[type, ...] = (
     ExposedInfo,
     ProcessInfo,
@@ -592,4 +615,6 @@ RECORDS: tuple[type, ...] = (
     ProfileFrame,
     ProfileStack,
     Profile,
+    WorkerExit,
+    WorkerSet,
 )

@@ -16,6 +16,7 @@ from agent.certexpiry import warn_at_start
 from agent.channel import serve_bounded
 from agent.config import AgentConfig
 from agent.core import AgentCore
+from agent.exits import ExitWatch
 from agent.gate import Gate
 from agent.security import (
     Authenticator,
@@ -221,9 +222,11 @@ class AgentServer:
             task_factory=config.task_factory,
         )
         self.relay_keys = relay_keys(config.tokens, cert_der)  # to log in to its workers
+        # how its workers ended (agent.exits)
+        self.exits = ExitWatch(on_thread=self.core.add_agent_thread) if config.workers else None
         self.sessions = Sessions(
             config.max_sessions,
-            make_service(self.core, self.relay_keys),
+            make_service(self.core, self.relay_keys, self.exits),
             self.core,
             config.send_timeout,
         )
@@ -266,6 +269,8 @@ class AgentServer:
             log.info("runtime-observer agent: metrics at %s", self.metrics.url)
         self.core.sampler.start()
         self.core.stall_watch.start()
+        if self.exits is not None:
+            self.exits.start()
         registry.register(self.address)
         log.info(
             "runtime-observer agent %r listening on %s (%s, %s, up to %d sessions)",
@@ -284,6 +289,8 @@ class AgentServer:
         self._gate.abandon()
         if self.metrics is not None:
             self.metrics.abandon()
+        if self.exits is not None:
+            self.exits.abandon()
         self.sessions.abandon()
 
     def stop(self) -> None:
@@ -302,6 +309,11 @@ class AgentServer:
         self.core.sampler.stop()
         self.core.stall_watch.stop()
         self.core.profiler.shutdown()
+        if self.exits is not None:
+            if inherited:
+                self.exits.abandon()
+            else:
+                self.exits.stop()
         if not inherited:
             registry.unregister()
             self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

@@ -14,13 +14,14 @@ from typing import Any
 
 import rpyc
 
+from agent import fanout
 from agent.codec import decode_envelope, encode_error, encode_ok
 from agent.collect.tasktable import CHUNK_ROWS, Listing
 from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
 from agent.errors import AgentError, BadRequest, NotFound, PermissionDenied
 from agent.relay import CONTROL as RELAY_CONTROL
-from agent.relay import Relay, RelayKeys
-from agent.schema import ControlResult
+from agent.relay import RELAYED, Relay, RelayKeys, check_args
+from agent.schema import ControlResult, WorkerSet
 from agent.security import ROLES, Credentials
 
 log = logging.getLogger("agent")
@@ -77,6 +78,7 @@ class AgentService(rpyc.Service):
 
     core: AgentCore  # set by make_service
     relay_keys: RelayKeys | None = None  # set by make_service
+    exits: Any = None  # agent.exits.ExitWatch of a master, set by make_service
 
     def __init__(self) -> None:
         super().__init__()
@@ -494,10 +496,95 @@ class AgentService(rpyc.Service):
         keys = self.relay_keys
         if keys is None or type(pid) is not int or type(method) is not str:
             return encode_error("bad-request", "this agent relays to no workers")
-        if method not in RELAY_CONTROL:
-            return self._relayed(pid, method, args)
-        creds = self._creds
         reply = self._relayed(pid, method, args)
+        self._audit_relayed(pid, method, args, reply)
+        return reply
+
+    def exposed_workers(
+        self,
+        method: str = "",
+        args: tuple = (),
+        pids: tuple = (),
+        each: tuple = (),
+        timeout: float = fanout.DEFAULT_TIMEOUT,
+    ) -> tuple[bytes, tuple[tuple[int, bytes], ...]]:
+        """``method(*args)`` on many workers at once (agent.fanout): those in ``pids``, or
+        every worker when empty (MAX_WORKERS at most), ``each`` giving some their own
+        args, each worker within ``timeout`` s. Returns (header, ((pid, reply), ...)): the
+        header an envelope of the WorkerSet (the workers now, only when no pids were
+        named; recent exits), each reply the worker's own envelope, untouched, or its
+        error. ``method`` "": the header alone.
+        Role, whitelist and audit as for ``worker``."""
+        try:
+            if self.relay_keys is None:
+                raise BadRequest("this agent relays to no workers")
+            if type(method) is not str or (method and method not in RELAYED):
+                raise BadRequest(f"{_label(method, 40)!r} cannot be relayed to a worker")
+            args = check_args(args)
+            asked = fanout.check_pids(pids)
+            per = fanout.check_each(each)
+            seconds = fanout.check_timeout(timeout)
+        except AgentError as exc:
+            return encode_error(exc.kind, exc.message), ()
+        if self._relay is None:
+            assert self.relay_keys is not None
+            self._relay = Relay(self.relay_keys, self._creds.role)
+        relay = self._relay
+        header: list[bytes] = []
+        if not asked:  # every worker: who they are first
+            header_bytes, workers = self._worker_set()
+            header.append(header_bytes)
+            asked = tuple(w.pid for w in workers)[: fanout.MAX_WORKERS]
+        if not method:
+            asked = ()
+
+        def ask(pid: int, left: float) -> bytes:
+            call_args = per.get(pid, args)
+            try:
+                reply = relay.call(pid, method, call_args, left)
+            except AgentError as exc:
+                reply = encode_error(exc.kind, exc.message)
+            self._audit_relayed(pid, method, call_args, reply)
+            return reply
+
+        def meanwhile() -> None:
+            if not header:  # the caller named its workers: their ChildInfo left out
+                header.append(self._worker_set(listed=False)[0])
+
+        core = self.core
+        _extra, replies = fanout.fan_out(
+            ask,
+            asked,
+            seconds,
+            meanwhile,
+            on_thread=lambda ident, on: (
+                core.add_agent_thread(ident) if on else core.remove_agent_thread(ident)
+            ),
+        )
+        return header[0], replies
+
+    def _worker_set(self, listed: bool = True) -> tuple[bytes, tuple[Any, ...]]:
+        """The fan-out's header (the workers now, unless not ``listed``, and how the
+        recent ones ended), encoded, and the workers."""
+        workers: tuple[Any, ...] = ()
+
+        def collect() -> WorkerSet:
+            nonlocal workers
+            if listed:
+                workers = tuple(c for c in self.core.child_list() if c.agent)
+            watch = self.exits
+            if watch is None:
+                return WorkerSet(workers, (), "this agent does not watch worker exits")
+            return WorkerSet(workers, watch.recent(fresh=listed), watch.why_not)
+
+        return self._run(collect), workers
+
+    def _audit_relayed(self, pid: int, method: str, args: Any, reply: bytes) -> None:
+        """Audit a relayed control action (the others are reads): the worker, who asked,
+        what the worker said."""
+        if method not in RELAY_CONTROL:
+            return
+        creds = self._creds
         try:
             envelope = decode_envelope(reply)
             outcome = "ok" if envelope.ok else envelope.error
@@ -514,7 +601,6 @@ class AgentService(rpyc.Service):
             run=_run_of(method, args),
             kind=method,
         )
-        return reply
 
     def _relayed(self, pid: int, method: str, args: Any) -> bytes:
         def call() -> bytes:
@@ -548,7 +634,11 @@ def _control_detail(envelope: Any) -> str:
     return str(data[-1])[:200] if isinstance(data, list) and data else ""
 
 
-def make_service(core: AgentCore, relay_keys: RelayKeys | None = None) -> type[AgentService]:
+def make_service(
+    core: AgentCore, relay_keys: RelayKeys | None = None, exits: Any = None
+) -> type[AgentService]:
     """A service class bound to one core (rpyc instantiates it per connection);
-    ``relay_keys``: how it reaches its workers' agents (agent.relay)."""
-    return type("RuntimeObserverAgent", (AgentService,), {"core": core, "relay_keys": relay_keys})
+    ``relay_keys``: how it reaches its workers' agents (agent.relay); ``exits``: how
+    its workers ended (agent.exits), in a master."""
+    attrs = {"core": core, "relay_keys": relay_keys, "exits": exits}
+    return type("RuntimeObserverAgent", (AgentService,), attrs)

@@ -10,8 +10,17 @@ earlier call):
 
 - ``own``: the master's own snapshot on its session (one process, ``--tasks`` tasks);
 - ``worker``: one worker's snapshot relayed through the master;
-- ``tree``: what ``observer tree`` fetches: the master's snapshot, then each worker's
-  through the master, one after another on the one session.
+- ``tree``: what ``observer tree`` fetches: the master's snapshot, then every worker's
+  in one round trip through the master, which asks them all at once (agent.fanout);
+  when the checkout measured has no fan-out (``--root`` of an older one), each worker's
+  through the master, one after another on the one session, as it did then;
+- ``fanout``: that one fan-out round trip alone, its replies decoded into snapshots;
+- ``steady``: a refresh as the Processes tab makes it every second: the master's and
+  each worker's listing a delta from the previous one (nothing changed), the workers'
+  through the fan-out (one after another with an older checkout).
+
+``--root DIR`` measures another checkout (its agent and client) instead of this one;
+run it alternately with this one to compare (see the README).
 
 Reported: medians (and range) in ms, the tree / own ratio (issue 13's target: at most
 2x) and the load average.
@@ -30,6 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if "--root" in sys.argv:
+    ROOT = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 TARGET = 2.0
@@ -82,6 +93,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--host", nargs=3, metavar=("KEYS", "WORKERS", "TASKS"))
+    parser.add_argument("--root", help="the checkout to measure (default: this one)")
     args = parser.parse_args()
     if args.host:
         host(args.host[0], int(args.host[1]), int(args.host[2]))
@@ -96,7 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         km = generate(Path(tmp) / "keys")
         counts = [str(args.workers), str(args.tasks)]
-        proc = HostProcess([sys.executable, __file__, "--host", str(km.directory), *counts])
+        argv = [sys.executable, __file__, "--host", str(km.directory), *counts]
+        proc = HostProcess([*argv, "--root", str(ROOT)])
         try:
             address = line_value(proc, "agent")
             pids = [int(p) for p in line_value(proc, "workers").split(",")]
@@ -116,31 +129,54 @@ def main() -> None:
                 snap = node.worker(pids[0]).snapshot(limit=limit)  # a new WorkerNode: full
                 assert len(snap.tasks) >= args.tasks, len(snap.tasks)
 
+            fanned = hasattr(node, "worker_snapshots")
+
+            def fanout() -> int:
+                _found, snaps = node.worker_snapshots(limit=limit)  # fresh: full listings
+                return sum(len(s.tasks) for s in snaps.values())
+
             def tree() -> None:
                 node._tasks = TaskCache()
                 snap = node.snapshot(limit=limit)
-                seen = sum(
-                    len(node.worker(c.pid).snapshot(limit=limit).tasks)
-                    for c in snap.children
-                    if c.agent
-                )
+                if fanned:
+                    seen = fanout()
+                else:
+                    seen = sum(
+                        len(node.worker(c.pid).snapshot(limit=limit).tasks)
+                        for c in snap.children
+                        if c.agent
+                    )
                 assert seen >= args.workers * args.tasks, seen
 
-            figures: dict[str, list[float]] = {"own": [], "worker": [], "tree": []}
-            for fn in (own, worker, tree):
+            held = [node.worker(pid) for pid in pids]  # their task caches: deltas
+
+            def steady() -> None:
+                node.snapshot(limit=limit)
+                if fanned:
+                    _found, snaps = node.worker_snapshots(held, limit=limit)
+                    seen = sum(len(s.tasks) for s in snaps.values())
+                else:
+                    seen = sum(len(w.snapshot(limit=limit).tasks) for w in held)
+                assert seen >= args.workers * args.tasks, seen
+
+            fns = {"own": own, "worker": worker, "tree": tree, "steady": steady}
+            if fanned:
+                fns["fanout"] = fanout
+            figures: dict[str, list[float]] = {name: [] for name in fns}
+            for fn in fns.values():
                 fn()  # warm
             for run in range(args.runs):
-                order = list(figures)[run % 3 :] + list(figures)[: run % 3]
+                names = list(fns)
+                order = names[run % len(names) :] + names[: run % len(names)]
                 for name in order:
-                    fn = {"own": own, "worker": worker, "tree": tree}[name]
-                    figures[name].append(timed(fn))
+                    figures[name].append(timed(fns[name]))
             node.close()
         finally:
             proc.stop()
     load = os.getloadavg()
     print(
-        f"master + {args.workers} workers x {args.tasks} tasks; {args.runs} interleaved runs; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"{ROOT}: master + {args.workers} workers x {args.tasks} tasks; {args.runs} "
+        f"interleaved runs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     for name, values in figures.items():
         m = statistics.median(values) * 1000
@@ -148,6 +184,8 @@ def main() -> None:
     ratio = statistics.median(figures["tree"]) / statistics.median(figures["own"])
     verdict = "met" if ratio <= TARGET else "NOT met"
     print(f"  tree / own = {ratio:.2f}x (target <= {TARGET:g}x: {verdict})")
+    ratio = statistics.median(figures["tree"]) / statistics.median(figures["worker"])
+    print(f"  tree / worker = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -77,10 +77,21 @@ def _connect(args: argparse.Namespace) -> Node:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    exits: tuple[Any, ...] = ()
     with _connect(args) as node:
-        snaps = [
-            n.snapshot(limit=args.limit, match=args.match or "") for n in _processes(node, args)
-        ]
+        if args.process == "all":  # the node, then every worker at once through it
+            snaps = [node.snapshot(limit=args.limit, match=args.match or "")]
+            found, workers = node.worker_snapshots(limit=args.limit, match=args.match or "")
+            for pid, snap in sorted(workers.items()):
+                if isinstance(snap, ObserverError):
+                    print(f"worker {pid}: {snap}", file=sys.stderr)
+                else:
+                    snaps.append(snap)
+            exits = found.exits
+        else:
+            snaps = [
+                n.snapshot(limit=args.limit, match=args.match or "") for n in _processes(node, args)
+            ]
     if args.json:
         if args.process == "all":
             out.print_json([out.ps_json(snap) for snap in snaps])
@@ -88,16 +99,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
             out.print_json(out.ps_json(snaps[0]))
     else:
         print("\n\n".join(out.ps_text(snap) for snap in snaps))
+        if exits:
+            print("\n" + out.exits_text(exits))
     return 0
 
 
 def _processes(node: Node, args: argparse.Namespace) -> list[Any]:
-    """--process: the node itself (none), one worker (PID), or the node and every worker
-    that runs an agent (all); workers are reached through the node's session."""
+    """--process: the node itself (none) or one worker (PID), reached through the node's
+    session (``all`` is cmd_ps's: one fan-out)."""
     if not args.process:
         return [node]
-    if args.process == "all":
-        return [node, *(node.worker(c.pid) for c in node.children() if c.agent)]
     return [node.worker(args.process)]
 
 
@@ -109,26 +120,30 @@ def _in_process(node: Node, args: argparse.Namespace) -> tuple[Any, str]:
     return (node.worker(args.process) if args.process else node), args.id
 
 
-def _worker_snapshots(node: Node, snap: Any, limit: int) -> dict[int, Any]:
-    """Each worker's snapshot (one that runs an agent), through the node's session; a
-    worker that cannot answer (it just died) gives why, not a failed command."""
-    out_: dict[int, Any] = {}
-    for child in snap.children:
-        if child.agent:
-            try:
-                out_[child.pid] = node.worker(child.pid).snapshot(limit=limit)
-            except ObserverError as exc:
-                out_[child.pid] = f"unreachable: {exc}"
-    return out_
+def _worker_snapshots(node: Node, snap: Any, limit: int) -> tuple[dict[int, Any], Any]:
+    """Each worker's snapshot (one that runs an agent), all in one round trip through
+    the node, and the worker set (how recent workers ended); a worker that cannot answer
+    (it just died, or is frozen) gives why, not a failed command."""
+    pids = [child.pid for child in snap.children if child.agent]
+    found, snaps = node.worker_snapshots([node.worker(pid) for pid in pids], limit=limit)
+    workers = {
+        pid: f"unreachable: {got}" if isinstance(got, ObserverError) else got
+        for pid, got in snaps.items()
+    }
+    return workers, found
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
     from observer.tree import build_tree, graft_workers
 
+    exits: tuple[Any, ...] = ()
     with _connect(args) as node:
         snap = node.snapshot(limit=args.limit)
-        workers = _worker_snapshots(node, snap, args.limit) if args.workers else {}
-    root = graft_workers(build_tree(snap), workers)
+        workers: dict[int, Any] = {}
+        if args.workers:
+            workers, found = _worker_snapshots(node, snap, args.limit)
+            exits = found.exits
+    root = graft_workers(build_tree(snap), workers, exits)
     if args.json:
         out.print_json(root)
     else:

@@ -23,6 +23,7 @@ from agent.schema import (
 from observer.format import (
     AGE_BOUND_NOTE,
     census_text,
+    exit_text,
     human_bytes,
     human_seconds,
     memory_facts,
@@ -130,6 +131,11 @@ def ps_text(snap: Snapshot) -> str:
             )
         )
     return "\n".join(parts)
+
+
+def exits_text(exits: Any) -> str:
+    """Workers that exited lately (the master's WorkerSet), one line each."""
+    return "\n".join(f"worker pid {e.pid} ({e.name}) {exit_text(e)}" for e in exits)
 
 
 def tree_text(root: TreeNode, snap: Snapshot) -> str:

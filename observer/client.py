@@ -16,6 +16,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +50,7 @@ from agent.schema import (
     ThreadInfo,
     TraceStats,
     Variable,
+    WorkerSet,
 )
 from agent.version import PROTOCOL_VERSION
 from observer.errors import (
@@ -72,6 +74,7 @@ from observer.transport import (
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 CHUNK_ROWS = 20_000  # task rows per reply asked for (the agent may send fewer)
+FANOUT_TIMEOUT = 5.0  # seconds each worker gets in a fan-out, at most
 _UPDATE_TASKS = [f.name for f in dataclasses.fields(SnapshotUpdate)].index("tasks")
 _LISTING_ROWS = [f.name for f in dataclasses.fields(TaskListing)].index("rows")
 _CHUNK_ROWS = [f.name for f in dataclasses.fields(TaskChunk)].index("rows")
@@ -255,6 +258,13 @@ class Node:
 
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
+        payload = self._request(method, args)
+        if type(payload) is not bytes:
+            raise ObserverError(f"{self.address} sent a non-bytes reply to {method}")
+        return self._open(payload)
+
+    def _request(self, method: str, args: tuple[Any, ...]) -> Any:
+        """One round trip: the exposed method's reply as it came (errors turned into ours)."""
         with self._lock:
             try:
                 root = self._conn.root  # a round trip on first use only
@@ -272,8 +282,10 @@ class Node:
                 raise NodeDown(f"connection to {self.address} lost") from exc
             except OSError as exc:
                 raise NodeDown(f"connection to {self.address} lost: {exc}") from exc
-        if type(payload) is not bytes:
-            raise ObserverError(f"{self.address} sent a non-bytes reply to {method}")
+        return payload
+
+    def _open(self, payload: bytes) -> Any:
+        """An envelope's data; its error raised as ours."""
         try:
             with gc_paused():
                 envelope = decode_envelope(payload)
@@ -371,8 +383,8 @@ class Node:
         """
         with self._lock, gc_paused():  # the rows of every chunk stay until all are in
             for attempt in range(2):
-                since, epoch = self._tasks.since() if not match and attempt == 0 else (0, 0)
-                data = self._raw(method, int(limit), str(match), since, epoch, int(self.chunk_rows))
+                sent = self._listing_args(limit, match) if attempt == 0 else None
+                data = self._raw(method, *(sent or (int(limit), str(match), 0, 0, self.chunk_rows)))
                 size = self.last_size
                 try:
                     with gc_paused():
@@ -618,6 +630,125 @@ class Node:
         through this session: the node relays each call with this session's role."""
         return WorkerNode(self, parse_pid(pid))
 
+    def worker_set(self) -> WorkerSet:
+        """The node's workers now and how the recent ones ended (who replaced them)."""
+        return self.fan_out("")[0]
+
+    def fan_out(
+        self,
+        method: str,
+        *args: Any,
+        pids: Iterable[int] | None = None,
+        each: Mapping[int, tuple[Any, ...]] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[WorkerSet, dict[int, Any]]:
+        """``method(*args)`` on every worker (or those in ``pids``) at once, in one round
+        trip: the master asks them concurrently, each within ``timeout`` s (half this
+        node's timeout by default, 6 s at most). Returns the workers and how the recent
+        ones ended, and pid -> the worker's decoded reply data, or the ObserverError it
+        gave instead (a frozen or dead worker's is ``unreachable``; the others answer).
+        ``each`` gives some workers arguments of their own; ``method`` "": no call."""
+        wait = min(FANOUT_TIMEOUT, self.timeout / 2) if timeout is None else float(timeout)
+        asked = tuple(int(pid) for pid in pids or ())
+        own = tuple((int(pid), tuple(a)) for pid, a in (each or {}).items())
+        try:
+            reply = self._request("workers", (str(method), tuple(args), asked, own, wait))
+        except AttributeError as exc:  # an agent from before the fan-out
+            raise BadRequest(
+                "bad-request", f"{self.address} runs an agent without the workers fan-out"
+            ) from exc
+        raws = self._replies(reply)
+        try:
+            with gc_paused():
+                workers = from_wire(WorkerSet, self._open(raws[0]))
+        except WireError as exc:
+            raise ObserverError(f"{self.address} sent a malformed worker set: {exc}") from exc
+        out: dict[int, Any] = {}
+        for pid, payload in raws[1]:
+            try:
+                out[pid] = self._open(payload)
+            except ObserverError as exc:
+                out[pid] = exc
+        return workers, out
+
+    def _replies(self, reply: Any) -> tuple[bytes, tuple[tuple[int, bytes], ...]]:
+        """A fan-out's reply, its shape checked (a header, then (pid, bytes) pairs)."""
+        if type(reply) is bytes:  # the call itself was refused: its error
+            self._open(reply)
+        ok = (
+            type(reply) is tuple
+            and len(reply) == 2
+            and type(reply[0]) is bytes
+            and type(reply[1]) is tuple
+            and all(
+                type(pair) is tuple
+                and len(pair) == 2
+                and type(pair[0]) is int
+                and type(pair[1]) is bytes
+                for pair in reply[1]
+            )
+        )
+        if not ok:
+            raise ObserverError(f"{self.address} sent a malformed fan-out reply")
+        return reply
+
+    def worker_snapshots(
+        self,
+        workers: Iterable[WorkerNode] | None = None,
+        limit: int = 100_000,
+        match: str = "",
+    ) -> tuple[WorkerSet, dict[int, Snapshot | ObserverError]]:
+        """Every worker's snapshot (or those of ``workers``, whose task caches make the
+        listings deltas) in one round trip through this node; a worker that could not
+        answer gives its error. A listing too big for one reply fetches its other
+        chunks from that worker alone."""
+        with self._lock:
+            nodes = {w.pid: w for w in workers} if workers is not None else None
+            each = None
+            if nodes is not None:
+                each = {pid: w._listing_args(limit, match) for pid, w in nodes.items()}
+            if nodes is not None and not nodes:
+                return self.worker_set(), {}
+            common = (int(limit), str(match), 0, 0, int(self.chunk_rows))
+            try:
+                found, replies = self.fan_out("snapshot", *common, pids=nodes or (), each=each)
+            except BadRequest:
+                if nodes is None:
+                    raise
+                return self._one_by_one(list(nodes.values()), limit, match)
+            out: dict[int, Snapshot | ObserverError] = {}
+            for pid, data in replies.items():
+                node = nodes.get(pid) if nodes is not None else None
+                node = node or WorkerNode(self, pid)
+                if isinstance(data, ObserverError):
+                    out[pid] = data
+                    continue
+                node._feed = ("snapshot", data)
+                try:
+                    out[pid] = node.snapshot(limit, match)
+                except ObserverError as exc:
+                    out[pid] = exc
+                finally:
+                    node._feed = None
+            return found, out
+
+    def _one_by_one(
+        self, workers: list[WorkerNode], limit: int, match: str
+    ) -> tuple[WorkerSet, dict[int, Snapshot | ObserverError]]:
+        """worker_snapshots from an agent without the fan-out: one worker after another."""
+        out: dict[int, Snapshot | ObserverError] = {}
+        for worker in workers:
+            try:
+                out[worker.pid] = worker.snapshot(limit, match)
+            except ObserverError as exc:
+                out[worker.pid] = exc
+        return WorkerSet((), (), "this agent does not watch worker exits"), out
+
+    def _listing_args(self, limit: int, match: str) -> tuple[Any, ...]:
+        """The arguments _listing sends first (the version held, when unfiltered)."""
+        since, epoch = self._tasks.since() if not match else (0, 0)
+        return (int(limit), str(match), since, epoch, int(self.chunk_rows))
+
     def kill(
         self,
         target: str,
@@ -658,11 +789,17 @@ class WorkerNode(Node):
         self.last_listing = None
         self._tasks = TaskCache()
         self._hello = None
+        # (method, data): a reply the master already fetched (Node.worker_snapshots), taken
+        # by this worker's next call of that method instead of a round trip
+        self._feed: tuple[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerNode pid {self.pid} of {self.master!r}>"
 
     def _raw(self, method: str, *args: Any) -> Any:
+        fed, self._feed = self._feed, None
+        if fed is not None and fed[0] == method:
+            return fed[1]
         data = self.master._raw("worker", self.pid, method, tuple(args))
         self.last_rtt, self.last_size = self.master.last_rtt, self.master.last_size
         return data

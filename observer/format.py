@@ -18,6 +18,7 @@ from agent.schema import (
     TaskInfo,
     TracemallocStatus,
     TraceStats,
+    WorkerExit,
 )
 
 if TYPE_CHECKING:
@@ -126,6 +127,25 @@ def task_label(name: str, coroutine: str) -> str:
     """What a task is called on screen: its name, or the coroutine it runs when the name
     is asyncio's default ``Task-N`` (like Erlang's "Name or Initial Func")."""
     return coroutine if coroutine and _DEFAULT_TASK_NAME.fullmatch(name) else name
+
+
+REAPED_FIRST = "status unknown: reaped before the agent read it"
+
+
+def ended_text(gone: WorkerExit | None) -> str:
+    """How a worker ended: 'exited (signal 9)'; 'exited' alone when the master's agent
+    did not see it end."""
+    return "exited" if gone is None else f"exited ({gone.how or REAPED_FIRST})"
+
+
+def replaced_text(gone: WorkerExit | None) -> str:
+    """'replaced by pid 42': the worker that took its slot ('' when none did yet)."""
+    return f"replaced by pid {gone.replaced_by}" if gone is not None and gone.replaced_by else ""
+
+
+def exit_text(gone: WorkerExit | None) -> str:
+    """How a worker ended and who took its place: 'exited (signal 9), replaced by pid 42'."""
+    return ", ".join(part for part in (ended_text(gone), replaced_text(gone)) if part)
 
 
 def task_finished(state: str) -> bool:

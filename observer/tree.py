@@ -6,12 +6,12 @@ the task that awaits it (the first one, if several do); cycles are broken.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.schema import Snapshot, TaskInfo
-from observer.format import task_finished, task_label, task_state_text
+from agent.schema import Snapshot, TaskInfo, WorkerExit
+from observer.format import exit_text, task_finished, task_label, task_state_text
 
 
 @dataclass
@@ -162,12 +162,20 @@ def build_tree(snap: Snapshot) -> TreeNode:
     return root
 
 
-def graft_workers(root: TreeNode, workers: Mapping[int, Snapshot | str]) -> TreeNode:
+def graft_workers(
+    root: TreeNode, workers: Mapping[int, Snapshot | str], exits: Iterable[WorkerExit] = ()
+) -> TreeNode:
     """Hang each worker's own tree (its threads, loops, tasks, children) under its row in
     the master's tree: host -> master -> workers -> threads -> loops -> tasks. Ids inside
     a worker become ``pid-N/ID`` (what stack and kill take); a worker whose snapshot
-    failed (a str: why) shows that as its state."""
+    failed (a str: why) shows that as its state. Workers that exited lately (``exits``,
+    the master's WorkerSet) are listed under the master with how they ended."""
     rows = {node.id: node for _depth, node in root.walk() if node.kind == "child"}
+    for gone in exits:
+        if f"pid-{gone.pid}" not in rows:
+            root.children.append(
+                TreeNode("child", f"pid-{gone.pid}", gone.name, exit_text(gone), finished=True)
+            )
     for pid, snap in workers.items():
         row = rows.get(f"pid-{pid}")
         if row is None:

@@ -6,6 +6,7 @@ master's own. Real master (tests/hosts/forker.py --workers), real forks, real wi
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -151,8 +152,9 @@ def section(view, title: str) -> dict[str, str]:
 
 def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window, forker):  # noqa: F811
     """The System tab's Workers section lists the count, the pids and one line per worker
-    (its role name, state, age); a worker killed with SIGKILL stays listed as exited for
-    a few refreshes and is counted, the live one is still there."""
+    (its role name, state, age); a worker killed with SIGKILL stays listed as exited,
+    saying so ("exited (signal 9)"), for a few refreshes and is counted, the live one is
+    still there."""
     master = forker("--workers")
     pids = [master.fork("fork", "loop")[0] for _ in range(2)]
     tab = window.show_tab("system")
@@ -169,10 +171,11 @@ def test_system_tab_shows_the_worker_set_and_a_worker_that_exited(qtbot, window,
     def exited() -> bool:
         window.refresh()
         rows = section(view, "Workers")
-        return rows.get("Count") == "1" and rows.get(f"pid {pids[0]}", "").endswith("exited")
+        return rows.get("Count") == "1" and " · exited" in rows.get(f"pid {pids[0]}", "")
 
     qtbot.waitUntil(exited, timeout=WAIT)
     rows = section(view, "Workers")
+    assert re.fullmatch(r"ForkProcess-\d+ · exited \(signal 9\)", rows[f"pid {pids[0]}"]), rows
     assert rows["Exited since watching"] == "1" and rows["PIDs"] == str(pids[1]), rows
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
@@ -233,10 +236,14 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     os.kill(pids[0], signal.SIGKILL)
     assert master.reap(pids[0]) == -9
     qtbot.waitUntil(
-        lambda: worker_rows(window, link).get(keys[0], ("",) * 13)[STATUS] == "exited",
+        lambda: worker_rows(window, link).get(keys[0], ("",) * 13)[STATUS].startswith("exited"),
         timeout=WAIT,
     )
-    assert worker_rows(window, link)[keys[1]][STATUS] != "exited"
+    assert not worker_rows(window, link)[keys[1]][STATUS].startswith("exited")
+    qtbot.waitUntil(  # how it ended, as the master's agent saw it
+        lambda: worker_rows(window, link).get(keys[0], ("",) * 13)[STATUS] == "exited (signal 9)",
+        timeout=WAIT,
+    )
     proxy, model = tab.proxy, tab.model
     row = next(r for r in range(proxy.rowCount(host)) if proxy.index(r, 1, host).data() == keys[0])
     grey = proxy.index(row, STATUS, host).data(Qt.ItemDataRole.ForegroundRole)
@@ -246,6 +253,44 @@ def test_cluster_host_row_expands_to_its_workers_and_keeps_an_exited_one(qtbot, 
     assert keys[1] in worker_rows(window, link)
     os.kill(pids[1], signal.SIGTERM)
     assert master.reap(pids[1]) == -15
+
+
+def test_cluster_says_how_a_pool_worker_ended_and_which_worker_replaced_it(qtbot, window, forker):  # noqa: F811
+    """A multiprocessing Pool in the master; one of its workers is SIGKILLed and the
+    Pool reaps and replaces it: under the host row the dead worker stays, greyed, as
+    "exited (signal 9)" with the note "replaced by pid N", N the Pool's new
+    ForkPoolWorker, listed live next to it."""
+    from observer.gui.cluster import NODE, NOTE, STATUS
+    from tests.test_workers import _kill_descendants, _started
+
+    master = forker("--workers")
+    try:
+        pids = _started(master, "pool fork 2")
+        window.set_interval(1)
+        link = window.add_link(spec(master.agent, master.keys))
+        window.show_tab("cluster")
+        keys = [f"pid {pid}" for pid in pids]
+        qtbot.waitUntil(lambda: set(keys) <= set(worker_rows(window, link)), timeout=WAIT)
+        os.kill(pids[0], signal.SIGKILL)
+
+        def replaced() -> bool:  # and the replacement listed under the Pool's name
+            shown = worker_rows(window, link)
+            cells = shown.get(keys[0])
+            if cells is None or not cells[NOTE].startswith("replaced by pid "):
+                return False
+            new = shown.get(cells[NOTE].removeprefix("replaced by "))
+            return new is not None and new[NODE].startswith("ForkPoolWorker-")
+
+        qtbot.waitUntil(replaced, timeout=WAIT)
+        rows_now = worker_rows(window, link)
+        dead = rows_now[keys[0]]
+        new = int(re.fullmatch(r"replaced by pid (\d+)", dead[NOTE]).group(1))
+        assert dead[STATUS] == "exited (signal 9)" and dead[NODE].startswith("ForkPoolWorker-")
+        assert new not in pids and f"pid {new}" in rows_now, rows_now
+        assert not rows_now[f"pid {new}"][STATUS].startswith("exited")
+        assert rows_now[f"pid {new}"][NODE].startswith("ForkPoolWorker-")
+    finally:
+        _kill_descendants(master)
 
 
 def child(pid: int) -> ChildInfo:

@@ -7,6 +7,7 @@ import threading
 import psutil
 
 from agent.collect import guarded
+from agent.collect.proctree import descendant_pids
 from agent.collect.roles import child_roles
 from agent.redact import redact_argv
 from agent.registry import agent_address_of
@@ -23,9 +24,8 @@ class ChildTracker:
 
     def processes(self) -> list[psutil.Process]:
         """Live descendants, reusing known Process objects (pid + create time identify one)."""
-        try:
-            current = self._process.children(recursive=True)
-        except (psutil.Error, OSError):
+        current = self._descendants()
+        if current is None:
             return []
         out = []
         seen = set()
@@ -41,6 +41,23 @@ class ChildTracker:
             for key in list(self._known):
                 if key not in seen:
                     del self._known[key]
+        return out
+
+    def _descendants(self) -> list[psutil.Process] | None:
+        """Live descendants, from /proc's children files where the kernel has them
+        (agent.collect.proctree), else psutil's scan of every process; None on error."""
+        pids = descendant_pids(self._process.pid)
+        if pids is None:
+            try:
+                return self._process.children(recursive=True)
+            except (psutil.Error, OSError):
+                return None
+        out = []
+        for pid in pids:
+            try:
+                out.append(psutil.Process(pid))
+            except psutil.Error:
+                continue  # ended meanwhile
         return out
 
     def find(self, pid: int) -> psutil.Process | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -30,6 +29,7 @@ import psutil
 
 from agent import registry
 from agent.collect import roles
+from agent.collect.proctree import child_pids as _child_pids
 from agent.metrics.exposition import Family, counter, gauge
 from agent.metrics.runtime import ProcessCollector
 from agent.ratelog import RateLog
@@ -42,7 +42,6 @@ USS_WORKERS = 64  # USS for the first this many slots only
 # at 32 workers); it moves slowly, so a worker's is read at most this often
 USS_MAX_AGE = 30.0
 WORKER = "worker"
-MAX_THREADS = 4096  # of the master, whose children files are read
 USS_HELP = "Memory unique to the process (USS) in bytes: what its exit would free."
 
 
@@ -111,27 +110,6 @@ def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Pr
         found.append((child.pid, created, child))
     found.sort(key=lambda item: (item[1], item[0]))
     return found
-
-
-def _child_pids(pid: int) -> list[int] | None:
-    """The children of ``pid`` from Linux's /proc/PID/task/*/children (one small file per
-    thread, where psutil's children() reads every process's stat), or None where the
-    kernel lacks it."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    found: set[int] = set()
-    for tid in tasks[:MAX_THREADS]:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                found.update(int(word) for word in fh.read(1 << 16).split())
-        except FileNotFoundError:
-            if tid == str(pid):
-                return None  # no such file at all (CONFIG_PROC_CHILDREN off)
-        except (OSError, ValueError):
-            continue  # the thread ended meanwhile
-    return sorted(found)
 
 
 class WorkersCollector:

@@ -153,7 +153,11 @@ class WorkerPool:
         exited: asyncio.Queue[str],
     ) -> None:
         asyncio.get_running_loop().remove_reader(proc.sentinel)
-        proc.join(0)  # reap it
+        # reap it: the sentinel fires when the child's descriptors close, a moment before
+        # it is a zombie, and join(0) then (waitpid WNOHANG) left about one in seven
+        # killed workers unreaped for good; with a timeout join waits in waitpid, which
+        # returns as soon as the exit completes
+        proc.join(1.0)
         exited.put_nowait(slot)
 
     def stop_all(self, timeout: float = 5.0) -> None:

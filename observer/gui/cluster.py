@@ -91,7 +91,7 @@ def worker_cells(row: WorkerRow) -> tuple[str, ...]:
     cells = [""] * len(COLUMNS)
     cells[NODE] = row.name
     cells[ADDRESS] = f"pid {row.pid}"
-    cells[STATUS] = row.status
+    cells[STATUS] = row.shown_status
     cells[CPU] = f"{row.cpu:.1f}%" if row.cpu is not None else ""
     cells[RSS] = human_bytes(row.rss)
     cells[TASKS] = f"{row.tasks:,}" if row.tasks is not None else ""

@@ -191,8 +191,8 @@ class ClusterTab(Tab):
     # ------------------------------------------------------------ workers under a host
 
     def _ask_workers(self, link: NodeLink, now: float) -> None:
-        """Read the host's workers after its overview (their own load only when its row
-        is expanded: one relayed call per worker)."""
+        """Read the host's workers and how the recent ones ended after its overview
+        (their own load too when its row is expanded), in one round trip."""
         if link.running("cluster-workers"):
             return
         detail = link in self.open_hosts
@@ -207,9 +207,9 @@ class ClusterTab(Tab):
         link = reply.source
         if link not in self.trends or not reply.ok:
             return
-        children, loads = reply.value
+        children, loads, exits = reply.value
         watch = self.watches.setdefault(link, WorkerWatch())
-        rows = [with_load(row, loads.get(row.pid)) for row in watch.update(children, now)]
+        rows = [with_load(row, loads.get(row.pid)) for row in watch.update(children, now, exits)]
         self.model.set_workers(link, rows)
         if rows and link not in self._opened_once and len(self.trends) <= OPEN_HOSTS_UP_TO:
             self._opened_once.add(link)  # once: a host the user collapsed stays collapsed

@@ -9,7 +9,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from agent.schema import ChildInfo, ProcessInfo, ThreadInfo
+from agent.schema import ChildInfo, ProcessInfo, ThreadInfo, WorkerExit
 from observer.client import Node
 from observer.format import EXPOSED, human_bytes, process_facts, thread_count
 from observer.gui.delta import agent_now
@@ -60,14 +60,18 @@ class SystemTab(Tab):
         self.view.clear()
 
     def apply(
-        self, reply: tuple[ProcessInfo, tuple[ChildInfo, ...], tuple[ThreadInfo, ...]]
+        self,
+        reply: tuple[
+            ProcessInfo, tuple[ChildInfo, ...], tuple[WorkerExit, ...], tuple[ThreadInfo, ...]
+        ],
     ) -> None:
         """Show the process, counting the host's threads apart from the agent's (marked
-        in the thread list), as the Threads chart does, and its worker set."""
-        info, children, threads = reply
+        in the thread list), as the Threads chart does, and its worker set (how the
+        recent workers ended)."""
+        info, children, exits, threads = reply
         self.info, self.agent_threads = info, sum(t.is_agent and t.alive for t in threads)
         sections = process_facts(info, self.agent_threads)
-        workers = self.watch.update(children, agent_now(info))
+        workers = self.watch.update(children, agent_now(info), exits)
         if workers or self.watch.restarts:
             sections.append(worker_section(workers, self.watch.restarts))
         sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in info.environ]))
@@ -75,7 +79,7 @@ class SystemTab(Tab):
         def decorate(title: str, top: QTreeWidgetItem, row: QTreeWidgetItem) -> None:
             if title == ENVIRONMENT:
                 top.setText(1, str(len(info.environ)))
-            elif title == WORKERS and row.text(1).endswith("· exited"):
+            elif title == WORKERS and " · exited" in row.text(1):
                 row.setForeground(1, QColor("#8c959f"))
             elif title == EXPOSED and info.exposed:
                 row.setData(0, TARGET_ROLE, row.text(0))

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from agent.schema import ChildInfo, Snapshot
+from agent.codec import WireError, from_wire
+from agent.schema import ChildInfo, Overview, Snapshot, WorkerExit
 from observer.client import Node, WorkerNode
-from observer.errors import ObserverError
-from observer.format import human_bytes, human_seconds
+from observer.errors import ObserverError, RemoteError
+from observer.format import ended_text, human_bytes, human_seconds, replaced_text
 from observer.gui.delta import TASK_LIMIT, Delta, Shadow, tree_delta
 from observer.gui.follow import follow_of, tree_follow
 from observer.gui.rows import short_ids
@@ -83,17 +84,18 @@ def worker_pids(snap: Snapshot) -> list[int]:
 
 
 def worker_snapshots(node: Node, snap: Snapshot) -> dict[int, Snapshot | str]:
-    """Each worker's snapshot through the master; a worker that cannot answer (it just
-    died, or is frozen) gives why instead of failing the whole refresh."""
+    """Each worker's snapshot through the master, all in one round trip (the master asks
+    them at once; each worker's listing a delta from the last); a worker that cannot
+    answer (it just died, or is frozen) gives why instead of failing the whole refresh."""
     pids = worker_pids(snap)
     _forget_others(node, pids)
-    out: dict[int, Snapshot | str] = {}
-    for pid in pids:
-        try:
-            out[pid] = worker_of(node, pid).snapshot()
-        except ObserverError as exc:
-            out[pid] = f"unreachable: {exc}"
-    return out
+    if not pids:
+        return {}
+    _found, snaps = node.worker_snapshots([worker_of(node, pid) for pid in pids], TASK_LIMIT)
+    return {
+        pid: f"unreachable: {got}" if isinstance(got, ObserverError) else got
+        for pid, got in snaps.items()
+    }
 
 
 def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
@@ -141,11 +143,17 @@ class WorkerRow:
     cpu: float | None
     tasks: int | None = None  # filled where the worker itself was asked
     loop_lag: float | None = None  # likewise
-    note: str = ""  # why the worker's own figures are missing, or how it ended
+    note: str = ""  # why the worker's own figures are missing, or who replaced it
+    ended: str = ""  # an exited one: how, as the master saw it ("exited (signal 9)")
 
     @property
     def exited(self) -> bool:
         return self.status == "exited"
+
+    @property
+    def shown_status(self) -> str:
+        """The status as shown: how an exited worker ended, when known."""
+        return self.ended or self.status
 
 
 class WorkerWatch:
@@ -159,10 +167,15 @@ class WorkerWatch:
         self._last: dict[int, WorkerRow] = {}
         self._gone: dict[int, tuple[WorkerRow, int]] = {}  # pid -> (row, refreshes left)
 
-    def update(self, children: Iterable[ChildInfo], now: float) -> list[WorkerRow]:
-        """Rows for this refresh: live workers (by pid), then recently exited ones.
+    def update(
+        self, children: Iterable[ChildInfo], now: float, exits: Iterable[WorkerExit] = ()
+    ) -> list[WorkerRow]:
+        """Rows for this refresh: live workers (by pid), then recently exited ones, saying
+        how they ended and who replaced them when the master saw it (``exits``, its
+        WorkerSet), else guessing the replacement from the newcomers.
 
         ``now`` is the agent's clock (its process start_time + uptime), which ages use."""
+        ended = {e.pid: e for e in exits}
         live = {
             c.pid: WorkerRow(
                 c.pid,
@@ -186,7 +199,7 @@ class WorkerWatch:
                 self.keep,
             )
         self._gone = {
-            pid: (row, left - 1)
+            pid: (_seen_ending(row, ended.get(pid)), left - 1)
             for pid, (row, left) in self._gone.items()
             if left > 0 and pid not in live
         }
@@ -195,18 +208,35 @@ class WorkerWatch:
         return [*sorted(live.values(), key=lambda r: r.pid), *exited]
 
 
+def _seen_ending(row: WorkerRow, gone: WorkerExit | None) -> WorkerRow:
+    """An exited worker's row with how the master saw it end and the worker that took
+    its slot (the master's word replaces the guess from newcomers)."""
+    if gone is None or gone.pid != row.pid:
+        return row
+    return replace(row, ended=ended_text(gone), note=replaced_text(gone))
+
+
 WORKERS = "Workers"  # the System tab's section
 
 
-def worker_set(node: Node) -> tuple[Any, tuple[ChildInfo, ...]]:
-    """What the System tab shows: the process and its children (workers among them)."""
-    return node.process(), node.children()
+def worker_set(node: Node) -> tuple[Any, tuple[ChildInfo, ...], tuple[WorkerExit, ...]]:
+    """What the System tab shows: the process, its workers and how the recent ones ended
+    (a node that is no master: its children, none of them workers)."""
+    info = node.process()
+    try:
+        found = node.worker_set()
+    except RemoteError as exc:
+        if exc.kind != "bad-request":  # not a master: no fan-out
+            raise
+        return info, node.children(), ()
+    return info, found.workers, found.exits
 
 
 def worker_text(row: WorkerRow) -> str:
-    """One worker as a line: what it is, its state, age, memory and CPU."""
+    """One worker as a line: what it is, its state, age, memory and CPU; an exited one:
+    what it was and how it ended ('exited (signal 9), replaced by pid N')."""
     if row.exited:
-        return " · ".join([row.name, *([row.note] if row.note else []), "exited"])
+        return f"{row.name} · " + ", ".join(p for p in (row.shown_status, row.note) if p)
     parts = [row.name, row.status]
     if row.age is not None:
         parts.append(f"age {human_seconds(row.age)}")
@@ -241,22 +271,28 @@ class WorkerLoad:
 
 def cluster_workers(
     node: Node, detail: bool
-) -> tuple[tuple[ChildInfo, ...], dict[int, WorkerLoad | str]]:
-    """A host's children (workers among them) and, when ``detail`` (its row is expanded),
-    each worker's own tasks and loop lag: one relayed overview per worker."""
-    children = node.children()
+) -> tuple[tuple[ChildInfo, ...], dict[int, WorkerLoad | str], tuple[WorkerExit, ...]]:
+    """A host's workers, how the recent ones ended and, when ``detail`` (its row is
+    expanded), each worker's own tasks and loop lag: one round trip, the master asking
+    every worker's overview at once (no history wanted)."""
+    try:
+        found, replies = node.fan_out("overview" if detail else "", float("inf"))
+    except RemoteError as exc:
+        if exc.kind != "bad-request":  # not a master: no workers
+            raise
+        return node.children(), {}, ()
     loads: dict[int, WorkerLoad | str] = {}
-    if detail:
-        for child in children:
-            if not child.agent:
-                continue
-            try:
-                seen = worker_of(node, child.pid).overview(float("inf"))  # no history wanted
-            except ObserverError as exc:
-                loads[child.pid] = f"unreachable: {exc}"
-            else:
-                loads[child.pid] = WorkerLoad(seen.now.tasks, seen.now.loop_lag, seen.uptime)
-    return children, loads
+    for pid, data in replies.items():
+        if isinstance(data, ObserverError):
+            loads[pid] = f"unreachable: {data}"
+            continue
+        try:
+            seen = from_wire(Overview, data)
+        except WireError as exc:
+            loads[pid] = f"malformed overview: {exc}"
+        else:
+            loads[pid] = WorkerLoad(seen.now.tasks, seen.now.loop_lag, seen.uptime)
+    return found.workers, loads, found.exits
 
 
 def with_load(row: WorkerRow, load: WorkerLoad | str | None) -> WorkerRow:

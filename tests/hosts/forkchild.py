@@ -4,7 +4,8 @@ run it too): say what it inherited from the master's agent, then end as it was t
 ``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
 its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
-signal), ``loop`` (an asyncio loop with a task named worker-job).
+signal), ``loop`` (an asyncio loop with a task named worker-job), ``code3`` (exit with
+status 3 on SIGUSR1).
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ async def jobs() -> None:
             say(f"event: child {os.getpid()} job cancelled")
 
 
+def pidfds() -> int:
+    """How many of this process's descriptors are pidfds (the master's exit watch holds
+    one per worker; a child must hold none of them)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]"
+        except OSError:
+            continue
+    return count
+
+
 def peer_ports() -> str:
     """The remote ports of this process's connected TCP sockets ("-" if none)."""
     ports = []
@@ -83,7 +96,8 @@ def child_main(how: str, port: int, keys: str) -> None:
     say(
         f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
         f"running={running is not None} remembers={held is not None and held is not running} "
-        f"own={running.address if running is not None else '-'} peers={peer_ports()}"
+        f"own={running.address if running is not None else '-'} peers={peer_ports()} "
+        f"pidfds={pidfds()}"
     )
     if how == "stop":
         agent.stop()
@@ -93,6 +107,8 @@ def child_main(how: str, port: int, keys: str) -> None:
         sys.exit(0)
     if how == "loop":
         asyncio.run(jobs())
+    if how == "code3":
+        signal.signal(signal.SIGUSR1, lambda *_: os._exit(3))
     if how == "start":
         from tests.hosts.common import start_agent
 

@@ -1,0 +1,53 @@
+"""A process's children and descendants from Linux's /proc/PID/task/*/children files.
+
+One small file per thread of each process walked, where psutil's children() reads the
+stat file of every process on the host to build a parent map: on a host running
+hundreds of processes that is most of a snapshot's cost for a master with few workers
+(and for each worker, which usually has no children at all). None where the kernel
+lacks the files (CONFIG_PROC_CHILDREN off, not Linux): callers then use psutil.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_THREADS = 4096  # threads of one process whose children files are read
+MAX_DESCENDANTS = 4096
+
+
+def child_pids(pid: int) -> list[int] | None:
+    """The children of ``pid``, or None where the kernel lacks the files."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    found: set[int] = set()
+    for tid in tasks[:MAX_THREADS]:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                found.update(int(word) for word in fh.read(1 << 16).split())
+        except FileNotFoundError:
+            if tid == str(pid):
+                return None  # no such file at all (CONFIG_PROC_CHILDREN off)
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return sorted(found)
+
+
+def descendant_pids(pid: int) -> list[int] | None:
+    """Every process under ``pid``, parents before their children (at most
+    MAX_DESCENDANTS), or None where the kernel lacks the files."""
+    first = child_pids(pid)
+    if first is None:
+        return None
+    out: list[int] = []
+    seen = {pid}
+    queue = list(first)
+    while queue and len(out) < MAX_DESCENDANTS:
+        child = queue.pop(0)
+        if child in seen:
+            continue
+        seen.add(child)
+        out.append(child)
+        queue.extend(child_pids(child) or ())  # a child that ended meanwhile has none
+    return out
