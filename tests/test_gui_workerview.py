@@ -249,3 +249,45 @@ def test_a_worker_is_picked_by_pid_place_or_label(children):
     assert pick_worker(kids, first.name) == next(c for c in live if c.name == first.name)
     with pytest.raises(NotFound):
         pick_worker(kids, "no-such-worker*")
+
+
+def test_the_system_and_cluster_tabs_open_a_worker_too(qtbot, window, forker):  # noqa: F811
+    """Double-click (activate) a worker's line in the System tab's worker set, or its row
+    under the host in the Cluster tab: the worker opens under its host, selected, on the
+    System tab; closing its entry goes back to the master."""
+    from tests.test_gui_workers import section, worker_rows
+
+    master = forker("--workers")
+    pid, _ = master.fork("fork", "own")
+    window.set_interval(1)
+    host = window.add_link(spec(master.agent, master.keys))
+    system = window.show_tab("system")
+    qtbot.waitUntil(lambda: section(system.view, "Workers").get("Count") == "1", timeout=WAIT)
+    top = next(
+        system.view.topLevelItem(i)
+        for i in range(system.view.topLevelItemCount())
+        if system.view.topLevelItem(i).text(0) == "Workers"
+    )
+    line = next(
+        top.child(j) for j in range(top.childCount()) if top.child(j).text(0) == f"pid {pid}"
+    )
+    system.view.itemActivated.emit(line, 0)
+    opened = window.current_link()
+    assert opened is not host and opened.pid == pid
+    qtbot.waitUntil(lambda: system.info is not None and system.info.pid == pid, timeout=WAIT)
+    window.node_set.close_worker(opened)
+    assert window.current_link() is host and window.nodes.item_of(opened) is None
+
+    cluster = window.show_tab("cluster")
+    qtbot.waitUntil(lambda: f"pid {pid}" in worker_rows(window, host), timeout=WAIT)
+    proxy, model = cluster.proxy, cluster.model
+    parent = proxy.mapFromSource(model.index(model.links.index(host), 0))
+    row = next(
+        r for r in range(proxy.rowCount(parent)) if proxy.index(r, 1, parent).data() == f"pid {pid}"
+    )
+    cluster.view.activated.emit(proxy.index(row, 0, parent))
+    again = window.current_link()
+    assert again is not host and again.pid == pid and window.current_tab() is window.system
+    qtbot.waitUntil(lambda: system.info is not None and system.info.pid == pid, timeout=WAIT)
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
