@@ -381,6 +381,13 @@ def _gui_options(parser: argparse.ArgumentParser) -> None:
     from observer.gui import TABS  # imports nothing else: no Qt needed to build the parser
 
     parser.add_argument("--tab", choices=TABS, help="tab to open on")
+    parser.add_argument(
+        "--worker",
+        metavar="PID|N|NAME",
+        help="open this worker of the (first) node as a node of its own: its pid, its "
+        "place among the workers oldest first (1 = oldest), or a glob on its role label "
+        "('http-worker-2', 'ForkPoolWorker-*')",
+    )
     parser.add_argument("--screenshot", metavar="PNG", help="save the window as PNG and exit")
     parser.add_argument(
         "--after", type=float, default=1.0, help="seconds to wait after the first data"

@@ -346,6 +346,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         gui_specs(args),
         nodes_file=nodes_path(args),
         tab=args.tab,
+        worker=args.worker,
         screenshot=Path(args.screenshot) if args.screenshot else None,
         after=args.after,
         verbose=args.verbose or None,  # None: $OBSERVER_VERBOSE decides

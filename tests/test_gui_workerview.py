@@ -62,8 +62,8 @@ def test_an_opened_worker_shows_its_own_system_charts_memory_and_stalls(qtbot, w
     link = open_from_processes_tab(qtbot, window, host, pid)
     item = window.nodes.item_of(link)
     assert item.parent() is window.nodes.item_of(host)
-    assert item.text(0).startswith("ForkProcess-") and item.text(1) == f"pid {pid}"
-    assert link.label == f"{item.text(0)} pid {pid}"
+    assert item.text(0).startswith("ForkProcess-") and item.text(0).endswith(f" pid {pid}")
+    assert link.label == item.text(0) and "worker of" in item.toolTip(0)
 
     tab = window.show_tab("system")
     qtbot.waitUntil(lambda: tab.info is not None and tab.info.pid == pid, timeout=WAIT)

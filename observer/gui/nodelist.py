@@ -101,8 +101,8 @@ class NodeList(QTreeWidget):
         worker = isinstance(link.health, WorkerHealth)
         exited = worker and link.health.exited
         item.setIcon(0, self._icons[link.status])
-        item.setText(0, link.health.role_name if worker else link.label)
-        item.setText(1, f"pid {link.pid}" if worker else link.spec.address)
+        item.setText(0, link.label)  # a worker's: its role label and pid
+        item.setText(1, "" if worker else link.spec.address)  # a worker's: its master's
         state = "exited" if exited else link.status.value
         item.setText(2, rtt_text(link.rtt) if link.status is Status.UP else state)
         lines = [f"{link.label} ({link.spec.address}): {state}"]

@@ -493,6 +493,8 @@ class MainWindow(QMainWindow):
             self.counts_label.setText("")
             return
         state = link.status.value
+        if isinstance(link.health, WorkerHealth) and link.health.exited:
+            state = "exited"
         role = f", {link.role}" if link.role else ""
         self.node_label.setText(f"{link.label} ({link.spec.address}): {state}{role}")
         parts = []
