@@ -291,3 +291,47 @@ def test_the_system_and_cluster_tabs_open_a_worker_too(qtbot, window, forker):  
     qtbot.waitUntil(lambda: system.info is not None and system.info.pid == pid, timeout=WAIT)
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
+
+
+def test_a_worker_named_on_the_command_line_opens_once_the_master_lists_it(
+    qtbot,
+    window,
+    forker,  # noqa: F811
+    keys,
+    tmp_path,
+):
+    """``observer gui NODE --worker ...``: a label glob opens that worker (its System tab
+    shows its pid); a name no worker has says which workers there are; the command line
+    with --screenshot saves a picture once the worker's data is drawn."""
+    import subprocess
+    import sys
+
+    master = forker("--workers")
+    pid, _ = master.fork("fork", "own")
+    system = window.show_tab("system")
+    window.open_nodes([spec(master.agent, master.keys)])
+    window.open_worker_when_up("ForkProcess-*")
+    assert window.wanted_worker is not None
+    qtbot.waitUntil(lambda: window.wanted_worker is None, timeout=WAIT)
+    assert window.current_link().pid == pid
+    qtbot.waitUntil(lambda: system.info is not None and system.info.pid == pid, timeout=WAIT)
+    window.nodes.setCurrentItem(window.nodes.item_of(window.links[0]))
+    window.open_worker_when_up("no-such-worker")
+    qtbot.waitUntil(lambda: window.wanted_worker is None, timeout=WAIT)
+    assert window.current_link() is window.links[0]
+    assert f"pid {pid}" in system.banner.text() and "no worker named" in system.banner.text()
+
+    out = tmp_path / "worker.png"
+    creds = ["--token-file", str(keys.operator_token), "--fingerprint", keys.fingerprint]
+    shot = ["--tab", "memory", "--screenshot", str(out), "--after", "0.2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "observer", "gui", master.agent, *creds, "--worker", "1", *shot],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
