@@ -10,6 +10,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from tests.helpers import wait_until
 from tests.hosts.forkchild import OWNED
 from tests.test_forks import forker  # noqa: F401  (the fixture)
@@ -58,5 +60,23 @@ def test_info_mem_history_stalls_and_profile_read_one_worker(forker, keys):  # n
     assert "child_main" in top, top  # the worker's main thread, not the master's
     missing = observer_cli("info", master.agent, *creds, "--process", str(os.getpid()))
     assert missing.returncode != 0 and str(os.getpid()) in missing.stderr
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
+
+
+@pytest.mark.parametrize("how", ["idle", "own"])
+def test_a_woken_workers_first_load_sample_counts_only_the_hosts_threads(forker, how):  # noqa: F811
+    """A worker's agent wakes when first reached (``idle``: by the master's link, on its
+    waiting thread; ``own``: by agent.running() in the worker's main thread, the waiting
+    thread still alive): every load sample, the first included, counts the host's one
+    thread apart from the agent's, so an opened worker's Threads chart does not start
+    with a spike of agent threads counted as the host's."""
+    master = forker("--workers")
+    pid, _ = master.fork("fork", how)
+    with master.connect() as node:
+        worker = node.worker(pid)
+        samples = wait_until(lambda: (h := worker.history().samples) and len(h) >= 2 and h)
+        assert [s.threads for s in samples] == [1] * len(samples), samples
+        assert all(s.agent_threads >= 3 for s in samples), samples
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
