@@ -173,6 +173,8 @@ class Gate:
         self._selector.register(self.listener, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="observer-agent-gate", daemon=True)
         self._thread.start()
+        with contextlib.suppress(Exception):  # now, not in the thread: the first load
+            self._on_thread(self._thread.ident)  # sample must not count it as the host's
 
     @property
     def serving(self) -> bool:

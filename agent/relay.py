@@ -74,6 +74,7 @@ RELAYED = frozenset(
         "profile_start",  # audited by the worker, whose profiler it is
         "profile_read",
         "profile_stop",
+        "stalls",  # a worker's own loop stalls (its Stalls tab, its lag chart's marks)
     }
 )
 # the ones the master audits as actions on the worker

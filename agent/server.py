@@ -267,10 +267,10 @@ class AgentServer:
         if self.metrics is not None:
             self.metrics.start()
             log.info("runtime-observer agent: metrics at %s", self.metrics.url)
-        self.core.sampler.start()
         self.core.stall_watch.start()
         if self.exits is not None:
             self.exits.start()
+        self.core.sampler.start()  # last: its first sample counts the agent's threads apart
         registry.register(self.address)
         log.info(
             "runtime-observer agent %r listening on %s (%s, %s, up to %d sessions)",

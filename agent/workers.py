@@ -111,6 +111,10 @@ class DormantWorker:
         except Exception:
             log.warning("runtime-observer agent: the worker's agent failed to start", exc_info=True)
         finally:
+            with self._lock:
+                server = self._server
+            if server is not None:  # this thread ends: CPython gives its ident to the next
+                server.core.remove_agent_thread(threading.get_ident())
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -123,6 +127,9 @@ class DormantWorker:
         with self._lock:
             if self._server is None:
                 server = AgentServer(self._config, self._tls_parts, listener=self.listener)
+                if self._thread.is_alive():  # the agent's until it ends (in _wait): the
+                    # first load sample must not count it as the host's
+                    server.core.add_agent_thread(self._thread.ident or 0)
                 server.start()
                 self._server = server
             server = self._server

@@ -130,6 +130,26 @@ def _process_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _worker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--process",
+        metavar="PID",
+        help="read this worker of the node instead (PID or pid-N, as ps prints it), "
+        "reached through the node's session",
+    )
+
+
+def _with_worker(options: Options | None) -> Options:
+    """A command's options plus --process PID (one worker of the node)."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        if options is not None:
+            options(p)
+        _worker_option(p)
+
+    return add
+
+
 def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID", help="thread-N-S or task-N as ps prints it")
     p.add_argument("--locals", action="store_true", help="also show each frame's locals")
@@ -158,6 +178,7 @@ def _mem_options(p: argparse.ArgumentParser) -> None:
     )
     growth.add_argument("--growth", action="store_true", help="types grown since the baseline")
     p.add_argument("--frames", type=int, default=10, help="tracemalloc start: frames kept")
+    _worker_option(p)
     p.add_argument(
         "--keep",
         action="store_true",
@@ -252,7 +273,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         commands.cmd_info,
         "process facts: python, memory, fds, gc, exposed objects",
         True,
-        None,
+        _worker_option,
     ),
     "mem": (
         commands.cmd_mem,
@@ -266,7 +287,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         True,
         _audit_options,
     ),
-    "history": (commands.cmd_history, "the agent's load history", True, _history_options),
+    "history": (
+        commands.cmd_history,
+        "the agent's load history",
+        True,
+        _with_worker(_history_options),
+    ),
     "metrics": (
         cmd_metrics,
         "the node's Prometheus metrics as a scrape sees them",
@@ -277,13 +303,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         cmd_stalls,
         "event-loop stalls: when a loop was blocked, for how long, by which line",
         True,
-        stalls_options,
+        _with_worker(stalls_options),
     ),
     "profile": (
         cmd_profile,
         "sample the node's stacks for a while: flame graph exports, busiest functions",
         True,
-        profile_options,
+        _with_worker(profile_options),
     ),
     "keygen": (
         commands.cmd_keygen,
@@ -355,6 +381,13 @@ def _gui_options(parser: argparse.ArgumentParser) -> None:
     from observer.gui import TABS  # imports nothing else: no Qt needed to build the parser
 
     parser.add_argument("--tab", choices=TABS, help="tab to open on")
+    parser.add_argument(
+        "--worker",
+        metavar="PID|N|NAME",
+        help="open this worker of the (first) node as a node of its own: its pid, its "
+        "place among the workers oldest first (1 = oldest), or a glob on its role label "
+        "('http-worker-2', 'ForkPoolWorker-*')",
+    )
     parser.add_argument("--screenshot", metavar="PNG", help="save the window as PNG and exit")
     parser.add_argument(
         "--after", type=float, default=1.0, help="seconds to wait after the first data"

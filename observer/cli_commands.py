@@ -112,6 +112,13 @@ def _processes(node: Node, args: argparse.Namespace) -> list[Any]:
     return [node.worker(args.process)]
 
 
+def one_process(node: Node, args: argparse.Namespace) -> Any:
+    """--process PID: that worker of the node (reached through the node's session), read
+    as the node itself would be; without it, the node."""
+    process = getattr(args, "process", None)
+    return node.worker(process) if process else node
+
+
 def _in_process(node: Node, args: argparse.Namespace) -> tuple[Any, str]:
     """The process an ID lives in and the ID there: ``--process PID`` or ``pid-N/ID``."""
     pid, sep, rest = args.id.partition("/")
@@ -173,7 +180,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from observer.format import process_facts
 
     with _connect(args) as node:
-        p = node.process()
+        p = one_process(node, args).process()
     if args.json:
         out.print_json(p)
     else:
@@ -184,7 +191,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_mem(args: argparse.Namespace) -> int:
     if args.tool is not None:
         return _cmd_tracemalloc(args)
-    with _connect(args) as node:
+    with _connect(args) as session:
+        node = one_process(session, args)
         memory = node.memory()
         census = node.census(args.top, baseline=args.baseline, growth=args.growth)
     if args.json:
@@ -198,7 +206,8 @@ def _cmd_tracemalloc(args: argparse.Namespace) -> int:
     from observer.format import tracemalloc_text
 
     action = args.action or "status"
-    with _connect(args) as node:
+    with _connect(args) as session:
+        node = one_process(session, args)
         if action in ("start", "stop"):
             result = (
                 node.tracemalloc_start(args.frames, keep=args.keep)
@@ -238,7 +247,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _connect(args) as node:
-        history = node.history()
+        history = one_process(node, args).history()
     if args.json:
         out.print_json(history)
     else:
@@ -352,6 +361,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         gui_specs(args),
         nodes_file=nodes_path(args),
         tab=args.tab,
+        worker=args.worker,
         screenshot=Path(args.screenshot) if args.screenshot else None,
         after=args.after,
         verbose=args.verbose or None,  # None: $OBSERVER_VERBOSE decides

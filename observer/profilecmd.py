@@ -35,13 +35,14 @@ def profile_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from observer.cli_commands import _connect
+    from observer.cli_commands import _connect, one_process
     from observer.cli_output import to_json
     from observer.profile_export import collapsed, fold, speedscope, top_functions
 
     split = args.split or "merged"
     fmt = args.format or ("speedscope" if args.output else "top")
-    with _connect(args) as node:
+    with _connect(args) as session:
+        node = one_process(session, args)
         print(
             f"profiling {node.name} for {args.seconds:g} s at {args.rate:g} Hz ...",
             file=sys.stderr,

@@ -22,11 +22,12 @@ def stalls_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_stalls(args: argparse.Namespace) -> int:
-    from observer.cli_commands import _connect
+    from observer.cli_commands import _connect, one_process
     from observer.cli_output import print_json as _print_json
     from observer.format import stall_table, stall_text
 
-    with _connect(args) as node:
+    with _connect(args) as session:
+        node = one_process(session, args)
         since = 0.0
         if args.since > 0:  # "the last S seconds" on the agent's clock, not the laptop's
             since = node.stalls(time.time() + 3600).time - args.since

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from observer.client import connect
+from observer.demo.service import EXPORT_STALL
 from tests.helpers import wait_until
 
 
@@ -120,3 +121,28 @@ def test_a_killed_pool_worker_is_replaced_and_the_replacement_serves(node, demo)
             return json.loads(resp.read())["pid"] == new.pid
 
     wait_until(served_by_new, message="the replacement serves the pool's socket")
+
+
+def test_the_demo_stalls_its_loop_on_purpose_and_the_stall_is_caught(node, demo):
+    """The demo's report export runs on the event loop (its deliberate mistake): asked for
+    one now (GET /export), the loop is blocked ~300 ms and the agent's stall catcher
+    records it with the export on the blocking stack, so a newcomer's Stalls tab has a
+    real stall to show (the periodic export does the same once a minute)."""
+    since = node.stalls(float("inf")).time  # the agent's clock now
+    report = json.loads(_http(demo, "/export"))
+    assert report["took_ms"] >= EXPORT_STALL * 1000 and report["passes"] >= 1, report
+
+    def caught():
+        return [
+            e
+            for e in node.stalls(since).stalls
+            if any(
+                name.endswith("export_report")
+                for name in (e.function, *(f.function for f in e.frames))
+            )
+        ]
+
+    (stall, *_) = wait_until(caught, message="the export's stall")
+    assert stall.duration >= 0.1 and stall.thread == "MainThread", stall
+    assert stall.loop.startswith("loop-")
+    assert _http(demo, "/health").strip() == b"ok"  # and the service went on serving

@@ -193,6 +193,8 @@ class StallWatch:
             return
         self._thread = threading.Thread(target=self._run, name="observer-agent-stalls", daemon=True)
         self._thread.start()
+        with contextlib.suppress(Exception):  # now, not in the thread: the first load
+            self._on_thread(self._thread.ident)  # sample must not count it as the host's
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):  # already released

@@ -218,6 +218,8 @@ def connect_help(demo: DemoProcess, keys: KeyMaterial) -> str:
             f"  observer kill {conn} ID",
             f"  observer ps {conn} --process all    # the master and its pool workers",
             f"  observer chaos {conn} --kind process --match 'http-worker-*' --action kill",
+            f"  observer stalls {conn}    # a report export blocks the loop once a minute",
+            f"  curl {demo.http_url}export    # ... or now",
             f"  (read-only: --token-file {shlex.quote(str(keys.viewer_token))})",
         ]
     )

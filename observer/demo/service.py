@@ -15,6 +15,8 @@ Supervision tree (every task, thread and process below has a stable name)::
       supervisor       -> worker-1..N            (restarted on cancel/crash)
                             -> worker-K-job      (awaited sub-task, so await chains exist)
       job-producer, reporter, load-generator (-> load-req-<n>)
+      report-exporter                            (every minute exports a report on the
+                                                  loop itself: a ~300 ms stall, on purpose)
     thread-supervisor -> cache-janitor            (threads, restarted if it dies)
     blocking-pool_0..3                            (ThreadPoolExecutor for /work and reports)
 """
@@ -28,10 +30,12 @@ import functools
 import hashlib
 import ipaddress
 import itertools
+import json
 import logging
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -56,6 +60,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_WORK_MS = 5000
 QUEUE_MAXSIZE = 500
 READY_TIMEOUT = 15.0
+EXPORT_STALL = 0.3  # seconds the report export blocks the event loop (the Stalls tab's example)
+FIRST_EXPORT = 15.0  # seconds after start of the first export (a newcomer sees one soon)
+BIG_ORDER = re.compile(r'"total_cents": ([4-9]\d{4})')  # totals of 400.00 and more
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Options:
     cache_max: int = DEFAULT_MAX_ENTRIES
     crash_rate: float = 0.0
     log_level: str = "INFO"
+    export_every: float = 60.0  # seconds between report exports (0: none)
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,7 @@ class DemoService:
                 ("job-producer", self.produce_jobs),
                 ("reporter", self.report_periodically),
                 ("load-generator", self.generate_load),
+                ("report-exporter", self.export_periodically),
             ],
         )
         self._main_task: asyncio.Task[Any] | None = None
@@ -271,6 +280,8 @@ class DemoService:
             return Response.json(result)
         if request.path == "/cache":
             return Response.json(self.cache.stats())
+        if request.path == "/export":  # the export on demand: a stall right now
+            return Response.json(self.export_report())
         return Response.json({"error": "not found", "path": request.path}, 404)
 
     def status(self) -> dict[str, Any]:
@@ -366,6 +377,35 @@ class DemoService:
         keys = self.cache.keys()[-5000:]
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
         return {**self.cache.stats(), "queue_depth": self.jobs.qsize(), "keys_digest": digest}
+
+    async def export_periodically(self) -> None:
+        """Export the orders report on the event loop itself, every ``--export-every`` s
+        (the first soon after start): the deliberate mistake the Stalls tab and the lag
+        chart's marks show. A real service would run it in the pool, as ``reporter`` does."""
+        every = self.options.export_every
+        if every <= 0:
+            await asyncio.Event().wait()  # no exports: idle until cancelled
+        await asyncio.sleep(min(every, FIRST_EXPORT))
+        while True:
+            report = self.export_report()
+            log.info("report-exporter: %d orders, %d big", report["orders"], report["big"])
+            await asyncio.sleep(every)
+
+    def export_report(self, budget: float = EXPORT_STALL) -> dict[str, Any]:
+        """Serialise the cached orders to JSON and scan the text for big totals, in the
+        calling thread: on the loop, it blocks it for ``budget`` seconds (passes over the
+        orders until then, so the stall is the same on a fast or a slow machine)."""
+        started = time.perf_counter()
+        orders = self.cache.values()[-2000:]
+        passes = big = 0
+        while True:
+            text = json.dumps(orders, sort_keys=True)  # CPU-bound: holds the loop
+            big = len(BIG_ORDER.findall(text))
+            passes += 1
+            if time.perf_counter() - started >= budget:
+                break
+        took = time.perf_counter() - started
+        return {"orders": len(orders), "big": big, "passes": passes, "took_ms": round(took * 1e3)}
 
     # -- load ----------------------------------------------------------------------------
 
@@ -523,8 +563,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--crash-rate", type=float, default=0.0, help="fraction of jobs that crash their worker"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (stderr)")
+    parser.add_argument(
+        "--export-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="export a report on the event loop every SECONDS, a ~300 ms stall on purpose "
+        "(the first after 15 s; 0: never; GET /export does one now)",
+    )
     ns = parser.parse_args(argv)
-    for flag in ("children", "pool", "workers", "cache_max"):
+    for flag in ("children", "pool", "workers", "cache_max", "export_every"):
         if getattr(ns, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0")
     for flag in ("bind", "http_bind"):
@@ -543,6 +591,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         cache_max=ns.cache_max,
         crash_rate=ns.crash_rate,
         log_level=ns.log_level.upper(),
+        export_every=ns.export_every,
     )
 
 

@@ -31,12 +31,14 @@ def run_window(
     *,
     nodes_file: Path | None,
     tab: str | None = None,
+    worker: str | None = None,
     screenshot: Path | None = None,
     after: float = 1.0,
     timeout: float = 60.0,
     verbose: bool | None = None,
 ) -> int:
     """Open the window on ``specs``; with ``screenshot``, save a PNG and exit instead.
+    ``worker`` opens that worker of the first node (``MainWindow.open_worker_when_up``).
 
     Qt's own messages reach the terminal only when ``verbose`` (default: ``$OBSERVER_VERBOSE``
     is set to something other than 0)."""
@@ -63,6 +65,8 @@ def run_window(
     if tab:
         window.show_tab(tab)
     window.open_nodes(list(specs))  # several nodes open on the Cluster tab, unless ``tab``
+    if worker:
+        window.open_worker_when_up(worker)
     if screenshot is not None:
         return save_screenshot(window, screenshot, after=after, timeout=timeout)
     window.show()
@@ -125,6 +129,8 @@ def save_screenshot(window: MainWindow, path: Path, *, after: float, timeout: fl
     outcome = {"data": False}
 
     def got_data() -> None:
+        if window.wanted_worker is not None:
+            return  # the master's data: the picture is of the worker asked for
         if not outcome["data"]:
             outcome["data"] = True
             QTimer.singleShot(int(after * 1000), loop.quit)

@@ -90,9 +90,14 @@ class NodeLink(QObject):
     _delivered = pyqtSignal(object, object)  # (callbacks, Reply), crosses to the GUI thread
     _status_set = pyqtSignal()  # emitted by a worker, re-emitted as ``changed`` (queued)
 
-    def __init__(self, spec: NodeSpec, parent: QObject | None = None) -> None:
+    def __init__(self, spec: NodeSpec, parent: QObject | None = None, health: Any = None) -> None:
+        """``health``: what runs the jobs, a ``Link`` of ``spec`` unless given (a worker's
+        ``observer.gui.workerlink.WorkerHealth``, which calls through its master's)."""
         super().__init__(parent)
-        self.health = Link(spec, on_change=self._health_changed)
+        if health is None:
+            health = Link(spec)
+        health.on_change = self._health_changed
+        self.health = health
         self.busy = 0  # jobs queued or running
         self.gone_since = 0.0  # time.time() its address left DNS (0: it has not)
         self.origin = ""  # the DNS name (host:port) this address came from ("": none)

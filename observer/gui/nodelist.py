@@ -13,6 +13,7 @@ from PyQt6.QtWidgets import QTreeWidget, QTreeWidgetItem, QWidget
 
 from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Status
+from observer.gui.workerlink import WorkerHealth
 
 LIGHTS = {
     Status.CONNECTING: "#d4a72c",
@@ -67,22 +68,46 @@ class NodeList(QTreeWidget):
         self.update_link(link)
         return item
 
+    def add_worker(self, host: NodeLink, link: NodeLink) -> QTreeWidgetItem | None:
+        """Show an opened worker under its host's row."""
+        parent = self.item_of(host)
+        if parent is None:
+            return None
+        item = QTreeWidgetItem()
+        item.setData(0, LINK_ROLE, link)
+        parent.addChild(item)
+        self.setRootIsDecorated(True)  # the host can fold its workers away
+        parent.setExpanded(True)
+        self.update_link(link)
+        return item
+
     def item_of(self, link: NodeLink) -> QTreeWidgetItem | None:
         for i in range(self.topLevelItemCount()):
             item = self.topLevelItem(i)
-            if item is not None and item.data(0, LINK_ROLE) is link:
+            if item is None:
+                continue
+            if item.data(0, LINK_ROLE) is link:
                 return item
+            for j in range(item.childCount()):
+                child = item.child(j)
+                if child is not None and child.data(0, LINK_ROLE) is link:
+                    return child
         return None
 
     def update_link(self, link: NodeLink) -> None:
         item = self.item_of(link)
         if item is None:
             return
+        worker = isinstance(link.health, WorkerHealth)
+        exited = worker and link.health.exited
         item.setIcon(0, self._icons[link.status])
-        item.setText(0, link.label)
-        item.setText(1, link.spec.address)
-        item.setText(2, rtt_text(link.rtt) if link.status is Status.UP else link.status.value)
-        lines = [f"{link.label} ({link.spec.address}): {link.status.value}"]
+        item.setText(0, link.label)  # a worker's: its role label and pid
+        item.setText(1, "" if worker else link.spec.address)  # a worker's: its master's
+        state = "exited" if exited else link.status.value
+        item.setText(2, rtt_text(link.rtt) if link.status is Status.UP else state)
+        lines = [f"{link.label} ({link.spec.address}): {state}"]
+        if worker:
+            lines.append(f"a worker of {link.health.master.label}, through its session")
         if link.origin:
             lines.append(f"resolved from {link.origin}")
         if link.gone_since:
@@ -98,7 +123,7 @@ class NodeList(QTreeWidget):
             lines.append(f"warning: {link.cert_warning}")
         if link.error:
             lines.append(link.error)
-        brush = QBrush(GONE) if link.gone_since else QBrush()
+        brush = QBrush(GONE) if link.gone_since or exited else QBrush()
         for column in range(3):
             item.setToolTip(column, "\n".join(lines))
             item.setForeground(column, brush)
@@ -124,6 +149,10 @@ class NodeList(QTreeWidget):
     def remove(self, link: NodeLink) -> None:
         item = self.item_of(link)
         if item is not None:
-            self.takeTopLevelItem(self.indexOfTopLevelItem(item))
+            parent = item.parent()
+            if parent is not None:
+                parent.removeChild(item)
+            else:
+                self.takeTopLevelItem(self.indexOfTopLevelItem(item))
             self.columns.reset()
             self.columns.fit_later()

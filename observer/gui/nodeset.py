@@ -19,6 +19,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from observer.errors import ObserverError
 from observer.gui.link import NodeLink
 from observer.gui.resolver import Resolver
+from observer.gui.workerlink import WorkerHealth
 from observer.nodesfile import NodeSpec, forget, load_nodes, remember
 from observer.resolve import RESOLVE_EVERY, Change, expands
 
@@ -34,6 +35,7 @@ class NodeSet(QObject):
     resolved = pyqtSignal(str, bool)  # (name, first answer): a DNS name was resolved
     dns_errors = pyqtSignal(list)  # every name's current resolution errors (str)
     save_failed = pyqtSignal(str)  # the nodes file could not be written: why
+    worker_added = pyqtSignal(object, object)  # (host, worker) NodeLink: a worker opened
 
     def __init__(self, nodes_file: Path | None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,6 +48,7 @@ class NodeSet(QObject):
         self._resolved_at = time.monotonic()
         self.unanswered: set[str] = set()  # names not resolved yet
         self._dns_errors: dict[str, list[str]] = {}
+        self.workers: dict[NodeLink, list[NodeLink]] = {}  # host -> its opened workers
 
     # ------------------------------------------------------------ adding and removing
 
@@ -77,6 +80,7 @@ class NodeSet(QObject):
             self.add_spec(spec)  # each address comes back with the new spec
             return None
         new = self._new_link(spec)
+        self._drop_workers(link)  # they ran through the old link's session
         self.links[self.links.index(link)] = new
         self.replaced.emit(link, new)
         link.close()
@@ -101,6 +105,7 @@ class NodeSet(QObject):
         self._report_dns_errors()
 
     def drop_link(self, link: NodeLink) -> None:
+        self._drop_workers(link)
         self.links.remove(link)
         self.removed.emit(link)
         link.close()
@@ -108,7 +113,49 @@ class NodeSet(QObject):
     def close(self) -> None:
         """Stop resolving and close every connection (the window is closing)."""
         self.resolver.close()
-        for link in self.links:
+        for link in self.all_links():
+            link.close()
+
+    # ------------------------------------------------------------ workers opened as nodes
+
+    def open_worker(self, host: NodeLink, pid: int, name: str, started: float = 0.0) -> NodeLink:
+        """Show worker ``pid`` of ``host`` as a node of its own, reached through the host's
+        session (``observer.gui.workerlink``); the entry already open for it if any."""
+        for link in self.workers.get(host, []):
+            if link.pid == pid and not link.health.exited:
+                return link
+        health = WorkerHealth(host.health, pid, name, started, taken=lambda: self._open_pids(host))
+        link = NodeLink(health.spec, self, health=health)
+        link.changed.connect(lambda link=link: self.link_changed.emit(link))
+        self.workers.setdefault(host, []).append(link)
+        self.worker_added.emit(host, link)
+        return link
+
+    def close_worker(self, link: NodeLink) -> None:
+        """Stop showing an opened worker (its master's session stays)."""
+        for host, opened in self.workers.items():
+            if link in opened:
+                opened.remove(link)
+                self.removed.emit(link)
+                link.close()
+                if not opened:
+                    del self.workers[host]
+                return
+
+    def host_of(self, link: NodeLink) -> NodeLink | None:
+        """The master an opened worker is reached through (None: ``link`` is no worker)."""
+        return next((host for host, opened in self.workers.items() if link in opened), None)
+
+    def all_links(self) -> list[NodeLink]:
+        """Every node, then every opened worker."""
+        return [*self.links, *(w for opened in self.workers.values() for w in opened)]
+
+    def _open_pids(self, host: NodeLink) -> set[int]:
+        return {w.pid for w in list(self.workers.get(host, ())) if w.pid is not None}
+
+    def _drop_workers(self, host: NodeLink) -> None:
+        for link in self.workers.pop(host, []):
+            self.removed.emit(link)
             link.close()
 
     def _new_link(self, spec: NodeSpec) -> NodeLink:

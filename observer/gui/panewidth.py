@@ -63,7 +63,7 @@ class PaneWidth(QObject):
             return
         low, high = FITTED
         want = max(low, min(high, self.nodes.width_wanted()))
-        if abs(want - self.width()) > 4:
+        if want > self.width() or self.width() - want > 4:  # never a few px short: elided
             self.set(want)
 
     def save(self) -> None:

@@ -41,7 +41,7 @@ from observer.gui.cluster import (
 from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.tab import Tab
-from observer.gui.workers import WorkerWatch, cluster_workers, with_load
+from observer.gui.workers import WorkerRow, WorkerWatch, cluster_workers, with_load
 
 OPEN_HOSTS_UP_TO = 8  # nodes: in a window this small a host's workers show without a click
 SPARK_WIDTH = 76  # px of the CPU trend column: its sparkline has no text to measure
@@ -72,6 +72,10 @@ class Fleet(Protocol):
 
     def open_node(self, link: NodeLink) -> None:
         """Select ``link`` and show it on its System tab."""
+        ...
+
+    def open_worker(self, host: NodeLink, pid: int, name: str, started: float = 0.0) -> None:
+        """Open a worker of ``host`` as a node of its own and show it."""
         ...
 
 
@@ -231,14 +235,32 @@ class ClusterTab(Tab):
 
     def _activated(self, index: QModelIndex) -> None:
         link = index.siblingAtColumn(NODE).data(LINK_ROLE)
-        if link is not None:
+        worker = self.worker_at(index)
+        if worker is not None:
+            self.fleet.open_worker(link, worker.pid, worker.name)
+        elif link is not None and not index.parent().isValid():
             self.fleet.open_node(link)
 
+    def worker_at(self, index: QModelIndex) -> WorkerRow | None:
+        """The live worker a row under a host shows (None: a host row, or one exited)."""
+        source = self.proxy.mapToSource(index)
+        link = source.internalPointer() if source.isValid() else None
+        rows = self.model.workers.get(link, []) if link is not None else []
+        if not 0 <= source.row() < len(rows) or rows[source.row()][0].exited:
+            return None
+        return rows[source.row()][0]
+
     def _menu(self, pos: QPoint) -> None:
-        link = self.view.indexAt(pos).siblingAtColumn(NODE).data(LINK_ROLE)
+        index = self.view.indexAt(pos)
+        link = index.siblingAtColumn(NODE).data(LINK_ROLE)
         if link is None:
             return
         menu = QMenu(self.view)
+        worker = self.worker_at(index)
+        if worker is not None:
+            menu.addAction(
+                "Open worker", lambda: self.fleet.open_worker(link, worker.pid, worker.name)
+            )
         menu.addAction("Open node", lambda: self.fleet.open_node(link))
         menu.addAction("Open metrics URL", lambda: self.open_metrics(link))
         menu.exec(self.view.viewport().mapToGlobal(pos))

@@ -19,12 +19,16 @@ from observer.gui.workers import WORKERS, WorkerWatch, worker_section
 
 ENVIRONMENT = "Environment (redacted)"
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1
+WORKER_ROLE = Qt.ItemDataRole.UserRole + 2  # a live worker's row: its WorkerRow
 
 
 class ExposedInspector(Protocol):
-    """What the System tab asks of the window: open an exposed object's inspect window."""
+    """What the System tab asks of the window: open an exposed object's inspect window,
+    open a worker as a node of its own."""
 
     def inspect_exposed(self, link: NodeLink, name: str) -> QWidget: ...
+
+    def open_worker(self, link: NodeLink, pid: int, name: str, started: float = 0.0) -> None: ...
 
 
 class SystemTab(Tab):
@@ -72,6 +76,8 @@ class SystemTab(Tab):
         self.info, self.agent_threads = info, sum(t.is_agent and t.alive for t in threads)
         sections = process_facts(info, self.agent_threads)
         workers = self.watch.update(children, agent_now(info), exits)
+        starts = {c.pid: c.create_time for c in children}
+        live = {f"pid {w.pid}": w for w in workers if not w.exited}
         if workers or self.watch.restarts:
             sections.append(worker_section(workers, self.watch.restarts))
         sections.append((ENVIRONMENT, [tuple(line.partition("=")[::2]) for line in info.environ]))
@@ -81,6 +87,10 @@ class SystemTab(Tab):
                 top.setText(1, str(len(info.environ)))
             elif title == WORKERS and " · exited" in row.text(1):
                 row.setForeground(1, QColor("#8c959f"))
+            elif title == WORKERS and row.text(0) in live:
+                worker = live[row.text(0)]
+                row.setData(0, WORKER_ROLE, (worker.pid, worker.name, starts.get(worker.pid, 0.0)))
+                row.setToolTip(0, "Double-click to open this worker (charts, memory, ...)")
             elif title == EXPOSED and info.exposed:
                 row.setData(0, TARGET_ROLE, row.text(0))
                 row.setToolTip(0, "Double-click to inspect")
@@ -93,6 +103,9 @@ class SystemTab(Tab):
         name = item.data(0, TARGET_ROLE)
         if name and self.link is not None:
             self.inspector.inspect_exposed(self.link, name)
+        worker = item.data(0, WORKER_ROLE)
+        if worker and self.link is not None:
+            self.inspector.open_worker(self.link, *worker)
 
     def status_text(self) -> str:
         p = self.info

@@ -27,6 +27,7 @@ from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE, KIND_ROLE, NAME_ROLE
 from observer.gui.source import SiteWindow
 
+AGENT_MARK = " [agent "  # what a child's row name carries when it runs an agent (a worker)
 KEEP = "Keep running"  # the confirmation's "no": never another "Cancel" next to "Cancel task"
 
 
@@ -46,12 +47,14 @@ class Targets(QObject):
         current_link: Callable[[], NodeLink | None],
         say: Callable[[str, int], None],
         acted: Callable[[NodeLink], None],
+        open_worker: Callable[[NodeLink, int, str, float], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self.widget = parent
         self.current_link = current_link
         self._say = say
         self._acted = acted
+        self._open_worker = open_worker
         self.inspectors: dict[tuple[int, str, str], InspectWindow | SiteWindow] = {}
         self.confirm_box: QMessageBox | None = None
 
@@ -84,7 +87,8 @@ class Targets(QObject):
             self.inspect(link, row[0], row[1], row[2])
 
     def _context_menu(self, view: QAbstractItemView, pos: QPoint) -> None:
-        row = self._row(view.indexAt(pos))
+        index = view.indexAt(pos)
+        row = self._row(index)
         link = self.current_link()
         if row is None or link is None:
             return
@@ -93,11 +97,17 @@ class Targets(QObject):
             menu.exec(view.viewport().mapToGlobal(pos))
 
     def row_menu(self, link: NodeLink, target: str, kind: str, name: str) -> QMenu:
-        """Inspect and the control actions for one row (disabled, with why, for viewers)."""
+        """Inspect and the control actions for one row (disabled, with why, for viewers);
+        a worker's row (a child running an agent) opens the worker as a node of its own."""
         menu = QMenu(self.widget)
         menu.setToolTipsVisible(True)
         if kind in ("task", "thread"):
             menu.addAction("Inspect", lambda: self.inspect(link, target, kind, name))
+        label, agent, _rest = name.partition(AGENT_MARK)
+        pid = target.removeprefix("pid-")
+        if kind == "child" and agent and pid.isdigit() and self._open_worker is not None:
+            entry = menu.addAction("Open worker", lambda: self.open_worker(link, int(pid), label))
+            entry.setToolTip("Its System tab, load charts, memory, stalls and profile")
         actions = actions_for(kind)
         if actions and not menu.isEmpty():
             menu.addSeparator()
@@ -124,6 +134,11 @@ class Targets(QObject):
             self.say(VIEWER_REASON, 10000)
             return
         self.confirm_control(link, action, row[0], row[2])
+
+    def open_worker(self, link: NodeLink, pid: int, name: str, started: float = 0.0) -> None:
+        """Open worker ``pid`` of ``link`` as a node of its own (in the node list)."""
+        if self._open_worker is not None:
+            self._open_worker(link, pid, name, started)
 
     # ------------------------------------------------------------ control
 

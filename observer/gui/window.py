@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PyQt6.QtCore import QTimer
+from PyQt6.QtCore import QPoint, Qt, QTimer
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QLabel,
     QMainWindow,
+    QMenu,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -29,9 +30,9 @@ from PyQt6.QtWidgets import (
 )
 
 from observer.gui.chaos_dialog import ChaosDialog
-from observer.gui.link import NodeLink, Status
+from observer.gui.link import NodeLink, Reply, Status
 from observer.gui.nodedialog import AddNodeDialog, EditNodeDialog
-from observer.gui.nodelist import NodeList, rtt_text
+from observer.gui.nodelist import LINK_ROLE, NodeList, rtt_text
 from observer.gui.nodeset import NodeSet
 from observer.gui.panewidth import PaneWidth
 from observer.gui.tab import Tab
@@ -44,6 +45,7 @@ from observer.gui.tab_stalls import StallsTab
 from observer.gui.tab_system import SystemTab
 from observer.gui.tab_table import TableTab
 from observer.gui.targets import Targets
+from observer.gui.workerlink import WorkerHealth, pick_worker, worker_label
 from observer.nodesfile import NodeSpec
 
 INTERVALS = (1, 2, 5, 10, 30, 60)
@@ -59,7 +61,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.nodes_file = nodes_file
         self.node_set = NodeSet(nodes_file, self)
-        self.targets = Targets(self, self.current_link, self._say, self._acted)
+        self.targets = Targets(self, self.current_link, self._say, self._acted, self.open_worker)
         self.chaos_dialog: ChaosDialog | None = None
         self.paused = False
         self.auto_landing = True  # open on the Cluster tab once there are several nodes
@@ -110,6 +112,10 @@ class MainWindow(QMainWindow):
         node_set.resolved.connect(self._name_resolved)
         node_set.dns_errors.connect(self._show_dns_errors)
         node_set.save_failed.connect(lambda text: self._say(text, 10000))
+        node_set.worker_added.connect(self._worker_added)
+        self.nodes.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.nodes.customContextMenuRequested.connect(self._node_menu)
+        self.wanted_worker: tuple[NodeLink, str] | None = None  # --worker, until opened
 
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.tick)
@@ -231,6 +237,7 @@ class MainWindow(QMainWindow):
         link = self.current_link()
         if link is None:
             return
+        link = self.node_set.host_of(link) or link  # an opened worker: its master's settings
         original = self.node_set.given_spec(link)
         dialog = EditNodeDialog(original, self.node_set.remembered(original.address), self)
         if dialog.exec() != EditNodeDialog.DialogCode.Accepted:
@@ -244,6 +251,9 @@ class MainWindow(QMainWindow):
         """File > Remove node: stop showing it (every address of its DNS name) and forget it."""
         link = self.current_link()
         if link is None:
+            return
+        if self.node_set.host_of(link) is not None:  # an opened worker: just close it
+            self.node_set.close_worker(link)
             return
         self.node_set.remove(link)
         self._node_selected()
@@ -264,9 +274,79 @@ class MainWindow(QMainWindow):
         self.ping(link)
 
     def _link_removed(self, link: NodeLink) -> None:
+        current = self.current_link()
         self.nodes.remove(link)
         self.targets.close_for(link)
         self.cluster.sync()
+        if link is current:  # Qt picks a neighbour, or none: show what is selected now
+            self._node_selected()
+
+    # ------------------------------------------------------------ workers as nodes
+
+    def open_worker(self, host: NodeLink, pid: int, name: str, started: float = 0.0) -> None:
+        """Open worker ``pid`` of ``host`` as an entry under it in the node list, selected
+        (Processes, System and Cluster tabs: "Open worker"); its tabs read the worker
+        through the host's session."""
+        host = self.node_set.host_of(host) or host  # a worker's worker is its master's
+        link = self.node_set.open_worker(host, pid, name, started)
+        item = self.nodes.item_of(link)
+        if item is not None:
+            self.nodes.setCurrentItem(item)
+        if self.current_tab() is self.cluster:
+            self.tabs.setCurrentWidget(self.system)
+
+    def _worker_added(self, host: NodeLink, link: NodeLink) -> None:
+        self.nodes.add_worker(host, link)
+        self.ping(link)
+
+    def _node_menu(self, pos: QPoint) -> None:
+        item = self.nodes.itemAt(pos)
+        link = item.data(0, LINK_ROLE) if item is not None else None
+        if link is None:
+            return
+        menu = self.node_menu(link)
+        if not menu.isEmpty():
+            menu.exec(self.nodes.viewport().mapToGlobal(pos))
+
+    def node_menu(self, link: NodeLink) -> QMenu:
+        """An opened worker's entry: open the worker that replaced it, close it."""
+        menu = QMenu(self)
+        health = link.health
+        if not isinstance(health, WorkerHealth):
+            return menu
+        new = health.replaced_by
+        if new is not None:
+            host = self.node_set.host_of(link)
+            label = worker_label(new.name, new.pid)
+            if host is not None:
+                menu.addAction(
+                    f"Open replacement: {label}",
+                    lambda: self.open_worker(host, new.pid, new.name, new.create_time),
+                )
+        elif health.exited:
+            entry = menu.addAction("Open replacement: none yet")
+            entry.setEnabled(False)
+        menu.addAction("Close worker", lambda: self.node_set.close_worker(link))
+        return menu
+
+    def open_worker_when_up(self, which: str) -> None:
+        """``observer gui NODE --worker PID|N|NAME``: once the first node lists its
+        workers, open the one ``which`` names (observer.gui.workerlink.pick_worker)."""
+        if not self.links:
+            return
+        host = self.links[0]
+        self.wanted_worker = (host, which)
+
+        def opened(reply: Reply) -> None:
+            self.wanted_worker = None
+            if reply.ok:
+                child = reply.value
+                self.open_worker(host, child.pid, child.name, child.create_time)
+            else:
+                self._say(f"{host.label}: {reply.error}", 15000)
+                self.current_tab().show_error(reply)
+
+        host.request("open-worker", lambda node: pick_worker(node.children(), which), opened)
 
     def _link_replaced(self, old: NodeLink, new: NodeLink) -> None:
         self.nodes.replace(old, new)
@@ -381,7 +461,7 @@ class MainWindow(QMainWindow):
         current = self.current_link()
         if current is not None:
             self.current_tab().refresh()
-        for link in self.links:
+        for link in self.node_set.all_links():  # opened workers too: who exited shows
             if link is not current:
                 self.ping(link)
 
@@ -413,6 +493,8 @@ class MainWindow(QMainWindow):
             self.counts_label.setText("")
             return
         state = link.status.value
+        if isinstance(link.health, WorkerHealth) and link.health.exited:
+            state = "exited"
         role = f", {link.role}" if link.role else ""
         self.node_label.setText(f"{link.label} ({link.spec.address}): {state}{role}")
         parts = []

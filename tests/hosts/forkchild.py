@@ -5,7 +5,8 @@ run it too): say what it inherited from the master's agent, then end as it was t
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
 its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
 signal), ``loop`` (an asyncio loop with a task named worker-job), ``code3`` (exit with
-status 3 on SIGUSR1).
+status 3 on SIGUSR1), ``own`` (``loop``, plus objects of a type only the worker makes and
+a 250 ms stall of its loop every 2 s).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import agent
+
+OWNED = 321  # WorkerOwned objects an ``own`` child holds
 
 
 def say(line: str) -> None:
@@ -69,6 +73,29 @@ def pidfds() -> int:
     return count
 
 
+class WorkerOwned:
+    """Made only by an ``own`` child (never by the master): its census shows them."""
+
+
+def blocking_report() -> None:
+    """A blocking step on the worker's loop: the stall its Stalls tab shows."""
+    time.sleep(0.25)
+
+
+async def own_jobs(kept: list[WorkerOwned]) -> None:
+    async def stall_now_and_then() -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            blocking_report()
+
+    staller = asyncio.create_task(stall_now_and_then(), name="staller")
+    try:
+        await jobs()
+    finally:
+        staller.cancel()
+        kept.clear()
+
+
 def peer_ports() -> str:
     """The remote ports of this process's connected TCP sockets ("-" if none)."""
     ports = []
@@ -109,6 +136,8 @@ def child_main(how: str, port: int, keys: str) -> None:
         asyncio.run(jobs())
     if how == "code3":
         signal.signal(signal.SIGUSR1, lambda *_: os._exit(3))
+    if how == "own":
+        asyncio.run(own_jobs([WorkerOwned() for _ in range(OWNED)]))
     if how == "start":
         from tests.hosts.common import start_agent
 
