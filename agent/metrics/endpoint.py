@@ -20,6 +20,7 @@ from agent.metrics.runtime import (
     GcTimer,
     ProcessCollector,
     PythonCollector,
+    StallCollector,
 )
 from agent.metrics.workers import WorkersCollector
 from agent.wire import join_host_port
@@ -49,6 +50,7 @@ class MetricsEndpoint:
         self.registry.register(ProcessCollector(core.process))
         self.registry.register(PythonCollector(self.gc_timer))
         self.registry.register(self.asyncio)
+        self.registry.register(StallCollector(core.stall_watch))
         self.registry.register(
             AgentCollector(core, scrape_stats=lambda: self._last, errors=self._errors)
         )
