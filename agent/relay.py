@@ -73,6 +73,7 @@ RELAYED = frozenset(
         "profile_start",  # audited by the worker, whose profiler it is
         "profile_read",
         "profile_stop",
+        "metric_families",  # read-only: the master's own scrape asks it (agent.metrics)
     }
 )
 # the ones the master audits as actions on the worker

@@ -75,11 +75,14 @@ def test_a_reused_pid_is_a_new_worker():
 
 def test_a_masters_scrape_carries_each_workers_series_and_a_replacement_takes_the_slot(
     forker,  # noqa: F811
+    monkeypatch,
 ):
     """Three idle workers of a real master: each has its series under worker="0".."2"
-    and its pid in observer_worker_info, and stays dormant (a scrape wakes no worker's
-    agent). The SIGKILLed one (not yet reaped: a zombie) is gone from the next scrapes,
-    its exit counted; a newly forked worker takes its slot."""
+    and its pid in observer_worker_info, and stays dormant with the workers' own Python
+    series turned off (a scrape wakes no worker's agent). The SIGKILLed one (not yet
+    reaped: a zombie) is gone from the next scrapes, its exit counted; a newly forked
+    worker takes its slot."""
+    monkeypatch.setenv("OBSERVER_AGENT_METRICS_WORKER_AGENTS", "0")
     master = forker("--workers", "--metrics", "127.0.0.1:0")
     address = line_value(master.process, "metrics").split("//", 1)[1].split("/", 1)[0]
     pids = [master.fork("os", "idle")[0] for _ in range(3)]
