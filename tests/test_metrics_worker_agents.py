@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from agent.metrics.exposition import ExpositionError
 from agent.metrics.own import FAMILIES
-from agent.metrics.workeragents import TIMEOUT, families_from
+from agent.metrics.workeragents import REASONS, TIMEOUT, families_from
 from tests.helpers import freeze, line_value, wait_until
 from tests.hosts.forkchild import STALL
 from tests.metricstools import prometheus_bin, promtool_check_metrics, samples, scrape, value
@@ -92,6 +92,7 @@ def test_each_workers_python_series_come_by_slot_and_go_with_a_killed_worker(
     for name in OWN:  # the master's own series stay unlabelled next to the workers'
         assert "" in worker_labels(text, name), name
     assert "worker-job" not in text  # task names never become labels
+    assert set(agent_errors(text)) == set(REASONS)  # every reason from the start, at 0 or more
     if prometheus_bin()[0] is not None:  # not in the 3.14/3.15 chroot
         check = promtool_check_metrics(text)
         assert check.returncode == 0, check.stdout + check.stderr

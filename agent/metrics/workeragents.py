@@ -5,7 +5,8 @@ through agent.relay, over a link kept from scrape to scrape (one per worker, clo
 the worker is gone), by a few daemon threads. The scrape waits for the answers until its
 deadline (TIMEOUT after asking) and no longer: a worker that is hung, frozen, dead or
 still waking up simply lacks its Python series in that scrape, and
-``observer_worker_agent_errors_total{reason}`` counts it. A worker still busy with an
+``observer_worker_agent_errors_total{reason}`` counts it (``waking`` until a worker's agent
+first answered: a dormant agent builds itself at the first ask). A worker still busy with an
 earlier ask is not asked again (so a hung one holds one thread at most, until the relay's
 own timeout ends its call).
 
@@ -37,7 +38,7 @@ THREADS = 8  # asks in flight at once
 TIMEOUT = 0.5  # seconds a scrape waits for its workers' answers, all of them together
 MAX_SAMPLES = 400  # per worker: 32 loops' tasks, lag and stalls fit; more is refused
 MAX_REPLY = 1 << 20  # bytes of one worker's decoded reply
-REASONS = ("timeout", "unreachable", "refused", "cap")
+REASONS = ("waking", "timeout", "unreachable", "refused", "cap")
 METHOD = "metric_families"
 
 
@@ -45,11 +46,17 @@ class _Link:
     """One worker's relay (a link of its own, logged in as a viewer) and whether an ask to
     it is in flight."""
 
-    __slots__ = ("busy", "relay")
+    __slots__ = ("answered", "busy", "relay")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.busy = False
+        self.answered = False  # its agent answered once (it is awake)
+
+    @property
+    def late(self) -> str:
+        """Why an ask not answered in time is late."""
+        return "timeout" if self.answered else "waking"
 
 
 class Batch:
@@ -57,6 +64,7 @@ class Batch:
 
     def __init__(self, pids: Iterable[int]) -> None:
         self.waiting = set(pids)
+        self.links: dict[int, _Link] = {}
         self.families: dict[int, list[Family]] = {}
         self.failed: dict[int, str] = {}
         self._cond = threading.Condition()
@@ -79,7 +87,8 @@ class Batch:
                     break
                 self._cond.wait(left)
             for pid in self.waiting:
-                self.failed[pid] = "timeout"
+                link = self.links.get(pid)
+                self.failed[pid] = link.late if link is not None else "timeout"
             self.waiting = set()
 
 
@@ -119,8 +128,9 @@ class WorkerAgents:
                 link = self._links.get(pid)
                 if link is None:
                     link = self._links[pid] = _Link(Relay(self._keys, self._role))
-                if link.busy:  # the previous ask has not come back yet: hung
-                    batch.done(pid, None, "timeout")
+                batch.links[pid] = link
+                if link.busy:  # the previous ask has not come back yet: hung (or waking)
+                    batch.done(pid, None, link.late)
                     continue
                 link.busy = True
                 self._jobs.put((batch, pid, link, keep_max))
@@ -175,6 +185,7 @@ class WorkerAgents:
             with self._lock:
                 self._idle -= 1
             batch, pid, link, keep_max = job
+            families, reason = None, "refused"
             try:
                 families, reason = self._ask(pid, link, keep_max)
             except Exception:  # contained: a failed ask is that worker's, never the thread's
@@ -182,6 +193,7 @@ class WorkerAgents:
             finally:
                 with self._lock:
                     link.busy = False
+                    link.answered = link.answered or reason != "unreachable"
                     self._idle += 1
             batch.done(pid, families, reason)
 

@@ -260,7 +260,8 @@ class WorkersCollector:
             "observer_worker_agent_errors",
             "counter",
             "Times a worker's own Python series were left out of a scrape, by reason: its "
-            "agent did not answer in time (timeout), could not be reached (unreachable), "
+            "agent was still waking up (waking), did not answer in time (timeout), could "
+            "not be reached (unreachable), "
             "sent an error or an unexpected reply (refused), or the series cap (cap).",
         )
         for reason in REASONS:
