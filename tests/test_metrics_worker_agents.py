@@ -27,6 +27,7 @@ from tests.hosts.forkchild import STALL
 from tests.metricstools import prometheus_bin, promtool_check_metrics, samples, scrape, value
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 from tests.test_metrics_workers import slots_of, worker_labels
+from tests.test_prometheus import bindir, prometheus  # noqa: F401  (fixtures)
 
 OWN = ("python_gc_collections_total", "python_asyncio_tasks", "python_asyncio_loop_lag_max_seconds")
 
@@ -244,3 +245,68 @@ def test_a_reply_with_too_many_samples_is_refused():
     data = [["python_threads", "gauge", "t", [["", ["loop", str(i)], 1] for i in range(401)]]]
     with pytest.raises(ValueError):
         families_from(data)
+
+
+def test_a_real_prometheus_sees_each_workers_python_series_by_slot_through_a_kill_and_a_stall(
+    forker,  # noqa: F811
+    prometheus,  # noqa: F811
+):
+    """Prometheus scrapes a real master every second: three workers' GC, tasks, loop lag
+    and stall series under worker="0".."2"; a SIGKILLed worker's are gone from the next
+    scrape (stale in Prometheus) and its replacement's take the slot with a new pid; a
+    worker whose loop is blocked shows the stall in its counters, the others do not."""
+    master = forker("--workers", "--metrics", "127.0.0.1:0")
+    address = metrics_of(master)
+    pids = [master.fork("os", "loop")[0] for _ in range(3)]
+    wait_own(address, {"0", "1", "2"})
+    server = prometheus([{"job_name": "workers", "static_configs": [{"targets": [address]}]}])
+
+    def by_worker(promql: str) -> dict[str, float]:
+        return {r["metric"].get("worker", ""): float(r["value"][1]) for r in server.query(promql)}
+
+    def pid_of() -> dict[str, int]:
+        return {r["metric"]["worker"]: int(r["metric"]["pid"])
+                for r in server.query("observer_worker_info")}  # fmt: skip
+
+    own = 'python_asyncio_loop_lag_seconds_count{worker=~".+"}'
+    wait_until(lambda: set(by_worker(own)) == {"0", "1", "2"}, timeout=30, message="scraped")
+    assert pid_of() == {"0": pids[0], "1": pids[1], "2": pids[2]}
+    gc = server.query('python_gc_collections_total{worker=~".+"}')
+    assert sorted((r["metric"]["worker"], r["metric"]["generation"]) for r in gc) == [
+        (w, g) for w in "012" for g in "012"
+    ]
+    tasks = by_worker('sum by (worker) (python_asyncio_tasks{worker=~".+"})')
+    assert set(tasks) == {"0", "1", "2"} and all(2 <= v <= 3 for v in tasks.values()), tasks
+    assert set(by_worker('python_asyncio_loop_lag_max_seconds{worker=~".+"}')) == {"0", "1", "2"}
+    stalls = 'sum by (worker) (python_asyncio_loop_stalls_total{worker=~".+"})'
+    assert by_worker(stalls) == {"0": 0.0, "1": 0.0, "2": 0.0}
+
+    os.kill(pids[0], signal.SIGUSR1)  # worker 0's loop sleeps STALL seconds
+    wait_until(lambda: by_worker(stalls).get("0") == 1.0, timeout=30, message="stall scraped")
+    assert by_worker(stalls) == {"0": 1.0, "1": 0.0, "2": 0.0}
+    seconds = by_worker('sum by (worker) (python_asyncio_loop_stall_seconds_total{worker="0"})')
+    assert STALL * 0.7 <= seconds["0"] <= STALL * 5, seconds
+    p99 = by_worker(
+        "histogram_quantile(1, sum by (worker, le) "
+        '(increase(python_asyncio_loop_lag_seconds_bucket{worker="0"}[1m])))'
+    )
+    assert p99["0"] > 0, p99  # the lag probe waited behind the stall too (or a tick)
+
+    os.kill(pids[1], signal.SIGKILL)
+    wait_until(
+        lambda: set(by_worker(own)) == {"0", "2"} and set(pid_of()) == {"0", "2"},
+        timeout=30,
+        message="the killed worker's series stale",
+    )
+    assert master.reap(pids[1]) == -9
+    new = master.fork("os", "loop")[0]
+    wait_until(
+        lambda: pid_of().get("1") == new and set(by_worker(own)) == {"0", "1", "2"},
+        timeout=30,
+        message="the replacement's series in slot 1",
+    )
+    gone = server.query('python_gc_collections_total{worker="1", generation="0"}')
+    assert len(gone) == 1  # one series per slot, whoever holds it
+    for pid in (pids[0], pids[2], new):
+        os.kill(pid, signal.SIGTERM)
+        assert master.reap(pid) == -15

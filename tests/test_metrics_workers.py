@@ -208,7 +208,8 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
     """Prometheus scrapes a real gunicorn master every second: two workers' series by
     slot, their pids in observer_worker_info; after a SIGKILL gunicorn's replacement has
     the dead worker's slot with its own pid, the exit is counted, and the series the
-    shipped dashboard and rules read about workers are all served."""
+    shipped dashboard and rules read about workers are all served; each worker's own GC
+    series come from its agent under its slot, the replacement's too."""
     pytest.importorskip("gunicorn")
     g = GunicornWithMetrics(keys)
     try:
@@ -241,6 +242,13 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
         rss = server.query('process_resident_memory_bytes{worker=~".+"}')
         assert sorted(r["metric"]["worker"] for r in rss) == ["0", "1"]
         assert all(1e6 < float(r["value"][1]) < 4e9 for r in rss)
+        # the workers' own Python series, asked of their agents (sync workers: no loop)
+        own = 'python_gc_collections_total{worker=~".+", generation="0"}'
+
+        def own_slots() -> set[str]:
+            return {r["metric"]["worker"] for r in server.query(own)}
+
+        wait_until(lambda: own_slots() == {"0", "1"}, timeout=30, message="workers' GC")
 
         victim_slot, victim = min(seen.items())
         os.kill(victim, signal.SIGKILL)
@@ -253,6 +261,7 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
         assert {k: v for k, v in after.items() if k != victim_slot} == {
             k: v for k, v in seen.items() if k != victim_slot
         }
+        wait_until(lambda: own_slots() == {"0", "1"}, timeout=30, message="the new one's GC")
         exits = wait_until(lambda: server.values("observer_worker_exits_total"), timeout=30)
         assert list(exits.values()) == [1.0]
     finally:
