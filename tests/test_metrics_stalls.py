@@ -91,7 +91,7 @@ def test_a_gone_loop_takes_its_series_and_loops_beyond_the_cap_are_summed_as_oth
     live = [first, second]
     watch = StallWatch(
         lambda: [(t.loop, t.thread.ident, registry.loop_id(t.loop)) for t in live],
-        threshold=0.05,
+        threshold=0.1,
     )
     watch.start()
     try:
@@ -107,13 +107,14 @@ def test_a_gone_loop_takes_its_series_and_loops_beyond_the_cap_are_summed_as_oth
             message="a stall on each loop",
         )
         assert set(counts) == {names[0], "other"}
-        assert all(0.2 <= secs <= 2.0 for _n, secs in counts.values()), counts
+        assert all(0.2 <= secs <= 5.0 for _n, secs in counts.values()), counts
         live.remove(first)
         first.stop()
         after = wait_until(
             lambda: names[0] not in (c := _families(watch)) and c, message="first loop gone"
         )
-        assert after["other"] == counts["other"]  # "other" never goes down
+        assert after["other"] >= counts["other"]  # "other" never goes down (a busy box
+        # may stall the second loop again meanwhile)
     finally:
         watch.stop()
         for loop in live:

@@ -142,6 +142,8 @@ class WorkerAgents:
         batch.wait(deadline)
         for pid, reason in batch.failed.items():
             self.failed(reason)
+            if reason == "waking":  # expected once per worker: counted, not logged
+                continue
             self._events.event(
                 f"worker:{reason}",
                 "runtime-observer agent: worker %d's python series left out of a scrape: %s",

@@ -250,7 +250,10 @@ class WorkersCollector:
             room -= size
             labels = ((WORKER, str(slots[pid])),)
             for family in families:
-                _merge(merged, family.relabelled(labels))
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Family(family.name, family.type, family.help)
+                into.take(family, labels)
         return list(merged.values())
 
     def _agent_errors(self) -> list[Family]:
@@ -304,5 +307,4 @@ def _merge(merged: dict[str, Family], family: Family) -> None:
     if into is None:
         merged[family.name] = family
         return
-    for s in family.samples:
-        into.add(s.value, s.labels, s.suffix)
+    into.take(family)
