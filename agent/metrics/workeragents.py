@@ -112,7 +112,6 @@ class WorkerAgents:
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
         self.errors = dict.fromkeys(REASONS, 0)  # since start, by reason
         self._events = RateLog(log, every=60.0)
 
@@ -134,7 +133,7 @@ class WorkerAgents:
                     continue
                 link.busy = True
                 self._jobs.put((batch, pid, link, keep_max))
-                self._grow()
+            self._grow()
         return batch
 
     def collect(self, batch: Batch, deadline: float) -> dict[int, list[Family]]:
@@ -167,15 +166,15 @@ class WorkerAgents:
     # ------------------------------------------------------------ the threads
 
     def _grow(self) -> None:
-        """One more thread while jobs outnumber idle threads, up to the limit (under _lock)."""
-        if self._idle >= self._jobs.qsize() or len(self._threads) >= self._max_threads:
-            return
-        thread = threading.Thread(
-            target=self._serve, name="observer-agent-metrics-ask", daemon=True
-        )
-        self._threads.append(thread)
-        self._idle += 1
-        thread.start()
+        """A thread for each ask in flight, up to the limit (under _lock): an ask never
+        waits behind another worker's (a hung one's) while fewer threads are running."""
+        busy = sum(link.busy for link in self._links.values())
+        while len(self._threads) < min(busy, self._max_threads):
+            thread = threading.Thread(
+                target=self._serve, name="observer-agent-metrics-ask", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def _serve(self) -> None:
         with contextlib.suppress(Exception):
@@ -184,8 +183,6 @@ class WorkerAgents:
             job = self._jobs.get()
             if job is None:
                 return
-            with self._lock:
-                self._idle -= 1
             batch, pid, link, keep_max = job
             families, reason = None, "refused"
             try:
@@ -196,7 +193,6 @@ class WorkerAgents:
                 with self._lock:
                     link.busy = False
                     link.answered = link.answered or reason != "unreachable"
-                    self._idle += 1
             batch.done(pid, families, reason)
 
     def _ask(self, pid: int, link: _Link, keep_max: bool) -> tuple[list[Family] | None, str]:
