@@ -75,6 +75,7 @@ RELAYED = frozenset(
         "profile_read",
         "profile_stop",
         "stalls",  # a worker's own loop stalls (its Stalls tab, its lag chart's marks)
+        "metric_families",  # read-only: the master's own scrape asks it (agent.metrics)
     }
 )
 # the ones the master audits as actions on the worker

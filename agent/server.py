@@ -242,7 +242,9 @@ class AgentServer:
         if metrics_listener is not None and config.metrics is not None:
             from agent.metrics.endpoint import MetricsEndpoint
 
-            self.metrics = MetricsEndpoint(config.metrics, self.core, metrics_listener, tls)
+            self.metrics = MetricsEndpoint(
+                config.metrics, self.core, metrics_listener, tls, self.relay_keys
+            )
             self.core.metrics = self.metrics  # observers read it too (observer metrics NODE)
 
     @property
@@ -314,6 +316,8 @@ class AgentServer:
                 self.exits.abandon()
             else:
                 self.exits.stop()
+        if getattr(self.core, "own_series", None) is not None:  # a worker's, agent.metrics.own
+            self.core.own_series.stop()
         if not inherited:
             registry.unregister()
             self.core.close()  # stops the tracemalloc the agent started; flushes the audit file

@@ -302,6 +302,13 @@ class AgentService(rpyc.Service):
         """The metrics endpoint's URL and current exposition (read-only, any role)."""
         return self._run(lambda: self.core.metrics_text(_check(openmetrics, bool, "openmetrics")))
 
+    def exposed_metric_families(self, keep_max: bool = False) -> bytes:
+        """This process's own python/asyncio/stall families, compact (read-only, any role):
+        what a master's scrape asks of its workers (agent.metrics.own)."""
+        from agent.metrics.own import own_series
+
+        return self._run(lambda: own_series(self.core).compact(_check(keep_max, bool, "keep_max")))
+
     def exposed_stalls(self, since: float = 0.0) -> bytes:
         """Stall events that ended after ``since`` (agent wall clock); every role may read
         them: stacks and lines redacted like every other stack the agent serves."""

@@ -2,6 +2,7 @@
 
     python bench/metrics.py [--tasks 10 10000] [--loops 1] [--scrapes 40] [--repeat 3]
     python bench/metrics.py --workers 1 8 32 [--scrapes 30] [--idle 10] [--repeat 3]
+    python bench/metrics.py --workers 1 8 32 --proc-only   # without the workers' own series
 
 For each host size, starts this file as a host (``--host``): the agent with the metrics
 endpoint on (or off, for the baseline), ``--loops`` event loops with ``--tasks`` idle
@@ -15,9 +16,13 @@ tasks between them, nothing else running. Then, ``--repeat`` times, interleaved:
    and the host's CPU per scrape (CPU over the run, less the idle rate, over the count).
 
 With ``--workers``, each host is instead a pre-fork master (``workers=True``, 10 tasks) that
-forks that many idle workers (dormant worker agents) before its loop starts; its scrape
-carries every worker's series (agent.metrics.workers). The workers' own CPU over the
-scrapes is reported too: the scrape reads /proc and must not wake them.
+forks that many workers (each an asyncio loop with 10 idle tasks, and a worker agent)
+before its loop starts; its scrape carries every worker's series (agent.metrics.workers).
+Two masters per worker count, run interleaved: one whose scrape reads only /proc (its
+workers' agents stay dormant, OBSERVER_AGENT_METRICS_WORKER_AGENTS=0), one that also asks
+each worker's agent for its own Python series (which wakes them at the first scrape).
+Reported besides: the workers' CPU per scrape and at rest, and a worker's RSS and USS,
+dormant (/proc only) against awake.
 
 Prints medians and spread and the CPU share at a 15 s scrape interval (per-scrape CPU /
 15 s + the endpoint's idle cost), with the load average at the start and the end.
@@ -45,14 +50,16 @@ INTERVAL = 15.0  # the scrape interval the CPU share is given for
 
 
 def fork_idle_workers(count: int) -> None:
-    """``count`` children that only wait for a signal (a pre-fork server's idle workers)."""
-    import signal
+    """``count`` children, each an asyncio loop with 10 idle tasks (a pre-fork server's
+    idle async workers)."""
+
+    async def worker() -> None:
+        await asyncio.gather(*(asyncio.sleep(3600) for _ in range(10)))
 
     for _ in range(count):
         if os.fork() == 0:
             try:
-                while True:
-                    signal.pause()
+                asyncio.run(worker())
             finally:
                 os._exit(0)
 
@@ -95,12 +102,15 @@ def host_main(tasks: int, loops: int, metrics: bool, workers: int = 0) -> None:
 
 
 class Host:
-    def __init__(self, tasks: int, loops: int, metrics: bool, workers: int = 0) -> None:
+    def __init__(
+        self, tasks: int, loops: int, metrics: bool, workers: int = 0, agents: bool = True
+    ) -> None:
         argv = [sys.executable, __file__, "--host", "--tasks", str(tasks), "--loops", str(loops)]
         argv += ["--workers", str(workers)]
         if not metrics:
             argv.append("--no-metrics")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env["OBSERVER_AGENT_METRICS_WORKER_AGENTS"] = "1" if agents else "0"
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -121,6 +131,16 @@ class Host:
             except psutil.Error:
                 pass
         return total
+
+    def workers_memory(self) -> tuple[float, float]:
+        """The median worker's RSS and USS (bytes)."""
+        rss, uss = [], []
+        for child in self.ps.children():
+            with contextlib.suppress(psutil.Error):
+                info = child.memory_full_info()
+                rss.append(info.rss)
+                uss.append(info.uss)
+        return statistics.median(rss), statistics.median(uss)
 
     def scrape(self) -> tuple[float, bytes]:
         host, port = self.address.rsplit(":", 1)
@@ -143,12 +163,18 @@ class Host:
 
 def idle_rate(host: Host, seconds: float) -> float:
     """CPU seconds per second the host burns with nobody asking it anything."""
-    cpu0, t0 = host.cpu(), time.monotonic()
+    return idle_rates(host, seconds)[0]
+
+
+def idle_rates(host: Host, seconds: float) -> tuple[float, float]:
+    """CPU seconds per second the host and all its workers burn with nobody asking."""
+    cpu0, workers0, t0 = host.cpu(), host.workers_cpu(), time.monotonic()
     time.sleep(seconds)  # a measurement window, not a synchronisation
-    return (host.cpu() - cpu0) / (time.monotonic() - t0)
+    took = time.monotonic() - t0
+    return (host.cpu() - cpu0) / took, (host.workers_cpu() - workers0) / took
 
 
-def scrape_run(host: Host, count: int, idle: float) -> dict[str, float]:
+def scrape_run(host: Host, count: int, idle: float, workers_idle: float = 0.0) -> dict[str, float]:
     host.scrape()  # warm up
     walls, agent_times, sizes = [], [], []
     cpu0, t0, workers0 = host.cpu(), time.monotonic(), host.workers_cpu()
@@ -162,7 +188,7 @@ def scrape_run(host: Host, count: int, idle: float) -> dict[str, float]:
                 agent_times.append(float(line.split()[1]))
     elapsed = time.monotonic() - t0
     per_scrape = (host.cpu() - cpu0 - idle * elapsed) / count
-    workers = (host.workers_cpu() - workers0) / count
+    workers = (host.workers_cpu() - workers0 - workers_idle * elapsed) / count
     return {
         "workers_cpu_ms": workers * 1e3,
         "wall_ms": statistics.median(walls) * 1e3,
@@ -231,26 +257,41 @@ def main() -> None:
     print(f"\nload average at end: {os.getloadavg()}")
 
 
+def own_series_of(text: str) -> int:
+    """Workers whose own Python series (their loop's task count) are in a scrape."""
+    return sum(ln.startswith("python_asyncio_tasks{worker=") for ln in text.splitlines())
+
+
 def workers_main(args: argparse.Namespace) -> None:
-    """Scrapes of a pre-fork master with 1, 8, 32 ... idle workers, interleaved."""
+    """Scrapes of pre-fork masters with 1, 8, 32 ... workers, /proc only against with the
+    workers' own series, interleaved."""
     print(f"load average at start: {os.getloadavg()}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 10 tasks in the master")
-    hosts = {n: Host(10, 1, True, n) for n in args.workers}
-    runs: dict[int, dict[str, list[float]]] = {n: {} for n in args.workers}
+    modes = ("proc", "own")
+    hosts = {(n, m): Host(10, 1, True, n, agents=m == "own") for n in args.workers for m in modes}
+    runs: dict[tuple[int, str], dict[str, list[float]]] = {key: {} for key in hosts}
     try:
-        for n, host in hosts.items():  # every worker up and scraped before measuring
-            deadline = time.monotonic() + 10  # an agent without workers' series: 10 s
-            while f"observer_workers {n}\n" not in host.scrape()[1].decode():
+        for (n, mode), host in hosts.items():  # every worker up and scraped before measuring
+            deadline = time.monotonic() + 60
+            while True:
+                text = host.scrape()[1].decode()
+                ready = f"observer_workers {n}\n" in text
+                if ready and (mode == "proc" or own_series_of(text) == n):
+                    break
                 if time.monotonic() > deadline:
-                    print(f"  ({n} workers: no observer_workers {n} in the scrape)")
+                    print(f"  ({n} workers, {mode}: not all workers' series in the scrape)")
                     break
                 time.sleep(0.2)  # polling a condition, not a synchronisation by time
         for _ in range(args.repeat):
-            for n, host in hosts.items():
-                rate = idle_rate(host, args.idle)
-                runs[n].setdefault("idle_on_ms_per_s", []).append(rate * 1e3)
-                for key, v in scrape_run(host, args.scrapes, rate).items():
-                    runs[n].setdefault(key, []).append(v)
+            for key, host in hosts.items():
+                rate, workers_rate = idle_rates(host, args.idle)
+                runs[key].setdefault("idle_on_ms_per_s", []).append(rate * 1e3)
+                runs[key].setdefault("workers_idle_ms_per_s", []).append(workers_rate * 1e3)
+                for k, v in scrape_run(host, args.scrapes, rate, workers_rate).items():
+                    runs[key].setdefault(k, []).append(v)
+                rss, uss = host.workers_memory()
+                runs[key].setdefault("worker_rss_mb", []).append(rss / 2**20)
+                runs[key].setdefault("worker_uss_mb", []).append(uss / 2**20)
     finally:
         for host in hosts.values():
             host.stop()
@@ -261,13 +302,19 @@ def workers_main(args: argparse.Namespace) -> None:
         "cpu_ms": "master CPU per scrape (ms)",
         "workers_cpu_ms": "all workers' CPU per scrape (ms)",
         "idle_on_ms_per_s": "master idle CPU, metrics on (ms/s)",
+        "workers_idle_ms_per_s": "all workers' CPU at rest (ms/s)",
+        "worker_rss_mb": "one worker's RSS (MiB, median)",
+        "worker_uss_mb": "one worker's USS (MiB, median)",
     }
     for n in args.workers:
         print(f"\n{n} workers, {args.repeat} runs, median (min-max):")
+        print(f"  {'':38s} {'/proc only':>24s} {'with own series':>24s}")
         for key, label in labels.items():
-            print(f"  {label:38s} {spread(runs[n][key])}")
-        per = statistics.median(runs[n]["cpu_ms"]) / INTERVAL
-        print(f"  => at a {INTERVAL:g} s interval: {per / 10:.4f}% of one core for scrapes")
+            cells = [f"{spread(runs[(n, m)][key]):>24s}" for m in modes]
+            print(f"  {label:38s} {' '.join(cells)}")
+        for mode in modes:
+            per = statistics.median(runs[(n, mode)]["cpu_ms"]) / INTERVAL
+            print(f"  => {mode}: at a {INTERVAL:g} s interval, {per / 10:.4f}% of one core")
     print(f"\nload average at end: {os.getloadavg()}")
 
 

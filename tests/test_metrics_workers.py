@@ -75,11 +75,14 @@ def test_a_reused_pid_is_a_new_worker():
 
 def test_a_masters_scrape_carries_each_workers_series_and_a_replacement_takes_the_slot(
     forker,  # noqa: F811
+    monkeypatch,
 ):
     """Three idle workers of a real master: each has its series under worker="0".."2"
-    and its pid in observer_worker_info, and stays dormant (a scrape wakes no worker's
-    agent). The SIGKILLed one (not yet reaped: a zombie) is gone from the next scrapes,
-    its exit counted; a newly forked worker takes its slot."""
+    and its pid in observer_worker_info, and stays dormant with the workers' own Python
+    series turned off (a scrape wakes no worker's agent). The SIGKILLed one (not yet
+    reaped: a zombie) is gone from the next scrapes, its exit counted; a newly forked
+    worker takes its slot."""
+    monkeypatch.setenv("OBSERVER_AGENT_METRICS_WORKER_AGENTS", "0")
     master = forker("--workers", "--metrics", "127.0.0.1:0")
     address = line_value(master.process, "metrics").split("//", 1)[1].split("/", 1)[0]
     pids = [master.fork("os", "idle")[0] for _ in range(3)]
@@ -205,7 +208,8 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
     """Prometheus scrapes a real gunicorn master every second: two workers' series by
     slot, their pids in observer_worker_info; after a SIGKILL gunicorn's replacement has
     the dead worker's slot with its own pid, the exit is counted, and the series the
-    shipped dashboard and rules read about workers are all served."""
+    shipped dashboard and rules read about workers are all served; each worker's own GC
+    series come from its agent under its slot, the replacement's too."""
     pytest.importorskip("gunicorn")
     g = GunicornWithMetrics(keys)
     try:
@@ -238,6 +242,13 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
         rss = server.query('process_resident_memory_bytes{worker=~".+"}')
         assert sorted(r["metric"]["worker"] for r in rss) == ["0", "1"]
         assert all(1e6 < float(r["value"][1]) < 4e9 for r in rss)
+        # the workers' own Python series, asked of their agents (sync workers: no loop)
+        own = 'python_gc_collections_total{worker=~".+", generation="0"}'
+
+        def own_slots() -> set[str]:
+            return {r["metric"]["worker"] for r in server.query(own)}
+
+        wait_until(lambda: own_slots() == {"0", "1"}, timeout=30, message="workers' GC")
 
         victim_slot, victim = min(seen.items())
         os.kill(victim, signal.SIGKILL)
@@ -250,6 +261,7 @@ def test_a_real_prometheus_sees_gunicorn_workers_by_slot_through_a_kill(
         assert {k: v for k, v in after.items() if k != victim_slot} == {
             k: v for k, v in seen.items() if k != victim_slot
         }
+        wait_until(lambda: own_slots() == {"0", "1"}, timeout=30, message="the new one's GC")
         exits = wait_until(lambda: server.values("observer_worker_exits_total"), timeout=30)
         assert list(exits.values()) == [1.0]
     finally:

@@ -3,9 +3,10 @@
     python tools/grafana_dashboard.py        # regenerate after changing a panel here
 
 Per host (the ``instance`` variable, several at once) and per worker (series keep the
-``worker`` label a pre-fork master adds): CPU, memory, tasks, loop lag, GC, threads and
-descriptors, control and chaos actions, restarts, and what the scrapes cost.
-tests/test_prometheus.py checks that every metric named here is one a real host serves.
+``worker`` label a pre-fork master adds): CPU, memory, tasks, loop lag, stalls, GC,
+threads and descriptors, control and chaos actions, restarts, and what the scrapes cost.
+tests/test_prometheus.py checks that every metric named here is one a real host serves;
+tests/test_dashboard_queries.py runs every expression here through a real Prometheus.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ("Loop lag max", "s",
      [(f"python_asyncio_loop_lag_max_seconds{SEL}", f"{WHO} {{{{loop}}}}")],
      "Largest lag since the previous scrape, a probe still waiting included: stalls."),
+    ("Loop stalls per minute", "short", [(
+        "sum by (instance, worker, loop) "
+        f"(increase(python_asyncio_loop_stalls_total{SEL}[1m]))",
+        f"{WHO} {{{{loop}}}}",
+    )], "Stalls the stall catcher caught per minute: the loop's heartbeat waited past the "
+        "threshold (blocking calls, CPU-bound work, a thread holding the GIL). "
+        "`observer stalls NODE` names the line."),
+    ("Time stalled", "percentunit", [(
+        "sum by (instance, worker, loop) "
+        f"(rate(python_asyncio_loop_stall_seconds_total{SEL}[{RATE}]))",
+        f"{WHO} {{{{loop}}}}",
+    )], "Share of time each loop spent stalled."),
     ("GC collections", "ops", [(
         f"sum by (instance, worker, generation) (rate(python_gc_collections_total{SEL}[{RATE}]))",
         f"{WHO} gen {{{{generation}}}}",
@@ -74,8 +87,11 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
          "exits in 5m {{instance}}"),
         (f"increase(observer_worker_scrape_errors_total{HOST}[5m])",
          "left out of scrapes in 5m {{instance}}"),
-    ], "Workers a master serves series for, workers that exited, and workers a scrape "
-       "left out (its time budget spent)."),
+        (f"sum by (instance, reason) (increase(observer_worker_agent_errors_total{HOST}[5m]))",
+         "Python series left out in 5m {{instance}} {{reason}}"),
+    ], "Workers a master serves series for, workers that exited, workers a scrape left "
+       "out (its time budget spent), and workers whose own Python series a scrape lacked "
+       "(their agent waking, hung, unreachable, or the series cap)."),
     ("Worker CPU by slot", "percentunit",
      [(f"rate(process_cpu_seconds_total{WSEL}[{RATE}]) {PID}",
        "{{instance}} worker {{worker}} pid {{pid}}")],
@@ -84,6 +100,26 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         (f"process_resident_memory_bytes{WSEL} {PID}", "RSS {{instance}} {{worker}} pid {{pid}}"),
         (f"process_unique_memory_bytes{WSEL} {PID}", "USS {{instance}} {{worker}} pid {{pid}}"),
     ], "Resident and unique memory per worker slot (USS: what the worker's exit frees)."),
+    ("Worker loop lag by slot", "s", [
+        ("histogram_quantile(0.99, sum by (job, instance, worker, loop, le) "
+         f"(rate(python_asyncio_loop_lag_seconds_bucket{WSEL}[{RATE}]))) {PID}",
+         "p99 {{instance}} worker {{worker}} {{loop}} pid {{pid}}"),
+        (f"python_asyncio_loop_lag_max_seconds{WSEL} {PID}",
+         "max {{instance}} worker {{worker}} {{loop}} pid {{pid}}"),
+    ], "Each worker's own loop lag (asked of its agent at each scrape): p99 and the worst "
+       "since the previous scrape."),
+    ("Worker stalls by slot", "short", [
+        ("sum by (job, instance, worker) "
+         f"(increase(python_asyncio_loop_stalls_total{WSEL}[5m])) {PID}",
+         "stalls in 5m {{instance}} worker {{worker}} pid {{pid}}"),
+        ("sum by (job, instance, worker) "
+         f"(increase(python_asyncio_loop_stall_seconds_total{WSEL}[5m])) {PID}",
+         "seconds stalled in 5m {{instance}} worker {{worker}} pid {{pid}}"),
+    ], "Stalls each worker's loops had in the last 5 minutes, and their time."),
+    ("Worker tasks by slot", "short",
+     [(f"sum by (job, instance, worker) (python_asyncio_tasks{WSEL}) {PID}",
+       "{{instance}} worker {{worker}} pid {{pid}}")],
+     "asyncio tasks per worker (all its loops)."),
 ]  # fmt: skip
 
 

@@ -49,6 +49,8 @@ MAX_OTHER_THREADS = 8  # other threads' stacks kept per stall (the busiest first
 MAX_OTHER_FRAMES = 30  # innermost frames kept of each of those
 LATE_AT_LEAST = 0.02  # the watchdog's wake-up is "late" past max(this, threshold / 2)
 HOLDER_SHARE = 0.5  # the GIL holder used this share of the late time on CPU (or threshold/2)
+MAX_TOTALS = 64  # loops whose stalls are counted apart (the metrics' loop label); then "other"
+OTHER = "other"
 
 LoopsFn = Callable[[], Iterable[tuple[Any, "int | None", str]]]
 Stack = list[tuple[types.FrameType, int]]  # (frame, the line it stood on), outermost first
@@ -179,6 +181,9 @@ class StallWatch:
         self._errors = 0
         self.wakeups = 0  # for the cost check: wake-ups since start
         self.beats = 0  # heartbeats posted since start
+        # loop name -> [stalls, seconds] since the loop was first watched (the metrics'
+        # counters): never lowered, dropped when the loop is gone, MAX_TOTALS at most
+        self._totals: dict[str, list[float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +222,35 @@ class StallWatch:
             time=time.time(),
             stalls=events,
         )
+
+    def totals(self) -> dict[str, tuple[int, float]]:
+        """Stalls and their seconds per watched loop (by name) since it was first watched,
+        zero for a loop that never stalled; loops beyond MAX_TOTALS are summed as "other"."""
+        with self._lock:
+            return {name: (int(n), secs) for name, (n, secs) in self._totals.items()}
+
+    def _count(self, name: str, duration: float) -> None:
+        with self._lock:
+            total = self._totals.get(name)
+            if total is None:
+                total = self._totals.get(OTHER)
+                if total is None:
+                    total = self._totals[OTHER] = [0, 0.0]
+            total[0] += 1
+            total[1] += duration
+
+    def _watch(self, key: int, watched: _Watched) -> None:
+        self._watched[key] = watched
+        with self._lock:
+            if watched.name not in self._totals and len(self._totals) < MAX_TOTALS:
+                self._totals[watched.name] = [0, 0.0]
+
+    def _unwatch(self, key: int) -> None:
+        name = self._watched.pop(key).name
+        if any(w.name == name for w in self._watched.values()):
+            return
+        with self._lock:
+            self._totals.pop(name, None)
 
     # ------------------------------------------------------------ the thread
 
@@ -260,12 +294,14 @@ class StallWatch:
             seen.add(key)
             watched = self._watched.get(key)
             if watched is None or watched.loop() is not loop:
-                self._watched[key] = _Watched(loop, ident, name)
+                if watched is not None:
+                    self._unwatch(key)
+                self._watch(key, _Watched(loop, ident, name))
             elif ident is not None:
                 watched.ident = ident
         for key in list(self._watched):
             if key not in seen and self._watched[key].stall is None:
-                del self._watched[key]
+                self._unwatch(key)
         self._threads = threading.enumerate()
 
     def _tick(
@@ -319,7 +355,7 @@ class StallWatch:
                     self._finish(watched, now - watched.sent)
                 watched.sent = watched.arrived = None
                 if loop is None:
-                    del self._watched[key]
+                    self._unwatch(key)
                 continue
             if watched.sent is None:
                 watched.token += 1
@@ -491,6 +527,7 @@ class StallWatch:
         stall.common = []
         with self._lock:
             self._ring.append(event)
+        self._count(watched.name, event.duration)
 
 
 _STDLIB = tuple(

@@ -7,6 +7,7 @@
 | OBSERVER_AGENT_METRICS_TOKEN_FILE | file holding a bearer token scrapers must send |
 | OBSERVER_AGENT_METRICS_TLS | 1: serve the metrics over TLS with the agent's certificate |
 | OBSERVER_AGENT_METRICS_MAX_SERIES | samples per scrape at most (5000) |
+| OBSERVER_AGENT_METRICS_WORKER_AGENTS | 0: workers' agents stay dormant (no Python series) |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class MetricsConfig:
     token: str | None = None
     tls: bool = False
     max_series: int = DEFAULT_MAX_SERIES
+    worker_agents: bool = True  # ask workers' agents for their Python series at each scrape
 
 
 def _flag(value: bool | None, env: Mapping[str, str], name: str) -> bool:
@@ -80,4 +82,7 @@ def resolve_metrics(
         raise ConfigError("OBSERVER_AGENT_METRICS_MAX_SERIES must be an integer") from None
     if not 100 <= max_series <= 1_000_000:
         raise ConfigError("OBSERVER_AGENT_METRICS_MAX_SERIES must be 100-1000000")
-    return MetricsConfig(host, port, public, token, tls, max_series)
+    worker_agents = env.get("OBSERVER_AGENT_METRICS_WORKER_AGENTS", "1").strip().lower()
+    return MetricsConfig(
+        host, port, public, token, tls, max_series, worker_agents not in ("0", "false", "no", "off")
+    )

@@ -20,8 +20,11 @@ from agent.metrics.runtime import (
     GcTimer,
     ProcessCollector,
     PythonCollector,
+    StallCollector,
 )
+from agent.metrics.workeragents import WorkerAgents
 from agent.metrics.workers import WorkersCollector
+from agent.relay import RelayKeys
 from agent.wire import join_host_port
 
 log = logging.getLogger("agent")
@@ -38,6 +41,7 @@ class MetricsEndpoint:
         core: Any,
         listener: socket.socket,
         tls: ssl.SSLContext | None = None,
+        relay_keys: RelayKeys | None = None,
     ) -> None:
         self.config = config
         self.registry = Registry()
@@ -46,13 +50,19 @@ class MetricsEndpoint:
         self._lock = threading.Lock()
         self._cache: dict[bool, tuple[float, Rendered]] = {}
         self._last = (0.0, 0, 0, 0)  # seconds, bytes, series, dropped of the last render
-        self.registry.register(ProcessCollector(core.process))
-        self.registry.register(PythonCollector(self.gc_timer))
-        self.registry.register(self.asyncio)
+        # the agent's own accounting first: a series cap never leaves out what says so
         self.registry.register(
             AgentCollector(core, scrape_stats=lambda: self._last, errors=self._errors)
         )
-        self.workers = WorkersCollector(core.process)  # a master's workers, labelled by slot
+        self.registry.register(ProcessCollector(core.process))
+        self.registry.register(PythonCollector(self.gc_timer))
+        self.registry.register(self.asyncio)
+        self.registry.register(StallCollector(core.stall_watch))
+        agents = None
+        if relay_keys is not None and config.worker_agents:  # workers' own Python series
+            agents = WorkerAgents(relay_keys, on_thread=core.add_agent_thread)
+        # a master's workers, labelled by slot
+        self.workers = WorkersCollector(core.process, agents=agents, max_series=config.max_series)
         self.registry.register(self.workers)
         self.server = MetricsHTTPServer(
             listener,
@@ -82,6 +92,8 @@ class MetricsEndpoint:
     def stop(self, shutdown: bool = True) -> None:
         self.gc_timer.uninstall()
         self.server.stop(shutdown)
+        if self.workers.agents is not None:
+            self.workers.agents.close()
 
     def abandon(self) -> None:
         """In a forked child (agent.forking): drop the GC hook and the child's copies of the
@@ -99,7 +111,7 @@ class MetricsEndpoint:
             if cached is not None and now - cached[0] < CACHE_SECONDS:
                 return cached[1]
             started = time.perf_counter()
-            self.asyncio.keep_max = not scrape
+            self.asyncio.keep_max = self.workers.keep_max = not scrape
             try:
                 result = render(self.registry.collect(), openmetrics, self.config.max_series)
             except Exception:
@@ -107,7 +119,7 @@ class MetricsEndpoint:
                 log.debug("runtime-observer agent: metrics render failed", exc_info=True)
                 result = render([], openmetrics, self.config.max_series)
             finally:
-                self.asyncio.keep_max = False
+                self.asyncio.keep_max = self.workers.keep_max = False
             if scrape:  # what the endpoint reports of its previous scrape
                 took = time.perf_counter() - started
                 self._last = (took, len(result.body), result.series, result.dropped)

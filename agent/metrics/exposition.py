@@ -105,9 +105,26 @@ class Family:
     def relabelled(self, extra: Labels) -> Family:
         """A copy whose every sample carries ``extra`` labels first (a worker's series)."""
         copy = Family(self.name, self.type, self.help)
-        for s in self.samples:
-            copy.add(s.value, extra + s.labels, s.suffix)
+        copy.take(self, extra)
         return copy
+
+    def take(self, other: Family, extra: Labels = ()) -> None:
+        """Add ``other``'s samples (checked when ``other`` took them), each with ``extra``
+        labels first (checked here once): the merge of many workers' families without
+        checking every label of every sample again."""
+        if other.type != self.type:
+            raise ExpositionError(f"{self.name}: {other.type} vs {self.type}")
+        extra = check_labels(extra)
+        names = {k for k, _v in extra}
+        for s in other.samples:
+            labels = extra + s.labels if extra else s.labels
+            if extra and (len(labels) > MAX_LABELS or any(k in names for k, _v in s.labels)):
+                raise ExpositionError(f"{self.name}: labels {labels} clash or are too many")
+            key = (s.suffix, labels)
+            if key in self._keys:
+                raise ExpositionError(f"{self.name}{s.suffix}: the same labels twice: {labels}")
+            self._keys.add(key)
+            self.samples.append(Sample(s.suffix, labels, s.value) if extra else s)
 
 
 def gauge(name: str, help: str, value: float | None = None) -> Family:

@@ -75,9 +75,7 @@ class Registry:
                     elif into.type != family.type:
                         raise ExpositionError(f"{family.name}: {family.type} vs {into.type}")
                     else:
-                        into = _own(merged, into)
-                        for s in family.samples:
-                            into.add(s.value, s.labels, s.suffix)
+                        _own(merged, into).take(family)
                 except Exception as exc:
                     self._failed("family", getattr(family, "name", "?"), exc)
         return list(merged.values())
@@ -99,8 +97,7 @@ def _own(merged: dict[str, Family], family: Family) -> Family:
     if getattr(family, "_merged", False):
         return family
     copy = Family(family.name, family.type, family.help)
-    for s in family.samples:
-        copy.add(s.value, s.labels, s.suffix)
+    copy.take(family)
     copy._merged = True  # type: ignore[attr-defined]
     merged[family.name] = copy
     return copy

@@ -337,6 +337,39 @@ class AsyncioCollector:
         return [loop_count, tasks, lag_hist, lag_max]
 
 
+class StallCollector:
+    """Stalls the stall catcher (agent.collect.stalls) caught per loop, and their seconds:
+    counters from the loop's first watch, zero until its first stall (so ``rate()`` sees
+    the first one); nothing while the catcher is off."""
+
+    def __init__(self, watch: Any) -> None:
+        self._watch = watch  # agent.collect.stalls.StallWatch
+
+    def collect(self) -> Iterable[Family]:
+        if not self._watch.enabled:
+            return []
+        count = Family(
+            "python_asyncio_loop_stalls",
+            "counter",
+            "Stalls the agent's stall catcher caught on the loop: its heartbeat waited past "
+            "the stall threshold (counted when the loop runs again).",
+        )
+        seconds = Family(
+            "python_asyncio_loop_stall_seconds",
+            "counter",
+            "Time the loop spent in the stalls counted by python_asyncio_loop_stalls_total.",
+        )
+        for loop, (n, took) in sorted(self._watch.totals().items(), key=_loop_order):
+            count.add(n, (("loop", loop),), "_total")
+            seconds.add(took, (("loop", loop),), "_total")
+        return [count, seconds]
+
+
+def _loop_order(item: tuple[str, Any]) -> tuple[int, str]:
+    serial = item[0].rpartition("-")[2]
+    return (int(serial) if serial.isdigit() else 1 << 62, item[0])
+
+
 def _count_tasks(registry: Any) -> dict[int, int]:
     """Tasks by id() of their loop, in one pass over every task (asking each loop in turn
     would walk the whole registry once per loop up to 3.13); as with one loop's count

@@ -16,6 +16,13 @@ still answers /proc reads. A scrape spends at most BUDGET seconds on workers; th
 left when it runs out (a process in uninterruptible sleep, a huge smaps) are left out of
 that scrape and counted in ``observer_worker_scrape_errors_total``. A worker's USS is
 read at most every USS_MAX_AGE seconds (the scrapes between repeat the last value).
+
+Workers that run an agent (agent.workers) also get their own Python series (GC, threads,
+asyncio tasks, loop lag, stalls) asked of their agents while /proc is read
+(agent.metrics.workeragents): that wakes a dormant worker's agent at the first scrape,
+and is off with ``OBSERVER_AGENT_METRICS_WORKER_AGENTS=0``. Those series take at most
+half the series cap together; the workers beyond it (highest slots) are left out of that
+scrape and counted.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from agent.collect import roles
 from agent.collect.proctree import child_pids as _child_pids
 from agent.metrics.exposition import Family, counter, gauge
 from agent.metrics.runtime import ProcessCollector
+from agent.metrics.workeragents import REASONS, WorkerAgents
 from agent.ratelog import RateLog
 
 log = logging.getLogger("agent")
@@ -76,9 +84,11 @@ class Slots:
         return {pid: slot for pid, (slot, _) in self.by_pid.items()}, unslotted
 
 
-def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Process]]:
-    """(pid, create time, process) of the live children of ``process`` that are workers,
-    oldest first."""
+def worker_children(
+    process: psutil.Process,
+) -> list[tuple[int, float, psutil.Process, str | None]]:
+    """(pid, create time, process, its agent's address or None) of the live children of
+    ``process`` that are workers, oldest first."""
     try:
         pids = _child_pids(process.pid)
         if pids is None:
@@ -102,12 +112,13 @@ def worker_children(process: psutil.Process) -> list[tuple[int, float, psutil.Pr
                 created = child.create_time()
         except (psutil.Error, OSError):
             continue
-        if registry.agent_address_of(child.pid, created) is None:
+        address = registry.agent_address_of(child.pid, created)
+        if address is None:
             if named is None:
                 named = roles.child_roles()
             if child.pid not in named:
                 continue
-        found.append((child.pid, created, child))
+        found.append((child.pid, created, child, address))
     found.sort(key=lambda item: (item[1], item[0]))
     return found
 
@@ -121,10 +132,15 @@ class WorkersCollector:
         process: psutil.Process,
         budget: float = BUDGET,
         clock: Callable[[], float] = time.monotonic,
+        agents: WorkerAgents | None = None,
+        max_series: int = 5000,
     ) -> None:
         self._process = process
         self._budget = budget
         self._clock = clock
+        self.agents = agents  # asks the workers' agents for their Python series
+        self._own_cap = max_series // 2  # samples of every worker's Python series together
+        self.keep_max = False  # a look, not a scrape: the workers keep their lag maxima
         self._slots = Slots()
         self._held: dict[int, _Worker] = {}
         self._seen = False
@@ -134,7 +150,7 @@ class WorkersCollector:
     def collect(self) -> list[Family]:
         deadline = self._clock() + self._budget
         workers = worker_children(self._process)
-        slots, unslotted = self._slots.update((pid, created) for pid, created, _ in workers)
+        slots, unslotted = self._slots.update((pid, created) for pid, created, _, _ in workers)
         self.errors += unslotted
         if unslotted:
             self._events.event(
@@ -144,10 +160,15 @@ class WorkersCollector:
         if not self._seen:
             return []
         self._held = {pid: w for pid, w in self._held.items() if pid in slots}  # the dead go
+        batch = None
+        if self.agents is not None:  # asked first: they answer while /proc is read
+            asked = [pid for pid, _c, _p, address in workers if address and pid in slots]
+            batch = self.agents.ask(asked, self.keep_max)
+            asked_at = self._clock()
         merged: dict[str, Family] = {}
         info = Family("observer_worker", "info", "A worker of this master: its slot and pid.")
-        shown = 0
-        for pid, created, proc in sorted(workers, key=lambda w: slots.get(w[0], MAX_WORKERS)):
+        shown: list[int] = []
+        for pid, created, proc, _ in sorted(workers, key=lambda w: slots.get(w[0], MAX_WORKERS)):
             slot = slots.get(pid)
             if slot is None:
                 continue
@@ -162,14 +183,18 @@ class WorkersCollector:
                 for family in self._worker(pid, created, proc, slot).collect(self._clock()):
                     _merge(merged, family.relabelled(labels))
                 info.add(1, (*labels, ("pid", str(pid))), "_info")
-                shown += 1
+                shown.append(pid)
             except Exception as exc:  # a worker's odd /proc: its series are left out
                 self.errors += 1
                 self._events.event("worker", "runtime-observer agent: worker %d: %r", pid, exc)
+        out = [*merged.values()]
+        if batch is not None and self.agents is not None:
+            own = self.agents.collect(batch, asked_at + self.agents.timeout)
+            out.extend(self._own(own, shown, slots))
         return [
-            *merged.values(),
+            *out,
             info,
-            gauge("observer_workers", "Workers of this master shown in this scrape.", shown),
+            gauge("observer_workers", "Workers of this master shown in this scrape.", len(shown)),
             counter(
                 "observer_worker_exits",
                 "Workers of this master that exited since the agent started (their slots "
@@ -181,7 +206,48 @@ class WorkersCollector:
                 "Workers left out of a scrape (time budget spent, too many, or unreadable).",
                 self.errors,
             ),
+            *self._agent_errors(),
         ]
+
+    def _own(
+        self, own: dict[int, list[Family]], shown: list[int], slots: dict[int, int]
+    ) -> list[Family]:
+        """The workers' own Python series, labelled by slot, in slot order, within the
+        cap (the workers beyond it are counted as left out, reason "cap")."""
+        merged: dict[str, Family] = {}
+        room = self._own_cap
+        for pid in shown:  # slot order
+            families = own.get(pid)
+            if families is None:
+                continue
+            size = sum(len(f.samples) for f in families)
+            if size > room:
+                assert self.agents is not None
+                self.agents.failed("cap")
+                continue
+            room -= size
+            labels = ((WORKER, str(slots[pid])),)
+            for family in families:
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Family(family.name, family.type, family.help)
+                into.take(family, labels)
+        return list(merged.values())
+
+    def _agent_errors(self) -> list[Family]:
+        if self.agents is None:
+            return []
+        family = Family(
+            "observer_worker_agent_errors",
+            "counter",
+            "Times a worker's own Python series were left out of a scrape, by reason: its "
+            "agent was still waking up (waking), did not answer in time (timeout), could "
+            "not be reached (unreachable), "
+            "sent an error or an unexpected reply (refused), or the series cap (cap).",
+        )
+        for reason in REASONS:
+            family.add(self.agents.errors.get(reason, 0), (("reason", reason),), "_total")
+        return [family]
 
     def _worker(self, pid: int, created: float, proc: psutil.Process, slot: int) -> _Worker:
         held = self._held.get(pid)
@@ -219,5 +285,4 @@ def _merge(merged: dict[str, Family], family: Family) -> None:
     if into is None:
         merged[family.name] = family
         return
-    for s in family.samples:
-        into.add(s.value, s.labels, s.suffix)
+    into.take(family)

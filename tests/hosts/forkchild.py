@@ -4,9 +4,9 @@ run it too): say what it inherited from the master's agent, then end as it was t
 ``how``: ``exit`` (sys.exit, so atexit runs agent.stop()), ``stop`` (agent.stop() first),
 ``term`` / ``kill`` (wait for the test's SIGTERM / SIGKILL), ``start`` (agent.start() of
 its own, then wait for SIGTERM), ``idle`` (say nothing about the agent, wait for a
-signal), ``loop`` (an asyncio loop with a task named worker-job), ``code3`` (exit with
-status 3 on SIGUSR1), ``own`` (``loop``, plus objects of a type only the worker makes and
-a 250 ms stall of its loop every 2 s).
+signal), ``loop`` (an asyncio loop with a task named worker-job; SIGUSR1 blocks that loop
+for STALL seconds, a stall), ``code3`` (exit with status 3 on SIGUSR1), ``own`` (``loop``,
+plus objects of a type only the worker makes and a 250 ms stall of its loop every 2 s).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 import agent
 
 OWNED = 321  # WorkerOwned objects an ``own`` child holds
+STALL = 0.4  # seconds a SIGUSR1 blocks a ``loop`` child's event loop
 
 
 def say(line: str) -> None:
@@ -51,6 +52,7 @@ def agent_sockets(port: int) -> int:
 async def jobs() -> None:
     """A worker's event loop: one task named worker-job at a time; a cancelled one is
     replaced (as a server would), and the child says so."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, time.sleep, STALL)
     while True:
         job = asyncio.create_task(asyncio.Event().wait(), name="worker-job")
         try:

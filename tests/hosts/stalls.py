@@ -114,6 +114,8 @@ async def main(args: argparse.Namespace) -> None:
     echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
     host, port = echo_server.sockets[0].getsockname()[:2]
     say(f"agent: {server.address}")
+    if server.metrics is not None:  # OBSERVER_AGENT_METRICS set by the test
+        say(f"metrics: {server.metrics.address}")
     say(f"echo: {host}:{port}")
     say("ready")
     async with echo_server:
