@@ -38,8 +38,8 @@ class TableTab(RowsTab):
         self.shadow = Shadow()  # what the worker last sent this tab (see observer.gui.delta)
 
     def job(self) -> Callable[[Node], Any]:
-        shadow = self.shadow
-        return lambda node: table_delta(node.snapshot(TASK_LIMIT), shadow)
+        shadow, cpu = self.shadow, self.task_cpu_of
+        return lambda node: table_delta(node.snapshot(TASK_LIMIT), shadow, cpu(node))
 
     def clear(self) -> None:
         self.shadow = Shadow()

@@ -95,14 +95,18 @@ def worker_snapshots(node: Node, snap: Snapshot) -> dict[int, Snapshot | str]:
     return out
 
 
-def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
+def process_tree_delta(
+    node: Node, shadow: Shadow, task_cpu: Callable[[], dict[str, float] | None] | None = None
+) -> Delta:
     """The Processes tab's refresh: master -> workers -> their threads -> loops -> tasks,
-    as the rows that changed since ``shadow`` (worker thread).
+    as the rows that changed since ``shadow`` (worker thread); ``task_cpu()`` gives the
+    master's tasks' CPU cells (observer.gui.taskcpu).
 
     Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it."""
     snap = node.snapshot(TASK_LIMIT)
+    cpu = task_cpu() if task_cpu is not None else None
     workers = worker_snapshots(node, snap)
-    top = graft_workers(build_tree(snap), workers)
+    top = graft_workers(build_tree(snap, cpu), workers)
     short = short_ids(snap)
     agent_threads = sum(1 for t in snap.threads if t.is_agent)
     for pid, worker in workers.items():
