@@ -21,6 +21,7 @@ from observer.client import Node, connect
 from observer.errors import RemoteError
 from tests.helpers import HostProcess, echo_ok, wait_until
 from tests.test_cli import observer
+from tests.test_forks import forker  # noqa: F401  (the fixture)
 
 NEEDS_312 = pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
 TOOLS_OFF = r"^event: tools \[None, None, None, None, None, None\] watched 0$"
@@ -185,3 +186,78 @@ def test_windows_are_bounded_and_checked():
             meter.window(bad, 10)
     report = meter.window(1e9, 10**9)
     assert not report.enabled and report.window == taskcpu.MAX_WINDOW
+
+
+@NEEDS_312
+def test_a_worker_is_measured_through_its_master_and_audited_there(forker):  # noqa: F811
+    """An operator turns CPU per task on in a forked worker through the master's port:
+    the worker's own meter runs (the master's stays off), and the master's audit names
+    the worker; a viewer's attempt is refused by the worker and audited by the master."""
+    import os
+    import signal
+
+    master = forker("--workers")
+    pid, said = master.fork("os", "term")
+    assert said["running"] == "True", said
+    with master.connect(role="viewer") as viewer:
+        with pytest.raises(RemoteError, match="operator"):
+            viewer.worker(pid).task_cpu_start()
+    with master.connect() as node:
+        worker = node.worker(pid)
+        assert worker.task_cpu_start().ok
+        assert worker.task_cpu().enabled
+        assert not node.task_cpu().enabled  # the master's own meter never started
+        assert worker.task_cpu_stop().ok
+        audit = [(r.action, r.result, r.role) for r in node.audit()]
+    assert (f"task_cpu_start in worker {pid}", "denied", "viewer") in audit
+    assert (f"task_cpu_start in worker {pid}", "ok", "operator") in audit
+    assert (f"task_cpu_stop in worker {pid}", "ok", "operator") in audit
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15
+
+
+@NEEDS_312
+def test_a_forked_child_turns_the_parents_accounting_off():
+    """Fork while CPU per task is on: the child (which has no tick thread to drain the
+    credits) finds no tool and no event left; the parent's accounting goes on."""
+    import os
+    import warnings
+
+    from agent import forking
+    from agent.collect.tasks import TaskRegistry
+
+    forking.install()
+    registry = TaskRegistry()
+    meter = taskcpu.TaskCpuMeter(
+        lambda t: registry.task_id(t)[0], registry.find_task, registry.all_tasks, lambda: True
+    )
+    taskcpu.register(meter)
+    meter.start("test")
+    tool = meter.tool
+    meter.watch_coro(asyncio_coro := _coro())
+    code = asyncio_coro.cr_code
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave at once
+        try:
+            state = (sys.monitoring.get_tool(tool), sys.monitoring.get_local_events(tool, code))
+            os.write(write, repr(state).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = pipe.read()
+    os.waitpid(pid, 0)
+    asyncio_coro.close()
+    try:
+        assert said == "(None, 0)"
+        assert meter.enabled and sys.monitoring.get_tool(tool) == taskcpu.TOOL_NAME
+    finally:
+        meter.stop()
+    assert sys.monitoring.get_tool(tool) is None
+
+
+async def _coro() -> None:
+    return None
