@@ -261,3 +261,78 @@ def test_a_forked_child_turns_the_parents_accounting_off():
 
 async def _coro() -> None:
     return None
+
+
+def _burn(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks and sys.monitoring: 3.12+")
+def test_an_eager_tasks_first_step_is_its_own_not_its_creators():
+    """An eager task's first step runs inside its creator's step: each is credited its own
+    CPU (the creator ~30 ms, the eager one ~40 ms), not the creator both."""
+    import asyncio
+
+    from agent import compat
+    from agent.collect.tasks import TaskRegistry
+
+    if not compat.factory_keeps_task_names():
+        pytest.skip(
+            "3.13.0 renames tasks made through any task factory, so the agent sets none: a "
+            "new coroutine's code is watched at the next sweep, after an eager first step"
+        )
+
+    registry = TaskRegistry()
+    meter = taskcpu.TaskCpuMeter(
+        lambda t: registry.task_id(t)[0], registry.find_task, registry.all_tasks, lambda: False
+    )
+    ids: dict[str, str] = {}
+
+    async def eager_child() -> None:
+        _burn(0.04)  # its first step, run eagerly inside the creator's
+        await asyncio.sleep(0)
+
+    async def creator() -> None:
+        _burn(0.015)
+        child = asyncio.create_task(eager_child())
+        ids["child"] = registry.task_id(child)[0]
+        _burn(0.015)
+        await child
+
+    async def main() -> taskcpu.TaskCpu:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        registry.births.hook(loop)  # the agent's factory in front of the eager one
+        meter.start("test")
+        try:
+            task = loop.create_task(creator())
+            ids["creator"] = registry.task_id(task)[0]
+            await task
+            return meter.window(60.0, 10)
+        finally:
+            meter.stop()
+
+    report = asyncio.run(main())
+    cpu = {row.task: row.cpu for row in report.rows}
+    assert 0.025 <= cpu[ids["creator"]] <= 0.045, cpu
+    assert 0.035 <= cpu[ids["child"]] <= 0.055, cpu
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_the_step_hooks_return_none_never_disable():
+    """sys.monitoring disables an event at a place for good when a callback returns
+    DISABLE: the hooks return None whatever happens, in a task or out of one."""
+    import asyncio
+
+    enter, leave = taskcpu.step_hooks([{}], [0.0])
+    code = _coro.__code__
+    assert enter(code, 0) is None and leave(code, 0, None) is None  # no loop here
+    assert enter(None, 0) is None and leave(None, 0, None) is None
+
+    async def inside() -> list[object]:
+        here = asyncio.current_task().get_coro().cr_code
+        return [enter(here, 0), leave(here, 0, None), enter(code, 0), leave(code, 0, 1)]
+
+    assert asyncio.run(inside()) == [None, None, None, None]
