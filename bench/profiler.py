@@ -163,6 +163,10 @@ def report(
             f"{label(setting):<18}{med(runs.rps, 1, 0):>24}{med(runs.p50, 1000, 2):>22}"
             f"{med(runs.p99, 1000, 2):>22}{med(runs.agent_cpu, 100, 2):>20}{rounds:>12}"
         )
+    print(
+        "samples/s: the agent's sampling rounds a second (each reads every thread); py-spy's "
+        "stack samples a second over all threads (its own Samples: count)"
+    )
     for setting, runs in results.items():
         if setting[0] != "off" and runs.rps and off.rps:
             rps = statistics.median(runs.rps) / statistics.median(off.rps)
