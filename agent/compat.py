@@ -471,3 +471,72 @@ def thread_cpu_time(native_id: int | None) -> float | None:
         return time.clock_gettime((~native_id << 3) | 6)
     except (OSError, OverflowError, ValueError):
         return None
+
+
+_MONITORING = getattr(sys, "monitoring", None)  # 3.12+ (PEP 669)
+_FREE_TOOLS = (4, 3, 5, 2)  # ids no standard tool claims first; debugger/coverage last
+_get_running_loop = asyncio._get_running_loop  # public since 3.7 (``asyncio._get_running_loop``)
+_c_get_coro = getattr(_C_TASK, "get_coro", None)
+
+
+def step_monitoring() -> Any | None:
+    """``sys.monitoring`` where task steps can be watched per code object (3.12+, local
+    events), else None: CPU per task then says it needs 3.12+."""
+    return _MONITORING
+
+
+def claim_tool_id(name: str) -> int | None:
+    """A ``sys.monitoring`` tool id claimed as ``name``, or None when all are taken (3.12+).
+    The ids coverage and debuggers use by convention are tried last."""
+    monitoring = _MONITORING
+    if monitoring is None:
+        return None
+    for tool in (*_FREE_TOOLS, 1, 0):
+        try:
+            if monitoring.get_tool(tool) is None:
+                monitoring.use_tool_id(tool, name)
+                return tool
+        except ValueError:  # taken between the check and the claim
+            continue
+    return None
+
+
+def release_tool_id(tool: int, events: tuple[int, ...]) -> None:
+    """Unregister ``tool``'s callbacks and free its id (3.12+; 3.14+ ``clear_tool_id`` also
+    drops any event left set). Never raises."""
+    monitoring = _MONITORING
+    if monitoring is None:
+        return
+    try:
+        clear = getattr(monitoring, "clear_tool_id", None)
+        if clear is not None:
+            clear(tool)
+        for event in events:
+            monitoring.register_callback(tool, event, None)
+        monitoring.free_tool_id(tool)
+    except Exception:
+        return
+
+
+def coroutine_code(coro: Any) -> types.CodeType | None:
+    """The code object of a native coroutine (its frames' code), None for anything else
+    (a generator-based coroutine, a Cython or custom awaitable)."""
+    return coro.cr_code if type(coro) is types.CoroutineType else None
+
+
+def running_task() -> Any | None:
+    """The task whose step runs on this thread's running loop, or None (no loop runs here,
+    or it runs a plain callback); C calls only, for the step hooks of CPU per task."""
+    loop = _get_running_loop()
+    return None if loop is None else asyncio.current_task(loop)
+
+
+def task_coro(task: Any) -> Any | None:
+    """A task's coroutine without running a subclass's ``get_coro`` (C slot; the pure
+    Python task's ``_coro``)."""
+    try:
+        return _c_get_coro(task) if _c_get_coro is not None else task._coro
+    except TypeError:  # a pure-Python task (asyncio.tasks._PyTask)
+        return getattr(task, "_coro", None)
+    except Exception:
+        return None

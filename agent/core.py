@@ -42,6 +42,8 @@ from agent.collect.process import (
 from agent.collect.profiler import Profiler
 from agent.collect.source import nearest_reported, source_lines
 from agent.collect.stalls import DEFAULT_THRESHOLD, StallWatch
+from agent.collect.taskcpu import TaskCpuMeter
+from agent.collect.taskcpu import register as register_meter
 from agent.collect.tasks import TaskRegistry, awaited_tasks, task_state
 from agent.collect.tasktable import CHUNK_ROWS, Answer, Listing
 from agent.collect.threads import THREAD_IDS, collect_threads
@@ -177,6 +179,14 @@ class AgentCore:
         self.profiler = Profiler(
             self.tasks.loops, agent_idents=self.agent_idents, on_thread=self.add_agent_thread
         )
+        self.task_cpu = TaskCpuMeter(
+            lambda task: self.tasks.task_id(task)[0],
+            self.tasks.find_task,
+            self.tasks.all_tasks,
+            self._unhooked_loops,
+            on_thread=self.add_agent_thread,
+        )
+        register_meter(self.task_cpu)  # a forked child turns it off (agent.forking)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -217,6 +227,16 @@ class AgentCore:
                     result="ok",
                     detail=f"session ended: {stopped}",
                 )
+            stopped = self.task_cpu.stop_started_by(session) if session else None
+            if stopped:
+                self.audit.record(
+                    peer=getattr(who, "peer", "?"),
+                    role=getattr(who, "role", "?"),
+                    action="task cpu stop",
+                    target="task cpu",
+                    result="ok",
+                    detail=f"session ended: {stopped}",
+                )
         except Exception:  # contained: a disconnect must never raise into rpyc or the host
             log.exception("runtime-observer agent: cleanup after a session failed")
 
@@ -224,6 +244,19 @@ class AgentCore:
         """The agent stops: stop tracemalloc if the agent started it (not if the host did),
         audit that, and flush the audit file. Never raises."""
         self.tasks.births.close()  # the task factories out of the host's loops
+        try:
+            stopped = self.task_cpu.stop_started_by(None)
+            if stopped:
+                self.audit.record(
+                    peer="host",
+                    role="agent",
+                    action="task cpu stop",
+                    target="task cpu",
+                    result="ok",
+                    detail=f"agent stopped: {stopped}",
+                )
+        except Exception:
+            log.exception("runtime-observer agent: stopping CPU per task failed")
         try:
             stopped = self.tracer.stop_started_by(None)
             if stopped:
@@ -580,6 +613,12 @@ class AgentCore:
             traced=self.tracer.traced(),
             agent_threads=agent_threads,
         )
+
+    def _unhooked_loops(self) -> bool:
+        """Whether some loop makes tasks without the agent's task factory (CPU per task
+        then looks for their coroutines every few seconds)."""
+        births = self.tasks.births
+        return births.closed or any(not births.hooked(lp) for lp, _ in self.tasks.loops())
 
     def _stall_loops(self) -> list[tuple[Any, int | None, str]]:
         """The loops the stall watchdog watches: every loop the agent knows, with its id."""

@@ -68,6 +68,12 @@ def _after_fork_in_child() -> None:
     except BaseException:
         _log_failure("leaving out the loops of the parent's other threads")
     try:
+        from agent.collect.taskcpu import after_fork_in_child
+
+        after_fork_in_child()  # the parent's CPU per task: its tick thread did not come along
+    except BaseException:
+        _log_failure("turning off CPU per task")
+    try:
         import agent as facade
 
         inherited = facade._forget_after_fork()

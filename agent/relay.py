@@ -76,11 +76,23 @@ RELAYED = frozenset(
         "profile_stop",
         "stalls",  # a worker's own loop stalls (its Stalls tab, its lag chart's marks)
         "metric_families",  # read-only: the master's own scrape asks it (agent.metrics)
+        "task_cpu",
+        "task_cpu_start",  # audited by the worker and, as an action on it, by the master
+        "task_cpu_stop",
     }
 )
 # the ones the master audits as actions on the worker
 CONTROL = frozenset(
-    {"cancel", "raise_in", "signal", "tracemalloc_start", "tracemalloc_stop", "trace_baseline"}
+    {
+        "cancel",
+        "raise_in",
+        "signal",
+        "tracemalloc_start",
+        "tracemalloc_stop",
+        "trace_baseline",
+        "task_cpu_start",
+        "task_cpu_stop",
+    }
 )
 MAX_LINKS = 32  # workers one observer session holds links to
 MAX_ARGS = 8

@@ -577,6 +577,38 @@ class WorkerSet:
     watching: str  # "" when exits are watched here, else why not
 
 
+@record
+class TaskCpuRow:
+    """One task's share of its loop over a CPU-per-task window."""
+
+    task: str  # task-N
+    cpu: float  # seconds of its thread's CPU clock spent in its steps over the window
+    wall: float  # seconds of wall time its steps took (more than cpu: it blocked its loop)
+    steps: int
+    name: str  # filled for the top rows only ("" below them, and for a finished task)
+    coroutine: str
+    alive: bool  # False: the task has finished (or was collected) since
+
+
+@record
+class TaskCpu:
+    """CPU per asyncio task over the last ``covered`` seconds (agent.collect.taskcpu)."""
+
+    enabled: bool
+    note: str  # why it cannot run here ("needs Python 3.12+"), or ""
+    since: float | None  # agent wall clock when it was turned on
+    by: str  # who turned it on (role@peer)
+    keep: bool  # it outlives the session that turned it on
+    window: float  # seconds asked for
+    covered: float  # seconds the figures cover (less than window right after it started)
+    cpu: float  # all tasks' step CPU over ``covered``, the rows below the cap included
+    wall: float
+    steps: int
+    untracked: float  # CPU of tasks past the per-second cap, counted but not itemised
+    codes: int  # coroutine code objects watched
+    rows: tuple[TaskCpuRow, ...]  # the busiest first; name/coroutine for the first ``top``
+
+
 RECORDS: tuple[type, ...] = (
     ExposedInfo,
     ProcessInfo,
@@ -617,4 +649,6 @@ RECORDS: tuple[type, ...] = (
     Profile,
     WorkerExit,
     WorkerSet,
+    TaskCpuRow,
+    TaskCpu,
 )

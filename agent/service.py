@@ -372,6 +372,34 @@ class AgentService(rpyc.Service):
         )
         return reply
 
+    # ------------------------------------------------------------ CPU per task
+
+    def exposed_task_cpu(self, window: float = 10.0, top: int = 20, limit: int = 20_000) -> bytes:
+        """CPU per task over the last ``window`` seconds (agent.collect.taskcpu), the
+        busiest first; any role may read it."""
+        return self._run(
+            lambda: self.core.task_cpu.window(
+                _number(window, "window"), _check(top, int, "top"), _check(limit, int, "limit")
+            )
+        )
+
+    def exposed_task_cpu_start(self, keep: bool = False) -> bytes:
+        """Turn CPU per task on (operator, audited): it instruments the host's coroutine
+        code and adds two CPU clock reads to every task step, so it changes how the host
+        runs, as tracemalloc does. It stops when this session ends unless ``keep``."""
+        return self._control(
+            "task cpu start" + (" keep" if keep is True else ""),
+            "task cpu",
+            lambda: self.core.task_cpu.start(
+                self._creds.label, session=self._session, keep=_check(keep, bool, "keep")
+            ),
+            kind="task cpu start",
+        )
+
+    def exposed_task_cpu_stop(self) -> bytes:
+        """Turn CPU per task off: every hook out of the host (operator, audited)."""
+        return self._control("task cpu stop", "task cpu", self.core.task_cpu.stop)
+
     def exposed_audit(self, limit: int = 1000) -> bytes:
         return self._run(lambda: self.core.audit_records(_check(limit, int, "limit")))
 

@@ -8,6 +8,11 @@ run. In a run at rate R an observer starts a profile at R Hz just before the loa
 it after; "off" runs start none. The settings take turns within each round, the order
 rotated every round.
 
+``--threads N`` adds N idle threads 20 calls deep to the server (what the sampler reads
+besides the loop). ``--py-spy PATH`` also runs, for each rate, ``py-spy record`` at that
+rate on the same server (its default, blocking mode: it stops the process to read each
+sample; needs ptrace permission), interleaved with the others.
+
 ``--tick`` measures instead how long one sampling round holds the GIL in this process,
 with 50 threads standing 30 calls deep (median and max over 300 rounds).
 
@@ -22,7 +27,9 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,30 +43,51 @@ from observer.client import connect  # noqa: E402
 from observer.keygen import KeyMaterial, generate  # noqa: E402
 
 
+def py_spy(path: str, pid: int, rate: float, seconds: float, out: Path) -> subprocess.Popen:
+    """``py-spy record`` on ``pid`` at ``rate`` Hz for ``seconds`` (its default blocking
+    mode), writing collapsed stacks to ``out``."""
+    argv = [path, "record", "--pid", str(pid), "--rate", str(int(rate))]
+    argv += ["--duration", str(int(seconds + 0.999)), "--format", "raw", "--output", str(out)]
+    argv += ["--idle"]  # every sample kept, as the agent's profiler keeps them
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def one_run(
     km: KeyMaterial,
-    rate: float,
+    setting: tuple[str, float],
     load: Load,
     args: argparse.Namespace,
     cpu: int | None,
     runs: Runs,
     tmp: Path,
 ) -> None:
+    tool, rate = setting
     host = WebHost(km.directory, args.tasks, cpu, tmp / "webhost.log")
+    spy = None
     try:
         load.run(host.info["url"], min(2.0, args.duration))  # warm-up, not recorded
         node = connect(
             host.info["agent"], token_file=str(km.operator_token), fingerprint=km.fingerprint
         )
         with node:
-            if rate > 0:
+            if tool == "agent":
                 node.profile_start(args.duration + 2.0, rate)
+            elif tool == "py-spy":
+                spy = py_spy(args.py_spy, host.info["pid"], rate, args.duration + 1.0, tmp / "s")
+                time.sleep(0.5)  # py-spy attaches before the load starts
             before, t0 = host.cpu(), time.perf_counter()
             result = load.run(host.info["url"], args.duration)
             after, t1 = host.cpu(), time.perf_counter()
-            if rate > 0:
+            if tool == "agent":
                 profile = node.profile_stop()
                 runs.polls.append(profile.ticks / max(profile.elapsed, 1e-9))
+            if spy is not None:
+                err, _none = spy.communicate(timeout=60)
+                samples = re.search(r"Samples: (\d+)", err or "")
+                if samples:
+                    runs.polls.append(int(samples.group(1)) / (args.duration + 1.0))
+                elif spy.returncode:
+                    runs.errors.append(f"py-spy failed: {(err or '').strip()[-200:]}")
         agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
         runs.rps.append(result["rps"])
         runs.p50.append(result["p50"])
@@ -68,6 +96,9 @@ def one_run(
         if result.get("errors"):
             runs.errors.append(f"{int(result['errors'])} failed requests")
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+            spy.wait()
         host.close()
 
 
@@ -108,31 +139,41 @@ def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
     )
 
 
-def report(results: dict[float, Runs], load: Load, where: str, args: argparse.Namespace) -> None:
+def label(setting: tuple[str, float]) -> str:
+    tool, rate = setting
+    return "off" if tool == "off" else f"{tool} {rate:g} Hz"
+
+
+def report(
+    results: dict[tuple[str, float], Runs], load: Load, where: str, args: argparse.Namespace
+) -> None:
     print()
     print(f"profiler overhead: {args.runs} runs x {args.duration:.0f} s each, {load.name}")
-    print(f"{where}; {args.tasks} idle tasks")
+    print(f"{where}; {args.tasks} idle tasks, {args.threads} idle threads")
     with contextlib.suppress(OSError):
         print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
     print(
-        f"{'rate':<8}{'requests/s':>24}{'p50 ms':>22}{'p99 ms':>22}{'agent CPU %':>20}"
-        f"{'rounds/s':>12}"
+        f"{'setting':<18}{'requests/s':>24}{'p50 ms':>22}{'p99 ms':>22}{'agent CPU %':>20}"
+        f"{'samples/s':>12}"
     )
-    off = results[0.0]
-    for rate, runs in results.items():
-        name = "off" if rate == 0 else f"{rate:g} Hz"
+    off = results[("off", 0.0)]
+    for setting, runs in results.items():
         rounds = f"{statistics.median(runs.polls):.0f}" if runs.polls else "-"
         print(
-            f"{name:<8}{med(runs.rps, 1, 0):>24}{med(runs.p50, 1000, 2):>22}"
+            f"{label(setting):<18}{med(runs.rps, 1, 0):>24}{med(runs.p50, 1000, 2):>22}"
             f"{med(runs.p99, 1000, 2):>22}{med(runs.agent_cpu, 100, 2):>20}{rounds:>12}"
         )
-    for rate, runs in results.items():
-        if rate and runs.rps and off.rps:
+    print(
+        "samples/s: the agent's sampling rounds a second (each reads every thread); py-spy's "
+        "stack samples a second over all threads (its own Samples: count)"
+    )
+    for setting, runs in results.items():
+        if setting[0] != "off" and runs.rps and off.rps:
             rps = statistics.median(runs.rps) / statistics.median(off.rps)
             p99 = statistics.median(runs.p99) / statistics.median(off.p99)
-            print(f"{rate:g} Hz / off: requests/s x{rps:.3f}, p99 x{p99:.3f}")
+            print(f"{label(setting)} / off: requests/s x{rps:.3f}, p99 x{p99:.3f}")
         for error in runs.errors:
-            print(f"{rate:g}: {error}")
+            print(f"{label(setting)}: {error}")
 
 
 def main() -> None:
@@ -145,6 +186,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000, help="idle tasks in the server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="idle threads in the server")
+    parser.add_argument("--py-spy", metavar="PATH", help="also run py-spy record at each rate")
     parser.add_argument("--tick", action="store_true", help="time one sampling round only")
     args = parser.parse_args()
     if args.tick:
@@ -152,24 +195,27 @@ def main() -> None:
         return
     if importlib.util.find_spec("aiohttp") is None:
         raise SystemExit("bench/profiler.py needs aiohttp: pip install -e '.[bench]'")
-    rates = [0.0] + [float(r) for r in args.rates.split(",") if r]
+    rates = [float(r) for r in args.rates.split(",") if r]
+    settings = [("off", 0.0)] + [("agent", r) for r in rates]
+    if args.py_spy:
+        settings += [("py-spy", r) for r in rates]
+    os.environ["BENCH_WEBHOST_THREADS"] = str(args.threads)  # bench/webhost.py reads it
     server_cpu, others, where = pick_cpus()
     if server_cpu is not None:
         os.sched_setaffinity(0, others)
     load = Load(args.load, args.connections, threads=len(others))
-    results = {rate: Runs() for rate in rates}
+    results = {setting: Runs() for setting in settings}
     with tempfile.TemporaryDirectory(prefix="bench-profiler-") as name:
         tmp = Path(name)
         km = generate(tmp / "keys")
         for r in range(args.runs):
-            order = rates[r % len(rates) :] + rates[: r % len(rates)]
-            for rate in order:
-                label = "off" if rate == 0 else f"{rate:g} Hz"
-                print(f"run {r + 1}/{args.runs}: profiler {label} ...", flush=True)
+            order = settings[r % len(settings) :] + settings[: r % len(settings)]
+            for setting in order:
+                print(f"run {r + 1}/{args.runs}: {label(setting)} ...", flush=True)
                 try:
-                    one_run(km, rate, load, args, server_cpu, results[rate], tmp)
+                    one_run(km, setting, load, args, server_cpu, results[setting], tmp)
                 except Exception as exc:  # one bad run must not lose the others
-                    results[rate].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
+                    results[setting].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
     report(results, load, where, args)
 
 

@@ -9,6 +9,8 @@ threads whose names start with ``observer-agent`` (``agent_live``) and by every 
 live thread (``host``). ``process - host`` is then the agent's share, including the
 connection threads that came and went (``observer ps`` opens one per call).
 The first line is ``ready: {json}``: pid, url, agent address, tasks.
+``BENCH_WEBHOST_THREADS=N`` in the environment adds N idle threads, each waiting on an
+event 20 calls deep (what a profiler then samples besides the loop).
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def commands() -> None:
     os._exit(0)  # the driver closed our stdin: it is gone
 
 
+def idle_threads(count: int, depth: int = 20) -> None:
+    """``count`` threads that wait forever, ``depth`` calls deep."""
+    never = threading.Event()
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        else:
+            never.wait()
+
+    for i in range(count):
+        threading.Thread(target=deep, args=(depth,), name=f"idle-{i}", daemon=True).start()
+
+
 async def hello(request: web.Request) -> web.Response:
     return web.Response(text="hello")
 
@@ -67,6 +83,7 @@ async def main(args: argparse.Namespace) -> None:
         tokens={"operator": (keys / "operator.token").read_text().strip()},
         name="bench-web",
     )
+    idle_threads(int(os.environ.get("BENCH_WEBHOST_THREADS", "0") or 0))
     started, census = spawn("flat", args.tasks, 1)
     await census.done.wait()
     app = web.Application()

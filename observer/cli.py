@@ -18,6 +18,7 @@ from observer.errors import BadSetting, ObserverError
 from observer.metricscmd import cmd_metrics, metrics_options
 from observer.profilecmd import cmd_profile, profile_options
 from observer.stallcmd import cmd_stalls, stalls_options
+from observer.taskcpucmd import cmd_cpu, cpu_options
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -119,6 +120,13 @@ def _ps_options(p: argparse.ArgumentParser) -> None:
         help="a worker of the node, or all: the node, then each worker running an agent "
         "(reached through the node's session)",
     )
+    p.add_argument(
+        "--sort",
+        choices=("cpu",),
+        help="cpu: tasks by CPU over the last --window seconds, busiest first, with a CPU "
+        "column (needs CPU per task on: observer cpu NODE --on)",
+    )
+    p.add_argument("--window", type=float, default=10.0, metavar="S", help="for --sort cpu")
 
 
 def _process_option(p: argparse.ArgumentParser) -> None:
@@ -304,6 +312,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool, Option
         "event-loop stalls: when a loop was blocked, for how long, by which line",
         True,
         _with_worker(stalls_options),
+    ),
+    "cpu": (
+        cmd_cpu,
+        "CPU per asyncio task over the last seconds, busiest first (--on/--off: operator)",
+        True,
+        cpu_options,
     ),
     "profile": (
         cmd_profile,

@@ -77,28 +77,35 @@ def _connect(args: argparse.Namespace) -> Node:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    from observer.taskcpucmd import task_cpu_map
+
     exits: tuple[Any, ...] = ()
+    match = args.match or ""
     with _connect(args) as node:
         if args.process == "all":  # the node, then every worker at once through it
-            snaps = [node.snapshot(limit=args.limit, match=args.match or "")]
-            found, workers = node.worker_snapshots(limit=args.limit, match=args.match or "")
+            processes: list[Any] = [node]
+            snaps = [node.snapshot(limit=args.limit, match=match)]
+            found, workers = node.worker_snapshots(limit=args.limit, match=match)
             for pid, snap in sorted(workers.items()):
                 if isinstance(snap, ObserverError):
                     print(f"worker {pid}: {snap}", file=sys.stderr)
                 else:
                     snaps.append(snap)
+                    processes.append(node.worker(pid))
             exits = found.exits
         else:
-            snaps = [
-                n.snapshot(limit=args.limit, match=args.match or "") for n in _processes(node, args)
-            ]
+            processes = _processes(node, args)
+            snaps = [n.snapshot(limit=args.limit, match=match) for n in processes]
+        cpus = [task_cpu_map(n, args.window) if args.sort == "cpu" else None for n in processes]
+    if args.sort == "cpu" and all(c is None for c in cpus):
+        return 1
     if args.json:
         if args.process == "all":
-            out.print_json([out.ps_json(snap) for snap in snaps])
+            out.print_json([out.ps_json(s, c) for s, c in zip(snaps, cpus, strict=True)])
         else:
-            out.print_json(out.ps_json(snaps[0]))
+            out.print_json(out.ps_json(snaps[0], cpus[0]))
     else:
-        print("\n\n".join(out.ps_text(snap) for snap in snaps))
+        print("\n\n".join(out.ps_text(s, c) for s, c in zip(snaps, cpus, strict=True)))
         if exits:
             print("\n" + out.exits_text(exits))
     return 0

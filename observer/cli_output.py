@@ -18,6 +18,7 @@ from agent.schema import (
     MemoryInfo,
     Snapshot,
     StackInfo,
+    TaskCpu,
     TraceStats,
 )
 from observer.format import (
@@ -66,13 +67,28 @@ def sections_text(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
     return "\n".join(lines)
 
 
-def ps_json(snap: Snapshot) -> dict[str, Any]:
-    """What ``ps --json`` prints (keys scripts rely on)."""
+def by_cpu(snap: Snapshot, cpu: TaskCpu | None) -> tuple[list[Any], dict[str, float]]:
+    """The snapshot's tasks, busiest first when ``cpu`` (``ps --sort cpu``) is given, and
+    each task's CPU seconds over its window."""
+    if cpu is None:
+        return list(snap.tasks), {}
+    seconds = {row.task: row.cpu for row in cpu.rows}
+    return sorted(snap.tasks, key=lambda t: -seconds.get(t.id, 0.0)), seconds
+
+
+def ps_json(snap: Snapshot, cpu: TaskCpu | None = None) -> dict[str, Any]:
+    """What ``ps --json`` prints (keys scripts rely on); with ``--sort cpu`` the tasks come
+    busiest first and ``task_cpu`` holds each one's CPU seconds over ``window``."""
+    tasks, seconds = by_cpu(snap, cpu)
+    extra: dict[str, Any] = {}
+    if cpu is not None:
+        extra["task_cpu"] = {"window": cpu.covered, "cpu": seconds}
     return {
         "node": snap.process.node,
         "pid": snap.process.pid,
         "threads": snap.threads,
-        "tasks": snap.tasks,
+        "tasks": tasks,
+        **extra,
         "loops": snap.loops,
         "children": snap.children,
         "tasks_total": snap.tasks_total,
@@ -80,9 +96,19 @@ def ps_json(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def ps_text(snap: Snapshot) -> str:
-    """The process line, then tables of threads, tasks and child processes."""
+def ps_text(snap: Snapshot, cpu: TaskCpu | None = None) -> str:
+    """The process line, then tables of threads, tasks (busiest first, with their CPU over
+    the window, when ``cpu`` is given) and child processes."""
     p = snap.process
+    tasks, seconds = by_cpu(snap, cpu)
+    task_head = ["ID", "NAME", "STATE", "AGE", "COROUTINE", "SUSPENDED AT", "AWAITING"]
+    task_rows = [task_columns(t) for t in tasks]
+    if cpu is not None:
+        task_head.insert(3, f"CPU {cpu.covered:.0f}S")
+        for index, t in enumerate(tasks):
+            used = seconds.get(t.id)
+            text = f"{used * 1000:.1f}ms" if used is not None else ""
+            task_rows[index] = (*task_rows[index][:3], text, *task_rows[index][3:])
     parts = [
         f"{p.node}  pid {p.pid}  {p.implementation} {p.python_version}  "
         f"cpu {p.cpu_percent:.1f}%  rss {human_bytes(p.rss)}  up {human_seconds(p.uptime)}  "
@@ -103,10 +129,7 @@ def ps_text(snap: Snapshot) -> str:
             ],
         ),
         "",
-        table(
-            ["ID", "NAME", "STATE", "AGE", "COROUTINE", "SUSPENDED AT", "AWAITING"],
-            [task_columns(t) for t in snap.tasks],
-        ),
+        table(task_head, task_rows),
     ]
     if any(not t.age_exact for t in snap.tasks):
         parts.append(f"\nAGE >= ...: {AGE_BOUND_NOTE}")

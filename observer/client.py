@@ -45,6 +45,7 @@ from agent.schema import (
     StackInfo,
     StallList,
     TaskChunk,
+    TaskCpu,
     TaskInfo,
     TaskListing,
     ThreadInfo,
@@ -624,6 +625,26 @@ class Node:
     def tracemalloc_stop(self) -> ControlResult:
         """Stop tracing and free the traces (operator, audited)."""
         return self._call(ControlResult, "tracemalloc_stop")
+
+    def task_cpu(self, window: float = 10.0, top: int = 20, limit: int = 20_000) -> TaskCpu:
+        """CPU per task over the last ``window`` seconds, busiest first (``enabled`` False
+        while it is off; ``note`` says why it cannot run, e.g. before Python 3.12)."""
+        try:
+            return self._call(TaskCpu, "task_cpu", float(window), int(top), int(limit))
+        except AttributeError as exc:
+            raise ObserverError(
+                f"{self.address} runs an agent without CPU per task (agent "
+                f"{self.agent_version}): upgrade it"
+            ) from exc
+
+    def task_cpu_start(self, keep: bool = False) -> ControlResult:
+        """Turn CPU per task on (operator, audited); it stops when this connection ends
+        unless ``keep`` (and whenever the agent stops)."""
+        return self._call(ControlResult, "task_cpu_start", bool(keep))
+
+    def task_cpu_stop(self) -> ControlResult:
+        """Turn CPU per task off (operator, audited): the host pays nothing again."""
+        return self._call(ControlResult, "task_cpu_stop")
 
     def worker(self, pid: int | str) -> WorkerNode:
         """The worker ``pid`` (1234 or pid-1234) of this node, a node-like object reached

@@ -82,8 +82,9 @@ def task_node(t: TaskInfo) -> TreeNode:
     )
 
 
-def build_tree(snap: Snapshot) -> TreeNode:
-    """The tree for one node's snapshot; every thread, loop, task and child appears once."""
+def build_tree(snap: Snapshot, task_cpu: Mapping[str, float] | None = None) -> TreeNode:
+    """The tree for one node's snapshot; every thread, loop, task and child appears once.
+    ``task_cpu``: each task's % of a core over CPU per task's window (its CPU cell)."""
     proc = snap.process
     root = TreeNode(
         "process",
@@ -130,6 +131,10 @@ def build_tree(snap: Snapshot) -> TreeNode:
                 parent_of[child_id] = t.id
     _break_cycles(parent_of)
     nodes = {t.id: task_node(t) for t in snap.tasks}
+    for task_id, percent in (task_cpu or {}).items():
+        node = nodes.get(task_id)
+        if node is not None:
+            node.cpu, node.cpu_value = f"{percent:.1f}%", percent
     for t in snap.tasks:
         node = nodes[t.id]
         parent_id = parent_of.get(t.id)

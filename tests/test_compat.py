@@ -524,3 +524,43 @@ def test_thread_cpu_time_reads_another_threads_cpu_clock():
     # ended (the OS thread exits a moment after join returns): EINVAL, never a crash
     wait_until(lambda: compat.thread_cpu_time(thread.native_id) is None, message="EINVAL")
     assert compat.thread_cpu_time(None) is None and compat.thread_cpu_time(0) is None
+
+
+def test_step_monitoring_is_there_from_312_and_a_tool_id_is_claimed_and_freed():
+    monitoring = compat.step_monitoring()
+    if sys.version_info < (3, 12):
+        assert monitoring is None and compat.claim_tool_id("x") is None
+        return
+    assert monitoring is sys.monitoring
+    tool = compat.claim_tool_id("compat-test")
+    assert tool is not None and monitoring.get_tool(tool) == "compat-test"
+    events = (monitoring.events.PY_START, monitoring.events.PY_YIELD)
+    monitoring.register_callback(tool, events[0], lambda *_a: None)
+    compat.release_tool_id(tool, events)
+    assert monitoring.get_tool(tool) is None
+    assert monitoring.register_callback(tool, events[0], None) is None  # unregistered
+
+
+def test_running_task_task_coro_and_coroutine_code_name_a_task_and_its_outer_code():
+    seen: list[Any] = []
+
+    async def outer() -> None:
+        task = asyncio.current_task()
+        seen.extend([compat.running_task() is task, compat.task_coro(task)])
+        seen.append(compat.coroutine_code(seen[1]))
+
+    asyncio.run(outer())
+    assert seen[0] is True
+    assert seen[2] is outer.__code__
+    assert compat.running_task() is None  # no loop runs on this thread
+    assert compat.coroutine_code(iter(())) is None  # not a native coroutine
+    py_task = getattr(asyncio.tasks, "_PyTask", None)
+    if py_task is not None:  # the pure-Python task: its _coro, without get_coro
+
+        async def body() -> None:
+            task = py_task(asyncio.sleep(0))
+            seen.append(compat.task_coro(task))
+            await task
+
+        asyncio.run(body())
+        assert compat.coroutine_code(seen[-1]) is not None

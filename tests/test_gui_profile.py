@@ -79,3 +79,29 @@ def test_profile_tab_starts_draws_zooms_and_stops(qtbot, window, profiled_host, 
     assert "(stopped)" in tab.summary.text()
     tab.reset_button.click()
     assert tab.flame.focus is tab.flame.root
+
+
+def test_double_click_on_a_flame_frame_opens_its_source(qtbot, window, profiled_host, keys):
+    """A viewer double-clicks hot_function's frame: a window shows the source around it,
+    read from the agent (a viewer may: the profile reported that function)."""
+    window.set_interval(1)
+    tab = window.show_tab("profile")
+    window.add_link(spec(profiled_host.address, keys, token="viewer"))
+    qtbot.waitUntil(lambda: "No profile" in tab.summary.text(), timeout=WAIT)
+    tab.seconds.setValue(30.0)
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: tab.profile is not None and find(tab.flame.root, "hot_function (") is not None,
+        timeout=WAIT,
+    )
+    hot = find(tab.flame.root, "hot_function (")
+    tab.flame.repaint()
+    rect = next(r for r, n in tab.flame.boxes if n is hot)
+    qtbot.mouseDClick(tab.flame, Qt.MouseButton.LeftButton, pos=rect.center().toPoint())
+    qtbot.waitUntil(lambda: tab.sources and tab.sources[-1].source is not None, timeout=WAIT)
+    source = tab.sources[-1].source
+    assert source.file.endswith("profiled.py") and source.line == hot.frame.line
+    assert any("def hot_function" in line for line in source.lines)
+    tab.sources[-1].close()
+    assert not tab.sources
+    qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent import compat
+from agent.collect.source import note_reported
 from agent.collect.stalls import in_stdlib
 from agent.compat import code_name
 from agent.errors import AgentError, BadRequest
@@ -116,6 +117,7 @@ class _Run:
             index = len(self.frames)
             self.frame_index[code] = index
             self.frames.append(ProfileFrame(code_name(code), code.co_filename, code.co_firstlineno))
+            note_reported(code.co_filename, code.co_firstlineno)  # a viewer may read it
             self.idle.append(is_idle_code(code))
         return index
 

@@ -279,11 +279,12 @@ def table_records(top: TreeNode, short: dict[str, str], now: float) -> Iterator[
             yield target, ("", record[1], record[2], record[3])
 
 
-def table_delta(snap: Snapshot, shadow: Shadow) -> Delta:
-    """The Tasks & threads table's refresh (worker thread)."""
+def table_delta(snap: Snapshot, shadow: Shadow, task_cpu: dict[str, float] | None = None) -> Delta:
+    """The Tasks & threads table's refresh (worker thread); ``task_cpu`` fills the tasks'
+    CPU cells (observer.gui.taskcpu)."""
     now = agent_now(snap.process)
     counts = table_counts(snap)
-    records = table_records(build_tree(snap), short_ids(snap), now)
+    records = table_records(build_tree(snap, task_cpu), short_ids(snap), now)
     delta, full = diff(shadow, records)
     delta.now, delta.counts = now, counts
     if full:

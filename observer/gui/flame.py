@@ -1,6 +1,7 @@
 """A flame graph (icicle: callers on top) drawn with QPainter from a Profile's folded
 stacks: click a frame to zoom into it, click the top bar to zoom out, hover for samples and
-percentage, and a search string highlights the frames whose name contains it."""
+percentage, double-click to open the source around the frame's function (``opened``), and
+a search string highlights the frames whose name contains it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PyQt6.QtCore import QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFontMetrics, QMouseEvent, QPainter, QPaintEvent
 from PyQt6.QtWidgets import QToolTip, QWidget
 
-from agent.schema import Profile
+from agent.schema import Profile, ProfileFrame
 from observer.profile_export import fold, frame_label
 
 ROW = 18  # pixels a frame row is tall
@@ -26,6 +27,7 @@ class FlameNode:
     count: int = 0
     children: dict[str, FlameNode] = field(default_factory=dict)
     parent: FlameNode | None = None
+    frame: ProfileFrame | None = None  # where its function is (None: a group, 'all')
 
     def child(self, name: str) -> FlameNode:
         node = self.children.get(name)
@@ -52,6 +54,7 @@ def flame_tree(
                 node.count += count
             for index in stack:
                 node = node.child(labels[index])
+                node.frame = profile.frames[index]
                 node.count += count
     return root
 
@@ -68,6 +71,7 @@ class FlameGraph(QWidget):
     zoomed frame is still there)."""
 
     zoomed = pyqtSignal(str)
+    opened = pyqtSignal(object)  # a frame was double-clicked: its ProfileFrame
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -192,6 +196,12 @@ class FlameGraph(QWidget):
             QToolTip.hideText()
             return
         QToolTip.showText(event.globalPosition().toPoint(), self.describe(node), self)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        node = self.node_at(pos.x(), pos.y())
+        if node is not None and node.frame is not None and node.frame.line > 0:
+            self.opened.emit(node.frame)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         pos = event.position()

@@ -17,7 +17,7 @@ index is made again from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.schema import Snapshot, TaskInfo
@@ -50,6 +50,7 @@ class Follow:
     loops: frozenset[str] = frozenset()
     root: str = ""
     others: set[str] = field(default_factory=set)  # rows that are not tasks
+    had_cpu: bool = False  # the shadow's task rows carry CPU cells (CPU per task was on)
 
 
 def follow_of(shadow: Shadow) -> Follow:
@@ -201,8 +202,12 @@ def _finish(delta: Delta, shadow: Shadow, store: list) -> None:
         old[target] = record
 
 
-def tree_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
-    """The Processes tree's refresh from ``changes`` (the tab ``shadow`` belongs to)."""
+def tree_follow(
+    changes: SnapshotChanges, shadow: Shadow, task_cpu: Mapping[str, float] | None = None
+) -> Delta:
+    """The Processes tree's refresh from ``changes`` (the tab ``shadow`` belongs to).
+    While CPU per task is on (``task_cpu``: its cells) every task's cell may change, so
+    the refresh is the whole walk, and once more after it went off to clear the cells."""
     follow = follow_of(shadow)
     follow.cursor = changes.cursor
     now = agent_now(changes.process)
@@ -211,6 +216,8 @@ def tree_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
     loops = frozenset(lp.id for lp in changes.loops)
     cheap = (
         follow.valid
+        and task_cpu is None
+        and not follow.had_cpu
         and not changes.full
         and shadow.rows
         and loops == follow.loops
@@ -220,15 +227,21 @@ def tree_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
         delta = _tree_changes(changes, shadow, follow, frame, now)
         if delta is not None:
             return delta
-    return _tree_whole(changes, shadow, follow, loops, root)
+    return _tree_whole(changes, shadow, follow, loops, root, task_cpu)
 
 
 def _tree_whole(
-    changes: SnapshotChanges, shadow: Shadow, follow: Follow, loops: frozenset[str], root: str
+    changes: SnapshotChanges,
+    shadow: Shadow,
+    follow: Follow,
+    loops: frozenset[str],
+    root: str,
+    task_cpu: Mapping[str, float] | None,
 ) -> Delta:
     """The whole walk (delta.tree_delta), and the index made again from it."""
     snap = changes.snapshot()
-    delta = tree_delta(snap, shadow)
+    delta = tree_delta(snap, shadow, build_tree(snap, task_cpu), short_ids(snap))
+    follow.had_cpu = task_cpu is not None
     _index(follow, snap.tasks, loops, root)
     rows = shadow.rows
     follow.others = {target for target, record in rows.items() if record[1] != "task"}
@@ -288,15 +301,19 @@ def _tree_changes(
     return delta
 
 
-def table_follow(changes: SnapshotChanges, shadow: Shadow) -> Delta:
-    """The Tasks & threads table's refresh from ``changes`` (the tab ``shadow`` belongs to)."""
+def table_follow(
+    changes: SnapshotChanges, shadow: Shadow, task_cpu: Mapping[str, float] | None = None
+) -> Delta:
+    """The Tasks & threads table's refresh from ``changes`` (the tab ``shadow`` belongs to);
+    the whole walk while CPU per task is on (``task_cpu``), as in tree_follow."""
     follow = follow_of(shadow)
     follow.cursor = changes.cursor
     now = agent_now(changes.process)
-    if not (follow.valid and not changes.full and shadow.rows):
+    cpu_cells = task_cpu is not None or follow.had_cpu
+    if cpu_cells or not (follow.valid and not changes.full and shadow.rows):
         snap = changes.snapshot()
-        delta = table_delta(snap, shadow)
-        follow.valid = True
+        delta = table_delta(snap, shadow, dict(task_cpu) if task_cpu is not None else None)
+        follow.valid, follow.had_cpu = True, task_cpu is not None
         follow.others = {t for t, record in shadow.rows.items() if record[1] != "task"}
         return delta
     frame = _frame(changes)

@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from agent.schema import AllocationSite, SourceText
+from agent.schema import AllocationSite, ProfileFrame, SourceText
 from observer.format import human_bytes, short_path, signed_bytes
 from observer.gui.link import NodeLink, Reply
 from observer.gui.tab import Banner
@@ -140,3 +140,51 @@ def source_html(source: SourceText) -> str:
         mark = number == source.line
         rows.append(f"<span style='background:#fff8c5'><b>{line}</b></span>" if mark else line)
     return "<pre>" + "\n".join(rows) + "</pre>"
+
+
+class FrameWindow(QWidget):
+    """A top-level window on the source around a profiled function (a flame graph frame
+    double-clicked), read from the agent."""
+
+    def __init__(self, opener: Opener, link: NodeLink, frame: ProfileFrame) -> None:
+        super().__init__(None, Qt.WindowType.Window)
+        self.opener = opener
+        self.link = link
+        self.frame = frame
+        self.source: SourceText | None = None
+        self.resize(900, 560)
+        where = f"{frame.file}:{frame.line}"
+        self.setWindowTitle(f"{frame.function} {short_path(where, 2)} - {link.label}")
+        layout = QVBoxLayout(self)
+        self.header = QLabel(
+            f"<b>{html.escape(frame.function)}</b> {html.escape(where)} "
+            f"on {html.escape(link.label)}"
+        )
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.header)
+        self.banner = Banner(self)
+        layout.addWidget(self.banner)
+        self.text = QTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.Monospace)
+        self.text.setFont(font)
+        layout.addWidget(self.text, 1)
+        QShortcut(QKeySequence("Escape"), self, activated=self.close)
+        file, line = frame.file, frame.line
+        link.request(
+            f"source:{file}:{line}", lambda node: node.source(file, line, CONTEXT), self._got
+        )
+
+    def _got(self, reply: Reply) -> None:
+        if not reply.ok:
+            self.banner.say(reply.error)
+            return
+        self.banner.say("")
+        self.source = reply.value
+        self.text.setHtml(source_html(reply.value))
+
+    def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.opener.inspect_closed(self)
+        super().closeEvent(event)

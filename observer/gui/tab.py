@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from PyQt6.QtCore import QAbstractItemModel, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QStyledItemDelegate,
@@ -24,6 +26,18 @@ from observer.gui.columns import ColumnFitter
 from observer.gui.link import NodeLink, Reply
 from observer.gui.models import ID_ROLE
 from observer.gui.rows import LOCATION, NAME
+from observer.gui.taskcpu import WINDOW, CpuState, task_cpu
+
+CPU_REASON = (
+    "Read-only: CPU per task instruments the host's coroutines and adds two CPU clock reads "
+    "to every task step, so turning it on or off needs an operator token; this node was "
+    "connected with a viewer token."
+)
+CPU_TIP = (
+    f"Measure each task's CPU: its steps' thread CPU time over the last {WINDOW:.0f} s, as a "
+    "share of a core in the CPU column (Python 3.12+). Costs the host two CPU clock reads "
+    "per task step; turned off again when this window disconnects."
+)
 
 
 class ElideLeft(QStyledItemDelegate):
@@ -203,7 +217,14 @@ class RowsTab(Tab):
         )
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter_changed)
-        self.layout_.addWidget(self.filter)
+        self.cpu_state = CpuState()  # the node's CPU per task, as the last refresh saw it
+        self.cpu_box = QCheckBox("CPU per task")
+        self.cpu_box.toggled.connect(self._cpu_toggled)
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter, 1)
+        bar.addWidget(self.cpu_box)
+        self.layout_.addLayout(bar)
+        self.update_cpu_box()
 
     def add_view(self, view: QAbstractItemView) -> None:
         """Set up the tab's view the way both row views share: rows selected whole, one at
@@ -223,7 +244,54 @@ class RowsTab(Tab):
     def set_link(self, link: NodeLink | None) -> None:
         if link is not self.link:
             self.columns.reset()  # another node's names and paths: measure them afresh
+            self.cpu_state = CpuState()
         super().set_link(link)
+        self.update_cpu_box()
+
+    def _on_reply(self, reply: Reply) -> None:
+        super()._on_reply(reply)
+        self.update_cpu_box()
+
+    def task_cpu_of(self, node: Node) -> dict[str, float] | None:
+        """The tasks' CPU cells for a refresh (in the link's worker)."""
+        return task_cpu(node, self.cpu_state)
+
+    def update_cpu_box(self) -> None:
+        """The CPU per task box says whether it is on, and is usable by an operator only."""
+        link, state = self.link, self.cpu_state
+        box = self.cpu_box
+        box.blockSignals(True)
+        box.setChecked(state.enabled is True)
+        box.blockSignals(False)
+        can = link is not None and link.can_control and not state.note
+        box.setEnabled(can)
+        if link is not None and not link.can_control:
+            box.setToolTip(CPU_REASON)
+        else:
+            box.setToolTip(state.note or CPU_TIP)
+
+    def _cpu_toggled(self, on: bool) -> None:
+        """Turn the node's CPU per task on or off (operator, audited by the agent)."""
+        link, state = self.link, self.cpu_state
+        if link is None:
+            return
+
+        def job(node: Node) -> None:
+            if on:
+                node.task_cpu_start()  # stops when this window's session ends
+            else:
+                node.task_cpu_stop()
+            task_cpu(node, state, force=True)
+
+        def done(reply: Reply) -> None:
+            if reply.source is not self.link:
+                return
+            if not reply.ok:
+                self.banner.say(f"CPU per task: {reply.error}")
+            self.update_cpu_box()
+            self.refresh()
+
+        link.request(f"{self.key}-taskcpu", job, done)
 
     def fit(self) -> None:
         self.columns.fit_later()  # the first data of a node at once, then every 5 s

@@ -50,8 +50,9 @@ class ProcessesTab(RowsTab):
             self._expanded.discard(index.data(ID_ROLE))
 
     def job(self) -> Callable[[Node], Any]:
-        shadow = self.shadow
-        return lambda node: process_tree_delta(node, shadow)  # the master and its workers
+        shadow, cpu = self.shadow, self.task_cpu_of
+        # the master and its workers; the master's tasks' CPU while CPU per task is on
+        return lambda node: process_tree_delta(node, shadow, lambda: cpu(node))
 
     def clear(self) -> None:
         self._expanded.clear()

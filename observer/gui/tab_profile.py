@@ -17,13 +17,15 @@ from PyQt6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QWidget,
 )
 
-from agent.schema import Profile
+from agent.schema import Profile, ProfileFrame
 from observer.client import Node
 from observer.errors import BadRequest
 from observer.gui.flame import FlameGraph, flame_tree
 from observer.gui.link import Reply
+from observer.gui.source import FrameWindow
 from observer.gui.tab import Tab
 
 
@@ -86,6 +88,8 @@ class ProfileTab(Tab):
         self.layout_.addWidget(self.summary)
         self.flame = FlameGraph()
         self.search.textChanged.connect(self.flame.set_search)
+        self.flame.opened.connect(self.open_source)
+        self.sources: list[QWidget] = []  # open source windows (kept alive while shown)
         self.reset_button.clicked.connect(lambda: self.flame.zoom(self.flame.root))
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -94,6 +98,17 @@ class ProfileTab(Tab):
         self.profile: Profile | None = None
 
     # ------------------------------------------------------------ the tab
+
+    def open_source(self, frame: ProfileFrame) -> None:
+        """A flame frame was double-clicked: the source around its function, from the agent."""
+        if self.link is not None:
+            window = FrameWindow(self, self.link, frame)
+            self.sources.append(window)
+            window.show()
+
+    def inspect_closed(self, window: QWidget) -> None:
+        if window in self.sources:
+            self.sources.remove(window)
 
     def job(self) -> Callable[[Node], Any]:
         return latest_profile

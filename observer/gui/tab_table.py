@@ -39,9 +39,9 @@ class TableTab(RowsTab):
         self.shadow = Shadow()  # what the worker last sent this tab (see observer.gui.delta)
 
     def job(self) -> Callable[[Node], Any]:
-        shadow = self.shadow
+        shadow, cpu = self.shadow, self.task_cpu_of
         follow = follow_of(shadow)  # where this tab is in the node's tasks
-        return lambda node: table_follow(node.changes(follow.cursor, TASK_LIMIT), shadow)
+        return lambda node: table_follow(node.changes(follow.cursor, TASK_LIMIT), shadow, cpu(node))
 
     def clear(self) -> None:
         self.shadow = Shadow()

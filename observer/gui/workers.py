@@ -98,20 +98,24 @@ def worker_snapshots(node: Node, snap: Snapshot) -> dict[int, Snapshot | str]:
     }
 
 
-def process_tree_delta(node: Node, shadow: Shadow) -> Delta:
+def process_tree_delta(
+    node: Node, shadow: Shadow, task_cpu: Callable[[], dict[str, float] | None] | None = None
+) -> Delta:
     """The Processes tab's refresh: master -> workers -> their threads -> loops -> tasks,
-    as the rows that changed since ``shadow`` (worker thread).
+    as the rows that changed since ``shadow`` (worker thread); ``task_cpu()`` gives the
+    master's tasks' CPU cells (observer.gui.taskcpu).
 
     Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it.
     A node without workers is followed from what changed (observer.gui.follow)."""
     follow = follow_of(shadow)
     changes = node.changes(follow.cursor, TASK_LIMIT)
+    cpu = task_cpu() if task_cpu is not None else None
     if not any(c.agent for c in changes.children):
-        return tree_follow(changes, shadow)
+        return tree_follow(changes, shadow, cpu)
     follow.cursor, follow.valid = changes.cursor, False  # walked whole: followed after
     snap = changes.snapshot()
     workers = worker_snapshots(node, snap)
-    top = graft_workers(build_tree(snap), workers)
+    top = graft_workers(build_tree(snap, cpu), workers)
     short = short_ids(snap)
     agent_threads = sum(1 for t in snap.threads if t.is_agent)
     for pid, worker in workers.items():
