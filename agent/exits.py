@@ -230,9 +230,9 @@ class ExitWatch:
         with self._lock:
             if self._closed:
                 return
-            slots, _beyond = self._slots.update((pid, created) for pid, created, _ in live)
+            slots, _beyond = self._slots.update((pid, created) for pid, created, *_ in live)
             added = False
-            for pid, created, proc in live:
+            for pid, created, proc, *_ in live:
                 if pid in self._watched or len(self._watched) >= MAX_WATCHED:
                     continue
                 if names is None:
