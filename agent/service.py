@@ -184,8 +184,16 @@ class AgentService(rpyc.Service):
         return self._run(lambda: tuple(self.core.threads()))
 
     def exposed_system(self) -> bytes:
-        """process, children and threads together: {"process", "children", "threads"}."""
-        return self._run(lambda: self.core.system(self._creds.role))
+        """process, children, threads and how the recent workers ended, together:
+        {"process", "children", "threads", "exits"} (the System tab's one round trip)."""
+
+        def collect() -> dict[str, Any]:
+            found = self.core.system(self._creds.role)
+            watch = self.exits
+            found["exits"] = watch.recent(fresh=True) if watch is not None else ()
+            return found
+
+        return self._run(collect)
 
     def _listed(self, made: tuple[list[Any], Listing], chunk: int) -> list[Any]:
         """Keep a listing whose rows do not fit its first reply for task_chunk (one per

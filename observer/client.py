@@ -51,6 +51,7 @@ from agent.schema import (
     ThreadInfo,
     TraceStats,
     Variable,
+    WorkerExit,
     WorkerSet,
 )
 from agent.version import PROTOCOL_VERSION
@@ -322,18 +323,21 @@ class Node:
         """Every Python thread with CPU time and current location."""
         return self._call(tuple[ThreadInfo, ...], "threads")
 
-    def system(self) -> tuple[ProcessInfo, tuple[ChildInfo, ...], tuple[ThreadInfo, ...]]:
-        """The process, its children and its threads in one round trip (three calls to
-        an agent that predates it)."""
+    def system(
+        self,
+    ) -> tuple[ProcessInfo, tuple[ChildInfo, ...], tuple[WorkerExit, ...], tuple[ThreadInfo, ...]]:
+        """The process, its children, how its recent workers ended (a master's) and its
+        threads in one round trip (three calls to an agent that predates it)."""
         try:
             data = self._raw("system")
         except (AttributeError, BadRequest):  # an older agent, or a relay that predates it
-            return self.process(), self.children(), self.threads()
+            return self.process(), self.children(), (), self.threads()
         try:
             with gc_paused():
                 return (
                     from_wire(ProcessInfo, data["process"]),
                     from_wire(tuple[ChildInfo, ...], data["children"]),
+                    from_wire(tuple[WorkerExit, ...], data.get("exits", ())),
                     from_wire(tuple[ThreadInfo, ...], data["threads"]),
                 )
         except (WireError, KeyError, TypeError) as exc:
