@@ -38,6 +38,7 @@ from agent.collect.process import (
     collect_process,
     connection_count,
     gc_collections,
+    thread_counts,
 )
 from agent.collect.profiler import Profiler
 from agent.collect.source import nearest_reported, source_lines
@@ -597,9 +598,13 @@ class AgentCore:
         self.tasks.table.expire()
         loops = self.find_loops()
         agents = self.agent_idents()
-        alive = {t.ident for t in threading.enumerate()}
-        agent_threads = len(agents & alive)
-        threads = guarded(self.process.num_threads, threading.active_count())
+        counted = thread_counts(agents)
+        if counted is not None:
+            threads, agent_threads = counted
+        else:
+            alive = {t.ident for t in threading.enumerate()}
+            agent_threads = len(agents & alive)
+            threads = guarded(self.process.num_threads, threading.active_count())
         self.lag.probe(loops)
         mem = guarded(self.process.memory_info, None)
         return HistorySample(

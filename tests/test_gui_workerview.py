@@ -38,6 +38,14 @@ def worker_row_name(window, pid: int) -> str:
     return data.row_values(item)[0] if item is not None else ""
 
 
+def window_rows(window, name: str) -> list:
+    """The Processes tree's items named ``name``."""
+    data = window.processes.model.data_
+    if not data:
+        return []
+    return [item for item in data.by_id.values() if data.row_values(item)[0] == name]
+
+
 def open_from_processes_tab(qtbot, window, host, pid: int):
     """Right-click the worker's row in the Processes tab, "Open worker": its entry."""
     window.show_tab("processes")
@@ -50,12 +58,17 @@ def open_from_processes_tab(qtbot, window, host, pid: int):
     return link
 
 
-def test_an_opened_worker_shows_its_own_system_charts_memory_and_stalls(qtbot, window, forker):  # noqa: F811
+def test_an_opened_worker_shows_its_own_system_charts_memory_stalls_tree_profile(
+    qtbot,
+    window,
+    forker,  # noqa: F811
+):
     """Open worker from the Processes tab: an entry under the master in the node list, named
     by its role label and pid; the System tab shows the worker's pid, the load charts the
     worker's own history (samples the master never took), the Memory tab's census counts
-    objects only the worker made, the Stalls tab the worker's stalls; the master's entry
-    and its own System tab are untouched."""
+    objects only the worker made, the Stalls tab the worker's stalls, the Processes tab the
+    worker's own tree (its ids as inside it), a profile samples the worker; the master's
+    entry and its own System tab are untouched."""
     master = forker("--workers")
     pid, _ = master.fork("fork", "own")
     host = window.add_link(spec(master.agent, master.keys))
@@ -95,6 +108,19 @@ def test_an_opened_worker_shows_its_own_system_charts_memory_and_stalls(qtbot, w
         ),
         timeout=WAIT,
     )
+
+    processes = window.show_tab("processes")  # the worker's own tree: ids as inside it
+    qtbot.waitUntil(lambda: bool(window_rows(window, "worker-job")), timeout=WAIT)
+    assert all(not i.id.startswith("pid-") for i in window_rows(window, "worker-job"))
+    assert processes.model.data_.by_id[f"pid-{pid}"].kind == "process"
+    profile = window.show_tab("profile")
+    profile.seconds.setValue(1.0)
+    profile.start()
+    qtbot.waitUntil(
+        lambda: profile.profile is not None and profile.profile.state == "done", timeout=WAIT
+    )
+    assert profile.profile.ticks > 0
+    assert "child_main" in {f.function for f in profile.profile.frames}  # the worker's
 
     window.nodes.setCurrentItem(window.nodes.item_of(host))  # back to the master: its own
     system = window.show_tab("system")
@@ -329,7 +355,7 @@ def test_a_worker_named_on_the_command_line_opens_once_the_master_lists_it(
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONFAULTHANDLER": "1"},
     )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -148,6 +148,19 @@ class CpuMeter:
             return self._value
 
 
+def thread_counts(agents: set[int]) -> tuple[int, int] | None:
+    """(threads of the process, those of them that are the agent's, by ident) read from
+    one listing of the OS's threads (/proc/self/task, Linux; None elsewhere), so a thread
+    ending meanwhile is in neither count: two separate reads would count it in one and
+    not the other (a woken worker's first load sample showed 0 host threads)."""
+    native = {t.native_id for t in threading.enumerate() if t.ident in agents}
+    try:
+        tids = {int(name) for name in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return None
+    return len(tids), len(native & tids)
+
+
 def gc_collections() -> tuple[int, ...]:
     """Collections run so far per generation."""
     try:

@@ -68,10 +68,32 @@ def run_window(
     if worker:
         window.open_worker_when_up(worker)
     if screenshot is not None:
-        return save_screenshot(window, screenshot, after=after, timeout=timeout)
-    window.show()
-    quit_on_ctrl_c(app)
-    return app.exec()
+        code = save_screenshot(window, screenshot, after=after, timeout=timeout)
+    else:
+        window.show()
+        quit_on_ctrl_c(app)
+        code = app.exec()
+    quiesce(window)
+    return code
+
+
+def quiesce(window: MainWindow) -> None:
+    """Before the interpreter exits: delete the window now, on this thread, let the
+    disposal thread finish and collect garbage, so that PyQt's exit cleanup (which walks
+    every Qt wrapper and deletes the top-level ones, letting other threads run meanwhile)
+    finds next to nothing left to walk: seen as a segfault after ``--screenshot`` had
+    saved its picture."""
+    import gc
+
+    from PyQt6 import sip
+
+    from observer.gui.disposal import drain
+
+    window.close()  # idempotent: its links are closed, its timers stopped
+    if not sip.isdeleted(window):
+        sip.delete(window)
+    drain()
+    gc.collect()
 
 
 def route_qt_messages(verbose: bool) -> None:

@@ -535,7 +535,10 @@ class MainWindow(QMainWindow):
         """Tools > Chaos… (Ctrl+K): the chaos dialog over this window's nodes, non-modal."""
         if self.chaos_dialog is None:
             self.chaos_dialog = ChaosDialog(self)
-        self.chaos_dialog.set_links(self.links, self.current_link())
+        current = self.current_link()
+        if current is not None:  # an opened worker: its master, where chaos runs
+            current = self.node_set.host_of(current) or current
+        self.chaos_dialog.set_links(self.links, current)
         self.chaos_dialog.show()
         self.chaos_dialog.raise_()
         self.chaos_dialog.activateWindow()
