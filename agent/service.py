@@ -595,15 +595,19 @@ class AgentService(rpyc.Service):
                 header.append(self._worker_set(listed=False)[0])
 
         core = self.core
-        _extra, replies = fanout.fan_out(
-            ask,
-            asked,
-            seconds,
-            meanwhile,
-            on_thread=lambda ident, on: (
-                core.add_agent_thread(ident) if on else core.remove_agent_thread(ident)
-            ),
-        )
+        try:
+            _extra, replies = fanout.fan_out(
+                ask,
+                asked,
+                seconds,
+                meanwhile,
+                on_thread=lambda ident, on: (
+                    core.add_agent_thread(ident) if on else core.remove_agent_thread(ident)
+                ),
+            )
+        except Exception as exc:  # no thread to be had, say: contained, never into the host
+            log.exception("runtime-observer agent: fan-out to workers failed")
+            return encode_error("internal", f"agent error: {type(exc).__name__}"), ()
         return header[0], replies
 
     def _worker_set(self, listed: bool = True) -> tuple[bytes, tuple[Any, ...]]:

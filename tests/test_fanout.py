@@ -314,6 +314,7 @@ def test_fanout_argument_checks_accept_only_what_they_say(pids, each, timeout):
     assert FANOUT_TIMEOUT <= 6.0
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_child_forked_while_the_exit_watch_holds_its_lock_lets_go_of_it_at_once():
     """The watch's thread holds its lock while it looks for workers; a fork at that
     moment copies the lock held. The child's clean-up (ExitWatch.abandon, run by the

@@ -120,6 +120,15 @@ def test_gunicorn_workers_are_observed_and_acted_on_through_the_masters_port(
         new = (set(replaced) - set(workers)).pop()
         assert node.worker(new).process().pid == new
         assert g.serves()
+        # the arbiter reaped the victim itself; the master's agent saw how it ended and
+        # that the new worker took its place
+        gone = wait_until(
+            lambda: next(
+                (e for e in node.worker_set().exits if e.pid == victim and e.replaced_by), None
+            )
+        )
+        assert (gone.how, gone.replaced_by) == ("signal 9", new), gone
+        assert gone.name.startswith("gunicorn worker"), gone
 
 
 def test_chaos_kills_a_gunicorn_worker_and_counts_its_recovery(gunicorn, keys):
