@@ -345,8 +345,8 @@ class Node:
 
     def task_list(self, limit: int = 100_000, match: str = "") -> TaskList:
         """Tasks (filtered in the agent by name/coroutine substring), pending first."""
-        _head, listing, cache = self._listing("tasks", TaskListing, limit, match)
-        with gc_paused():
+        with gc_paused():  # one pause over the rows and the records made of them
+            _head, listing, cache = self._listing("tasks", TaskListing, limit, match)
             tasks = cache.tasks(listing.time, listing.current)
         return TaskList(tasks, listing.total, listing.truncated)
 
@@ -361,8 +361,8 @@ class Node:
         After the first, the agent sends only the tasks that changed and the ids of those
         gone; the node merges them into the tasks it holds and returns them all.
         """
-        update, listing, cache = self._listing("snapshot", SnapshotUpdate, limit, match)
-        with gc_paused():
+        with gc_paused():  # one pause over the rows and the records made of them
+            update, listing, cache = self._listing("snapshot", SnapshotUpdate, limit, match)
             tasks = cache.tasks(listing.time, listing.current)
         return Snapshot(
             process=update.process,
@@ -440,7 +440,7 @@ class Node:
         version each saw last: the agent's change log and the node's bounded one serve
         them all, and one too far behind gets everything.
         """
-        with self._lock:
+        with self._lock, gc_paused():
             update, _listing, cache = self._listing("snapshot", SnapshotUpdate, limit, "")
             return changes_from(update, cache, since, self._lock)
 

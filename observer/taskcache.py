@@ -15,7 +15,7 @@ import operator
 import sysconfig
 from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 from agent.codec import WireError
@@ -187,7 +187,10 @@ class TaskCache:
             "line": lines,
             "loop": map(loop_ids.__getitem__, loops),
             "age": [int((now - s) * 1000.0 + 0.5) / 1000.0 if s < now else 0.0 for s in seen],
-            "awaiting": _awaiting_column(serials, awaiting),
+            "awaiting": [
+                _awaiting(serial, waits) if waits else _NO_AWAITING
+                for serial, waits in zip(serials, awaiting, strict=True)
+            ],
             "current": repeat(False),
             "age_exact": exact,
             "error": errors,
@@ -266,18 +269,6 @@ def _columns(rows: list[Any]) -> list[tuple[Any, ...]] | None:
         for kind, column in zip(_ROW_TYPES, columns, strict=True)
     )
     return columns if plain else None
-
-
-_task_id = "task-{}".format  # C-level: an id per awaited serial without a Python frame
-
-
-def _awaiting_column(serials: tuple[int, ...], awaiting: tuple[list[Any], ...]) -> list[Any]:
-    """Each row's awaited task ids, every serial checked at once (C-level); a bad one is
-    named by :func:`_awaiting`."""
-    if not set(map(type, chain.from_iterable(awaiting))) <= {int}:
-        for serial, waits in zip(serials, awaiting, strict=True):
-            _awaiting(serial, waits)
-    return [tuple(map(_task_id, waits)) if waits else _NO_AWAITING for waits in awaiting]
 
 
 def _awaiting(serial: int, awaiting: list[Any]) -> tuple[str, ...]:
