@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from agent.codec import WireError, from_wire
 from agent.schema import ChildInfo, Overview, Snapshot, WorkerExit
@@ -221,19 +221,6 @@ def _seen_ending(row: WorkerRow, gone: WorkerExit | None) -> WorkerRow:
 
 
 WORKERS = "Workers"  # the System tab's section
-
-
-def worker_set(node: Node) -> tuple[Any, tuple[ChildInfo, ...], tuple[WorkerExit, ...]]:
-    """What the System tab shows: the process, its workers and how the recent ones ended
-    (a node that is no master: its children, none of them workers)."""
-    info = node.process()
-    try:
-        found = node.worker_set()
-    except RemoteError as exc:
-        if exc.kind != "bad-request":  # not a master: no fan-out
-            raise
-        return info, node.children(), ()
-    return info, found.workers, found.exits
 
 
 def worker_text(row: WorkerRow) -> str:
