@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -241,36 +242,28 @@ class AgentCore:
         except Exception:  # contained: a disconnect must never raise into rpyc or the host
             log.exception("runtime-observer agent: cleanup after a session failed")
 
+    def _stop_at_exit(self, what: str, stop: Callable[[Any], Any]) -> None:
+        """Stop ``what`` if the agent started it, auditing that it did. Never raises."""
+        try:
+            stopped = stop(None)
+            if stopped:
+                self.audit.record(
+                    peer="host",
+                    role="agent",
+                    action=f"{what} stop",
+                    target=what,
+                    result="ok",
+                    detail=f"agent stopped: {stopped}",
+                )
+        except Exception:
+            log.exception("runtime-observer agent: stopping %s failed", what)
+
     def close(self) -> None:
         """The agent stops: stop tracemalloc if the agent started it (not if the host did),
         audit that, and flush the audit file. Never raises."""
         self.tasks.births.close()  # the task factories out of the host's loops
-        try:
-            stopped = self.task_cpu.stop_started_by(None)
-            if stopped:
-                self.audit.record(
-                    peer="host",
-                    role="agent",
-                    action="task cpu stop",
-                    target="task cpu",
-                    result="ok",
-                    detail=f"agent stopped: {stopped}",
-                )
-        except Exception:
-            log.exception("runtime-observer agent: stopping CPU per task failed")
-        try:
-            stopped = self.tracer.stop_started_by(None)
-            if stopped:
-                self.audit.record(
-                    peer="host",
-                    role="agent",
-                    action="tracemalloc stop",
-                    target="tracemalloc",
-                    result="ok",
-                    detail=f"agent stopped: {stopped}",
-                )
-        except Exception:
-            log.exception("runtime-observer agent: stopping tracemalloc failed")
+        self._stop_at_exit("task cpu", self.task_cpu.stop_started_by)
+        self._stop_at_exit("tracemalloc", self.tracer.stop_started_by)
         try:
             self.audit.close()
         except Exception:

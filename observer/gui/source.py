@@ -44,40 +44,69 @@ def _split(where: str) -> tuple[str, int]:
     return (file, int(line)) if line.isdigit() else (where, 0)
 
 
-class SiteWindow(QWidget):
-    """A top-level window on one allocation site of one node."""
+class SourceWindow(QWidget):
+    """A top-level window showing source read from the agent: a header, a banner for
+    errors and a monospace view (the base of the site and frame windows)."""
 
-    def __init__(self, opener: Opener, link: NodeLink, site: AllocationSite) -> None:
+    def __init__(self, opener: Opener, link: NodeLink, width: int, height: int) -> None:
         super().__init__(None, Qt.WindowType.Window)
         self.opener = opener
         self.link = link
-        self.site = site
         self.source: SourceText | None = None
-        self.resize(980, 640)
-        layout = QVBoxLayout(self)
+        self.resize(width, height)
+        self.layout_ = QVBoxLayout(self)
         self.header = QLabel()
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.header)
+        self.layout_.addWidget(self.header)
         self.banner = Banner(self)
-        layout.addWidget(self.banner)
-        self.frames = QTreeWidget()
-        self.frames.setHeaderLabels(["#", "Location"])
-        self.frames.setRootIsDecorated(False)
-        self.frames.setColumnWidth(0, 40)
-        self.frames.currentItemChanged.connect(lambda *_: self._load())
+        self.layout_.addWidget(self.banner)
         self.text = QTextEdit()
         self.text.setReadOnly(True)
         self.text.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
         font = QFont("monospace")
         font.setStyleHint(QFont.StyleHint.Monospace)
         self.text.setFont(font)
+        QShortcut(QKeySequence("Escape"), self, activated=self.close)
+
+    def load(self, file: str, line: int) -> None:
+        """Ask the agent for the source around ``file:line`` (shown when it answers)."""
+        self.link.request(
+            f"source:{file}:{line}", lambda node: node.source(file, line, CONTEXT), self._got
+        )
+
+    def _got(self, reply: Reply) -> None:
+        if not reply.ok:
+            self.banner.say(reply.error)
+            self.text.clear()
+            return
+        self.banner.say("")
+        source: SourceText = reply.value
+        self.source = source
+        self.text.setHtml(source_html(source))
+        self.text.setToolTip(source.file)
+
+    def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.opener.inspect_closed(self)
+        super().closeEvent(event)
+
+
+class SiteWindow(SourceWindow):
+    """A top-level window on one allocation site of one node."""
+
+    def __init__(self, opener: Opener, link: NodeLink, site: AllocationSite) -> None:
+        super().__init__(opener, link, 980, 640)
+        self.site = site
+        self.frames = QTreeWidget()
+        self.frames.setHeaderLabels(["#", "Location"])
+        self.frames.setRootIsDecorated(False)
+        self.frames.setColumnWidth(0, 40)
+        self.frames.currentItemChanged.connect(lambda *_: self._load())
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.frames)
         splitter.addWidget(self.text)
         splitter.setSizes([160, 460])
-        layout.addWidget(splitter, 1)
-        QShortcut(QKeySequence("Escape"), self, activated=self.close)
+        self.layout_.addWidget(splitter, 1)
         self.show_site(site)
 
     def show_site(self, site: AllocationSite) -> None:
@@ -112,24 +141,7 @@ class SiteWindow(QWidget):
         if not line:
             self.banner.say(f"{file}: grouped by file, there is no single line to show.")
             return
-        self.link.request(
-            f"source:{file}:{line}", lambda node: node.source(file, line, CONTEXT), self._got
-        )
-
-    def _got(self, reply: Reply) -> None:
-        if not reply.ok:
-            self.banner.say(reply.error)
-            self.text.clear()
-            return
-        self.banner.say("")
-        source: SourceText = reply.value
-        self.source = source
-        self.text.setHtml(source_html(source))
-        self.text.setToolTip(source.file)
-
-    def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.opener.inspect_closed(self)
-        super().closeEvent(event)
+        self.load(file, line)
 
 
 def source_html(source: SourceText) -> str:
@@ -142,49 +154,18 @@ def source_html(source: SourceText) -> str:
     return "<pre>" + "\n".join(rows) + "</pre>"
 
 
-class FrameWindow(QWidget):
+class FrameWindow(SourceWindow):
     """A top-level window on the source around a profiled function (a flame graph frame
     double-clicked), read from the agent."""
 
     def __init__(self, opener: Opener, link: NodeLink, frame: ProfileFrame) -> None:
-        super().__init__(None, Qt.WindowType.Window)
-        self.opener = opener
-        self.link = link
+        super().__init__(opener, link, 900, 560)
         self.frame = frame
-        self.source: SourceText | None = None
-        self.resize(900, 560)
         where = f"{frame.file}:{frame.line}"
         self.setWindowTitle(f"{frame.function} {short_path(where, 2)} - {link.label}")
-        layout = QVBoxLayout(self)
-        self.header = QLabel(
+        self.header.setText(
             f"<b>{html.escape(frame.function)}</b> {html.escape(where)} "
             f"on {html.escape(link.label)}"
         )
-        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.header)
-        self.banner = Banner(self)
-        layout.addWidget(self.banner)
-        self.text = QTextEdit()
-        self.text.setReadOnly(True)
-        self.text.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
-        font = QFont("monospace")
-        font.setStyleHint(QFont.StyleHint.Monospace)
-        self.text.setFont(font)
-        layout.addWidget(self.text, 1)
-        QShortcut(QKeySequence("Escape"), self, activated=self.close)
-        file, line = frame.file, frame.line
-        link.request(
-            f"source:{file}:{line}", lambda node: node.source(file, line, CONTEXT), self._got
-        )
-
-    def _got(self, reply: Reply) -> None:
-        if not reply.ok:
-            self.banner.say(reply.error)
-            return
-        self.banner.say("")
-        self.source = reply.value
-        self.text.setHtml(source_html(reply.value))
-
-    def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.opener.inspect_closed(self)
-        super().closeEvent(event)
+        self.layout_.addWidget(self.text, 1)
+        self.load(frame.file, frame.line)
