@@ -50,6 +50,7 @@ RELAYED = frozenset(
     {
         "hello",
         "process",
+        "system",  # process, children, threads, exits: a worker's System tab, one call
         "threads",
         "tasks",
         "snapshot",

@@ -186,12 +186,13 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from observer.format import process_facts
 
-    with _connect(args) as node:
-        p = one_process(node, args).process()
+    with _connect(args) as node:  # one round trip: the process and its threads
+        p, _children, _exits, threads = one_process(node, args).system()
     if args.json:
         out.print_json(p)
-    else:
-        print(out.sections_text(process_facts(p)))
+    else:  # the host's threads apart from the agent's own, as the System tab counts them
+        agent_threads = sum(t.is_agent and t.alive for t in threads)
+        print(out.sections_text(process_facts(p, agent_threads)))
     return 0
 
 

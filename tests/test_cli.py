@@ -123,6 +123,9 @@ def test_ps_table_tree_stack_info_history(host):
     assert "in parent" in stack.stdout and "job = " in stack.stdout
     info = observer("info", host.address, *creds(host, "viewer"))
     assert info.returncode == 0 and "test-host" in info.stdout and "you are viewer" in info.stdout
+    # the host's threads apart from the agent's own, as the System tab counts them
+    counted = re.search(r"Threads\s+(\d+) \(\+(\d+) agent\)", info.stdout)
+    assert counted and int(counted.group(1)) >= 1 and int(counted.group(2)) >= 1, info.stdout
     assert "s3cr3t" not in info.stdout
     history = observer("history", host.address, *creds(host, "viewer"), "--json")
     assert history.returncode == 0 and "samples" in json.loads(history.stdout)
