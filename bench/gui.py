@@ -29,6 +29,14 @@ Targets: reply->painted <= 300 ms, no stall > 50 ms, sort <= 300 ms, RSS <= 500 
 filter <= 50 ms per key, input latency p95 <= 50 ms, steady refresh: no reset.
 ``--root DIR`` runs the GUI, client and agent of another checkout (e.g. a worktree of
 main) with this script, for before/after figures in the same session.
+
+``--workers W`` (issue 13) instead measures a master with W forked workers, each with
+``--tasks`` idle tasks and the master as many of its own (bench/workers_tree.py's host):
+the Processes tab (every worker's subtree, loops expanded) and the Tasks & threads table,
+``--refreshes`` steady refreshes with no churn, then as many with ``--churn`` tasks
+replaced in the master and in each worker before each; then the same against one node
+without workers holding the same total task count. Each row adds the link worker
+thread's CPU for the refresh's job (``job cpu``: fetch, decode, tree walk and diff).
 """
 
 from __future__ import annotations
@@ -275,6 +283,7 @@ def refresh_cycle(
     if meter is not None:
         meter.reset()
     cpu = time.thread_time()  # the GUI thread's own CPU: what load on the box does not inflate
+    JOB_CPU[tab.key] = float("nan")
     requested = time.time()
     if switch is not None:
         switch.show_tab(tab.key)
@@ -294,6 +303,7 @@ def refresh_cycle(
         "painted": painted - tab.last_applied,
         "stall": meter.settle() if meter is not None else float("nan"),
         "cpu": time.thread_time() - cpu,
+        "job": JOB_CPU[tab.key],
     }
     if touched is not None:
         out.update({k: float(v) for k, v in touched.clear().items()})
@@ -301,6 +311,26 @@ def refresh_cycle(
 
 
 TOUCHED: dict[int, Touched] = {}
+JOB_CPU: dict[str, float] = {}  # tab key -> the link worker's CPU for its last job
+
+
+def time_jobs(tab: ViewTab) -> None:
+    """Wrap ``tab.job`` so each job records the link worker thread's CPU in JOB_CPU."""
+    make = tab.job
+
+    def job() -> Callable[[Any], Any]:
+        inner = make()
+
+        def run(node: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return inner(node)
+            finally:
+                JOB_CPU[tab.key] = time.thread_time() - started
+
+        return run
+
+    tab.job = job  # type: ignore[method-assign]
 
 
 def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> tuple[bool, bool]:
@@ -316,7 +346,7 @@ def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> 
         print(
             f"  {label:<22} {name:<11} {ms(c['reply']):>10} {ms(c['apply']):>8} "
             f"{ms(c['paint']):>7} {ms(c['painted']):>15} {ms(c['stall']):>13} "
-            f"{ms(c['cpu']):>7}   {rows}"
+            f"{ms(c['cpu']):>7} {ms(c.get('job', math.nan)):>7}   {rows}"
         )
     steady = cycles[first:] or cycles
     painted = max(c["painted"] for c in steady)
@@ -336,6 +366,7 @@ def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> 
         f"  {'':<22} {'median':<11} {'':>10} {'':>8} {'':>7} "
         f"{ms(statistics.median(c['painted'] for c in steady)):>15} "
         f"{ms(statistics.median(stalls)):>13} {ms(statistics.median(c['cpu'] for c in steady)):>7}"
+        f" {ms(statistics.median(c.get('job', math.nan) for c in steady)):>7}"
     )
     resets = sum(c.get("reset", 0) + c.get("layout", 0) for c in steady)
     if any("reset" in c for c in steady):
@@ -352,7 +383,8 @@ def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> 
 
 CYCLE_HEADER = (
     f"  {'tab':<22} {'':<11} {'req->reply':>10} {'apply':>8} {'paint':>7} "
-    f"{'reply->painted':>15} {'worst stall':>13} {'gui cpu':>7}   (ms)   rows ins/rem/chg/resets"
+    f"{'reply->painted':>15} {'worst stall':>13} {'gui cpu':>7} {'job cpu':>7}   (ms)   "
+    "rows ins/rem/chg/resets"
 )
 
 
@@ -564,6 +596,138 @@ def profile_apply(window: MainWindow, km: KeyMaterial, address: str) -> None:
         node.close()
 
 
+class WorkersHost(Host):
+    """bench/workers_tree.py's host: a master forking ``workers`` workers, each with
+    ``tasks`` idle tasks (the master as many); ``churn N`` replaces N in each of them."""
+
+    def __init__(self, keys: Path, workers: int, tasks: int, churn: int) -> None:
+        argv = [sys.executable, str(ROOT / "bench" / "workers_tree.py"), "--host", str(keys)]
+        argv += [str(workers), str(tasks), "--root", str(CODE)]
+        env = dict(os.environ, PYTHONPATH=str(CODE), WORKER_CHURN=str(churn))
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
+        self.address = self.ask("", "agent")[0]
+        self.pids = [int(p) for p in self.ask("", "workers")[0].split(",")]
+        self.psutil = psutil.Process(self.proc.pid)
+
+    def send(self, word: str) -> None:
+        if word:
+            super().send(word)
+
+
+def wait_workers(km: KeyMaterial, address: str, pids: list[int]) -> None:
+    """Until the master lists every worker's agent and each has answered once (woken)."""
+    node = connect(address, token_file=km.operator_token, fingerprint=km.fingerprint, timeout=60)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while sum(bool(c.agent) for c in node.children()) < len(pids):
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers' agents did not show up")
+            QTest.qWait(50)  # polling the master, not synchronising with it
+        for pid in pids:
+            node.worker(pid).snapshot(limit=10)
+    finally:
+        node.close()
+
+
+def expand_loops(tab: ProcessesTab) -> int:
+    """Open every loop (and what holds it), as a user reading all tasks would; rows shown."""
+    data = tab.model.data_
+    assert data is not None
+    for item in data.by_id.values():
+        if item.kind in ("process", "child", "thread", "loop") and item.children:
+            index = tab.model.index_of(item.id)
+            if index.isValid():
+                tab.view.setExpanded(index, True)
+    QApplication.processEvents()
+    return sum(1 for item in data.by_id.values() if item.kind == "task")
+
+
+def measure_node(window: MainWindow, meter: StallMeter, title: str, refreshes: int) -> None:
+    """Processes (loops expanded) and Table: steady refreshes, then with churn."""
+    global CHURN
+    churned = CHURN
+    print(f"\n{title}")
+    print(CYCLE_HEADER)
+    tabs: tuple[ViewTab, ...] = (window.processes, window.table)
+    for tab in tabs:
+        show(window, tab.key)
+        if isinstance(tab, ProcessesTab):
+            tasks = expand_loops(tab)
+            print(f"  ({tab.model.rowCount()} top rows, {tasks:,} task rows, loops expanded)")
+        try:
+            CHURN = 0
+            steady = [refresh_cycle(tab, meter) for _ in range(refreshes)]
+            CHURN = churned
+            moving = [refresh_cycle(tab, meter) for _ in range(refreshes)]
+        finally:
+            CHURN = churned
+        print_cycles(f"{tab.key} steady", steady)
+        print_cycles(f"{tab.key} churn {churned}", moving)
+
+
+def switch_node(window: MainWindow, km: KeyMaterial, address: str) -> NodeLink:
+    """Add a node and make it the current one; wait until the shown tab drew it."""
+    spec = NodeSpec(
+        address=address,
+        token_file=str(km.operator_token),
+        fingerprint=km.fingerprint,
+        timeout=TIMEOUT,
+    )
+    link = window.add_link(spec)
+    wait_up(link)
+    window.nodes.setCurrentItem(window.nodes.item_of(link))
+    tab = window.current_tab()
+    if isinstance(tab, (ProcessesTab, TableTab)):
+        wait_for(tab.applied, until=lambda: tab.link is link and not link.busy)
+    return link
+
+
+def workers_main(args: argparse.Namespace) -> None:
+    """--workers: a master with workers against one node of the same total task count."""
+    global HOST
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    procs: list[subprocess.Popen] = []
+    window: MainWindow | None = None
+    total = (args.workers + 1) * args.tasks
+    with tempfile.TemporaryDirectory() as tmp:
+        km = generate(Path(tmp) / "keys")
+        try:
+            master = WorkersHost(km.directory, args.workers, args.tasks, CHURN)
+            procs.append(master.proc)
+            wait_workers(km, master.address, master.pids)
+            window = MainWindow(nodes_file=None)
+            window.set_paused(True)
+            for tab in (window.processes, window.table):
+                TOUCHED[id(tab.model)] = Touched(tab.model)
+                time_jobs(tab)
+            window.show()
+            meter = StallMeter()
+            print(
+                f"runtime-observer GUI bench, workers ({CODE}): master + {args.workers} "
+                f"workers x {args.tasks:,} tasks ({total:,} in all), churn {CHURN}/process/"
+                f"refresh, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, python "
+                f"{sys.version.split()[0]}, Qt {QT_VERSION_STR}, platform {app.platformName()}"
+            )
+            HOST = master
+            switch_node(window, km, master.address)
+            measure_node(
+                window, meter, f"master + {args.workers} workers x {args.tasks:,}", args.refreshes
+            )
+            plain = HOST = Host(km.directory, total, depth=1, monitor=False)
+            procs.append(plain.proc)
+            switch_node(window, km, plain.address)
+            measure_node(window, meter, f"one node, {total:,} tasks, no workers", args.refreshes)
+            print(f"  load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        finally:
+            if window is not None:
+                window.close()
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
 def wait_up(link: NodeLink) -> None:
     if not wait_for(link.changed, until=lambda: link.status is Status.UP and not link.busy):
         raise SystemExit(f"node did not come up within {TIMEOUT:.0f}s: {link.error}")
@@ -577,9 +741,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile job and apply too")
     parser.add_argument("--churn", type=int, default=50, help="tasks replaced per refresh")
     parser.add_argument("--root", help="the checkout whose GUI/client/agent to measure")
+    parser.add_argument("--workers", type=int, default=0, help="a master with these workers")
     args = parser.parse_args()
     global HOST, CHURN
     CHURN = args.churn
+    if args.workers:
+        workers_main(args)
+        return
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     misses: list[str] = []

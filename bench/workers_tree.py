@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,13 +48,30 @@ sys.path.insert(0, str(ROOT))
 TARGET = 2.0
 
 
-async def park(count: int, stop_when_orphaned: int | None) -> None:
-    """``count`` idle named tasks; ends once the master is gone (a worker's case)."""
+async def park(count: int, stop_when_orphaned: int | None, churns: list | None = None) -> None:
+    """``count`` idle named tasks; ends once the master is gone (a worker's case).
+
+    Churn (bench/gui.py): a worker replaces its ``WORKER_CHURN`` oldest tasks on SIGUSR1;
+    the master registers in ``churns`` how to replace N of its own from another thread."""
 
     async def idle(k: int) -> None:
         await asyncio.sleep(3600 + k)
 
-    tasks = [asyncio.create_task(idle(k), name=f"idle-{k}") for k in range(count)]
+    made = [count]
+    tasks = collections.deque(asyncio.create_task(idle(k), name=f"idle-{k}") for k in range(count))
+
+    def churn(n: int) -> None:
+        for _ in range(min(n, len(tasks))):
+            tasks.popleft().cancel()
+        for _ in range(n):
+            tasks.append(asyncio.create_task(idle(made[0]), name=f"idle-{made[0]}"))
+            made[0] += 1
+
+    loop = asyncio.get_running_loop()
+    if churns is not None:
+        churns.append(lambda n: loop.call_soon_threadsafe(churn, n))
+    elif int(os.environ.get("WORKER_CHURN", "0")):
+        loop.add_signal_handler(signal.SIGUSR1, churn, int(os.environ["WORKER_CHURN"]))
     while stop_when_orphaned is None or os.getppid() == stop_when_orphaned:
         await asyncio.sleep(0.5)
     for task in tasks:
@@ -60,7 +79,9 @@ async def park(count: int, stop_when_orphaned: int | None) -> None:
 
 
 def host(keys: str, workers: int, tasks: int) -> None:
-    """The master: agent first, then the forks, then its own tasks on a loop thread."""
+    """The master: agent first, then the forks, then its own tasks on a loop thread;
+    ``churn N`` on stdin replaces N of the master's tasks and signals every worker to
+    replace its WORKER_CHURN (answers ``churned: N``)."""
     import agent
     from tests.hosts.common import start_agent
 
@@ -74,10 +95,17 @@ def host(keys: str, workers: int, tasks: int) -> None:
             finally:
                 os._exit(0)
         pids.append(pid)
-    threading.Thread(target=asyncio.run, args=(park(tasks, None),), daemon=True).start()
+    churns: list = []
+    threading.Thread(target=asyncio.run, args=(park(tasks, None, churns),), daemon=True).start()
     print(f"agent: {server.address}", flush=True)
     print(f"workers: {','.join(map(str, pids))}", flush=True)
-    sys.stdin.read()  # until the bench closes our stdin
+    for line in sys.stdin:  # until the bench closes our stdin
+        if line.startswith("churn ") and churns:
+            count = int(line.split()[1])
+            churns[0](count)
+            for pid in pids if int(os.environ.get("WORKER_CHURN", "0")) else ():
+                os.kill(pid, signal.SIGUSR1)  # with no handler it would end the worker
+            print(f"churned: {count}", flush=True)
     agent.stop()
 
 
