@@ -644,6 +644,37 @@ def expand_loops(tab: ProcessesTab) -> int:
     return sum(1 for item in data.by_id.values() if item.kind == "task")
 
 
+GAP = 0.3  # s between --workers refreshes: an agent shares a task pass for 0.25 s
+
+
+def spaced(tab: ViewTab, meter: StallMeter) -> dict[str, float]:
+    """One refresh, GAP after the last, so each sees a new task pass (the GUI's own
+    refreshes are 1 s apart); without the gap a node without workers saw the churn only
+    every few refreshes."""
+    QTest.qWait(int(GAP * 1000))
+    return refresh_cycle(tab, meter)
+
+
+def shown_tasks(tab: ProcessesTab) -> int:
+    """Task rows the view lays out: those whose every ancestor is expanded."""
+    data = tab.model.data_
+    assert data is not None
+    count = 0
+    for item in data.by_id.values():
+        if item.kind != "task":
+            continue
+        up = item.parent
+        while up is not None and up is not data.root:
+            if not tab.view.isExpanded(tab.model.index_of(up.id)):
+                break
+            up = up.parent
+        count += up is data.root
+    return count
+
+
+EXPAND = True  # --as-opened: leave the tree as the tab first opens it
+
+
 def measure_node(window: MainWindow, meter: StallMeter, title: str, refreshes: int) -> None:
     """Processes (loops expanded) and Table: steady refreshes, then with churn."""
     global CHURN
@@ -654,13 +685,17 @@ def measure_node(window: MainWindow, meter: StallMeter, title: str, refreshes: i
     for tab in tabs:
         show(window, tab.key)
         if isinstance(tab, ProcessesTab):
-            tasks = expand_loops(tab)
-            print(f"  ({tab.model.rowCount()} top rows, {tasks:,} task rows, loops expanded)")
+            if EXPAND:
+                expand_loops(tab)
+            print(
+                f"  ({shown_tasks(tab):,} task rows laid out, "
+                f"{'loops expanded' if EXPAND else 'as the tab first opens'})"
+            )
         try:
             CHURN = 0
-            steady = [refresh_cycle(tab, meter) for _ in range(refreshes)]
+            steady = [spaced(tab, meter) for _ in range(refreshes)]
             CHURN = churned
-            moving = [refresh_cycle(tab, meter) for _ in range(refreshes)]
+            moving = [spaced(tab, meter) for _ in range(refreshes)]
         finally:
             CHURN = churned
         print_cycles(f"{tab.key} steady", steady)
@@ -742,9 +777,10 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=50, help="tasks replaced per refresh")
     parser.add_argument("--root", help="the checkout whose GUI/client/agent to measure")
     parser.add_argument("--workers", type=int, default=0, help="a master with these workers")
+    parser.add_argument("--as-opened", action="store_true", help="--workers: do not expand")
     args = parser.parse_args()
-    global HOST, CHURN
-    CHURN = args.churn
+    global HOST, CHURN, EXPAND
+    CHURN, EXPAND = args.churn, not args.as_opened
     if args.workers:
         workers_main(args)
         return

@@ -48,11 +48,14 @@ sys.path.insert(0, str(ROOT))
 TARGET = 2.0
 
 
-async def park(count: int, stop_when_orphaned: int | None, churns: list | None = None) -> None:
+async def park(
+    count: int, stop_when_orphaned: int | None, churns: list | None = None, done: int = -1
+) -> None:
     """``count`` idle named tasks; ends once the master is gone (a worker's case).
 
-    Churn (bench/gui.py): a worker replaces its ``WORKER_CHURN`` oldest tasks on SIGUSR1;
-    the master registers in ``churns`` how to replace N of its own from another thread."""
+    Churn (bench/gui.py): a worker replaces its ``WORKER_CHURN`` oldest tasks on SIGUSR1
+    and then writes a byte to ``done`` (a pipe the master reads); the master registers in
+    ``churns`` how to replace N of its own from another thread."""
 
     async def idle(k: int) -> None:
         await asyncio.sleep(3600 + k)
@@ -66,10 +69,13 @@ async def park(count: int, stop_when_orphaned: int | None, churns: list | None =
         for _ in range(n):
             tasks.append(asyncio.create_task(idle(made[0]), name=f"idle-{made[0]}"))
             made[0] += 1
+        if done >= 0:  # after the cancelled tasks' steps, which cancel() scheduled
+            asyncio.get_running_loop().call_soon(os.write, done, b".")
 
     loop = asyncio.get_running_loop()
     if churns is not None:
         churns.append(lambda n: loop.call_soon_threadsafe(churn, n))
+        churns.append(lambda: asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result())
     elif int(os.environ.get("WORKER_CHURN", "0")):
         loop.add_signal_handler(signal.SIGUSR1, churn, int(os.environ["WORKER_CHURN"]))
     while stop_when_orphaned is None or os.getppid() == stop_when_orphaned:
@@ -87,11 +93,12 @@ def host(keys: str, workers: int, tasks: int) -> None:
 
     server = start_agent(keys, "tree-master", workers=True)
     pids = []
+    done, told = os.pipe()  # each worker writes a byte once it has churned
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                asyncio.run(park(tasks, os.getppid()))
+                asyncio.run(park(tasks, os.getppid(), done=told))
             finally:
                 os._exit(0)
         pids.append(pid)
@@ -103,8 +110,13 @@ def host(keys: str, workers: int, tasks: int) -> None:
         if line.startswith("churn ") and churns:
             count = int(line.split()[1])
             churns[0](count)
-            for pid in pids if int(os.environ.get("WORKER_CHURN", "0")) else ():
+            signalled = pids if int(os.environ.get("WORKER_CHURN", "0")) else []
+            for pid in signalled:
                 os.kill(pid, signal.SIGUSR1)  # with no handler it would end the worker
+            churns[1]()  # the master's churn ran (the loop got past it)
+            got = 0
+            while got < len(signalled):  # and every worker's did
+                got += len(os.read(done, len(signalled) - got))
             print(f"churned: {count}", flush=True)
     agent.stop()
 
