@@ -797,8 +797,9 @@ def main() -> None:
             address = host.address
             window = MainWindow(nodes_file=None)
             window.set_paused(True)
-            for model in (window.processes.model, window.table.model):
-                TOUCHED[id(model)] = Touched(model)
+            for tab in (window.processes, window.table):
+                TOUCHED[id(tab.model)] = Touched(tab.model)
+                time_jobs(tab)
             window.show()
             meter = StallMeter()
             QApplication.processEvents()
