@@ -344,3 +344,27 @@ def test_a_big_tree_opens_on_its_workers_loops():
     opened = first_expansion(tree_from(dict(walk_records(top, {}, 0.0))))
     assert {"pid-1", "pid-2", "pid-2/thread-1", "pid-2/loop-1"} <= opened
     assert "pid-3" not in opened
+
+
+def test_a_master_with_many_workers_opens_loops_up_to_one_budget_of_rows():
+    """8 workers of 1k tasks each: every worker and its loop-running thread opens, but
+    only as many loops as fit EXPAND_LOOP_UP_TO task rows together, first ones first
+    (with all 8k rows open, Qt's layout of them stalled the GUI thread 65 ms a refresh)."""
+    from observer.gui.delta import tree_from, walk_records
+    from observer.gui.tab_processes import EXPAND_LOOP_UP_TO, first_expansion
+    from observer.tree import TreeNode
+
+    workers = []
+    for w in range(2, 10):
+        loop = TreeNode("loop", f"pid-{w}/loop-1", "loop")
+        loop.children = [TreeNode("task", f"pid-{w}/task-{i}", "t") for i in range(1000)]
+        thread = TreeNode("thread", f"pid-{w}/thread-1", "MainThread", children=[loop])
+        workers.append(TreeNode("child", f"pid-{w}", f"worker-{w}", children=[thread]))
+    top = TreeNode("process", "pid-1", "master", children=workers)
+    data = tree_from(dict(walk_records(top, {}, 0.0)))
+    opened = first_expansion(data)
+    assert {f"pid-{w}" for w in range(2, 10)} <= opened
+    assert {f"pid-{w}/thread-1" for w in range(2, 10)} <= opened
+    loops = sorted(t for t in opened if t.endswith("/loop-1"))
+    assert loops == [f"pid-{w}/loop-1" for w in range(2, 2 + EXPAND_LOOP_UP_TO // 1000)]
+    assert sum(len(data.by_id[t].children) for t in loops) <= EXPAND_LOOP_UP_TO
