@@ -190,8 +190,9 @@ def test_a_killed_worker_shows_exited_and_offers_its_replacement(qtbot, window, 
     timer.stop()
     worst = max(b - a for a, b in itertools.pairwise(ticks))
     assert worst < 0.5, f"the GUI thread stalled {worst:.2f}s"
-    item = window.nodes.item_of(link)
-    assert item.text(2) == "exited" and "exited" in link.error
+    item = window.nodes.item_of(link)  # its row follows the status change queued
+    qtbot.waitUntil(lambda: item.text(2) == "exited", timeout=WAIT)
+    assert "exited" in link.error
     qtbot.waitUntil(lambda: "exited" in tab.banner.text(), timeout=WAIT)
     assert "Showing data from" in tab.banner.text() and tab.info.pid == pid  # kept
     assert host.status is Status.UP
