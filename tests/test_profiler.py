@@ -311,7 +311,7 @@ def test_idle_threads_are_counted_every_round_and_the_hot_one_tops(monkeypatch):
         assert len(rows) == 1, rows  # one stack, counted every round
         assert rows[0].samples == result.ticks and rows[0].cpu == 0 and rows[0].idle
         functions = [result.frames[i].function for i in rows[0].frames]
-        assert sum(f.endswith(".deep") for f in functions) == 16
+        assert sum(f.rsplit(".", 1)[-1] == "deep" for f in functions) == 16  # 3.10: no qualname
         assert functions[-1].endswith("wait")
     assert sum(r.samples for r in by_thread["hot"]) == result.ticks
     mine = {t.name for t in [*idle, hot]}  # not the test runner's own threads
