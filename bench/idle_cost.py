@@ -6,7 +6,8 @@ Each run starts a fresh host (this file with ``--child``): the agent embedded (s
 catcher on at its default threshold, or ``--stall-threshold``), ``--loops`` event loops
 (the main one plus loops in threads), each with ``--tasks`` idle tasks, nobody observing.
 After a warm-up it reads each ``observer-agent*`` thread's CPU clock over ``--window``
-seconds and prints ms of CPU a second, per thread and in all. ``--old PATH`` runs the same
+seconds and prints ms of CPU a second, per thread and in all, and the same for the host's
+own (loop) threads, which the heartbeats wake. ``--old PATH`` runs the same
 host on the agent of another tree (e.g. a worktree of the old commit) too, interleaved
 with this one, the order alternating every round. Reported: median, min and max of the
 agent's ms/s per setting, and the load average.
@@ -61,7 +62,6 @@ def child(args: argparse.Namespace) -> None:
         return {
             f"{t.name}#{t.native_id}": compat.thread_cpu_time(t.native_id) or 0.0
             for t in threading.enumerate()
-            if t.name.startswith("observer-agent")
         }
 
     async def measure() -> None:
@@ -75,7 +75,10 @@ def child(args: argparse.Namespace) -> None:
             for name in after
             if after[name] - before.get(name, 0.0) > 0
         }
-        print(f"result: {json.dumps({'total': sum(per.values()), 'threads': per})}", flush=True)
+        ours = {k: v for k, v in per.items() if k.startswith("observer-agent")}
+        host = sum(v for k, v in per.items() if k not in ours)  # the loops' threads
+        result = {"total": sum(ours.values()), "host": host, "threads": ours}
+        print(f"result: {json.dumps(result)}", flush=True)
         main.cancel()
 
     asyncio.run(measure())
@@ -119,6 +122,7 @@ def main() -> None:
     trees = {"new": ROOT} | ({"old": Path(args.old).resolve()} if args.old else {})
     loops = [int(n) for n in args.loops.split(",") if n]
     results: dict[tuple[str, int], list[float]] = {(t, n): [] for t in trees for n in loops}
+    hosts: dict[tuple[str, int], list[float]] = {(t, n): [] for t in trees for n in loops}
     with tempfile.TemporaryDirectory(prefix="bench-idle-") as name:
         keys = Path(name) / "keys"
         generate(keys)
@@ -131,10 +135,12 @@ def main() -> None:
                     args.loops_now = n
                     result = run_one(tree, keys, args)
                     results[(label, n)].append(result["total"])
+                    hosts[(label, n)].append(result["host"])
                     busiest = sorted(result["threads"].items(), key=lambda kv: -kv[1])[:3]
                     shown = ", ".join(f"{k.split('#')[0]} {v:.2f}" for k, v in busiest)
                     print(
-                        f"round {r + 1}: {label} {n} loop(s): {result['total']:.2f} ms/s ({shown})",
+                        f"round {r + 1}: {label} {n} loop(s): {result['total']:.2f} ms/s "
+                        f"({shown}); the loops' threads {result['host']:.2f} ms/s",
                         flush=True,
                     )
     print()
@@ -144,9 +150,11 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} (1 min) at the end"
     )
     for (label, n), values in results.items():
+        host = hosts[(label, n)]
         print(
-            f"{label:>4} {n} loop(s): median {statistics.median(values):.2f} "
-            f"(min {min(values):.2f}, max {max(values):.2f})"
+            f"{label:>4} {n} loop(s): agent median {statistics.median(values):.2f} "
+            f"(min {min(values):.2f}, max {max(values):.2f}); the host's loop threads "
+            f"{statistics.median(host):.2f} ({min(host):.2f}-{max(host):.2f})"
         )
 
 
