@@ -12,14 +12,9 @@ When the watchdog's own wake-up is late, some thread held the GIL (or the proces
 scheduled): the watchdog then reads every thread's stack and CPU clock, and names the
 thread that used the CPU meanwhile as the GIL holder; its stack is the blocking stack.
 
-A loop whose thread stands in its own selector wait (``_run_once`` calling ``select``)
-runs nothing: a heartbeat would run at once, so none is posted (no write to its self-pipe,
-no wake-up of the host's loop); it counts as a heartbeat that came back at once.
-
-Cost with no stall: one wake-up of the watchdog every ``threshold / 2``, one look at the
-threads' innermost frames, one heartbeat per loop not waiting in its selector then, and
-one read of the process's CPU clock; the threads' stacks are read only when a wake-up is
-late or a heartbeat overdue, and every thread's CPU clock only when
+Cost with no stall: one wake-up of the watchdog and one heartbeat per loop every
+``threshold / 2``, and one read of the process's CPU clock; the threads' stacks are read
+only when a wake-up is late or a heartbeat overdue, and every thread's CPU clock only when
 the process used more than STALE_CPU since they were last read (the baseline a late
 wake-up measures from: it then counts at most STALE_CPU too much to any thread). Nothing
 here runs on the host's loops but the heartbeat, and nothing raises into the host.
@@ -189,7 +184,7 @@ class StallWatch:
         self._thread: threading.Thread | None = None
         self._errors = 0
         self.wakeups = 0  # for the cost check: wake-ups since start
-        self.beats = 0  # heartbeats posted (or found needless: loop idle) since start
+        self.beats = 0  # heartbeats posted since start
 
     @property
     def enabled(self) -> bool:
@@ -335,12 +330,6 @@ class StallWatch:
             if watched.sent is None:
                 watched.token += 1
                 watched.sent, watched.sent_wall = now, time.time()
-                if frames is None:
-                    frames = sys._current_frames()
-                if watched.ident is not None and selector_wait(frames.get(watched.ident)):
-                    watched.arrived = now  # it runs nothing: as if the heartbeat ran at once
-                    self.beats += 1
-                    continue
                 try:
                     loop.call_soon_threadsafe(watched.beat, watched.token)
                     self.beats += 1
@@ -560,24 +549,6 @@ def waiting(frames: tuple[FrameInfo, ...]) -> bool:
     top = frames[-1]
     names = _WAITS.get(os.path.basename(top.file))
     return bool(names) and in_stdlib(top.file) and top.function.rsplit(".", 1)[-1] in names
-
-
-def selector_wait(frame: types.FrameType | None) -> bool:
-    """True when ``frame`` (a loop thread's innermost) is the loop's own wait for I/O: the
-    standard library's ``select`` called straight from ``_run_once`` (not a blocking
-    ``select`` a callback made, which is a stall)."""
-    if frame is None or frame.f_code.co_name != "select":
-        return False
-    back = frame.f_back
-    if back is None or back.f_code.co_name != "_run_once":
-        return False
-    code, caller = frame.f_code.co_filename, back.f_code.co_filename
-    return (
-        os.path.basename(code) == "selectors.py"
-        and os.path.basename(caller) == "base_events.py"
-        and in_stdlib(code)
-        and in_stdlib(caller)
-    )
 
 
 def _running(loop: Any) -> bool:
