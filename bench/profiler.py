@@ -127,9 +127,10 @@ def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
     names = {t.ident: (t.name, t.native_id) for t in threading.enumerate() if t.ident}
     cpu: dict[int, float] = {}
     times = []
+    seen: dict | None = None  # what a round remembers for the next, as the sampler passes it
     for _ in range(rounds):
         t0 = time.perf_counter()
-        Profiler._tick(run, names, set(), {}, cpu, 0.01)
+        seen = Profiler._tick(run, names, set(), {}, cpu, 0.01, seen)
         times.append(time.perf_counter() - t0)
     stop.set()
     print(

@@ -6,6 +6,7 @@ queue. Viewers and operators drive it through the real client and CLI; the write
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -252,6 +253,109 @@ def test_caps_bound_rows_and_frames_in_process(monkeypatch):
     labels = {f.function for f in result.frames}
     assert "(truncated)" in labels
     for t in threads:
+        t.join(5)
+
+
+def hot_function(stop: threading.Event) -> int:
+    """Burns CPU in Python until ``stop``: the function a profile must put on top."""
+    n = 0
+    while not stop.is_set():
+        for i in range(2000):
+            n += i * i
+    return n
+
+
+def test_idle_threads_are_counted_every_round_and_the_hot_one_tops(monkeypatch):
+    """Twenty threads parked 15 calls deep (their stacks never change, so the sampler
+    reuses their stacks) and one thread in a hot loop: every thread is counted exactly
+    once a round, each idle one under the one stack it stands in (marked idle, never on
+    CPU), and the hot function tops the profile by wall and by CPU samples."""
+    stop = threading.Event()
+    parked = threading.Barrier(21)
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        else:
+            parked.wait()
+            stop.wait(30)
+
+    idle = [
+        threading.Thread(target=deep, args=(15,), name=f"parked-{i}", daemon=True)
+        for i in range(20)
+    ]
+    hot = threading.Thread(target=hot_function, args=(stop,), name="hot", daemon=True)
+    for t in [*idle, hot]:
+        t.start()
+    parked.wait()
+
+    def standing(t: threading.Thread) -> bool:  # in stop.wait, called from deep()
+        f = sys._current_frames().get(t.ident)
+        return f is not None and f.f_back is not None and f.f_back.f_back.f_code is deep.__code__
+
+    wait_until(lambda: all(standing(t) for t in idle), message="idle threads parked")
+    prof = Profiler(lambda: [])
+    try:
+        prof.start(1.0, 200.0)
+        result = wait_until(lambda: (p := prof.read()).state == "done" and p, timeout=20)
+    finally:
+        stop.set()
+    for t in [*idle, hot]:
+        t.join(5)
+    assert result.ticks > 20 and result.dropped == 0
+    by_thread: dict[str, list[ProfileStack]] = {}
+    for row in result.stacks:
+        by_thread.setdefault(row.thread, []).append(row)
+    for t in idle:
+        rows = by_thread[t.name]
+        assert len(rows) == 1, rows  # one stack, counted every round
+        assert rows[0].samples == result.ticks and rows[0].cpu == 0 and rows[0].idle
+        functions = [result.frames[i].function for i in rows[0].frames]
+        assert sum(f.rsplit(".", 1)[-1] == "deep" for f in functions) == 16  # 3.10: no qualname
+        assert functions[-1].endswith("wait")
+    assert sum(r.samples for r in by_thread["hot"]) == result.ticks
+    mine = {t.name for t in [*idle, hot]}  # not the test runner's own threads
+    ours = dataclasses.replace(result, stacks=tuple(r for r in result.stacks if r.thread in mine))
+    for cpu in (False, True):
+        top = top_functions(ours, idle=False, cpu=cpu)
+        assert top[0][0].startswith("hot_function"), top[:3]
+
+
+def test_the_sampler_lets_go_of_a_thread_s_frames_at_the_next_round():
+    """A thread's innermost frame is remembered from one round to the next only: once
+    the thread has moved on, what its old frames held is freed within a round or two
+    (while the profile still runs), not at the end of the profile."""
+    import weakref
+
+    class Held:
+        pass
+
+    ready, go, done = threading.Event(), threading.Event(), threading.Event()
+    refs: list[weakref.ref] = []
+
+    def holder() -> None:
+        held = Held()
+        refs.append(weakref.ref(held))
+        ready.set()
+        go.wait(30)  # returns with ``held`` still in this frame's locals
+
+    def thread() -> None:
+        holder()
+        done.wait(30)
+
+    t = threading.Thread(target=thread, name="holder", daemon=True)
+    t.start()
+    ready.wait(10)
+    prof = Profiler(lambda: [])
+    try:
+        prof.start(10.0, 100.0)
+        wait_until(lambda: prof.read().ticks >= 3, timeout=10)
+        go.set()
+        wait_until(lambda: refs[0]() is None, timeout=5, message="the old frame let go of")
+        assert prof.running
+    finally:
+        done.set()
+        prof.stop()
         t.join(5)
 
 

@@ -13,8 +13,11 @@ scheduled): the watchdog then reads every thread's stack and CPU clock, and name
 thread that used the CPU meanwhile as the GIL holder; its stack is the blocking stack.
 
 Cost with no stall: one wake-up of the watchdog and one heartbeat per loop every
-``threshold / 2``; a CPU-clock read per thread per wake-up (Linux). Nothing here runs on
-the host's loops but the heartbeat, and nothing raises into the host.
+``threshold / 2``, and one read of the process's CPU clock; the threads' stacks are read
+only when a wake-up is late or a heartbeat overdue, and every thread's CPU clock only when
+the process used more than STALE_CPU since they were last read (the baseline a late
+wake-up measures from: it then counts at most STALE_CPU too much to any thread). Nothing
+here runs on the host's loops but the heartbeat, and nothing raises into the host.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ LATE_AT_LEAST = 0.02  # the watchdog's wake-up is "late" past max(this, threshol
 HOLDER_SHARE = 0.5  # the GIL holder used this share of the late time on CPU (or threshold/2)
 MAX_TOTALS = 64  # loops whose stalls are counted apart (the metrics' loop label); then "other"
 OTHER = "other"
+STALE_CPU = 0.002  # process CPU seconds after which the threads' CPU baselines are re-read
 
 LoopsFn = Callable[[], Iterable[tuple[Any, "int | None", str]]]
 Stack = list[tuple[types.FrameType, int]]  # (frame, the line it stood on), outermost first
@@ -175,6 +179,8 @@ class StallWatch:
         self._watched: dict[int, _Watched] = {}
         self._threads: list[threading.Thread] = []
         self._cpu: dict[int, float] = {}  # native id -> CPU seconds at the last wake-up
+        self._cpu_process = -1.0  # the process's CPU seconds when ``_cpu`` was read
+        self._clocks = compat.thread_cpu_time(threading.get_native_id()) is not None
         self._asleep = threading.Lock()  # held while running; stop() releases it
         self._asleep.acquire()
         self._thread: threading.Thread | None = None
@@ -266,13 +272,13 @@ class StallWatch:
             # where it held it (it waits for the GIL back until this thread let go of it)
             if asleep.acquire(True, max(0.0, due - time.monotonic())):
                 return  # stop() released it
-            frames = sys._current_frames()  # ~1 us for 20 threads: cheaper than a branch late
-            now = time.monotonic()
+            now = time.monotonic()  # a C call: the GIL stays with this thread till the stacks
             late = max(0.0, now - due)
-            stacks = None
+            frames = stacks = None
             if late > max(LATE_AT_LEAST, self.period):  # every stack, before anything else
+                frames = sys._current_frames()
                 stacks = {ident: read_stack(f, MAX_OTHER_FRAMES) for ident, f in frames.items()}
-            cpu = self._read_cpu()  # at the wake-up too: the CPU used up to it, not after
+            cpu = self._read_cpu(stacks is not None)  # at the wake-up: the CPU used up to it
             self.wakeups += 1
             try:
                 self._tick(now, late, frames, stacks, cpu)
@@ -303,18 +309,20 @@ class StallWatch:
             if key not in seen and self._watched[key].stall is None:
                 self._unwatch(key)
         self._threads = threading.enumerate()
+        self._cpu_process = -1.0  # the threads new among them get their baseline at once
 
     def _tick(
         self,
         now: float,
         late: float,
-        frames: dict[int, types.FrameType],
+        frames: dict[int, types.FrameType] | None,
         stacks: dict[int, Stack] | None,
         cpu: dict[int, float],
     ) -> None:
         """One wake-up: finish stalls whose heartbeat came back, capture the ongoing ones,
         post a heartbeat to every loop that has none outstanding. ``frames``: every thread's
-        innermost frame, taken the moment the wake-up returned; ``stacks``: every thread's
+        innermost frame, taken the moment a late wake-up returned (else read here when a
+        capture is due); ``stacks``: every thread's
         stack read then too, when the wake-up was late; ``cpu``: each thread's CPU clock then
         (the previous wake-up's readings are the baseline)."""
         threshold = self.threshold
@@ -377,6 +385,8 @@ class StallWatch:
             if stacks is not None and ident in stacks:  # read when a late wake-up returned
                 stack = stacks[ident]
             else:
+                if frames is None:
+                    frames = sys._current_frames()
                 stack = read_stack(frames.get(ident) if ident is not None else None)
             handle_frame = _handle_frame(stack)
             if stall.captures and handle_frame is not stall.running:
@@ -453,12 +463,19 @@ class StallWatch:
         stall.threads, holder = others
         stall.holder = (holder,) if holder is not None else ()
 
-    def _read_cpu(self) -> dict[int, float]:
-        """Every known thread's CPU clock now, so a late wake-up can tell who used the CPU
-        since the wake-up before (Linux; elsewhere nothing, and no thread is named)."""
+    def _read_cpu(self, now: bool) -> dict[int, float]:
+        """Every known thread's CPU clock, so a late wake-up can tell who used the CPU
+        since the wake-up before (Linux; elsewhere nothing, and no thread is named): read
+        afresh when ``now`` (a late wake-up) or when the process used more than STALE_CPU
+        since the last reading, else the last reading (one clock read instead of one a
+        thread: no thread can have used more than STALE_CPU since)."""
         cpu: dict[int, float] = {}
-        if not compat.thread_cpu_time(threading.get_native_id()):
+        if not self._clocks:
             return cpu
+        process = time.process_time()
+        if not now and 0.0 <= process - self._cpu_process <= STALE_CPU:
+            return self._cpu
+        self._cpu_process = process
         for thread in self._threads:
             native = getattr(thread, "native_id", None)
             value = compat.thread_cpu_time(native)
