@@ -323,8 +323,9 @@ def judge(ok: bool, baseline: list[float], tolerance: float) -> str:
     """ "met" / "MISSED", or "inconclusive" when the runs without an observer alone spread
     more than twice the margin being judged (a shared, busy machine): a ratio inside the
     noise says nothing either way."""
-    if len(baseline) > 1:
-        spread = (max(baseline) - min(baseline)) / statistics.median(baseline)
+    inner = sorted(baseline)[1:-1] if len(baseline) >= 5 else baseline  # one outlier apart
+    if len(inner) > 1:
+        spread = (max(inner) - min(inner)) / statistics.median(inner)
         if spread > 2 * tolerance:
             return f"inconclusive (no-observer runs spread {spread:.0%})"
     return "met" if ok else "MISSED"
