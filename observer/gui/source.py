@@ -76,15 +76,7 @@ class SourceWindow(QWidget):
         )
 
     def _got(self, reply: Reply) -> None:
-        if not reply.ok:
-            self.banner.say(reply.error)
-            self.text.clear()
-            return
-        self.banner.say("")
-        source: SourceText = reply.value
-        self.source = source
-        self.text.setHtml(source_html(source))
-        self.text.setToolTip(source.file)
+        self.source = show_source(reply, self.banner, self.text) or self.source
 
     def closeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         self.opener.inspect_closed(self)
@@ -142,6 +134,20 @@ class SiteWindow(SourceWindow):
             self.banner.say(f"{file}: grouped by file, there is no single line to show.")
             return
         self.load(file, line)
+
+
+def show_source(reply: Reply, banner: Banner, text: QTextEdit) -> SourceText | None:
+    """Put a ``node.source()`` reply into ``text`` (its error into ``banner``, the text
+    cleared); the source shown, or None."""
+    if not reply.ok:
+        banner.say(reply.error)
+        text.clear()
+        return None
+    banner.say("")
+    source: SourceText = reply.value
+    text.setHtml(source_html(source))
+    text.setToolTip(source.file)
+    return source
 
 
 def source_html(source: SourceText) -> str:

@@ -23,7 +23,7 @@ from observer.client import Node
 from observer.format import STALL_COLUMNS, stall_cells, stall_text
 from observer.gui.inspect import PATH_ROLE, InspectWindow
 from observer.gui.link import NodeLink, Reply
-from observer.gui.source import source_html
+from observer.gui.source import show_source
 from observer.gui.tab import Tab
 
 KEEP = 200  # stalls shown: the agent's ring holds as many
@@ -124,15 +124,7 @@ class StallWindow(InspectWindow):
         )
 
     def _got(self, reply: Reply) -> None:
-        if not reply.ok:
-            self.banner.say(reply.error)
-            self.text.clear()
-            return
-        self.banner.say("")
-        source: SourceText = reply.value
-        self.source = source
-        self.text.setHtml(source_html(source))
-        self.text.setToolTip(source.file)
+        self.source = show_source(reply, self.banner, self.text) or self.source
 
 
 class StallsTab(Tab):
