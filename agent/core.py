@@ -218,52 +218,42 @@ class AgentCore:
         ``keep``), audited; never raises."""
         with self._observers_lock:
             self._observers = max(0, self._observers - 1)
-        try:
-            stopped = self.tracer.stop_started_by(session) if session else None
-            if stopped:
-                self.audit.record(
-                    peer=getattr(who, "peer", "?"),
-                    role=getattr(who, "role", "?"),
-                    action="tracemalloc stop",
-                    target="tracemalloc",
-                    result="ok",
-                    detail=f"session ended: {stopped}",
-                )
-            stopped = self.task_cpu.stop_started_by(session) if session else None
-            if stopped:
-                self.audit.record(
-                    peer=getattr(who, "peer", "?"),
-                    role=getattr(who, "role", "?"),
-                    action="task cpu stop",
-                    target="task cpu",
-                    result="ok",
-                    detail=f"session ended: {stopped}",
-                )
-        except Exception:  # contained: a disconnect must never raise into rpyc or the host
-            log.exception("runtime-observer agent: cleanup after a session failed")
+        if session:
+            peer, role = getattr(who, "peer", "?"), getattr(who, "role", "?")
+            for what, stop in (
+                ("tracemalloc", self.tracer.stop_started_by),
+                ("task cpu", self.task_cpu.stop_started_by),
+            ):
+                self._stop_owned(what, stop, session, peer, role, "session ended")
 
-    def _stop_at_exit(self, what: str, stop: Callable[[Any], Any]) -> None:
-        """Stop ``what`` if the agent started it, auditing that it did. Never raises."""
+    def _stop_owned(
+        self, what: str, stop: Callable[[Any], Any], owner: Any, peer: str, role: str, why: str
+    ) -> None:
+        """Stop ``what`` if ``owner`` (a session, or None: the agent) started it, auditing
+        that it did. Never raises: a disconnect or the agent's stop must not fail on it."""
         try:
-            stopped = stop(None)
+            stopped = stop(owner)
             if stopped:
                 self.audit.record(
-                    peer="host",
-                    role="agent",
+                    peer=peer,
+                    role=role,
                     action=f"{what} stop",
                     target=what,
                     result="ok",
-                    detail=f"agent stopped: {stopped}",
+                    detail=f"{why}: {stopped}",
                 )
-        except Exception:
+        except Exception:  # contained: never into rpyc or the host
             log.exception("runtime-observer agent: stopping %s failed", what)
 
     def close(self) -> None:
         """The agent stops: stop tracemalloc if the agent started it (not if the host did),
         audit that, and flush the audit file. Never raises."""
         self.tasks.births.close()  # the task factories out of the host's loops
-        self._stop_at_exit("task cpu", self.task_cpu.stop_started_by)
-        self._stop_at_exit("tracemalloc", self.tracer.stop_started_by)
+        for what, stop in (
+            ("task cpu", self.task_cpu.stop_started_by),
+            ("tracemalloc", self.tracer.stop_started_by),
+        ):
+            self._stop_owned(what, stop, None, "host", "agent", "agent stopped")
         try:
             self.audit.close()
         except Exception:
