@@ -202,6 +202,7 @@ def test_a_killed_worker_shows_exited_and_offers_its_replacement(qtbot, window, 
     qtbot.waitUntil(lambda: link.health.replaced_by is not None, timeout=WAIT)
     assert link.health.replaced_by.pid == new
     assert f"pid {new}" in link.error
+    assert "exited (signal 9)" in link.error  # as the master's agent saw it end
     menu = window.node_menu(link)
     action = next(a for a in menu.actions() if a.text().startswith("Open replacement"))
     assert f"pid {new}" in action.text()

@@ -23,9 +23,10 @@ from dataclasses import replace
 from typing import TypeVar
 
 from agent.relay import CALL_TIMEOUT, CONNECT_TIMEOUT
-from agent.schema import ChildInfo, Hello
+from agent.schema import ChildInfo, Hello, WorkerExit
 from observer.client import Node, parse_pid
 from observer.errors import BadRequest, NotFound, ObserverError, RemoteError
+from observer.format import ended_text
 from observer.gui.workers import worker_of
 from observer.link import Link, NotConnected, Status, same_process
 
@@ -146,6 +147,7 @@ class WorkerHealth:
         self.cert_warning = ""
         self.exited_at = 0.0  # time.time() its death was noticed (0: alive)
         self.replaced_by: ChildInfo | None = None
+        self.gone: WorkerExit | None = None  # its end as the master's agent recorded it
         self._session: Node | None = None  # the master session the hello was read on
         self._looked = 0.0
         self._closed = False
@@ -190,7 +192,7 @@ class WorkerHealth:
         if not self.exited:
             return ""
         stamp = time.strftime("%H:%M:%S", time.localtime(self.exited_at))
-        text = f"{self.label} exited (noticed {stamp})"
+        text = f"{self.label} {ended_text(self.gone)} (noticed {stamp})"
         if self.replaced_by is not None:
             new = self.replaced_by
             text += f"; replaced by {worker_label(new.name, new.pid)}"
@@ -220,7 +222,7 @@ class WorkerHealth:
         try:
             value = self.master.call(lambda node: self._run(node, fn), wait)
         except _Exited as exc:
-            self._died(exc.children)
+            self._died(exc.children, exc.exits)
             raise NotConnected(self.exit_text()) from None
         except RemoteError as exc:
             if exc.kind in ("not-found", "unreachable") and self._gone():
@@ -243,20 +245,20 @@ class WorkerHealth:
         if node is not self._session or self.hello is None:
             hello = worker.hello()
             if self.hello is not None and not same_process(self.hello, hello):
-                raise _Exited(node.children())
+                raise _Exited(*_workers_of(node))
             if self.started and abs(hello.started - self.started) > 1.0:
-                raise _Exited(node.children())
+                raise _Exited(*_workers_of(node))
             self.hello, self._session = hello, node
             self.started = self.started or hello.started
         value = fn(worker)
         if isinstance(value, Hello) and not same_process(self.hello, value):
-            raise _Exited(node.children())  # a ping answered by another process
+            raise _Exited(*_workers_of(node))  # a ping answered by another process
         return value
 
     def _gone(self) -> bool:
         """Whether the worker exited (its master no longer lists it live); marks it dead."""
         try:
-            children = self.master.call(lambda node: node.children(), RELAY_WAIT)
+            children, exits = self.master.call(_workers_of, RELAY_WAIT)
         except ObserverError:
             return False
         if any(
@@ -266,14 +268,14 @@ class WorkerHealth:
             for c in children
         ):
             return False
-        self._died(children)
+        self._died(children, exits)
         return True
 
-    def _died(self, children: Iterable[ChildInfo]) -> None:
+    def _died(self, children: Iterable[ChildInfo], exits: Iterable[WorkerExit]) -> None:
         with self._lock:
             if not self.exited:
                 self.exited_at = time.time()
-            self._find_replacement(children)
+            self._find_replacement(children, exits)
         self._set(Status.DEAD, self.exit_text())
 
     def _look_for_replacement(self) -> None:
@@ -282,14 +284,25 @@ class WorkerHealth:
             return
         self._looked = time.monotonic()
         try:
-            children = self.master.call(lambda node: node.children(), RELAY_WAIT)
+            children, exits = self.master.call(_workers_of, RELAY_WAIT)
         except ObserverError:
             return
         with self._lock:
-            self._find_replacement(children)
+            self._find_replacement(children, exits)
         self._set(Status.DEAD, self.exit_text())
 
-    def _find_replacement(self, children: Iterable[ChildInfo]) -> None:
+    def _find_replacement(self, children: Iterable[ChildInfo], exits: Iterable[WorkerExit]) -> None:
+        """How it ended and who took its place, as the master's agent saw it (its exit
+        watch: the status, the worker now in its slot); else guessed from the workers."""
+        children = tuple(children)
+        gone = next((e for e in exits if e.pid == self.worker_pid), None)
+        if gone is not None:
+            self.gone = gone
+        if self.replaced_by is not None:
+            return
+        if self.gone is not None and self.gone.replaced_by:
+            live = {c.pid: c for c in live_workers(children)}
+            self.replaced_by = live.get(self.gone.replaced_by)
         if self.replaced_by is None:
             self.replaced_by = replacement(
                 self.role_name, self.started, self.worker_pid, children, self.taken()
@@ -303,9 +316,20 @@ class WorkerHealth:
                 self.on_change()
 
 
+def _workers_of(node: Node) -> tuple[tuple[ChildInfo, ...], tuple[WorkerExit, ...]]:
+    """A master's children and how its recent workers ended (one round trip); an agent
+    without the workers' fan-out gives its children and no exits."""
+    try:
+        found = node.worker_set()
+    except ObserverError:
+        return node.children(), ()
+    return found.workers, found.exits
+
+
 class _Exited(ObserverError):
     """The pid now answers as another process: the worker first seen exited."""
 
-    def __init__(self, children: Iterable[ChildInfo]) -> None:
+    def __init__(self, children: Iterable[ChildInfo], exits: Iterable[WorkerExit]) -> None:
         super().__init__("exited")
         self.children = tuple(children)
+        self.exits = tuple(exits)
