@@ -321,6 +321,57 @@ def test_idle_threads_are_counted_every_round_and_the_hot_one_tops(monkeypatch):
         assert top[0][0].startswith("hot_function"), top[:3]
 
 
+def test_a_parked_thread_that_wakes_is_on_cpu_and_a_renamed_one_moves_rows():
+    """Threads parked in a known wait are counted without reading their CPU clocks; that
+    must not blind the sampler: a parked thread that wakes into a hot loop is counted on
+    CPU there, and a parked thread renamed meanwhile is counted under its new name."""
+    go, stop = threading.Event(), threading.Event()
+
+    def sleeper_then_hot() -> None:
+        go.wait(30)
+        hot_function(stop)
+
+    waker = threading.Thread(target=sleeper_then_hot, name="waker", daemon=True)
+    renamed = threading.Thread(target=stop.wait, args=(30,), name="before", daemon=True)
+    for t in (waker, renamed):
+        t.start()
+    prof = Profiler(lambda: [])
+    try:
+        prof.start(10.0, 200.0)
+        wait_until(lambda: prof.read().ticks >= 20, timeout=10)
+        go.set()
+        renamed.name = "after"
+        parked = prof.read()
+
+        def hot_samples(p: Profile) -> int:
+            return sum(
+                r.cpu
+                for r in p.stacks
+                if r.thread == "waker"
+                and any("hot_function" in p.frames[i].function for i in r.frames)
+            )
+
+        wait_until(lambda: hot_samples(prof.read()) >= 20, timeout=10, message="hot on CPU")
+        wait_until(
+            lambda: any(r.thread == "after" for r in prof.read().stacks),
+            timeout=5,
+            message="samples under the new name",
+        )
+        result = prof.stop()
+    finally:
+        stop.set()
+        go.set()
+    for t in (waker, renamed):
+        t.join(5)
+    waiting = [r for r in parked.stacks if r.thread == "waker"]
+    assert waiting and all(r.cpu == 0 for r in waiting), waiting  # parked: never on CPU
+    hot = [r for r in result.stacks if r.thread == "waker" and r.cpu]
+    assert sum(r.cpu for r in hot) >= 20
+    before = sum(r.samples for r in result.stacks if r.thread == "before")
+    after = sum(r.samples for r in result.stacks if r.thread == "after")
+    assert before >= 20 and after >= 1
+
+
 def test_the_sampler_lets_go_of_a_thread_s_frames_at_the_next_round():
     """A thread's innermost frame is remembered from one round to the next only: once
     the thread has moved on, what its old frames held is freed within a round or two

@@ -62,8 +62,11 @@ _RESUMABLE = 0x20 | 0x80 | 0x100 | 0x200  # CO_GENERATOR, CO_COROUTINE, _ITERABL
 
 LoopsFn = Callable[[], Iterable[tuple[Any, "int | None"]]]
 # what a sample remembers of a thread for the next: its innermost frame (None when that may
-# be resumed by another caller), the stack interned for it, its loop's task and its label
-_Seen = tuple["types.FrameType | None", tuple[int, ...], Any, str]
+# be resumed by another caller), the stack interned for it, its loop's task, its label, the
+# counts row it was counted in (None when the row cap dropped it) and whether it stood
+# parked in a known wait with no loop to step (then the next sample of the same frame is
+# one more off-CPU count in the same row, nothing else)
+_Seen = tuple["types.FrameType | None", tuple[int, ...], Any, str, "list[int] | None", bool]
 
 _IDLE = {
     "selectors.py": ("select",),
@@ -157,13 +160,21 @@ class _Run:
             self.idle.append(is_idle_code(code))
         return index
 
-    def count(self, key: tuple[tuple[int, ...], str, str], on_cpu: bool) -> None:
+    def row(self, key: tuple[tuple[int, ...], str, str]) -> list[int] | None:
+        """The [samples, on-CPU samples] counts of a (stack, thread, task) row, made at
+        its first sample; None (the sample dropped) once MAX_ROWS rows exist."""
         row = self.rows.get(key)
         if row is None:
             if len(self.rows) >= MAX_ROWS:
-                self.dropped += 1
-                return
+                return None
             row = self.rows[key] = [0, 0]
+        return row
+
+    def tally(self, row: list[int] | None, on_cpu: bool) -> None:
+        """One sample in ``row`` (from row()), or one dropped when it is None."""
+        if row is None:
+            self.dropped += 1
+            return
         row[0] += 1
         if on_cpu:
             row[1] += 1
@@ -295,8 +306,11 @@ class Profiler:
                 if now >= deadline:
                     break
                 if now >= refresh:
+                    known = names
                     names, skip, loops = self._refresh(me)
                     refresh = now + THREADS_REFRESH
+                    if names != known:
+                        seen = {}  # a renamed thread's next sample is counted under its name
                 try:
                     with self._lock:
                         seen = self._tick(run, names, skip, loops, cpu, period, seen)
@@ -348,17 +362,24 @@ class Profiler:
         this sample's, for the next (the previous one's frames are let go of)."""
         frames = sys._current_frames()
         run.ticks += 1
-        intern = run.frame
+        intern, idle = run.frame, run.idle
         before = seen or {}
         now_seen: dict[int, _Seen] = {}
         for ident, frame in frames.items():
+            last = before.get(ident)  # never one of the skipped: they are not remembered
+            if last is not None and last[5] and last[0] is frame:
+                row = last[4]  # parked where it was: the same row, off the CPU
+                if row is None:
+                    run.dropped += 1
+                else:
+                    row[0] += 1
+                now_seen[ident] = last
+                continue
             if ident in skip:
                 continue
             name, native = names.get(ident, (str(ident), None))
-            last = before.get(ident)
-            if last is not None and last[0] is frame:
-                stack = last[1]  # the same running frame: the same callers, nothing to walk
-            else:
+            moved = last is None or last[0] is not frame
+            if moved:
                 walked: list[int] = []
                 f: types.FrameType | None = frame
                 while f is not None and len(walked) < MAX_DEPTH:
@@ -368,6 +389,8 @@ class Profiler:
                     walked.append(special_frame(run, _TRUNCATED_CODE, TRUNCATED))
                 walked.reverse()
                 stack = tuple(walked)
+            else:
+                stack = last[1]  # the same running frame: the same callers, nothing to walk
             task = ""
             current = None
             loop = loops.get(ident)
@@ -378,8 +401,15 @@ class Profiler:
                         task = last[3]
                     else:
                         task = task_label(current)
+            # the same stack, thread and task as the last sample: the same row, no hashing
+            row = run.row((stack, name, task)) if moved or last[2] is not current else last[4]
             keep = None if frame.f_code.co_flags & _RESUMABLE else frame
-            now_seen[ident] = (keep, stack, current, task)
+            # parked in a known wait (a selector, a lock, a queue) with no loop to step:
+            # while it stays in that very frame it is off the CPU, and its clock is not
+            # read (a system call per thread per sample); the baseline read now tells the
+            # CPU it uses once it leaves
+            parked = keep is not None and loop is None and bool(stack) and idle[stack[-1]]
+            now_seen[ident] = (keep, stack, current, task, row, parked)
             on_cpu = True
             if native is not None:
                 now = compat.thread_cpu_time(native)
@@ -388,7 +418,7 @@ class Profiler:
                     cpu[native] = now
                     # a thread's first sample has no baseline: counted as waiting
                     on_cpu = earlier is not None and now - earlier > period * 0.1
-            run.count((stack, name, task), on_cpu)
+            run.tally(row, on_cpu)
         del frames
         return now_seen
 
