@@ -126,6 +126,13 @@ def one_process(node: Node, args: argparse.Namespace) -> Any:
     return node.worker(process) if process else node
 
 
+def worker_pid(node: Node) -> int | None:
+    """The pid of a worker reached through its master (one_process), else None."""
+    from observer.client import WorkerNode  # loaded already: a node exists
+
+    return node.pid if isinstance(node, WorkerNode) else None
+
+
 def _in_process(node: Node, args: argparse.Namespace) -> tuple[Any, str]:
     """The process an ID lives in and the ID there: ``--process PID`` or ``pid-N/ID``."""
     pid, sep, rest = args.id.partition("/")
@@ -206,7 +213,7 @@ def cmd_mem(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(out.mem_json(memory, census, args.growth))
     else:
-        print(out.mem_text(memory, census, args.baseline, args.growth))
+        print(out.mem_text(memory, census, args.baseline, args.growth, worker_pid(node)))
     return 0
 
 
@@ -229,7 +236,7 @@ def _cmd_tracemalloc(args: argparse.Namespace) -> int:
             return out.emit(args.json, {"baseline": stamp}, text)
         if action == "status":
             status = node.memory().tracemalloc
-            return out.emit(args.json, status, tracemalloc_text(status))
+            return out.emit(args.json, status, tracemalloc_text(status, worker_pid(node)))
         diff = action == "diff"
         stats = (
             node.tracemalloc_diff(args.top, args.group)

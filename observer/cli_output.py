@@ -212,9 +212,12 @@ def mem_json(memory: MemoryInfo, census: Census, growth: bool) -> dict[str, Any]
     return out
 
 
-def mem_text(memory: MemoryInfo, census: Census, baseline: bool, growth: bool) -> str:
-    """Memory facts, the census line, then objects by type (or their growth)."""
-    lines = [sections_text(memory_facts(memory)), f"Census: {census_text(census)}"]
+def mem_text(
+    memory: MemoryInfo, census: Census, baseline: bool, growth: bool, worker: int | None = None
+) -> str:
+    """Memory facts, the census line, then objects by type (or their growth); ``worker``:
+    the pid of the worker read through its master (--process)."""
+    lines = [sections_text(memory_facts(memory, worker)), f"Census: {census_text(census)}"]
     if baseline:
         lines.append("Baseline recorded: `observer mem NODE --growth` shows what grows from here.")
     if not growth:

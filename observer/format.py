@@ -297,9 +297,13 @@ def _clock(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else ""
 
 
-def tracemalloc_text(t: TracemallocStatus) -> str:
-    """One line: tracing or not (and how to start it), traced/peak memory, what it costs."""
+def tracemalloc_text(t: TracemallocStatus, worker: int | None = None) -> str:
+    """One line: tracing or not (and how to start it), traced/peak memory, what it costs.
+    ``worker``: the pid of the worker shown, reached through its master: the agent's hint
+    names ``observer mem NODE``, which would reach the master, so ``--process`` is added."""
     if not t.tracing:
+        if worker is not None:
+            return t.hint.replace("observer mem NODE ", f"observer mem NODE --process {worker} ")
         return t.hint
     parts = [
         f"tracing {t.frames} frame{'s' if t.frames != 1 else ''}",
@@ -317,8 +321,11 @@ def tracemalloc_text(t: TracemallocStatus) -> str:
     return "; ".join(parts)
 
 
-def memory_facts(m: MemoryInfo) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Memory described as (section, [(key, value)]): the Memory tab and ``observer mem``."""
+def memory_facts(
+    m: MemoryInfo, worker: int | None = None
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Memory described as (section, [(key, value)]): the Memory tab and ``observer mem``
+    (``worker``: the pid of the worker shown through its master, see tracemalloc_text)."""
     os_rows = [("RSS", human_bytes(m.rss)), ("VMS", human_bytes(m.vms))]
     if m.uss is not None:
         os_rows.append(("USS (unique)", human_bytes(m.uss)))
@@ -350,7 +357,7 @@ def memory_facts(m: MemoryInfo) -> list[tuple[str, list[tuple[str, str]]]]:
     return [
         ("Process (OS)", os_rows),
         ("Garbage collector", gc_rows),
-        ("tracemalloc", [("Status", tracemalloc_text(m.tracemalloc))]),
+        ("tracemalloc", [("Status", tracemalloc_text(m.tracemalloc, worker))]),
         (EXPOSED, exposed or [("(none)", "the host has not called agent.expose")]),
     ]
 

@@ -96,6 +96,8 @@ def test_an_opened_worker_shows_its_own_system_charts_memory_stalls_tree_profile
     owned = [t for t in memory.census.types if t.type.endswith("WorkerOwned")]
     assert owned and owned[0].count == OWNED, memory.census.types[:5]
     assert memory.memory is not None
+    qtbot.waitUntil(lambda: "tracemalloc start" in memory.trace_label.text(), timeout=WAIT)
+    assert f"--process {pid} tracemalloc start" in memory.trace_label.text()
 
     stalls = window.show_tab("stalls")
     qtbot.waitUntil(

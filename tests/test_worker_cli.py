@@ -42,6 +42,12 @@ def test_info_mem_history_stalls_and_profile_read_one_worker(forker, keys):  # n
 
     assert owned("--process", f"pid-{pid}") == OWNED
     assert owned() == 0
+    # the hint to start tracemalloc names the worker: without --process it would reach
+    # the master
+    assert f"observer mem NODE --process {pid} tracemalloc start" in cli(
+        "mem", "--process", str(pid)
+    )
+    assert "observer mem NODE tracemalloc start" in cli("mem")
     with master.connect() as node:
         wait_until(lambda: len(node.worker(pid).history().samples) >= 2, timeout=20)
         own = {s.time for s in node.worker(pid).history().samples}

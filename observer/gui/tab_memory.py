@@ -49,6 +49,7 @@ from observer.format import (
 from observer.gui.link import NodeLink, Reply
 from observer.gui.sampling import lone, spacing, with_breaks
 from observer.gui.tab import Tab, fill_sections
+from observer.gui.workerlink import WorkerHealth
 
 KEEP_POINTS = 3600
 CHART_SPAN = 60.0  # s: the chart shows at least this much time, so its axis reads as a clock
@@ -550,7 +551,7 @@ class MemoryTab(Tab):
         return ys is not None and bool(np.isfinite(ys).any())
 
     def _draw_facts(self, memory: MemoryInfo) -> None:
-        fill_sections(self.facts, memory_facts(memory))
+        fill_sections(self.facts, memory_facts(memory, self._worker()))
         self.facts.resizeColumnToContents(0)  # "Uncollectable (gen 0/1/2)" in full
 
     def _update_controls(self, tracing: bool | None = None) -> None:
@@ -575,13 +576,18 @@ class MemoryTab(Tab):
             self.trace_baseline_button.setEnabled(False)
             self.trace_baseline_button.setToolTip(BASELINE_REASON)
         if self.memory is not None and not tracing and not self.sites:
-            self.trace_label.setText(tracemalloc_text(self.memory.tracemalloc))
+            self.trace_label.setText(tracemalloc_text(self.memory.tracemalloc, self._worker()))
         for button in (self.census_button, self.baseline_button, self.growth_button):
             button.setEnabled(link is not None)
         self.baseline_button.setEnabled(can)
         self.baseline_button.setToolTip(
             BASELINE_REASON if not can else "Remember today's counts; growth compares with them"
         )
+
+    def _worker(self) -> int | None:
+        """The pid of the worker this tab shows through its master, else None."""
+        health = self.link.health if self.link is not None else None
+        return health.worker_pid if isinstance(health, WorkerHealth) else None
 
     def status_text(self) -> str:
         m = self.memory
