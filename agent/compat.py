@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dis
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -455,6 +456,54 @@ def handle_callback(handle: Any) -> Any | None:
 
 
 _THREAD_CLOCKS = sys.platform.startswith("linux") and hasattr(time, "clock_gettime")
+# Linux system call numbers of the epoll waits (epoll_wait, epoll_pwait, epoll_pwait2) on the
+# machines whose tables are known; elsewhere a thread's wait cannot be told (None below)
+_EPOLL_WAITS: frozenset[int] | None = {
+    "x86_64": frozenset({232, 281, 441}),
+    "aarch64": frozenset({22, 441}),
+}.get(os.uname().machine if sys.platform.startswith("linux") else "")
+
+
+def loop_selector_fd(loop: Any) -> int | None:
+    """The descriptor a selector event loop waits on for I/O (its selector's: an epoll on
+    Linux), or None for a loop with none (uvloop, the proactor). ``_selector`` is private
+    to ``BaseSelectorEventLoop`` on every version; ``fileno()`` is the selector's public
+    method."""
+    selector = getattr(loop, "_selector", None)
+    try:
+        fd = selector.fileno() if selector is not None else -1
+    except Exception:
+        return None
+    return fd if type(fd) is int and fd >= 0 else None
+
+
+def thread_syscall_file(native_id: int | None) -> int | None:
+    """An open descriptor of a thread's ``/proc/self/task/TID/syscall`` (what system call
+    it stands in), for ``thread_waits_on``; None where that cannot be told (not Linux, an
+    unknown machine, a thread gone). The caller closes it."""
+    if _EPOLL_WAITS is None or type(native_id) is not int or native_id <= 0:
+        return None
+    try:
+        return os.open(f"/proc/self/task/{native_id}/syscall", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def thread_waits_on(syscall_fd: int, epfd: int) -> bool:
+    """True while the thread whose syscall file ``syscall_fd`` is stands in an epoll wait
+    on ``epfd`` (an idle selector loop's own wait for I/O), False when it runs or waits
+    on anything else (a sleep, a lock, another selector), or when it cannot be read. One
+    positional read of a few bytes: no frame of any thread is made or touched."""
+    try:
+        head = os.pread(syscall_fd, 64, 0).split(None, 2)
+        return (
+            _EPOLL_WAITS is not None
+            and len(head) >= 2
+            and int(head[0]) in _EPOLL_WAITS
+            and int(head[1], 16) == epfd
+        )
+    except (OSError, ValueError):
+        return False
 
 
 def thread_cpu_time(native_id: int | None) -> float | None:

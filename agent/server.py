@@ -294,6 +294,7 @@ class AgentServer:
         if self.exits is not None:
             self.exits.abandon()
         self.sessions.abandon()
+        self.core.stall_watch.abandon()  # its syscall files name the parent's threads
 
     def stop(self) -> None:
         """Close the listener and every connection; the port is free when this returns.

@@ -10,7 +10,9 @@ import asyncio
 import gc
 import importlib
 import json
+import os
 import pkgutil
+import selectors
 import subprocess
 import sys
 import threading
@@ -524,6 +526,54 @@ def test_thread_cpu_time_reads_another_threads_cpu_clock():
     # ended (the OS thread exits a moment after join returns): EINVAL, never a crash
     wait_until(lambda: compat.thread_cpu_time(thread.native_id) is None, message="EINVAL")
     assert compat.thread_cpu_time(None) is None and compat.thread_cpu_time(0) is None
+
+
+def test_a_loop_thread_idle_in_its_own_epoll_wait_is_told_from_any_other_wait():
+    """thread_waits_on: an idle selector loop's thread stands in an epoll wait on the
+    loop's own selector (True); the same thread sleeping in a callback, or blocked in a
+    selector of its own, is not (False); a loop without a selector has no descriptor."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        wait_until(loop.is_running, message="the loop running")
+        epfd = compat.loop_selector_fd(loop)
+        assert type(epfd) is int and epfd >= 0
+        assert compat.loop_selector_fd(object()) is None
+        probe = compat.thread_syscall_file(thread.native_id)
+        if probe is None:
+            assert not sys.platform.startswith("linux") or compat._EPOLL_WAITS is None
+            return
+        try:
+            wait_until(lambda: compat.thread_waits_on(probe, epfd), message="idle in epoll")
+            assert not compat.thread_waits_on(probe, epfd + 1000)
+            for blocking in ("sleep", "selector"):
+                go, done = threading.Event(), threading.Event()
+
+                def block(
+                    kind: str = blocking,
+                    go: threading.Event = go,
+                    done: threading.Event = done,
+                ) -> None:
+                    go.set()
+                    if kind == "sleep":
+                        time.sleep(0.3)
+                    else:
+                        with selectors.DefaultSelector() as own:
+                            own.select(0.3)
+                    done.set()
+
+                loop.call_soon_threadsafe(block)
+                assert go.wait(10)
+                seen = [compat.thread_waits_on(probe, epfd) for _ in range(20)]
+                assert done.wait(10)
+                assert not any(seen[:10]), (blocking, seen)
+        finally:
+            os.close(probe)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_step_monitoring_is_there_from_312_and_a_tool_id_is_claimed_and_freed():

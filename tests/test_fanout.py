@@ -14,12 +14,13 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import fanout
+from agent import compat, fanout
 from agent.codec import from_wire
 from agent.errors import BadRequest
 from agent.schema import Hello, Snapshot, SnapshotUpdate
@@ -114,16 +115,35 @@ def test_a_worker_killed_in_the_middle_of_a_call_fails_alone_and_is_not_reaped_b
     assert master.reap(other) == -15
 
 
+def syscall_files(pid: int) -> int:
+    """How many descriptors of process ``pid`` read one of its threads' syscall files."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).endswith("/syscall")
+        except OSError:
+            continue
+    return count
+
+
 def test_a_worker_forked_after_others_holds_none_of_the_masters_pidfds(forker):  # noqa: F811
-    """The master's exit watch holds a pidfd per worker; a worker forked once two others
-    are watched starts with none of them (it watches nothing of its master's), and its
-    own death is still seen by the master."""
+    """The master's exit watch holds a pidfd per worker, its stall catcher a syscall file
+    per loop thread; a worker forked once two others are watched starts with none of them
+    (it watches nothing of its master's), and its own death is still seen by the master."""
     master = forker("--workers")
     first = [master.fork("os", "loop")[0] for _ in range(2)]
     with master.connect() as node:
         wait_until(lambda: {w.pid for w in node.worker_set().workers} >= set(first))
+        master_pid = node.process().pid
+        if compat.thread_syscall_file(threading.get_native_id()) is not None:
+            # the master's catcher watches its echo loop (a snapshot makes it known)
+            wait_until(
+                lambda: node.snapshot().loops and syscall_files(master_pid) >= 1,
+                message="the master's stall catcher reading its loop thread's syscall file",
+            )
         pid, said = master.fork("os", "kill")
         assert said["pidfds"] == "0", said
+        assert said["parent-syscall-files"] == "0", said
         wait_until(lambda: pid in {w.pid for w in node.worker_set().workers})
         os.kill(pid, signal.SIGKILL)
         assert master.reap(pid) == -9

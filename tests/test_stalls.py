@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import compat
 from agent.collect.stalls import StallWatch
 from agent.collect.tasks import TaskRegistry
 from agent.schema import StallEvent
@@ -258,6 +259,68 @@ def test_idle_cost_is_one_wake_up_and_one_heartbeat_per_half_threshold(loop_thre
         assert watch.beats - beats <= elapsed / 0.05 + 2
         assert watch.beats - beats >= elapsed / 0.05 / 3  # it does watch
         assert watch.stalls().stalls == ()
+    finally:
+        watch.stop()
+
+
+def switches(native_id: int) -> int:
+    """Times a thread of this process went to sleep and was woken (Linux's count)."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+
+
+@pytest.mark.skipif(
+    compat.thread_syscall_file(threading.get_native_id()) is None,
+    reason="needs Linux's /proc/self/task/TID/syscall on a machine whose epoll numbers are known",
+)
+def test_a_loop_idle_in_its_selector_is_watched_without_waking_it(loop_thread):
+    """An idle loop's thread stands in its selector: the watchdog still checks it every
+    half threshold, but posts nothing, so the loop's thread is never woken (the kernel
+    counts its sleeps); a loop that blocks is still caught; the syscall files it reads
+    are closed when it stops."""
+    fds = len(list(Path("/proc/self/fd").iterdir()))
+    registry = TaskRegistry()
+    registry.loop_serial(loop_thread.loop)
+    watch = watch_over(registry, threshold=0.05)
+    native = loop_thread.thread.native_id
+    try:
+        wait_until(lambda: watch.wakeups >= 3, message="the watchdog running")
+        woken, beats, wakeups, posted = switches(native), watch.beats, watch.wakeups, watch.posted
+        wait_until(lambda: watch.wakeups >= wakeups + 20, message="twenty wake-ups")
+        assert watch.beats - beats >= 15  # it did check the loop at (nearly) each
+        assert watch.posted - posted <= 2  # without posting a heartbeat
+        assert switches(native) - woken <= 2  # and did not wake it (was one a heartbeat)
+        done = threading.Event()
+        loop_thread.loop.call_soon_threadsafe(lambda: (time.sleep(0.2), done.set()))
+        assert done.wait(10)
+        event = wait_until(lambda: watch.stalls().stalls, message="the stall")[-1]
+        assert event.duration >= 0.05 and event.function.endswith("<lambda>")
+    finally:
+        watch.stop()
+    assert len(list(Path("/proc/self/fd").iterdir())) <= fds
+
+
+def test_a_callback_blocking_in_a_selector_of_its_own_is_a_stall(loop_thread):
+    """A blocking ``select`` a callback makes (a synchronous client waiting on a socket)
+    is not the loop's own wait for I/O: the loop is stalled, and caught."""
+    import selectors
+
+    registry = TaskRegistry()
+    registry.loop_serial(loop_thread.loop)
+    watch = watch_over(registry, threshold=0.05)
+    done = threading.Event()
+
+    def sync_client_wait() -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.select(0.3)
+        done.set()
+
+    try:
+        wait_until(lambda: watch.beats >= 2, message="watching")
+        loop_thread.loop.call_soon_threadsafe(sync_client_wait)
+        assert done.wait(10)
+        event = wait_until(lambda: watch.stalls().stalls, message="the stall")[-1]
+        assert event.duration >= 0.2 and event.function.endswith("sync_client_wait")
     finally:
         watch.stop()
 

@@ -12,9 +12,18 @@ When the watchdog's own wake-up is late, some thread held the GIL (or the proces
 scheduled): the watchdog then reads every thread's stack and CPU clock, and names the
 thread that used the CPU meanwhile as the GIL holder; its stack is the blocking stack.
 
-Cost with no stall: one wake-up of the watchdog and one heartbeat per loop every
-``threshold / 2``, and one read of the process's CPU clock; the threads' stacks are read
-only when a wake-up is late or a heartbeat overdue, and every thread's CPU clock only when
+A loop whose thread stands in the loop's own wait for I/O runs nothing: a heartbeat would
+run at once, so none is posted (no write to its self-pipe, no wake-up of the host's
+thread) and it counts as one that came back at once. Where Linux tells (the thread's
+``/proc/self/task/TID/syscall``: an epoll wait on the loop's own selector; not a sleep, a
+lock or another selector a callback blocks in), that costs one read of a few bytes, and no
+frame of any thread is made (``sys._current_frames`` would make one for every thread, at
+every wake-up, and keep their locals alive past their return).
+
+Cost with no stall: one wake-up of the watchdog every ``threshold / 2``, one heartbeat
+per loop not idle in its wait for I/O then, and one read of the process's CPU clock; the
+threads' stacks are read only when a wake-up is late or a heartbeat overdue, and every
+thread's CPU clock only when
 the process used more than STALE_CPU since they were last read (the baseline a late
 wake-up measures from: it then counts at most STALE_CPU too much to any thread). Nothing
 here runs on the host's loops but the heartbeat, and nothing raises into the host.
@@ -129,10 +138,13 @@ class _Watched:
 
     __slots__ = (
         "arrived",
+        "epfd",
         "ident",
         "last_end",
         "loop",
         "name",
+        "probe",
+        "probe_of",
         "sent",
         "sent_wall",
         "stall",
@@ -149,6 +161,17 @@ class _Watched:
         self.token = 0
         self.stall: _Stall | None = None
         self.last_end = 0.0  # monotonic end of the last stall recorded: none overlaps it
+        # the loop thread's syscall file (compat.thread_syscall_file), the (pid, native id)
+        # it was opened for, and the descriptor the loop waits on for I/O: see _idle
+        self.probe: int | None = None
+        self.probe_of: tuple[int, int] | None = None
+        self.epfd: int | None = None
+
+    def close_probe(self) -> None:
+        probe, self.probe, self.probe_of = self.probe, None, None
+        if probe is not None:
+            with contextlib.suppress(OSError):
+                os.close(probe)
 
     def beat(self, token: int) -> None:
         """The heartbeat, run by the loop itself: one attribute write, nothing else."""
@@ -186,7 +209,8 @@ class StallWatch:
         self._thread: threading.Thread | None = None
         self._errors = 0
         self.wakeups = 0  # for the cost check: wake-ups since start
-        self.beats = 0  # heartbeats posted since start
+        self.beats = 0  # heartbeats posted, or found needless (loop idle), since start
+        self.posted = 0  # heartbeats posted to a loop since start
         # loop name -> [stalls, seconds] since the loop was first watched (the metrics'
         # counters): never lowered, dropped when the loop is gone, MAX_TOTALS at most
         self._totals: dict[str, list[float]] = {}
@@ -213,6 +237,14 @@ class StallWatch:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2.0)
+            if not thread.is_alive():
+                self.abandon()
+
+    def abandon(self) -> None:
+        """Close the loop threads' syscall files (after stop(), or in a forked child, whose
+        copies read the parent's threads; the watchdog thread did not come along)."""
+        for watched in list(self._watched.values()):
+            watched.close_probe()
 
     # ------------------------------------------------------------ reading
 
@@ -252,7 +284,9 @@ class StallWatch:
                 self._totals[watched.name] = [0, 0.0]
 
     def _unwatch(self, key: int) -> None:
-        name = self._watched.pop(key).name
+        watched = self._watched.pop(key)
+        watched.close_probe()
+        name = watched.name
         if any(w.name == name for w in self._watched.values()):
             return
         with self._lock:
@@ -309,6 +343,17 @@ class StallWatch:
             if key not in seen and self._watched[key].stall is None:
                 self._unwatch(key)
         self._threads = threading.enumerate()
+        natives = {t.ident: t.native_id for t in self._threads if t.ident is not None}
+        pid = os.getpid()
+        for watched in self._watched.values():
+            native = natives.get(watched.ident) if watched.ident is not None else None
+            if native is None or watched.probe_of != (pid, native):
+                watched.close_probe()
+                if native is not None:
+                    watched.probe = compat.thread_syscall_file(native)
+                    watched.probe_of = (pid, native)
+                loop = watched.loop()
+                watched.epfd = compat.loop_selector_fd(loop) if loop is not None else None
         self._cpu_process = -1.0  # the threads new among them get their baseline at once
 
     def _tick(
@@ -368,9 +413,14 @@ class StallWatch:
             if watched.sent is None:
                 watched.token += 1
                 watched.sent, watched.sent_wall = now, time.time()
+                if self._idle(watched):
+                    watched.arrived = now  # it runs nothing: as if the heartbeat ran at once
+                    self.beats += 1
+                    continue
                 try:
                     loop.call_soon_threadsafe(watched.beat, watched.token)
                     self.beats += 1
+                    self.posted += 1
                 except Exception:  # closed meanwhile
                     watched.sent = None
                 continue
@@ -398,6 +448,13 @@ class StallWatch:
             stall.next_capture = now + threshold * 0.98
             if others is not None:
                 self._note_others(stall, others, late)
+
+    @staticmethod
+    def _idle(watched: _Watched) -> bool:
+        """The loop's thread stands in the loop's own wait for I/O (see the module's
+        docstring); False when that cannot be told."""
+        probe, epfd = watched.probe, watched.epfd
+        return probe is not None and epfd is not None and compat.thread_waits_on(probe, epfd)
 
     # ------------------------------------------------------------ captures
 

@@ -75,6 +75,19 @@ def pidfds() -> int:
     return count
 
 
+def parent_syscall_files() -> int:
+    """How many of this process's descriptors read what its parent's threads stand in
+    (the master's stall catcher holds one per loop thread; a child must hold none)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        count += target.startswith(f"/proc/{os.getppid()}/task/") and target.endswith("/syscall")
+    return count
+
+
 class WorkerOwned:
     """Made only by an ``own`` child (never by the master): its census shows them."""
 
@@ -126,7 +139,7 @@ def child_main(how: str, port: int, keys: str) -> None:
         f"event: child {os.getpid()} how={how} agent-sockets={agent_sockets(port)} "
         f"running={running is not None} remembers={held is not None and held is not running} "
         f"own={running.address if running is not None else '-'} peers={peer_ports()} "
-        f"pidfds={pidfds()}"
+        f"pidfds={pidfds()} parent-syscall-files={parent_syscall_files()}"
     )
     if how == "stop":
         agent.stop()
