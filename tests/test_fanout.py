@@ -115,6 +115,34 @@ def test_a_worker_killed_in_the_middle_of_a_call_fails_alone_and_is_not_reaped_b
     assert master.reap(other) == -15
 
 
+def test_a_dead_worker_not_yet_reaped_is_not_asked(forker):  # noqa: F811
+    """A worker killed that its master has not reaped yet is a zombie: it still has its
+    agent's registry entry, but runs nothing. The master lists it as a zombie with no
+    agent, does not ask it (it is not an ``unreachable`` worker in every refresh), says
+    how it ended, and the other worker answers as before."""
+    master = forker("--workers")
+    victim, other = (master.fork("os", "loop")[0] for _ in range(2))
+    with master.connect() as node:
+        wait_until(lambda: {w.pid for w in node.worker_set().workers} >= {victim, other})
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: any(c.pid == victim and c.status == "zombie" for c in node.children()),
+            message="the victim a zombie",
+        )
+        zombie = next(c for c in node.children() if c.pid == victim)
+        assert not zombie.agent, zombie
+        found, replies = node.fan_out("hello")
+        assert victim not in replies and victim not in {w.pid for w in found.workers}
+        assert from_wire(Hello, replies[other]).pid == other
+        gone = wait_until(
+            lambda: next((e for e in node.worker_set().exits if e.pid == victim), None)
+        )
+        assert gone.how == "signal 9", gone
+    assert master.reap(victim) == -9
+    os.kill(other, signal.SIGTERM)
+    assert master.reap(other) == -15
+
+
 def syscall_files(pid: int) -> int:
     """How many descriptors of process ``pid`` read one of its threads' syscall files."""
     count = 0

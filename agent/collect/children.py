@@ -75,17 +75,21 @@ class ChildTracker:
             try:
                 with proc.oneshot():
                     pid = proc.pid
+                    status = str(guarded(proc.status, "unknown"))
+                    # a zombie runs nothing: its agent's registry entry stays until the
+                    # parent reaps it, but there is no agent to ask (fan-outs skip it)
+                    dead = status == psutil.STATUS_ZOMBIE
                     info = ChildInfo(
                         id=f"pid-{pid}",
                         pid=pid,
                         ppid=proc.ppid(),
                         name=roles.get(pid) or proc.name(),
                         cmdline=redact_argv(guarded(proc.cmdline, [])),
-                        status=str(guarded(proc.status, "unknown")),
+                        status=status,
                         cpu_percent=guarded(proc.cpu_percent, None),
                         rss=guarded(lambda p=proc: p.memory_info().rss, None),
                         create_time=proc.create_time(),
-                        agent=agent_address_of(pid, proc.create_time()),
+                        agent="" if dead else agent_address_of(pid, proc.create_time()),
                     )
             except psutil.Error:
                 continue
