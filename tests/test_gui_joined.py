@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import signal
 
-from observer.gui.delta import Delta, Shadow
-from observer.gui.rows import NAME, TARGET
+from observer.gui.delta import TASK_LIMIT, Delta, Shadow
+from observer.gui.joined import joined_delta, joined_of
+from observer.gui.rows import NAME, STATE, TARGET
 from observer.gui.workers import process_tree_delta, worker_of
 from observer.tree import build_tree, graft_workers
 from tests.helpers import wait_until
@@ -35,8 +36,9 @@ def refresh(node, shadow: Shadow, seen: list[Delta]) -> Shadow:
 
 def test_a_steady_refresh_moves_few_rows_and_the_workers_send_no_task_rows(forker):  # noqa: F811
     """After the first (full) refresh, refreshes of an unchanged master with two workers
-    are small deltas in which each worker's agent sent no task row; the rows held are the
-    tree the whole walk (graft_workers) draws: same ids, same parents, same targets."""
+        are small deltas in which each worker's agent sent no task row; the rows held are the
+        tree the whole walk (graft_workers) draws: same ids, same parents, same targets. A
+    worker that gives no answer shows why on its row, its subtree gone until it answers."""
     master = forker("--workers")
     pids = [master.fork("fork", "loop")[0] for _ in range(2)]
     seen: list[Delta] = []
@@ -60,6 +62,21 @@ def test_a_steady_refresh_moves_few_rows_and_the_workers_send_no_task_rows(forke
         held = {target: (record[0], record[1]) for target, record in shadow.rows.items()}
         assert held == whole
         assert all(record[2][TARGET] == target for target, record in shadow.rows.items())
+
+        # a worker that gives no answer: its row says why, its subtree goes; then back
+        joined = joined_of(shadow)
+        master_changes = node.changes(joined.cursor(), TASK_LIMIT)
+        _found, got = node.worker_changes([(worker_of(node, pids[1]), joined.cursor(pids[1]))])
+        mute = {pids[0]: "unreachable: frozen", pids[1]: got[pids[1]]}
+        delta = joined_delta(shadow, master_changes, mute)
+        assert delta.full is None
+        assert shadow.rows[f"pid-{pids[0]}"][2][STATE] == "unreachable: frozen"
+        assert not [t for t in shadow.rows if t.startswith(f"pid-{pids[0]}/")] and jobs(
+            shadow, pids[1]
+        )
+        delta = process_tree_delta(node, shadow)
+        assert delta.full is None and jobs(shadow, pids[0])
+        assert shadow.rows[f"pid-{pids[0]}"][2][STATE] != "unreachable: frozen"
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
         assert master.reap(pid) == -15
