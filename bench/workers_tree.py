@@ -15,9 +15,14 @@ earlier call):
   when the checkout measured has no fan-out (``--root`` of an older one), each worker's
   through the master, one after another on the one session, as it did then;
 - ``fanout``: that one fan-out round trip alone, its replies decoded into snapshots;
-- ``steady``: a refresh as the Processes tab makes it every second: the master's and
+- ``steady``: a refresh as the Processes tab made it every second: the master's and
   each worker's listing a delta from the previous one (nothing changed), the workers'
-  through the fan-out (one after another with an older checkout).
+  through the fan-out (one after another with an older checkout), every task's record
+  handed back;
+- ``changes``: the same fetch as the Processes tab makes it now (Node.changes and
+  Node.worker_changes): only the records that changed (none) are made;
+- ``gui``: the Processes tab's whole steady refresh in its link's worker
+  (observer.gui.workers.process_tree_delta: the fetch, then the rows that changed).
 
 ``--root DIR`` measures another checkout (its agent and client) instead of this one;
 run it alternately with this one to compare (see the README).
@@ -121,6 +126,21 @@ def host(keys: str, workers: int, tasks: int) -> None:
     agent.stop()
 
 
+def gui_refresh(node):  # type: ignore[no-untyped-def]
+    """The Processes tab's steady refresh, fetch and rows (observer.gui.workers), as its
+    link's worker makes it every second (nothing changed: a small delta)."""
+    from observer.gui.delta import Shadow
+    from observer.gui.workers import process_tree_delta
+
+    shadow = Shadow()
+
+    def gui() -> None:
+        delta = process_tree_delta(node, shadow)
+        assert delta.full is None or len(shadow.rows) > 1, "no rows"
+
+    return gui
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -202,6 +222,20 @@ def main() -> None:
             fns = {"own": own, "worker": worker, "tree": tree, "steady": steady}
             if fanned:
                 fns["fanout"] = fanout
+            if hasattr(node, "worker_changes"):
+                changed = [node.worker(pid) for pid in pids]
+                cursors = {pid: (0, 0) for pid in pids}
+                mine = [(0, 0)]
+
+                def changes() -> None:
+                    mine[0] = node.changes(mine[0], limit).cursor
+                    held = [(w, cursors[w.pid]) for w in changed]
+                    _found, got = node.worker_changes(held, limit=limit)
+                    for pid, one in got.items():
+                        cursors[pid] = one.cursor
+
+                fns["changes"] = changes
+            fns["gui"] = gui_refresh(node)
             figures: dict[str, list[float]] = {name: [] for name in fns}
             for fn in fns.values():
                 fn()  # warm

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -727,8 +727,29 @@ class Node:
         listings deltas) in one round trip through this node; a worker that could not
         answer gives its error. A listing too big for one reply fetches its other
         chunks from that worker alone."""
+        nodes = {w.pid: w for w in workers} if workers is not None else None
+        return self._fanned(nodes, limit, match, lambda node: node.snapshot(limit, match))
+
+    def worker_changes(
+        self, workers: Iterable[tuple[WorkerNode, Cursor]], limit: int = 100_000
+    ) -> tuple[WorkerSet, dict[int, SnapshotChanges | ObserverError]]:
+        """Each worker's changes since its cursor (as Node.changes), all in one round trip
+        through this node: a worker whose tasks did not change sends no task rows and
+        none are copied here (a GUI refresh of a master's workers)."""
+        held = {w.pid: (w, cursor) for w, cursor in workers}
+        nodes = {pid: w for pid, (w, _cursor) in held.items()}
+        return self._fanned(nodes, limit, "", lambda node: node.changes(held[node.pid][1], limit))
+
+    def _fanned(
+        self,
+        nodes: dict[int, WorkerNode] | None,
+        limit: int,
+        match: str,
+        read: Callable[[WorkerNode], Any],
+    ) -> tuple[WorkerSet, dict[int, Any]]:
+        """worker_snapshots and worker_changes: one fan-out of the listing, each worker's
+        reply then ``read`` by its node (fed the reply instead of a round trip)."""
         with self._lock:
-            nodes = {w.pid: w for w in workers} if workers is not None else None
             each = None
             if nodes is not None:
                 each = {pid: w._listing_args(limit, match) for pid, w in nodes.items()}
@@ -740,8 +761,8 @@ class Node:
             except BadRequest:
                 if nodes is None:
                     raise
-                return self._one_by_one(list(nodes.values()), limit, match)
-            out: dict[int, Snapshot | ObserverError] = {}
+                return self._one_by_one(list(nodes.values()), read)
+            out: dict[int, Any] = {}
             for pid, data in replies.items():
                 node = nodes.get(pid) if nodes is not None else None
                 node = node or WorkerNode(self, pid)
@@ -750,7 +771,7 @@ class Node:
                     continue
                 node._feed = ("snapshot", data)
                 try:
-                    out[pid] = node.snapshot(limit, match)
+                    out[pid] = read(node)
                 except ObserverError as exc:
                     out[pid] = exc
                 finally:
@@ -758,13 +779,13 @@ class Node:
             return found, out
 
     def _one_by_one(
-        self, workers: list[WorkerNode], limit: int, match: str
-    ) -> tuple[WorkerSet, dict[int, Snapshot | ObserverError]]:
-        """worker_snapshots from an agent without the fan-out: one worker after another."""
-        out: dict[int, Snapshot | ObserverError] = {}
+        self, workers: list[WorkerNode], read: Callable[[WorkerNode], Any]
+    ) -> tuple[WorkerSet, dict[int, Any]]:
+        """_fanned for an agent without the fan-out: one worker after another."""
+        out: dict[int, Any] = {}
         for worker in workers:
             try:
-                out[worker.pid] = worker.snapshot(limit, match)
+                out[worker.pid] = read(worker)
             except ObserverError as exc:
                 out[worker.pid] = exc
         return WorkerSet((), (), "this agent does not watch worker exits"), out

@@ -222,10 +222,22 @@ def collect_process(
     )
 
 
+_environ_last: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ())  # (items, their lines)
+
+
 def environ_lines() -> tuple[str, ...]:
-    """The host's environment as sorted ``NAME=value`` lines, secrets redacted."""
+    """The host's environment as sorted ``NAME=value`` lines, secrets redacted; the lines
+    made last time while the environment is the same (redacting it was ~60% of a
+    snapshot's process facts, 0.3 ms, paid by every worker at every refresh)."""
+    global _environ_last
     try:
-        env = redact_mapping(os.environ)
-        return tuple(f"{k}={v[:ENV_VALUE_MAX]}" for k, v in sorted(env.items())[:ENV_MAX])
+        items = tuple(os.environ.items())
+        seen, lines = _environ_last
+        if items == seen:
+            return lines
+        env = redact_mapping(dict(items))
+        lines = tuple(f"{k}={v[:ENV_VALUE_MAX]}" for k, v in sorted(env.items())[:ENV_MAX])
+        _environ_last = (items, lines)
+        return lines
     except Exception:
         return ()

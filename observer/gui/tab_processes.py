@@ -68,11 +68,14 @@ class ProcessesTab(RowsTab):
             self._expanded = first_expansion(full)
             self._first = False
         if full is None:
+            selected = self.selected_id()
             try:
                 self.model.apply(value)
             except ValueError:  # out of step (a reply lost): the next refresh sends all
                 self.shadow = Shadow()
                 return
+            if selected and self.selected_id() != selected:  # its span was redone
+                self.make_current(self.model.index_of(selected))
             self.view.viewport().update()  # the Age column counts on
             return
         selected = self.selected_id()

@@ -15,14 +15,13 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from agent.codec import WireError, from_wire
-from agent.schema import ChildInfo, Overview, Snapshot, WorkerExit
+from agent.schema import ChildInfo, Overview, WorkerExit
 from observer.client import Node, WorkerNode
 from observer.errors import ObserverError, RemoteError
 from observer.format import ended_text, human_bytes, human_seconds, replaced_text
-from observer.gui.delta import TASK_LIMIT, Delta, Shadow, tree_delta
+from observer.gui.delta import TASK_LIMIT, Delta, Shadow
 from observer.gui.follow import follow_of, tree_follow
-from observer.gui.rows import short_ids
-from observer.tree import build_tree, graft_workers
+from observer.gui.joined import joined_delta, joined_of
 
 T = TypeVar("T")
 
@@ -78,26 +77,6 @@ def _forget_others(node: Node, pids: Iterable[int]) -> None:
             del known[pid]
 
 
-def worker_pids(snap: Snapshot) -> list[int]:
-    """The master's children that run an agent: its workers."""
-    return [c.pid for c in snap.children if c.agent]
-
-
-def worker_snapshots(node: Node, snap: Snapshot) -> dict[int, Snapshot | str]:
-    """Each worker's snapshot through the master, all in one round trip (the master asks
-    them at once; each worker's listing a delta from the last); a worker that cannot
-    answer (it just died, or is frozen) gives why instead of failing the whole refresh."""
-    pids = worker_pids(snap)
-    _forget_others(node, pids)
-    if not pids:
-        return {}
-    _found, snaps = node.worker_snapshots([worker_of(node, pid) for pid in pids], TASK_LIMIT)
-    return {
-        pid: f"unreachable: {got}" if isinstance(got, ObserverError) else got
-        for pid, got in snaps.items()
-    }
-
-
 def process_tree_delta(
     node: Node, shadow: Shadow, task_cpu: Callable[[], dict[str, float] | None] | None = None
 ) -> Delta:
@@ -106,30 +85,26 @@ def process_tree_delta(
     master's tasks' CPU cells (observer.gui.taskcpu).
 
     Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it.
-    A node without workers is followed from what changed (observer.gui.follow)."""
-    follow = follow_of(shadow)
-    changes = node.changes(follow.cursor, TASK_LIMIT)
+    Each process is followed from what changed in it (observer.gui.follow; a master's
+    parts joined by observer.gui.joined): a steady refresh moves only changed rows."""
+    joined = joined_of(shadow)
+    cursor = joined.cursor() if joined is not None else follow_of(shadow).cursor
+    changes = node.changes(cursor, TASK_LIMIT)
     cpu = task_cpu() if task_cpu is not None else None
-    if not any(c.agent for c in changes.children):
+    pids = [c.pid for c in changes.children if c.agent]
+    if not pids:
+        if joined is not None:  # its workers are gone: one process again, from scratch
+            shadow.follow, shadow.rows = None, {}
+            follow_of(shadow).cursor = changes.cursor
         return tree_follow(changes, shadow, cpu)
-    follow.cursor, follow.valid = changes.cursor, False  # walked whole: followed after
-    snap = changes.snapshot()
-    workers = worker_snapshots(node, snap)
-    top = graft_workers(build_tree(snap, cpu), workers)
-    short = short_ids(snap)
-    agent_threads = sum(1 for t in snap.threads if t.is_agent)
-    for pid, worker in workers.items():
-        if isinstance(worker, Snapshot):
-            # under its worker's row an id reads as in the worker (task-3, tid-N); the
-            # full pid-N/ID stays in the tooltip and is what the actions send
-            own = short_ids(worker)
-            ids = [*(t.id for t in worker.threads), *(lp.id for lp in worker.loops)]
-            ids += [t.id for t in worker.tasks]
-            short.update({f"pid-{pid}/{i}": own.get(i, i) for i in ids})
-            agent_threads += sum(1 for t in worker.threads if t.is_agent)
-    delta = tree_delta(snap, shadow, top, short, agent_threads)
-    delta.counts["worker"] = len(workers)  # the status bar says how many
-    return delta
+    _forget_others(node, pids)
+    held = [(worker_of(node, pid), joined.cursor(pid) if joined else (0, 0)) for pid in pids]
+    _found, got = node.worker_changes(held, TASK_LIMIT)
+    workers = {
+        pid: f"unreachable: {one}" if isinstance(one, ObserverError) else one
+        for pid, one in got.items()
+    }
+    return joined_delta(shadow, changes, workers, cpu)
 
 
 # ------------------------------------------------------------------ the worker set
