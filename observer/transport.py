@@ -8,8 +8,10 @@ import math
 import secrets
 import socket
 import ssl
+from typing import Any
 
 import rpyc
+from rpyc.core import netref
 
 from agent.certexpiry import expiry_warning, not_after
 from agent.record import record
@@ -97,6 +99,28 @@ class Session:
     agent_version: str
     tls: bool
     cert_warning: str = ""  # "agent certificate expired on YYYY-MM-DD", or "" when fine
+
+
+class _Connection(rpyc.Connection):
+    """rpyc's connection without its second round trip when the agent's root is first
+    fetched: rpyc asks the other side which methods the root's class has
+    (HANDLE_INSPECT) to build a proxy class with them, but the client only ever calls
+    the root by name (HANDLE_CALLATTR, observer.client) and the agent hands out no other
+    object (every reply is plain data), so the proxy needs none. A third of a CLI call's
+    round trips after the handshake (GETROOT, INSPECT, the call, CLOSE)."""
+
+    def _netref_factory(self, id_pack: Any, *rest: Any) -> Any:
+        if rest or type(id_pack) is not tuple or len(id_pack) != 3:  # not rpyc 6's shape
+            return super()._netref_factory(id_pack, *rest)  # type: ignore[misc]
+        return netref.class_factory(id_pack, ())(self, id_pack)
+
+
+class _Service(rpyc.VoidService):
+    """rpyc's VoidService (nothing exposed to the agent), on a _Connection."""
+
+    __slots__ = ()
+    ALIASES = rpyc.VoidService.get_service_aliases()
+    _protocol = _Connection
 
 
 def _client_context(
@@ -225,7 +249,7 @@ def open_session(
 
         conn = rpyc.connect_channel(  # replies capped: an agent cannot make us hold 4 GiB
             BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
-            service=rpyc.VoidService,
+            service=_Service,
             config={
                 "allow_pickle": False,
                 "allow_public_attrs": False,
