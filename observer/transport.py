@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import math
-import secrets
+import os
 import socket
 import ssl
 from typing import Any
@@ -15,7 +15,6 @@ from rpyc.core import netref
 
 from agent.certexpiry import expiry_warning, not_after
 from agent.record import record
-from agent.security import is_loopback_host
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -25,6 +24,7 @@ from agent.wire import (
     cert_digest,
     client_proof,
     decode_nonce,
+    is_loopback_host,
     join_host_port,
     parse_fingerprint,
     recv_frame,
@@ -160,6 +160,21 @@ def _cert_warning(der: bytes) -> str:
     return expiry_warning(expires)
 
 
+def _encoded_host(host: str) -> str | bytes:
+    """``host`` as bytes where the idna codec would make it plain ASCII (an IP address, an
+    ASCII name): socket and ssl encode a str host with that codec, whose first use
+    imports it with stringprep (~1 ms of a CLI call); given bytes, they take them as they
+    are. Else ``host`` itself, for the codec to encode (or refuse) as before."""
+    try:
+        raw = host.encode("ascii")
+    except UnicodeEncodeError:
+        return host
+    labels = raw.split(b".")  # the codec's checks of an ASCII name (encodings.idna)
+    if not raw or not all(0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
+        return host
+    return raw
+
+
 def _ack_promptly(sock: socket.socket) -> None:
     """Acknowledge what the agent sends at once (Linux TCP_QUICKACK; elsewhere nothing).
 
@@ -204,7 +219,9 @@ def open_session(
         )
     handshake_timeout = timeout if connect_timeout is None else min(timeout, connect_timeout)
     try:
-        raw = socket.create_connection((address.host, address.port), timeout=handshake_timeout)
+        raw = socket.create_connection(
+            (_encoded_host(address.host), address.port), timeout=handshake_timeout
+        )
     except TimeoutError as exc:
         raise NodeTimeout(f"timed out connecting to {address}") from exc
     except ConnectionRefusedError as exc:
@@ -220,7 +237,9 @@ def open_session(
         if tls:
             ctx = _client_context(cafile, certfile, keyfile)
             try:
-                sock = ctx.wrap_socket(raw, server_hostname=server_name or address.host)
+                sock = ctx.wrap_socket(
+                    raw, server_hostname=_encoded_host(server_name or address.host)
+                )
             except ssl.SSLCertVerificationError as exc:
                 raise CertificateError(
                     f"certificate of {address} failed verification: {exc.verify_message}"
@@ -289,7 +308,7 @@ def _handshake(
             f"{hello.get('version')}, this observer {OBSERVER_VERSION} speaks {PROTOCOL_VERSION}"
         )
     server_nonce = decode_nonce(hello.get("nonce"))
-    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    client_nonce = os.urandom(NONCE_BYTES)  # what secrets.token_bytes is (not its imports)
     loopback = is_loopback_host(sock.getpeername()[0])  # where we really are, not a name
     token = _token_for(hello.get("auth"), address, token, loopback)
     frame = {

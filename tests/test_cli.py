@@ -334,6 +334,10 @@ def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
     assert "observer.transport" in imported and "agent.schema" in imported
     heavy = {"cryptography", "PyQt6", "pyqtgraph", "asyncio", "agent.server", "agent.core"}
     heavy |= {"tomllib", "tomli", "tempfile", "shutil"}
+    # nor what a call needs no part of: the agent's security module (one helper of it,
+    # from agent.wire), the idna codec (the host goes to socket and ssl as ASCII bytes),
+    # secrets (os.urandom) and sysconfig (only a long listing's record maker asks it)
+    heavy |= {"agent.security", "encodings.idna", "stringprep", "secrets", "sysconfig"}
     assert not heavy & imported, sorted(heavy & imported)
 
 
