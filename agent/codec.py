@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sysconfig
 import types
 import typing
 import zlib
@@ -312,6 +311,8 @@ def _row_factory(
         ),
         env,
     )
+    import sysconfig  # here: only a long listing needs it (~0.5 ms to import)
+
     if not swap or sysconfig.get_config_var("Py_GIL_DISABLED"):
         return env["make"]
     twin = type(f"{cls.__name__}Row", (), {"__init__": env["__init__"], "__module__": __name__})
