@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sysconfig
 import types
 import typing
 import zlib
@@ -92,28 +91,93 @@ def _fail(cls: type, index: int, value: Any) -> None:
     raise WireError(f"bad {cls.__name__}.{field_name}: {type(value).__name__} {value!r:.40}")
 
 
-def _record_decoder(cls: type) -> Decoder:
-    """Generate a straight-line decoder for one record type.
+TIER_UP = 50  # records of a type checked by a loop before its decoder is compiled
 
-    Primitive and optional-primitive fields are checked inline (no call per field), which
-    makes decoding 100k task rows several times faster than a generic walk.
+
+def _record_decoder(cls: type) -> Decoder:
+    """A decoder for one record type: a loop over its fields' checks for the first
+    TIER_UP records, then a straight-line decoder generated for it.
+
+    Primitive and optional-primitive fields are checked inline in the generated code (no
+    call per field), which makes decoding 100k task rows several times faster than a
+    generic walk; but compiling it costs ~0.3 ms a type, most of a CLI call's decoding
+    (a snapshot uses some ten types, a few records each). Both accept the same data, make
+    equal records and raise the same WireError.
     """
+    plan = _plan(cls)
+    loop = _loop_decoder(cls, plan)
+    compiled: list[Decoder] = []
+    uses = [0]
+
+    def decode(data: Any) -> Any:
+        if compiled:
+            return compiled[0](data)
+        uses[0] += 1
+        if uses[0] <= TIER_UP:
+            return loop(data)
+        compiled.append(_compiled_decoder(cls, plan))
+        return compiled[0](data)
+
+    return decode
+
+
+Plan = list[tuple[int, "type | None", bool, "Decoder | None"]]
+
+
+def _plan(cls: type) -> Plan:
+    """(index, primitive type or None, optional, decoder of a non-primitive or None) of
+    each field of a record: what its decoders check."""
     hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_fail": _fail}
-    lines = [
-        "def decode(data):",
-        f"    if type(data) is not list or len(data) < {len(fields)}:",
-        f"        raise WireError('expected {len(fields)} fields for {cls.__name__}')",
-    ]
-    for i, f in enumerate(fields):
+    plan: Plan = []
+    for i, f in enumerate(dataclasses.fields(cls)):
         hint = hints[f.name]
-        v = f"v{i}"
-        lines.append(f"    {v} = data[{i}]")
         args = typing.get_args(hint)
         optional = typing.get_origin(hint) in (Union, types.UnionType) and type(None) in args
         inner = [a for a in args if a is not type(None)] if optional else [hint]
         base = inner[0] if len(inner) == 1 else None
+        if base in (str, int, bool, float):
+            plan.append((i, base, optional, None))
+        else:
+            plan.append((i, None, False, _decoder(hint)))
+    return plan
+
+
+def _loop_decoder(cls: type, plan: Plan) -> Decoder:
+    """A record's decoder as a loop over its fields' checks (nothing compiled)."""
+    count = len(plan)
+
+    def loop(data: Any) -> Any:
+        if type(data) is not list or len(data) < count:
+            raise WireError(f"expected {count} fields for {cls.__name__}")
+        values = data[:count]
+        for i, kind, optional, inner in plan:
+            v = values[i]
+            if inner is not None:
+                values[i] = inner(v)
+            elif type(v) is not kind and not (optional and v is None):
+                if kind is float and type(v) is int:
+                    values[i] = float(v)
+                else:
+                    _fail(cls, i, v)
+        return cls(*values)
+
+    return loop
+
+
+def _compiled_decoder(
+    cls: type, plan: list[tuple[int, type | None, bool, Decoder | None]]
+) -> Decoder:
+    """The straight-line decoder of a record (see _record_decoder for its ``plan``)."""
+    count = len(plan)
+    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_fail": _fail}
+    lines = [
+        "def decode(data):",
+        f"    if type(data) is not list or len(data) < {count}:",
+        f"        raise WireError('expected {count} fields for {cls.__name__}')",
+    ]
+    for i, base, optional, inner in plan:
+        v = f"v{i}"
+        lines.append(f"    {v} = data[{i}]")
         guard = f"{v} is not None and " if optional else ""
         if base in (str, int, bool):
             lines.append(f"    if {guard}type({v}) is not {base.__name__}: _fail(cls, {i}, {v})")
@@ -122,9 +186,9 @@ def _record_decoder(cls: type) -> Decoder:
             lines.append(f"        if type({v}) is int: {v} = float({v})")
             lines.append(f"        else: _fail(cls, {i}, {v})")
         else:
-            env[f"d{i}"] = _decoder(hint)
+            env[f"d{i}"] = inner
             lines.append(f"    {v} = d{i}({v})")
-    lines.append(f"    return cls({', '.join(f'v{i}' for i in range(len(fields)))})")
+    lines.append(f"    return cls({', '.join(f'v{i}' for i in range(count))})")
     exec("\n".join(lines), env)  # generated from our own type hints only
     return env["decode"]
 
@@ -247,6 +311,8 @@ def _row_factory(
         ),
         env,
     )
+    import sysconfig  # here: only a long listing needs it (~0.5 ms to import)
+
     if not swap or sysconfig.get_config_var("Py_GIL_DISABLED"):
         return env["make"]
     twin = type(f"{cls.__name__}Row", (), {"__init__": env["__init__"], "__module__": __name__})

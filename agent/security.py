@@ -9,7 +9,6 @@ import logging
 import math
 import re
 import secrets
-import socket
 import ssl
 import threading
 import time
@@ -25,6 +24,7 @@ from agent.wire import (
     cert_digest,
     client_proof,
     decode_nonce,
+    is_loopback_host,  # noqa: F401 (lives in agent.wire; imported from here too)
 )
 
 log = logging.getLogger("agent")
@@ -49,23 +49,6 @@ class Credentials:
     def label(self) -> str:
         """'role@peer', how the agent names who did something."""
         return f"{self.role}@{self.peer}"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when every address ``host`` names is a loopback address."""
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos
-    )
 
 
 def server_context(cert: str, key: str, client_cafile: str | None = None) -> ssl.SSLContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import socket
@@ -81,6 +82,24 @@ def split_host_port(text: str) -> tuple[str, int] | None:
 def join_host_port(host: str, port: int) -> str:
     """The inverse of split_host_port: brackets around IPv6 hosts."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address (here with the
+    other address helpers: the observer's transport needs it without agent.security)."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos
+    )
 
 
 def cert_digest(der: bytes | None) -> bytes:

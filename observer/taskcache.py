@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-import sysconfig
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import repeat
@@ -37,6 +36,8 @@ def _record_maker() -> Callable[..., TaskInfo]:
     attribute writes and becomes a TaskInfo by ``__class__`` assignment, as
     agent.schema's row decoder does (a third of the time). Probed once; TaskInfo itself
     where that is refused or would stop the world per row (free-threaded builds)."""
+    import sysconfig  # here: only a long listing needs it (~0.5 ms to import)
+
     if sysconfig.get_config_var("Py_GIL_DISABLED") or "__slots__" in TaskInfo.__dict__:
         return TaskInfo
     params = ", ".join(_FIELDS)  # keywords work too: TaskInfo's own field names
@@ -55,7 +56,19 @@ def _record_maker() -> Callable[..., TaskInfo]:
     return twin if same else TaskInfo
 
 
-_make = _record_maker()
+_TWIN_ROWS = 32  # fewer rows are made by TaskInfo itself: no probe, no sysconfig import
+_makers: list[Callable[..., TaskInfo]] = []
+
+
+def _maker(rows: int) -> Callable[..., TaskInfo]:
+    """What makes ``rows`` TaskInfo records: the twin (probed on first need) for many."""
+    if rows < _TWIN_ROWS:
+        return TaskInfo
+    if not _makers:
+        _makers.append(_record_maker())
+    return _makers[0]
+
+
 _PLAIN_DICT = "__slots__" not in TaskInfo.__dict__
 _new = object.__new__
 _set_dict = object.__setattr__
@@ -195,7 +208,7 @@ class TaskCache:
             "age_exact": exact,
             "error": errors,
         }
-        infos = map(_make, *[fields[name] for name in _FIELDS])
+        infos = map(_maker(len(serials)), *[fields[name] for name in _FIELDS])
         pending = map(operator.eq, states, repeat("pending"))
         return zip(serials, zip(infos, seen, pending, repeat(now)), strict=False)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import hmac
 import math
-import secrets
+import os
 import socket
 import ssl
+from typing import Any
 
 import rpyc
+from rpyc.core import netref
 
 from agent.certexpiry import expiry_warning, not_after
 from agent.record import record
-from agent.security import is_loopback_host
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -23,6 +24,7 @@ from agent.wire import (
     cert_digest,
     client_proof,
     decode_nonce,
+    is_loopback_host,
     join_host_port,
     parse_fingerprint,
     recv_frame,
@@ -99,6 +101,28 @@ class Session:
     cert_warning: str = ""  # "agent certificate expired on YYYY-MM-DD", or "" when fine
 
 
+class _Connection(rpyc.Connection):
+    """rpyc's connection without its second round trip when the agent's root is first
+    fetched: rpyc asks the other side which methods the root's class has
+    (HANDLE_INSPECT) to build a proxy class with them, but the client only ever calls
+    the root by name (HANDLE_CALLATTR, observer.client) and the agent hands out no other
+    object (every reply is plain data), so the proxy needs none. A third of a CLI call's
+    round trips after the handshake (GETROOT, INSPECT, the call, CLOSE)."""
+
+    def _netref_factory(self, id_pack: Any, *rest: Any) -> Any:
+        if rest or type(id_pack) is not tuple or len(id_pack) != 3:  # not rpyc 6's shape
+            return super()._netref_factory(id_pack, *rest)  # type: ignore[misc]
+        return netref.class_factory(id_pack, ())(self, id_pack)
+
+
+class _Service(rpyc.VoidService):
+    """rpyc's VoidService (nothing exposed to the agent), on a _Connection."""
+
+    __slots__ = ()
+    ALIASES = rpyc.VoidService.get_service_aliases()
+    _protocol = _Connection
+
+
 def _client_context(
     cafile: str | None, certfile: str | None, keyfile: str | None
 ) -> ssl.SSLContext:
@@ -134,6 +158,21 @@ def _cert_warning(der: bytes) -> str:
         except ValueError:
             return ""
     return expiry_warning(expires)
+
+
+def _encoded_host(host: str) -> str | bytes:
+    """``host`` as bytes where the idna codec would make it plain ASCII (an IP address, an
+    ASCII name): socket and ssl encode a str host with that codec, whose first use
+    imports it with stringprep (~1 ms of a CLI call); given bytes, they take them as they
+    are. Else ``host`` itself, for the codec to encode (or refuse) as before."""
+    try:
+        raw = host.encode("ascii")
+    except UnicodeEncodeError:
+        return host
+    labels = raw.split(b".")  # the codec's checks of an ASCII name (encodings.idna)
+    if not raw or not all(0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
+        return host
+    return raw
 
 
 def _ack_promptly(sock: socket.socket) -> None:
@@ -180,7 +219,9 @@ def open_session(
         )
     handshake_timeout = timeout if connect_timeout is None else min(timeout, connect_timeout)
     try:
-        raw = socket.create_connection((address.host, address.port), timeout=handshake_timeout)
+        raw = socket.create_connection(
+            (_encoded_host(address.host), address.port), timeout=handshake_timeout
+        )
     except TimeoutError as exc:
         raise NodeTimeout(f"timed out connecting to {address}") from exc
     except ConnectionRefusedError as exc:
@@ -196,7 +237,9 @@ def open_session(
         if tls:
             ctx = _client_context(cafile, certfile, keyfile)
             try:
-                sock = ctx.wrap_socket(raw, server_hostname=server_name or address.host)
+                sock = ctx.wrap_socket(
+                    raw, server_hostname=_encoded_host(server_name or address.host)
+                )
             except ssl.SSLCertVerificationError as exc:
                 raise CertificateError(
                     f"certificate of {address} failed verification: {exc.verify_message}"
@@ -225,7 +268,7 @@ def open_session(
 
         conn = rpyc.connect_channel(  # replies capped: an agent cannot make us hold 4 GiB
             BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
-            service=rpyc.VoidService,
+            service=_Service,
             config={
                 "allow_pickle": False,
                 "allow_public_attrs": False,
@@ -265,7 +308,7 @@ def _handshake(
             f"{hello.get('version')}, this observer {OBSERVER_VERSION} speaks {PROTOCOL_VERSION}"
         )
     server_nonce = decode_nonce(hello.get("nonce"))
-    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    client_nonce = os.urandom(NONCE_BYTES)  # what secrets.token_bytes is (not its imports)
     loopback = is_loopback_host(sock.getpeername()[0])  # where we really are, not a name
     token = _token_for(hello.get("auth"), address, token, loopback)
     frame = {

@@ -334,6 +334,10 @@ def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
     assert "observer.transport" in imported and "agent.schema" in imported
     heavy = {"cryptography", "PyQt6", "pyqtgraph", "asyncio", "agent.server", "agent.core"}
     heavy |= {"tomllib", "tomli", "tempfile", "shutil"}
+    # nor what a call needs no part of: the agent's security module (one helper of it,
+    # from agent.wire), the idna codec (the host goes to socket and ssl as ASCII bytes),
+    # secrets (os.urandom) and sysconfig (only a long listing's record maker asks it)
+    heavy |= {"agent.security", "encodings.idna", "stringprep", "secrets", "sysconfig"}
     assert not heavy & imported, sorted(heavy & imported)
 
 
@@ -371,3 +375,45 @@ def test_a_command_builds_only_its_own_parser_and_it_is_the_same():
         assert alone[name].format_help() == whole[name].format_help()
     argv = ["ps", "10.0.0.1:7330", "--json", "--limit", "5", "--match", "w"]
     assert build_parser("ps").parse_args(argv) == build_parser().parse_args(argv)
+
+
+def test_a_cli_call_in_process_leaves_the_gc_as_it_found_it(host, capsys):
+    """main() parses and imports with the GC paused and sets what that made aside from
+    the GC's scans (gc.freeze) while the command runs; on return the caller's GC is as
+    before: enabled, nothing of ours frozen, and objects the caller froze itself left so."""
+    import gc
+
+    from observer.cli import main
+
+    gc.unfreeze()  # what earlier tests in this process froze (the GUI's link does)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert main(["ps", host.address, *creds(host), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tasks"]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert main(["ps", "no-port"]) == 2  # a usage error, before anything is frozen
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its own objects: main leaves the GC's freeze alone
+    try:
+        frozen = gc.get_freeze_count()
+        assert main(["ps", host.address, *creds(host)]) == 0
+        assert 0 < gc.get_freeze_count() <= frozen and gc.isenabled()  # some were freed
+    finally:
+        gc.unfreeze()
+
+
+def test_a_call_after_connecting_is_one_round_trip(host):
+    """The first call fetches the agent's root (GETROOT) and calls it by name (CALLATTR):
+    two requests, not three (rpyc asked which methods the root has, HANDLE_INSPECT, to
+    build a proxy the client never used); every later call is one."""
+    node = host.connect("viewer")
+    try:
+        conn = node._conn
+        sent = []
+        send = conn._send  # every message rpyc sends (requests here)
+        conn._send = lambda msg, seq, args: (sent.append(msg), send(msg, seq, args))[1]
+        node.process()
+        assert len(sent) == 2, sent
+        node.threads()
+        assert len(sent) == 3, sent
+    finally:
+        node.close()
