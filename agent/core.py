@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import psutil
@@ -364,12 +364,14 @@ class AgentCore:
         since: int = 0,
         epoch: int = 0,
         chunk: int = CHUNK_ROWS,
+        hide: Collection[int] = (),
     ) -> tuple[list[Any], Listing]:
         """Process, threads, loops, tasks and children in one go (one round trip).
 
         Returns the SnapshotUpdate's wire form, its tasks a listing of the rows changed
         since version ``since`` of table ``epoch`` (or all of them), and the listing its
-        further row chunks come from.
+        further row chunks come from. ``hide``: threads left out (a fan-out's own, when
+        the snapshot is made while they ask the workers: agent.service's tree).
         """
         started = time.perf_counter()
         table = self.tasks.table
@@ -377,7 +379,7 @@ class AgentCore:
         answer = table.answer(since=since, epoch=epoch, limit=limit, match=match)
         loops = self.tasks.loops(serials=answer.loop_counts)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
-        threads = collect_threads(self.process, self.agent_idents(), by_thread)
+        threads = collect_threads(self.process, self.agent_idents(), by_thread, hide=hide)
         process = self.process_info(role, loops)
         children = self.children.collect()
         update = SnapshotUpdate(

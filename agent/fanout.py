@@ -63,15 +63,19 @@ def fan_out(
     call: Callable[[int, float], bytes],
     pids: Iterable[int],
     timeout: float,
-    while_waiting: Callable[[], Any] = lambda: None,
+    while_waiting: Callable[[frozenset[int]], Any] = lambda idents: None,
     threads: int = MAX_THREADS,
     on_thread: Callable[[int, bool], None] = lambda ident, started: None,
+    weigh: Callable[[Any], int] = lambda extra: 0,
 ) -> tuple[Any, tuple[tuple[int, bytes], ...]]:
     """``call(pid, seconds_left)`` for every pid on at most ``threads`` threads; returns
-    what ``while_waiting()`` (run by the caller meanwhile) returned and ``((pid, reply),
-    ...)`` in the order of ``pids``. A worker with no reply by the deadline, or whose
-    turn comes after it, gets an ``unreachable`` error; one whose reply would take the
-    whole past MAX_REPLIES, a ``too-large`` one (ask it alone)."""
+    what ``while_waiting(idents)`` (run by the caller meanwhile, given the idents of the
+    fan-out's threads: a snapshot made then can leave them out) returned and
+    ``((pid, reply), ...)`` in the order of ``pids``. A worker with no reply by the
+    deadline, or whose turn comes after it, gets an ``unreachable`` error; one whose
+    reply would take the whole past MAX_REPLIES, a ``too-large`` one (ask it alone).
+    ``weigh(extra)``: bytes of what while_waiting returned that travel in the same reply
+    (counted first)."""
     order = list(pids)
     started = time.monotonic()
     deadline = started + timeout
@@ -99,16 +103,19 @@ def fan_out(
 
     if not order:
         done.set()
+    idents: set[int] = set()
     for _ in range(min(max(threads, 1), len(order))):
-        threading.Thread(target=run, name="observer-agent-fanout", daemon=True).start()
+        thread = threading.Thread(target=run, name="observer-agent-fanout", daemon=True)
+        thread.start()
+        idents.add(thread.ident or 0)
     try:
-        extra = while_waiting()
+        extra = while_waiting(frozenset(idents))
     finally:
         done.wait(max(0.0, deadline + GRACE - time.monotonic()))
     with lock:
         got = dict(results)
     replies = []
-    total = 0
+    total = weigh(extra)
     for pid in order:
         reply = got.get(pid)
         if reply is None:

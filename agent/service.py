@@ -61,6 +61,16 @@ def _since(since: Any, epoch: Any) -> tuple[int, int]:
     return max(_check(since, int, "since"), 0), _check(epoch, int, "epoch")
 
 
+def _listing_args(own: Any) -> tuple[int, str, int, int, int]:
+    """A task listing's arguments (limit, match, since, epoch, chunk) sent in one tuple
+    (exposed_tree's ``own``), each checked as exposed_snapshot checks it."""
+    if type(own) is not tuple or len(own) > 5:
+        raise BadRequest("own must be a tuple of at most 5 listing arguments")
+    defaults = (DEFAULT_TASK_LIMIT, "", 0, 0, CHUNK_ROWS)
+    limit, match, since, epoch, chunk = (*own, *defaults[len(own) :])
+    return (_limit(limit), _check(match, str, "match"), *_since(since, epoch), _chunk(chunk))
+
+
 def _number(value: Any, name: str) -> float:
     """A finite int or float from the peer (the profiler clamps its range)."""
     if type(value) not in (int, float):
@@ -558,6 +568,30 @@ class AgentService(rpyc.Service):
         named; recent exits), each reply the worker's own envelope, untouched, or its
         error. ``method`` "": the header alone.
         Role, whitelist and audit as for ``worker``."""
+        header, replies, _own = self._fan(method, args, pids, each, timeout, None)
+        return header, replies
+
+    def exposed_tree(
+        self,
+        own: tuple = (),
+        method: str = "",
+        args: tuple = (),
+        pids: tuple = (),
+        each: tuple = (),
+        timeout: float = fanout.DEFAULT_TIMEOUT,
+    ) -> tuple[bytes, tuple[tuple[int, bytes], ...], bytes]:
+        """exposed_workers and this process's own snapshot (``own``: its arguments, as
+        exposed_snapshot takes them) in one call, the snapshot made while the workers
+        answer: (header, ((pid, reply), ...), snapshot envelope). The snapshot's size
+        counts within the replies' bound (before the workers'); its further chunks come
+        from task_chunk as usual. A master's Processes-tree refresh in one round trip."""
+        return self._fan(method, args, pids, each, timeout, own)
+
+    def _fan(
+        self, method: Any, args: Any, pids: Any, each: Any, timeout: Any, own: Any
+    ) -> tuple[bytes, tuple[tuple[int, bytes], ...], bytes]:
+        """exposed_workers, with this process's snapshot (``own``: its arguments) made
+        meanwhile when ``own`` is not None; every argument checked before anyone is asked."""
         try:
             if self.relay_keys is None:
                 raise BadRequest("this agent relays to no workers")
@@ -567,8 +601,10 @@ class AgentService(rpyc.Service):
             asked = fanout.check_pids(pids)
             per = fanout.check_each(each)
             seconds = fanout.check_timeout(timeout)
+            listing = None if own is None else _listing_args(own)
         except AgentError as exc:
-            return encode_error(exc.kind, exc.message), ()
+            error = encode_error(exc.kind, exc.message)
+            return error, (), error
         if self._relay is None:
             assert self.relay_keys is not None
             self._relay = Relay(self.relay_keys, self._creds.role)
@@ -590,13 +626,18 @@ class AgentService(rpyc.Service):
             self._audit_relayed(pid, method, call_args, reply)
             return reply
 
-        def meanwhile() -> None:
+        def meanwhile(threads: frozenset[int]) -> bytes:
             if not header:  # the caller named its workers: their ChildInfo left out
                 header.append(self._worker_set(listed=False)[0])
+            if listing is None:
+                return b""
+            # this process as it is between refreshes: without this call's own threads
+            own = functools.partial(self.core.snapshot, self._creds.role, hide=threads)
+            return self._listing_reply(own, *listing)
 
         core = self.core
         try:
-            _extra, replies = fanout.fan_out(
+            mine, replies = fanout.fan_out(
                 ask,
                 asked,
                 seconds,
@@ -604,11 +645,13 @@ class AgentService(rpyc.Service):
                 on_thread=lambda ident, on: (
                     core.add_agent_thread(ident) if on else core.remove_agent_thread(ident)
                 ),
+                weigh=len,
             )
         except Exception as exc:  # no thread to be had, say: contained, never into the host
             log.exception("runtime-observer agent: fan-out to workers failed")
-            return encode_error("internal", f"agent error: {type(exc).__name__}"), ()
-        return header[0], replies
+            error = encode_error("internal", f"agent error: {type(exc).__name__}")
+            return error, (), error
+        return header[0], replies, mine
 
     def _worker_set(self, listed: bool = True) -> tuple[bytes, tuple[Any, ...]]:
         """The fan-out's header (the workers now, unless not ``listed``, and how the

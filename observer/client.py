@@ -206,6 +206,10 @@ class Node:
         self.last_listing: ListingStats | None = None  # what the last task listing carried
         self._tasks = TaskCache()  # this node's tasks as of the last complete or delta listing
         self._hello: Hello | None = None
+        # (method, data): a reply already fetched (Node.tree_changes), taken by the next
+        # call of that method instead of a round trip
+        self._feed: tuple[str, Any] | None = None
+        self._tree = True  # False once the agent refused tree (older, or not a master)
 
     def __repr__(self) -> str:
         name = self._hello.node if self._hello else "?"  # repr never does network I/O
@@ -260,6 +264,9 @@ class Node:
 
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
+        fed, self._feed = self._feed, None
+        if fed is not None and fed[0] == method:
+            return fed[1]
         payload = self._request(method, args)
         if type(payload) is not bytes:
             raise ObserverError(f"{self.address} sent a non-bytes reply to {method}")
@@ -696,13 +703,15 @@ class Node:
                 out[pid] = exc
         return workers, out
 
-    def _replies(self, reply: Any) -> tuple[bytes, tuple[tuple[int, bytes], ...]]:
-        """A fan-out's reply, its shape checked (a header, then (pid, bytes) pairs)."""
+    def _replies(self, reply: Any, parts: int = 2) -> Any:
+        """A fan-out's reply, its shape checked (a header, then (pid, bytes) pairs, then,
+        for tree, the node's own envelope)."""
         if type(reply) is bytes:  # the call itself was refused: its error
             self._open(reply)
         ok = (
             type(reply) is tuple
-            and len(reply) == 2
+            and len(reply) == parts
+            and all(type(part) is bytes for part in reply[2:])
             and type(reply[0]) is bytes
             and type(reply[1]) is tuple
             and all(
@@ -739,6 +748,58 @@ class Node:
         held = {w.pid: (w, cursor) for w, cursor in workers}
         nodes = {pid: w for pid, (w, _cursor) in held.items()}
         return self._fanned(nodes, limit, "", lambda node: node.changes(held[node.pid][1], limit))
+
+    def tree_changes(
+        self,
+        since: Cursor,
+        workers: Iterable[tuple[WorkerNode, Cursor]],
+        limit: int = 100_000,
+        timeout: float | None = None,
+    ) -> tuple[SnapshotChanges, WorkerSet, dict[int, SnapshotChanges | ObserverError]]:
+        """Node.changes and Node.worker_changes in ONE round trip: the master makes its
+        own snapshot delta while its workers answer theirs (a master's Processes-tree
+        refresh). Its tasks feed this node's cache as Node.changes does; further chunks
+        of a big listing come as usual. An agent without it (older, or no master: it
+        refuses) is remembered and asked with the two calls from then on."""
+        held = {w.pid: (w, cursor) for w, cursor in workers}
+        if not self._tree or not held:
+            return (self.changes(since, limit), *self.worker_changes(held.values(), limit))
+        wait = min(FANOUT_TIMEOUT, self.timeout / 2) if timeout is None else float(timeout)
+        with self._lock, gc_paused():
+            own = self._listing_args(limit, "")
+            each = tuple((pid, w._listing_args(limit, "")) for pid, (w, _c) in held.items())
+            common = (int(limit), "", 0, 0, int(self.chunk_rows))
+            call = (own, "snapshot", common, tuple(held), each, wait)
+            try:
+                header, pairs, mine = self._replies(self._request("tree", call), 3)
+                found = self._open(header)  # a refusal raises here, before anything is fed
+            except (AttributeError, BadRequest):  # an agent from before tree, or no master
+                self._tree = False
+                return self.tree_changes(since, held.values(), limit, timeout)
+            try:
+                with gc_paused():
+                    found = from_wire(WorkerSet, found)
+            except WireError as exc:
+                raise ObserverError(f"{self.address} sent a malformed worker set: {exc}") from exc
+            self._feed = ("snapshot", self._open(mine))
+            try:
+                master = self.changes(since, limit)
+            finally:
+                self._feed = None
+            out: dict[int, Any] = {}
+            for pid, payload in pairs:
+                pair = held.get(pid)
+                if pair is None:
+                    continue
+                node, cursor = pair
+                try:
+                    node._feed = ("snapshot", self._open(payload))
+                    out[pid] = node.changes(cursor, limit)
+                except ObserverError as exc:
+                    out[pid] = exc
+                finally:
+                    node._feed = None
+            return master, found, out
 
     def _fanned(
         self,

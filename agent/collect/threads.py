@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import psutil
@@ -113,15 +113,17 @@ def collect_threads(
     agent_idents: Iterable[int],
     loop_by_thread: dict[int, str],
     ids: ThreadIds = THREAD_IDS,
+    hide: Collection[int] = (),
 ) -> list[ThreadInfo]:
-    """Describe every live Python thread."""
+    """Describe every live Python thread (but those in ``hide``: the threads of the
+    very call that asks, which end with it)."""
     # Where each thread is, read in one go. No frame is kept in a local: the dict holds this
     # very frame, and the cycle would pin every thread's stack (every local on it, a reply
     # being sent included) until the next full gc.
     where = {ident: code_location(frame) for ident, frame in sys._current_frames().items()}
     agent_set = set(agent_idents)
     main_ident = threading.main_thread().ident
-    threads = threading.enumerate()
+    threads = [t for t in threading.enumerate() if t.ident not in hide]
     native_ids = [getattr(thread, "native_id", None) for thread in threads]
     os_side = thread_states(process, [nid for nid in native_ids if nid is not None])
     out = []

@@ -42,6 +42,7 @@ class Joined:
     master: Part = field(default_factory=Part)
     workers: dict[int, Part] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)  # worker rows showing why they failed
+    pids: tuple[int, ...] = ()  # the workers of the last refresh (answered or not)
 
     def cursor(self, pid: int | None = None) -> Cursor:
         """Where the master's (``pid`` None) or a worker's part is in that node's tasks."""
@@ -147,6 +148,7 @@ def joined_delta(
                 record = (record[0], record[1], text, record[3])
             touched[target] = record
     joined.failed = set(failed)
+    joined.pids = tuple(workers)
 
     now = agent_now(master.process)
     counts: dict[str, int] = {}

@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent.codec import WireError, from_wire
 from agent.schema import ChildInfo, Overview, WorkerExit
@@ -86,10 +86,18 @@ def process_tree_delta(
 
     Ids inside a worker are ``pid-N/ID``, so inspect and the control actions reach it.
     Each process is followed from what changed in it (observer.gui.follow; a master's
-    parts joined by observer.gui.joined): a steady refresh moves only changed rows."""
+    parts joined by observer.gui.joined): a steady refresh moves only changed rows, and
+    once the workers are known it is one round trip (Node.tree_changes), the workers of
+    the last refresh asked while the master lists itself; one forked since then is
+    asked in a second round trip, that once."""
     joined = joined_of(shadow)
-    cursor = joined.cursor() if joined is not None else follow_of(shadow).cursor
-    changes = node.changes(cursor, TASK_LIMIT)
+    got: dict[int, Any] = {}
+    if joined is not None and joined.pids:  # the master's and its workers' changes at once
+        held = [(worker_of(node, pid), joined.cursor(pid)) for pid in joined.pids]
+        changes, _found, got = node.tree_changes(joined.cursor(), held, TASK_LIMIT)
+    else:
+        cursor = joined.cursor() if joined is not None else follow_of(shadow).cursor
+        changes = node.changes(cursor, TASK_LIMIT)
     cpu = task_cpu() if task_cpu is not None else None
     pids = [c.pid for c in changes.children if c.agent]
     if not pids:
@@ -98,11 +106,13 @@ def process_tree_delta(
             follow_of(shadow).cursor = changes.cursor
         return tree_follow(changes, shadow, cpu)
     _forget_others(node, pids)
-    held = [(worker_of(node, pid), joined.cursor(pid) if joined else (0, 0)) for pid in pids]
-    _found, got = node.worker_changes(held, TASK_LIMIT)
+    new = [pid for pid in pids if pid not in got]  # all at first; then a worker forked since
+    if new:
+        held = [(worker_of(node, pid), joined.cursor(pid) if joined else (0, 0)) for pid in new]
+        got.update(node.worker_changes(held, TASK_LIMIT)[1])
     workers = {
         pid: f"unreachable: {one}" if isinstance(one, ObserverError) else one
-        for pid, one in got.items()
+        for pid, one in ((pid, got.get(pid, ObserverError("no answer"))) for pid in pids)
     }
     return joined_delta(shadow, changes, workers, cpu)
 
