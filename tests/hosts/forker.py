@@ -17,6 +17,8 @@ thread to prove the master keeps serving. Commands:
 - ``--spawned`` (an argument): the master opts in to spawned workers
   (OBSERVER_AGENT_SPAWNED_WORKERS=1, agent.spawned).
 - ``reap PID``: wait for that child; prints ``event: reaped PID CODE`` (negative: signal).
+- ``--no-tree`` (an argument): the master's agent as one from before the tree call (its
+  service without ``exposed_tree``), for the observer's fallback to two round trips.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ def main(keys: str, extra: list[str]) -> None:
     metrics = extra[extra.index("--metrics") + 1] if "--metrics" in extra else None
     if "--spawned" in extra:
         os.environ["OBSERVER_AGENT_SPAWNED_WORKERS"] = "1"
+    if "--no-tree" in extra:
+        from agent.service import AgentService
+
+        del AgentService.exposed_tree
     server = start_agent(keys, "forker", bind, workers="--workers" in extra, metrics=metrics)
     say(f"agent: {server.address}")
     if server.metrics is not None:
