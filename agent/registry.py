@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -168,9 +169,19 @@ def sweep(folder: Path) -> int:
 
 def agent_address_of(pid: int, create_time: float) -> str | None:
     """The address an agent in process ``pid`` registered, if written after it started."""
-    folder = _agents_dir(create=False)
+    return agent_addresses(((pid, create_time),)).get(pid)
+
+
+def agent_addresses(processes: Iterable[tuple[int, float]]) -> dict[int, str | None]:
+    """agent_address_of for each (pid, create_time), the directory checked once."""
+    wanted = list(processes)
+    folder = _agents_dir(create=False) if wanted else None
     if folder is None:
-        return None
+        return {pid: None for pid, _created in wanted}
+    return {pid: _address_in(folder, pid, created) for pid, created in wanted}
+
+
+def _address_in(folder: Path, pid: int, create_time: float) -> str | None:
     try:
         fd = os.open(folder / str(pid), os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     except OSError:

@@ -19,8 +19,11 @@ earlier call):
   each worker's listing a delta from the previous one (nothing changed), the workers'
   through the fan-out (one after another with an older checkout), every task's record
   handed back;
-- ``changes``: the same fetch as the Processes tab makes it now (Node.changes and
-  Node.worker_changes): only the records that changed (none) are made;
+- ``changes``: the same fetch as the Processes tab made it with two round trips
+  (Node.changes, then Node.worker_changes): only the records that changed (none) are
+  made;
+- ``combined``: that fetch in one round trip (Node.tree_changes: the master makes its
+  own delta while its workers make theirs), as the Processes tab makes it now;
 - ``gui``: the Processes tab's whole steady refresh in its link's worker
   (observer.gui.workers.process_tree_delta: the fetch, then the rows that changed).
 
@@ -235,6 +238,19 @@ def main() -> None:
                         cursors[pid] = one.cursor
 
                 fns["changes"] = changes
+            if hasattr(node, "tree_changes"):
+                joined = [node.worker(pid) for pid in pids]
+                at = {pid: (0, 0) for pid in pids}
+                ours = [(0, 0)]
+
+                def combined() -> None:
+                    held = [(w, at[w.pid]) for w in joined]
+                    master, _found, got = node.tree_changes(ours[0], held, limit)
+                    ours[0] = master.cursor
+                    for pid, one in got.items():
+                        at[pid] = one.cursor
+
+                fns["combined"] = combined
             fns["gui"] = gui_refresh(node)
             figures: dict[str, list[float]] = {name: [] for name in fns}
             for fn in fns.values():
@@ -260,6 +276,10 @@ def main() -> None:
     print(f"  tree / own = {ratio:.2f}x (target <= {TARGET:g}x: {verdict})")
     ratio = statistics.median(figures["tree"]) / statistics.median(figures["worker"])
     print(f"  tree / worker = {ratio:.2f}x")
+    for name in ("changes", "combined"):
+        if name in figures:
+            ratio = statistics.median(figures[name]) / statistics.median(figures["own"])
+            print(f"  {name} / own = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,20 +4,26 @@ forked workers (tests/hosts/forker.py --workers) over TLS: the same rows as the 
 calls it replaces, one request per steady refresh, the caller's role in the master and
 in every worker, hostile arguments refused before any worker is asked, the master's part
 counted within the replies' bound, a frozen worker costing its timeout only, and an agent
-from before the call (``--no-tree``) still served, in two round trips.
+from before the call (``--no-tree``) still served, in two round trips. And the children
+the master describes at every refresh (agent.collect.children): what it no longer reads
+twice never goes stale (an exec'd child, each one's parent).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 from rpyc.core import consts
 
 from agent import fanout
 from agent.codec import decode_envelope
+from agent.collect.children import ChildTracker
 from observer.client import SnapshotChanges
 from observer.errors import RemoteError
 from observer.gui.delta import Shadow
@@ -275,3 +281,73 @@ def test_an_agent_from_before_the_tree_call_is_asked_in_two_round_trips(forker):
         assert delta.full is None and delta.counts["worker"] == 2
         assert all(f"pid-{p}" in shadow.rows for p in pids)
     stop(master, pids)
+
+
+# ------------------------------------------------------------------ the children it describes
+
+
+def test_a_child_that_execs_is_described_anew_its_secret_redacted(tmp_path):
+    """A child (same pid and start time across exec) first runs sh, then execs Python
+    with ``--password=<secret>`` from its environment: the description after the exec
+    is the new command line, redacted, not the one the tracker redacted before."""
+    secret = "Hunter2-" + os.urandom(4).hex()
+    script = 'read line; exec "$PY" -c "import sys; sys.stdin.read()" --password="$SECRET"'
+    child = subprocess.Popen(
+        ["sh", "-c", script],
+        stdin=subprocess.PIPE,
+        env=dict(os.environ, PY=sys.executable, SECRET=secret),
+    )
+    try:
+        tracker = ChildTracker(psutil.Process())
+        before = wait_until(
+            lambda: next((c for c in tracker.collect() if c.pid == child.pid), None)
+        )
+        assert before.cmdline[:2] == ("sh", "-c"), before
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        after = wait_until(
+            lambda: next(
+                (
+                    c
+                    for c in tracker.collect()
+                    if c.pid == child.pid
+                    and "-c" in c.cmdline[1:2]
+                    and c.cmdline[0] == sys.executable
+                ),
+                None,
+            )
+        )
+        assert after.create_time == before.create_time  # the same process
+        assert after.cmdline[-1] == "--password=<redacted>", after.cmdline
+        assert not any(secret in arg for c in tracker.collect() for arg in c.cmdline)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_each_descendant_is_described_with_the_parent_the_os_gives_it():
+    """A child that starts a grandchild: the tracker lists both, each with the parent pid
+    psutil reads for it (the walk's parent, not read again per child), status and
+    create time as psutil reads them."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        tracker = ChildTracker(psutil.Process())
+
+        def both():  # type: ignore[no-untyped-def]
+            found = {c.pid: c for c in tracker.collect()}
+            grand = [c for c in found.values() if c.ppid == child.pid]
+            return (found[child.pid], grand[0]) if child.pid in found and grand else None
+
+        mine, grand = wait_until(both)
+        assert mine.ppid == os.getpid() == psutil.Process(mine.pid).ppid()
+        assert grand.ppid == psutil.Process(grand.pid).ppid() == child.pid
+        assert grand.cmdline == ("sleep", "30")
+        assert grand.create_time == psutil.Process(grand.pid).create_time()
+    finally:
+        for proc in psutil.Process(child.pid).children(recursive=True):
+            proc.kill()
+        child.kill()
+        child.wait(10)

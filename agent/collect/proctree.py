@@ -37,17 +37,26 @@ def child_pids(pid: int) -> list[int] | None:
 def descendant_pids(pid: int) -> list[int] | None:
     """Every process under ``pid``, parents before their children (at most
     MAX_DESCENDANTS), or None where the kernel lacks the files."""
+    parents = descendant_parents(pid)
+    return None if parents is None else list(parents)
+
+
+def descendant_parents(pid: int) -> dict[int, int] | None:
+    """Every process under ``pid`` -> its parent, parents before their children (at
+    most MAX_DESCENDANTS), or None where the kernel lacks the files: the walk reads
+    whose child each one is, so nobody's ppid needs reading again."""
     first = child_pids(pid)
     if first is None:
         return None
-    out: list[int] = []
+    out: dict[int, int] = {}
     seen = {pid}
-    queue = list(first)
+    queue = [(child, pid) for child in first]
     while queue and len(out) < MAX_DESCENDANTS:
-        child = queue.pop(0)
+        child, parent = queue.pop(0)
         if child in seen:
             continue
         seen.add(child)
-        out.append(child)
-        queue.extend(child_pids(child) or ())  # a child that ended meanwhile has none
+        out[child] = parent
+        # a child that ended meanwhile has none
+        queue.extend((grandchild, child) for grandchild in child_pids(child) or ())
     return out
