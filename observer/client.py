@@ -264,8 +264,9 @@ class Node:
 
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
-        fed, self._feed = self._feed, None
+        fed = self._feed
         if fed is not None and fed[0] == method:
+            self._feed = None
             return fed[1]
         payload = self._request(method, args)
         if type(payload) is not bytes:
@@ -899,6 +900,7 @@ class WorkerNode(Node):
         # (method, data): a reply the master already fetched (Node.worker_snapshots), taken
         # by this worker's next call of that method instead of a round trip
         self._feed: tuple[str, Any] | None = None
+        self._tree = False  # a worker relays to none (tree is not relayed)
 
     def __repr__(self) -> str:
         return f"<WorkerNode pid {self.pid} of {self.master!r}>"
