@@ -299,8 +299,11 @@ def test_a_child_that_execs_is_described_anew_its_secret_redacted(tmp_path):
     )
     try:
         tracker = ChildTracker(psutil.Process())
-        before = wait_until(
-            lambda: next((c for c in tracker.collect() if c.pid == child.pid), None)
+        before = wait_until(  # (just forked, it still has our command line: until sh runs)
+            lambda: next(
+                (c for c in tracker.collect() if c.pid == child.pid and c.cmdline[:1] == ("sh",)),
+                None,
+            )
         )
         assert before.cmdline[:2] == ("sh", "-c"), before
         child.stdin.write(b"go\n")
@@ -338,7 +341,9 @@ def test_each_descendant_is_described_with_the_parent_the_os_gives_it():
 
         def both():  # type: ignore[no-untyped-def]
             found = {c.pid: c for c in tracker.collect()}
-            grand = [c for c in found.values() if c.ppid == child.pid]
+            grand = [
+                c for c in found.values() if c.ppid == child.pid and c.cmdline[:1] == ("sleep",)
+            ]
             return (found[child.pid], grand[0]) if child.pid in found and grand else None
 
         mine, grand = wait_until(both)
