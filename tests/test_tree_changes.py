@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from observer.client import SnapshotChanges
 from observer.errors import RemoteError
 from observer.gui.delta import Shadow
 from observer.gui.workers import process_tree_delta, worker_of
+from observer.taskcache import TaskCache
 from tests.helpers import echo_ok, freeze, wait_until
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
@@ -356,3 +358,34 @@ def test_each_descendant_is_described_with_the_parent_the_os_gives_it():
             proc.kill()
         child.kill()
         child.wait(10)
+
+
+def test_listings_bigger_than_one_reply_come_in_chunks_after_the_tree_call(forker):  # noqa: F811
+    """Asked for one row per reply: the tree call brings the master's first row and each
+    worker's, the other rows come by task_chunk (the master's from its own listing, a
+    worker's relayed), and the tasks are those a plain snapshot lists."""
+    master = forker("--workers")
+    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    host, port = master.echo.rsplit(":", 1)
+    with master.connect() as node, socket.create_connection((host, int(port)), timeout=5):
+        # the open echo connection: a second task in the master (its handler)
+        whole = wait_until(
+            lambda: {t.id for t in node.snapshot().tasks} if len(node.tasks()) >= 2 else None
+        )
+        with_jobs(node, pids)
+        theirs = {pid: {t.id for t in node.worker(pid).snapshot().tasks} for pid in pids}
+        node._tasks = TaskCache()  # a first listing: every row
+        node.chunk_rows = 1
+        held = [(node.worker(pid), (0, 0)) for pid in pids]
+        for worker, _cursor in held:
+            worker.chunk_rows = 1
+        sent = requests(node)
+        mine, _found, got = node.tree_changes((0, 0), held)
+        chunks = node.last_listing.chunks + sum(w.last_listing.chunks - 1 for w, _c in held)
+        assert node.last_listing.chunks == len(mine.tasks) >= 2, node.last_listing
+        assert len(sent) == chunks, (sent, chunks)  # one tree call, then one per other chunk
+        assert all(w.last_listing.chunks >= 2 for w, _c in held), [w.last_listing for w, _c in held]
+        assert {t.id for t in mine.tasks} == whole
+        for pid in pids:
+            assert {t.id for t in got[pid].tasks} == theirs[pid]
+    stop(master, pids)
