@@ -342,6 +342,7 @@ def measure_segment(server: WebHost, load: Load, seconds: float, poller: Poller 
         agent_cpu=max(0.0, agent) / (t1 - t0),
         rounds=float(len(poller.durations) - polls) if poller is not None else None,
         errors=errors,
+        server_cpu=(after["process"] - before["process"]) / (t1 - t0),
     )
 
 

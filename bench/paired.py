@@ -11,6 +11,10 @@ tested segment and the baseline segment next to it make a *pair*; its ratio
 (tested / baseline) cancels what the two neighbours share: the server, the box's load
 of those seconds. Several blocks (fresh servers) average out what differs per server.
 
+Besides requests/s, p50 and p99, a pair also compares requests per CPU-second of the
+server process (``per_cpu``): when others on the box take the server's core, requests/s
+falls on both sides of a pair but that figure much less; printed, not judged.
+
 The figure is the median of the pair ratios, and its interval a bootstrap 90% interval
 of that median (resample the pairs with replacement 2000 times, a fixed seed; take the
 5th and 95th percentiles of the medians). It treats pairs as independent, which pairs
@@ -44,6 +48,14 @@ class Segment:
     p99: float
     agent_cpu: float  # share of one core
     rounds: float | None = None  # polls done, or the profiler's sampling rounds a second
+    server_cpu: float = 0.0  # the whole server process's CPU, share of one core (0: unknown)
+
+    @property
+    def per_cpu(self) -> float:
+        """Requests per CPU-second of the server: what the agent's cost lowers even when
+        others on the box take the server's core (requests/s then falls for both sides)."""
+        return self.rps / self.server_cpu if self.server_cpu > 0 else 0.0
+
     errors: list[str] = field(default_factory=list)
 
 
@@ -53,14 +65,15 @@ class Setting:
 
     segments: list[Segment] = field(default_factory=list)
     ratios: dict[str, list[float]] = field(
-        default_factory=lambda: {"rps": [], "p50": [], "p99": []}
+        default_factory=lambda: {"rps": [], "p50": [], "p99": [], "per_cpu": []}
     )
     block_of_pair: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
 def median_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """The median and a bootstrap ``level`` interval of it (min-max below 4 values)."""
+    """The median and a bootstrap ``level`` interval of it (min-max below 4 values, which
+    verdicts then call inconclusive)."""
     if not values:
         return float("nan"), float("nan"), float("nan")
     mid = statistics.median(values)
@@ -104,6 +117,8 @@ class Target:
             return f"{self.metric}: no figures"
         sign = ">=" if self.higher_is_better else "<="
         said = verdict(lo, hi, self.bound, self.higher_is_better)
+        if len(values) < 4:
+            said = "inconclusive: under 4 values"
         return f"{self.metric} {shown} (target {sign} {bound}: {said})"
 
 
@@ -159,6 +174,11 @@ def run_blocks(
                         (log or say)(
                             f"block {b + 1}/{blocks} round {r + 1}/{rounds} {name}: "
                             + pair_line(results[name])
+                            + "  (req/s "
+                            + " ".join(
+                                f"{which}={segs[k].rps:.0f}" for k, which in enumerate(order)
+                            )
+                            + ")"
                         )
         except Exception as exc:  # one bad block must not lose the others
             results[baseline].errors.append(f"block {b + 1} failed: {type(exc).__name__}: {exc}")
@@ -171,7 +191,7 @@ def say(line: str) -> None:
 
 
 def add_pair(s: Setting, base: Segment, tested: Segment, block: int) -> None:
-    for metric in ("rps", "p50", "p99"):
+    for metric in ("rps", "p50", "p99", "per_cpu"):
         denominator = getattr(base, metric)
         if denominator > 0:
             s.ratios[metric].append(getattr(tested, metric) / denominator)
@@ -227,7 +247,9 @@ def report(
     for name, s in list(results.items())[1:]:
         n = len(s.ratios["rps"])
         parts = []
-        for metric in ("rps", "p50", "p99"):
+        for metric in ("rps", "p50", "p99", "per_cpu"):
+            if not s.ratios[metric]:
+                continue
             mid, lo, hi = median_interval(s.ratios[metric])
             parts.append(f"{metric} x{mid:.3f} [{lo:.3f}, {hi:.3f}]")
         print(f"  {labels[name]} ({n} pairs): " + ", ".join(parts))
