@@ -225,13 +225,15 @@ def report(
     rounds_name: str = "polls",
 ) -> None:
     """The absolute medians per setting, then per tested setting its pair ratios with
-    their interval, the per-block medians and the verdicts."""
+    their interval, the per-block medians and the verdicts. "server CPU %" is the share
+    of its core the server process got: far under 100 means others on the box (or a
+    starved load generator) held it back, and requests/s with it."""
     print()
     print(header)
     print("load average (1 min) at each block's end: " + ", ".join(f"{v:.2f}" for v in loads))
     print(
         f"{'setting':<26}{'segs':>5}{'requests/s (range)':>24}{'p50 ms':>20}{'p99 ms':>22}"
-        f"{'agent CPU %':>20}{rounds_name:>10}"
+        f"{'agent CPU %':>20}{'server CPU %':>20}{rounds_name:>10}"
     )
     for name, s in results.items():
         segs = s.segments
@@ -240,6 +242,7 @@ def report(
             f"{labels[name]:<26}{len(segs):>5}{med([g.rps for g in segs], 1, 0):>24}"
             f"{med([g.p50 for g in segs], 1000, 2):>20}{med([g.p99 for g in segs], 1000, 2):>22}"
             f"{med([g.agent_cpu for g in segs], 100, 2):>20}"
+            f"{med([g.server_cpu for g in segs if g.server_cpu > 0], 100, 0):>20}"
             f"{(f'{statistics.median(rounds):.0f}' if rounds else '-'):>10}"
         )
     baseline = next(iter(results))
