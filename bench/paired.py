@@ -149,9 +149,12 @@ def run_blocks(
     for b in range(blocks):
         try:
             with open_block(b) as measure:
-                if warmup:
-                    for name in [*tested, baseline]:
-                        measure(name)  # discarded: see the module's docstring
+                if warmup:  # discarded: see the module's docstring
+                    warm = [(name, measure(name).rps) for name in [*tested, baseline]]
+                    (log or say)(
+                        f"block {b + 1}/{blocks} warm-up, discarded: req/s "
+                        + " ".join(f"{name}={rps:.0f}" for name, rps in warm)
+                    )
                 for r in range(rounds):
                     turn = (b + r) % len(tested)
                     for name in tested[turn:] + tested[:turn]:
