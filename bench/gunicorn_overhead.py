@@ -205,7 +205,15 @@ def main() -> None:
         f"1 s of warm-up); a pair = two adjacent runs"
     )
     labels = {"none": "no agent", "observed": "agents + tree 1/s", "aa": "no agent (A/A)"}
-    report(results, labels, [Target("rps", TARGET_RPS, True)], loads, header, "")
+    report(
+        results,
+        labels,
+        [Target("rps", TARGET_RPS, True)],
+        loads,
+        header,
+        "",
+        "aa" if args.aa else None,
+    )
     refreshes = seen["refreshes"]
     if refreshes:
         print(

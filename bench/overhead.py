@@ -419,7 +419,7 @@ def main() -> None:
         f"(fresh servers) x {args.rounds} ABBA rounds of {args.segment:g} s segments, a "
         f"warm-up segment of each setting discarded per block"
     )
-    report(results, labels, targets, loads, header)
+    report(results, labels, targets, loads, header, control="aa" if "aa" in tested else None)
     for mode, seconds in poll_seconds.items():
         if seconds:
             print(f"{MODES[mode]}: median poll {statistics.median(seconds) * 1000:.0f} ms")

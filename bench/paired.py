@@ -102,7 +102,10 @@ class Target:
     bound: float
     higher_is_better: bool
 
-    def says(self, s: Setting) -> str:
+    def says(self, s: Setting, control: Setting | None = None) -> str:
+        """The figure, its interval and the verdict; with ``control`` (the baseline judged
+        against itself), a ratio verdict stands only if the control's interval lies
+        within the margin (``|bound - 1|``) of 1: else the box was too noisy to say."""
         if self.metric == "agent_cpu":
             values = [g.agent_cpu for g in s.segments]
             mid, lo, hi = median_interval(values)
@@ -119,6 +122,12 @@ class Target:
         said = verdict(lo, hi, self.bound, self.higher_is_better)
         if len(values) < 4:
             said = "inconclusive: under 4 values"
+        elif control is not None and self.metric != "agent_cpu" and said != "inconclusive":
+            _mid, c_lo, c_hi = median_interval(control.ratios[self.metric])
+            margin = abs(self.bound - 1)
+            if not (1 - margin <= c_lo and c_hi <= 1 + margin):
+                wide = f"the A/A interval [{c_lo:.3f}, {c_hi:.3f}] is wider"
+                said = f"inconclusive: {said} but {wide}"
         return f"{self.metric} {shown} (target {sign} {bound}: {said})"
 
 
@@ -226,9 +235,11 @@ def report(
     loads: list[float],
     header: str,
     rounds_name: str = "polls",
+    control: str | None = None,
 ) -> None:
     """The absolute medians per setting, then per tested setting its pair ratios with
-    their interval, the per-block medians and the verdicts. "server CPU %" is the share
+    their interval, the per-block medians and the verdicts (checked against the A/A
+    ``control`` setting when there is one). "server CPU %" is the share
     of its core the server process got: far under 100 means others on the box (or a
     starved load generator) held it back, and requests/s with it."""
     print()
@@ -266,7 +277,11 @@ def report(
             "    req/s median per block: "
             + ", ".join(f"x{statistics.median(v):.3f}" for v in per_block.values())
         )
-        print("    targets: " + "; ".join(t.says(s) for t in targets))
+        if name == control:
+            print("    (the method's own noise: the baseline against itself)")
+            continue
+        ref = results.get(control) if control else None
+        print("    targets: " + "; ".join(t.says(s, ref) for t in targets))
     for name, s in results.items():
         for error in sorted(set(s.errors)):
             print(f"{labels[name]}: {s.errors.count(error)}x {error}")

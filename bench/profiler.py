@@ -221,7 +221,15 @@ def main() -> None:
         f"block; {load.name}\n{where}; {args.tasks} idle tasks, {args.threads} idle threads"
     )
     targets = [Target("rps", TARGET_RPS, True), Target("p99", TARGET_P99, False)]
-    report(results, {n: n for n in results}, targets, loads, header, "samples/s")
+    report(
+        results,
+        {n: n for n in results},
+        targets,
+        loads,
+        header,
+        "samples/s",
+        "off (A/A)" if args.aa else None,
+    )
     print(
         "samples/s: the agent's sampling rounds a second (each reads every thread); py-spy's "
         "stack samples a second over all threads (its own Samples: count)"

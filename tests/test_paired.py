@@ -75,3 +75,14 @@ def test_too_few_pairs_is_never_a_verdict() -> None:
 def test_interval_holds_the_median(values: list[float]) -> None:
     mid, lo, hi = median_interval(values)
     assert min(values) <= lo <= mid <= hi <= max(values)
+
+
+def test_a_wide_aa_interval_turns_a_verdict_into_inconclusive() -> None:
+    tested, tight, wide = Setting(), Setting(), Setting()
+    tested.ratios["rps"] = [0.99, 1.0, 1.01, 1.0, 0.995, 1.005]
+    tight.ratios["rps"] = [0.99, 1.0, 1.01, 1.0, 0.995, 1.005]
+    wide.ratios["rps"] = [0.8, 1.2, 0.9, 1.1, 0.85, 1.15]
+    target = Target("rps", 0.97, True)
+    assert "(target >= 0.97: met)" in target.says(tested, tight)
+    said = target.says(tested, wide)
+    assert "inconclusive: met but the A/A interval" in said
