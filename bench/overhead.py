@@ -412,6 +412,7 @@ def main() -> None:
         Target("rps", TARGET_RPS, True),
         Target("p99", TARGET_P99, False),
         Target("agent_cpu", TARGET_AGENT_CPU, False),
+        Target("per_cpu", TARGET_RPS, True),  # capacity; see bench/paired.py
     ]
     header = (
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {where}; aiohttp server with "

@@ -221,6 +221,7 @@ def main() -> None:
         f"block; {load.name}\n{where}; {args.tasks} idle tasks, {args.threads} idle threads"
     )
     targets = [Target("rps", TARGET_RPS, True), Target("p99", TARGET_P99, False)]
+    targets.append(Target("per_cpu", TARGET_RPS, True))  # capacity; see bench/paired.py
     report(
         results,
         {n: n for n in results},
