@@ -1,6 +1,6 @@
 """What an observer refreshing once a second costs a real server.
 
-    python bench/overhead.py [--tasks 10000] [--blocks 4] [--rounds 2] [--segment 3]
+    python bench/overhead.py [--tasks 10000] [--blocks 4] [--rounds 6] [--segment 1]
                              [--modes none api cli] [--aa]
 
 An aiohttp server with our agent embedded and ``--tasks`` idle tasks
@@ -284,13 +284,19 @@ class Poller:
         while not self.stop_flag.is_set():
             if not self.active.wait(0.1):
                 continue
-            with self.busy:
-                if not self.active.is_set():
+            # polls at 0.5, 1.5, 2.5 ... s of a segment: one per second of it, whatever
+            # its length (a poll at each resume would poll twice in a 1.1 s segment)
+            next_at = time.monotonic() + POLL_EVERY / 2
+            while self.active.is_set() and not self.stop_flag.is_set():
+                now = time.monotonic()
+                if now < next_at:
+                    self.stop_flag.wait(min(0.02, next_at - now))
                     continue
-                next_at = time.monotonic() + POLL_EVERY  # a slow poll is not made up for
-                self._poll(node)
-            while self.active.is_set() and time.monotonic() < next_at:
-                self.stop_flag.wait(min(0.02, max(0.0, next_at - time.monotonic())))
+                with self.busy:
+                    if not self.active.is_set():
+                        break
+                    self._poll(node)
+                next_at = max(next_at + POLL_EVERY, time.monotonic())  # none made up for
         if node is not None:
             node.close()
 
@@ -352,9 +358,9 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=10_000, help="idle tasks in the server")
     parser.add_argument("--blocks", "--runs", type=int, default=4, help="fresh servers")
-    parser.add_argument("--rounds", type=int, default=2, help="ABBA quads a setting a block")
+    parser.add_argument("--rounds", type=int, default=6, help="ABBA quads a setting a block")
     parser.add_argument(
-        "--segment", "--duration", type=float, default=3.0, help="seconds of load a segment"
+        "--segment", "--duration", type=float, default=1.0, help="seconds of load a segment"
     )
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--aa", action="store_true", help="also no observer against itself")

@@ -26,7 +26,9 @@ from one server are not quite, so the per-block medians are printed too: if they
 disagree more than the interval says, believe the blocks. Verdict against a target:
 "met" when the whole interval is inside it, "MISSED" when it is wholly outside,
 "inconclusive" otherwise, always with the interval. Run the baseline against itself
-(``--aa``) to see how tight an interval the box allows that day.
+(``--aa``) to see how tight an interval the box allows that day. Short segments and
+many pairs beat long ones: at load 2-4 here, 16 pairs of 3 s segments gave an A/A
+interval of [0.875, 1.187] on requests/s, 48 pairs of 1 s segments [0.983, 1.041].
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a running sampling profile costs a real server, at several rates.
 
-    python bench/profiler.py [--blocks 4] [--rounds 2] [--segment 4] [--rates 100,250,1000]
+    python bench/profiler.py [--blocks 4] [--rounds 6] [--segment 1] [--rates 100,250,1000]
                              [--tasks 1000] [--threads 50] [--aa]
 
 The aiohttp server of bench/overhead.py (bench/webhost.py, our agent embedded, pinned to
@@ -163,9 +163,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--blocks", "--runs", type=int, default=4, help="fresh servers")
-    parser.add_argument("--rounds", type=int, default=2, help="ABBA quads a setting a block")
+    parser.add_argument("--rounds", type=int, default=6, help="ABBA quads a setting a block")
     parser.add_argument(
-        "--segment", "--duration", type=float, default=4.0, help="seconds of load a segment"
+        "--segment", "--duration", type=float, default=1.0, help="seconds of load a segment"
     )
     parser.add_argument("--rates", default="100,250,1000", help="sampling rates, Hz")
     parser.add_argument("--tasks", type=int, default=1000, help="idle tasks in the server")
