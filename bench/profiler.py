@@ -8,7 +8,8 @@ one core; the load generator on the others, wrk when installed). Method
 (bench/paired.py): ``--blocks`` fresh servers; on each, segments of ``--segment``
 seconds alternate "off" (no profile) and each rate in ABBA order, ``--rounds`` quads a
 rate, after a discarded warm-up segment of every setting; a profile at R Hz is started
-just before its segment's load and stopped (and read) after it. ``--aa`` adds "off"
+0.3 s before its segment's load (its first, cold rounds walk every thread in full) and
+stopped (and read) after it. ``--aa`` adds "off"
 judged against itself, to see the method's own noise. ``--runs``/``--duration`` are the
 old names of ``--blocks``/``--segment``.
 
@@ -52,6 +53,7 @@ from observer.keygen import generate  # noqa: E402
 
 TARGET_RPS = 0.97  # requests/s with a profile running, of none
 TARGET_P99 = 1.05  # p99 with a profile running, times none's
+PROFILE_LEAD = 0.3  # seconds a profile runs before its segment: what a long profile costs
 
 
 def py_spy(path: str, pid: int, rate: float, seconds: float, out: Path) -> subprocess.Popen:
@@ -79,6 +81,7 @@ def measure_segment(
     try:
         if tool == "agent":
             node.profile_start(args.segment + 5.0, rate)
+            time.sleep(PROFILE_LEAD)  # its first, cold rounds fall before the segment
         elif tool == "py-spy":
             spy = py_spy(args.py_spy, host.info["pid"], rate, args.segment + 1.0, tmp / "s")
             time.sleep(0.5)  # py-spy attaches before the load starts
