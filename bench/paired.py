@@ -4,7 +4,8 @@ Fresh servers differ from each other by 15-25% in requests/s here (layout, the o
 work on the box), far more than the 3% being judged, so comparing medians of separate
 runs says nothing. Instead each *block* starts one server and alternates short load
 *segments* of the baseline and of each tested setting on that same process, in ABBA
-order (``base, T, T, base`` then ``T, base, base, T``: a linear drift cancels), with a
+order (``base, T, T, base`` then ``T, base, base, T``: a linear drift cancels; a
+quarter-second pause between segments keeps what one left behind out of the next), with a
 warm-up segment of every setting first that is discarded (the first profile, the first
 snapshot of 10k tasks and wrk's first connections are colder than the rest). Each
 tested segment and the baseline segment next to it make a *pair*; its ratio
@@ -37,12 +38,14 @@ import contextlib
 import os
 import random
 import statistics
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 LEVEL = 0.90
 RESAMPLES = 2000
+SETTLE = 0.25  # seconds between segments: a poll's or a profile's aftermath stays in its own
 
 
 @dataclass
@@ -153,6 +156,7 @@ def run_blocks(
     blocks: int,
     rounds: int,
     warmup: bool = True,
+    settle: float = SETTLE,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Setting], list[float]]:
     """Run ``blocks`` blocks; in each, ``rounds`` ABBA quads per tested setting (the
@@ -171,13 +175,17 @@ def run_blocks(
                         + " ".join(f"{name}={rps:.0f}" for name, rps in warm)
                     )
                 for r in range(rounds):
-                    turn = (b + r) % len(tested)
+                    # rotated every other round, so that each setting meets both ABBA
+                    # orders in each place (with two settings, (b + r) would give the
+                    # first one BTTB and the second TBBT, always after the other's T)
+                    turn = (b + r // 2) % len(tested)
                     for name in tested[turn:] + tested[:turn]:
                         order = ["base", "t", "t", "base"] if (b + r) % 2 == 0 else None
                         order = order or ["t", "base", "base", "t"]
                         segs = {}
                         for k, which in enumerate(order):
                             key = baseline if which == "base" else name
+                            time.sleep(settle)  # what the last one left behind ends
                             seg = measure(key)
                             segs[k] = seg
                             results[key].segments.append(seg)

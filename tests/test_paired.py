@@ -32,11 +32,14 @@ def fake_server(rps: dict[str, float], seen: list[tuple[int, str]], fail: int = 
 def test_blocks_alternate_abba_discard_warmup_and_pair_neighbours() -> None:
     seen: list[tuple[int, str]] = []
     rps = {"off": 1000.0, "x": 960.0, "y": 1000.0}
-    results, loads = run_blocks(fake_server(rps, seen), "off", ["x", "y"], 2, 2, log=lambda _: 0)
+    block = fake_server(rps, seen)
+    results, loads = run_blocks(block, "off", ["x", "y"], 2, 2, settle=0, log=lambda _: 0)
     block0 = [name for b, name in seen if b == 0]
     assert block0[:3] == ["x", "y", "off"]  # warm-up segments, not recorded
     assert block0[3:11] == ["off", "x", "x", "off", "off", "y", "y", "off"]
-    assert block0[11:19] == ["y", "off", "off", "y", "x", "off", "off", "x"]  # rotated, BAAB
+    assert block0[11:19] == ["x", "off", "off", "x", "y", "off", "off", "y"]  # then BAAB
+    block1 = [name for b, name in seen if b == 1]
+    assert block1[3:11] == ["y", "off", "off", "y", "x", "off", "off", "x"]  # rotated
     assert len(seen) == 2 * (3 + 2 * 2 * 4)
     assert results["x"].ratios["rps"] == [0.96] * 8
     assert results["y"].ratios["rps"] == [1.0] * 8
@@ -47,9 +50,8 @@ def test_blocks_alternate_abba_discard_warmup_and_pair_neighbours() -> None:
 
 def test_a_failed_block_keeps_the_others_and_says_so() -> None:
     seen: list[tuple[int, str]] = []
-    results, _ = run_blocks(
-        fake_server({"off": 1.0, "x": 1.0}, seen, fail=0), "off", ["x"], 2, 1, log=lambda _: 0
-    )
+    block = fake_server({"off": 1.0, "x": 1.0}, seen, fail=0)
+    results, _ = run_blocks(block, "off", ["x"], 2, 1, settle=0, log=lambda _: 0)
     assert len(results["x"].ratios["rps"]) == 2
     assert any("block 1 failed" in e for e in results["off"].errors)
 
