@@ -1,6 +1,7 @@
 """What an observer refreshing once a second costs a real server.
 
-    python bench/overhead.py [--tasks 10000] [--runs 5] [--duration 10] [--modes none api cli]
+    python bench/overhead.py [--tasks 10000] [--blocks 4] [--rounds 6] [--segment 1]
+                             [--modes none api cli] [--aa]
 
 An aiohttp server with our agent embedded and ``--tasks`` idle tasks
 (bench/webhost.py), pinned to one core; the load generator and the observer run on
@@ -8,14 +9,21 @@ the other cores (this process pins itself there). Load: ``wrk -c32 --latency`` w
 wrk is installed (Debian package ``wrk``), else bench/loadgen.py (Python, bounded,
 much slower than wrk: then the client may be the limit; the report says which ran).
 
-Modes, run interleaved (order rotated each run), ``--runs`` times each:
-``none`` -- no observer; ``api`` -- ``observer.client`` ``snapshot()`` once a second on
-one link; ``cli`` -- ``observer ps --json`` once a second (a new process, so it also
-takes CPU from the load generator's cores).
+Modes: ``none`` -- no observer (the baseline); ``api`` -- ``observer.client``
+``snapshot()`` once a second on one link; ``cli`` -- ``observer ps --json`` once a
+second (a new process, so it also takes CPU from the load generator's cores);
+``--aa`` (or ``--modes none none``) adds no observer judged against itself, to see the
+method's own noise.
 
-Reported: requests/s, p50 and p99 latency (medians over the runs, with their range),
-and the agent threads' CPU during each run as a share of one core. Targets: requests/s
-within 3% and p99 within 1.2x of no observer; agent CPU <= 2% of a core.
+Method (bench/paired.py): ``--blocks`` fresh servers; on each, segments of
+``--segment`` seconds alternate no observer and each mode in ABBA order, ``--rounds``
+quads a mode, after a discarded warm-up segment of every mode (the link's first, cold
+listing is taken before it). The pollers stay connected for the block and poll only
+during their mode's segments. Reported: requests/s, p50, p99 and the agent threads'
+CPU per segment (medians, range), and per mode the median ratio to the adjacent
+no-observer segment with a bootstrap 90% interval. Targets: requests/s >= 97% and p99
+<= 1.2x of no observer, agent CPU <= 2% of a core; "met" only when the whole interval
+is inside. ``--runs`` and ``--duration`` are the old names of ``--blocks``/``--segment``.
 """
 
 from __future__ import annotations
@@ -34,13 +42,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.paired import Segment, Target, load_average, report, run_blocks  # noqa: E402
 from observer.client import connect  # noqa: E402
 from observer.keygen import KeyMaterial, generate  # noqa: E402
 
@@ -196,7 +205,10 @@ class Load:
 
 
 class Poller:
-    """Polls the agent once a second (API or CLI) on a thread until stopped."""
+    """Polls the agent once a second (API or CLI) on a thread while resumed: one link for
+    a whole block (its first, cold listing is taken at the start, before any segment),
+    paused between this setting's segments. pause() returns once no poll is running, so
+    none spills into the next segment."""
 
     def __init__(self, mode: str, address: str, km: KeyMaterial, tasks: int) -> None:
         self.mode = mode
@@ -205,6 +217,8 @@ class Poller:
         self.limit = tasks + 1000
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
+        self.active = threading.Event()
+        self.busy = threading.Lock()
         self.durations: list[float] = []
         self.errors: list[str] = []
         self.thread = threading.Thread(target=self._run, name=f"poll-{mode}", daemon=True)
@@ -213,6 +227,41 @@ class Poller:
         argv = [sys.executable, "-m", "observer", "ps", self.address, "--json"]
         argv += ["--token-file", str(self.km.operator_token), "--fingerprint", self.km.fingerprint]
         return [*argv, "--limit", str(self.limit)]
+
+    def start(self) -> None:
+        self.thread.start()
+        self.ready.wait(60.0)
+
+    def resume(self) -> None:
+        self.active.set()
+
+    def pause(self) -> None:
+        self.active.clear()
+        with self.busy:  # a poll under way ends first
+            pass
+
+    def stop(self) -> None:
+        self.active.clear()
+        self.stop_flag.set()
+        self.thread.join(60.0)
+
+    def _poll(self, node: object | None) -> None:
+        started = time.perf_counter()
+        try:
+            if node is not None:
+                node.snapshot(limit=self.limit)  # type: ignore[attr-defined]
+            elif self.mode == "cli":
+                subprocess.run(
+                    self._argv(),
+                    capture_output=True,
+                    check=True,
+                    timeout=30,
+                    cwd=ROOT,
+                    env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                )
+            self.durations.append(time.perf_counter() - started)
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
         node = None
@@ -232,45 +281,24 @@ class Poller:
             self.ready.set()
             return
         self.ready.set()
-        next_at = time.monotonic() + (POLL_EVERY if node is not None else 0.0)
-        self.stop_flag.wait(max(0.0, next_at - time.monotonic()))
         while not self.stop_flag.is_set():
-            started = time.perf_counter()
-            try:
-                if node is not None:
-                    node.snapshot(limit=self.limit)
-                elif self.mode == "cli":
-                    subprocess.run(
-                        self._argv(),
-                        capture_output=True,
-                        check=True,
-                        timeout=30,
-                        cwd=ROOT,
-                        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                    )
-                self.durations.append(time.perf_counter() - started)
-            except Exception as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-            next_at += POLL_EVERY
-            next_at = max(next_at, time.monotonic())  # a slow poll is not made up for
-            self.stop_flag.wait(max(0.0, next_at - time.monotonic()))
+            if not self.active.wait(0.1):
+                continue
+            # polls at 0.5, 1.5, 2.5 ... s of a segment: one per second of it, whatever
+            # its length (a poll at each resume would poll twice in a 1.1 s segment)
+            next_at = time.monotonic() + POLL_EVERY / 2
+            while self.active.is_set() and not self.stop_flag.is_set():
+                now = time.monotonic()
+                if now < next_at:
+                    self.stop_flag.wait(min(0.02, next_at - now))
+                    continue
+                with self.busy:
+                    if not self.active.is_set():
+                        break
+                    self._poll(node)
+                next_at = max(next_at + POLL_EVERY, time.monotonic())  # none made up for
         if node is not None:
             node.close()
-
-
-@contextlib.contextmanager
-def observing(mode: str, address: str, km: KeyMaterial, tasks: int) -> Iterator[Poller | None]:
-    if mode == "none":
-        yield None
-        return
-    poller = Poller(mode, address, km, tasks)
-    poller.thread.start()
-    poller.ready.wait(60.0)
-    try:
-        yield poller
-    finally:
-        poller.stop_flag.set()
-        poller.thread.join(60.0)
 
 
 # ---------------------------------------------------------------- measuring
@@ -287,26 +315,6 @@ class Runs:
     errors: list[str] = field(default_factory=list)
 
 
-def one_run(
-    server: WebHost, load: Load, mode: str, km: KeyMaterial, args: argparse.Namespace, runs: Runs
-) -> None:
-    with observing(mode, server.info["agent"], km, args.tasks) as poller:
-        before, t0 = server.cpu(), time.perf_counter()
-        result = load.run(server.info["url"], args.duration)
-        after, t1 = server.cpu(), time.perf_counter()
-    agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
-    runs.rps.append(result["rps"])
-    runs.p50.append(result["p50"])
-    runs.p99.append(result["p99"])
-    runs.agent_cpu.append(max(0.0, agent) / (t1 - t0))
-    if result.get("errors"):
-        runs.errors.append(f"{int(result['errors'])} failed requests")
-    if poller is not None:
-        runs.polls.append(len(poller.durations))
-        runs.poll_seconds += poller.durations
-        runs.errors += poller.errors
-
-
 def pick_cpus() -> tuple[int | None, set[int], str]:
     """One core for the server, the rest for us (the load and the observer)."""
     allowed = sorted(os.sched_getaffinity(0))
@@ -316,104 +324,32 @@ def pick_cpus() -> tuple[int | None, set[int], str]:
     return server, others, f"server on CPU {server}; load and observer on CPUs {sorted(others)}"
 
 
-# ---------------------------------------------------------------- the report
+# ---------------------------------------------------------------- a block
 
 
-def judge(ok: bool, baseline: list[float], tolerance: float) -> str:
-    """ "met" / "MISSED", or "inconclusive" when the runs without an observer alone spread
-    more than twice the margin being judged (a shared, busy machine): a ratio inside the
-    noise says nothing either way."""
-    inner = sorted(baseline)[1:-1] if len(baseline) >= 5 else baseline  # one outlier apart
-    if len(inner) > 1:
-        spread = (max(inner) - min(inner)) / statistics.median(inner)
-        if spread > 2 * tolerance:
-            return f"inconclusive (no-observer runs spread {spread:.0%})"
-    return "met" if ok else "MISSED"
-
-
-def med(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    if not values:
-        return "-"
-    m, lo, hi = (f(values) * scale for f in (statistics.median, min, max))
-    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-def report(results: dict[str, Runs], load: Load, where: str, args: argparse.Namespace) -> None:
-    base = results.get("none")
-    base_rps = statistics.median(base.rps) if base and base.rps else None
-    base_p99 = statistics.median(base.p99) if base and base.p99 else None
-    print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {where}; aiohttp server with "
-        f"our agent and {args.tasks} idle tasks; load: {load.name}, {args.duration:g}s a run; "
-        f"median of {args.runs} interleaved runs (range)"
+def measure_segment(server: WebHost, load: Load, seconds: float, poller: Poller | None) -> Segment:
+    """One segment of load on ``server``, with ``poller`` polling during it (if any)."""
+    polls = len(poller.durations) if poller is not None else 0
+    before, t0 = server.cpu(), time.perf_counter()
+    if poller is not None:
+        poller.resume()
+    try:
+        result = load.run(server.info["url"], seconds)
+    finally:
+        if poller is not None:
+            poller.pause()
+    after, t1 = server.cpu(), time.perf_counter()
+    agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
+    errors = [f"{int(result['errors'])} failed requests"] if result.get("errors") else []
+    return Segment(
+        rps=result["rps"],
+        p50=result["p50"],
+        p99=result["p99"],
+        agent_cpu=max(0.0, agent) / (t1 - t0),
+        rounds=float(len(poller.durations) - polls) if poller is not None else None,
+        errors=errors,
+        server_cpu=(after["process"] - before["process"]) / (t1 - t0),
     )
-    header = [
-        "mode",
-        "req/s (range)",
-        "vs none",
-        "p50 ms (range)",
-        "p99 ms (range)",
-        "p99 x none",
-        "agent CPU % core (range)",
-        "polls/run",
-        "poll ms",
-    ]
-    rows = [header]
-    for mode, runs in results.items():
-        rps = statistics.median(runs.rps) if runs.rps else None
-        p99 = statistics.median(runs.p99) if runs.p99 else None
-        rows.append(
-            [
-                MODES[mode],
-                med(runs.rps, digits=0),
-                f"{rps / base_rps * 100:.1f}%" if rps and base_rps else "-",
-                med(runs.p50, 1000, 2),
-                med(runs.p99, 1000, 2),
-                f"{p99 / base_p99:.2f}" if p99 and base_p99 else "-",
-                med(runs.agent_cpu, 100, 2),
-                f"{statistics.median(runs.polls):.0f}" if runs.polls else "-",
-                f"{statistics.median(runs.poll_seconds) * 1000:.0f}" if runs.poll_seconds else "-",
-            ]
-        )
-    rows.append(
-        [
-            "target (with an observer)",
-            "",
-            f">= {TARGET_RPS * 100:.0f}%",
-            "",
-            "",
-            f"<= {TARGET_P99:.1f}",
-            f"<= {TARGET_AGENT_CPU * 100:.0f}",
-            "",
-            "",
-        ]
-    )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for k, row in enumerate(rows):
-        line = "  ".join(
-            [row[0].ljust(widths[0])]
-            + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        )
-        print(line.rstrip())
-        if k == 0:
-            print("-" * len(line))
-    for mode, runs in results.items():
-        if mode == "none":
-            continue
-        verdict = []
-        if runs.rps and base_rps:
-            ok = statistics.median(runs.rps) >= TARGET_RPS * base_rps
-            verdict.append(f"req/s {judge(ok, base.rps, 1 - TARGET_RPS)}")
-        if runs.p99 and base_p99:
-            ok = statistics.median(runs.p99) <= TARGET_P99 * base_p99
-            verdict.append(f"p99 {judge(ok, base.p99, TARGET_P99 - 1)}")
-        if runs.agent_cpu:
-            ok = statistics.median(runs.agent_cpu) <= TARGET_AGENT_CPU
-            verdict.append(f"agent CPU {'met' if ok else 'MISSED'}")
-        print(f"{MODES[mode]}: targets: {', '.join(verdict) or 'no figures'}")
-    for mode, runs in results.items():
-        for error in sorted(set(runs.errors)):
-            print(f"{MODES[mode]}: {runs.errors.count(error)}x {error}")
 
 
 def main() -> None:
@@ -421,9 +357,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", type=int, default=10_000, help="idle tasks in the server")
-    parser.add_argument("--runs", type=int, default=5, help="runs of each mode")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load a run")
+    parser.add_argument("--blocks", "--runs", type=int, default=4, help="fresh servers")
+    parser.add_argument("--rounds", type=int, default=6, help="ABBA quads a setting a block")
+    parser.add_argument(
+        "--segment", "--duration", type=float, default=1.0, help="seconds of load a segment"
+    )
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--aa", action="store_true", help="also no observer against itself")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
@@ -433,24 +373,63 @@ def main() -> None:
     if server_cpu is not None:
         os.sched_setaffinity(0, others)  # we, wrk and the observer stay off the server's core
     load = Load(args.load, args.connections, threads=len(others))
-    modes = ["none", *(m for m in args.modes if m != "none")]
+    tested = list(dict.fromkeys(m for m in args.modes if m != "none"))
+    if args.aa or args.modes.count("none") > 1:
+        tested.insert(0, "aa")
+    if not tested:
+        raise SystemExit("nothing to compare with no observer: add --modes api/cli or --aa")
+    print(f"load average (1 min) at the start: {load_average():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         km = generate(Path(tmp) / "keys")
-        server = WebHost(km.directory, args.tasks, server_cpu, Path(tmp) / "webhost.log")
-        try:
-            load.run(server.info["url"], min(2.0, args.duration))  # warm-up, not recorded
-            results = {mode: Runs() for mode in modes}
-            for r in range(args.runs):
-                turn = r % len(modes)
-                for mode in modes[turn:] + modes[:turn]:
-                    print(f"run {r + 1}/{args.runs}: {MODES[mode]} ...", flush=True)
-                    try:
-                        one_run(server, load, mode, km, args, results[mode])
-                    except Exception as exc:  # one bad run must not lose the others
-                        results[mode].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
-        finally:
-            server.close()
-        report(results, load, where, args)
+        results_errors: dict[str, list[str]] = {}
+        poll_seconds: dict[str, list[float]] = {}
+
+        @contextlib.contextmanager
+        def block(_b: int) -> Iterator[Callable[[str], Segment]]:
+            server = WebHost(km.directory, args.tasks, server_cpu, Path(tmp) / "webhost.log")
+            pollers: dict[str, Poller] = {}
+            try:
+                for mode in tested:
+                    if mode in ("api", "cli"):
+                        pollers[mode] = Poller(mode, server.info["agent"], km, args.tasks)
+                        pollers[mode].start()
+                load.run(server.info["url"], 2.0)  # warm-up, not recorded
+                yield lambda mode: measure_segment(server, load, args.segment, pollers.get(mode))
+            finally:
+                for poller in pollers.values():
+                    poller.stop()
+                server.close()
+            for mode, poller in pollers.items():
+                results_errors.setdefault(mode, []).extend(poller.errors)
+                poll_seconds.setdefault(mode, []).extend(poller.durations)
+
+        results, loads = run_blocks(
+            block,
+            "none",
+            tested,
+            args.blocks,
+            args.rounds,
+            log=lambda line: print(line, flush=True),
+        )
+    for mode, errors in results_errors.items():
+        results[mode].errors += errors
+    labels = dict(MODES, aa="no observer (A/A)")
+    targets = [
+        Target("rps", TARGET_RPS, True),
+        Target("p99", TARGET_P99, False),
+        Target("agent_cpu", TARGET_AGENT_CPU, False),
+        Target("per_cpu", TARGET_RPS, True),  # capacity; see bench/paired.py
+    ]
+    header = (
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {where}; aiohttp server with "
+        f"our agent and {args.tasks} idle tasks; load: {load.name}; {args.blocks} blocks "
+        f"(fresh servers) x {args.rounds} ABBA rounds of {args.segment:g} s segments, a "
+        f"warm-up segment of each setting discarded per block"
+    )
+    report(results, labels, targets, loads, header, control="aa" if "aa" in tested else None)
+    for mode, seconds in poll_seconds.items():
+        if seconds:
+            print(f"{MODES[mode]}: median poll {statistics.median(seconds) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,31 @@
 """What a running sampling profile costs a real server, at several rates.
 
-    python bench/profiler.py [--runs 3] [--duration 5] [--rates 100,250,1000] [--tasks 1000]
+    python bench/profiler.py [--blocks 4] [--rounds 6] [--segment 1] [--rates 100,250,1000]
+                             [--tasks 1000] [--threads 50] [--aa]
 
 The aiohttp server of bench/overhead.py (bench/webhost.py, our agent embedded, pinned to
-one core; the load generator on the others, wrk when installed), started afresh for each
-run. In a run at rate R an observer starts a profile at R Hz just before the load and reads
-it after; "off" runs start none. The settings take turns within each round, the order
-rotated every round.
+one core; the load generator on the others, wrk when installed). Method
+(bench/paired.py): ``--blocks`` fresh servers; on each, segments of ``--segment``
+seconds alternate "off" (no profile) and each rate in ABBA order, ``--rounds`` quads a
+rate, after a discarded warm-up segment of every setting; a profile at R Hz is started
+0.3 s before its segment's load (its first, cold rounds walk every thread in full) and
+stopped (and read) after it. ``--aa`` adds "off"
+judged against itself, to see the method's own noise. ``--runs``/``--duration`` are the
+old names of ``--blocks``/``--segment``.
 
 ``--threads N`` adds N idle threads 20 calls deep to the server (what the sampler reads
 besides the loop). ``--py-spy PATH`` also runs, for each rate, ``py-spy record`` at that
 rate on the same server (its default, blocking mode: it stops the process to read each
-sample; needs ptrace permission), interleaved with the others.
+sample; needs ptrace permission), as one more tested setting.
 
 ``--tick`` measures instead how long one sampling round holds the GIL in this process,
 with 50 threads standing 30 calls deep (median and max over 300 rounds).
 
-Reported: requests/s, p50 and p99 (median over the runs, with their range), the agent
-threads' CPU as a share of one core, and the sampling rounds the profiler achieved a
-second (it skips rounds it cannot keep up with rather than bursting).
+Reported: requests/s, p50 and p99 per segment (median, range), the agent threads' CPU as
+a share of one core, the sampling rounds the profiler achieved a second (it skips rounds
+it cannot keep up with rather than bursting), and per setting the median ratio to the
+adjacent "off" segment with a bootstrap 90% interval, judged against the targets:
+requests/s drop <= 3%, p99 rise <= 5%.
 """
 
 from __future__ import annotations
@@ -33,14 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import Load, Runs, WebHost, med, pick_cpus  # noqa: E402
-from observer.client import connect  # noqa: E402
-from observer.keygen import KeyMaterial, generate  # noqa: E402
+from bench.overhead import Load, WebHost, pick_cpus  # noqa: E402
+from bench.paired import Segment, Target, load_average, report, run_blocks  # noqa: E402
+from observer.client import Node, connect  # noqa: E402
+from observer.keygen import generate  # noqa: E402
+
+TARGET_RPS = 0.97  # requests/s with a profile running, of none
+TARGET_P99 = 1.05  # p99 with a profile running, times none's
+PROFILE_LEAD = 0.3  # seconds a profile runs before its segment: what a long profile costs
 
 
 def py_spy(path: str, pid: int, rate: float, seconds: float, out: Path) -> subprocess.Popen:
@@ -52,54 +65,55 @@ def py_spy(path: str, pid: int, rate: float, seconds: float, out: Path) -> subpr
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def one_run(
-    km: KeyMaterial,
+def measure_segment(
+    host: WebHost,
+    node: Node,
     setting: tuple[str, float],
     load: Load,
     args: argparse.Namespace,
-    cpu: int | None,
-    runs: Runs,
     tmp: Path,
-) -> None:
+) -> Segment:
+    """One segment of load on ``host`` with ``setting``'s profile (or py-spy) running."""
     tool, rate = setting
-    host = WebHost(km.directory, args.tasks, cpu, tmp / "webhost.log")
     spy = None
+    rounds = None
+    errors: list[str] = []
     try:
-        load.run(host.info["url"], min(2.0, args.duration))  # warm-up, not recorded
-        node = connect(
-            host.info["agent"], token_file=str(km.operator_token), fingerprint=km.fingerprint
-        )
-        with node:
-            if tool == "agent":
-                node.profile_start(args.duration + 2.0, rate)
-            elif tool == "py-spy":
-                spy = py_spy(args.py_spy, host.info["pid"], rate, args.duration + 1.0, tmp / "s")
-                time.sleep(0.5)  # py-spy attaches before the load starts
-            before, t0 = host.cpu(), time.perf_counter()
-            result = load.run(host.info["url"], args.duration)
-            after, t1 = host.cpu(), time.perf_counter()
-            if tool == "agent":
-                profile = node.profile_stop()
-                runs.polls.append(profile.ticks / max(profile.elapsed, 1e-9))
-            if spy is not None:
-                err, _none = spy.communicate(timeout=60)
-                samples = re.search(r"Samples: (\d+)", err or "")
-                if samples:
-                    runs.polls.append(int(samples.group(1)) / (args.duration + 1.0))
-                elif spy.returncode:
-                    runs.errors.append(f"py-spy failed: {(err or '').strip()[-200:]}")
-        agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
-        runs.rps.append(result["rps"])
-        runs.p50.append(result["p50"])
-        runs.p99.append(result["p99"])
-        runs.agent_cpu.append(max(0.0, agent) / (t1 - t0))
-        if result.get("errors"):
-            runs.errors.append(f"{int(result['errors'])} failed requests")
+        if tool == "agent":
+            node.profile_start(args.segment + 5.0, rate)
+            time.sleep(PROFILE_LEAD)  # its first, cold rounds fall before the segment
+        elif tool == "py-spy":
+            spy = py_spy(args.py_spy, host.info["pid"], rate, args.segment + 1.0, tmp / "s")
+            time.sleep(0.5)  # py-spy attaches before the load starts
+        before, t0 = host.cpu(), time.perf_counter()
+        result = load.run(host.info["url"], args.segment)
+        after, t1 = host.cpu(), time.perf_counter()
+        if tool == "agent":
+            profile = node.profile_stop()
+            rounds = profile.ticks / max(profile.elapsed, 1e-9)
+        if spy is not None:
+            err, _none = spy.communicate(timeout=60)
+            samples = re.search(r"Samples: (\d+)", err or "")
+            if samples:
+                rounds = int(samples.group(1)) / (args.segment + 1.0)
+            elif spy.returncode:
+                errors.append(f"py-spy failed: {(err or '').strip()[-200:]}")
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
             spy.wait()
-        host.close()
+    agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
+    if result.get("errors"):
+        errors.append(f"{int(result['errors'])} failed requests")
+    return Segment(
+        rps=result["rps"],
+        p50=result["p50"],
+        p99=result["p99"],
+        agent_cpu=max(0.0, agent) / (t1 - t0),
+        rounds=rounds,
+        errors=errors,
+        server_cpu=(after["process"] - before["process"]) / (t1 - t0),
+    )
 
 
 def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
@@ -142,53 +156,27 @@ def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
 
 def label(setting: tuple[str, float]) -> str:
     tool, rate = setting
-    return "off" if tool == "off" else f"{tool} {rate:g} Hz"
-
-
-def report(
-    results: dict[tuple[str, float], Runs], load: Load, where: str, args: argparse.Namespace
-) -> None:
-    print()
-    print(f"profiler overhead: {args.runs} runs x {args.duration:.0f} s each, {load.name}")
-    print(f"{where}; {args.tasks} idle tasks, {args.threads} idle threads")
-    with contextlib.suppress(OSError):
-        print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
-    print(
-        f"{'setting':<18}{'requests/s':>24}{'p50 ms':>22}{'p99 ms':>22}{'agent CPU %':>20}"
-        f"{'samples/s':>12}"
-    )
-    off = results[("off", 0.0)]
-    for setting, runs in results.items():
-        rounds = f"{statistics.median(runs.polls):.0f}" if runs.polls else "-"
-        print(
-            f"{label(setting):<18}{med(runs.rps, 1, 0):>24}{med(runs.p50, 1000, 2):>22}"
-            f"{med(runs.p99, 1000, 2):>22}{med(runs.agent_cpu, 100, 2):>20}{rounds:>12}"
-        )
-    print(
-        "samples/s: the agent's sampling rounds a second (each reads every thread); py-spy's "
-        "stack samples a second over all threads (its own Samples: count)"
-    )
-    for setting, runs in results.items():
-        if setting[0] != "off" and runs.rps and off.rps:
-            rps = statistics.median(runs.rps) / statistics.median(off.rps)
-            p99 = statistics.median(runs.p99) / statistics.median(off.p99)
-            print(f"{label(setting)} / off: requests/s x{rps:.3f}, p99 x{p99:.3f}")
-        for error in runs.errors:
-            print(f"{label(setting)}: {error}")
+    if tool in ("off", "aa"):
+        return "off" if tool == "off" else "off (A/A)"
+    return f"{tool} {rate:g} Hz"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs of each setting")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load a run")
+    parser.add_argument("--blocks", "--runs", type=int, default=4, help="fresh servers")
+    parser.add_argument("--rounds", type=int, default=6, help="ABBA quads a setting a block")
+    parser.add_argument(
+        "--segment", "--duration", type=float, default=1.0, help="seconds of load a segment"
+    )
     parser.add_argument("--rates", default="100,250,1000", help="sampling rates, Hz")
     parser.add_argument("--tasks", type=int, default=1000, help="idle tasks in the server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="idle threads in the server")
     parser.add_argument("--py-spy", metavar="PATH", help="also run py-spy record at each rate")
+    parser.add_argument("--aa", action="store_true", help="also no profile against itself")
     parser.add_argument("--tick", action="store_true", help="time one sampling round only")
     args = parser.parse_args()
     if args.tick:
@@ -197,27 +185,59 @@ def main() -> None:
     if importlib.util.find_spec("aiohttp") is None:
         raise SystemExit("bench/profiler.py needs aiohttp: pip install -e '.[bench]'")
     rates = [float(r) for r in args.rates.split(",") if r]
-    settings = [("off", 0.0)] + [("agent", r) for r in rates]
+    tested = [("aa", 0.0)] if args.aa else []
+    tested += [("agent", r) for r in rates]
     if args.py_spy:
-        settings += [("py-spy", r) for r in rates]
+        tested += [("py-spy", r) for r in rates]
+    names = {label(t): t for t in [("off", 0.0), *tested]}
     os.environ["BENCH_WEBHOST_THREADS"] = str(args.threads)  # bench/webhost.py reads it
     server_cpu, others, where = pick_cpus()
     if server_cpu is not None:
         os.sched_setaffinity(0, others)
     load = Load(args.load, args.connections, threads=len(others))
-    results = {setting: Runs() for setting in settings}
+    print(f"load average (1 min) at the start: {load_average():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-profiler-") as name:
         tmp = Path(name)
         km = generate(tmp / "keys")
-        for r in range(args.runs):
-            order = settings[r % len(settings) :] + settings[: r % len(settings)]
-            for setting in order:
-                print(f"run {r + 1}/{args.runs}: {label(setting)} ...", flush=True)
-                try:
-                    one_run(km, setting, load, args, server_cpu, results[setting], tmp)
-                except Exception as exc:  # one bad run must not lose the others
-                    results[setting].errors.append(f"a run failed: {type(exc).__name__}: {exc}")
-    report(results, load, where, args)
+
+        @contextlib.contextmanager
+        def block(_b: int) -> Iterator[Callable[[str], Segment]]:
+            host = WebHost(km.directory, args.tasks, server_cpu, tmp / "webhost.log")
+            try:
+                load.run(host.info["url"], 2.0)  # warm-up, not recorded
+                node = connect(
+                    host.info["agent"],
+                    token_file=str(km.operator_token),
+                    fingerprint=km.fingerprint,
+                )
+                with node:
+                    yield lambda n: measure_segment(host, node, names[n], load, args, tmp)
+            finally:
+                host.close()
+
+        results, loads = run_blocks(
+            block, "off", [label(t) for t in tested], args.blocks, args.rounds
+        )
+    header = (
+        f"profiler overhead: {args.blocks} blocks (fresh servers) x {args.rounds} ABBA rounds "
+        f"of {args.segment:g} s segments, a warm-up segment of each setting discarded per "
+        f"block; {load.name}\n{where}; {args.tasks} idle tasks, {args.threads} idle threads"
+    )
+    targets = [Target("rps", TARGET_RPS, True), Target("p99", TARGET_P99, False)]
+    targets.append(Target("per_cpu", TARGET_RPS, True))  # capacity; see bench/paired.py
+    report(
+        results,
+        {n: n for n in results},
+        targets,
+        loads,
+        header,
+        "samples/s",
+        "off (A/A)" if args.aa else None,
+    )
+    print(
+        "samples/s: the agent's sampling rounds a second (each reads every thread); py-spy's "
+        "stack samples a second over all threads (its own Samples: count)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import Load, Runs, WebHost, med, pick_cpus  # noqa: E402
+from bench.overhead import Load, Runs, WebHost, pick_cpus  # noqa: E402
+from bench.paired import med  # noqa: E402
 from observer.client import connect  # noqa: E402
 from observer.keygen import KeyMaterial, generate  # noqa: E402
 
