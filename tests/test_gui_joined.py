@@ -29,6 +29,19 @@ def jobs(shadow: Shadow, pid: int) -> list[str]:
     ]
 
 
+def two_workers(forker):  # noqa: F811
+    """A master with two forked workers, each running a loop of worker-job tasks."""
+    master = forker("--workers")
+    return master, [master.fork("fork", "loop")[0] for _ in range(2)]
+
+
+def followed(node, pids: list[int], seen: list[Delta]) -> Shadow:
+    """The tab's rows of ``node``, refreshed until every worker's job shows."""
+    shadow = Shadow()
+    wait_until(lambda: all(jobs(refresh(node, shadow, seen), pid) for pid in pids), timeout=20)
+    return shadow
+
+
 def refresh(node, shadow: Shadow, seen: list[Delta]) -> Shadow:
     seen.append(process_tree_delta(node, shadow))
     return shadow
@@ -36,15 +49,13 @@ def refresh(node, shadow: Shadow, seen: list[Delta]) -> Shadow:
 
 def test_a_steady_refresh_moves_few_rows_and_the_workers_send_no_task_rows(forker):  # noqa: F811
     """After the first (full) refresh, refreshes of an unchanged master with two workers
-        are small deltas in which each worker's agent sent no task row; the rows held are the
-        tree the whole walk (graft_workers) draws: same ids, same parents, same targets. A
+    are small deltas in which each worker's agent sent no task row; the rows held are the
+    tree the whole walk (graft_workers) draws: same ids, same parents, same targets. A
     worker that gives no answer shows why on its row, its subtree gone until it answers."""
-    master = forker("--workers")
-    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    master, pids = two_workers(forker)
     seen: list[Delta] = []
     with master.connect() as node:
-        shadow = Shadow()
-        wait_until(lambda: all(jobs(refresh(node, shadow, seen), pid) for pid in pids), timeout=20)
+        shadow = followed(node, pids, seen)
         assert seen[0].full is not None
         for _ in range(3):
             delta = process_tree_delta(node, shadow)
@@ -86,12 +97,10 @@ def test_a_new_task_in_a_worker_appears_and_a_killed_workers_rows_go(forker):  #
     """A worker's job cancelled (it starts a new one): the new task's row comes in a
     small delta. A worker killed and another forked: the dead one's rows go, every one of
     them, and the newcomer's come, its listing started afresh."""
-    master = forker("--workers")
-    pids = [master.fork("fork", "loop")[0] for _ in range(2)]
+    master, pids = two_workers(forker)
     seen: list[Delta] = []
     with master.connect() as node:
-        shadow = Shadow()
-        wait_until(lambda: all(jobs(refresh(node, shadow, seen), pid) for pid in pids), timeout=20)
+        shadow = followed(node, pids, seen)
         (old_job,) = jobs(shadow, pids[1])
         assert node.worker(pids[1]).cancel(old_job.split("/", 1)[1]).ok
         wait_until(lambda: jobs(refresh(node, shadow, seen), pids[1]) not in ([], [old_job]))
