@@ -12,11 +12,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
+from agent.exits import REPLACEMENT_SLACK
 from tests.helpers import ROOT, HostProcess, line_value, wait_until
 
 pytest.importorskip("gunicorn")
@@ -111,6 +113,17 @@ def test_gunicorn_workers_are_observed_and_acted_on_through_the_masters_port(
             assert result.ok
             assert [r.action for r in node.audit()][-1] == f"cancel in worker {pid}"
         victim = min(workers)
+        # the exit watch takes a worker started within REPLACEMENT_SLACK of a death, in
+        # the dead one's slot, for its replacement: gunicorn forks its boot workers within
+        # milliseconds of each other, so the kill waits until they are older than that
+        wait_until(
+            lambda: all(
+                time.time() - c.create_time > 4 * REPLACEMENT_SLACK
+                for c in node.children()
+                if c.pid in workers
+            ),
+            message="the boot workers older than the replacement slack",
+        )
         assert node.kill(f"pid-{victim}", signal="KILL").ok
         replaced = wait_until(
             lambda: g.workers_when(node, 2, without=victim),
