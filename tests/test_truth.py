@@ -302,6 +302,9 @@ def test_thread_counts_leave_out_the_agents_own_threads(ages):
         assert again
         last = first.history().samples[-1]
         assert last.threads == one.threads
+        # the agent's threads are all named so (a thread on its way out is told by name)
+        agents = [t for t in first.threads() if t.is_agent]
+        assert agents and all(t.name.startswith("observer-agent") for t in agents), agents
 
 
 def test_the_apps_task_factory_keeps_working_and_comes_back_on_stop(keys):

@@ -148,12 +148,22 @@ class CpuMeter:
             return self._value
 
 
+AGENT_THREAD_PREFIX = "observer-agent"  # every thread the agent starts is named so
+
+
 def thread_counts(agents: set[int]) -> tuple[int, int] | None:
     """(threads of the process, those of them that are the agent's, by ident) read from
     one listing of the OS's threads (/proc/self/task, Linux; None elsewhere), so a thread
     ending meanwhile is in neither count: two separate reads would count it in one and
-    not the other (a woken worker's first load sample showed 0 host threads)."""
-    native = {t.native_id for t in threading.enumerate() if t.ident in agents}
+    not the other (a woken worker's first load sample showed 0 host threads). A thread
+    named as the agent names its own is the agent's too: one registered late or already
+    unregistered while still running (a woken worker's waiting thread, on its way out)
+    must not be counted as the host's."""
+    native = {
+        t.native_id
+        for t in threading.enumerate()
+        if t.ident in agents or t.name.startswith(AGENT_THREAD_PREFIX)
+    }
     try:
         tids = {int(name) for name in os.listdir("/proc/self/task")}
     except (OSError, ValueError):
