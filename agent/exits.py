@@ -251,10 +251,13 @@ class ExitWatch:
                 if role:
                     watched.name, watched.named = role, True
             boot = _boot_time() if any(not e.replaced_by for e in self._exits) else 0.0
+            dead = {e.pid for e in self._exits}
             for gone in self._exits:
                 if gone.replaced_by or gone.slot < 0:
                     continue
                 for pid, slot in slots.items():
+                    if pid in dead:  # a dead worker not reaped yet still holds its slot
+                        continue
                     started = self._slots.by_pid[pid][1] - boot  # in CLOCK_BOOTTIME
                     if slot == gone.slot and started >= gone.ended - REPLACEMENT_SLACK:
                         gone.replaced_by = pid
