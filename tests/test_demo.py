@@ -95,7 +95,12 @@ def test_a_killed_pool_worker_is_replaced_and_the_replacement_serves(node, demo)
     victim = workers["http-worker-1"]
     worker = node.worker(victim.pid)
     assert worker.process().pid == victim.pid
-    assert {e.name for e in worker.process().exposed} >= {"worker"}
+    # the worker exposes its object once its own start-up has run, which may come after
+    # its agent first answers
+    wait_until(
+        lambda: {e.name for e in worker.process().exposed} >= {"worker"},
+        message="the worker's exposed object",
+    )
     # forked from inside the master's running loop, a worker runs a loop of its own: the
     # master's loop and tasks, copied into its memory, are not listed as its own
     snap = wait_until(
