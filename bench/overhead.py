@@ -118,6 +118,14 @@ class WebHost:
             raise RuntimeError(f"server said {line!r}, expected {prefix!r}; {tail(self.log)}")
         return line.split(":", 1)[1]
 
+    def floor(self, rate: float, nice: int = 0) -> None:
+        """Start (or, at 0, stop) the server's floor sampler (bench/webhost.py), its
+        thread ``nice`` steps nicer."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"floor {rate:g} {nice}\n")
+        self.proc.stdin.flush()
+        self._line("floor:", 30.0)
+
     def cpu(self) -> dict[str, float]:
         assert self.proc.stdin is not None
         self.proc.stdin.write("cpu\n")

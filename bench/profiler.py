@@ -18,6 +18,10 @@ besides the loop). ``--py-spy PATH`` also runs, for each rate, ``py-spy record``
 rate on the same server (its default, blocking mode: it stops the process to read each
 sample; needs ptrace permission), as one more tested setting.
 
+``--floor`` also runs, for each rate, the floor of any in-process sampler (a thread in the
+server waking at that rate to read ``sys._current_frames()`` and nothing more, see
+bench/webhost.py): what is left above it is the profiler's own doing.
+
 ``--tick`` measures instead how long one sampling round holds the GIL in this process,
 with 50 threads standing 30 calls deep (median and max over 300 rounds).
 
@@ -82,12 +86,16 @@ def measure_segment(
         if tool == "agent":
             node.profile_start(args.segment + 5.0, rate)
             time.sleep(PROFILE_LEAD)  # its first, cold rounds fall before the segment
+        elif tool.startswith("floor"):
+            host.floor(rate, int(tool[len("floor") :] or 0))
         elif tool == "py-spy":
             spy = py_spy(args.py_spy, host.info["pid"], rate, args.segment + 1.0, tmp / "s")
             time.sleep(0.5)  # py-spy attaches before the load starts
         before, t0 = host.cpu(), time.perf_counter()
         result = load.run(host.info["url"], args.segment)
         after, t1 = host.cpu(), time.perf_counter()
+        if tool.startswith("floor"):
+            host.floor(0)
         if tool == "agent":
             profile = node.profile_stop()
             rounds = profile.ticks / max(profile.elapsed, 1e-9)
@@ -158,6 +166,8 @@ def label(setting: tuple[str, float]) -> str:
     tool, rate = setting
     if tool in ("off", "aa"):
         return "off" if tool == "off" else "off (A/A)"
+    if tool.startswith("floor") and tool != "floor":
+        return f"floor nice {tool[len('floor') :]} {rate:g} Hz"
     return f"{tool} {rate:g} Hz"
 
 
@@ -177,6 +187,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="idle threads in the server")
     parser.add_argument("--py-spy", metavar="PATH", help="also run py-spy record at each rate")
     parser.add_argument("--aa", action="store_true", help="also no profile against itself")
+    parser.add_argument(
+        "--floor",
+        metavar="NICE,...",
+        nargs="?",
+        const="0",
+        help="also the floor sampler at each rate (bench/webhost.py), at these nice values",
+    )
     parser.add_argument("--tick", action="store_true", help="time one sampling round only")
     args = parser.parse_args()
     if args.tick:
@@ -187,6 +204,9 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",") if r]
     tested = [("aa", 0.0)] if args.aa else []
     tested += [("agent", r) for r in rates]
+    if args.floor:
+        nices = [int(n) for n in args.floor.split(",") if n]
+        tested += [(f"floor{n}" if n else "floor", r) for n in nices for r in rates]
     if args.py_spy:
         tested += [("py-spy", r) for r in rates]
     names = {label(t): t for t in [("off", 0.0), *tested]}

@@ -9,6 +9,11 @@ threads whose names start with ``observer-agent`` (``agent_live``) and by every 
 live thread (``host``). ``process - host`` is then the agent's share, including the
 connection threads that came and went (``observer ps`` opens one per call).
 The first line is ``ready: {json}``: pid, url, agent address, tasks.
+``floor RATE [NICE]`` starts (RATE 0: stops) the floor of any in-process sampler: a thread that
+wakes RATE times a second, takes the GIL and reads ``sys._current_frames()``, nothing
+more (answers ``floor: RATE``); it is named like the agent's threads so that its CPU is
+counted as the agent's share, as a profile's sampler thread is; NICE (Linux) lowers that
+thread's scheduling priority by that much.
 ``BENCH_WEBHOST_THREADS=N`` in the environment adds N idle threads, each waiting on an
 event 20 calls deep (what a profiler then samples besides the loop).
 """
@@ -21,6 +26,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,10 +55,52 @@ def cpu_split() -> dict[str, float]:
     return {"process": total.user + total.system, "agent_live": agent_live, "host": host}
 
 
+class FloorSampler:
+    """The least an in-process sampler does: wake at a rate, take the GIL, read every
+    thread's frame; what the agent's profiler costs beyond it is its own."""
+
+    def __init__(self) -> None:
+        self._stop: threading.Lock | None = None
+
+    def set_rate(self, rate: float, nice: int = 0) -> None:
+        if self._stop is not None:
+            self._stop.release()
+            self._stop = None
+        if rate > 0:
+            stop = threading.Lock()
+            stop.acquire()
+            self._stop = stop
+            thread = threading.Thread(
+                target=self._run, args=(stop, rate, nice), name="observer-agent-floor", daemon=True
+            )
+            thread.start()
+
+    @staticmethod
+    def _run(stop: threading.Lock, rate: float, nice: int) -> None:
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        period = 1.0 / rate
+        due = time.monotonic()
+        while True:
+            frames = sys._current_frames()
+            del frames
+            due += period
+            wait = due - time.monotonic()
+            if wait < 0:
+                due, wait = time.monotonic(), 0.0
+            if stop.acquire(True, wait):
+                return
+
+
 def commands() -> None:
+    floor = FloorSampler()
     for line in sys.stdin:
-        if line.strip() == "cpu":
+        words = line.split()
+        if words == ["cpu"]:
             print(f"cpu: {json.dumps(cpu_split())}", flush=True)
+        elif len(words) in (2, 3) and words[0] == "floor":
+            floor.set_rate(float(words[1]), int(words[2]) if len(words) == 3 else 0)
+            print(f"floor: {words[1]}", flush=True)
     os._exit(0)  # the driver closed our stdin: it is gone
 
 
