@@ -33,6 +33,7 @@ from agent.collect.frames import (
 from agent.collect.history import HistoryBuffer, Sampler
 from agent.collect.lag import LagProbe
 from agent.collect.memory import gc_state, os_memory
+from agent.collect.pacing import pause_point
 from agent.collect.process import (
     CpuMeter,
     Throttled,
@@ -376,12 +377,17 @@ class AgentCore:
         started = time.perf_counter()
         table = self.tasks.table
         table.refresh()
+        pause_point()  # each part below holds the GIL a millisecond or two at 10k tasks
         answer = table.answer(since=since, epoch=epoch, limit=limit, match=match)
+        pause_point()
         loops = self.tasks.loops(serials=answer.loop_counts)
         by_thread = {ident: self.tasks.loop_id(lp) for lp, ident in loops if ident is not None}
         threads = collect_threads(self.process, self.agent_idents(), by_thread, hide=hide)
+        pause_point()
         process = self.process_info(role, loops)
+        pause_point()
         children = self.children.collect()
+        pause_point()
         update = SnapshotUpdate(
             process=process,
             threads=tuple(threads),

@@ -50,6 +50,7 @@ from agent.collect.births import created
 from agent.collect.frames import MAX_FRAMES as MAX_CHAIN
 from agent.collect.frames import chain_step
 from agent.collect.inherited import any_dead, live, live_refs
+from agent.collect.pacing import hand_over, slice_end
 from agent.collect.source import note_reported
 
 if TYPE_CHECKING:
@@ -63,12 +64,6 @@ _MAX_NAME = 1000  # characters of a task name kept: a row's size stays bounded
 _WAITING_FRAMES = frozenset({"wait", "_wait", "wait_for", "__aexit__", "_aexit"})
 _GROUP_FRAMES = frozenset({"__aexit__", "_aexit"})
 
-# hold the GIL at most about this long before handing it over: a request the host's loop
-# serves meanwhile waits this long at most (bench/overhead.py, aiohttp + 10k tasks polled
-# once a second: p99 x1.57 of no observer at 3 ms slices, x1.36 at 0.5 ms; a cold 100k
-# listing took as long either way, 1.12-1.20 s)
-SLICE_SECONDS = 0.0005
-YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter in)
 ROTATE = 50  # a task that looks unchanged has its name compared at least every ROTATE passes
 REWALK = 4 * ROTATE  # and is walked again at least every REWALK passes (a safety net)
 SHARE_SECONDS = 0.25  # observers asking within this long of a pass share it
@@ -377,7 +372,7 @@ class TaskTable:
                 for slot in range(start, min(start + 4096, len(held))):
                     if held[slot] is not None:
                         held[slot] = _ALWAYS
-                time.sleep(YIELD)
+                hand_over()
             self._released = True
 
     def expire(self, idle: float = HOLD_SECONDS) -> None:
@@ -470,11 +465,10 @@ class TaskTable:
         shards, refs = self._ids, self._refs
         slots: list[int] = []
         clock = time.perf_counter
-        held_since = clock()
+        slice_ends = slice_end()
         for index in range(0, len(fresh), 3):
-            if index & 1023 == 0 and clock() - held_since > SLICE_SECONDS:
-                time.sleep(YIELD)
-                held_since = clock()
+            if index & 1023 == 0 and clock() > slice_ends:
+                slice_ends = hand_over()
             task = fresh[index]
             try:
                 key = id(task)
@@ -489,9 +483,8 @@ class TaskTable:
                 slots.append(-1)
         plain, render = self._render_plain, self._render
         for index, slot in enumerate(slots):
-            if index & 127 == 0 and clock() - held_since > SLICE_SECONDS:
-                time.sleep(YIELD)
-                held_since = clock()
+            if index & 127 == 0 and clock() > slice_ends:
+                slice_ends = hand_over()
             if slot < 0:
                 continue
             task, waiter = fresh[3 * index], fresh[3 * index + 2]
@@ -819,7 +812,7 @@ class TaskTable:
         walk the others; a task not in the table is added at once when it waits on a
         plain future (it awaits no task), else goes to ``fresh`` (task, registry ref,
         waiter) for _first_sight, once every task met is registered. In runs of 128
-        tasks, handing the GIL over between runs once SLICE_SECONDS have passed."""
+        tasks, handing the GIL over between runs at each slice's end (agent.collect.pacing)."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
         rotate, rewalk, names = self.passes % ROTATE, self.passes % REWALK, self._names
@@ -828,11 +821,10 @@ class TaskTable:
         # a task on a plain future awaits none (3.14+: unless the awaiting map says so)
         plain_now = awaiting_of is None
         clock = time.perf_counter
-        held_since = clock()
+        slice_ends = slice_end()
         for start in range(0, len(items), 128):
-            if clock() - held_since > SLICE_SECONDS:
-                time.sleep(YIELD)
-                held_since = clock()
+            if clock() > slice_ends:
+                slice_ends = hand_over()
             for item in items[start : start + 128]:
                 try:
                     task = item() if are_refs else item
@@ -875,11 +867,10 @@ class TaskTable:
         shards, refs, awaits_of, lookup = self._ids, self._refs, self._awaits, self._lookup
         serials = self._serial
         clock = time.perf_counter
-        held_since = clock()
+        slice_ends = slice_end()
         for count, (key, children) in enumerate(list(awaiting_of.items())):
-            if count & 127 == 127 and clock() - held_since > SLICE_SECONDS:
-                time.sleep(YIELD)
-                held_since = clock()
+            if count & 127 == 127 and clock() > slice_ends:
+                slice_ends = hand_over()
             slot = shards[(key >> 4) % _SHARDS].get(key, -1)
             ref = refs[slot] if slot >= 0 else None
             task = ref() if ref is not None else None
@@ -1000,11 +991,10 @@ class TaskTable:
         finished: list[str] = []
         total = 0
         clock = time.perf_counter
-        held_since = clock()
+        slice_ends = slice_end()
         for slot, row in enumerate(rows):
-            if slot & 1023 == 1023 and clock() - held_since > SLICE_SECONDS:
-                time.sleep(YIELD)
-                held_since = clock()
+            if slot & 1023 == 1023 and clock() > slice_ends:
+                slice_ends = hand_over()
             if row is None:
                 continue
             if needle:
