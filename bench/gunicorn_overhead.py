@@ -164,27 +164,45 @@ class TreeObserver:
         self.node.close()
 
 
-def measure_run(
-    mode: str, km: KeyMaterial, load: Load, args: argparse.Namespace, cpu: int | None, seen: dict
-) -> Segment:
-    """A fresh gunicorn in ``mode`` (``aa`` is ``none`` again), warmed, then one run of
-    load; the observer's refresh times and errors go to ``seen``."""
-    server = Server("observed" if mode == "observed" else "none", km, args.workers, cpu)
+@contextlib.contextmanager
+def serving(
+    mode: str, km: KeyMaterial, workers: int, cpu: int | None, seen: dict
+) -> Iterator[tuple[Server, TreeObserver | None]]:
+    """A fresh gunicorn in ``mode`` ("observed": agents everywhere and an observer
+    connected, not yet refreshing; else none); the observer's refresh times and errors go
+    to ``seen`` when it stops."""
+    server = Server(mode, km, workers, cpu)
     observer = None
     try:
         if mode == "observed":
-            observer = TreeObserver(server.agent, km, args.workers)
-            observer.on.set()
-        load.run(server.url, 1.0)  # warm
-        result = load.run(server.url, args.duration)
+            observer = TreeObserver(server.agent, km, workers)
+        yield server, observer
     finally:
         if observer is not None:
             observer.close()
             seen["refreshes"] += observer.refreshes
             seen["errors"] += observer.errors
         server.stop()
+
+
+def segment_of(result: dict[str, float]) -> Segment:
     errors = [f"{int(result['errors'])} failed requests"] if result.get("errors") else []
     return Segment(result["rps"], result["p50"], result["p99"], 0.0, errors=errors)
+
+
+def measure_run(
+    mode: str, km: KeyMaterial, load: Load, args: argparse.Namespace, cpu: int | None, seen: dict
+) -> Segment:
+    """A fresh gunicorn in ``mode`` (``aa`` is ``none`` again), warmed, then one run of
+    load, the observer refreshing throughout when observed."""
+    with serving(mode if mode == "observed" else "none", km, args.workers, cpu, seen) as (
+        server,
+        observer,
+    ):
+        if observer is not None:
+            observer.on.set()
+        load.run(server.url, 1.0)  # warm
+        return segment_of(load.run(server.url, args.duration))
 
 
 def measure_segment(
@@ -194,11 +212,9 @@ def measure_segment(
     if mode == "looking":
         observer.on.set()
     try:
-        result = load.run(server.url, segment)
+        return segment_of(load.run(server.url, segment))
     finally:
         observer.on.clear()
-    errors = [f"{int(result['errors'])} failed requests"] if result.get("errors") else []
-    return Segment(result["rps"], result["p50"], result["p99"], 0.0, errors=errors)
 
 
 def paired(args: argparse.Namespace, load: Load, km: KeyMaterial, cpu: int | None) -> tuple:
@@ -208,18 +224,10 @@ def paired(args: argparse.Namespace, load: Load, km: KeyMaterial, cpu: int | Non
 
     @contextlib.contextmanager
     def block(_b: int) -> Iterator[Callable[[str], Segment]]:
-        server = Server("observed", km, args.workers, cpu)
-        observer = None
-        try:
-            observer = TreeObserver(server.agent, km, args.workers)
+        with serving("observed", km, args.workers, cpu, seen) as (server, observer):
+            assert observer is not None
             load.run(server.url, 2.0)  # warm, not recorded
             yield lambda mode: measure_segment(server, observer, mode, load, args.segment)
-        finally:
-            if observer is not None:
-                observer.close()
-                seen["refreshes"] += observer.refreshes
-                seen["errors"] += observer.errors
-            server.stop()
 
     results, loads = run_blocks(block, "idle", tested, args.blocks, args.rounds)
     header = (
