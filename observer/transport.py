@@ -1,4 +1,5 @@
-"""Open an authenticated rpyc connection: TCP, TLS with pinning, then the token handshake."""
+"""Open an authenticated connection: TCP, TLS with pinning, the token handshake, then
+rpyc's protocol (its client half, observer.rpc)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ import math
 import os
 import socket
 import ssl
-from typing import Any
-
-import rpyc
-from rpyc.core import netref
 
 from agent.certexpiry import expiry_warning, not_after
+from agent.frames import MAX_REPLY_FRAME
 from agent.record import record
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
@@ -42,6 +40,7 @@ from observer.errors import (
     ObserverError,
     VersionMismatch,
 )
+from observer.rpc import Connection
 
 OBSERVER_VERSION = AGENT_VERSION  # one distribution ships both halves
 
@@ -94,33 +93,11 @@ def check_timeout(seconds: float, what: str = "timeout") -> float:
 class Session:
     """What the handshake established."""
 
-    conn: rpyc.Connection
+    conn: Connection
     role: str
     agent_version: str
     tls: bool
     cert_warning: str = ""  # "agent certificate expired on YYYY-MM-DD", or "" when fine
-
-
-class _Connection(rpyc.Connection):
-    """rpyc's connection without its second round trip when the agent's root is first
-    fetched: rpyc asks the other side which methods the root's class has
-    (HANDLE_INSPECT) to build a proxy class with them, but the client only ever calls
-    the root by name (HANDLE_CALLATTR, observer.client) and the agent hands out no other
-    object (every reply is plain data), so the proxy needs none. A third of a CLI call's
-    round trips after the handshake (GETROOT, INSPECT, the call, CLOSE)."""
-
-    def _netref_factory(self, id_pack: Any, *rest: Any) -> Any:
-        if rest or type(id_pack) is not tuple or len(id_pack) != 3:  # not rpyc 6's shape
-            return super()._netref_factory(id_pack, *rest)  # type: ignore[misc]
-        return netref.class_factory(id_pack, ())(self, id_pack)
-
-
-class _Service(rpyc.VoidService):
-    """rpyc's VoidService (nothing exposed to the agent), on a _Connection."""
-
-    __slots__ = ()
-    ALIASES = rpyc.VoidService.get_service_aliases()
-    _protocol = _Connection
 
 
 def _client_context(
@@ -264,18 +241,9 @@ def open_session(
         _ack_promptly(sock)
         granted, agent_version = _handshake(sock, address, token, binding, role)
         sock.settimeout(None)
-        from agent.channel import MAX_REPLY_FRAME, BoundedChannel, DeadlineStream
-
-        conn = rpyc.connect_channel(  # replies capped: an agent cannot make us hold 4 GiB
-            BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
-            service=_Service,
-            config={
-                "allow_pickle": False,
-                "allow_public_attrs": False,
-                "sync_request_timeout": timeout,
-                "include_local_traceback": False,
-            },
-        )
+        # rpyc's protocol, its client half (observer.rpc: no rpyc import); replies capped:
+        # an agent cannot make us hold 4 GiB
+        conn = Connection(sock, timeout=timeout, max_frame=MAX_REPLY_FRAME)
         return Session(conn, granted, agent_version, tls, cert_warning)
     except TimeoutError as exc:
         sock.close()

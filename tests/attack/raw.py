@@ -24,11 +24,11 @@ import psutil
 import rpyc
 from rpyc.core import brine, consts
 
+from agent.channel import TLSSocketStream
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
     NONCE_BYTES,
-    TLSSocketStream,
     agent_proof,
     cert_digest,
     client_proof,
