@@ -8,10 +8,7 @@ the words of :func:`expiry_warning`.
 from __future__ import annotations
 
 import datetime
-import logging
 import math
-
-log = logging.getLogger("agent")
 
 SOON_DAYS = 14  # warn this long before the certificate expires
 _SEQUENCE, _UTC_TIME, _GENERALIZED_TIME, _VERSION_TAG = 0x30, 0x17, 0x18, 0xA0
@@ -86,6 +83,9 @@ def warn_at_start(der: bytes | None, path: str) -> str:
     the warning ('' if none). Never raises: an unreadable date is only logged."""
     if not der:
         return ""
+    import logging  # here, not at the top: the observer's CLI reads dates, never logs them
+
+    log = logging.getLogger("agent")
     try:
         warning = expiry_warning(not_after(der))
     except Exception as exc:
