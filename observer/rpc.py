@@ -251,6 +251,16 @@ def unbox(package: Any, depth: int = 0) -> Any:
 # ---------------------------------------------------------------- the connection
 
 
+def _frame(msg: int, seq: int, args: Any) -> bytes:
+    """rpyc's message (type byte, then brine of (seq, args)) in rpyc's frame."""
+    body = bytes([msg]) + dump((seq, args))
+    compressed = 0
+    if len(body) > COMPRESSION_THRESHOLD:
+        body = zlib.compress(body, COMPRESSION_LEVEL)
+        compressed = 1
+    return FRAME_HEADER.pack(len(body), compressed) + body + FLUSHER
+
+
 class Connection:
     """One logged-in connection to an agent's rpyc service (after agent.wire's
     handshake), over ``sock``. One request at a time is waited for (observer.client
@@ -267,6 +277,7 @@ class Connection:
         self.closed = False
         self._seq = itertools.count()
         self._root: tuple[str, int, int] | None = None
+        self._root_seq: int | None = None  # the root asked for, its reply not read yet
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
 
@@ -278,12 +289,32 @@ class Connection:
 
     # ------------------------------------------------------------ requests
 
-    def root(self) -> tuple[str, int, int]:
-        """The agent's root object's id (its HANDLE_GETROOT round trip on first use)."""
-        if self._root is None:
+    def ask_root(self) -> None:
+        """Send the request for the agent's root now, its reply read by ``root``: sent
+        right after the login's proof, it rides in the same round trip (the agent's
+        login reads its frame exactly; rpyc then finds the request waiting)."""
+        if self._root is None and self._root_seq is None:
             seq = next(self._seq)
-            self._send(MSG_REQUEST, seq, (HANDLE_GETROOT, (LABEL_VALUE, ())))
-            label, value = self._reply(seq, refs=True)
+            try:  # as the login's own frames go: the socket's timeout, no drop on failure
+                self.sock.sendall(_frame(MSG_REQUEST, seq, (HANDLE_GETROOT, (LABEL_VALUE, ()))))
+            except OSError:
+                return  # the login's reply says why (root() would ask again)
+            self._root_seq = seq
+
+    def root(self) -> tuple[str, int, int]:
+        """The agent's root object's id (its HANDLE_GETROOT round trip on first use,
+        unless ``ask_root`` sent it earlier)."""
+        if self._root is None:
+            seq = self._root_seq
+            if seq is None:
+                seq = next(self._seq)
+                self._send(MSG_REQUEST, seq, (HANDLE_GETROOT, (LABEL_VALUE, ())))
+                self._root_seq = seq
+            try:
+                label, value = self._reply(seq, refs=True)
+            except Exception:
+                self._root_seq = None  # ask again next time (a late reply is skipped)
+                raise
             if (
                 label != LABEL_REMOTE_REF
                 or type(value) is not tuple
@@ -305,13 +336,8 @@ class Connection:
         return self._reply(seq)
 
     def _send(self, msg: int, seq: int, args: Any) -> None:
-        """One message (rpyc's: type byte, then brine of (seq, args)) in one frame."""
-        body = bytes([msg]) + dump((seq, args))
-        compressed = 0
-        if len(body) > COMPRESSION_THRESHOLD:
-            body = zlib.compress(body, COMPRESSION_LEVEL)
-            compressed = 1
-        frame = FRAME_HEADER.pack(len(body), compressed) + body + FLUSHER
+        """One message in one frame (``_frame``), sent whole or the connection dropped."""
+        frame = _frame(msg, seq, args)
         with self._send_lock:
             if self.closed:
                 raise EOFError("connection closed")

@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import ssl
+from collections.abc import Callable
 
 from agent.certexpiry import expiry_warning, not_after
 from agent.frames import MAX_REPLY_FRAME
@@ -239,11 +240,13 @@ def open_session(
             binding = cert_digest(der)
             cert_warning = _cert_warning(der)
         _ack_promptly(sock)
-        granted, agent_version = _handshake(sock, address, token, binding, role)
-        sock.settimeout(None)
         # rpyc's protocol, its client half (observer.rpc: no rpyc import); replies capped:
-        # an agent cannot make us hold 4 GiB
+        # an agent cannot make us hold 4 GiB. Its first request (the agent's root) goes
+        # out with the login's proof, one round trip fewer; nothing of it is read before
+        # the agent proved it knows the token.
         conn = Connection(sock, timeout=timeout, max_frame=MAX_REPLY_FRAME)
+        granted, agent_version = _handshake(sock, address, token, binding, role, conn.ask_root)
+        sock.settimeout(None)
         return Session(conn, granted, agent_version, tls, cert_warning)
     except TimeoutError as exc:
         sock.close()
@@ -259,8 +262,15 @@ def open_session(
 
 
 def _handshake(
-    sock: socket.socket, address: Address, token: str | None, binding: bytes, role: str | None
+    sock: socket.socket,
+    address: Address,
+    token: str | None,
+    binding: bytes,
+    role: str | None,
+    then: Callable[[], None] = lambda: None,
 ) -> tuple[str, str]:
+    """The token challenge; ``then`` runs right after our proof is sent (it may send a
+    request of its own, read only once the agent's proof checked out)."""
     try:
         hello = recv_frame(sock)
     except HandshakeError as exc:
@@ -289,6 +299,7 @@ def _handshake(
     if role:
         frame["role"] = role
     send_frame(sock, frame)
+    then()  # may send: it leaves the handshake's timeout alone
     try:
         reply = recv_frame(sock)
     except HandshakeError as exc:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.schema import RECORDS
+from observer import rpc
 from tests.helpers import ROOT, wait_until
 
 st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
@@ -338,6 +339,10 @@ def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
     # from agent.wire), the idna codec (the host goes to socket and ssl as ASCII bytes),
     # secrets (os.urandom) and sysconfig (only a long listing's record maker asks it)
     heavy |= {"agent.security", "encodings.idna", "stringprep", "secrets", "sysconfig"}
+    # nor rpyc (observer.rpc speaks the client's part of its protocol; importing it loaded
+    # all of it, pickle and logging too) nor logging (the agent modules a call imports
+    # import it where they log)
+    heavy |= {"rpyc", "pickle", "logging", "traceback"}
     assert not heavy & imported, sorted(heavy & imported)
 
 
@@ -402,18 +407,20 @@ def test_a_cli_call_in_process_leaves_the_gc_as_it_found_it(host, capsys):
 
 
 def test_a_call_after_connecting_is_one_round_trip(host):
-    """The first call fetches the agent's root (GETROOT) and calls it by name (CALLATTR):
-    two requests, not three (rpyc asked which methods the root has, HANDLE_INSPECT, to
-    build a proxy the client never used); every later call is one."""
+    """The agent's root (GETROOT) is asked for with the login's proof, in its round
+    trip; every call is then one request calling the root by name (CALLATTR): the first
+    took two (GETROOT, then CALLATTR), and rpyc once asked which methods the root has
+    (HANDLE_INSPECT) to build a proxy the client never used."""
     node = host.connect("viewer")
     try:
         conn = node._conn
+        assert conn._root_seq is not None and conn._root is None  # asked, not yet read
         sent = []
-        send = conn._send  # every message rpyc sends (requests here)
-        conn._send = lambda msg, seq, args: (sent.append(msg), send(msg, seq, args))[1]
-        node.process()
-        assert len(sent) == 2, sent
+        send = conn._send  # every message the connection sends (requests here)
+        conn._send = lambda msg, seq, args: (sent.append(args[0]), send(msg, seq, args))[1]
+        assert node.process().pid == host.process.proc.pid
+        assert sent == [rpc.HANDLE_CALLATTR], sent
         node.threads()
-        assert len(sent) == 3, sent
+        assert sent == [rpc.HANDLE_CALLATTR] * 2, sent
     finally:
         node.close()
