@@ -346,6 +346,46 @@ def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
     assert not heavy & imported, sorted(heavy & imported)
 
 
+RUN = "import sys; from observer.cli import run; sys.argv[1:] = {argv!r}; {before}; run()"
+
+
+def run_program(argv: list[str], before: str = "pass") -> subprocess.CompletedProcess[str]:
+    """``observer.cli.run`` (what ``python -m observer`` and the console script run) in a
+    process of its own, after ``before``."""
+    return subprocess.run(
+        [sys.executable, "-c", RUN.format(argv=argv, before=before)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_the_program_ends_without_teardown_only_when_nothing_would_run_then(host):
+    """run() ends the process at once after main (os._exit: no module teardown, no
+    OpenSSL cleanup) when shutdown would run nothing: the output is whole (a pipe, not a
+    terminal) and the status main's (a usage error is argparse's SystemExit, as ever).
+    An atexit callback, or a thread still running, gets the ordinary exit: the callback
+    runs, the thread is waited for."""
+    argv = ["ps", host.address, *creds(host), "--json"]
+    fast = run_program(argv)
+    assert fast.returncode == 0, fast.stderr
+    assert len(json.loads(fast.stdout)["tasks"]) >= 1  # flushed before the process ended
+    assert run_program(["ps"]).returncode == 2  # a usage error's status
+    refused = run_program(["ps", "127.0.0.1:1", *creds(host)[2:]])
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    atexit = "import atexit; atexit.register(print, 'atexit ran')"
+    normal = run_program(argv, atexit)
+    assert normal.returncode == 0 and normal.stdout.endswith("atexit ran\n"), normal.stdout[-200:]
+    json.loads(normal.stdout.removesuffix("atexit ran\n"))
+    thread = (  # a thread that ends only once the main thread has: never, if cut short
+        "import threading; threading.Thread(target=lambda: (threading.main_thread().join(), "
+        "print('thread done'))).start()"
+    )
+    waited = run_program(argv, thread)
+    assert waited.returncode == 0 and waited.stdout.endswith("}\nthread done\n"), waited
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux delayed ACK timing")
 def test_connecting_does_not_wait_for_a_delayed_ack(host):
     """The agent's hello follows its TLS session tickets; with Nagle it waited for our
