@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import typing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -138,3 +139,10 @@ def test_init_is_compiled_when_first_looked_up_and_is_then_the_real_function():
     assert inspect.isfunction(Fresh.__dict__["__init__"]) and Fresh("t") == Fresh("t")
     with pytest.raises(TypeError):
         Fresh()  # type: ignore[call-arg]
+
+
+def test_the_codec_reads_each_records_hints_as_typing_does():
+    """agent.codec evaluates each distinct annotation text once (typing.get_type_hints
+    compiles every one anew); what it gets for every record is what typing gets."""
+    for cls in RECORDS:
+        assert codec._hints(cls) == typing.get_type_hints(cls), cls.__name__
