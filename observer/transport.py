@@ -9,9 +9,10 @@ import math
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 
-from agent.certexpiry import expiry_warning, not_after
+from agent.certexpiry import SOON_DAYS, expiry_warning, not_after, not_after_seconds
 from agent.frames import MAX_REPLY_FRAME
 from agent.record import record
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
@@ -127,6 +128,8 @@ def _cert_warning(der: bytes) -> str:
     ``cryptography`` (where installed).
     """
     try:
+        if not_after_seconds(der) - time.time() > SOON_DAYS * 86400:
+            return ""  # what expiry_warning says so far ahead (without importing datetime)
         expires = not_after(der)
     except ValueError:
         from observer.keygen import cert_not_after
