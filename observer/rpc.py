@@ -331,7 +331,8 @@ class Connection:
         or the exception the agent raised, raised here."""
         root = self.root()
         seq = next(self._seq)
-        boxed = (LABEL_TUPLE, ((LABEL_LOCAL_REF, root), (LABEL_VALUE, method), box(args), (1, ())))
+        kwargs = (LABEL_VALUE, ())
+        boxed = (LABEL_TUPLE, ((LABEL_LOCAL_REF, root), (LABEL_VALUE, method), box(args), kwargs))
         self._send(MSG_REQUEST, seq, (HANDLE_CALLATTR, boxed))
         return self._reply(seq)
 

@@ -31,7 +31,7 @@ from observer.errors import RemoteError
 from observer.gui.delta import Shadow
 from observer.gui.workers import process_tree_delta, worker_of
 from observer.taskcache import TaskCache
-from tests.attack.raw import Attacker
+from tests.attack.raw import Attacker, stock_request
 from tests.helpers import echo_ok, freeze, wait_until
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
@@ -209,10 +209,8 @@ def test_hostile_tree_arguments_are_refused_before_any_worker_is_asked(forker): 
         for call in calls:
             if rpc.dumpable(call):
                 reply = node._request("tree", call)
-            else:  # the observer's client sends no reference: a stock rpyc peer does
-                with pytest.raises(TypeError):
-                    node._request("tree", call)
-                reply = peer.rpyc().root.tree(call)
+            else:  # by reference: only a stock rpyc peer sends that
+                reply = stock_request(node, peer, "tree", call)
             assert type(reply) is tuple and len(reply) == 3 and reply[1] == (), (call, reply)
             for part in (reply[0], reply[2]):
                 with pytest.raises(RemoteError) as caught:

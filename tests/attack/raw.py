@@ -192,6 +192,23 @@ class Attacker:
             self.sock.close()
 
 
+def stock_request(node: Any, peer: Attacker, method: str, args: tuple[Any, ...]) -> Any:
+    """The agent's reply to ``method(*args)`` sent by ``peer``'s stock rpyc, for arguments
+    the observer's client will not carry: rpyc passes a list or dict by reference (a
+    netref the agent must refuse), the client sends plain values only and refuses the
+    call before sending anything (TypeError: checked here on ``node``)."""
+    from observer import rpc
+
+    assert not rpc.dumpable(args), args
+    try:
+        node._request(method, args)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError(f"the observer's client sent {args!r}")
+    return getattr(peer.rpyc().root, method)(*args)
+
+
 class RogueAgent:
     """A compromised host's agent: it has the certificate and the tokens, logs the observer
     in as a real agent would, then answers its first call with ``reply`` (raw bytes, a
