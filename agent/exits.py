@@ -173,12 +173,32 @@ class ExitWatch:
         with self._lock:
             exits = bool(self._exits)
         moment = time.monotonic()
+        self._note_ended()  # before a rescan, which would miss a dead one's slot
         if fresh or (exits and moment - self._read_scan >= READ_RESCAN):
             self._read_scan = moment
             self.rescan()
         cutoff = time.time() - KEEP
         with self._lock:
             return tuple(e.record() for e in self._exits if e.time >= cutoff)
+
+    def _note_ended(self) -> None:
+        """Note now the exits of watched workers that ended but the thread has not seen
+        yet (it may not have run since): a reader that listed the workers before it asks
+        for exits finds every one missing from that list among them."""
+        with self._lock:
+            watched = [(w.fd, pid) for pid, w in self._watched.items()]
+        if not watched:
+            return
+        poller = select.poll()
+        for fd, _pid in watched:
+            poller.register(fd, select.POLLIN)
+        try:
+            ready = {fd for fd, _events in poller.poll(0)}
+        except OSError:
+            return
+        for fd, pid in watched:
+            if fd in ready:  # a fd the thread closed meanwhile: its pid is gone, a no-op
+                self._ended(pid)
 
     # ------------------------------------------------------------ the thread
 
