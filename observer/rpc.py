@@ -36,7 +36,6 @@ LABEL_VALUE, LABEL_TUPLE, LABEL_LOCAL_REF, LABEL_REMOTE_REF = 1, 2, 3, 4
 HANDLE_PING, HANDLE_CLOSE, HANDLE_GETROOT, HANDLE_CALLATTR = 1, 2, 3, 8
 
 MAX_DEPTH = 64  # nesting of a reply's tuples (the agent's are a few deep)
-MAX_INT_DIGITS = 4300  # digits of an int in a reply: CPython 3.11+'s own default cap
 IO_CHUNK = 64000  # rpyc's STREAM_CHUNK
 
 
@@ -178,10 +177,7 @@ class _Reader:
                 raise ProtocolError("truncated tuple in a reply")
             return tuple([self.load(depth + 1) for _ in range(count)])
         if tag in (0x16, 0x17):
-            count = self.length(tag)
-            if count > MAX_INT_DIGITS:  # int() of a long text is quadratic (3.10 has no cap)
-                raise ProtocolError("int too long in a reply")
-            digits = self.take(count)
+            digits = self.take(self.length(tag))
             try:
                 return int(digits)
             except ValueError:
