@@ -1,3 +1,5 @@
-from observer.cli import run
+import sys
 
-run()
+from observer.cli import main
+
+sys.exit(main())

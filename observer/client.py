@@ -21,6 +21,9 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rpyc.core.consts import HANDLE_CALLATTR
+from rpyc.core.netref import syncreq
+
 from agent.codec import WireError, decode_envelope, from_wire
 from agent.record import record
 from agent.schema import (
@@ -233,7 +236,9 @@ class Node:
         that stopped answering, that goodbye would wait out the whole call timeout again.
         """
         with contextlib.suppress(Exception):
-            self._conn.close(goodbye)
+            if not goodbye:
+                self._conn._channel.close()
+            self._conn.close()
 
     @property
     def closed(self) -> bool:
@@ -249,13 +254,13 @@ class Node:
             yield self
             return
         with self._lock:
-            conn = self._conn
-            before = conn.timeout
-            conn.timeout = seconds
+            config = self._conn._config
+            before = config["sync_request_timeout"]
+            config["sync_request_timeout"] = seconds
             try:
                 yield self
             finally:
-                conn.timeout = before
+                config["sync_request_timeout"] = before
 
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
@@ -272,13 +277,14 @@ class Node:
         """One round trip: the exposed method's reply as it came (errors turned into ours)."""
         with self._lock:
             try:
-                self._conn.root()  # a round trip on first use only
+                root = self._conn.root  # a round trip on first use only
                 started = time.perf_counter()
-                # one round trip: rpyc's getattr-then-call in one request (CALLATTR)
-                payload = self._conn.call(method, args)
+                # one round trip: rpyc's getattr-then-call in one request, where a
+                # netref method (getattr(root, method)(*args)) takes two on first use
+                payload = syncreq(root, HANDLE_CALLATTR, method, args, ())
                 self.last_rtt = time.perf_counter() - started
             except TimeoutError as exc:
-                waited = self._conn.timeout
+                waited = self._conn._config["sync_request_timeout"]
                 raise NodeTimeout(
                     f"{self.address} did not answer {method} within {waited:g}s"
                 ) from exc
