@@ -87,7 +87,7 @@ def measure_segment(
             node.profile_start(args.segment + 5.0, rate)
             time.sleep(PROFILE_LEAD)  # its first, cold rounds fall before the segment
         elif tool.startswith("floor"):
-            host.floor(rate, int(tool[len("floor") :] or 0))
+            host.floor(rate, floor_nice(tool))
         elif tool == "py-spy":
             spy = py_spy(args.py_spy, host.info["pid"], rate, args.segment + 1.0, tmp / "s")
             time.sleep(0.5)  # py-spy attaches before the load starts
@@ -162,12 +162,17 @@ def tick_cost(threads: int = 50, depth: int = 30, rounds: int = 300) -> None:
     )
 
 
+def floor_nice(tool: str) -> int:
+    """The nice value of a floor setting's tool name ("floor" is 0, "floor19" is 19)."""
+    return int(tool[len("floor") :] or 0)
+
+
 def label(setting: tuple[str, float]) -> str:
     tool, rate = setting
     if tool in ("off", "aa"):
         return "off" if tool == "off" else "off (A/A)"
-    if tool.startswith("floor") and tool != "floor":
-        return f"floor nice {tool[len('floor') :]} {rate:g} Hz"
+    if tool.startswith("floor") and floor_nice(tool):
+        return f"floor nice {floor_nice(tool)} {rate:g} Hz"
     return f"{tool} {rate:g} Hz"
 
 
