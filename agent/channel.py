@@ -18,28 +18,22 @@ stock rpyc peer talks to this channel unchanged.
 from __future__ import annotations
 
 import contextlib
-import struct
 import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
 
-from agent.codec import MAX_PAYLOAD
-from agent.wire import TLSSocketStream
-
-FRAME_HEADER = struct.Struct("!LB")  # rpyc's: body length, compressed flag
-FLUSHER = b"\n"  # rpyc ends every frame with it
-# The largest request the agent accepts, before or after inflating. Requests are tiny:
-# a call name and a few builtins; the biggest legitimate one is a string argument at the
-# service's 10,000-character limit (<= 40 KB of UTF-8) or a locals path of 16 labels of
-# <= 100 characters each (~7 KB). 64 KiB keeps a margin over both.
-MAX_REQUEST_FRAME = 64 * 1024
-# What the observer accepts from an agent: any reply decode_envelope would accept (a
-# payload inflating to MAX_PAYLOAD at most) fits with room to spare; a 4 GiB header or a
-# bomb from a compromised host does not.
-MAX_REPLY_FRAME = MAX_PAYLOAD + 1024 * 1024
+from agent.frames import (  # noqa: F401  (the limits are imported from here too)
+    FLUSHER,
+    FRAME_HEADER,
+    MAX_REPLY_FRAME,
+    MAX_REQUEST_FRAME,
+    FrameError,
+    inflate,
+)
 
 
 class ChannelDropped(EOFError):
@@ -60,6 +54,19 @@ class Drop:
 
     kind: str  # "protocol violation", "send timeout" or "receive timeout"
     detail: str
+
+
+class TLSSocketStream(SocketStream):
+    """rpyc stream that also sees bytes already decrypted and buffered in the SSL object.
+
+    Without this, select() on the raw socket can miss a message TLS already read.
+    """
+
+    def poll(self, timeout: float | None) -> bool:  # type: ignore[override]
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return super().poll(timeout)
 
 
 class DeadlineStream(TLSSocketStream):
@@ -181,18 +188,11 @@ class BoundedChannel(Channel):
 
     def _inflate(self, data: bytes) -> bytes:
         """Decompress at most ``max_frame`` bytes; a frame that holds more is refused."""
-        inflater = zlib.decompressobj()
         try:
-            body = inflater.decompress(data, self.max_frame + 1)
-        except zlib.error:
-            self._violation("frame is not valid zlib data")
-        if len(body) > self.max_frame or inflater.unconsumed_tail:
-            self._violation(
-                f"compressed frame of {len(data)} bytes inflates beyond {self.max_frame}"
-            )
-        if not inflater.eof or inflater.unused_data:
-            self._violation("compressed frame is truncated or has trailing bytes")
-        return body
+            return inflate(data, self.max_frame)
+        except FrameError as exc:
+            self._violation(str(exc))
+            raise  # not reached: _violation raises
 
     def _violation(self, detail: str) -> None:
         self.dropped = Drop("protocol violation", detail)

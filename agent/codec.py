@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 import typing
 import zlib
@@ -92,6 +93,30 @@ def _fail(cls: type, index: int, value: Any) -> None:
 
 
 TIER_UP = 50  # records of a type checked by a loop before its decoder is compiled
+_HINTS: dict[tuple[str, str], Any] = {}  # (module, annotation text) -> its value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)`` for a record (its fields' annotations, written as
+    text, evaluated in their class's module), each distinct text evaluated once a
+    process: get_type_hints compiles every annotation anew, ~1-2 ms of the decoders a
+    CLI call builds. tests/test_record.py holds it to get_type_hints."""
+    import inspect  # dataclasses imported it already
+
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object:
+            continue
+        for name, text in inspect.get_annotations(klass).items():
+            if type(text) is not str:
+                hints[name] = typing.get_type_hints(klass)[name]  # not text: as typing does
+                continue
+            key = (klass.__module__, text)
+            value = _HINTS.get(key, _HINTS)
+            if value is _HINTS:  # the module's names (a record's never shadow them)
+                value = _HINTS[key] = eval(text, vars(sys.modules[klass.__module__]))
+            hints[name] = type(None) if value is None else value
+    return hints
 
 
 def _record_decoder(cls: type) -> Decoder:
@@ -127,7 +152,7 @@ Plan = list[tuple[int, "type | None", bool, "Decoder | None"]]
 def _plan(cls: type) -> Plan:
     """(index, primitive type or None, optional, decoder of a non-primitive or None) of
     each field of a record: what its decoders check."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     plan: Plan = []
     for i, f in enumerate(dataclasses.fields(cls)):
         hint = hints[f.name]
@@ -266,7 +291,7 @@ def _rows_decoder(cls: type, generic: Decoder, swap: bool = True) -> Decoder | N
     :func:`_row_factory`). Any row it cannot vouch for hands the whole payload to
     ``generic``, which rejects it with its precise WireError.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = dataclasses.fields(cls)
     plan = [_flat_field(hints[f.name]) for f in fields]
     if not fields or any(p is None for p in plan):

@@ -11,13 +11,10 @@ atexit or ``agent.start()`` in the child concern the child alone. Hooks register
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
-
-log = logging.getLogger("agent")
 
 _installed = False
 _install_lock = threading.Lock()
@@ -88,4 +85,8 @@ def _after_fork_in_child() -> None:
 
 def _log_failure(what: str) -> None:
     with contextlib.suppress(BaseException):  # logging itself broken in the child: silence
-        log.warning("runtime-observer agent: after fork, %s failed", what, exc_info=True)
+        import logging  # here: the observer imports this module (agent/__init__) and no logging
+
+        logging.getLogger("agent").warning(
+            "runtime-observer agent: after fork, %s failed", what, exc_info=True
+        )

@@ -3,10 +3,11 @@
 dataclasses compiles six methods for each frozen class; agent.schema's thirty-odd
 records then took ~20 ms to import, a sixth of every CLI call's fixed cost and part of
 every agent's start. ``record`` lets dataclasses collect the fields (no code generated),
-compiles ``__init__`` (its signature and speed matter), ``__eq__`` and ``__hash__`` when
-first called, and gives ``__repr__``, ``__setattr__`` and ``__delattr__`` as closures.
-The class is a real frozen dataclass (fields, asdict, replace, is_dataclass, match) whose
-methods do what dataclass's own do: tests/test_record.py holds them side by side.
+compiles ``__init__`` (its signature and speed matter) when first looked up, ``__eq__``
+and ``__hash__`` when first called, and gives ``__repr__``, ``__setattr__`` and
+``__delattr__`` as closures. The class is a real frozen dataclass (fields, asdict,
+replace, is_dataclass, match) whose methods do what dataclass's own do:
+tests/test_record.py holds them side by side.
 """
 
 from __future__ import annotations
@@ -61,16 +62,48 @@ def record(cls: type[T]) -> type[T]:
         f"def __init__(self, {', '.join(params)}):" if params else "def __init__(self):",
         *(body or ["    pass"]),
     ]
-    exec("\n".join(source), env)  # generated from the class's own field names only
-    init = env["__init__"]
-    init.__annotations__ = {**{f.name: f.type for f in fields}, "return": None}
-    methods = {"__init__": init, **_methods(cls, fields)}
-    for name, method in methods.items():
+    for name, method in _methods(cls, fields).items():
         method.__qualname__ = f"{cls.__qualname__}.{name}"
         method.__module__ = cls.__module__
         setattr(cls, name, method)
+    annotations = {**{f.name: f.type for f in fields}, "return": None}
+    cls.__init__ = _LazyInit(cls, "\n".join(source), env, annotations)  # type: ignore[misc]
     cls.__dataclass_params__ = _PARAMS  # type: ignore[attr-defined]
     return cls
+
+
+class _LazyInit:
+    """A record's ``__init__`` until it is first looked up (an instance made, or the class
+    introspected: ``inspect.signature``, ``help``): then compiled, put on the class in
+    its place and returned, so everyone sees the real function. Compiling all of
+    agent.schema's up front was half of its import (~4 ms of every CLI call), though a
+    call makes instances of a few records only (the codec builds rows without them)."""
+
+    __slots__ = ("annotations", "cls", "env", "source")
+
+    def __init__(self, cls: type, source: str, env: dict[str, Any], annotations: Any) -> None:
+        self.cls = cls
+        self.source = source
+        self.env = env
+        self.annotations = annotations
+
+    def compile(self) -> Any:
+        """The real ``__init__``, compiled now unless another thread already did."""
+        init = self.cls.__dict__.get("__init__")
+        if init is not self:
+            return init
+        env = dict(self.env)
+        exec(self.source, env)  # generated from the class's own field names only
+        init = env["__init__"]
+        init.__annotations__ = self.annotations
+        init.__qualname__ = f"{self.cls.__qualname__}.__init__"
+        init.__module__ = self.cls.__module__
+        type.__setattr__(self.cls, "__init__", init)
+        return init
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        init = self.compile()
+        return init if obj is None else init.__get__(obj, owner)
 
 
 def _compiled_on_first_use(cls: type, name: str, source: list[str]) -> Any:

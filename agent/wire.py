@@ -18,8 +18,6 @@ import socket
 import struct
 from typing import Any
 
-from rpyc.core.stream import SocketStream
-
 MAGIC = "runtime-observer"
 MAX_HANDSHAKE_FRAME = 4096
 NONCE_BYTES = 32
@@ -141,16 +139,3 @@ def decode_nonce(value: Any) -> bytes:
         return bytes.fromhex(value)
     except ValueError as exc:
         raise HandshakeError("bad nonce in handshake") from exc
-
-
-class TLSSocketStream(SocketStream):
-    """rpyc stream that also sees bytes already decrypted and buffered in the SSL object.
-
-    Without this, select() on the raw socket can miss a message TLS already read.
-    """
-
-    def poll(self, timeout: float | None) -> bool:  # type: ignore[override]
-        pending = getattr(self.sock, "pending", None)
-        if pending is not None and pending() > 0:
-            return True
-        return super().poll(timeout)

@@ -1,5 +1,3 @@
-import sys
+from observer.cli import run
 
-from observer.cli import main
-
-sys.exit(main())
+run()

@@ -21,9 +21,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rpyc.core.consts import HANDLE_CALLATTR
-from rpyc.core.netref import syncreq
-
 from agent.codec import WireError, decode_envelope, from_wire
 from agent.record import record
 from agent.schema import (
@@ -236,9 +233,7 @@ class Node:
         that stopped answering, that goodbye would wait out the whole call timeout again.
         """
         with contextlib.suppress(Exception):
-            if not goodbye:
-                self._conn._channel.close()
-            self._conn.close()
+            self._conn.close(goodbye)
 
     @property
     def closed(self) -> bool:
@@ -254,13 +249,13 @@ class Node:
             yield self
             return
         with self._lock:
-            config = self._conn._config
-            before = config["sync_request_timeout"]
-            config["sync_request_timeout"] = seconds
+            conn = self._conn
+            before = conn.timeout
+            conn.timeout = seconds
             try:
                 yield self
             finally:
-                config["sync_request_timeout"] = before
+                conn.timeout = before
 
     def _raw(self, method: str, *args: Any) -> Any:
         """One round trip: call an exposed method and decode its envelope."""
@@ -277,14 +272,13 @@ class Node:
         """One round trip: the exposed method's reply as it came (errors turned into ours)."""
         with self._lock:
             try:
-                root = self._conn.root  # a round trip on first use only
+                self._conn.root()  # a round trip on first use only
                 started = time.perf_counter()
-                # one round trip: rpyc's getattr-then-call in one request, where a
-                # netref method (getattr(root, method)(*args)) takes two on first use
-                payload = syncreq(root, HANDLE_CALLATTR, method, args, ())
+                # one round trip: rpyc's getattr-then-call in one request (CALLATTR)
+                payload = self._conn.call(method, args)
                 self.last_rtt = time.perf_counter() - started
             except TimeoutError as exc:
-                waited = self._conn._config["sync_request_timeout"]
+                waited = self._conn.timeout
                 raise NodeTimeout(
                     f"{self.address} did not answer {method} within {waited:g}s"
                 ) from exc

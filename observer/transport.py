@@ -1,4 +1,5 @@
-"""Open an authenticated rpyc connection: TCP, TLS with pinning, then the token handshake."""
+"""Open an authenticated connection: TCP, TLS with pinning, the token handshake, then
+rpyc's protocol (its client half, observer.rpc)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import math
 import os
 import socket
 import ssl
-from typing import Any
+import time
+from collections.abc import Callable
 
-import rpyc
-from rpyc.core import netref
-
-from agent.certexpiry import expiry_warning, not_after
+from agent.certexpiry import SOON_DAYS, expiry_warning, not_after, not_after_seconds
+from agent.frames import MAX_REPLY_FRAME
 from agent.record import record
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
@@ -42,6 +42,7 @@ from observer.errors import (
     ObserverError,
     VersionMismatch,
 )
+from observer.rpc import Connection
 
 OBSERVER_VERSION = AGENT_VERSION  # one distribution ships both halves
 
@@ -94,33 +95,11 @@ def check_timeout(seconds: float, what: str = "timeout") -> float:
 class Session:
     """What the handshake established."""
 
-    conn: rpyc.Connection
+    conn: Connection
     role: str
     agent_version: str
     tls: bool
     cert_warning: str = ""  # "agent certificate expired on YYYY-MM-DD", or "" when fine
-
-
-class _Connection(rpyc.Connection):
-    """rpyc's connection without its second round trip when the agent's root is first
-    fetched: rpyc asks the other side which methods the root's class has
-    (HANDLE_INSPECT) to build a proxy class with them, but the client only ever calls
-    the root by name (HANDLE_CALLATTR, observer.client) and the agent hands out no other
-    object (every reply is plain data), so the proxy needs none. A third of a CLI call's
-    round trips after the handshake (GETROOT, INSPECT, the call, CLOSE)."""
-
-    def _netref_factory(self, id_pack: Any, *rest: Any) -> Any:
-        if rest or type(id_pack) is not tuple or len(id_pack) != 3:  # not rpyc 6's shape
-            return super()._netref_factory(id_pack, *rest)  # type: ignore[misc]
-        return netref.class_factory(id_pack, ())(self, id_pack)
-
-
-class _Service(rpyc.VoidService):
-    """rpyc's VoidService (nothing exposed to the agent), on a _Connection."""
-
-    __slots__ = ()
-    ALIASES = rpyc.VoidService.get_service_aliases()
-    _protocol = _Connection
 
 
 def _client_context(
@@ -149,6 +128,8 @@ def _cert_warning(der: bytes) -> str:
     ``cryptography`` (where installed).
     """
     try:
+        if not_after_seconds(der) - time.time() > SOON_DAYS * 86400:
+            return ""  # what expiry_warning says so far ahead (without importing datetime)
         expires = not_after(der)
     except ValueError:
         from observer.keygen import cert_not_after
@@ -262,20 +243,13 @@ def open_session(
             binding = cert_digest(der)
             cert_warning = _cert_warning(der)
         _ack_promptly(sock)
-        granted, agent_version = _handshake(sock, address, token, binding, role)
+        # rpyc's protocol, its client half (observer.rpc: no rpyc import); replies capped:
+        # an agent cannot make us hold 4 GiB. Its first request (the agent's root) goes
+        # out with the login's proof, one round trip fewer; nothing of it is read before
+        # the agent proved it knows the token.
+        conn = Connection(sock, timeout=timeout, max_frame=MAX_REPLY_FRAME)
+        granted, agent_version = _handshake(sock, address, token, binding, role, conn.ask_root)
         sock.settimeout(None)
-        from agent.channel import MAX_REPLY_FRAME, BoundedChannel, DeadlineStream
-
-        conn = rpyc.connect_channel(  # replies capped: an agent cannot make us hold 4 GiB
-            BoundedChannel(DeadlineStream(sock), max_frame=MAX_REPLY_FRAME),
-            service=_Service,
-            config={
-                "allow_pickle": False,
-                "allow_public_attrs": False,
-                "sync_request_timeout": timeout,
-                "include_local_traceback": False,
-            },
-        )
         return Session(conn, granted, agent_version, tls, cert_warning)
     except TimeoutError as exc:
         sock.close()
@@ -291,8 +265,15 @@ def open_session(
 
 
 def _handshake(
-    sock: socket.socket, address: Address, token: str | None, binding: bytes, role: str | None
+    sock: socket.socket,
+    address: Address,
+    token: str | None,
+    binding: bytes,
+    role: str | None,
+    then: Callable[[], None] = lambda: None,
 ) -> tuple[str, str]:
+    """The token challenge; ``then`` runs right after our proof is sent (it may send a
+    request of its own, read only once the agent's proof checked out)."""
     try:
         hello = recv_frame(sock)
     except HandshakeError as exc:
@@ -321,6 +302,7 @@ def _handshake(
     if role:
         frame["role"] = role
     send_frame(sock, frame)
+    then()  # may send: it leaves the handshake's timeout alone
     try:
         reply = recv_frame(sock)
     except HandshakeError as exc:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.schema import RECORDS
+from observer import rpc
 from tests.helpers import ROOT, wait_until
 
 st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
@@ -338,7 +339,53 @@ def test_a_cli_call_imports_neither_qt_nor_cryptography(host):
     # from agent.wire), the idna codec (the host goes to socket and ssl as ASCII bytes),
     # secrets (os.urandom) and sysconfig (only a long listing's record maker asks it)
     heavy |= {"agent.security", "encodings.idna", "stringprep", "secrets", "sysconfig"}
+    # nor rpyc (observer.rpc speaks the client's part of its protocol; importing it loaded
+    # all of it, pickle and logging too) nor logging (the agent modules a call imports
+    # import it where they log)
+    heavy |= {"rpyc", "pickle", "logging", "traceback"}
+    # nor datetime (the certificate's expiry is read as seconds; a date only when near)
+    heavy |= {"datetime"}
     assert not heavy & imported, sorted(heavy & imported)
+
+
+RUN = "import sys; from observer.cli import run; sys.argv[1:] = {argv!r}; {before}; run()"
+
+
+def run_program(argv: list[str], before: str = "pass") -> subprocess.CompletedProcess[str]:
+    """``observer.cli.run`` (what ``python -m observer`` and the console script run) in a
+    process of its own, after ``before``."""
+    return subprocess.run(
+        [sys.executable, "-c", RUN.format(argv=argv, before=before)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_the_program_ends_without_teardown_only_when_nothing_would_run_then(host):
+    """run() ends the process at once after main (os._exit: no module teardown, no
+    OpenSSL cleanup) when shutdown would run nothing: the output is whole (a pipe, not a
+    terminal) and the status main's (a usage error is argparse's SystemExit, as ever).
+    An atexit callback, or a thread still running, gets the ordinary exit: the callback
+    runs, the thread is waited for."""
+    argv = ["ps", host.address, *creds(host), "--json"]
+    fast = run_program(argv)
+    assert fast.returncode == 0, fast.stderr
+    assert len(json.loads(fast.stdout)["tasks"]) >= 1  # flushed before the process ended
+    assert run_program(["ps"]).returncode == 2  # a usage error's status
+    refused = run_program(["ps", "127.0.0.1:1", *creds(host)[2:]])
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    atexit = "import atexit; atexit.register(print, 'atexit ran')"
+    normal = run_program(argv, atexit)
+    assert normal.returncode == 0 and normal.stdout.endswith("atexit ran\n"), normal.stdout[-200:]
+    json.loads(normal.stdout.removesuffix("atexit ran\n"))
+    thread = (  # a thread that ends only once the main thread has: never, if cut short
+        "import threading; threading.Thread(target=lambda: (threading.main_thread().join(), "
+        "print('thread done'))).start()"
+    )
+    waited = run_program(argv, thread)
+    assert waited.returncode == 0 and waited.stdout.endswith("}\nthread done\n"), waited
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux delayed ACK timing")
@@ -402,18 +449,20 @@ def test_a_cli_call_in_process_leaves_the_gc_as_it_found_it(host, capsys):
 
 
 def test_a_call_after_connecting_is_one_round_trip(host):
-    """The first call fetches the agent's root (GETROOT) and calls it by name (CALLATTR):
-    two requests, not three (rpyc asked which methods the root has, HANDLE_INSPECT, to
-    build a proxy the client never used); every later call is one."""
+    """The agent's root (GETROOT) is asked for with the login's proof, in its round
+    trip; every call is then one request calling the root by name (CALLATTR): the first
+    took two (GETROOT, then CALLATTR), and rpyc once asked which methods the root has
+    (HANDLE_INSPECT) to build a proxy the client never used."""
     node = host.connect("viewer")
     try:
         conn = node._conn
+        assert conn._root_seq is not None and conn._root is None  # asked, not yet read
         sent = []
-        send = conn._send  # every message rpyc sends (requests here)
-        conn._send = lambda msg, seq, args: (sent.append(msg), send(msg, seq, args))[1]
-        node.process()
-        assert len(sent) == 2, sent
+        send = conn._send  # every message the connection sends (requests here)
+        conn._send = lambda msg, seq, args: (sent.append(args[0]), send(msg, seq, args))[1]
+        assert node.process().pid == host.process.proc.pid
+        assert sent == [rpc.HANDLE_CALLATTR], sent
         node.threads()
-        assert len(sent) == 3, sent
+        assert sent == [rpc.HANDLE_CALLATTR] * 2, sent
     finally:
         node.close()

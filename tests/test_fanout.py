@@ -24,8 +24,10 @@ from agent import compat, fanout
 from agent.codec import from_wire
 from agent.errors import BadRequest
 from agent.schema import Hello, Snapshot, SnapshotUpdate
+from observer import rpc
 from observer.client import FANOUT_TIMEOUT
 from observer.errors import RemoteError
+from tests.attack.raw import Attacker, stock_request
 from tests.helpers import echo_ok, freeze, wait_until
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 from tests.test_workers import _kill_descendants, _started, observer_cli
@@ -208,10 +210,14 @@ def test_hostile_fanout_arguments_are_refused_before_any_worker_is_asked(forker)
     worker reply; the master's session, its audit and its echo server go on."""
     master = forker("--workers")
     pid = master.fork("os", "loop")[0]
+    peer = Attacker.login(master.agent, master.keys, "operator")  # stock rpyc
     with master.connect() as node:
         before = len(node.audit())
         for call in HOSTILE:
-            reply = node._request("workers", call)
+            if rpc.dumpable(call):
+                reply = node._request("workers", call)
+            else:  # by reference: only a stock rpyc peer sends that
+                reply = stock_request(node, peer, "workers", call)
             assert type(reply) is tuple and reply[1] == (), (call, reply)
             with pytest.raises(RemoteError) as caught:
                 node._open(reply[0])
@@ -219,6 +225,7 @@ def test_hostile_fanout_arguments_are_refused_before_any_worker_is_asked(forker)
         assert node.process().pid == master.process.proc.pid
         assert len(node.audit()) == before  # nothing reached a worker: nothing to audit
         assert echo_ok(master.echo)
+    peer.rpyc().close()
     os.kill(pid, signal.SIGTERM)
     assert master.reap(pid) == -15
 

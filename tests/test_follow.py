@@ -27,12 +27,14 @@ from agent.schema import (
     TaskSite,
     ThreadInfo,
 )
+from observer import rpc
 from observer.client import changes_from
 from observer.errors import BadRequest
 from observer.gui.delta import BORN_SLACK, Shadow, table_delta, tree_delta, tree_from
 from observer.gui.follow import follow_of, table_follow, tree_follow
 from observer.gui.models import TableModel, TreeModel
 from observer.taskcache import LOG_VERSIONS, TaskCache
+from tests.attack.raw import Attacker, stock_request
 from tests.helpers import echo_ok, wait_until
 from tests.test_gui_delta import canonical, shown
 from tests.test_incremental import Churn, start_churn
@@ -300,12 +302,16 @@ def test_hostile_listing_arguments_are_refused_or_answered_whole(churn: Churn):
     """A peer sends the listing call version numbers that are negative, huge or of the
     wrong type: the agent refuses the wrong types with a clear error, answers the rest
     with a complete listing (never rows merged into another table), and keeps serving."""
+    peer = Attacker.login(churn.address, churn.keys, "operator")  # stock rpyc
     with churn.connect() as node:
         complete = node.snapshot()
         for name, value, refused in BAD:
             args = {"limit": 100_000, "match": "", "since": 0, "epoch": 0, "chunk": 20_000}
             args[name] = value
-            if refused:
+            if not rpc.dumpable(tuple(args.values())):  # by reference: a stock rpyc peer's
+                with pytest.raises(BadRequest, match=refused):
+                    node._open(stock_request(node, peer, "snapshot", tuple(args.values())))
+            elif refused:
                 with pytest.raises(BadRequest, match=refused):
                     node._raw("snapshot", *args.values())
             else:
@@ -314,6 +320,7 @@ def test_hostile_listing_arguments_are_refused_or_answered_whole(churn: Churn):
                 assert listing[2] == 0  # base 0: a complete listing
                 assert listing[10] == len(complete.tasks)  # count: every row
         assert node.snapshot().tasks and node.last_listing.base != 0  # deltas as before
+    peer.rpyc().close()
     assert echo_ok(churn.echo)
 
 

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from agent.collect import profiler as profiler_module
 from agent.collect.profiler import MAX_RATE, MAX_SECONDS, Profiler
 from agent.schema import Profile, ProfileFrame, ProfileStack
+from observer import rpc
 from observer.client import Node, connect
 from observer.errors import RemoteError
 from observer.profile_export import collapsed, fold, parse_collapsed, speedscope, top_functions
+from tests.attack.raw import Attacker, stock_request
 from tests.helpers import HostProcess, echo_ok, wait_until
 from tests.test_cli import observer
 from tests.test_forks import forker  # noqa: F401  (the fixture)
@@ -186,10 +188,15 @@ def test_nothing_from_the_network_makes_it_unbounded(profiled: ProfiledHost):
             with pytest.raises(RemoteError) as bad:
                 node.profile_start(seconds, rate)
             assert bad.value.kind == "bad-request"
+        peer = Attacker.login(profiled.address, profiled.keys, "viewer")  # stock rpyc
         for args in (("10", 100), (10, [1]), (True, 100.0)):
-            with pytest.raises(RemoteError) as bad:
-                node._raw("profile_start", *args)  # what a peer of its own could send
+            with pytest.raises(RemoteError) as bad:  # what a peer of its own could send
+                if rpc.dumpable(args):
+                    node._raw("profile_start", *args)
+                else:  # by reference: only a stock rpyc peer sends that
+                    node._open(stock_request(node, peer, "profile_start", args))
             assert bad.value.kind == "bad-request"
+        peer.rpyc().close()
         assert node.profile_read().state == "stopped"  # the clamped one, nothing newer
     assert echo_ok(profiled.echo)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import typing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -106,3 +107,42 @@ def test_what_a_record_does_not_support_is_refused():
 
             def __repr__(self) -> str:
                 return "x"
+
+
+def test_init_is_compiled_when_first_looked_up_and_is_then_the_real_function():
+    """@record leaves __init__ to be compiled on first use (most records are never made
+    in a CLI call): before that, the class already shows the dataclass's signature;
+    after, __init__ is a plain function on the class, and subclasses get it too."""
+
+    @record
+    class Point:
+        """A record no one has made yet."""
+
+        x: int
+        y: int = 2
+
+    assert type(Point.__dict__["__init__"]).__name__ == "_LazyInit"
+    assert str(inspect.signature(Point)) == "(x: 'int', y: 'int' = 2) -> None"
+    assert inspect.isfunction(Point.__dict__["__init__"])  # looked up: compiled, in place
+    assert Point.__init__.__qualname__ == f"{Point.__qualname__}.__init__"
+
+    @record
+    class Fresh:
+        """Made first, then introspected."""
+
+        a: str
+
+    class Sub(Fresh):
+        pass
+
+    assert Sub("s").a == "s" and "__init__" not in Sub.__dict__  # the base's, compiled
+    assert inspect.isfunction(Fresh.__dict__["__init__"]) and Fresh("t") == Fresh("t")
+    with pytest.raises(TypeError):
+        Fresh()  # type: ignore[call-arg]
+
+
+def test_the_codec_reads_each_records_hints_as_typing_does():
+    """agent.codec evaluates each distinct annotation text once (typing.get_type_hints
+    compiles every one anew); what it gets for every record is what typing gets."""
+    for cls in RECORDS:
+        assert codec._hints(cls) == typing.get_type_hints(cls), cls.__name__

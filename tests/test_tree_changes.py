@@ -25,11 +25,13 @@ from rpyc.core import consts
 from agent import fanout
 from agent.codec import decode_envelope
 from agent.collect.children import ChildTracker
+from observer import rpc
 from observer.client import SnapshotChanges
 from observer.errors import RemoteError
 from observer.gui.delta import Shadow
 from observer.gui.workers import process_tree_delta, worker_of
 from observer.taskcache import TaskCache
+from tests.attack.raw import Attacker, stock_request
 from tests.helpers import echo_ok, freeze, wait_until
 from tests.test_forks import forker  # noqa: F401  (the fixture)
 
@@ -187,7 +189,7 @@ HOSTILE_OWN = [
     (100, "", "0"),
     (100, "", 0, 0, True),
     (100, "x" * 20_000),
-    ([100],),
+    ([100],),  # by reference (a stock rpyc peer's netref: the observer sends values only)
     (None,),
 ]
 
@@ -198,13 +200,17 @@ def test_hostile_tree_arguments_are_refused_before_any_worker_is_asked(forker): 
     and own part), no worker reply, nothing audited; the session and the echo go on."""
     master = forker("--workers")
     pid = master.fork("os", "loop")[0]
+    peer = Attacker.login(master.agent, master.keys, "operator")  # stock rpyc
     with master.connect() as node:
         before = len(node.audit())
         calls = [(own, "hello", (), (), (), 5.0) for own in HOSTILE_OWN]
         calls.append(((), "worker", (), (), (), 5.0))
         calls.append(((), "cancel", (), (), (), float("nan")))
         for call in calls:
-            reply = node._request("tree", call)
+            if rpc.dumpable(call):
+                reply = node._request("tree", call)
+            else:  # by reference: only a stock rpyc peer sends that
+                reply = stock_request(node, peer, "tree", call)
             assert type(reply) is tuple and len(reply) == 3 and reply[1] == (), (call, reply)
             for part in (reply[0], reply[2]):
                 with pytest.raises(RemoteError) as caught:
@@ -213,6 +219,7 @@ def test_hostile_tree_arguments_are_refused_before_any_worker_is_asked(forker): 
         assert len(node.audit()) == before
         assert node.process().pid == master.process.proc.pid
         assert echo_ok(master.echo)
+    peer.rpyc().close()
     stop(master, [pid])
 
 

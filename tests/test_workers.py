@@ -94,7 +94,7 @@ def test_the_master_relays_reads_and_actions_to_a_worker_with_the_callers_role(f
             ("operator", "not-found"),
         ]
         assert [r.target for r in mine] == ["task-1", "task-999999"]
-        local = operator._conn._channel.stream.sock.getsockname()
+        local = operator._conn.sock.getsockname()
         assert mine[1].peer == f"{local[0]}:{local[1]}"  # the operator's own connection
         with pytest.raises(Exception, match="not a worker"):
             operator.worker(os.getpid()).process()

@@ -24,11 +24,11 @@ import psutil
 import rpyc
 from rpyc.core import brine, consts
 
+from agent.channel import TLSSocketStream
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
     NONCE_BYTES,
-    TLSSocketStream,
     agent_proof,
     cert_digest,
     client_proof,
@@ -190,6 +190,23 @@ class Attacker:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def stock_request(node: Any, peer: Attacker, method: str, args: tuple[Any, ...]) -> Any:
+    """The agent's reply to ``method(*args)`` sent by ``peer``'s stock rpyc, for arguments
+    the observer's client will not carry: rpyc passes a list or dict by reference (a
+    netref the agent must refuse), the client sends plain values only and refuses the
+    call before sending anything (TypeError: checked here on ``node``)."""
+    from observer import rpc
+
+    assert not rpc.dumpable(args), args
+    try:
+        node._request(method, args)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError(f"the observer's client sent {args!r}")
+    return getattr(peer.rpyc().root, method)(*args)
 
 
 class RogueAgent:

@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent
-from agent.certexpiry import SOON_DAYS, expiry_warning, not_after
+from agent import certexpiry
+from agent.certexpiry import SOON_DAYS, expiry_warning, not_after, not_after_seconds
 from agent.version import PROTOCOL_VERSION
 from agent.wire import MAGIC, NONCE_BYTES, HandshakeError, parse_fingerprint, recv_frame, send_frame
 from observer import errors
@@ -336,6 +337,32 @@ def test_agent_reads_the_expiry_date_as_cryptography_does(signing_key, start, le
     )
     der = cert.public_bytes(serialization.Encoding.DER)
     assert not_after(der) == cert.not_valid_after_utc
+    assert not_after_seconds(der) == cert.not_valid_after_utc.timestamp()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(
+        st.datetimes(datetime.datetime(1, 1, 1), datetime.datetime(9999, 12, 31)).map(
+            lambda d: d.strftime("%Y%m%d%H%M%SZ").rjust(15, "0")
+        ),
+        st.from_regex(r"\A[0-9]{14}Z\Z"),  # any digits: month 13, Feb 30, 24:00, ...
+    ),
+    utc=st.booleans(),
+)
+def test_the_observers_datetime_free_expiry_reads_what_datetime_does(text, utc):
+    """On connect the observer reads the agent certificate's expiry as seconds, without
+    datetime (an import of every CLI call), and asks for a date only when it is near:
+    the same instant datetime makes, and a ValueError wherever datetime refuses."""
+    tag, raw = (0x17, text[2:]) if utc else (0x18, text)
+    data = raw.encode()
+    try:
+        expected = certexpiry._time(data, tag, 0, len(data)).timestamp()
+    except ValueError:
+        with pytest.raises(ValueError):
+            certexpiry._seconds(*certexpiry._fields(data, tag, 0, len(data)))
+        return
+    assert certexpiry._seconds(*certexpiry._fields(data, tag, 0, len(data))) == expected
 
 
 def test_expiry_warning_says_expired_soon_or_nothing():
