@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import socket
+import ssl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -314,3 +315,53 @@ def test_any_frame_a_peer_writes_ends_in_a_value_or_a_closed_connection(body, co
         assert body[:1] == b"\x03", exc  # an exception the peer sent (vinegar)
         return
     assert rpc.dumpable(got) or (type(got) is float and math.isnan(got))
+
+
+# ------------------------------------------------ TLS links sharing a thread (real agents)
+
+
+def _broken_beside(make_host: Any) -> tuple[Any, Any, int]:
+    """Two agents' links opened in this thread; the second agent's process stopped and
+    a call to it failed (NodeDown), in this thread, as a chaos run or a poller meets it."""
+    from observer.errors import NodeDown
+
+    up, down = make_host(), make_host()
+    alive, dying = up.connect(), down.connect()
+    alive.snapshot()
+    dying.snapshot()
+    down.process.stop()
+    with pytest.raises(NodeDown):
+        dying.snapshot()
+    return alive, dying, up.process.proc.pid
+
+
+def test_a_node_going_down_leaves_the_other_links_of_its_thread_working(make_host):
+    """An operator watches two nodes from one thread and one node goes down: the other
+    keeps answering, call after call. On 3.14+ the dead link's failure stayed in the
+    thread's OpenSSL error queue and the next read of the sound link took it for its
+    own 'Broken pipe' (python/cpython#148594): a chaos run lost the node it was acting
+    on, the GUI every node."""
+    alive, dying, pid = _broken_beside(make_host)
+    try:
+        for _ in range(5):
+            assert alive.snapshot().process.pid == pid
+        assert not alive.closed
+    finally:
+        alive.close()
+        dying.close()
+
+
+def test_clear_tls_errors_empties_the_queue_a_dead_link_filled(make_host):
+    """What the fix rests on, on this Python: after a dead link's failure and
+    clear_tls_errors, a sound link's read that finds nothing says 'want read' (nothing
+    yet), not an error of the dead link's."""
+    alive, dying, _ = _broken_beside(make_host)
+    try:
+        sock = alive._conn.sock
+        sock.settimeout(0)
+        rpc.clear_tls_errors()
+        with pytest.raises(ssl.SSLWantReadError):
+            sock.recv_into(bytearray(8), 8)
+    finally:
+        alive.close()
+        dying.close()
