@@ -34,6 +34,7 @@ from agent.frames import (  # noqa: F401  (the limits are imported from here too
     FrameError,
     inflate,
 )
+from agent.tlsqueue import clear_tls_errors
 
 
 class ChannelDropped(EOFError):
@@ -78,6 +79,7 @@ class DeadlineStream(TLSSocketStream):
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
+        self._tls = hasattr(sock, "pending")  # an SSLSocket (its reads are TLS records)
         self._deadline: float | None = None
         self._seconds = 0.0
         self._what = ""
@@ -114,6 +116,8 @@ class DeadlineStream(TLSSocketStream):
     def read(self, count: int) -> bytes:
         if self._deadline is None:
             return super().read(count)
+        if self._tls:  # a timed TLS read: see agent.tlsqueue
+            clear_tls_errors()
         chunks: list[bytes] = []
         try:
             while count > 0:
@@ -132,6 +136,8 @@ class DeadlineStream(TLSSocketStream):
         return b"".join(chunks)
 
     def write(self, data: bytes | memoryview) -> None:
+        if self._tls and self._deadline is not None:  # a timed TLS write: agent.tlsqueue
+            clear_tls_errors()
         view = memoryview(data)
         try:
             while view:

@@ -30,6 +30,7 @@ from agent.frames import (
     FrameError,
     inflate,
 )
+from agent.tlsqueue import clear_tls_errors
 
 # rpyc.core.consts
 MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION = 1, 2, 3
@@ -262,27 +263,6 @@ def _frame(msg: int, seq: int, args: Any) -> bytes:
     return FRAME_HEADER.pack(len(body), compressed) + body + FLUSHER
 
 
-_flusher: ssl.SSLContext | None = None
-
-
-def clear_tls_errors() -> None:
-    """Empty this thread's OpenSSL error queue.
-
-    A TLS read that finds no record yet asks OpenSSL's SSL_get_error what happened, and
-    that reads the thread's error queue first; CPython never empties it before a read
-    (python/cpython#148594), and on 3.14+ a link that broke (its node went down) leaves
-    an entry there. The next read of a sound link in the same thread then fails with the
-    dead link's 'Broken pipe', and a chaos run or the GUI's poller lost every node at
-    once. CPython's set_ciphers empties the queue when it refuses a list; a list naming
-    no cipher is always refused and leaves the context as it was.
-    tests/test_rpc.py holds that this still clears a queue a dead link filled."""
-    global _flusher
-    if _flusher is None:
-        _flusher = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    with contextlib.suppress(ssl.SSLError):
-        _flusher.set_ciphers("NO-SUCH-CIPHER")
-
-
 class Connection:
     """One logged-in connection to an agent's rpyc service (after agent.wire's
     handshake), over ``sock``. One request at a time is waited for (observer.client
@@ -361,8 +341,8 @@ class Connection:
 
     def _send(self, msg: int, seq: int, args: Any) -> None:
         """One message in one frame (``_frame``), sent whole or the connection dropped.
-        Each request starts with this thread's OpenSSL error queue empty (see
-        ``clear_tls_errors``): what it reads back is then about this link alone."""
+        Each request starts with this thread's OpenSSL error queue empty
+        (agent.tlsqueue): what its timed reads meet is then about this link alone."""
         frame = _frame(msg, seq, args)
         if self._tls:
             clear_tls_errors()

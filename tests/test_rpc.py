@@ -26,7 +26,9 @@ from rpyc.core import brine, consts
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 
+from agent.channel import DeadlineStream, FrameTimeout
 from agent.frames import FRAME_HEADER, MAX_REPLY_FRAME
+from agent.tlsqueue import clear_tls_errors
 from observer import rpc
 
 
@@ -352,16 +354,32 @@ def test_a_node_going_down_leaves_the_other_links_of_its_thread_working(make_hos
 
 
 def test_clear_tls_errors_empties_the_queue_a_dead_link_filled(make_host):
-    """What the fix rests on, on this Python: after a dead link's failure and
+    """What agent.tlsqueue rests on, on this Python: after a dead link's failure and
     clear_tls_errors, a sound link's read that finds nothing says 'want read' (nothing
     yet), not an error of the dead link's."""
     alive, dying, _ = _broken_beside(make_host)
     try:
         sock = alive._conn.sock
         sock.settimeout(0)
-        rpc.clear_tls_errors()
+        clear_tls_errors()
         with pytest.raises(ssl.SSLWantReadError):
             sock.recv_into(bytearray(8), 8)
+    finally:
+        alive.close()
+        dying.close()
+
+
+def test_the_agents_timed_reads_are_not_failed_by_a_dead_link_of_their_thread(make_host):
+    """The agent's side of it (a master's thread whose link to a killed worker failed,
+    then a frame deadline on another link): a timed read of a sound link that gets
+    nothing runs to its deadline (FrameTimeout), not into the dead link's error."""
+    alive, dying, _ = _broken_beside(make_host)
+    try:
+        stream = DeadlineStream(alive._conn.sock)
+        stream.arm(0.2, "reading a frame")
+        with pytest.raises(EOFError) as caught:
+            stream.read(1)
+        assert type(caught.value) is FrameTimeout, repr(caught.value)
     finally:
         alive.close()
         dying.close()
