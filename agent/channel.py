@@ -34,7 +34,7 @@ from agent.frames import (  # noqa: F401  (the limits are imported from here too
     FrameError,
     inflate,
 )
-from agent.tlsqueue import clear_tls_errors
+from agent.tlsqueue import clear_tls_errors, note_tls_failure
 
 
 class ChannelDropped(EOFError):
@@ -115,7 +115,11 @@ class DeadlineStream(TLSSocketStream):
 
     def read(self, count: int) -> bytes:
         if self._deadline is None:
-            return super().read(count)
+            try:
+                return super().read(count)
+            except EOFError:
+                self._failed()
+                raise
         if self._tls:  # a timed TLS read: see agent.tlsqueue
             clear_tls_errors()
         chunks: list[bytes] = []
@@ -131,6 +135,7 @@ class DeadlineStream(TLSSocketStream):
         except TimeoutError:
             self._expired()
         except OSError as exc:
+            self._failed()
             self.close()
             raise EOFError(exc) from None
         return b"".join(chunks)
@@ -147,8 +152,15 @@ class DeadlineStream(TLSSocketStream):
         except TimeoutError:
             self._expired()
         except OSError as exc:
+            self._failed()
             self.close()
             raise EOFError(exc) from None
+
+    def _failed(self) -> None:
+        """A read or write of this stream failed: over TLS, its error may be left in the
+        thread's OpenSSL queue (agent.tlsqueue)."""
+        if self._tls:
+            note_tls_failure()
 
 
 class BoundedChannel(Channel):

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from agent.ratelog import RateLog
 from agent.security import Authenticator, Credentials
+from agent.tlsqueue import clear_tls_errors, note_tls_failure
 from agent.wire import MAX_HANDSHAKE_FRAME, HandshakeError
 
 log = logging.getLogger("agent")
@@ -415,10 +416,19 @@ class Gate:
         p.out = encode_frame(frame)
 
     def _step(self, p: _Pending) -> None:
-        """Move one handshake on as far as its socket allows, then wait for it again."""
+        """Move one handshake on as far as its socket allows, then wait for it again.
+
+        Every handshake shares this thread's OpenSSL error queue: one that failed may
+        leave its error there, and a sound one's next read that finds nothing yet would
+        take it for its own (agent.tlsqueue), so a failure is noted and the queue
+        emptied before the next step."""
+        if self._tls is not None:
+            clear_tls_errors()
         try:
             want = self._advance(p)
         except (HandshakeError, ssl.SSLError, OSError, ValueError) as exc:
+            if self._tls is not None:
+                note_tls_failure()
             self._events.event(
                 "rejected", "runtime-observer agent: rejected %s: %s", p.peer, _reason(exc)
             )

@@ -29,6 +29,7 @@ from rpyc.core import consts
 
 from agent import registry
 from agent.errors import AgentError, BadRequest, NotFound
+from agent.tlsqueue import note_tls_failure
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -229,6 +230,8 @@ def _connect(
         conn._config["sync_request_timeout"] = CALL_TIMEOUT
         return conn
     except BaseException:
+        if cert_der is not None:  # TLS: its error may be left in the thread's OpenSSL queue
+            note_tls_failure()
         with contextlib.suppress(OSError):
             sock.close()
         raise

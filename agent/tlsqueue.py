@@ -1,4 +1,5 @@
-"""Empty the calling thread's OpenSSL error queue before a timed TLS read or write.
+"""Empty the calling thread's OpenSSL error queue before a timed TLS read or write, when
+a TLS operation of that thread failed since it was last emptied.
 
 A TLS socket with a timeout that finds no record yet (or a full send buffer) asks
 OpenSSL's SSL_get_error what happened, and that reads the thread's error queue first.
@@ -7,18 +8,36 @@ CPython never empties the queue before a read or write (python/cpython#148594), 
 sound link in the same thread then fails with the dead link's 'Broken pipe'. Blocking
 reads after a poll (rpyc's own) never ask; timed ones (the observer's client, the
 agent's frame deadlines, the master's links to its workers) must start clean.
+
+Emptying it costs ~10 us (the only way Python offers is a refused cipher list), a tenth
+of a worker's CPU per tree refresh when done before every frame; so the code that sees
+a TLS operation fail says so (``note_tls_failure``) and the queue is emptied only then.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
+import threading
 
 _flusher: ssl.SSLContext | None = None
+_thread = threading.local()  # .failed: a TLS operation of this thread failed since
+
+
+def note_tls_failure() -> None:
+    """A TLS operation of this thread failed: its error may sit in the thread's queue."""
+    _thread.failed = True
 
 
 def clear_tls_errors() -> None:
-    """Empty this thread's OpenSSL error queue (~10 us). CPython's set_ciphers empties
+    """Empty this thread's OpenSSL error queue if a failure was noted since last time."""
+    if getattr(_thread, "failed", False):
+        _thread.failed = False
+        flush_tls_errors()
+
+
+def flush_tls_errors() -> None:
+    """Empty this thread's OpenSSL error queue now (~10 us). CPython's set_ciphers empties
     it when it refuses a list; a list naming no cipher is always refused and leaves the
     context as it was. tests/test_rpc.py holds that this still clears a queue a dead
     link filled, on every supported Python."""

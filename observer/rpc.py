@@ -30,7 +30,7 @@ from agent.frames import (
     FrameError,
     inflate,
 )
-from agent.tlsqueue import clear_tls_errors
+from agent.tlsqueue import clear_tls_errors, note_tls_failure
 
 # rpyc.core.consts
 MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION = 1, 2, 3
@@ -486,7 +486,11 @@ class Connection:
         self._drop()
 
     def _drop(self) -> None:
-        """Close the socket (rpyc's SocketStream.close: shut down both ways first)."""
+        """Close the socket (rpyc's SocketStream.close: shut down both ways first). Every
+        failure drops the connection: over TLS its error may be left in this thread's
+        OpenSSL queue, emptied before this thread's next request (agent.tlsqueue)."""
+        if self._tls:
+            note_tls_failure()
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(2)  # socket.SHUT_RDWR

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from agent.certexpiry import SOON_DAYS, expiry_warning, not_after, not_after_seconds
 from agent.frames import MAX_REPLY_FRAME
 from agent.record import record
+from agent.tlsqueue import note_tls_failure
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -252,16 +253,24 @@ def open_session(
         sock.settimeout(None)
         return Session(conn, granted, agent_version, tls, cert_warning)
     except TimeoutError as exc:
-        sock.close()
+        _give_up(sock)
         raise NodeTimeout(
             f"{address} did not complete the handshake within {handshake_timeout:g}s"
         ) from exc
     except ObserverError:
-        sock.close()
+        _give_up(sock)
         raise
     except (OSError, HandshakeError) as exc:
-        sock.close()
+        _give_up(sock)
         raise ConnectError(f"handshake with {address} failed: {exc}") from exc
+
+
+def _give_up(sock: socket.socket) -> None:
+    """Close a connection whose login failed; over TLS its error may be left in this
+    thread's OpenSSL queue, emptied before the thread's next request (agent.tlsqueue)."""
+    if isinstance(sock, ssl.SSLSocket):
+        note_tls_failure()
+    sock.close()
 
 
 def _handshake(
