@@ -144,6 +144,24 @@ def gui_refresh(node):  # type: ignore[no-untyped-def]
     return gui
 
 
+def refresh_cpu(refresh, master: int, workers: list[int], count: int) -> tuple[float, float]:
+    """CPU milliseconds (user + system, psutil) one refresh costs the master and the
+    workers together, over ``count`` refreshes back to back."""
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in (master, *workers)]
+
+    def used() -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in procs]
+
+    before = used()
+    for _ in range(count):
+        refresh()
+    after = used()
+    spent = [(a - b) * 1000 / count for a, b in zip(after, before, strict=True)]
+    return spent[0], sum(spent[1:])
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -157,6 +175,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--host", nargs=3, metavar=("KEYS", "WORKERS", "TASKS"))
     parser.add_argument("--root", help="the checkout to measure (default: this one)")
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N steady combined refreshes: the CPU each costs the master and the workers",
+    )
     args = parser.parse_args()
     if args.host:
         host(args.host[0], int(args.host[1]), int(args.host[2]))
@@ -260,6 +285,8 @@ def main() -> None:
                 order = names[run % len(names) :] + names[: run % len(names)]
                 for name in order:
                     figures[name].append(timed(fns[name]))
+            if args.cpu and "combined" in fns:
+                spent = refresh_cpu(fns["combined"], proc.proc.pid, pids, args.cpu)
             node.close()
         finally:
             proc.stop()
@@ -276,6 +303,12 @@ def main() -> None:
     print(f"  tree / own = {ratio:.2f}x (target <= {TARGET:g}x: {verdict})")
     ratio = statistics.median(figures["tree"]) / statistics.median(figures["worker"])
     print(f"  tree / worker = {ratio:.2f}x")
+    if args.cpu and "combined" in figures:
+        master, workers = spent
+        print(
+            f"  CPU per steady combined refresh ({args.cpu}): master {master:.2f} ms, "
+            f"workers {workers:.2f} ms together ({workers / args.workers:.2f} ms each)"
+        )
     for name in ("changes", "combined"):
         if name in figures:
             ratio = statistics.median(figures[name]) / statistics.median(figures["own"])
