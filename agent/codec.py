@@ -59,6 +59,8 @@ def to_wire(value: Any) -> Any:
         return value
     names = _FIELD_NAMES.get(kind)
     if names is None:
+        if kind is Spliced:  # wire form already (agent.core's listings)
+            return value
         if kind is tuple or kind is list:
             return [to_wire(v) for v in value]
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -411,6 +413,11 @@ def _build_decoder(tp: Any) -> Decoder:
     raise WireError(f"cannot decode type {tp!r}")
 
 
+class Spliced(list):
+    """A wire list one of whose items is, or holds, a RawJSON (a listing and the reply
+    carrying it): encoded item by item, the others each in one json pass."""
+
+
 class _RawFound(Exception):
     """json.dumps met a RawJSON: the value must be spliced (see _encode)."""
 
@@ -439,6 +446,8 @@ def _encode(obj: Any) -> str:
     kind = type(obj)
     if kind is RawJSON:
         return obj.text
+    if kind is Spliced:
+        return "[" + ",".join(map(_encode, obj)) + "]"
     try:
         return _plain_encoder.encode(obj)
     except _RawFound:
@@ -455,9 +464,16 @@ def _pack(envelope: dict[str, Any]) -> bytes:
     return b"J" + raw
 
 
+_OK_HEAD = '{"v":' + str(PROTOCOL_VERSION) + ',"ok":true,"data":'
+
+
 def encode_ok(value: Any) -> bytes:
-    """Encode a successful reply carrying a record, tuple of records or plain data."""
-    return _pack({"v": PROTOCOL_VERSION, "ok": True, "data": to_wire(value)})
+    """Encode a successful reply carrying a record, tuple of records or plain data (the
+    envelope's JSON is written around the data's, which is encoded once)."""
+    raw = (_OK_HEAD + _encode(to_wire(value)) + "}").encode()
+    if len(raw) > COMPRESS_ABOVE:
+        return b"Z" + zlib.compress(raw, 1)
+    return b"J" + raw
 
 
 def encode_error(kind: str, message: str) -> bytes:

@@ -18,7 +18,7 @@ import psutil
 from agent import control
 from agent.audit import AuditLog
 from agent.auditfile import AuditFile
-from agent.codec import RawJSON, to_wire
+from agent.codec import RawJSON, Spliced, to_wire
 from agent.collect import guarded
 from agent.collect.census import CensusTaker
 from agent.collect.children import ChildTracker
@@ -121,7 +121,7 @@ def _listing_wire(answer: Answer, chunk: int) -> list[Any]:
         listing=answer.listing.id,
         rows=(),
     )
-    wire = to_wire(listing)
+    wire = Spliced(to_wire(listing))
     wire[_LISTING_ROWS] = _json_array(first)
     return wire
 
@@ -353,7 +353,7 @@ class AgentCore:
         if not 0 <= offset < len(listing.rows):
             raise BadRequest(f"offset {offset} is outside listing {listing.id}")
         rows = listing.chunk(offset, chunk)
-        wire = to_wire(TaskChunk(listing.id, offset, ()))
+        wire = Spliced(to_wire(TaskChunk(listing.id, offset, ())))
         wire[_CHUNK_ROWS] = _json_array(rows)
         return wire, offset + len(rows)
 
@@ -396,7 +396,7 @@ class AgentCore:
             collect_seconds=0.0,
             tasks=TaskListing(0, 0, 0, 0.0, 0, (), (), (), 0, False, 0, 0, ()),
         )
-        wire = to_wire(update)
+        wire = Spliced(to_wire(update))
         wire[_UPDATE_TASKS] = _listing_wire(answer, chunk)
         wire[_UPDATE_SECONDS] = time.perf_counter() - started
         return wire, answer.listing

@@ -206,7 +206,7 @@ def collect_process(
         pid=os.getpid(),
         ppid=ppid,
         name=name,
-        cmdline=redact_argv(sys.argv),
+        cmdline=own_argv(),
         python_version=platform.python_version(),
         implementation=platform.python_implementation(),
         executable=sys.executable,
@@ -230,6 +230,25 @@ def collect_process(
         role=role,
         environ=environ_lines(),
     )
+
+
+_argv_last: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ())  # (argv, redacted)
+
+
+def own_argv() -> tuple[str, ...]:
+    """This process's command line, redacted; last time's while sys.argv is the same
+    (redacting it again was ~3% of a worker's CPU per refresh of its master's tree)."""
+    global _argv_last
+    try:
+        argv = tuple(sys.argv)
+        seen, redacted = _argv_last
+        if argv == seen:
+            return redacted
+        redacted = redact_argv(argv)
+        _argv_last = (argv, redacted)
+        return redacted
+    except Exception:
+        return redact_argv(())
 
 
 _environ_last: tuple[tuple[Any, ...], tuple[str, ...]] = ((), ())  # (items, their lines)
