@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import psutil
 
 from agent.collect import guarded
+from agent.collect.procstat import full_name, read_cmdline, read_stat
 from agent.collect.proctree import descendant_parents
 from agent.collect.roles import child_roles
 from agent.redact import redact_argv
@@ -26,6 +28,10 @@ class ChildTracker:
         # each child's command line as last read and redacted: redacted again only when
         # it changed (a master's children are described at every refresh of its tree)
         self._argv: dict[Key, tuple[list[str], tuple[str, ...]]] = {}
+        # /proc's fast path (agent.collect.procstat): a pid's start tick and its key, and
+        # each child's CPU seconds and clock at the last look (its CPU % since then)
+        self._started: dict[int, tuple[int, Key]] = {}
+        self._cpu: dict[Key, tuple[float, float]] = {}
 
     def processes(self) -> list[psutil.Process]:
         """Live descendants, reusing known Process objects (pid + create time identify one)."""
@@ -47,11 +53,18 @@ class ChildTracker:
                 seen.add(key)
                 known = self._known.setdefault(key, proc)
                 out.append((known, parent))
-            for key in list(self._known):
-                if key not in seen:
-                    del self._known[key]
-                    self._argv.pop(key, None)
+            self._forget_others(seen)
         return out
+
+    def _forget_others(self, seen: set[Key]) -> None:
+        """Drop what is kept of every child not in ``seen`` (lock held)."""
+        for key in list(self._known):
+            if key not in seen:
+                del self._known[key]
+                self._argv.pop(key, None)
+                self._cpu.pop(key, None)
+                if self._started.get(key[0], (0, key))[1] == key:
+                    del self._started[key[0]]
 
     def _descendants(self) -> list[tuple[psutil.Process, int | None]] | None:
         """Live descendants and their parents, from /proc's children files where the
@@ -94,8 +107,86 @@ class ChildTracker:
         """Describe every descendant (each fact read now: only the redaction of an
         unchanged command line, the agents' directory check and the parent, which the
         walk read, are not done again per child)."""
-        facts = []
         roles = child_roles()  # a worker's argv is its master's: say what it is instead
+        facts = self._facts_from_proc(roles)
+        if facts is None:
+            facts = self._facts_from_psutil(roles)
+        # a zombie runs nothing: its agent's registry entry stays until the parent reaps
+        # it, but there is no agent to ask (fan-outs skip it)
+        addresses = agent_addresses(
+            (fact[0], fact[7]) for fact in facts if fact[4] != psutil.STATUS_ZOMBIE
+        )
+        return [
+            ChildInfo(f"pid-{fact[0]}", *fact, agent=addresses.get(fact[0], "")) for fact in facts
+        ]
+
+    def _facts_from_proc(self, roles: dict[int, str]) -> list[tuple] | None:
+        """Each descendant's facts from three small reads of /proc (agent.collect.procstat), the
+        same psutil gives; psutil is asked only a new child's create time (the registry's
+        key). None where /proc lacks the files."""
+        parents = descendant_parents(self._process.pid)
+        if parents is None:
+            return None
+        facts: list[tuple] = []
+        seen: set[Key] = set()
+        for pid, parent in parents.items():
+            stat = read_stat(pid)
+            if stat is None:
+                continue  # ended meanwhile
+            key = self._key_of(pid, stat.started)
+            if key is None:
+                continue  # ended meanwhile
+            seen.add(key)
+            argv = read_cmdline(pid)
+            if argv is None:
+                argv = []
+            facts.append(
+                (
+                    pid,
+                    parent,
+                    roles.get(pid) or full_name(stat.comm, argv),
+                    self._redacted(key, argv),
+                    stat.status,
+                    self._cpu_percent(key, stat.cpu),
+                    stat.rss,
+                    key[1],
+                )
+            )
+        with self._lock:
+            self._forget_others(seen)
+        return facts
+
+    def _key_of(self, pid: int, started: int) -> Key | None:
+        """The key (pid, psutil's create time) of the process ``pid`` that started at tick
+        ``started``: psutil asked once per process, its Process object kept."""
+        with self._lock:
+            held = self._started.get(pid)
+        if held is not None and held[0] == started:
+            return held[1]
+        try:
+            proc = psutil.Process(pid)
+            key = (pid, proc.create_time())
+        except psutil.Error:
+            return None
+        with self._lock:
+            self._known.setdefault(key, proc)
+            self._started[pid] = (started, key)
+        return key
+
+    def _cpu_percent(self, key: Key, cpu: float) -> float:
+        """CPU % since the last look at this child, as psutil's cpu_percent() gives it
+        (0.0 at the first look)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._cpu.get(key)
+            self._cpu[key] = (cpu, now)
+        if last is None or now <= last[1]:
+            return 0.0
+        return round((cpu - last[0]) / (now - last[1]) * 100, 1)
+
+    def _facts_from_psutil(self, roles: dict[int, str]) -> list[tuple]:
+        """Each descendant's facts, psutil probe by probe (where /proc cannot say)."""
+        facts: list[tuple] = []
         for proc, parent in self._current():
             try:
                 with proc.oneshot():
@@ -115,11 +206,4 @@ class ChildTracker:
                     )
             except psutil.Error:
                 continue
-        # a zombie runs nothing: its agent's registry entry stays until the parent reaps
-        # it, but there is no agent to ask (fan-outs skip it)
-        addresses = agent_addresses(
-            (fact[0], fact[7]) for fact in facts if fact[4] != psutil.STATUS_ZOMBIE
-        )
-        return [
-            ChildInfo(f"pid-{fact[0]}", *fact, agent=addresses.get(fact[0], "")) for fact in facts
-        ]
+        return facts

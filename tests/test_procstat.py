@@ -1,0 +1,163 @@
+"""agent.collect.procstat and the children it describes, held to psutil's answers.
+
+A master describes its workers at every refresh of its tree from three /proc reads each
+instead of psutil's probes; what it says must be what psutil says. Real children here:
+sleeping, busy, stopped, a zombie, one whose kernel name holds spaces and parentheses
+and one whose name is longer than the kernel keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from agent.collect import procstat
+from agent.collect.children import ChildTracker
+
+pytestmark = pytest.mark.skipif(
+    procstat.read_stat(os.getpid()) is None, reason="no /proc/PID/stat here"
+)
+
+
+def _child(kind: str) -> int:
+    """Fork a child that does ``kind`` until killed; its pid once it is doing it."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            if kind == "odd-name":
+                with open("/proc/self/comm", "w") as fh:
+                    fh.write("a) b (c")
+            if kind == "long-name":
+                with open("/proc/self/comm", "w") as fh:
+                    fh.write("procstat-long-name-child")  # the kernel keeps 15 characters
+            os.write(ready_w, b"x")
+            if kind == "busy":
+                while True:
+                    pass
+            if kind == "zombie":
+                os._exit(0)
+            while True:
+                signal.pause()
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"x"
+    os.close(ready_r)
+    if kind == "stopped":
+        os.kill(pid, signal.SIGSTOP)
+        proc = psutil.Process(pid)
+        while proc.status() != psutil.STATUS_STOPPED:  # the kernel's state, read until so
+            os.sched_yield()
+    if kind == "zombie":
+        proc = psutil.Process(pid)
+        while proc.status() != psutil.STATUS_ZOMBIE:
+            os.sched_yield()
+    return pid
+
+
+KINDS = ("sleeping", "busy", "stopped", "zombie", "odd-name", "long-name")
+
+
+@pytest.fixture(scope="module")
+def children() -> Iterator[dict[str, int]]:
+    pids = {kind: _child(kind) for kind in KINDS}
+    yield pids
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+def test_the_state_words_are_psutils():
+    from psutil import _pslinux
+
+    assert procstat.STATUSES == _pslinux.PROC_STATUSES
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_childs_facts_are_what_psutil_says(children, kind):
+    pid = children[kind]
+    proc = psutil.Process(pid)
+    stat = procstat.read_stat(pid)
+    argv = procstat.read_cmdline(pid)
+    assert stat is not None and argv is not None
+    with proc.oneshot():
+        assert procstat.full_name(stat.comm, argv) == proc.name()
+        assert stat.ppid == proc.ppid() == os.getpid()
+        assert stat.status == proc.status()
+        assert stat.started / procstat.TICKS + psutil.boot_time() == proc.create_time()
+        if kind != "busy":  # a busy child's memory and CPU move between the two reads
+            assert stat.rss == proc.memory_info().rss
+            times = proc.cpu_times()
+            assert stat.cpu == pytest.approx(times.user + times.system, abs=1e-6)
+    expected = [] if kind == "zombie" else proc.cmdline()
+    assert argv == expected
+    if kind == "odd-name":
+        assert stat.comm == "a) b (c"
+    if kind == "long-name":
+        assert len(stat.comm) == 15 and stat.comm == "procstat-long-n"
+
+
+def test_a_process_that_is_gone_reads_as_none():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert procstat.read_stat(pid) is None
+    assert procstat.read_cmdline(pid) is None
+
+
+def test_the_tracker_describes_children_as_its_psutil_path_does(children):
+    """Every fact but CPU % (a rate over each path's own interval) is the same from
+    /proc's reads as from psutil's probes, zombie included."""
+    tracker = ChildTracker(psutil.Process())
+    fast = tracker._facts_from_proc({})
+    slow = ChildTracker(psutil.Process())._facts_from_psutil({})
+    assert fast is not None
+
+    def comparable(facts: list[tuple]) -> dict[int, tuple]:
+        return {f[0]: (*f[:5], f[7], None if f[0] == children["busy"] else f[6]) for f in facts}
+
+    mine = set(children.values())
+    assert mine <= set(comparable(fast))
+    assert {p: v for p, v in comparable(fast).items() if p in mine} == {
+        p: v for p, v in comparable(slow).items() if p in mine
+    }
+
+
+def test_cpu_percent_is_a_rate_since_the_last_look(children):
+    """As psutil's cpu_percent(): 0.0 at the first look, then the share of one CPU used
+    since: about none for a stopped child, some for a busy one."""
+    tracker = ChildTracker(psutil.Process())
+    first = {f[0]: f[5] for f in tracker._facts_from_proc({})}
+    assert first[children["busy"]] == 0.0 and first[children["stopped"]] == 0.0
+    busy = psutil.Process(children["busy"])
+    start, deadline = sum(busy.cpu_times()[:2]), time.monotonic() + 30
+    while sum(busy.cpu_times()[:2]) - start < 0.05:  # until it has run a while
+        assert time.monotonic() < deadline, "the busy child never ran"
+        os.sched_yield()
+    second = {f[0]: f[5] for f in tracker._facts_from_proc({})}
+    assert second[children["stopped"]] == 0.0
+    assert 0.0 < second[children["busy"]] <= 100.0 * (os.cpu_count() or 1)
+
+
+def test_a_child_that_ended_is_forgotten(children):
+    tracker = ChildTracker(psutil.Process())
+    pid = _child("sleeping")
+    try:
+        assert pid in {f[0] for f in tracker._facts_from_proc({})}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert pid not in {f[0] for f in tracker._facts_from_proc({})}
+    assert all(key[0] != pid for key in tracker._cpu)
+    assert pid not in tracker._started
