@@ -185,9 +185,31 @@ def serving(
         server.stop()
 
 
-def segment_of(result: dict[str, float]) -> Segment:
+def segment_of(result: dict[str, float], server_cpu: float = 0.0) -> Segment:
     errors = [f"{int(result['errors'])} failed requests"] if result.get("errors") else []
-    return Segment(result["rps"], result["p50"], result["p99"], 0.0, errors=errors)
+    return Segment(
+        result["rps"], result["p50"], result["p99"], 0.0, server_cpu=server_cpu, errors=errors
+    )
+
+
+def server_seconds(server: Server) -> float:
+    """CPU seconds the server's processes (master and workers, agents included) used so
+    far: a segment's share of its core says whether the load kept the server busy (the
+    load generator and the observer share the other core)."""
+    import psutil
+
+    try:
+        master = psutil.Process(server.proc.pid)
+        procs = [master, *master.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            continue  # a worker that ended meanwhile
+    return total
 
 
 def measure_run(
@@ -212,7 +234,10 @@ def measure_segment(
     if mode == "looking":
         observer.on.set()
     try:
-        return segment_of(load.run(server.url, segment))
+        before, started = server_seconds(server), time.monotonic()
+        result = load.run(server.url, segment)
+        used = (server_seconds(server) - before) / max(time.monotonic() - started, 1e-9)
+        return segment_of(result, used)
     finally:
         observer.on.clear()
 
