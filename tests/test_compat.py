@@ -614,3 +614,16 @@ def test_running_task_task_coro_and_coroutine_code_name_a_task_and_its_outer_cod
 
         asyncio.run(body())
         assert compat.coroutine_code(seen[-1]) is not None
+
+
+def test_environ_state_changes_with_each_change_to_the_environment(monkeypatch):
+    """What environ_lines' reuse rests on: the state differs after a variable is set,
+    changed or removed, and is equal while nothing changes."""
+    monkeypatch.setenv("OBSERVER_TEST_STATE", "one")
+    first = compat.environ_state()
+    assert compat.environ_state() == first
+    monkeypatch.setenv("OBSERVER_TEST_STATE", "two")
+    second = compat.environ_state()
+    assert second != first
+    monkeypatch.delenv("OBSERVER_TEST_STATE")
+    assert compat.environ_state() not in (first, second)
