@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -24,42 +26,48 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _child(kind: str) -> int:
-    """Fork a child that does ``kind`` until killed; its pid once it is doing it."""
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready_r)
-            if kind == "odd-name":
-                with open("/proc/self/comm", "w") as fh:
-                    fh.write("a) b (c")
-            if kind == "long-name":
-                with open("/proc/self/comm", "w") as fh:
-                    fh.write("procstat-long-name-child")  # the kernel keeps 15 characters
-            os.write(ready_w, b"x")
-            if kind == "busy":
-                while True:
-                    pass
-            if kind == "zombie":
-                os._exit(0)
-            while True:
-                signal.pause()
-        finally:
-            os._exit(0)
-    os.close(ready_w)
-    assert os.read(ready_r, 1) == b"x"
-    os.close(ready_r)
-    if kind == "stopped":
-        os.kill(pid, signal.SIGSTOP)
-        proc = psutil.Process(pid)
-        while proc.status() != psutil.STATUS_STOPPED:  # the kernel's state, read until so
+CHILD = r"""
+import os, signal, sys
+kind = sys.argv[1]
+if kind == "odd-name":
+    with open("/proc/self/comm", "w") as fh:
+        fh.write("a) b (c")
+if kind == "long-name":
+    with open("/proc/self/comm", "w") as fh:
+        fh.write("procstat-long-name-child")  # the kernel keeps 15 characters
+sys.stdout.write("x")
+sys.stdout.flush()
+if kind == "busy":
+    while True:
+        pass
+if kind == "zombie":
+    os._exit(0)
+while True:
+    signal.pause()
+"""
+
+
+def _child(kind: str) -> subprocess.Popen[bytes]:
+    """A child (a fresh interpreter: no fork of this threaded process) that does
+    ``kind`` until killed, once it is doing it."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, kind], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.read(1) == b"x"
+    if kind in ("stopped", "zombie"):
+        if kind == "stopped":
+            os.kill(proc.pid, signal.SIGSTOP)
+        want = psutil.STATUS_STOPPED if kind == "stopped" else psutil.STATUS_ZOMBIE
+        watched, deadline = psutil.Process(proc.pid), time.monotonic() + 30
+        while watched.status() != want:  # the kernel's state, read until it is so
+            assert time.monotonic() < deadline, f"the {kind} child never got there"
             os.sched_yield()
-    if kind == "zombie":
-        proc = psutil.Process(pid)
-        while proc.status() != psutil.STATUS_ZOMBIE:
-            os.sched_yield()
-    return pid
+    return proc
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 KINDS = ("sleeping", "busy", "stopped", "zombie", "odd-name", "long-name")
@@ -67,14 +75,10 @@ KINDS = ("sleeping", "busy", "stopped", "zombie", "odd-name", "long-name")
 
 @pytest.fixture(scope="module")
 def children() -> Iterator[dict[str, int]]:
-    pids = {kind: _child(kind) for kind in KINDS}
-    yield pids
-    for pid in pids.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+    procs = {kind: _child(kind) for kind in KINDS}
+    yield {kind: proc.pid for kind, proc in procs.items()}
+    for proc in procs.values():
+        _end(proc)
 
 
 def test_the_state_words_are_psutils():
@@ -108,12 +112,10 @@ def test_a_childs_facts_are_what_psutil_says(children, kind):
 
 
 def test_a_process_that_is_gone_reads_as_none():
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    assert procstat.read_stat(pid) is None
-    assert procstat.read_cmdline(pid) is None
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert procstat.read_stat(proc.pid) is None
+    assert procstat.read_cmdline(proc.pid) is None
 
 
 def test_the_tracker_describes_children_as_its_psutil_path_does(children):
@@ -152,12 +154,12 @@ def test_cpu_percent_is_a_rate_since_the_last_look(children):
 
 def test_a_child_that_ended_is_forgotten(children):
     tracker = ChildTracker(psutil.Process())
-    pid = _child("sleeping")
+    proc = _child("sleeping")
+    pid = proc.pid
     try:
         assert pid in {f[0] for f in tracker._facts_from_proc({})}
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _end(proc)
     assert pid not in {f[0] for f in tracker._facts_from_proc({})}
     assert all(key[0] != pid for key in tracker._cpu)
     assert pid not in tracker._started

@@ -115,11 +115,26 @@ def test_accept_errors_back_off_and_the_agent_keeps_accepting(attack_host, keys)
     assert wait_until(lambda: echo_ok(host.echo), message="the host's echo answers again")
     took = wait_until(lambda: operator_connect(host.agent, keys), timeout=10)
     assert took < 5
+
+    def episodes() -> tuple[int, int]:
+        """(shortages logged, recoveries logged)."""
+        lines = list(host.stderr)
+        return (
+            sum("cannot accept connections" in line for line in lines),
+            sum("accepting connections again" in line for line in lines),
+        )
+
+    # once per shortage, not per failed accept (it retried every 50 ms to 1 s meanwhile),
+    # and each shortage's end once. A full CI run on 3.14 once logged two shortages: an
+    # accept can succeed in between when a thread of the host frees a descriptor for a
+    # moment while the attacker holds the rest (the likely cause; 5 of 5 runs alone
+    # logged one), and the next failed accept starts another
     wait_until(
-        lambda: any("accepting connections again" in line for line in host.stderr),
-        message="the agent logs that it accepts again",
+        lambda: episodes()[0] == episodes()[1] >= 1,
+        message="each shortage and each recovery logged once",
     )
-    assert sum("cannot accept connections" in line for line in host.stderr) == 1
+    shortages, _ = episodes()
+    assert shortages <= 3, [line for line in host.stderr if "accept" in line]
     assert status(host)
 
 
