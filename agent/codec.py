@@ -61,18 +61,15 @@ def to_wire(value: Any) -> Any:
     if names is None:
         if kind is Spliced:  # wire form already (agent.core's listings)
             return value
-        if kind is tuple or kind is list:
+        if isinstance(value, (tuple, list)):
             return [to_wire(v) for v in value]
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
-        elif isinstance(value, str):
-            return value
-        elif isinstance(value, (tuple, list)):
-            return [to_wire(v) for v in value]
-        elif isinstance(value, dict):
+        if isinstance(value, dict):
             return {str(k): to_wire(v) for k, v in value.items()}
-        else:
+        if isinstance(value, str) or not dataclasses.is_dataclass(value):
             return value
+        if isinstance(value, type):  # a record class, not a record
+            return value
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
     return [to_wire(getattr(value, n)) for n in names]
 
 
@@ -457,8 +454,9 @@ def _encode(obj: Any) -> str:
     return "[" + ",".join(map(_encode, obj)) + "]"
 
 
-def _pack(envelope: dict[str, Any]) -> bytes:
-    raw = _encode(envelope).encode()
+def _pack(text: str) -> bytes:
+    """A reply's bytes: its JSON text, compressed when large."""
+    raw = text.encode()
     if len(raw) > COMPRESS_ABOVE:
         return b"Z" + zlib.compress(raw, 1)
     return b"J" + raw
@@ -470,15 +468,12 @@ _OK_HEAD = '{"v":' + str(PROTOCOL_VERSION) + ',"ok":true,"data":'
 def encode_ok(value: Any) -> bytes:
     """Encode a successful reply carrying a record, tuple of records or plain data (the
     envelope's JSON is written around the data's, which is encoded once)."""
-    raw = (_OK_HEAD + _encode(to_wire(value)) + "}").encode()
-    if len(raw) > COMPRESS_ABOVE:
-        return b"Z" + zlib.compress(raw, 1)
-    return b"J" + raw
+    return _pack(_OK_HEAD + _encode(to_wire(value)) + "}")
 
 
 def encode_error(kind: str, message: str) -> bytes:
     """Encode a failure reply: ``kind`` is a stable machine word, ``message`` for humans."""
-    return _pack({"v": PROTOCOL_VERSION, "ok": False, "error": kind, "message": message})
+    return _pack(_dumps({"v": PROTOCOL_VERSION, "ok": False, "error": kind, "message": message}))
 
 
 @record

@@ -137,9 +137,7 @@ class ChildTracker:
             if key is None:
                 continue  # ended meanwhile
             seen.add(key)
-            argv = read_cmdline(pid)
-            if argv is None:
-                argv = []
+            argv = read_cmdline(pid) or []
             facts.append(
                 (
                     pid,
