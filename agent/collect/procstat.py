@@ -49,23 +49,32 @@ class Stat(NamedTuple):
     rss: int  # bytes (statm's, as psutil's: stat's own rss is the kernel's approximation)
 
 
+def split_stat(data: bytes) -> tuple[str, list[bytes]]:
+    """A stat file's (comm, the fields after it: state first, ppid, ... utime at [11],
+    stime at [12], starttime at [19]); comm may hold spaces and parentheses, so it ends
+    at the last ')'."""
+    opened, closed = data.find(b"("), data.rfind(b")")
+    return data[opened + 1 : closed].decode("utf-8", "surrogateescape"), data[closed + 2 :].split()
+
+
+def cpu_seconds(fields: list[bytes]) -> float:
+    """User + system CPU seconds from split_stat's fields."""
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def read_stat(pid: int) -> Stat | None:
     """``pid``'s stat, or None (gone, unreadable, or no /proc)."""
     if not TICKS:
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read(MAX_STAT)
-        # comm may hold spaces and parentheses: it ends at the last ')'
-        opened, closed = data.find(b"("), data.rfind(b")")
-        fields = data[closed + 2 :].split()
-        comm = data[opened + 1 : closed].decode("utf-8", "surrogateescape")
+            comm, fields = split_stat(fh.read(MAX_STAT))
         state = fields[0].decode("ascii", "replace")
         return Stat(
             comm=comm,
             status=STATUSES.get(state, "?"),
             ppid=int(fields[1]),
-            cpu=(int(fields[11]) + int(fields[12])) / TICKS,
+            cpu=cpu_seconds(fields),
             started=int(fields[19]),
             rss=_resident(pid),
         )

@@ -20,6 +20,7 @@ import psutil
 
 from agent.collect import guarded
 from agent.collect.frames import code_location
+from agent.collect.procstat import MAX_STAT, cpu_seconds, split_stat
 from agent.errors import BadRequest, NotFound
 from agent.schema import ThreadInfo
 
@@ -37,7 +38,6 @@ _LINUX_STATES = {
 }
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PROC_TASKS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
 
 
@@ -46,12 +46,10 @@ def _proc_thread(native_id: int) -> tuple[str, float | None]:
     from one read of its /proc stat (Linux); ('unknown', None) when it cannot be read."""
     try:
         with open(f"/proc/self/task/{native_id}/stat", "rb") as fh:
-            raw = fh.read()
-        end = raw.rindex(b")")
-        state = raw[end + 2 : end + 3].decode()
-        fields = raw[end + 2 :].split()  # fields from the 3rd: state, ppid, ... utime (14th)
-        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-    except (OSError, ValueError, IndexError):
+            _comm, fields = split_stat(fh.read(MAX_STAT))
+        state = fields[0].decode()
+        cpu = cpu_seconds(fields)
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
         return "unknown", None
     return _LINUX_STATES.get(state, state), cpu
 
