@@ -45,7 +45,14 @@ CONN_THREAD = "observer-agent-conn"
 
 
 def _drop_records(node, peer):
-    return [r for r in node.audit() if r.peer == peer and r.result == "dropped"]
+    """The drop's audit records, once there are any: the session thread audits right
+    after it closed the socket, so the attacker can see the drop first (a 3.10 run with
+    two suites on the box asked before the record was written)."""
+    return wait_until(
+        lambda: [r for r in node.audit() if r.peer == peer and r.result == "dropped"],
+        10,
+        "the drop is audited",
+    )
 
 
 def _host_still_serves(host, node):
