@@ -12,6 +12,9 @@ agent's frame deadlines, the master's links to its workers) must start clean.
 Emptying it costs ~10 us (the only way Python offers is a refused cipher list), a tenth
 of a worker's CPU per tree refresh when done before every frame; so the code that sees
 a TLS operation fail says so (``note_tls_failure``) and the queue is emptied only then.
+Code outside ours can fail in the same thread without saying so (a library's own TLS
+link, a stock rpyc peer); ``recv_into`` therefore asks once more, on a clean queue,
+before it takes a read's failure for the link's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
+from typing import Any
 
 _flusher: ssl.SSLContext | None = None
 _thread = threading.local()  # .failed: a TLS operation of this thread failed since
@@ -46,3 +50,16 @@ def flush_tls_errors() -> None:
         _flusher = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     with contextlib.suppress(ssl.SSLError):
         _flusher.set_ciphers("NO-SUCH-CIPHER")
+
+
+def recv_into(sock: Any, view: memoryview, size: int) -> int:
+    """``sock.recv_into``, asked once more after emptying the queue when it fails: the
+    failure may be a stale entry another link left unnoted. A dead link fails again
+    (its SSL object stays failed, its socket reset), so only a sound one gets through."""
+    try:
+        return sock.recv_into(view, size)
+    except TimeoutError:
+        raise
+    except OSError:
+        flush_tls_errors()
+        return sock.recv_into(view, size)

@@ -30,7 +30,7 @@ from agent.frames import (
     FrameError,
     inflate,
 )
-from agent.tlsqueue import clear_tls_errors, note_tls_failure
+from agent.tlsqueue import clear_tls_errors, note_tls_failure, recv_into
 
 # rpyc.core.consts
 MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION = 1, 2, 3
@@ -452,7 +452,7 @@ class Connection:
                     self.sock.settimeout(left)
                 else:
                     self.sock.settimeout(self.timeout)
-                count = self.sock.recv_into(view[done:], min(IO_CHUNK, len(view) - done))
+                count = recv_into(self.sock, view[done:], min(IO_CHUNK, len(view) - done))
                 if not count:
                     self._drop()
                     raise EOFError("connection closed by the agent")

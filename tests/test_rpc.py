@@ -353,6 +353,33 @@ def test_a_node_going_down_leaves_the_other_links_of_its_thread_working(make_hos
         dying.close()
 
 
+def test_a_tls_failure_outside_the_client_does_not_fail_its_next_call(make_host):
+    """Other code in the operator's thread (a library's own TLS link) fails on a dead
+    peer and swallows the error without a word to agent.tlsqueue: the stale entry it
+    leaves must not fail the next call of a sound link. A stock rpyc peer closing a
+    link the agent had dropped did that to a 3.15 test run."""
+    from observer.errors import NodeDown
+
+    up, down = make_host(), make_host()
+    alive, dying = up.connect(), down.connect()
+    try:
+        alive.snapshot()
+        dying.snapshot()
+        down.process.stop()
+        foreign = dying._conn.sock  # written to as a library would, not through the client
+        with pytest.raises(OSError):
+            for _ in range(1000):
+                foreign.sendall(b"x" * 65536)
+        for _ in range(5):
+            assert alive.snapshot().process.pid == up.process.proc.pid
+        assert not alive.closed
+        with pytest.raises(NodeDown):
+            dying.snapshot()
+    finally:
+        alive.close()
+        dying.close()
+
+
 def test_clear_tls_errors_empties_the_queue_a_dead_link_filled(make_host):
     """What agent.tlsqueue rests on, on this Python: after a dead link's failure and
     clear_tls_errors, a sound link's read that finds nothing says 'want read' (nothing
