@@ -274,3 +274,35 @@ def test_a_view_sizes_names_by_their_typical_rows(qtbot):
     assert view.columnWidth(0) < view.sizeHintForColumn(0)  # the command line is cut...
     short = max(view.sizeHintForIndex(model.index(n, 0)).width() for n in range(20))
     assert view.columnWidth(0) >= short  # ...and no short name is
+
+
+def test_a_trees_rows_measured_once_need_what_qt_says_each_column_needs(qtbot):
+    """A fit walks a tree's rows on screen once for every column (the Processes tab's fit
+    measured them twice, once through Qt): what each column is found to need is Qt's own
+    sizeHintForColumn, the nested rows' indentation in the tree's column included, and a
+    column blank on some rows still measures those that are not."""
+    model = QStandardItemModel()
+    model.setHorizontalHeaderLabels(["Name", "Coroutine", "Location"])
+    parent = model.invisibleRootItem()
+    for depth in range(4):  # each level one deeper: its indentation counts
+        row = [
+            QStandardItem(f"task-{depth}-" + "x" * (6 * depth)),
+            QStandardItem("" if depth % 2 else f"Service.handle_{depth}"),  # blank on some
+            QStandardItem(f"app/module_{depth}.py:{100 + depth}"),
+        ]
+        parent.appendRow(row)
+        parent = row[0]
+    view = QTreeView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    view.expandAll()
+    view.resize(900, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    fitter = ColumnFitter(view, first=(0,))
+    measured = fitter._tree_widths(view)
+    assert [len(measured[c]) for c in range(3)] == [4, 2, 4]
+    for column in range(3):
+        assert max(measured[column]) == view.sizeHintForColumn(column), column
+    fitter.fit()
+    assert all(shows_in_full(view, c) for c in range(3))

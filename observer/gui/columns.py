@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from PyQt6.QtCore import QEvent, QObject, QPoint, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QTreeView
@@ -201,8 +202,9 @@ class ColumnFitter(QObject):
         self._seen_typical.clear()
         self._fitted_at = 0.0
 
-    def wants(self) -> list[int]:
-        """What each column's content (visible rows and header) needs, in px."""
+    def wants(self, rows: dict[int, list[int]] | None = None) -> list[int]:
+        """What each column's content (visible rows and header) needs, in px; ``rows``:
+        each column's on-screen row widths where already measured (a tree's)."""
         header = self.header()
         view = self.view
         out = []
@@ -212,45 +214,70 @@ class ColumnFitter(QObject):
             elif column in self.fixed:
                 want = self.fixed[column]
             else:
-                measured = max(self._header_want(column), view.sizeHintForColumn(column))
-                want = measured + PADDING
+                content = (
+                    max(rows[column], default=0)
+                    if rows is not None and column in rows
+                    else view.sizeHintForColumn(column)
+                )
+                want = max(self._header_want(column), content) + PADDING
                 if self.grow_only:
                     want = max(self._seen.get(column, 0), want)
                     self._seen[column] = want
             out.append(want)
         return out
 
-    def typical(self, wants: Sequence[int]) -> list[int]:
+    def typical(self, wants: Sequence[int], rows: dict[int, list[int]] | None = None) -> list[int]:
         """What each column's typical rows on screen need (see typical_width), in px, at
         most its ``wants``; a fixed or user-sized column's entry is its ``wants``."""
         out = list(wants)
+        if rows is None and isinstance(self.view, QTreeView):
+            rows = self._tree_widths(self.view)
         for column in range(len(out)):
             if column in self.user_sized or column in self.fixed:
                 continue
-            rows = typical_width(list(self._row_widths(column)))
-            usual = max(self._header_want(column), rows) + PADDING
+            widths = rows[column] if rows is not None else list(self._row_widths(column))
+            usual = max(self._header_want(column), typical_width(widths)) + PADDING
             if self.grow_only:
                 usual = max(self._seen_typical.get(column, 0), usual)
                 self._seen_typical[column] = usual
             out[column] = min(out[column], usual)
         return out
 
+    def _tree_widths(self, view: QTreeView) -> dict[int, list[int]]:
+        """Each measured column's on-screen row widths, the tree's column with its rows'
+        indentation; empty cells are left out (a Coroutine column is blank on thread
+        rows). The rows are walked once for all columns: a fit of the Processes tab,
+        which Qt's sizeHintForColumn measured a second time, stalled a refresh ~20 ms."""
+        header = self.header()
+        height = self.viewport.height()
+        tree = max(0, view.treePosition())
+        origin = header.sectionViewportPosition(tree)
+        rows: list[tuple[Any, int]] = []  # (the row's index in the tree's column, indent)
+        index = view.indexAt(QPoint(max(0, origin) + 1, 1))  # the top row on screen
+        index = index.siblingAtColumn(tree) if index.isValid() else index
+        while index.isValid():
+            rect = view.visualRect(index)
+            if rect.top() > height:
+                break
+            rows.append((index, max(0, rect.x() - origin)))
+            index = view.indexBelow(index)
+        measured: dict[int, list[int]] = {}
+        for column in range(header.count()):
+            if column in self.user_sized or column in self.fixed:
+                continue
+            widths = measured[column] = []
+            for row, indent in rows:
+                cell = row if column == tree else row.siblingAtColumn(column)
+                if cell.data():
+                    hint = view.sizeHintForIndex(cell).width()
+                    widths.append(hint + indent if column == tree else hint)
+        return measured
+
     def _row_widths(self, column: int) -> Iterator[int]:
-        """Each on-screen row's width in ``column``, with a tree's indentation; empty
-        cells are left out (a Coroutine column is blank on thread rows)."""
+        """Each on-screen row's width in ``column`` (a table's or list's); empty cells are
+        left out."""
         view = self.view
         height = self.viewport.height()
-        if isinstance(view, QTreeView):
-            origin = self.header().sectionViewportPosition(column)
-            index = view.indexAt(QPoint(origin + 1, 1))  # the top row on screen
-            while index.isValid():
-                rect = view.visualRect(index)
-                if rect.top() > height:
-                    break
-                if index.data():
-                    yield max(0, rect.x() - origin) + view.sizeHintForIndex(index).width()
-                index = view.indexBelow(index)
-            return
         model = view.model()
         if model is None or model.rowCount() == 0:
             return
@@ -293,8 +320,10 @@ class ColumnFitter(QObject):
             model = self.view.model()
             empty = model is None or model.rowCount() == 0
             self._fitted_at = 0.0 if empty else time.monotonic()  # the first rows: at once
-            self.last_wants = self.wants()
-            self.last_typical = self.typical(self.last_wants)
+            view = self.view
+            rows = self._tree_widths(view) if isinstance(view, QTreeView) else None
+            self.last_wants = self.wants(rows)
+            self.last_typical = self.typical(self.last_wants, rows)
         wants = list(self.last_wants)
         hidden = self._hide_optional(wants, available)
         for column in hidden:
