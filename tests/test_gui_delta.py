@@ -15,8 +15,9 @@ pytest.importorskip("pytestqt")
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PyQt6.QtCore import QModelIndex
+from PyQt6.QtCore import QEvent, QModelIndex, QObject
 from PyQt6.QtTest import QAbstractItemModelTester
+from PyQt6.QtWidgets import QApplication
 
 from agent import compat
 from observer.gui.delta import BULK, Record, Shadow, diff, table_from, tree_from
@@ -547,3 +548,50 @@ def test_the_tree_filter_follows_refreshes_without_a_reset(qtbot, window, make_h
             seen += 1
             stack.append(model.index(row, 0, parent))
     assert seen == total
+
+
+class _Paints(QObject):
+    """Counts the paint events a widget gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is not None and event.type() == QEvent.Type.Paint:
+            self.count += 1
+        return False
+
+
+def test_a_refresh_that_adds_and_removes_rows_draws_the_tree_once(qtbot, window, make_host, keys):
+    """Tasks cancelled and a worker restarted between two refreshes: the Processes tree is
+    painted once for the refresh. Qt's tree lays itself out at its next paint when rows
+    come or go and asks for another paint from there: every such refresh drew the view
+    twice, the second a full repaint of its own (~20 ms on a master's tree)."""
+    from tests.helpers import node_spec
+
+    host = make_host("--tasks", "200")
+    window.set_paused(True)
+    tab = window.show_tab("processes")
+    with qtbot.waitSignal(tab.applied, timeout=WAIT):
+        window.add_link(node_spec(host.address, keys))
+    qtbot.waitUntil(lambda: len(task_ids_in(tab.model)) > 200, timeout=WAIT)
+    refreshed(qtbot, window, tab)
+    paints = _Paints()
+    tab.view.viewport().installEventFilter(paints)
+    qtbot.waitUntil(lambda: paints.count >= 1, timeout=WAIT)  # the last refresh's drawing
+    with host.connect() as node:
+        (worker,) = worker_ids(node)
+        for target in [*bulk_ids(tab.model, 3), worker]:
+            node.cancel(target)
+        qtbot.waitUntil(lambda: bool(worker_ids(node) - {worker}), timeout=WAIT)
+    for _ in range(3):
+        QApplication.processEvents()
+    signals = Signals(tab.model)
+    paints.count = 0
+    refreshed(qtbot, window, tab)
+    assert signals.counts["inserted"] >= 1, signals.counts  # rows came: a layout was due
+    qtbot.waitUntil(lambda: paints.count >= 1, timeout=WAIT)
+    for _ in range(3):  # whatever the first paint asked for is posted by now
+        QApplication.processEvents()
+    assert paints.count == 1
