@@ -563,16 +563,19 @@ class _Paints(QObject):
         return False
 
 
-def test_a_refresh_that_adds_and_removes_rows_draws_the_tree_once(qtbot, window, make_host, keys):
-    """Tasks cancelled and a worker restarted between two refreshes: the Processes tree is
-    painted once for the refresh. Qt's tree lays itself out at its next paint when rows
-    come or go and asks for another paint from there: every such refresh drew the view
-    twice, the second a full repaint of its own (~20 ms on a master's tree)."""
+@pytest.mark.parametrize("key", ["processes", "table"])
+def test_a_refresh_that_adds_and_removes_rows_draws_the_view_once(
+    qtbot, window, make_host, keys, key
+):
+    """Tasks cancelled and a worker restarted between two refreshes: the view is painted
+    once for the refresh. Qt's views lay themselves out at their next paint when rows come
+    or go and ask for another paint from there: every such refresh drew the view twice,
+    the second a full repaint of its own (~20 ms on a master's tree)."""
     from tests.helpers import node_spec
 
     host = make_host("--tasks", "200")
     window.set_paused(True)
-    tab = window.show_tab("processes")
+    tab = window.show_tab(key)
     with qtbot.waitSignal(tab.applied, timeout=WAIT):
         window.add_link(node_spec(host.address, keys))
     qtbot.waitUntil(lambda: len(task_ids_in(tab.model)) > 200, timeout=WAIT)

@@ -56,6 +56,7 @@ class TableTab(RowsTab):
             except ValueError:  # out of step (a reply lost): the next refresh sends all
                 self.shadow = Shadow()
                 return
+            self.view.executeDelayedItemsLayout()  # rows came or went: see ProcessesTab
             self.view.viewport().update()  # the Age column counts on
             return
         selected = self.selected_id()
