@@ -241,6 +241,15 @@ class RowsTab(Tab):
         view.setItemDelegateForColumn(LOCATION, self._file_line)
         self.rows.install_target_view(view)
 
+    def lay_out_now(self) -> None:
+        """After rows came or went, lay the view out now, before it is painted: a view
+        left to lay itself out at its next paint asks for another paint from there, and
+        each such refresh drew the view twice (~20 ms each on a master's tree). Not while
+        the window is minimised: nothing is drawn then, and the layout would wait too."""
+        window = self.view.window()
+        if self.view.isVisible() and not (window is not None and window.isMinimized()):
+            self.view.executeDelayedItemsLayout()
+
     def set_link(self, link: NodeLink | None) -> None:
         if link is not self.link:
             self.columns.reset()  # another node's names and paths: measure them afresh

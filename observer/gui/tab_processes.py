@@ -76,10 +76,7 @@ class ProcessesTab(RowsTab):
                 return
             if selected and self.selected_id() != selected:  # its span was redone
                 self.make_current(self.model.index_of(selected))
-            # rows came or went: lay the tree out now, before the paint. Left to the paint,
-            # the layout asks for a second one, and a refresh drew the view twice (~20 ms
-            # each with a master's 9 processes on screen: bench/gui.py --workers)
-            self.view.executeDelayedItemsLayout()
+            self.lay_out_now()  # rows may have come or gone: one paint, not two
             self.view.viewport().update()  # the Age column counts on
             return
         selected = self.selected_id()

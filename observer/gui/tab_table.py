@@ -56,7 +56,7 @@ class TableTab(RowsTab):
             except ValueError:  # out of step (a reply lost): the next refresh sends all
                 self.shadow = Shadow()
                 return
-            self.view.executeDelayedItemsLayout()  # rows came or went: see ProcessesTab
+            self.lay_out_now()  # rows may have come or gone: one paint, not two
             self.view.viewport().update()  # the Age column counts on
             return
         selected = self.selected_id()
