@@ -307,7 +307,7 @@ def refresh_cycle(
         "reply": tab.last_applied - requested,  # last_applied = when the worker finished
         "apply": tab.apply_seconds,
         "paint": paint,
-        "painted": painted - tab.last_applied if not NATURAL else float("nan"),
+        "painted": painted - tab.last_applied,  # nan with --natural
         "stall": meter.settle() if meter is not None else float("nan"),
         "cpu": time.thread_time() - cpu,
         "job": JOB_CPU[tab.key],

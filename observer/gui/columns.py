@@ -202,23 +202,17 @@ class ColumnFitter(QObject):
         self._seen_typical.clear()
         self._fitted_at = 0.0
 
-    def wants(self, rows: dict[int, list[int]] | None = None) -> list[int]:
+    def wants(self, rows: dict[int, list[int]]) -> list[int]:
         """What each column's content (visible rows and header) needs, in px; ``rows``:
-        each column's on-screen row widths where already measured (a tree's)."""
-        header = self.header()
-        view = self.view
+        each measured column's on-screen row widths (``_measured``)."""
         out = []
-        for column in range(header.count()):
+        for column in range(self.header().count()):
             if column in self.user_sized:
                 want = self.user_sized[column]
             elif column in self.fixed:
                 want = self.fixed[column]
             else:
-                content = (
-                    max(rows[column], default=0)
-                    if rows is not None and column in rows
-                    else view.sizeHintForColumn(column)
-                )
+                content = max(rows[column], default=0)
                 want = max(self._header_want(column), content) + PADDING
                 if self.grow_only:
                     want = max(self._seen.get(column, 0), want)
@@ -226,28 +220,38 @@ class ColumnFitter(QObject):
             out.append(want)
         return out
 
-    def typical(self, wants: Sequence[int], rows: dict[int, list[int]] | None = None) -> list[int]:
+    def typical(self, wants: Sequence[int], rows: dict[int, list[int]]) -> list[int]:
         """What each column's typical rows on screen need (see typical_width), in px, at
         most its ``wants``; a fixed or user-sized column's entry is its ``wants``."""
         out = list(wants)
-        if rows is None and isinstance(self.view, QTreeView):
-            rows = self._tree_widths(self.view)
         for column in range(len(out)):
             if column in self.user_sized or column in self.fixed:
                 continue
-            widths = rows[column] if rows is not None else list(self._row_widths(column))
-            usual = max(self._header_want(column), typical_width(widths)) + PADDING
+            usual = max(self._header_want(column), typical_width(rows[column])) + PADDING
             if self.grow_only:
                 usual = max(self._seen_typical.get(column, 0), usual)
                 self._seen_typical[column] = usual
             out[column] = min(out[column], usual)
         return out
 
+    def _measured(self) -> dict[int, list[int]]:
+        """Each measured (not fixed, not user-sized) column's on-screen row widths: one
+        measure of every cell on screen serves both what a column wants and what its
+        typical rows need (Qt's sizeHintForColumn measured them all a second time: ~10
+        ms of a Processes fit with 9k rows open)."""
+        view = self.view
+        if isinstance(view, QTreeView):
+            return self._tree_widths(view)
+        return {
+            column: list(self._row_widths(column))
+            for column in range(self.header().count())
+            if column not in self.user_sized and column not in self.fixed
+        }
+
     def _tree_widths(self, view: QTreeView) -> dict[int, list[int]]:
-        """Each measured column's on-screen row widths, the tree's column with its rows'
+        """A tree's measure (see ``_measured``), the tree's column with its rows'
         indentation; empty cells are left out (a Coroutine column is blank on thread
-        rows). The rows are walked once for all columns: a fit of the Processes tab,
-        which Qt's sizeHintForColumn measured a second time, stalled a refresh ~20 ms."""
+        rows). The rows on screen are walked once for all columns."""
         header = self.header()
         height = self.viewport.height()
         tree = max(0, view.treePosition())
@@ -320,8 +324,7 @@ class ColumnFitter(QObject):
             model = self.view.model()
             empty = model is None or model.rowCount() == 0
             self._fitted_at = 0.0 if empty else time.monotonic()  # the first rows: at once
-            view = self.view
-            rows = self._tree_widths(view) if isinstance(view, QTreeView) else None
+            rows = self._measured()
             self.last_wants = self.wants(rows)
             self.last_typical = self.typical(self.last_wants, rows)
         wants = list(self.last_wants)
