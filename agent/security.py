@@ -72,9 +72,10 @@ _ALPHABETS = tuple(
         "0123456789ABCDEF",
         "abcdefghijklmnopqrstuvwxyz",
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        "0123456789abcdefghijklmnopqrstuvwxyz",
-        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        # mixed case counts as base64url even when, by chance, no digit or -_ shows up
+        # letters of one case with digits count as base64url, not base36: one in ~150k
+        # tokens of secrets.token_urlsafe(16) (128 bits) shows no upper (or no lower)
+        # case by chance, and judged as base36 it scored 114 bits and was refused;
+        # likewise mixed case, even when no digit or -_ shows up
         "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_",
         "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/=",
         "".join(map(chr, range(33, 127))),
