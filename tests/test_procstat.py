@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -70,6 +71,9 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
+T = TypeVar("T")
+MAX_READS = 50  # tries for a moment the children's memory held still
+
 KINDS = ("sleeping", "busy", "stopped", "zombie", "odd-name", "long-name")
 
 
@@ -87,11 +91,33 @@ def test_the_state_words_are_psutils():
     assert procstat.STATUSES == _pslinux.PROC_STATUSES
 
 
+def _rss(pid: int) -> int | None:
+    """psutil's resident bytes for ``pid`` (None once it is gone)."""
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _between_still_reads(pids: Iterable[int], read: Callable[[], T]) -> T:
+    """``read()`` taken while psutil's resident size of every one of ``pids`` read the
+    same just before and just after it. An idle child's memory still moves now and then
+    (the kernel folds its pages into larger ones in the background: +64 KiB between two
+    reads once); a comparison with psutil means something only when it held still."""
+    pids = list(pids)
+    for _ in range(MAX_READS):
+        before = [_rss(pid) for pid in pids]
+        value = read()
+        if [_rss(pid) for pid in pids] == before:
+            return value
+    raise AssertionError(f"the children's memory never held still over {MAX_READS} reads")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_childs_facts_are_what_psutil_says(children, kind):
     pid = children[kind]
     proc = psutil.Process(pid)
-    stat = procstat.read_stat(pid)
+    stat, rss = _between_still_reads([pid], lambda: (procstat.read_stat(pid), _rss(pid)))
     argv = procstat.read_cmdline(pid)
     assert stat is not None and argv is not None
     with proc.oneshot():
@@ -100,7 +126,7 @@ def test_a_childs_facts_are_what_psutil_says(children, kind):
         assert stat.status == proc.status()
         assert stat.started / procstat.TICKS + psutil.boot_time() == proc.create_time()
         if kind != "busy":  # a busy child's memory and CPU move between the two reads
-            assert stat.rss == proc.memory_info().rss
+            assert stat.rss == rss
             times = proc.cpu_times()
             assert stat.cpu == pytest.approx(times.user + times.system, abs=1e-6)
     expected = [] if kind == "zombie" else proc.cmdline()
@@ -122,8 +148,11 @@ def test_the_tracker_describes_children_as_its_psutil_path_does(children):
     """Every fact but CPU % (a rate over each path's own interval) is the same from
     /proc's reads as from psutil's probes, zombie included."""
     tracker = ChildTracker(psutil.Process())
-    fast = tracker._facts_from_proc({})
-    slow = ChildTracker(psutil.Process())._facts_from_psutil({})
+    still = [pid for kind, pid in children.items() if kind != "busy"]
+    other = ChildTracker(psutil.Process())
+    fast, slow = _between_still_reads(
+        still, lambda: (tracker._facts_from_proc({}), other._facts_from_psutil({}))
+    )
     assert fast is not None
 
     def comparable(facts: list[tuple]) -> dict[int, tuple]:
