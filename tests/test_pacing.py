@@ -8,20 +8,21 @@ import time
 
 from agent.collect import pacing
 
+# the spinner "ran through" a hand-over when its CPU clock moved this share of the
+# hand-over's time: well over pacing.BUSY_SHARE, since the pass judges only the short
+# sleep at the hand-over's start (all of a hand-over that does not back off)
+HOST_RAN = 0.8
 
-def _hand_overs(count: int) -> list[float]:
-    """How long each of ``count`` hand-overs kept this thread away."""
-    took = []
-    for _ in range(count):
-        started = time.perf_counter()
-        pacing.hand_over()
-        took.append(time.perf_counter() - started)
-    return took
+
+BUSY_HAND_OVERS = 10  # hand-overs during which the host thread ran that the test needs
+MAX_HAND_OVERS = 2000  # at most this many tried for them (a loaded box starves the host thread)
 
 
 def test_a_busy_host_thread_makes_the_pass_stay_away_longer() -> None:
-    """A host thread spinning in Python wants the GIL back at once: a hand-over then
-    lasts at least the back-off (sleep never ends early), for most of them."""
+    """A hand-over during which a host thread spinning in Python kept the CPU lasts at
+    least the back-off (sleep never ends early) and leaves the next slice at its
+    shortest. Whether the spinner ran is read from its own CPU clock: on a loaded box the
+    kernel may leave it off the CPU, and a hand-over then rightly finds the host idle."""
     stop = threading.Event()
     spinning = threading.Event()
 
@@ -32,14 +33,33 @@ def test_a_busy_host_thread_makes_the_pass_stay_away_longer() -> None:
 
     thread = threading.Thread(target=spin, name="host-busy", daemon=True)
     thread.start()
+    busy: list[tuple[float, float]] = []  # (lasted, next slice) of each one it ran through
     try:
         assert spinning.wait(10)
-        took = _hand_overs(40)
+        assert thread.ident is not None
+        spinner = time.pthread_getcpuclockid(thread.ident)
+        for _ in range(MAX_HAND_OVERS):
+            cpu, started = time.clock_gettime(spinner), time.perf_counter()
+            ends = pacing.hand_over()
+            now = time.perf_counter()
+            if time.clock_gettime(spinner) - cpu > HOST_RAN * (now - started):
+                busy.append((now - started, ends - now))
+                if len(busy) == BUSY_HAND_OVERS:
+                    break
     finally:
         stop.set()
         thread.join(10)
-    backed_off = [t for t in took if t >= pacing.BACKOFF * pacing.SLICE_SECONDS]
-    assert len(backed_off) >= len(took) // 2, took
+    assert len(busy) == BUSY_HAND_OVERS, "the host thread never kept the CPU"
+    assert all(lasted >= pacing.BACKOFF * pacing.SLICE_SECONDS for lasted, _ in busy), busy
+    assert all(next_slice <= pacing.SLICE_SECONDS for _, next_slice in busy), busy
+
+
+def test_an_idle_host_lets_the_slices_grow() -> None:
+    """With no other thread wanting the CPU, each hand-over doubles the next slice, up
+    to SLICE_MAX."""
+    for _ in range(5):
+        ends = pacing.hand_over()
+    assert ends - time.perf_counter() > pacing.SLICE_MAX / 2
 
 
 def test_the_hand_over_says_when_the_next_slice_ends() -> None:

@@ -7,13 +7,17 @@ gets it back at the host loop's next wait for I/O, every loop iteration; on a bu
 the loop then runs at about half speed for the whole pass, and a request in flight meets
 several slices (bench/overhead.py, aiohttp + 10k tasks polled once a second: p99 x1.36
 of no observer with 0.5 ms slices and no pause). Whether the host is busy is read, not
-guessed: the share of the time this thread stood aside in which the process's other
-threads used the CPU (the process's CPU clock less this thread's). On an idle host that
-is nothing: the pass then goes on at full speed, and its slices grow up to SLICE_MAX,
-since each hand-over is a timed sleep (~0.12 ms on a VM) that nobody is waiting for (a
-cold listing of 100k tasks spent ~150 of its ~750 ms in them at 0.5 ms slices). A host
-thread that wakes meanwhile waits at most SLICE_MAX, well within the agent's 10 ms bound
-on a host's stall.
+guessed: the host is busy when this thread was kept from the GIL (or the CPU) well past
+its short sleep, or when the process's other threads used the CPU for much of the time it
+stood aside (the process's CPU clock less this thread's). The wait is the sharper of the
+two: Linux adds a thread running on another CPU into the process's clock only at a
+scheduler tick, so over a sub-millisecond hand-over the clock mostly says nothing of a
+host thread spinning beside it (a test met 21 of 40 such hand-overs judged idle). On an
+idle host neither happens: the pass then goes on at full speed, and its slices grow up to
+SLICE_MAX, since each hand-over is a timed sleep (~0.12 ms on a VM) that nobody is
+waiting for (a cold listing of 100k tasks spent ~150 of its ~750 ms in them at 0.5 ms
+slices). A host thread that wakes meanwhile waits at most SLICE_MAX, well within the
+agent's 10 ms bound on a host's stall.
 
 Between the parts of a request's work (the pass, the answer, threads, process, children)
 ``pause_point`` hands over too: plain Python code keeps the GIL from a waiting host
@@ -35,6 +39,9 @@ YIELD = 0.00005  # seconds slept between slices (sleep(0) rarely lets a waiter i
 # time (a saturated loop: all of it; a loop with a 1 ms timer: a tenth or so, once in a
 # while; an idle one: nothing)
 BUSY_SHARE = 0.5
+# ... or when the hand-over's sleep outlasted YIELD by this much: something held the GIL
+# (an idle VM wakes from it within ~0.18 ms 999 times in 1000)
+KEPT = 0.0005
 BACKOFF = 4  # slices' worth of time stayed away then: a busy host keeps ~4/5 of its core
 
 _clock = time.perf_counter
@@ -55,7 +62,8 @@ def hand_over() -> float:
     global _slice
     started, others = _clock(), _process() - _own()
     time.sleep(YIELD)
-    if _process() - _own() - others > BUSY_SHARE * (_clock() - started):
+    away = _clock() - started
+    if away > YIELD + KEPT or _process() - _own() - others > BUSY_SHARE * away:
         _slice = SLICE_SECONDS
         time.sleep(BACKOFF * SLICE_SECONDS)
     else:
