@@ -19,6 +19,7 @@ from typing import Any
 from agent.codec import MAX_PAYLOAD, encode_error
 from agent.errors import AgentError, BadRequest
 from agent.relay import CALL_TIMEOUT, MAX_LINKS, check_args
+from agent.tlsqueue import finish_thread, prepare_thread
 
 log = logging.getLogger("agent")
 
@@ -88,6 +89,7 @@ def fan_out(
         ident = threading.get_ident()
         on_thread(ident, True)
         try:
+            prepare_thread()  # its links' reads wait for workers, outside agent.forksafe
             while True:
                 with lock:
                     if not queue:
@@ -99,6 +101,7 @@ def fan_out(
                     if len(results) == len(order):
                         done.set()
         finally:
+            finish_thread()
             on_thread(ident, False)
 
     if not order:

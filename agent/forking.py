@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from agent import forksafe
+
 _installed = False
 _install_lock = threading.Lock()
 _child_hooks: list[Callable[[Any], None]] = []
@@ -28,6 +30,9 @@ def install() -> None:
     with _install_lock:
         if _installed or not hasattr(os, "register_at_fork"):
             return
+        # first: a fork waits for the agent's threads to leave OpenSSL, and the child's
+        # guard is reset before the hooks below run (after-fork hooks run in this order)
+        forksafe.install()
         os.register_at_fork(
             after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent
         )

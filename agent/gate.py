@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from agent.forksafe import openssl
 from agent.ratelog import RateLog
 from agent.security import Authenticator, Credentials
 from agent.tlsqueue import clear_tls_errors, note_tls_failure
@@ -375,7 +376,8 @@ class Gate:
         except OSError:
             spoke = False
         if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            with openssl():
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         p = _Pending(sock, ip, f"{ip}:{port}", now, self._tls is not None)
         p.spoke = spoke
         p.trusted = self._auth.limiter.trusted(ip)
@@ -423,9 +425,11 @@ class Gate:
         take it for its own (agent.tlsqueue), so a failure is noted and the queue
         emptied before the next step."""
         if self._tls is not None:
-            clear_tls_errors()
+            with openssl():
+                clear_tls_errors()
         try:
-            want = self._advance(p)
+            with openssl():  # TLS steps and the token check: none waits for the peer
+                want = self._advance(p)
         except (HandshakeError, ssl.SSLError, OSError, ValueError) as exc:
             if self._tls is not None:
                 note_tls_failure()

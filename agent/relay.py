@@ -29,7 +29,8 @@ from rpyc.core import consts
 
 from agent import registry
 from agent.errors import AgentError, BadRequest, NotFound
-from agent.tlsqueue import note_tls_failure
+from agent.forksafe import handshake, openssl
+from agent.tlsqueue import note_tls_failure, prepare_thread
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
     MAGIC,
@@ -99,9 +100,10 @@ CONTROL = frozenset(
 MAX_LINKS = 32  # workers one observer session holds links to
 MAX_ARGS = 8
 # under the observer's own call timeout (10 s by default): a frozen worker costs the
-# caller an error from the master, not a timeout of the master's whole session. A
-# worker's TLS login on a loaded 2-core box once took over 2 s (a fresh gunicorn worker
-# under the test suite's load): 4 s, still leaving the call 2 s of CALL_TIMEOUT
+# caller an error from the master, not a timeout of the master's whole session. 4 s for
+# the login, still leaving the call 2 s of CALL_TIMEOUT (logins that never ended, once
+# taken for slow ones, were workers forked while the master was inside OpenSSL:
+# agent.forksafe)
 CONNECT_TIMEOUT = 4.0
 CALL_TIMEOUT = 6.0
 
@@ -113,6 +115,23 @@ class WorkerUnreachable(AgentError):
 
 
 _links: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # every open link's socket
+_context: ssl.SSLContext | None = None
+_context_lock = threading.Lock()
+
+
+def _client_context() -> ssl.SSLContext:
+    """The one TLS client context of the master's links (made once: making one is the
+    costliest OpenSSL work of a link). The worker's certificate is pinned after the
+    handshake to the master's own, so nothing is verified here."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            with openssl():
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            _context = ctx
+        return _context
 
 
 def forget_links(_inherited: Any = None) -> None:
@@ -180,10 +199,13 @@ def _connect(
     try:
         binding = b""
         if cert_der is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # pinned below to the master's own certificate
-            sock = ctx.wrap_socket(raw, server_hostname=parts[0])
+            with openssl():
+                sock = _client_context().wrap_socket(
+                    raw, server_hostname=parts[0], do_handshake_on_connect=False
+                )
+            handshake(sock, timeout)
+            prepare_thread()  # the reads and writes below wait for the worker, unguarded
+            sock.settimeout(timeout)
             der = sock.getpeercert(binary_form=True)
             if der is None or not hmac.compare_digest(cert_digest(der), cert_digest(cert_der)):
                 raise HandshakeError("the worker's certificate is not the master's")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.forksafe import openssl
 from agent.ratelog import RateLog
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
@@ -53,11 +54,16 @@ class Credentials:
 
 def server_context(cert: str, key: str, client_cafile: str | None = None) -> ssl.SSLContext:
     """TLS 1.2+ server context; with ``client_cafile`` clients must present a certificate."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with openssl():  # both release the GIL inside OpenSSL
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if client_cafile:
+            ctx.load_verify_locations(client_cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    # no TLS 1.3 session tickets: no observer resumes a session, and a client thread
+    # taking one in after its handshake would be in OpenSSL outside agent.forksafe's care
+    ctx.num_tickets = 0
     if client_cafile:
-        ctx.load_verify_locations(client_cafile)
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 

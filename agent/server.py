@@ -27,6 +27,7 @@ from agent.security import (
     server_context,
 )
 from agent.service import make_service
+from agent.tlsqueue import finish_thread, prepare_thread
 from agent.wire import join_host_port
 from agent.workers import relay_keys
 
@@ -121,6 +122,7 @@ class Sessions:
         ident = threading.get_ident()
         self._core.add_agent_thread(ident)
         try:
+            prepare_thread()
             sock.setblocking(True)
             if unsent:
                 sock.sendall(unsent)
@@ -138,6 +140,7 @@ class Sessions:
                 self._live.discard(sock)
             _close(sock)
             self.release()
+            finish_thread()
             self._core.remove_agent_thread(ident)
 
     def abandon(self) -> None:

@@ -24,8 +24,12 @@ import ssl
 import threading
 from typing import Any
 
+from agent.forksafe import openssl
+
 _flusher: ssl.SSLContext | None = None
 _thread = threading.local()  # .failed: a TLS operation of this thread failed since
+_UNKNOWN: Any = object()
+_stop: Any = _UNKNOWN  # OPENSSL_thread_stop, once looked up (None: not to be had)
 
 
 def note_tls_failure() -> None:
@@ -46,10 +50,47 @@ def flush_tls_errors() -> None:
     context as it was. tests/test_rpc.py holds that this still clears a queue a dead
     link filled, on every supported Python."""
     global _flusher
-    if _flusher is None:
-        _flusher = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    with contextlib.suppress(ssl.SSLError):
+    with openssl(), contextlib.suppress(ssl.SSLError):
+        if _flusher is None:
+            _flusher = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         _flusher.set_ciphers("NO-SUCH-CIPHER")
+
+
+def prepare_thread() -> None:
+    """Make this thread's own OpenSSL state now (its error queue, its random generator),
+    with the GIL held. A thread's first TLS read or write makes them under OpenSSL's
+    global locks with the GIL released, and those reads and writes wait for data, outside
+    agent.forksafe's guard: a host forking meanwhile would leave its child a lock held
+    for ever."""
+    with openssl():
+        ssl.RAND_bytes(1)
+        flush_tls_errors()
+
+
+def finish_thread() -> None:
+    """Free this thread's OpenSSL state now, inside agent.forksafe's guard, as the thread
+    ends: OpenSSL would otherwise free it after the thread's last Python code, under a
+    global lock that a host forking at that instant leaves held in its child (a child
+    forked as a session thread ended once hung so, in 1 of ~5000 forks)."""
+    stop = _thread_stop()
+    if stop is not None:
+        with openssl():
+            stop()
+
+
+def _thread_stop() -> Any:
+    """OpenSSL's OPENSSL_thread_stop as the ssl module links it, or None (not found)."""
+    global _stop
+    if _stop is _UNKNOWN:
+        try:
+            import _ssl
+            import ctypes
+
+            _stop = ctypes.CDLL(_ssl.__file__).OPENSSL_thread_stop
+            _stop.restype, _stop.argtypes = None, []
+        except Exception:  # no ctypes, a static build without the symbol: leave it be
+            _stop = None
+    return _stop
 
 
 def recv_into(sock: Any, view: memoryview, size: int) -> int:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.forksafe import openssl
 from agent.gate import close_socket
 from agent.ratelog import RateLog
 
@@ -242,7 +243,8 @@ class MetricsHTTPServer:
             self._drop(victim)
         sock.setblocking(False)
         if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            with openssl():
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         c = _Conn(sock, str(addr[0]), int(addr[1]), now, self._tls is not None)
         self._conns[id(c)] = c
         self._step(c)
@@ -272,7 +274,8 @@ class MetricsHTTPServer:
         """The events the connection waits for next, None when it is done."""
         if not c.tls_done:
             try:
-                c.sock.do_handshake()  # type: ignore[attr-defined]
+                with openssl():
+                    c.sock.do_handshake()  # type: ignore[attr-defined]
             except ssl.SSLWantReadError:
                 return selectors.EVENT_READ
             except ssl.SSLWantWriteError:
@@ -289,7 +292,8 @@ class MetricsHTTPServer:
                 c.out = self._respond(c, head)
         while c.out:
             try:
-                sent = c.sock.send(c.out)
+                with openssl():
+                    sent = c.sock.send(c.out)
             except (ssl.SSLWantWriteError, BlockingIOError):
                 return selectors.EVENT_WRITE
             except ssl.SSLWantReadError:
@@ -308,7 +312,8 @@ class MetricsHTTPServer:
                     "431 Request Header Fields Too Large", f"over {MAX_REQUEST} bytes\n"
                 )
             try:
-                chunk = c.sock.recv(MAX_REQUEST - len(c.inbuf) + 4)
+                with openssl():
+                    chunk = c.sock.recv(MAX_REQUEST - len(c.inbuf) + 4)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return None
             if not chunk:
