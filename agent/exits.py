@@ -51,6 +51,10 @@ RESCAN = 5.0  # seconds between looks for new workers while nothing happens
 REPLACEMENT_SLACK = 0.25
 FOLLOW_UP = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds after a fork: look for the child
 READ_RESCAN = 0.5  # seconds: readers look for replacements at most this often
+# an ended worker's status asked at most this many times, this many seconds apart, while
+# nothing answers (exit_status): at most ~20 ms, only for a status that would be lost
+STATUS_TRIES = 10
+STATUS_PAUSE = 0.002
 
 
 def unsupported() -> str:
@@ -341,7 +345,21 @@ def exit_status(pidfd: int, pid: int) -> tuple[str, int | None, int | None]:
 
     Before the server reaps it: waitid(WNOWAIT) on the pidfd (Linux 5.4+), else the
     zombie's /proc/PID/stat; after: the pidfd's own record of it (PIDFD_GET_INFO with
-    PIDFD_INFO_EXIT, Linux 6.15+), which outlives the reaping."""
+    PIDFD_INFO_EXIT, Linux 6.15+), which outlives the reaping.
+
+    Asked again a few times, STATUS_PAUSE apart, while none of them answers: a server
+    reaping the child at that instant has taken it from waitid and /proc (state X) before
+    the kernel records its exit for the pidfd (a CI run showed one SIGKILLed worker as
+    "exited" with no signal, the test's master reaping it at once)."""
+    for _ in range(STATUS_TRIES - 1):
+        found = _exit_status_now(pidfd, pid)
+        if found[0]:
+            return found
+        time.sleep(STATUS_PAUSE)
+    return _exit_status_now(pidfd, pid)
+
+
+def _exit_status_now(pidfd: int, pid: int) -> tuple[str, int | None, int | None]:
     if hasattr(os, "P_PIDFD"):
         try:
             seen = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG)
