@@ -101,17 +101,18 @@ def handshake(sock: ssl.SSLSocket, timeout: float) -> None:
     state made (agent.tlsqueue.prepare_thread) for the reads and writes that follow."""
     sock.setblocking(False)
     deadline = time.monotonic() + timeout
-    while True:
-        with openssl():
-            try:
-                sock.do_handshake()
-                return
-            except ssl.SSLWantReadError:
-                want = selectors.EVENT_READ
-            except ssl.SSLWantWriteError:
-                want = selectors.EVENT_WRITE
-        left = deadline - time.monotonic()
-        with selectors.DefaultSelector() as selector:  # any descriptor number, unlike select()
-            selector.register(sock, want)
+    with selectors.DefaultSelector() as selector:  # any descriptor number, unlike select()
+        selector.register(sock, selectors.EVENT_READ)
+        while True:
+            with openssl():
+                try:
+                    sock.do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    want = selectors.EVENT_READ
+                except ssl.SSLWantWriteError:
+                    want = selectors.EVENT_WRITE
+            selector.modify(sock, want)
+            left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
                 raise TimeoutError("The handshake operation timed out")

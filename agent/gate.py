@@ -425,8 +425,7 @@ class Gate:
         take it for its own (agent.tlsqueue), so a failure is noted and the queue
         emptied before the next step."""
         if self._tls is not None:
-            with openssl():
-                clear_tls_errors()
+            clear_tls_errors()  # (inside agent.forksafe's guard of its own)
         try:
             with openssl():  # TLS steps and the token check: none waits for the peer
                 want = self._advance(p)
