@@ -48,19 +48,27 @@ while True:
 """
 
 
+STATES = {  # the kernel state each kind of child settles in (others sleep in pause())
+    "busy": psutil.STATUS_RUNNING,
+    "stopped": psutil.STATUS_STOPPED,
+    "zombie": psutil.STATUS_ZOMBIE,
+}
+
+
 def _child(kind: str) -> subprocess.Popen[bytes]:
     """A child (a fresh interpreter: no fork of this threaded process) that does
     ``kind`` until killed, once it is doing it."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, kind], stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.read(1) == b"x"
-    if kind in ("stopped", "zombie"):
-        if kind == "stopped":
-            os.kill(proc.pid, signal.SIGSTOP)
-        want = psutil.STATUS_STOPPED if kind == "stopped" else psutil.STATUS_ZOMBIE
-        watched, deadline = psutil.Process(proc.pid), time.monotonic() + 30
-        while watched.status() != want:  # the kernel's state, read until it is so
-            assert time.monotonic() < deadline, f"the {kind} child never got there"
-            os.sched_yield()
+    if kind == "stopped":
+        os.kill(proc.pid, signal.SIGSTOP)
+    # the kernel's state, read until it is so: a child that has written "x" may still
+    # be on its way to pause() (a CI run saw 'running' for one that had not got there)
+    want = STATES.get(kind, psutil.STATUS_SLEEPING)
+    watched, deadline = psutil.Process(proc.pid), time.monotonic() + 30
+    while watched.status() != want:
+        assert time.monotonic() < deadline, f"the {kind} child never got to {want}"
+        os.sched_yield()
     return proc
 
 
@@ -72,7 +80,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 
 T = TypeVar("T")
-MAX_READS = 50  # tries for a moment the children's memory held still
+MAX_READS = 50  # tries for a moment the children's memory and state held still
 
 KINDS = ("sleeping", "busy", "stopped", "zombie", "odd-name", "long-name")
 
@@ -91,24 +99,27 @@ def test_the_state_words_are_psutils():
     assert procstat.STATUSES == _pslinux.PROC_STATUSES
 
 
-def _rss(pid: int) -> int | None:
-    """psutil's resident bytes for ``pid`` (None once it is gone)."""
+def _facts(pid: int) -> tuple[int, str] | None:
+    """psutil's resident bytes and state for ``pid`` (None once it is gone)."""
     try:
-        return psutil.Process(pid).memory_info().rss
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return proc.memory_info().rss, proc.status()
     except psutil.NoSuchProcess:
         return None
 
 
 def _between_still_reads(pids: Iterable[int], read: Callable[[], T]) -> T:
-    """``read()`` taken while psutil's resident size of every one of ``pids`` read the
-    same just before and just after it. An idle child's memory still moves now and then
-    (the kernel folds its pages into larger ones in the background: +64 KiB between two
-    reads once); a comparison with psutil means something only when it held still."""
+    """``read()`` taken while psutil's resident size and state of every one of ``pids``
+    read the same just before and just after it. An idle child's memory still moves now
+    and then (the kernel folds its pages into larger ones in the background: +64 KiB
+    between two reads once), and a sleeper can be woken for a moment; a comparison with
+    psutil means something only when they held still."""
     pids = list(pids)
     for _ in range(MAX_READS):
-        before = [_rss(pid) for pid in pids]
+        before = [_facts(pid) for pid in pids]
         value = read()
-        if [_rss(pid) for pid in pids] == before:
+        if [_facts(pid) for pid in pids] == before:
             return value
     raise AssertionError(f"the children's memory never held still over {MAX_READS} reads")
 
@@ -117,13 +128,14 @@ def _between_still_reads(pids: Iterable[int], read: Callable[[], T]) -> T:
 def test_a_childs_facts_are_what_psutil_says(children, kind):
     pid = children[kind]
     proc = psutil.Process(pid)
-    stat, rss = _between_still_reads([pid], lambda: (procstat.read_stat(pid), _rss(pid)))
+    stat, facts = _between_still_reads([pid], lambda: (procstat.read_stat(pid), _facts(pid)))
     argv = procstat.read_cmdline(pid)
-    assert stat is not None and argv is not None
+    assert stat is not None and argv is not None and facts is not None
+    rss, status = facts
     with proc.oneshot():
         assert procstat.full_name(stat.comm, argv) == proc.name()
         assert stat.ppid == proc.ppid() == os.getpid()
-        assert stat.status == proc.status()
+        assert stat.status == status == STATES.get(kind, psutil.STATUS_SLEEPING)
         assert stat.started / procstat.TICKS + psutil.boot_time() == proc.create_time()
         if kind != "busy":  # a busy child's memory and CPU move between the two reads
             assert stat.rss == rss

@@ -114,20 +114,22 @@ async def main(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(child_job(), name=f"bulk-{i}"))
     echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
     host, port = echo_server.sockets[0].getsockname()[:2]
-    say(f"child: {child.pid}")
-    say(f"agent: {server.address}")
-    if getattr(server, "metrics", None) is not None:  # OBSERVER_AGENT_METRICS was set
-        say(f"metrics: {server.metrics.address}")
-    say(f"echo: {host}:{port}")
 
     def watch_child() -> None:
         code = child.wait()
         say(f"event: child exited code={code}")
 
+    # every thread of the host runs before it says it is ready: a test's first look at
+    # the threads must see all the host will have
     threading.Thread(target=watch_child, name="child-watcher", daemon=True).start()
     threading.Thread(
         target=commands, args=(server.address, keys, args.name), name="commands", daemon=True
     ).start()
+    say(f"child: {child.pid}")
+    say(f"agent: {server.address}")
+    if getattr(server, "metrics", None) is not None:  # OBSERVER_AGENT_METRICS was set
+        say(f"metrics: {server.metrics.address}")
+    say(f"echo: {host}:{port}")
     async with echo_server:
         await echo_server.serve_forever()
 
