@@ -26,7 +26,8 @@ import pytest
 
 import agent
 from agent import compat
-from agent.collect.tasks import TaskRegistry, awaited_tasks, awaiting_map
+from agent.collect.tasks import TaskRegistry, awaited_tasks
+from agent.collect.tasktable import awaiting_map
 from tests.helpers import LoopThread, wait_until
 
 RUNNING = f"Python {sys.version.split()[0]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import sys
 import threading
@@ -25,8 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.collect.tasks import TaskRegistry
+from agent.compat import AWAITED_BY
 from agent.schema import Snapshot, TaskInfo
 from observer.client import Node, connect
+from observer.gcpause import gc_paused
 from tests.helpers import HostProcess, LoopThread, echo_ok, line_value, wait_until
 
 CHURN = Path(__file__).parent / "hosts" / "churn.py"
@@ -501,6 +504,171 @@ def test_a_sleeping_group_owner_follows_the_children_it_awaits(lt):
         assert table.passes == 3
     finally:
         lt.run(lambda: _cancel(box["owner"]))
+
+
+_NAMES = itertools.count(1)
+
+
+class Groups:
+    """TaskGroup owners asleep in __aexit__ on the test loop, whose children the test adds
+    and cancels from outside (an owner with a child left never runs meanwhile), and tasks
+    that several waiters await together. Every task has a name of its own, so the rows of
+    two tables can be compared."""
+
+    def __init__(self, lt: LoopThread) -> None:
+        self.lt = lt
+        self.owners: list[asyncio.Task[None]] = []
+        self.groups: dict[int, Any] = {}
+        self.children: list[list[asyncio.Task[None]]] = []
+        self.others: list[asyncio.Task[None]] = []
+
+    def _name(self, kind: str) -> str:
+        return f"{kind}-{next(_NAMES)}"  # unique across examples: finished tasks linger
+
+    def owner(self) -> None:
+        index = len(self.owners)
+        self.children.append([])
+
+        async def owner(ready: asyncio.Event) -> None:
+            async with asyncio.TaskGroup() as group:
+                self.groups[index] = group
+                self.children[index].append(group.create_task(forever(), name=self._name("c")))
+                ready.set()  # the owner reaches __aexit__ in this same step
+
+        async def make() -> None:
+            ready = asyncio.Event()
+            self.owners.append(asyncio.create_task(owner(ready), name=self._name("owner")))
+            await ready.wait()
+
+        self.lt.run(make)
+
+    def add(self, index: int) -> None:
+        index %= len(self.owners)
+
+        async def add() -> None:
+            task = self.groups[index].create_task(forever(), name=self._name("c"))
+            self.children[index].append(task)
+            await asyncio.sleep(0)
+
+        self.lt.run(add)
+
+    def drop(self, index: int) -> None:
+        """Cancel one child of an owner that has another (so the owner sleeps on)."""
+        kids = self.children[index % len(self.owners)]
+        if len(kids) > 1:
+            self.lt.run(lambda: _cancel(kids.pop(0)))
+
+    def shared(self, waiters: int) -> None:
+        """A task ``waiters`` tasks await, each on its own: it is listed by all their rows."""
+
+        async def make() -> None:
+            target = asyncio.create_task(forever(), name=self._name("shared"))
+
+            async def waiter() -> None:
+                await target
+
+            self.others.append(target)
+            for _ in range(waiters):
+                self.others.append(asyncio.create_task(waiter(), name=self._name("waiter")))
+            await asyncio.sleep(0)
+
+        self.lt.run(make)
+
+    def end_shared(self) -> None:
+        """Cancel the oldest shared task: its waiters wake and fail."""
+        targets = [t for t in self.others if t.get_name().startswith("shared") and not t.done()]
+        if targets:
+            self.lt.run(lambda: _cancel(targets[0]))
+
+    def close(self) -> None:
+        everything = [*self.owners, *self.others]
+        self.lt.run(lambda: asyncio.gather(*(_cancel(t) for t in everything)))
+
+
+def rows_by_name(registry: TaskRegistry) -> dict[str, tuple[Any, ...]]:
+    """Every row as (state, site, line, names of the tasks it awaits), by task name: rows
+    of two tables compared without their serials or site numbers."""
+    answer = registry.table.answer()
+    rows = [json.loads(text) for text in answer.listing.rows]
+    names = {row[0]: row[1] for row in rows}
+    return {
+        row[1]: (row[2], answer.sites[row[3]], row[4], sorted(names.get(s, "?") for s in row[7]))
+        for row in rows
+    }
+
+
+STEPS = st.lists(
+    st.one_of(
+        st.just(("owner", 0)),
+        st.tuples(st.sampled_from(["add", "drop", "shared"]), st.integers(0, 4)),
+        st.just(("end_shared", 0)),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup is 3.11+")
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(STEPS)
+def test_rows_kept_across_passes_are_the_rows_a_fresh_table_makes(lt, steps):
+    """Whatever comes, goes or moves between passes (group children added and cancelled
+    under sleeping owners, tasks several await, those ending), a table kept up to date
+    pass after pass says what a table made from scratch says."""
+    groups = Groups(lt)
+    kept = TaskRegistry()
+    try:
+        groups.owner()
+        kept.table.refresh(max_age=0)
+        for action, index in steps:
+            if action == "owner":
+                groups.owner()
+            elif action == "shared":
+                groups.shared(1 + index % 3)
+            elif action == "end_shared":
+                groups.end_shared()
+            else:
+                getattr(groups, action)(index)
+            gc.collect()  # tasks of earlier examples die now, not between the two passes
+            with gc_paused():
+                kept.table.refresh(max_age=0)
+                fresh = TaskRegistry()
+                fresh.table.refresh(max_age=0)
+            assert rows_by_name(kept) == rows_by_name(fresh), (action, index)
+    finally:
+        groups.close()
+
+
+@pytest.mark.skipif(not AWAITED_BY, reason="tasks record who awaits them from Python 3.14")
+def test_a_pass_looks_again_only_at_the_parents_of_what_moved(lt):
+    """3.14+: a sleeping parent is compared with the awaiting map only when one of the
+    tasks it awaits came, finished or went: a pass over 100 sleeping group owners looks at
+    none of them, and at one when one of its children comes or goes."""
+    groups = Groups(lt)
+    registry = TaskRegistry()
+    table = registry.table
+
+    def awaited(index: int) -> list[str]:
+        return rows_by_name(registry)[groups.owners[index].get_name()][3]
+
+    try:
+        for index in range(100):
+            groups.owner()
+            groups.add(index)
+        table.refresh(max_age=0)
+        table.refresh(max_age=0)
+        assert table.parents_looked == 0
+        groups.add(37)
+        table.refresh(max_age=0)
+        assert table.parents_looked == 1
+        assert awaited(37) == sorted(t.get_name() for t in groups.children[37])
+        groups.drop(37)
+        table.refresh(max_age=0)
+        assert table.parents_looked == 1
+        assert awaited(37) == sorted(t.get_name() for t in groups.children[37])
+        assert len(awaited(37)) == 2
+    finally:
+        groups.close()
 
 
 def test_a_sleeping_task_renamed_shows_its_new_name_within_a_rotation(lt):

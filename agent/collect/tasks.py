@@ -16,7 +16,7 @@ from typing import Any
 from agent import compat
 from agent.collect.births import Births
 from agent.collect.inherited import any_dead, is_dead, live, loops_on_stacks
-from agent.collect.tasktable import TaskTable, walk_task
+from agent.collect.tasktable import TaskTable, awaiting_map, walk_task
 
 
 class TaskRegistry:
@@ -136,18 +136,6 @@ def task_state(task: Any) -> str:
         return "cancelled" if task.cancelled() else "done"
     except Exception:
         return "unknown"
-
-
-def awaiting_map(tasks: list[Any]) -> dict[int, list[Any]] | None:
-    """3.14+: id(task) -> the tasks it awaits, inverted from each task's ``awaited_by``
-    (plain awaits, gather, wait, shield and TaskGroup all record it). None before 3.14."""
-    if not compat.AWAITED_BY:
-        return None
-    children: dict[int, list[Any]] = {}
-    for task in tasks:
-        for parent in compat.awaited_by(task):
-            children.setdefault(id(parent), []).append(task)
-    return children
 
 
 def awaited_tasks(task: Any) -> list[Any]:

@@ -156,7 +156,7 @@ def walk_task(
 
     The location is the innermost link outside asyncio itself (``sleep`` or ``Queue.get``
     say less than the caller awaiting them). From 3.14 awaited tasks come from
-    ``awaiting`` (see tasks.awaiting_map); before, from the waiter and asyncio's waiting
+    ``awaiting`` (see awaiting_map); before, from the waiter and asyncio's waiting
     frames. Frames are touched only where needed (3.11+ makes one per coroutine on first
     access; not GC-tracked, but each costs memory).
     """
@@ -275,6 +275,7 @@ class TaskTable:
         self.log_min_entries = LOG_MIN_ENTRIES
         self.passes = 0
         self.walked = 0  # tasks walked by the last pass (a debug figure for tests/bench)
+        self.parents_looked = 0  # parents _rewalk_parents compared in the last pass (same)
         self._next_serial = 1
         self._phase = 1  # what seen[] holds for slots met in the running pass (1 or 2)
         self._done_at = -1e9  # monotonic end of the last pass
@@ -290,6 +291,10 @@ class TaskTable:
         self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
         self._names: list[str | None] = []  # slot -> the task's name (for match)
         self._awaits: list[str | None] = []  # slot -> its row's awaited serials, as text
+        # 3.14+: serial -> the slot (int) or slots (set) whose rows list it as awaited,
+        # so a pass re-examines only the parents of the tasks that moved (_rewalk_parents)
+        self._listers: dict[int, Any] = {}
+        self._index_awaits = compat.AWAITED_BY
         self._serial = array("q")  # slot -> serial, 0 when free
         self._key = array("q")  # slot -> id(task) when it was registered
         self._first = array("d")  # slot -> wall time created (exact) or first seen
@@ -297,6 +302,7 @@ class TaskTable:
         self._state = array("b")  # slot -> _PENDING/_DONE/...; _FREE when free
         self._loop = array("q")  # slot -> loop serial
         self._site = array("q")  # slot -> site index
+        self._walked_in = array("q")  # slot -> the pass that last walked it
         self._seen = bytearray()  # slot -> phase of the last pass that met it, 0 when free
         self._free: list[int] = []
         self._loop_counts: dict[int, int] = {}
@@ -386,8 +392,9 @@ class TaskTable:
         start = len(self._serial)
         grow = min(max(_GROW, start // 2), _GROW_MAX)
         zeros = bytes(8 * grow)
-        for column in (self._serial, self._key, self._loop, self._site, self._first):
+        for column in (self._serial, self._key, self._loop, self._site, self._walked_in):
             column.frombytes(zeros)
+        self._first.frombytes(zeros)
         self._state.frombytes(zeros[:grow])
         self._seen.extend(zeros[:grow])
         self._exact.extend(zeros[:grow])
@@ -560,7 +567,7 @@ class TaskTable:
             site = self._site_of(key)
         self.walked += 1
         self._names[slot] = name
-        self._awaits[slot] = awaits
+        self._set_awaits(slot, awaits)
         self._state[slot] = _PENDING
         self._site[slot] = site
         self._held[slot] = waiter
@@ -593,7 +600,7 @@ class TaskTable:
             del ids[key]
         self._live -= 1
         self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
-        self._awaits[slot] = None
+        self._set_awaits(slot, None)
         self._state[slot] = _FREE
         self._seen[slot] = 0
         self._free.append(slot)
@@ -711,7 +718,7 @@ class TaskTable:
                 file, line, function = place
             if awaited:
                 awaits = ",".join([str(self._serial_of(t, changed, removed)) for t in awaited])
-        self._awaits[slot] = awaits
+        self._set_awaits(slot, awaits)
         key = (coroutine, function, file)
         site = self._sites.get(key)
         if site is None:
@@ -760,6 +767,7 @@ class TaskTable:
                 self._pass()
             except Exception:  # a bug, not a task: rows may have changed unlogged
                 log.exception("runtime-observer agent: a task table pass failed")
+                self._relist()  # a pass cut short may have left awaited serials unlisted
                 self.version += 1
                 self._floor = self.version  # every observer gets a complete listing next
             if share:
@@ -768,7 +776,7 @@ class TaskTable:
 
     def _pass(self) -> None:
         self.passes += 1
-        self.walked = 0
+        self.walked = self.parents_looked = 0
         self._phase = phase = 3 - self._phase
         self._now = round(time.time(), 3)
         self._loop_cache.clear()
@@ -788,9 +796,9 @@ class TaskTable:
         self._scan(strong, False, awaiting_of, changed, removed, fresh)
         self._first_sight(fresh, awaiting_of, changed, removed)
         del fresh
+        self._retire_unseen(3 - phase, removed)
         if awaiting_of is not None:
             self._rewalk_parents(awaiting_of, changed, removed)
-        self._retire_unseen(3 - phase, removed)
         self._current = self._current_serials(loops)
         self._loop_cache.clear()
         if changed or removed:
@@ -860,27 +868,50 @@ class TaskTable:
     def _rewalk_parents(
         self, awaiting_of: dict[int, list[Any]], changed: array[int], removed: array[int]
     ) -> None:
-        """3.14+: a task's awaited set is recorded on its children, which come and go while
-        it sleeps: a task that awaits any is walked again when the serials it awaits differ
-        from its row's (made as walk_task makes them; the rest of its row moves only when
-        it runs, which the scan sees)."""
-        shards, refs, awaits_of, lookup = self._ids, self._refs, self._awaits, self._lookup
-        serials = self._serial
+        """3.14+: a task's awaited set is recorded on its children, so it moves while the
+        task sleeps when a child comes, finishes or goes (or when the task runs, which the
+        scan sees). So the parents of the tasks whose rows changed or that went in this
+        pass (as the awaiting map and the rows listing them say) are walked again when
+        the serials they await differ from their row's (made as walk_task makes them);
+        the rest are not looked at. A parent walked in this pass has the map's already."""
+        refs, awaits_of, lookup, serials = self._refs, self._awaits, self._lookup, self._serial
+        listers, walked, this_pass = self._listers, self._walked_in, self.passes
+        candidates: set[int] = set()
+        for serial in removed:
+            _add_slots(candidates, listers.pop(serial, None))
+        if self.walked >= self._live and walked.count(this_pass) >= self._live:
+            return  # every task was walked in this pass (a first one), with this map
         clock = time.perf_counter
         slice_ends = slice_end()
-        for count, (key, children) in enumerate(list(awaiting_of.items())):
+        for count, slot in enumerate(list(changed)):
             if count & 127 == 127 and clock() > slice_ends:
                 slice_ends = hand_over()
-            slot = shards[(key >> 4) % _SHARDS].get(key, -1)
-            ref = refs[slot] if slot >= 0 else None
+            serial = serials[slot]
+            if not serial:
+                continue
+            _add_slots(candidates, listers.get(serial))
+            ref = refs[slot]
+            task = ref() if ref is not None else None
+            if task is not None:
+                for parent in compat.awaited_by(task):
+                    at = lookup(parent)
+                    if at >= 0:
+                        candidates.add(at)
+        for count, slot in enumerate(sorted(candidates)):
+            if count & 127 == 127 and clock() > slice_ends:
+                slice_ends = hand_over()
+            if walked[slot] == this_pass or not serials[slot]:
+                continue
+            ref = refs[slot]
             task = ref() if ref is not None else None
             if task is None:
                 continue
+            self.parents_looked += 1
             try:
                 unique: dict[int, Any] = {}
-                for child in children:
+                for child in awaiting_of.get(id(task), ()):
                     unique.setdefault(id(child), child)
-                text = []
+                text: list[str] | None = []
                 for child in list(unique.values())[:_MAX_AWAITED]:
                     if child is task:
                         continue
@@ -889,11 +920,49 @@ class TaskTable:
                         text = None
                         break
                     text.append(str(serials[at]))
-                if text is not None and ",".join(text) == awaits_of[slot]:
+                if text is not None and ",".join(text) == (awaits_of[slot] or ""):
                     continue
                 self._render(slot, task, compat.fut_waiter(task), awaiting_of, changed, removed)
             except Exception:
                 continue
+
+    # ------------------------------------------------------------ who lists whom (3.14+)
+
+    def _set_awaits(self, slot: int, awaits: str | None) -> None:
+        """A slot's awaited serials as its row has them (None: freed); from 3.14 also kept
+        the other way round in _listers, for _rewalk_parents."""
+        old = self._awaits[slot]
+        self._awaits[slot] = awaits
+        if awaits is not None:
+            self._walked_in[slot] = self.passes
+        if self._index_awaits and awaits != old:
+            listers = self._listers
+            if old:
+                for serial in map(int, old.split(",")):
+                    value = listers.get(serial)
+                    if value == slot:
+                        del listers[serial]
+                    elif type(value) is set:
+                        value.discard(slot)
+                        if len(value) == 1:
+                            listers[serial] = value.pop()
+            if awaits:
+                for serial in map(int, awaits.split(",")):
+                    value = listers.get(serial)
+                    if value is None:
+                        listers[serial] = slot
+                    elif type(value) is set:
+                        value.add(slot)
+                    elif value != slot:
+                        listers[serial] = {value, slot}  # a task more than one awaits
+
+    def _relist(self) -> None:
+        """_listers made again from every row (after a pass that failed part way)."""
+        self._listers = {}
+        for slot, awaits in enumerate(self._awaits):
+            if awaits:
+                self._awaits[slot] = None
+                self._set_awaits(slot, awaits)
 
     def _retire_unseen(self, unseen: int, removed: array[int]) -> None:
         """Slots no registry listed in this pass belong to tasks that are gone."""
@@ -1013,13 +1082,27 @@ class TaskTable:
         return self._live
 
 
-def _awaiting_map(refs: list[Any], extra: list[Any]) -> dict[int, list[Any]]:
-    """3.14+: id(task) -> the tasks it awaits, from every task's ``awaited_by``."""
+def awaiting_map(tasks: list[Any]) -> dict[int, list[Any]] | None:
+    """3.14+: id(task) -> the tasks it awaits, inverted from each task's ``awaited_by``
+    (plain awaits, gather, wait, shield and TaskGroup all record it). None before 3.14."""
+    if not compat.AWAITED_BY:
+        return None
     children: dict[int, list[Any]] = {}
-    for item in itertools.chain(refs, extra):
-        task = item() if type(item) is weakref.ref else item
-        if task is None:
-            continue
+    for task in tasks:
         for parent in compat.awaited_by(task):
             children.setdefault(id(parent), []).append(task)
     return children
+
+
+def _awaiting_map(refs: list[Any], extra: list[Any]) -> dict[int, list[Any]]:
+    """awaiting_map of every task a pass met: registry references and tasks."""
+    tasks = [task for task in (ref() for ref in refs) if task is not None] if refs else []
+    return awaiting_map(tasks + extra) or {}
+
+
+def _add_slots(into: set[int], listed: int | set[int] | None) -> None:
+    """Add one _listers value (a slot, a set of slots, or None) to ``into``."""
+    if type(listed) is int:
+        into.add(listed)
+    elif listed:
+        into.update(listed)
