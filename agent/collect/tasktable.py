@@ -13,6 +13,12 @@ differs. Holding a
 waiter keeps that future (and its result) alive until the next pass looks again, or
 until ``release`` (no observer for a while).
 
+Most passes meet the very tasks the last one did. A pass first checks that (the registries
+list as many as the table holds, each of them among those listed: set operations in C);
+then it compares every slot's waiter with the held one in C loops, a block of slots at a
+time, and walks only the tasks that moved: about half the cost of looking at each listed
+task in Python, which a pass does when a task came or went.
+
 Each pass that changes something is a new version; an observer holding version S gets
 the rows changed after S and the ids of the tasks gone since, or everything when S is
 too old. Rows are cached as JSON text and handed out in chunks (see Listing).
@@ -32,6 +38,7 @@ import asyncio
 import bisect
 import itertools
 import logging
+import operator
 import os
 import random
 import threading
@@ -42,6 +49,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress, repeat
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +90,15 @@ _STATE_TEXT = ("", "pending", "done", "cancelled", "unknown", "failed")
 _EXACT_TEXT = ("false", "true")
 _CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
 _ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
+_BLOCK = 8192  # slots a quick pass looks at in one go (each step is a few C loops)
+_deref = weakref.ref.__call__  # a weak reference's referent, as map() can call it
+
+
+class _Gone:
+    """What _NO_TASK referred to, gone at once."""
+
+
+_NO_TASK = weakref.ref(_Gone())  # a free slot's reference: answers None, as a dead one
 _FUTURE = asyncio.Future  # the C future: gather() makes a subclass, shield() a plain one
 
 
@@ -276,6 +293,7 @@ class TaskTable:
         self.passes = 0
         self.walked = 0  # tasks walked by the last pass (a debug figure for tests/bench)
         self.parents_looked = 0  # parents _rewalk_parents compared in the last pass (same)
+        self.quick_passes = 0  # passes that found the same tasks listed (see _same_tasks)
         self._next_serial = 1
         self._phase = 1  # what seen[] holds for slots met in the running pass (1 or 2)
         self._done_at = -1e9  # monotonic end of the last pass
@@ -286,7 +304,7 @@ class TaskTable:
         # world (the GIL) for ~100 ms each time it grows
         self._ids: list[dict[int, int]] = [{} for _ in range(_SHARDS)]
         self._live = 0
-        self._refs: list[Any] = []  # slot -> weak reference to its task (None: free)
+        self._refs: list[Any] = []  # slot -> weak reference to its task (_NO_TASK: free)
         self._held: list[Any] = []  # slot -> the waiter it was suspended on when walked
         self._rows: list[str | None] = []  # slot -> JSON text of the task's wire row
         self._names: list[str | None] = []  # slot -> the task's name (for match)
@@ -399,8 +417,9 @@ class TaskTable:
         self._seen.extend(zeros[:grow])
         self._exact.extend(zeros[:grow])
         nones = [None] * grow
-        for cells in (self._refs, self._held, self._rows, self._names, self._awaits):
+        for cells in (self._held, self._rows, self._names, self._awaits):
             cells.extend(nones)
+        self._refs.extend([_NO_TASK] * grow)
         self._free.extend(range(start + grow - 1, start - 1, -1))
 
     def _register(self, task: Any, ref: Any, removed: array[int]) -> int:
@@ -599,7 +618,8 @@ class TaskTable:
         if ids.get(key) == slot:
             del ids[key]
         self._live -= 1
-        self._refs[slot] = self._held[slot] = self._rows[slot] = self._names[slot] = None
+        self._held[slot] = self._rows[slot] = self._names[slot] = None
+        self._refs[slot] = _NO_TASK
         self._set_awaits(slot, None)
         self._state[slot] = _FREE
         self._seen[slot] = 0
@@ -777,7 +797,6 @@ class TaskTable:
     def _pass(self) -> None:
         self.passes += 1
         self.walked = self.parents_looked = 0
-        self._phase = phase = 3 - self._phase
         self._now = round(time.time(), 3)
         self._loop_cache.clear()
         changed = self._pending_changed
@@ -791,12 +810,19 @@ class TaskTable:
             for loop in loops:
                 strong.extend(compat.loop_tasks(loop))
         awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
-        fresh: list[Any] = []
-        self._scan(refs, True, awaiting_of, changed, removed, fresh)
-        self._scan(strong, False, awaiting_of, changed, removed, fresh)
-        self._first_sight(fresh, awaiting_of, changed, removed)
-        del fresh
-        self._retire_unseen(3 - phase, removed)
+        tasks = self._same_tasks(refs, strong)
+        if tasks is not None:
+            self.quick_passes += 1
+            self._rescan(tasks, awaiting_of, changed, removed)
+        else:
+            self._phase = phase = 3 - self._phase
+            fresh: list[Any] = []
+            self._scan(refs, True, awaiting_of, changed, removed, fresh)
+            self._scan(strong, False, awaiting_of, changed, removed, fresh)
+            self._first_sight(fresh, awaiting_of, changed, removed)
+            del fresh
+            self._retire_unseen(3 - phase, removed)
+        del tasks
         if awaiting_of is not None:
             self._rewalk_parents(awaiting_of, changed, removed)
         self._current = self._current_serials(loops)
@@ -806,6 +832,90 @@ class TaskTable:
             self._log.append((self.version, changed, removed))
             self._log_entries += len(changed) + len(removed)
             self._trim_log()
+
+    def _same_tasks(self, refs: list[Any], strong: list[Any]) -> list[Any] | None:
+        """Each slot's task (None where free), when the registries list exactly the tasks
+        the table holds, alive: then no task came or went, and a pass need only look for
+        moves, slot by slot, in C loops (_rescan). None otherwise, or on any surprise."""
+        live = self._live
+        if not live or len(refs) + len(strong) < live:
+            return None
+        try:
+            tasks: list[Any] = []
+            # up to 3.13 the registries' own references are compared (no task touched);
+            # tasks where tasks are listed (3.14+, eager tasks mid-step)
+            listed: set[Any] = set()
+            own = self._refs
+            clock = time.perf_counter
+            slice_ends = slice_end()
+            for start in range(0, max(len(own), len(refs), len(strong)), _BLOCK):
+                if clock() > slice_ends:
+                    slice_ends = hand_over()
+                end = start + _BLOCK
+                tasks += map(_deref, own[start:end])
+                if strong:
+                    listed.update(map(_deref, refs[start:end]))
+                    listed.update(strong[start:end])
+                else:
+                    listed.update(refs[start:end])
+            listed.discard(None)
+            if len(listed) != live or tasks.count(None) != len(own) - live:
+                return None  # one came or went, or one held died
+            held = compress(own if not strong else tasks, self._state)
+            return tasks if listed.issuperset(held) else None
+        except Exception:  # an odd registry member: the full pass copes with each alone
+            return None
+
+    def _rescan(
+        self,
+        tasks: list[Any],
+        awaiting_of: dict[int, list[Any]] | None,
+        changed: array[int],
+        removed: array[int],
+    ) -> None:
+        """A pass over the same tasks as the last (see _same_tasks): the slots whose task
+        waits on another object than the one held are walked, found in C loops a block at
+        a time; of the rest, the rotating 1/ROTATE have their name compared, as _scan does.
+        Tasks registered meanwhile (awaited, yet listed nowhere) are left unmet, so the
+        next full pass retires them unless a registry lists them by then."""
+        first_new = self._next_serial
+        held, names, attr = self._held, self._names, compat.FUT_WAITER
+        render = self._render
+        rotate, rewalk = self.passes % ROTATE, self.passes % REWALK
+        clock = time.perf_counter
+        slice_ends = slice_end()
+        for start in range(0, len(tasks), _BLOCK):
+            if clock() > slice_ends:
+                slice_ends = hand_over()
+            block = tasks[start : start + _BLOCK]
+            try:
+                waiters = list(map(getattr, block, repeat(attr), repeat(None)))
+            except Exception:  # a task whose waiter cannot be read: each alone
+                waiters = [compat.fut_waiter(task) if task is not None else None for task in block]
+            same = bytearray(map(operator.is_, waiters, held[start : start + _BLOCK]))
+            walk = []  # moved since the last pass, then the rotation's share of the rest
+            at = same.find(0)
+            while at >= 0:
+                walk.append(at)
+                at = same.find(0, at + 1)
+            walk += [at for at in range((rotate - start) % ROTATE, len(block), ROTATE) if same[at]]
+            for count, at in enumerate(walk):
+                if count & 127 == 127 and clock() > slice_ends:
+                    slice_ends = hand_over()
+                task = block[at]
+                if task is None:
+                    continue
+                slot = start + at
+                try:
+                    if same[at] and slot % REWALK != rewalk and task.get_name() == names[slot]:
+                        continue
+                    render(slot, task, waiters[at], awaiting_of, changed, removed)
+                except Exception:  # one odd task must not cost the others their rows
+                    continue
+        serials, seen, phase = self._serial, self._seen, self._phase
+        for slot in changed:
+            if serials[slot] >= first_new:
+                seen[slot] = phase  # met by no registry: the next full pass retires it
 
     def _scan(
         self,
