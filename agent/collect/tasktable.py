@@ -859,10 +859,17 @@ class TaskTable:
                 else:
                     listed.update(refs[start:end])
             listed.discard(None)
-            if len(listed) != live or tasks.count(None) != len(own) - live:
-                return None  # one came or went, or one held died
-            held = compress(own if not strong else tasks, self._state)
-            return tasks if listed.issuperset(held) else None
+            if len(listed) != live:
+                return None  # one came or went
+            states, compared, free = self._state, own if not strong else tasks, 0
+            for start in range(0, len(own), _BLOCK):
+                if clock() > slice_ends:
+                    slice_ends = hand_over()
+                end = start + _BLOCK
+                free += tasks[start:end].count(None)
+                if not listed.issuperset(compress(compared[start:end], states[start:end])):
+                    return None  # one held left the registries (alive, or dead and gone)
+            return tasks if free == len(own) - live else None  # else one held died
         except Exception:  # an odd registry member: the full pass copes with each alone
             return None
 
