@@ -17,7 +17,8 @@ Most passes meet the very tasks the last one did. A pass first checks that (the 
 list as many as the table holds, each of them among those listed: set operations in C);
 then it compares every slot's waiter with the held one in C loops, a block of slots at a
 time, and walks only the tasks that moved: about half the cost of looking at each listed
-task in Python, which a pass does when a task came or went.
+task in Python, which a pass does when a task came or went. From 3.14 such a pass makes
+the awaiting map only when a task moved (its REWALK safety net waits for such a pass).
 
 Each pass that changes something is a new version; an observer holding version S gets
 the rows changed after S and the ids of the tasks gone since, or everything when S is
@@ -809,12 +810,13 @@ class TaskTable:
         if compat.TASKS_PER_THREAD:
             for loop in loops:
                 strong.extend(compat.loop_tasks(loop))
-        awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
+        awaiting_of: dict[int, list[Any]] | None = None
         tasks = self._same_tasks(refs, strong)
         if tasks is not None:
             self.quick_passes += 1
-            self._rescan(tasks, awaiting_of, changed, removed)
+            awaiting_of = self._rescan(tasks, refs, strong, changed, removed)
         else:
+            awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
             self._phase = phase = 3 - self._phase
             fresh: list[Any] = []
             self._scan(refs, True, awaiting_of, changed, removed, fresh)
@@ -823,7 +825,9 @@ class TaskTable:
             del fresh
             self._retire_unseen(3 - phase, removed)
         del tasks
-        if awaiting_of is not None:
+        if compat.AWAITED_BY and (changed or removed):
+            if awaiting_of is None:
+                awaiting_of = _awaiting_map(refs, strong)
             self._rewalk_parents(awaiting_of, changed, removed)
         self._current = self._current_serials(loops)
         self._loop_cache.clear()
@@ -876,15 +880,19 @@ class TaskTable:
     def _rescan(
         self,
         tasks: list[Any],
-        awaiting_of: dict[int, list[Any]] | None,
+        refs: list[Any],
+        strong: list[Any],
         changed: array[int],
         removed: array[int],
-    ) -> None:
+    ) -> dict[int, list[Any]] | None:
         """A pass over the same tasks as the last (see _same_tasks): the slots whose task
         waits on another object than the one held are walked, found in C loops a block at
         a time; of the rest, the rotating 1/ROTATE have their name compared, as _scan does.
-        Tasks registered meanwhile (awaited, yet listed nowhere) are left unmet, so the
-        next full pass retires them unless a registry lists them by then."""
+        3.14+'s awaiting map (of ``refs`` and ``strong``) is made only if a task is walked,
+        and returned. Tasks registered meanwhile (awaited, yet listed nowhere) are left
+        unmet, so the next full pass retires them unless a registry lists them by then."""
+        awaiting_of: dict[int, list[Any]] | None = None
+        lazy = compat.AWAITED_BY
         first_new = self._next_serial
         held, names, attr = self._held, self._names, compat.FUT_WAITER
         render = self._render
@@ -914,8 +922,16 @@ class TaskTable:
                     continue
                 slot = start + at
                 try:
-                    if same[at] and slot % REWALK != rewalk and task.get_name() == names[slot]:
+                    # the REWALK safety net is left to passes where something moved, from
+                    # 3.14: it would need the awaiting map made for nothing
+                    if (
+                        same[at]
+                        and (slot % REWALK != rewalk or (lazy and awaiting_of is None))
+                        and task.get_name() == names[slot]
+                    ):
                         continue
+                    if lazy and awaiting_of is None:
+                        awaiting_of = _awaiting_map(refs, strong)
                     render(slot, task, waiters[at], awaiting_of, changed, removed)
                 except Exception:  # one odd task must not cost the others their rows
                     continue
@@ -923,6 +939,7 @@ class TaskTable:
         for slot in changed:
             if serials[slot] >= first_new:
                 seen[slot] = phase  # met by no registry: the next full pass retires it
+        return awaiting_of
 
     def _scan(
         self,
