@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
@@ -183,6 +183,9 @@ class TaskCache:
             columns = _columns(rows)
             assert columns is not None
         serials, names, states, site_ix, lines, loops, seen, awaiting, exact, errors = columns
+        if len(set(serials)) != len(serials):  # a task has one row, or the answer lies
+            twice = next(s for s, times in Counter(serials).items() if times > 1)
+            raise WireError(f"task row {twice} comes twice in one listing")
         count = len(self.sites)
         if min(site_ix) < 0 or max(site_ix) >= count:
             bad = next(r for r in rows if not 0 <= r[3] < count)

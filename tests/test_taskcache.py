@@ -140,3 +140,15 @@ def test_a_delta_replaces_changed_rows_and_drops_gone_ones_in_place():
     assert got[1] == expected([3, "t3", "done", 1, 9, 1, NOW - 1, [1], True, ""])
     with pytest.raises(WireError, match="names site 5 of 2"):
         cache.apply(listing(1, base=2), [[4, "t4", "pending", 5, 1, 1, NOW, [], False, ""]])
+
+
+def test_a_listing_that_names_a_task_twice_is_a_wire_error():
+    """A hostile or broken agent sends two rows for one serial (hypothesis found the
+    cache keeping the second silently): the listing is refused, complete or delta."""
+    twice = [[i, f"t{i}", "pending", 0, i, 1, NOW - 1, [], True, ""] for i in (2, 1, 2)]
+    with pytest.raises(WireError, match="task row 2 comes twice"):
+        TaskCache().apply(listing(3), [list(r) for r in twice])
+    cache = TaskCache()
+    cache.apply(listing(1), [list(twice[1])])
+    with pytest.raises(WireError, match="task row 2 comes twice"):
+        cache.apply(listing(2, base=1), [list(twice[0]), list(twice[2])])
