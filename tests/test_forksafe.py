@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from agent import forksafe
-from tests.helpers import HostProcess, line_value
+from tests.helpers import HostProcess, line_value, wait_until
 
 FORKS = 1500  # children forked while logins go on (without the guard ~0.3% hung: 4-7 of 2000)
 LOGGERS = 3  # threads logging in over and over meanwhile
@@ -64,6 +65,14 @@ def test_children_forked_during_logins_can_use_tls(keys):
         assert int(found.group(1)) == 0, f"{found.group(1)} of {FORKS} children hung"
     finally:
         host.stop()
+    wait_until(lambda: not _running(worker), message=f"the host's worker {worker} to end")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _fork_and_report(check: Callable[[], bool]) -> tuple[bool, float]:

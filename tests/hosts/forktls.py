@@ -13,6 +13,7 @@ The agent runs with workers=True. Commands on stdin:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import signal
@@ -22,6 +23,7 @@ import threading
 
 from tests.hosts.common import start_agent
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CHILD_LIMIT = 3  # seconds a child's first TLS use may take before it counts as hung (~ms)
 
 
@@ -56,9 +58,14 @@ def forks(count: int) -> int:
 
 
 def worker() -> int:
-    """A child that waits until killed; its agent wakes when the master relays to it."""
+    """A child that waits until killed (by the host as it ends, or by the kernel when the
+    host dies: it must not outlive its test); its agent wakes when the master relays."""
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the host died before the request took
+            os._exit(0)
         while True:
             signal.pause()
     return pid
@@ -67,7 +74,14 @@ def worker() -> int:
 def main() -> None:
     server = start_agent(sys.argv[1], "forktls", workers=True)
     print(f"agent: {server.address}", flush=True)
-    workers = []
+    workers: list[int] = []
+
+    def end(_signum: int, _frame: object) -> None:  # the test's stop(): workers first
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, end)
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["worker"]:
