@@ -313,7 +313,6 @@ class TaskTable:
         # 3.14+: serial -> the slot (int) or slots (set) whose rows list it as awaited,
         # so a pass re-examines only the parents of the tasks that moved (_rewalk_parents)
         self._listers: dict[int, Any] = {}
-        self._index_awaits = compat.AWAITED_BY
         self._serial = array("q")  # slot -> serial, 0 when free
         self._key = array("q")  # slot -> id(task) when it was registered
         self._first = array("d")  # slot -> wall time created (exact) or first seen
@@ -350,7 +349,7 @@ class TaskTable:
         slot = self._ids[(id(task) >> 4) % _SHARDS].get(id(task), -1)
         if slot >= 0:
             serial, ref, first = self._serial[slot], self._refs[slot], self._first[slot]
-            if serial and serial == self._serial[slot] and ref is not None and ref() is task:
+            if serial and serial == self._serial[slot] and ref() is task:
                 return f"task-{serial}", first
         with self._lock:
             slot = self._lookup(task)
@@ -374,9 +373,9 @@ class TaskTable:
         except ValueError:
             return None
         ref = self._refs[slot]
-        if self._serial[slot] != serial or ref is None:
+        if self._serial[slot] != serial:
             return None
-        return ref()
+        return ref()  # None once it died (a free slot's too)
 
     def _lookup(self, task: Any) -> int:
         """The slot of this very task, or -1 (never one of a dead task at the same id)."""
@@ -384,7 +383,7 @@ class TaskTable:
         slot = self._ids[(key >> 4) % _SHARDS].get(key, -1)
         if slot >= 0:
             held = self._refs[slot]
-            if held is None or held() is not task:
+            if held() is not task:
                 return -1
         return slot
 
@@ -892,7 +891,7 @@ class TaskTable:
         and returned. Tasks registered meanwhile (awaited, yet listed nowhere) are left
         unmet, so the next full pass retires them unless a registry lists them by then."""
         awaiting_of: dict[int, list[Any]] | None = None
-        lazy = compat.AWAITED_BY
+        lazy = compat.AWAITED_BY  # 3.14+: the map is made at the first walk
         first_new = self._next_serial
         held, names, attr = self._held, self._names, compat.FUT_WAITER
         render = self._render
@@ -1024,8 +1023,7 @@ class TaskTable:
             if not serial:
                 continue
             _add_slots(candidates, listers.get(serial))
-            ref = refs[slot]
-            task = ref() if ref is not None else None
+            task = refs[slot]()
             if task is not None:
                 for parent in compat.awaited_by(task):
                     at = lookup(parent)
@@ -1036,8 +1034,7 @@ class TaskTable:
                 slice_ends = hand_over()
             if walked[slot] == this_pass or not serials[slot]:
                 continue
-            ref = refs[slot]
-            task = ref() if ref is not None else None
+            task = refs[slot]()
             if task is None:
                 continue
             self.parents_looked += 1
@@ -1069,7 +1066,7 @@ class TaskTable:
         self._awaits[slot] = awaits
         if awaits is not None:
             self._walked_in[slot] = self.passes
-        if self._index_awaits and awaits != old:
+        if compat.AWAITED_BY and awaits != old:
             listers = self._listers
             if old:
                 for serial in map(int, old.split(",")):
