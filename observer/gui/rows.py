@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
+from typing import Any
 
 from agent.schema import Snapshot
 from observer.format import AGE_BOUND_NOTE, human_seconds, short_path, task_age_text
@@ -36,10 +37,24 @@ class Item:
 
     ``values`` is its text (COLUMNS, TARGET, the hidden cells up to WIDTH; the Age column
     is drawn from ``born``),
-    ``search`` what the filter matches, ``row`` its place in its parent's ``shown``.
+    ``search`` what the filter matches, ``row`` its place in its parent's ``shown``;
+    ``index`` the model's column-0 index of it made at row ``index_row`` (see
+    TreeModel.index).
     """
 
-    __slots__ = ("born", "children", "id", "kind", "parent", "row", "search", "shown", "values")
+    __slots__ = (
+        "born",
+        "children",
+        "id",
+        "index",
+        "index_row",
+        "kind",
+        "parent",
+        "row",
+        "search",
+        "shown",
+        "values",
+    )
 
     def __init__(self, target: str, kind: str, parent: Item | None, row: int = 0) -> None:
         self.id = target
@@ -51,6 +66,8 @@ class Item:
         self.values: tuple[str, ...] = ()
         self.search = ""
         self.born: float | None = None
+        self.index: Any = None
+        self.index_row = -1
 
 
 _SEARCH = attrgetter("search")
