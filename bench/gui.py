@@ -384,8 +384,9 @@ def print_cycles(label: str, cycles: list[dict[str, float]], first: int = 0) -> 
         ok_rows = resets == 0
         print(
             f"  {'':<22} steady refreshes: {resets:.0f} resets/layout changes, at most "
-            f"{touched:.0f} rows touched (churn {CHURN} -> {2 * CHURN} rows)   target: no "
-            f"reset, only changed rows: {verdict(ok_rows)}"
+            f"{touched:.0f} rows touched (churn {CHURN} a process: {2 * CHURN} rows each; "
+            f"a span redone at once re-inserts the rows kept in it)   target: no reset: "
+            f"{verdict(ok_rows)}"
         )
         ok_stall = ok_stall and ok_rows
     return ok_painted, ok_stall
