@@ -92,6 +92,9 @@ _EXACT_TEXT = ("false", "true")
 _CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
 _ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
 _BLOCK = 4096  # slots a quick pass looks at in one go: a few C loops, ~0.4 ms at most
+# a pass is a quick one also while at most 1/NEAR of the tasks held came or went since the
+# last (a server's connections and requests come and go all the time; see _near_tasks)
+NEAR = 8
 _deref = weakref.ref.__call__  # a weak reference's referent, as map() can call it
 
 
@@ -295,6 +298,9 @@ class TaskTable:
         self.walked = 0  # tasks walked by the last pass (a debug figure for tests/bench)
         self.parents_looked = 0  # parents _rewalk_parents compared in the last pass (same)
         self.quick_passes = 0  # passes that found the same tasks listed (see _same_tasks)
+        self.near_passes = 0  # quick passes over a few tasks come and gone (_near_tasks)
+        self.near = NEAR  # ... while at most 1/near of the tasks held came or went, each way
+        self._churning = True  # the last pass met tasks come or gone
         self._next_serial = 1
         self._phase = 1  # what seen[] holds for slots met in the running pass (1 or 2)
         self._done_at = -1e9  # monotonic end of the last pass
@@ -810,10 +816,25 @@ class TaskTable:
             for loop in loops:
                 strong.extend(compat.loop_tasks(loop))
         awaiting_of: dict[int, list[Any]] | None = None
-        tasks = self._same_tasks(refs, strong)
-        if tasks is not None:
+        # while tasks come and go pass after pass, the check for the very same tasks would
+        # fail each time: straight to the near pass then
+        tasks = None if self._churning else self._same_tasks(refs, strong)
+        near = self._near_tasks(refs, strong) if tasks is None else None
+        self._churning = True
+        if near is not None:
+            tasks, gone, new = near
+            if gone or new:
+                self.near_passes += 1
+                awaiting_of = self._come_and_gone(gone, new, refs, strong, changed, removed)
+            else:
+                self._churning = False
+            del new
+        elif tasks is not None:
+            self._churning = False
+        if tasks is not None and not self._churning:
             self.quick_passes += 1
-            awaiting_of = self._rescan(tasks, refs, strong, changed, removed)
+        if tasks is not None:
+            awaiting_of = self._rescan(tasks, refs, strong, changed, removed, awaiting_of)
         else:
             awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
             self._phase = phase = 3 - self._phase
@@ -876,6 +897,85 @@ class TaskTable:
         except Exception:  # an odd registry member: the full pass copes with each alone
             return None
 
+    def _near_tasks(
+        self, refs: list[Any], strong: list[Any]
+    ) -> tuple[list[Any], list[int], list[Any]] | None:
+        """When a few tasks came or went since the last pass (at most 1/NEAR of those
+        held, each way): each slot's task (None where free or gone), the slots of the tasks
+        gone (dead, or listed by no registry) and the tasks new. The pass retires and adds
+        those, then looks at the rest as a quick pass does: C loops over sets of tasks
+        instead of _scan's Python loop over every task. None otherwise, or on any surprise."""
+        live = self._live
+        bound = live // self.near
+        if not bound:
+            return None
+        try:
+            listed: set[Any] = set()
+            tasks: list[Any] = []
+            own, states = self._refs, self._state
+            clock = time.perf_counter
+            slice_ends = slice_end()
+            for start in range(0, max(len(own), len(refs), len(strong)), _BLOCK):
+                if clock() > slice_ends:
+                    slice_ends = hand_over()
+                end = start + _BLOCK
+                listed.update(map(_deref, refs[start:end]))
+                listed.update(strong[start:end])
+                tasks += map(_deref, own[start:end])
+            listed.discard(None)
+            if abs(len(listed) - live) > bound:
+                return None
+            gone: list[int] = []
+            for start in range(0, len(tasks), _BLOCK):
+                if clock() > slice_ends:
+                    slice_ends = hand_over()
+                end = start + _BLOCK
+                present = bytearray(
+                    map(listed.__contains__, compress(tasks[start:end], states[start:end]))
+                )
+                at = present.find(0)
+                if at >= 0:
+                    slots = list(compress(range(start, end), states[start:end]))
+                    while at >= 0:
+                        gone.append(slots[at])
+                        at = present.find(0, at + 1)
+                    if len(gone) > bound:
+                        return None
+            for start in range(0, len(tasks), _BLOCK):  # what is left listed is new
+                if clock() > slice_ends:
+                    slice_ends = hand_over()
+                listed.difference_update(tasks[start : start + _BLOCK])
+            listed.discard(None)
+            if len(listed) > bound:
+                return None
+            for slot in gone:
+                tasks[slot] = None
+            return tasks, gone, list(listed)
+        except Exception:  # an odd registry member: the full pass copes with each alone
+            return None
+
+    def _come_and_gone(
+        self,
+        gone: list[int],
+        new: list[Any],
+        refs: list[Any],
+        strong: list[Any],
+        changed: array[int],
+        removed: array[int],
+    ) -> dict[int, list[Any]] | None:
+        """A near pass's tasks gone retired and its new ones added, before the rest is
+        looked at (_rescan); 3.14+'s awaiting map when it was needed for them."""
+        for slot in gone:
+            removed.append(self._serial[slot])
+            self._retire(slot)
+        if not new:
+            return None
+        awaiting_of = _awaiting_map(refs, strong) if compat.AWAITED_BY else None
+        fresh: list[Any] = []
+        self._scan(new, False, awaiting_of, changed, removed, fresh)
+        self._first_sight(fresh, awaiting_of, changed, removed)
+        return awaiting_of
+
     def _rescan(
         self,
         tasks: list[Any],
@@ -883,14 +983,15 @@ class TaskTable:
         strong: list[Any],
         changed: array[int],
         removed: array[int],
+        awaiting_of: dict[int, list[Any]] | None = None,
     ) -> dict[int, list[Any]] | None:
         """A pass over the same tasks as the last (see _same_tasks): the slots whose task
         waits on another object than the one held are walked, found in C loops a block at
         a time; of the rest, the rotating 1/ROTATE have their name compared, as _scan does.
         3.14+'s awaiting map (of ``refs`` and ``strong``) is made only if a task is walked,
         and returned. Tasks registered meanwhile (awaited, yet listed nowhere) are left
-        unmet, so the next full pass retires them unless a registry lists them by then."""
-        awaiting_of: dict[int, list[Any]] | None = None
+        unmet, so the next full pass retires them unless a registry lists them by then.
+        ``awaiting_of``: the map when the pass made it already."""
         lazy = compat.AWAITED_BY  # 3.14+: the map is made at the first walk
         first_new = self._next_serial
         held, names, attr = self._held, self._names, compat.FUT_WAITER
