@@ -91,7 +91,8 @@ _STATE_TEXT = ("", "pending", "done", "cancelled", "unknown", "failed")
 _EXACT_TEXT = ("false", "true")
 _CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
 _ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
-_BLOCK = 4096  # slots a quick pass looks at in one go: a few C loops, ~0.4 ms at most
+_BLOCK = 1024  # slots a quick pass looks at in one go: a few C loops, ~0.1 ms quiet (a busy
+# core beside it makes them several times slower, and a host request waits that long)
 # a pass is a quick one also while at most 1/NEAR of the tasks held came or went since the
 # last (a server's connections and requests come and go all the time; see _near_tasks)
 NEAR = 8
