@@ -17,8 +17,12 @@ Most passes meet the very tasks the last one did. A pass first checks that (the 
 list as many as the table holds, each of them among those listed: set operations in C);
 then it compares every slot's waiter with the held one in C loops, a block of slots at a
 time, and walks only the tasks that moved: about half the cost of looking at each listed
-task in Python, which a pass does when a task came or went. From 3.14 such a pass makes
-the awaiting map only when a task moved (its REWALK safety net waits for such a pass).
+task in Python. On a busy server some tasks come and go between any two passes: while
+they are a few (1/NEAR of those held, each way), a near pass finds the tasks gone and the
+tasks new with set operations in C, retires and adds those and looks at the rest the same
+way; only a larger change makes a full pass look at each listed task in Python. From 3.14
+these passes make the awaiting map only when a task moved or came (the REWALK safety net
+waits for such a pass).
 
 Each pass that changes something is a new version; an observer holding version S gets
 the rows changed after S and the ids of the tasks gone since, or everything when S is
