@@ -862,6 +862,30 @@ class TaskTable:
             self._log_entries += len(changed) + len(removed)
             self._trim_log()
 
+    def _held_and_listed(
+        self, refs: list[Any], strong: list[Any], by_task: bool
+    ) -> tuple[list[Any], set[Any], float]:
+        """Each slot's task (None where free or dead), the set of what the registries list
+        (tasks; or, ``by_task`` False, asyncio's own weak references: no task touched), and
+        when the caller's slice ends; a block of slots at a time."""
+        tasks: list[Any] = []
+        listed: set[Any] = set()
+        own = self._refs
+        clock = time.perf_counter
+        slice_ends = slice_end()
+        for start in range(0, max(len(own), len(refs), len(strong)), _BLOCK):
+            if clock() > slice_ends:
+                slice_ends = hand_over()
+            end = start + _BLOCK
+            tasks += map(_deref, own[start:end])
+            if by_task:
+                listed.update(map(_deref, refs[start:end]))
+                listed.update(strong[start:end])
+            else:
+                listed.update(refs[start:end])
+        listed.discard(None)
+        return tasks, listed, slice_ends
+
     def _same_tasks(self, refs: list[Any], strong: list[Any]) -> list[Any] | None:
         """Each slot's task (None where free), when the registries list exactly the tasks
         the table holds, alive: then no task came or went, and a pass need only look for
@@ -870,26 +894,12 @@ class TaskTable:
         if not live or len(refs) + len(strong) < live:
             return None
         try:
-            tasks: list[Any] = []
             # up to 3.13 the registries' own references are compared (no task touched);
             # tasks where tasks are listed (3.14+, eager tasks mid-step)
-            listed: set[Any] = set()
-            own = self._refs
-            clock = time.perf_counter
-            slice_ends = slice_end()
-            for start in range(0, max(len(own), len(refs), len(strong)), _BLOCK):
-                if clock() > slice_ends:
-                    slice_ends = hand_over()
-                end = start + _BLOCK
-                tasks += map(_deref, own[start:end])
-                if strong:
-                    listed.update(map(_deref, refs[start:end]))
-                    listed.update(strong[start:end])
-                else:
-                    listed.update(refs[start:end])
-            listed.discard(None)
+            tasks, listed, slice_ends = self._held_and_listed(refs, strong, bool(strong))
             if len(listed) != live:
                 return None  # one came or went
+            own, clock = self._refs, time.perf_counter
             states, compared, free = self._state, own if not strong else tasks, 0
             for start in range(0, len(own), _BLOCK):
                 if clock() > slice_ends:
@@ -915,19 +925,8 @@ class TaskTable:
         if not bound:
             return None
         try:
-            listed: set[Any] = set()
-            tasks: list[Any] = []
-            own, states = self._refs, self._state
-            clock = time.perf_counter
-            slice_ends = slice_end()
-            for start in range(0, max(len(own), len(refs), len(strong)), _BLOCK):
-                if clock() > slice_ends:
-                    slice_ends = hand_over()
-                end = start + _BLOCK
-                listed.update(map(_deref, refs[start:end]))
-                listed.update(strong[start:end])
-                tasks += map(_deref, own[start:end])
-            listed.discard(None)
+            tasks, listed, slice_ends = self._held_and_listed(refs, strong, True)
+            states, clock = self._state, time.perf_counter
             if abs(len(listed) - live) > bound:
                 return None
             gone: list[int] = []
