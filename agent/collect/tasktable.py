@@ -968,7 +968,9 @@ class TaskTable:
         removed: array[int],
     ) -> dict[int, list[Any]] | None:
         """A near pass's tasks gone retired and its new ones added, before the rest is
-        looked at (_rescan); 3.14+'s awaiting map when it was needed for them."""
+        looked at (_rescan); 3.14+'s awaiting map when it was needed for them. The new
+        come as tasks, so each gets a weak reference of the table's own, not asyncio's
+        (finding asyncio's would cost a look at every registry entry): a few a pass."""
         for slot in gone:
             removed.append(self._serial[slot])
             self._retire(slot)
