@@ -824,20 +824,17 @@ class TaskTable:
         # while tasks come and go pass after pass, the check for the very same tasks would
         # fail each time: straight to the near pass then
         tasks = None if self._churning else self._same_tasks(refs, strong)
-        near = self._near_tasks(refs, strong) if tasks is None else None
-        self._churning = True
-        if near is not None:
-            tasks, gone, new = near
-            if gone or new:
-                self.near_passes += 1
-                awaiting_of = self._come_and_gone(gone, new, refs, strong, changed, removed)
-            else:
-                self._churning = False
-            del new
+        gone: list[int] = []
+        new: list[Any] = []
+        if tasks is None:
+            tasks, gone, new = self._near_tasks(refs, strong) or (None, gone, new)
+        if gone or new:
+            self.near_passes += 1
+            awaiting_of = self._come_and_gone(gone, new, refs, strong, changed, removed)
         elif tasks is not None:
-            self._churning = False
-        if tasks is not None and not self._churning:
             self.quick_passes += 1
+        self._churning = tasks is None or bool(gone or new)
+        del new
         if tasks is not None:
             awaiting_of = self._rescan(tasks, refs, strong, changed, removed, awaiting_of)
         else:
@@ -991,7 +988,8 @@ class TaskTable:
         removed: array[int],
         awaiting_of: dict[int, list[Any]] | None = None,
     ) -> dict[int, list[Any]] | None:
-        """A pass over the same tasks as the last (see _same_tasks): the slots whose task
+        """A pass over the same tasks as the last (see _same_tasks; or those left of them
+        once a near pass retired and added the few that went and came): the slots whose task
         waits on another object than the one held are walked, found in C loops a block at
         a time; of the rest, the rotating 1/ROTATE have their name compared, as _scan does.
         3.14+'s awaiting map (of ``refs`` and ``strong``) is made only if a task is walked,
