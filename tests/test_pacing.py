@@ -54,6 +54,43 @@ def test_a_busy_host_thread_makes_the_pass_stay_away_longer() -> None:
     assert all(next_slice <= pacing.SLICE_SECONDS for _, next_slice in busy), busy
 
 
+def test_a_host_that_goes_quiet_gets_long_slices_back() -> None:
+    """Once the host's threads stop, hand-overs find it idle again within a few (each
+    busy one naps the whole back-off without a short look first) and the slices grow."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    thread = threading.Thread(target=spin, name="host-busy", daemon=True)
+    thread.start()
+    try:
+        for _ in range(20):
+            pacing.hand_over()
+    finally:
+        stop.set()
+        thread.join(10)
+    for _ in range(10):
+        ends = pacing.hand_over()
+    assert ends - time.perf_counter() > pacing.SLICE_MAX / 2
+
+
+def test_every_step_of_a_request_continues_the_thread_s_slice() -> None:
+    """slice_end answers the end of the slice the thread's last hand-over began, however
+    many steps ask: none starts a slice of its own. A thread that never handed over has
+    spent its slice (it hands over at its first check)."""
+    ends = pacing.hand_over()
+    assert pacing.slice_end() == ends
+    time.sleep(2 * pacing.SLICE_MAX)
+    assert pacing.slice_end() == ends < time.perf_counter()
+    fresh: list[float] = []
+    thread = threading.Thread(target=lambda: fresh.append(pacing.slice_end()))
+    thread.start()
+    thread.join(10)
+    assert fresh[0] < time.perf_counter()
+
+
 def test_an_idle_host_lets_the_slices_grow() -> None:
     """With no other thread wanting the CPU, each hand-over doubles the next slice, up
     to SLICE_MAX."""

@@ -8,6 +8,7 @@ import time
 import psutil
 
 from agent.collect import guarded
+from agent.collect.pacing import pause_point
 from agent.collect.procstat import full_name, read_cmdline, read_stat
 from agent.collect.proctree import descendant_parents
 from agent.collect.roles import child_roles
@@ -130,6 +131,7 @@ class ChildTracker:
         facts: list[tuple] = []
         seen: set[Key] = set()
         for pid, parent in parents.items():
+            pause_point()  # a few /proc reads a child: a pool of 64 would hold the GIL long
             stat = read_stat(pid)
             if stat is None:
                 continue  # ended meanwhile

@@ -95,8 +95,12 @@ _STATE_TEXT = ("", "pending", "done", "cancelled", "unknown", "failed")
 _EXACT_TEXT = ("false", "true")
 _CORO, _GEN, _AGEN = types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType
 _ALWAYS = object()  # held in place of a waiter: the task is walked on every pass
-_BLOCK = 1024  # slots a quick pass looks at in one go: a few C loops, ~0.1 ms quiet (a busy
+_BLOCK = 256  # slots a quick pass looks at in one go: a few C loops, ~0.03 ms quiet (a busy
 # core beside it makes them several times slower, and a host request waits that long)
+# Python loops check the slice's end every few tasks: as many as take ~0.1 ms quiet
+_CHECK_RENDERS = 15  # rows rendered (a mask: every 16th)
+_CHECK_FIRST = 3 * 64  # fresh entries between checks in _first_sight (3 per task)
+_SCAN_RUN = 32  # tasks _scan looks at between checks
 # a pass is a quick one also while at most 1/NEAR of the tasks held came or went since the
 # last (a server's connections and requests come and go all the time; see _near_tasks)
 NEAR = 8
@@ -504,7 +508,7 @@ class TaskTable:
         clock = time.perf_counter
         slice_ends = slice_end()
         for index in range(0, len(fresh), 3):
-            if index & 1023 == 0 and clock() > slice_ends:
+            if index % _CHECK_FIRST == 0 and clock() > slice_ends:
                 slice_ends = hand_over()
             task = fresh[index]
             try:
@@ -520,7 +524,7 @@ class TaskTable:
                 slots.append(-1)
         plain, render = self._render_plain, self._render
         for index, slot in enumerate(slots):
-            if index & 127 == 0 and clock() > slice_ends:
+            if index & _CHECK_RENDERS == 0 and clock() > slice_ends:
                 slice_ends = hand_over()
             if slot < 0:
                 continue
@@ -1019,7 +1023,7 @@ class TaskTable:
                 at = same.find(0, at + 1)
             walk += [at for at in range((rotate - start) % ROTATE, len(block), ROTATE) if same[at]]
             for count, at in enumerate(walk):
-                if count & 127 == 127 and clock() > slice_ends:
+                if count & _CHECK_RENDERS == _CHECK_RENDERS and clock() > slice_ends:
                     slice_ends = hand_over()
                 task = block[at]
                 if task is None:
@@ -1057,7 +1061,7 @@ class TaskTable:
         """Look at each task once: keep rows whose task still waits on the held future,
         walk the others; a task not in the table is added at once when it waits on a
         plain future (it awaits no task), else goes to ``fresh`` (task, registry ref,
-        waiter) for _first_sight, once every task met is registered. In runs of 128
+        waiter) for _first_sight, once every task met is registered. In runs of _SCAN_RUN
         tasks, handing the GIL over between runs at each slice's end (agent.collect.pacing)."""
         shards, refs, seen, held = self._ids, self._refs, self._seen, self._held
         phase = self._phase
@@ -1068,10 +1072,10 @@ class TaskTable:
         plain_now = awaiting_of is None
         clock = time.perf_counter
         slice_ends = slice_end()
-        for start in range(0, len(items), 128):
+        for start in range(0, len(items), _SCAN_RUN):
             if clock() > slice_ends:
                 slice_ends = hand_over()
-            for item in items[start : start + 128]:
+            for item in items[start : start + _SCAN_RUN]:
                 try:
                     task = item() if are_refs else item
                     if task is None:
@@ -1122,7 +1126,7 @@ class TaskTable:
         clock = time.perf_counter
         slice_ends = slice_end()
         for count, slot in enumerate(list(changed)):
-            if count & 127 == 127 and clock() > slice_ends:
+            if count & _CHECK_RENDERS == _CHECK_RENDERS and clock() > slice_ends:
                 slice_ends = hand_over()
             serial = serials[slot]
             if not serial:
@@ -1135,7 +1139,7 @@ class TaskTable:
                     if at >= 0:
                         candidates.add(at)
         for count, slot in enumerate(sorted(candidates)):
-            if count & 127 == 127 and clock() > slice_ends:
+            if count & _CHECK_RENDERS == _CHECK_RENDERS and clock() > slice_ends:
                 slice_ends = hand_over()
             if walked[slot] == this_pass or not serials[slot]:
                 continue
@@ -1298,7 +1302,7 @@ class TaskTable:
         clock = time.perf_counter
         slice_ends = slice_end()
         for slot, row in enumerate(rows):
-            if slot & 1023 == 1023 and clock() > slice_ends:
+            if slot & 255 == 255 and clock() > slice_ends:
                 slice_ends = hand_over()
             if row is None:
                 continue

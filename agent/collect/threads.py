@@ -20,6 +20,7 @@ import psutil
 
 from agent.collect import guarded
 from agent.collect.frames import code_location
+from agent.collect.pacing import pause_point
 from agent.collect.procstat import MAX_STAT, cpu_seconds, split_stat
 from agent.errors import BadRequest, NotFound
 from agent.schema import ThreadInfo
@@ -58,7 +59,11 @@ def thread_states(process: psutil.Process, native_ids: list[int]) -> dict[int, t
     """native id -> (scheduler state, CPU seconds or None) for these threads: one /proc
     read each on Linux, psutil's thread times elsewhere (state 'unknown')."""
     if _PROC_TASKS:
-        return {nid: _proc_thread(nid) for nid in native_ids}
+        states = {}
+        for nid in native_ids:
+            pause_point()  # ~20 us a thread: 50 threads would hold the GIL a millisecond
+            states[nid] = _proc_thread(nid)
+        return states
     threads = guarded(process.threads, [])
     cpu = {t.id: t.user_time + t.system_time for t in threads}
     return {nid: ("unknown", cpu.get(nid)) for nid in native_ids}
@@ -126,6 +131,7 @@ def collect_threads(
     os_side = thread_states(process, [nid for nid in native_ids if nid is not None])
     out = []
     for thread, native_id in zip(threads, native_ids, strict=True):
+        pause_point()
         ident = thread.ident
         if ident is None:
             continue
