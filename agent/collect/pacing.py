@@ -96,5 +96,5 @@ def pause_point() -> None:
     """Between two parts of a request's work: hand the GIL over when this thread's slice
     (since its last hand-over) is spent. Python code otherwise keeps the GIL from a
     waiting host thread for the whole switch interval (5 ms by default)."""
-    if _clock() > getattr(_held, "ends", 0.0):
+    if _clock() > slice_end():
         hand_over()
