@@ -253,11 +253,12 @@ def _redact(text: str, *, code: bool) -> str:
     """Mask every secret in text, pass after pass until nothing changes."""
     if is_userpass(text) or _is_b64_creds(text.strip()):
         return REDACTED
-    # The value stages only ever put in the mask, which none of them matches, so one run of
-    # each is a fixed point; the name stage may reveal a pair only after a first pass.
-    text = _redact_auth(_redact_values(_redact_urls(text)))
+    # Every stage runs again until none changes anything: one stage's mask can complete
+    # another's pattern (the name stage masking "Pass:/" in "://Pass:/&@" leaves a URL
+    # userinfo "Pass:<redacted>&@" for the URL stage), so redacting the result again must
+    # find nothing left to do.
     for _ in range(_MAX_PASSES):
-        new = _redact_names(text, code=code)
+        new = _redact_names(_redact_auth(_redact_values(_redact_urls(text))), code=code)
         if new == text:
             break
         text = new
