@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent.collect import pacing
 
 # the spinner "ran through" a hand-over when its CPU clock moved this share of the
@@ -123,3 +126,41 @@ def test_a_pause_point_hands_over_once_the_slice_is_spent() -> None:
     thread.join(10)
     assert took[0] >= pacing.YIELD
     assert 0 < took[1] <= pacing.SLICE_MAX
+
+
+def test_one_crowded_hand_over_only_shortens_the_slice_two_back_off() -> None:
+    """An idle host's loop catching up on a timer runs through a whole short hand-over:
+    that alone is no reason to stay away 2 ms twice. Being kept from the GIL is at once;
+    the host's CPU clock at two hand-overs in a row (or while already busy) too."""
+    nap, away = pacing.YIELD, 2 * pacing.YIELD
+    all_of_it, a_little = away, 0.1 * away
+    assert pacing.judge(nap, away, all_of_it, False, False) == (False, True)
+    assert pacing.judge(nap, away, all_of_it, False, True) == (True, True)
+    assert pacing.judge(nap, away, all_of_it, True, False) == (True, True)
+    assert pacing.judge(nap, away, a_little, False, True) == (False, False)
+    assert pacing.judge(nap, away, a_little, True, True) == (False, False)
+    kept = nap + 2 * pacing.KEPT
+    assert pacing.judge(nap, kept, 0.0, False, False) == (True, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    nap=st.floats(1e-6, 0.01),
+    away=st.floats(1e-6, 0.05),
+    used=st.floats(0.0, 0.1),
+    was_busy=st.booleans(),
+    was_crowded=st.booleans(),
+)
+def test_the_judgement_backs_off_only_on_evidence(
+    nap: float, away: float, used: float, was_busy: bool, was_crowded: bool
+) -> None:
+    """Busy needs being kept or a crowded clock seen before: never one crowded look
+    alone, and a host kept waiting is always busy whatever its clock said."""
+    busy, crowded = pacing.judge(nap, away, used, was_busy, was_crowded)
+    assert crowded == (used > pacing.BUSY_SHARE * away)
+    if away > nap + pacing.KEPT:
+        assert busy
+    elif not (was_busy or was_crowded):
+        assert not busy
+    else:
+        assert busy == crowded

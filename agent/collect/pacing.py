@@ -9,15 +9,20 @@ several slices (bench/overhead.py, aiohttp + 10k tasks polled once a second: p99
 of no observer with 0.5 ms slices and no pause). Whether the host is busy is read, not
 guessed: the host is busy when this thread was kept from the GIL (or the CPU) well past
 its short sleep, or when the process's other threads used the CPU for much of the time it
-stood aside (the process's CPU clock less this thread's). The wait is the sharper of the
-two: Linux adds a thread running on another CPU into the process's clock only at a
-scheduler tick, so over a sub-millisecond hand-over the clock mostly says nothing of a
-host thread spinning beside it (a test met 21 of 40 such hand-overs judged idle). On an
-idle host neither happens: the pass then goes on at full speed, and its slices grow up to
-SLICE_MAX, since each hand-over is a timed sleep (~0.12 ms on a VM) that nobody is
-waiting for (a cold listing of 100k tasks spent ~150 of its ~750 ms in them at 0.5 ms
-slices). A host thread that wakes meanwhile waits at most SLICE_MAX, well within the
-agent's 10 ms bound on a host's stall.
+stood aside (the process's CPU clock less this thread's) at two hand-overs in a row. The
+wait is the sharper of the two: Linux adds a thread running on another CPU into the
+process's clock only at a scheduler tick, so over a sub-millisecond hand-over the clock
+mostly says nothing of a host thread spinning beside it (a test met 21 of 40 such
+hand-overs judged idle). And one hand-over's clock alone says little: an idle host's loop
+catching up on a timer that came due during a 2 ms slice runs through the whole of a
+0.1 ms hand-over (bench/snapshot.py's idle host: 100-123 of 640-720 hand-overs in a cold
+pass were judged busy so, each costing two 2 ms naps and the slices' regrowth; 7 of
+740-1180 with the second look). The first such hand-over only shortens the next slice,
+so the second look comes soon. On an idle host none of this happens: the pass then goes
+on at full speed, and its slices grow up to SLICE_MAX, since each hand-over is a timed
+sleep (~0.12 ms on a VM) that nobody is waiting for (a cold listing of 100k tasks spent
+~150 of its ~750 ms in them at 0.5 ms slices). A host thread that wakes meanwhile waits
+at most SLICE_MAX, well within the agent's 10 ms bound on a host's stall.
 
 Between the parts of a request's work (the pass, the answer, threads, process, children)
 and inside the longer ones (a thread's or a socket's probe) ``pause_point`` hands over
@@ -58,6 +63,7 @@ _process = time.process_time
 _own = time.thread_time
 _slice = SLICE_SECONDS  # the next slice's length: shared by passes, racy on purpose (a hint)
 _busy = False  # whether the last hand-over found the host busy: shared too, a hint as well
+_crowded = False  # whether the host's threads used the CPU through most of the last one
 _held = threading.local()  # .ends: when this thread's current slice should end
 
 
@@ -70,6 +76,17 @@ def slice_end() -> float:
     return getattr(_held, "ends", 0.0)
 
 
+def judge(
+    nap: float, away: float, used: float, was_busy: bool, was_crowded: bool
+) -> tuple[bool, bool]:
+    """(busy, crowded) for a hand-over that slept ``nap`` and was away ``away`` seconds
+    while the host's threads used ``used`` seconds of CPU, given the last one's: kept
+    waiting means busy at once; the host's clock (crowded) only when the last hand-over
+    found it busy or crowded too (see the module's docstring)."""
+    crowded = used > BUSY_SHARE * away
+    return away > nap + KEPT or (crowded and (was_busy or was_crowded)), crowded
+
+
 def hand_over() -> float:
     """Give the GIL up between two slices, for longer when the host's threads used the
     CPU meanwhile (see the module's docstring); the clock the next slice should end at.
@@ -78,16 +95,16 @@ def hand_over() -> float:
     sleep first would make this thread take the GIL once more per slice (a wake-up, a
     wait for the host's next I/O and a switch back on the host's core) only to see what
     the last hand-over already saw."""
-    global _slice, _busy
+    global _slice, _busy, _crowded
     started, others = _clock(), _process() - _own()
     nap = BACKOFF * SLICE_SECONDS if _busy else YIELD
     time.sleep(nap)
     away = _clock() - started
-    busy = away > nap + KEPT or _process() - _own() - others > BUSY_SHARE * away
+    busy, crowded = judge(nap, away, _process() - _own() - others, _busy, _crowded)
     if busy and not _busy:
         time.sleep(BACKOFF * SLICE_SECONDS)
-    _busy = busy
-    _slice = SLICE_SECONDS if busy else min(2 * _slice, SLICE_MAX)
+    _busy, _crowded = busy, crowded
+    _slice = SLICE_SECONDS if busy or crowded else min(2 * _slice, SLICE_MAX)
     _held.ends = ends = _clock() + _slice
     return ends
 
