@@ -1,7 +1,7 @@
 """What an observer refreshing once a second costs a real server.
 
     python bench/overhead.py [--tasks 10000] [--blocks 4] [--rounds 6] [--segment 1]
-                             [--modes none api cli] [--aa]
+                             [--modes none api cli ping] [--aa]
 
 An aiohttp server with our agent embedded and ``--tasks`` idle tasks
 (bench/webhost.py), pinned to one core; the load generator and the observer run on
@@ -12,6 +12,8 @@ much slower than wrk: then the client may be the limit; the report says which ra
 Modes: ``none`` -- no observer (the baseline); ``api`` -- ``observer.client``
 ``snapshot()`` once a second on one link; ``cli`` -- ``observer ps --json`` once a
 second (a new process, so it also takes CPU from the load generator's cores);
+``ping`` -- ``hello()`` once a second on one link: what the link and a poll cost with
+nothing collected, the floor ``api`` is held against (not in the default modes);
 ``--aa`` (or ``--modes none none``) adds no observer judged against itself, to see the
 method's own noise.
 
@@ -57,6 +59,7 @@ MODES = {
     "none": "no observer",
     "api": "API snapshot() 1/s",
     "cli": "CLI observer ps --json 1/s",
+    "ping": "API hello() 1/s (the link alone)",
 }
 TARGET_RPS = 0.97  # of no observer
 TARGET_P99 = 1.2  # times no observer's
@@ -256,7 +259,9 @@ class Poller:
     def _poll(self, node: object | None) -> None:
         started = time.perf_counter()
         try:
-            if node is not None:
+            if node is not None and self.mode == "ping":
+                node.hello()  # type: ignore[attr-defined]
+            elif node is not None:
                 node.snapshot(limit=self.limit)  # type: ignore[attr-defined]
             elif self.mode == "cli":
                 subprocess.run(
@@ -274,7 +279,7 @@ class Poller:
     def _run(self) -> None:
         node = None
         try:
-            if self.mode == "api":
+            if self.mode in ("api", "ping"):
                 node = connect(
                     self.address,
                     token_file=str(self.km.operator_token),
@@ -370,7 +375,7 @@ def main() -> None:
     parser.add_argument(
         "--segment", "--duration", type=float, default=1.0, help="seconds of load a segment"
     )
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["none", "api", "cli"])
     parser.add_argument("--aa", action="store_true", help="also no observer against itself")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
@@ -398,7 +403,7 @@ def main() -> None:
             pollers: dict[str, Poller] = {}
             try:
                 for mode in tested:
-                    if mode in ("api", "cli"):
+                    if mode in ("api", "cli", "ping"):
                         pollers[mode] = Poller(mode, server.info["agent"], km, args.tasks)
                         pollers[mode].start()
                 load.run(server.info["url"], 2.0)  # warm-up, not recorded
