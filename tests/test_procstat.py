@@ -55,10 +55,11 @@ STATES = {  # the kernel state each kind of child settles in (others sleep in pa
 }
 
 
-def _child(kind: str) -> subprocess.Popen[bytes]:
+def _child(kind: str, *extra: str) -> subprocess.Popen[bytes]:
     """A child (a fresh interpreter: no fork of this threaded process) that does
-    ``kind`` until killed, once it is doing it."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, kind], stdout=subprocess.PIPE)
+    ``kind`` until killed, once it is doing it (``extra``: more arguments it ignores)."""
+    argv = [sys.executable, "-c", CHILD, kind, *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.read(1) == b"x"
     if kind == "stopped":
         os.kill(proc.pid, signal.SIGSTOP)
@@ -147,6 +148,19 @@ def test_a_childs_facts_are_what_psutil_says(children, kind):
         assert stat.comm == "a) b (c"
     if kind == "long-name":
         assert len(stat.comm) == 15 and stat.comm == "procstat-long-n"
+
+
+def test_a_command_line_of_several_pages_is_read_whole():
+    # procfs may hand a long cmdline over a page at a time: every argument comes back,
+    # the one that straddles a page boundary included
+    extra = [f"{i:04d}-" + "x" * (997 + i % 7) for i in range(20)]  # ~20 KB, 5 pages
+    proc = _child("sleeping", *extra)
+    try:
+        argv = procstat.read_cmdline(proc.pid)
+        assert argv == psutil.Process(proc.pid).cmdline()
+        assert argv is not None and argv[-20:] == extra
+    finally:
+        _end(proc)
 
 
 def test_a_process_that_is_gone_reads_as_none():

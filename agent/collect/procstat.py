@@ -36,6 +36,27 @@ STATUSES = {
 }
 MAX_STAT = 4096  # bytes of a stat file read (comm is at most 64, the rest numbers)
 MAX_CMDLINE = 1 << 16
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_PAGE_READ = 4096  # what procfs hands over at most in one read of a long file, at least
+
+
+def read_proc(path: str, limit: int = MAX_STAT) -> bytes:
+    """The first ``limit`` bytes of a /proc file, read with os.open/os.read: no io objects,
+    ~8 us against open()'s ~14 for a thread's stat, which a refresh pays for every thread
+    and child. Raises OSError as open() does."""
+    fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+    try:
+        data = os.read(fd, limit)
+        # one read gives a whole short file; a long one (cmdline) some kernels hand over
+        # a page at a time, so a read that ended on a page boundary may have more behind
+        while data and len(data) < limit and len(data) % _PAGE_READ == 0:
+            more = os.read(fd, limit - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 class Stat(NamedTuple):
@@ -67,8 +88,7 @@ def read_stat(pid: int) -> Stat | None:
     if not TICKS:
         return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            comm, fields = split_stat(fh.read(MAX_STAT))
+        comm, fields = split_stat(read_proc(f"/proc/{pid}/stat"))
         state = fields[0].decode("ascii", "replace")
         return Stat(
             comm=comm,
@@ -84,15 +104,13 @@ def read_stat(pid: int) -> Stat | None:
 
 def _resident(pid: int) -> int:
     """Resident bytes from /proc/PID/statm (0 for a zombie, whose statm is all zeros)."""
-    with open(f"/proc/{pid}/statm", "rb") as fh:
-        return int(fh.read(512).split()[1]) * PAGE
+    return int(read_proc(f"/proc/{pid}/statm", 512).split()[1]) * PAGE
 
 
 def read_cmdline(pid: int) -> list[str] | None:
     """``pid``'s command line as psutil splits it, or None (gone or unreadable)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            data = fh.read(MAX_CMDLINE)
+        data = read_proc(f"/proc/{pid}/cmdline", MAX_CMDLINE)
     except OSError:
         return None
     text = data.decode("utf-8", "surrogateescape")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from agent.collect.procstat import read_proc
+
 MAX_THREADS = 4096  # threads of one process whose children files are read
 MAX_DESCENDANTS = 4096
 
@@ -24,8 +26,9 @@ def child_pids(pid: int) -> list[int] | None:
     found: set[int] = set()
     for tid in tasks[:MAX_THREADS]:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                found.update(int(word) for word in fh.read(1 << 16).split())
+            found.update(
+                int(w) for w in read_proc(f"/proc/{pid}/task/{tid}/children", 1 << 16).split()
+            )
         except FileNotFoundError:
             if tid == str(pid):
                 return None  # no such file at all (CONFIG_PROC_CHILDREN off)

@@ -21,7 +21,7 @@ import psutil
 from agent.collect import guarded
 from agent.collect.frames import code_location
 from agent.collect.pacing import pause_point
-from agent.collect.procstat import MAX_STAT, cpu_seconds, split_stat
+from agent.collect.procstat import cpu_seconds, read_proc, split_stat
 from agent.errors import BadRequest, NotFound
 from agent.schema import ThreadInfo
 
@@ -46,8 +46,7 @@ def _proc_thread(native_id: int) -> tuple[str, float | None]:
     """(scheduler state, user+system CPU seconds) of one of this process's OS threads,
     from one read of its /proc stat (Linux); ('unknown', None) when it cannot be read."""
     try:
-        with open(f"/proc/self/task/{native_id}/stat", "rb") as fh:
-            _comm, fields = split_stat(fh.read(MAX_STAT))
+        _comm, fields = split_stat(read_proc(f"/proc/self/task/{native_id}/stat"))
         state = fields[0].decode()
         cpu = cpu_seconds(fields)
     except (OSError, ValueError, IndexError, ZeroDivisionError):
