@@ -64,7 +64,15 @@ _own = time.thread_time
 _slice = SLICE_SECONDS  # the next slice's length: shared by passes, racy on purpose (a hint)
 _busy = False  # whether the last hand-over found the host busy: shared too, a hint as well
 _crowded = False  # whether the host's threads used the CPU through most of the last one
-_held = threading.local()  # .ends: when this thread's current slice should end
+_held = threading.local()  # .ends: when this thread's current slice should end;
+# .cpu_at: its CPU clock when its last hand-over ended
+
+# CPU an agent thread used between two of its hand-overs ("runs"): what a host thread
+# waiting for the GIL meanwhile waits out at most, the figure p99 rises by. Counters
+# only, racy on purpose (a readout); read with run_lengths().
+RUN_EDGES = (0.0005, 0.001, 0.002, 0.005)  # seconds: runs longer than each are counted
+_runs = [0, 0.0, 0.0]  # runs seen, their CPU seconds, the longest
+_runs_over = [0] * len(RUN_EDGES)
 
 
 def slice_end() -> float:
@@ -96,17 +104,55 @@ def hand_over() -> float:
     wait for the host's next I/O and a switch back on the host's core) only to see what
     the last hand-over already saw."""
     global _slice, _busy, _crowded
-    started, others = _clock(), _process() - _own()
+    started, own = _clock(), _own()
+    others = _process() - own
+    _note_run(own - getattr(_held, "cpu_at", own))
     nap = BACKOFF * SLICE_SECONDS if _busy else YIELD
     time.sleep(nap)
     away = _clock() - started
-    busy, crowded = judge(nap, away, _process() - _own() - others, _busy, _crowded)
+    _held.cpu_at = own = _own()
+    busy, crowded = judge(nap, away, _process() - own - others, _busy, _crowded)
     if busy and not _busy:
         time.sleep(BACKOFF * SLICE_SECONDS)
     _busy, _crowded = busy, crowded
     _slice = SLICE_SECONDS if busy or crowded else min(2 * _slice, SLICE_MAX)
     _held.ends = ends = _clock() + _slice
     return ends
+
+
+def _note_run(run: float) -> None:
+    """Count one run (a thread's first hand-over has none before it: 0 is not counted)."""
+    if run <= 0.0:
+        return
+    _runs[0] += 1
+    _runs[1] += run
+    if run > _runs[2]:
+        _runs[2] = run
+    for index, edge in enumerate(RUN_EDGES):
+        if run <= edge:
+            break
+        _runs_over[index] += 1
+
+
+def run_lengths(reset: bool = False) -> dict[str, object]:
+    """The runs counted so far (since the last reset): how many, their CPU, the longest,
+    and how many were longer than each of RUN_EDGES (keys in ms). A thread's first run of
+    a request holds what it ran since its last request's last hand-over: the reply's
+    sending and this request's receipt, unpaced work that a waiting host thread meets too
+    (not always in one piece: the thread waits for the network in between)."""
+    runs, spent, longest = _runs
+    out: dict[str, object] = {
+        "runs": runs,
+        "cpu_ms": round(spent * 1000.0, 3),
+        "longest_ms": round(longest * 1000.0, 3),
+        "over_ms": {
+            f"{edge * 1000.0:g}": count for edge, count in zip(RUN_EDGES, _runs_over, strict=True)
+        },
+    }
+    if reset:
+        _runs[:] = [0, 0.0, 0.0]
+        _runs_over[:] = [0] * len(RUN_EDGES)
+    return out
 
 
 def pause_point() -> None:
