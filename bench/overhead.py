@@ -26,6 +26,9 @@ CPU per segment (medians, range), and per mode the median ratio to the adjacent
 no-observer segment with a bootstrap 90% interval. Targets: requests/s >= 97% and p99
 <= 1.2x of no observer, agent CPU <= 2% of a core; "met" only when the whole interval
 is inside. ``--runs`` and ``--duration`` are the old names of ``--blocks``/``--segment``.
+Last, per setting, the agent's CPU runs between hand-overs read in the server
+(agent/collect/pacing.py's run_lengths): how long a host thread waiting for the GIL
+waited at most, the figure p99 rises by; their mean, longest and share over 0.5-5 ms.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -134,6 +138,13 @@ class WebHost:
         self.proc.stdin.write("cpu\n")
         self.proc.stdin.flush()
         return json.loads(self._line("cpu:", 30.0))
+
+    def runs(self) -> dict[str, Any]:
+        """The agent's runs between hand-overs since the last call (bench/webhost.py)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("runs\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line("runs:", 30.0))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -340,9 +351,17 @@ def pick_cpus() -> tuple[int | None, set[int], str]:
 # ---------------------------------------------------------------- a block
 
 
-def measure_segment(server: WebHost, load: Load, seconds: float, poller: Poller | None) -> Segment:
-    """One segment of load on ``server``, with ``poller`` polling during it (if any)."""
+def measure_segment(
+    server: WebHost,
+    load: Load,
+    seconds: float,
+    poller: Poller | None,
+    runs: list[dict[str, Any]] | None = None,
+) -> Segment:
+    """One segment of load on ``server``, with ``poller`` polling during it (if any);
+    the agent's runs between hand-overs during it appended to ``runs``."""
     polls = len(poller.durations) if poller is not None else 0
+    server.runs()  # counted afresh from here
     before, t0 = server.cpu(), time.perf_counter()
     if poller is not None:
         poller.resume()
@@ -352,6 +371,8 @@ def measure_segment(server: WebHost, load: Load, seconds: float, poller: Poller 
         if poller is not None:
             poller.pause()
     after, t1 = server.cpu(), time.perf_counter()
+    if runs is not None:
+        runs.append(server.runs())
     agent = (after["process"] - after["host"]) - (before["process"] - before["host"])
     errors = [f"{int(result['errors'])} failed requests"] if result.get("errors") else []
     return Segment(
@@ -396,6 +417,7 @@ def main() -> None:
         km = generate(Path(tmp) / "keys")
         results_errors: dict[str, list[str]] = {}
         poll_seconds: dict[str, list[float]] = {}
+        run_log: dict[str, list[dict[str, Any]]] = {}
 
         @contextlib.contextmanager
         def block(_b: int) -> Iterator[Callable[[str], Segment]]:
@@ -407,7 +429,9 @@ def main() -> None:
                         pollers[mode] = Poller(mode, server.info["agent"], km, args.tasks)
                         pollers[mode].start()
                 load.run(server.info["url"], 2.0)  # warm-up, not recorded
-                yield lambda mode: measure_segment(server, load, args.segment, pollers.get(mode))
+                yield lambda mode: measure_segment(
+                    server, load, args.segment, pollers.get(mode), run_log.setdefault(mode, [])
+                )
             finally:
                 for poller in pollers.values():
                     poller.stop()
@@ -443,6 +467,33 @@ def main() -> None:
     for mode, seconds in poll_seconds.items():
         if seconds:
             print(f"{MODES[mode]}: median poll {statistics.median(seconds) * 1000:.0f} ms")
+    print_runs(run_log, labels)
+
+
+def print_runs(run_log: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> None:
+    """The agent's CPU runs between hand-overs per setting (agent/collect/pacing.py): a
+    host request waits out at most one such run for the GIL, so their lengths are what
+    p99 rises by, read in the host rather than guessed from p99's noise."""
+    print("agent runs between hand-overs (CPU between two; a run ends at a hand-over):")
+    for mode, segments in run_log.items():
+        count = sum(int(seg["runs"]) for seg in segments)
+        if not count:
+            print(f"  {labels.get(mode, mode)}: none")
+            continue
+        longest = [float(seg["longest_ms"]) for seg in segments if seg["runs"]]
+        edges = list(segments[0]["over_ms"])
+        over = ", ".join(
+            f"{100.0 * sum(int(seg['over_ms'][edge]) for seg in segments) / count:.1f}% > {edge}"
+            for edge in edges
+        )
+        cpu = sum(float(seg["cpu_ms"]) for seg in segments) / count
+        worst = max(segments, key=lambda seg: float(seg["longest_ms"]))
+        print(
+            f"  {labels.get(mode, mode)}: {count} runs, mean {cpu:.3f} ms, longest per "
+            f"segment median {statistics.median(longest):.2f} ms (max {max(longest):.2f}); "
+            f"{over} ms; the longest began at {worst['longest_between'][0] or '?'}, ended at "
+            f"{worst['longest_between'][1] or '?'}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ process (``process``, which keeps the time of threads that have ended), by the l
 threads whose names start with ``observer-agent`` (``agent_live``) and by every other
 live thread (``host``). ``process - host`` is then the agent's share, including the
 connection threads that came and went (``observer ps`` opens one per call).
+``runs`` answers ``runs: {json}``: agent/collect/pacing.py's run_lengths since the last
+``runs`` (the CPU the agent's threads ran between hand-overs: how many, the longest, how
+many over 0.5/1/2/5 ms), and starts counting afresh.
 The first line is ``ready: {json}``: pid, url, agent address, tasks.
 ``floor RATE [NICE]`` starts (RATE 0: stops) the floor of any in-process sampler: a thread that
 wakes RATE times a second, takes the GIL and reads ``sys._current_frames()``, nothing
@@ -35,6 +38,7 @@ import psutil
 from aiohttp import web
 
 import agent
+from agent.collect.pacing import run_lengths
 from bench.peerhost import spawn
 
 AGENT_PREFIX = "observer-agent"
@@ -98,6 +102,8 @@ def commands() -> None:
         words = line.split()
         if words == ["cpu"]:
             print(f"cpu: {json.dumps(cpu_split())}", flush=True)
+        elif words == ["runs"]:
+            print(f"runs: {json.dumps(run_lengths(reset=True))}", flush=True)
         elif len(words) in (2, 3) and words[0] == "floor":
             floor.set_rate(float(words[1]), int(words[2]) if len(words) == 3 else 0)
             print(f"floor: {words[1]}", flush=True)

@@ -225,6 +225,9 @@ def test_the_cpu_run_between_two_hand_overs_is_counted() -> None:
     assert one["runs"] == 1
     assert 3.0 <= one["longest_ms"] == one["cpu_ms"] < 50.0
     assert one["over_ms"] == {"0.5": 1, "1": 1, "2": 1, "5": 0}
+    # where the hand-overs around the run were asked for: the script's lines, not pacing's
+    asks = [n for n, text in enumerate(RUNS_SCRIPT.splitlines(), 1) if "hand_over()" in text]
+    assert one["longest_between"] == [f"<module> (<string>:{line})" for line in asks[:2]]
     short = found["short"]
     assert short["runs"] == 6 and short["longest_ms"] == one["longest_ms"]
     assert short["over_ms"] == one["over_ms"]  # five hand-overs with nothing between
@@ -233,4 +236,73 @@ def test_the_cpu_run_between_two_hand_overs_is_counted() -> None:
         "cpu_ms": 0.0,
         "longest_ms": 0.0,
         "over_ms": {"0.5": 0, "1": 0, "2": 0, "5": 0},
+        "longest_between": ["", ""],
     }
+
+
+REQUEST_SCRIPT = r"""
+import json, time
+from agent.collect import pacing
+
+def spend_cpu(seconds):
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        sum(range(100))
+
+found = {}
+pacing.request_begins()
+spend_cpu(0.003)
+pacing.request_ends()
+found["request"] = pacing.run_lengths(reset=True)
+time.sleep(0.01)  # waiting for the next request: no run
+pacing.hand_over()
+found["after"] = pacing.run_lengths(reset=True)
+spend_cpu(0.001)
+pacing.hand_over()
+found["next"] = pacing.run_lengths()
+print(json.dumps(found))
+"""
+
+
+def test_a_request_s_run_goes_from_its_start_to_its_end() -> None:
+    """A request's work is one run from request_begins to request_ends; the wait for the
+    next request is none, so the first hand-over after it counts nothing; the work after
+    a hand-over is a run again. (A fresh interpreter, as above.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", REQUEST_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    lines = REQUEST_SCRIPT.splitlines()
+    begins, ends = (lines.index(f"pacing.request_{word}()") + 1 for word in ("begins", "ends"))
+    request = found["request"]
+    assert request["runs"] == 1 and 3.0 <= request["longest_ms"] < 50.0
+    assert request["longest_between"] == [
+        f"<module> (<string>:{begins})",
+        f"<module> (<string>:{ends})",
+    ]
+    assert found["after"]["runs"] == 0
+    assert found["next"]["runs"] == 1 and 1.0 <= found["next"]["longest_ms"] < 50.0
+
+
+def test_a_request_starts_a_slice_of_its_own() -> None:
+    """A thread whose slice ended long ago does not hand over at its request's first
+    check: the slice starts where the request does (before, the check handed over at
+    once, a nap at the start of even the smallest request)."""
+    found: list[tuple[float, float, float]] = []
+
+    def request() -> None:
+        before = time.perf_counter()
+        pacing.request_begins()
+        found.append((before, pacing.slice_end(), time.perf_counter()))
+        pacing.request_ends()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join(10)
+    before, ends, after = found[0]
+    assert before < ends <= after + pacing.SLICE_MAX

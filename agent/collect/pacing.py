@@ -38,8 +38,10 @@ began a slice of its own and checked the clock every 1,024 tasks; now about one 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from types import CodeType
 
 # hold the GIL at most about this long before handing it over: a request the host's loop
 # serves meanwhile waits this long at most (bench/overhead.py: p99 x1.57 of no observer
@@ -65,7 +67,7 @@ _slice = SLICE_SECONDS  # the next slice's length: shared by passes, racy on pur
 _busy = False  # whether the last hand-over found the host busy: shared too, a hint as well
 _crowded = False  # whether the host's threads used the CPU through most of the last one
 _held = threading.local()  # .ends: when this thread's current slice should end;
-# .cpu_at: its CPU clock when its last hand-over ended
+# .cpu_at: its CPU clock when its current run began (None: in none); .asker: where that was
 
 # CPU an agent thread used between two of its hand-overs ("runs"): what a host thread
 # waiting for the GIL meanwhile waits out at most, the figure p99 rises by. Counters
@@ -73,14 +75,17 @@ _held = threading.local()  # .ends: when this thread's current slice should end;
 RUN_EDGES = (0.0005, 0.001, 0.002, 0.005)  # seconds: runs longer than each are counted
 _runs = [0, 0.0, 0.0]  # runs seen, their CPU seconds, the longest
 _runs_over = [0] * len(RUN_EDGES)
+Asker = tuple[CodeType, int] | None  # the code that asked for a hand-over, and the line
+_longest_at: tuple[Asker, Asker] = (None, None)  # its two hand-overs
 
 
 def slice_end() -> float:
     """The clock at which this thread should next hand the GIL over: the end of the slice
     its last hand-over began. Work run back to back (a pass's steps, then the answer's
-    parts) shares that one slice instead of each step starting a slice of its own, and a
-    thread that has not handed over since its last request hands over at its first check
-    (under load, steps that each began a fresh slice kept the GIL 1-4 ms at a time)."""
+    parts) shares that one slice instead of each step starting a slice of its own (under
+    load, steps that each began a fresh slice kept the GIL 1-4 ms at a time). A request
+    marked by request_begins starts a slice there; a thread that has marked none and not
+    handed over since its last work hands over at its first check."""
     return getattr(_held, "ends", 0.0)
 
 
@@ -106,7 +111,10 @@ def hand_over() -> float:
     global _slice, _busy, _crowded
     started, own = _clock(), _own()
     others = _process() - own
-    _note_run(own - getattr(_held, "cpu_at", own))
+    asker, began = _asker(), getattr(_held, "cpu_at", None)
+    if began is not None:
+        _note_run(own - began, _held.asker, asker)
+    _held.asker = asker
     nap = BACKOFF * SLICE_SECONDS if _busy else YIELD
     time.sleep(nap)
     away = _clock() - started
@@ -120,14 +128,42 @@ def hand_over() -> float:
     return ends
 
 
-def _note_run(run: float) -> None:
-    """Count one run (a thread's first hand-over has none before it: 0 is not counted)."""
+def request_begins() -> None:
+    """This thread starts a request's work: its run and a slice start here. Before it the
+    thread waited for the request on the network, without the GIL: no part of a run, and
+    nothing a hand-over at the request's first check would give the host back."""
+    _held.cpu_at, _held.asker = _own(), _asker()
+    _held.ends = _clock() + _slice
+
+
+def request_ends() -> None:
+    """This thread's request is done but for the sending: its run ends here, and none is
+    counted while it waits for the next request."""
+    began = getattr(_held, "cpu_at", None)
+    if began is not None:
+        _note_run(_own() - began, _held.asker, _asker())
+    _held.cpu_at = None
+
+
+def _asker() -> Asker:
+    """Where the hand-over was asked for: the first frame outside this module."""
+    frame = sys._getframe(2)  # hand_over's caller: pause_point, or a pass's loop
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return (frame.f_code, frame.f_lineno) if frame is not None else None
+
+
+def _note_run(run: float, began: Asker, ended: Asker) -> None:
+    """Count one run, which began where ``began`` asked (a hand-over, or a request's
+    start) and ended where ``ended`` asked."""
+    global _longest_at
     if run <= 0.0:
         return
     _runs[0] += 1
     _runs[1] += run
     if run > _runs[2]:
         _runs[2] = run
+        _longest_at = (began, ended)
     for index, edge in enumerate(RUN_EDGES):
         if run <= edge:
             break
@@ -136,10 +172,13 @@ def _note_run(run: float) -> None:
 
 def run_lengths(reset: bool = False) -> dict[str, object]:
     """The runs counted so far (since the last reset): how many, their CPU, the longest,
-    and how many were longer than each of RUN_EDGES (keys in ms). A thread's first run of
-    a request holds what it ran since its last request's last hand-over: the reply's
-    sending and this request's receipt, unpaced work that a waiting host thread meets too
-    (not always in one piece: the thread waits for the network in between)."""
+    and how many were longer than each of RUN_EDGES (keys in ms). A request's runs go
+    from its start (request_begins) to its end (request_ends), cut at each hand-over;
+    a thread that marks no requests counts from one hand-over to the next.
+    ``longest_between``: the code that asked for the hand-over the longest run began
+    at and the one it ended at ('function (file:line)', the line that asked): where to
+    look."""
+    global _longest_at
     runs, spent, longest = _runs
     out: dict[str, object] = {
         "runs": runs,
@@ -148,11 +187,22 @@ def run_lengths(reset: bool = False) -> dict[str, object]:
         "over_ms": {
             f"{edge * 1000.0:g}": count for edge, count in zip(RUN_EDGES, _runs_over, strict=True)
         },
+        "longest_between": [_where(asker) for asker in _longest_at],
     }
     if reset:
         _runs[:] = [0, 0.0, 0.0]
         _runs_over[:] = [0] * len(RUN_EDGES)
+        _longest_at = (None, None)
     return out
+
+
+def _where(asker: Asker) -> str:
+    """'function (file:line)' of where a hand-over was asked for, '' for nowhere."""
+    if asker is None:
+        return ""
+    code, line = asker
+    name = getattr(code, "co_qualname", code.co_name)  # 3.11+
+    return f"{name} ({code.co_filename.rsplit('/', 1)[-1]}:{line})"
 
 
 def pause_point() -> None:
