@@ -34,6 +34,12 @@ its thread is in (slice_end), and the loops look at the clock every ~0.1 ms of q
 Measured under load (aiohttp + wrk on the host's one core, 10k tasks polled once a
 second), the agent's thread ran 0.5-4.5 ms of CPU between hand-overs while each step
 began a slice of its own and checked the clock every 1,024 tasks; now about one slice.
+
+A request's work starts a slice of its own (request_begins) and ends its run before the
+reply is sent (request_ends): the wait for the next request holds no GIL. The CPU each
+thread runs between two hand-overs is counted (run_lengths, read by bench/overhead.py):
+the longest run is the longest a host request waiting for the GIL could wait, and a regression shows
+there as a number before it shows in p99's noise.
 """
 
 from __future__ import annotations
@@ -147,7 +153,10 @@ def request_ends() -> None:
 
 def _asker() -> Asker:
     """Where the hand-over was asked for: the first frame outside this module."""
-    frame = sys._getframe(2)  # hand_over's caller: pause_point, or a pass's loop
+    try:
+        frame = sys._getframe(2)  # hand_over's caller: pause_point, or a pass's loop
+    except ValueError:  # no such frame: nowhere to name
+        return None
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
     return (frame.f_code, frame.f_lineno) if frame is not None else None
