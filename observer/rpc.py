@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from agent.frames import (
@@ -268,6 +269,13 @@ class Connection:
     handshake), over ``sock``. One request at a time is waited for (observer.client
     holds its node's lock around each); ``close`` may come from another thread.
 
+    The socket's descriptor is closed only while no thread reads or writes it (see
+    _release): a descriptor closed under a reader is free for the next open() anywhere
+    in the process, and OpenSSL, which keeps the number, would read the next record's
+    header from that file (a GUI thread saving the nodes file lost its first 5 bytes)
+    or write a request into it. Another thread's close shuts the socket down, which
+    wakes the reader; the last to let go closes it.
+
     ``timeout`` bounds waiting for each reply to begin, and then each stretch of a reply
     without progress; replies over ``max_frame`` are refused from their header.
     """
@@ -283,6 +291,7 @@ class Connection:
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._tls = isinstance(sock, ssl.SSLSocket)
+        self._released = False  # the descriptor is closed
 
     def __enter__(self) -> Connection:
         return self
@@ -346,7 +355,7 @@ class Connection:
         frame = _frame(msg, seq, args)
         if self._tls:
             clear_tls_errors()
-        with self._send_lock:
+        with self._using(self._send_lock):
             if self.closed:
                 raise EOFError("connection closed")
             try:
@@ -360,7 +369,7 @@ class Connection:
         """Frames until the reply to ``seq`` (a late reply to an earlier request that
         timed out is skipped; a request from the agent is answered)."""
         deadline = time.monotonic() + self.timeout
-        with self._recv_lock:
+        with self._using(self._recv_lock):
             while True:
                 body = self._recv_frame(deadline)
                 if not body:
@@ -485,6 +494,17 @@ class Connection:
                 pass
         self._drop()
 
+    @contextlib.contextmanager
+    def _using(self, lock: threading.Lock) -> Iterator[None]:
+        """Hold ``lock`` (reading or writing the socket); on letting go of a dropped
+        connection, close its descriptor if no other thread uses it (_release)."""
+        try:
+            with lock:
+                yield
+        finally:
+            if self.closed:
+                self._release()
+
     def _drop(self) -> None:
         """Close the socket (rpyc's SocketStream.close: shut down both ways first). Every
         failure drops the connection: over TLS its error may be left in this thread's
@@ -493,9 +513,28 @@ class Connection:
             note_tls_failure()
         self.closed = True
         with contextlib.suppress(OSError):
-            self.sock.shutdown(2)  # socket.SHUT_RDWR
-        with contextlib.suppress(OSError):
-            self.sock.close()
+            self.sock.shutdown(2)  # socket.SHUT_RDWR: wakes a reader, the number stays ours
+        self._release()
+
+    def _release(self) -> None:
+        """Close the descriptor of a dropped connection unless another thread reads or
+        writes it: that thread closes it as it lets go (``_using``), since ``closed``
+        was set before this looked. A thread that drops while holding a lock itself
+        leaves it to its own letting go too."""
+        if self._released or not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            if not self._recv_lock.acquire(blocking=False):
+                return
+            try:
+                if not self._released:
+                    self._released = True
+                    with contextlib.suppress(OSError):
+                        self.sock.close()
+            finally:
+                self._recv_lock.release()
+        finally:
+            self._send_lock.release()
 
 
 def _exception(raw: Any) -> BaseException:
