@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -181,9 +182,8 @@ def test_the_judgement_backs_off_only_on_evidence(
         assert busy == crowded
 
 
-# Run in a fresh interpreter: the counters are the process's, and another test's agent
-# thread handing over meanwhile would add runs of its own.
-RUNS_SCRIPT = r"""
+# The runs tests' scripts begin so, and end printing ``found`` as JSON.
+PREAMBLE = r"""
 import json, time
 from agent.collect import pacing
 
@@ -193,6 +193,26 @@ def spend_cpu(seconds):
         sum(range(100))
 
 found = {}
+"""
+
+
+def _in_a_fresh_interpreter(body: str) -> tuple[dict[str, Any], list[str]]:
+    """``found`` of PREAMBLE + ``body`` run in a fresh interpreter (the counters are the
+    process's: another test's agent thread handing over here would add runs), and the
+    script's lines (a run names the lines its hand-overs were asked for on)."""
+    script = PREAMBLE + body + "print(json.dumps(found))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), script.splitlines()
+
+
+RUNS_SCRIPT = r"""
 pacing.hand_over()
 found["none"] = pacing.run_lengths()
 spend_cpu(0.003)
@@ -202,7 +222,6 @@ for _ in range(5):
     pacing.hand_over()
 found["short"] = pacing.run_lengths(reset=True)
 found["reset"] = pacing.run_lengths()
-print(json.dumps(found))
 """
 
 
@@ -211,22 +230,14 @@ def test_the_cpu_run_between_two_hand_overs_is_counted() -> None:
     3 ms, counted over 0.5, 1 and 2 ms and not over 5; back-to-back hand-overs add short
     runs only; a reset read empties the counters. A thread's first hand-over has no run
     before it."""
-    done = subprocess.run(
-        [sys.executable, "-c", RUNS_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
+    found, lines = _in_a_fresh_interpreter(RUNS_SCRIPT)
     assert found["none"]["runs"] == 0
     one = found["one"]
     assert one["runs"] == 1
     assert 3.0 <= one["longest_ms"] == one["cpu_ms"] < 50.0
     assert one["over_ms"] == {"0.5": 1, "1": 1, "2": 1, "5": 0}
     # where the hand-overs around the run were asked for: the script's lines, not pacing's
-    asks = [n for n, text in enumerate(RUNS_SCRIPT.splitlines(), 1) if "hand_over()" in text]
+    asks = [n for n, text in enumerate(lines, 1) if "hand_over()" in text]
     assert one["longest_between"] == [f"<module> (<string>:{line})" for line in asks[:2]]
     short = found["short"]
     assert short["runs"] == 6 and short["longest_ms"] == one["longest_ms"]
@@ -241,15 +252,6 @@ def test_the_cpu_run_between_two_hand_overs_is_counted() -> None:
 
 
 REQUEST_SCRIPT = r"""
-import json, time
-from agent.collect import pacing
-
-def spend_cpu(seconds):
-    until = time.thread_time() + seconds
-    while time.thread_time() < until:
-        sum(range(100))
-
-found = {}
 pacing.request_begins()
 spend_cpu(0.003)
 pacing.request_ends()
@@ -260,7 +262,6 @@ found["after"] = pacing.run_lengths(reset=True)
 spend_cpu(0.001)
 pacing.hand_over()
 found["next"] = pacing.run_lengths()
-print(json.dumps(found))
 """
 
 
@@ -268,16 +269,7 @@ def test_a_request_s_run_goes_from_its_start_to_its_end() -> None:
     """A request's work is one run from request_begins to request_ends; the wait for the
     next request is none, so the first hand-over after it counts nothing; the work after
     a hand-over is a run again. (A fresh interpreter, as above.)"""
-    done = subprocess.run(
-        [sys.executable, "-c", REQUEST_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
-    lines = REQUEST_SCRIPT.splitlines()
+    found, lines = _in_a_fresh_interpreter(REQUEST_SCRIPT)
     begins, ends = (lines.index(f"pacing.request_{word}()") + 1 for word in ("begins", "ends"))
     request = found["request"]
     assert request["runs"] == 1 and 3.0 <= request["longest_ms"] < 50.0
