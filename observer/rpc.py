@@ -291,7 +291,6 @@ class Connection:
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._tls = isinstance(sock, ssl.SSLSocket)
-        self._released = False  # the descriptor is closed
 
     def __enter__(self) -> Connection:
         return self
@@ -520,19 +519,14 @@ class Connection:
         """Close the descriptor of a dropped connection unless another thread reads or
         writes it: that thread closes it as it lets go (``_using``), since ``closed``
         was set before this looked. A thread that drops while holding a lock itself
-        leaves it to its own letting go too."""
-        if self._released or not self._send_lock.acquire(blocking=False):
+        leaves it to its own letting go too. Closing twice is harmless."""
+        if not self._send_lock.acquire(blocking=False):
             return
         try:
-            if not self._recv_lock.acquire(blocking=False):
-                return
-            try:
-                if not self._released:
-                    self._released = True
-                    with contextlib.suppress(OSError):
-                        self.sock.close()
-            finally:
-                self._recv_lock.release()
+            if self._recv_lock.acquire(blocking=False):
+                self._recv_lock.release()  # nobody reads, and nobody can start: closed
+                with contextlib.suppress(OSError):
+                    self.sock.close()
         finally:
             self._send_lock.release()
 
