@@ -26,7 +26,6 @@ from typing import Any
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 
-from agent.collect.pacing import request_begins, request_ends
 from agent.frames import (  # noqa: F401  (the limits are imported from here too)
     FLUSHER,
     FRAME_HEADER,
@@ -187,9 +186,7 @@ class BoundedChannel(Channel):
         self.dropped: Drop | None = None
 
     def recv(self) -> bytes:
-        """The next frame's body; rpyc calls this only once data is waiting to be read.
-        The thread's work on it begins here (agent.collect.pacing: a run and a slice)."""
-        request_begins()
+        """The next frame's body; rpyc calls this only once data is waiting to be read."""
         stream: DeadlineStream = self.stream
         stream.arm(self.timeout, "receiving a frame")
         try:
@@ -242,7 +239,6 @@ class BoundedChannel(Channel):
             raise
         finally:
             stream.disarm()
-            request_ends()  # what follows is a wait for the peer: no GIL held, no run
 
 
 def serve_bounded(
