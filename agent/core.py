@@ -40,6 +40,7 @@ from agent.collect.process import (
     collect_process,
     connection_count,
     gc_collections,
+    note_agent_thread,
     thread_counts,
 )
 from agent.collect.profiler import Profiler
@@ -196,6 +197,7 @@ class AgentCore:
     def add_agent_thread(self, ident: int) -> None:
         with self._idents_lock:
             self._agent_idents.add(ident)
+        note_agent_thread(ident)
 
     def remove_agent_thread(self, ident: int) -> None:
         with self._idents_lock:

@@ -157,6 +157,19 @@ class CpuMeter:
 AGENT_THREAD_PREFIX = "observer-agent"  # every thread the agent starts is named so
 
 
+STARTING_WAITS = 50  # looks at most for an agent thread's OS id while it starts...
+STARTING_WAIT = 0.002  # ...this many seconds apart (the sampler's thread waits, no host's)
+_seen_agent_tids: set[int] = set()  # OS ids of agent threads seen, kept while they run
+
+
+def note_agent_thread(ident: int) -> None:
+    """Remember the OS id of the agent's running thread ``ident`` for as long as the OS
+    lists it: it is the agent's until it has ended, also after threading let it go."""
+    for thread in threading.enumerate():
+        if thread.ident == ident and thread.native_id is not None:
+            _seen_agent_tids.add(thread.native_id)
+
+
 def thread_counts(agents: set[int]) -> tuple[int, int] | None:
     """(threads of the process, those of them that are the agent's, by ident) read from
     one listing of the OS's threads (/proc/self/task, Linux; None elsewhere), so a thread
@@ -164,17 +177,27 @@ def thread_counts(agents: set[int]) -> tuple[int, int] | None:
     not the other (a woken worker's first load sample showed 0 host threads). A thread
     named as the agent names its own is the agent's too: one registered late or already
     unregistered while still running (a woken worker's waiting thread, on its way out)
-    must not be counted as the host's."""
-    native = {
-        t.native_id
-        for t in threading.enumerate()
-        if t.ident in agents or t.name.startswith(AGENT_THREAD_PREFIX)
-    }
+    must not be counted as the host's. So must one still starting (its OS id not known
+    yet: waited for, briefly) and one that has left threading's list but not yet the
+    OS's (remembered since it was noted, note_agent_thread)."""
     try:
         tids = {int(name) for name in os.listdir("/proc/self/task")}
     except (OSError, ValueError):
         return None
-    return len(tids), len(native & tids)
+    # threading lists a thread before the OS runs it: looked at after the OS's listing
+    for _ in range(STARTING_WAITS):
+        mine = [t for t in threading.enumerate() if t.ident in agents or _named_agent(t)]
+        if all(t.native_id is not None for t in mine):
+            break
+        time.sleep(STARTING_WAIT)
+    native = {t.native_id for t in mine if t.native_id is not None}
+    _seen_agent_tids.intersection_update(tids)  # gone from the OS: forgotten
+    _seen_agent_tids.update(native & tids)
+    return len(tids), len(_seen_agent_tids)
+
+
+def _named_agent(thread: threading.Thread) -> bool:
+    return thread.name.startswith(AGENT_THREAD_PREFIX)
 
 
 def gc_collections() -> tuple[int, ...]:
