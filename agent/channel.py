@@ -26,6 +26,7 @@ from typing import Any
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 
+from agent.collect.pacing import request_begins, request_ends
 from agent.frames import (  # noqa: F401  (the limits are imported from here too)
     FLUSHER,
     FRAME_HEADER,
@@ -186,7 +187,9 @@ class BoundedChannel(Channel):
         self.dropped: Drop | None = None
 
     def recv(self) -> bytes:
-        """The next frame's body; rpyc calls this only once data is waiting to be read."""
+        """The next frame's body; rpyc calls this only once data is waiting to be read.
+        The thread's work on it begins here (agent.collect.pacing: a run and a slice)."""
+        request_begins()
         stream: DeadlineStream = self.stream
         stream.arm(self.timeout, "receiving a frame")
         try:
@@ -239,6 +242,7 @@ class BoundedChannel(Channel):
             raise
         finally:
             stream.disarm()
+            request_ends()  # what follows is a wait for the peer: no GIL held, no run
 
 
 def serve_bounded(

@@ -16,7 +16,7 @@ import rpyc
 
 from agent import fanout
 from agent.codec import decode_envelope, encode_error, encode_ok
-from agent.collect.pacing import pause_point, request_begins, request_ends
+from agent.collect.pacing import pause_point
 from agent.collect.tasktable import CHUNK_ROWS, Listing
 from agent.core import DEFAULT_TASK_LIMIT, MAX_TASK_LIMIT, AgentCore
 from agent.errors import AgentError, BadRequest, NotFound, PermissionDenied
@@ -113,7 +113,6 @@ class AgentService(rpyc.Service):
 
     def _run(self, fn: Callable[[], Any]) -> bytes:
         """Run a read (every authenticated role may read) with all errors contained."""
-        request_begins()
         try:
             value = fn()
             pause_point()  # the reply's encoding does not go on from a spent slice
@@ -123,8 +122,6 @@ class AgentService(rpyc.Service):
         except Exception as exc:  # contained: never into the host, never a traceback out
             log.exception("runtime-observer agent: request failed")
             return encode_error("internal", f"agent error: {type(exc).__name__}")
-        finally:
-            request_ends()
 
     def _control(
         self, action: str, target: str, fn: Callable[[], str], run: Any = "", kind: str = ""
@@ -159,7 +156,6 @@ class AgentService(rpyc.Service):
         """
         creds = self._creds
         run_id = _label(run, 64)
-        request_begins()
         try:
             if ROLES.get(creds.role, 0) < ROLES["operator"]:
                 raise PermissionDenied(
@@ -177,8 +173,6 @@ class AgentService(rpyc.Service):
             log.exception("runtime-observer agent: %s failed", action)
             outcome, detail = "error", type(exc).__name__
             reply = encode_error("internal", f"agent error: {detail}")
-        finally:
-            request_ends()
         self.core.audit.record(
             peer=creds.peer,
             role=creds.role,
@@ -378,7 +372,6 @@ class AgentService(rpyc.Service):
     def _audited(self, action: str, fn: Callable[[], Any], describe: Callable[[Any], str]) -> bytes:
         """Run a read that costs the host something, for any role, and audit it."""
         creds = self._creds
-        request_begins()
         try:
             value = fn()
             outcome, detail, reply = "ok", describe(value), encode_ok(value)
@@ -388,8 +381,6 @@ class AgentService(rpyc.Service):
             log.exception("runtime-observer agent: %s failed", action)
             outcome, detail = "error", type(exc).__name__
             reply = encode_error("internal", f"agent error: {detail}")
-        finally:
-            request_ends()
         self.core.audit.record(
             peer=creds.peer,
             role=creds.role,

@@ -35,8 +35,9 @@ Measured under load (aiohttp + wrk on the host's one core, 10k tasks polled once
 second), the agent's thread ran 0.5-4.5 ms of CPU between hand-overs while each step
 began a slice of its own and checked the clock every 1,024 tasks; now about one slice.
 
-A request's work starts a slice of its own (request_begins) and ends its run before the
-reply is sent (request_ends): the wait for the next request holds no GIL. The CPU each
+Each frame a thread receives starts its work on it: a run and a slice of its own
+(request_begins, called by agent.channel); each frame it sends ends that run
+(request_ends): the wait for the peer that follows holds no GIL. The CPU each
 thread runs between two hand-overs is counted (run_lengths, read by bench/overhead.py):
 the longest run is the longest a host request waiting for the GIL could wait, and a regression shows
 there as a number before it shows in p99's noise.
@@ -135,16 +136,17 @@ def hand_over() -> float:
 
 
 def request_begins() -> None:
-    """This thread starts a request's work: its run and a slice start here. Before it the
-    thread waited for the request on the network, without the GIL: no part of a run, and
-    nothing a hand-over at the request's first check would give the host back."""
+    """This thread starts work on a frame that arrived (a request, or a worker's reply):
+    its run and a slice start here. Before it the thread waited on the network, without
+    the GIL: no part of a run, and nothing a hand-over at its first check would give the
+    host back."""
     _held.cpu_at, _held.asker = _own(), _asker()
     _held.ends = _clock() + _slice
 
 
 def request_ends() -> None:
-    """This thread's request is done but for the sending: its run ends here, and none is
-    counted while it waits for the next request."""
+    """This thread sent a frame and now waits for the peer: its run ends here, and none
+    is counted while it waits."""
     began = getattr(_held, "cpu_at", None)
     if began is not None:
         _note_run(_own() - began, _held.asker, _asker())

@@ -37,7 +37,7 @@ STATUSES = {
 MAX_STAT = 4096  # bytes of a stat file read (comm is at most 64, the rest numbers)
 MAX_CMDLINE = 1 << 16
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_PAGE_READ = 4096  # what procfs hands over at most in one read of a long file, at least
+_PAGE_READ = 4096  # some kernels hand a long procfs file over a page per read
 
 
 def read_proc(path: str, limit: int = MAX_STAT) -> bytes:
