@@ -580,6 +580,17 @@ def close_socket(sock: socket.socket, shutdown: bool = True) -> None:
         sock.close()
 
 
+def hang_up(sock: socket.socket) -> None:
+    """End a connection another thread may be reading or writing, never raising: shut
+    it down (the thread wakes to an end of stream) but leave its descriptor to that
+    thread to close as it lets go. A number closed under a reader is free for the host's
+    next open(), and OpenSSL, which keeps the number, would read the host's file as the
+    next record (observer.rpc saw it happen). socket.socket's own shutdown: an
+    SSLSocket's would drop its TLS object from under the reader."""
+    with contextlib.suppress(OSError, ValueError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"

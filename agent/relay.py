@@ -30,6 +30,7 @@ from rpyc.core import consts
 from agent import registry
 from agent.errors import AgentError, BadRequest, NotFound
 from agent.forksafe import handshake, openssl
+from agent.gate import hang_up
 from agent.tlsqueue import note_tls_failure, prepare_thread
 from agent.version import AGENT_VERSION, PROTOCOL_VERSION
 from agent.wire import (
@@ -278,9 +279,18 @@ class _Link:
         self.lock = threading.Lock()
 
     def drop(self) -> None:
+        """Close the link (by the thread holding its lock, or when no call uses it)."""
         conn, self.conn = self.conn, None
         if conn is not None:
             _close_link(conn)
+
+    def hang_up(self) -> None:
+        """End the link under a call that holds its lock: the call wakes to an end of
+        stream and drops the link itself (gate.hang_up)."""
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                hang_up(conn._channel.stream.sock)
 
 
 class Relay:
@@ -321,6 +331,8 @@ class Relay:
                 # an old link to a worker that ended (or stopped its agent): check it again
                 payload = self._ask(link, pid, method, args, deadline)
         finally:
+            if self._closed:  # closed meanwhile: this call's link is closed by this call
+                link.drop()
             link.lock.release()
         if type(payload) is not bytes:
             raise BadRequest(f"worker {pid} sent a non-bytes reply")
@@ -331,6 +343,8 @@ class Relay:
     ) -> Any:
         """One round trip on the link (its lock held); EOFError when the link was closed
         under it (the link is dropped), WorkerUnreachable on any other failure."""
+        if self._closed:  # the session ended (a call woken by its hang-up logs in no more)
+            raise WorkerUnreachable(f"the link to worker {pid} was closed meanwhile")
         conn = self._connected(link, pid, deadline)
         if self._closed:  # the session ended while this link logged in
             link.drop()
@@ -384,9 +398,16 @@ class Relay:
         return conn
 
     def close(self) -> None:
-        """Close every link, also those a call is waiting on (that call ends at once)."""
+        """Close every link; one a call is waiting on is hung up (that call ends at once
+        and closes it: never under its read)."""
         with self._lock:
             self._closed = True
             links, self._links = list(self._links.values()), {}
         for link in links:
-            link.drop()
+            if link.lock.acquire(blocking=False):
+                try:
+                    link.drop()
+                finally:
+                    link.lock.release()
+            else:
+                link.hang_up()

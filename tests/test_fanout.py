@@ -8,6 +8,7 @@ that reaps them itself (the forker's reap, a multiprocessing Pool that replaces 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -409,3 +410,31 @@ def test_a_child_forked_while_the_exit_watch_holds_its_lock_lets_go_of_it_at_onc
         release.set()
         holder.join(5)
         watch.stop()
+
+
+RELAY_CLOSE_TRIALS = 20
+
+
+def test_a_relay_closed_under_a_waiting_call_wakes_it_and_the_call_closes_the_link(
+    forker,  # noqa: F811
+):
+    """A session ends (or a master's metrics endpoint lets a worker's link go) while a
+    relayed call waits on a frozen worker: the close hangs the link up and the waiting
+    call, woken at once, closes it itself. The descriptor is never closed under the
+    call's read, where OpenSSL, which keeps the number, could read the next file the
+    host opens as a TLS record. Every trial: the call ends as unreachable at once (before,
+    some raised rpyc's RuntimeError, and the rest logged in again to the frozen worker
+    and waited out the 4 s login), the host's files opened right after are untouched,
+    and no link is left open."""
+    master = forker("--workers")
+    pid, _ = master.fork("os", "idle")
+    mark = master.process.mark()
+    master.process.send(f"relay-close {pid} {RELAY_CLOSE_TRIALS}")
+    said = master.process.wait_line(r"^event: relay-close (.*)", start=mark, timeout=120)
+    trials = json.loads(said.group(1))
+    assert trials["ended"] == ["unreachable"] * RELAY_CLOSE_TRIALS, trials
+    assert max(trials["seconds"]) < 2, trials  # woken: not its 6 s, nor a 4 s login
+    assert trials["misread"] == 0 and trials["left_open"] == 0, trials
+    assert echo_ok(master.echo)
+    os.kill(pid, signal.SIGTERM)
+    assert master.reap(pid) == -15

@@ -17,6 +17,8 @@ thread to prove the master keeps serving. Commands:
 - ``--spawned`` (an argument): the master opts in to spawned workers
   (OBSERVER_AGENT_SPAWNED_WORKERS=1, agent.spawned).
 - ``reap PID``: wait for that child; prints ``event: reaped PID CODE`` (negative: signal).
+- ``relay-close PID TRIALS``: a session's relay closed while its call waits on the stopped
+  worker PID, TRIALS times (relay_close_trials); prints ``event: relay-close JSON``.
 - ``--no-tree`` (an argument): the master's agent as one from before the tree call (its
   service without ``exposed_tree``), for the observer's fallback to two round trips.
 """
@@ -26,10 +28,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import multiprocessing
 import os
+import signal
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +107,60 @@ def fork(method: str, how: str, port: int, keys: str) -> tuple[int, Callable[[],
     return process.pid, join
 
 
+FILES_OPENED = 8  # files the master opens right after each close: one takes a freed number
+
+
+def relay_close_trials(server: Any, pid: int, trials: int) -> dict[str, Any]:
+    """What a session's end does to a relayed call still waiting on a frozen worker: a
+    Relay (agent.relay) logs in to worker ``pid``, the worker is stopped, a thread asks it
+    ``hello``, the relay is closed, and the master opens files at once. Per trial: how the
+    call ended and after how long, whether any file opened was read from (its offset
+    moved), whether the link's socket was left open after the call ended."""
+    from agent.relay import Relay, WorkerUnreachable
+
+    data = tempfile.NamedTemporaryFile(prefix="relay-close-", delete=False)
+    data.write(b"a file of the host's, opened as a relay closes\n" * 50)
+    data.close()
+    out: dict[str, Any] = {"ended": [], "seconds": [], "misread": 0, "left_open": 0}
+    try:
+        for _ in range(trials):
+            relay = Relay(server.relay_keys, "viewer")
+            relay.call(pid, "hello", ())  # logged in while the worker runs
+            sock = relay._links[pid].conn._channel.stream.sock
+            os.kill(pid, signal.SIGSTOP)
+            ended: list[str] = []
+
+            def ask(relay: Relay = relay, ended: list[str] = ended) -> None:
+                try:
+                    relay.call(pid, "hello", (), timeout=10.0)
+                    ended.append("answered")
+                except WorkerUnreachable:
+                    ended.append("unreachable")
+                except Exception as exc:
+                    ended.append(type(exc).__name__)
+
+            thread = threading.Thread(target=ask, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 10
+            while not relay._links[pid].lock.locked() and time.monotonic() < deadline:
+                os.sched_yield()  # until the call holds the link
+            began = time.monotonic()
+            relay.close()
+            fds = [os.open(data.name, os.O_RDONLY) for _ in range(FILES_OPENED)]
+            thread.join(15)
+            out["seconds"].append(round(time.monotonic() - began, 3))
+            out["ended"].append(ended[0] if ended else "waiting")
+            out["misread"] += sum(os.lseek(fd, 0, os.SEEK_CUR) != 0 for fd in fds)
+            out["left_open"] += sock.fileno() != -1
+            for fd in fds:
+                os.close(fd)
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        os.unlink(data.name)
+    return out
+
+
 def main(keys: str, extra: list[str]) -> None:
     bind = extra[extra.index("--bind") + 1] if "--bind" in extra else "127.0.0.1:0"
     metrics = extra[extra.index("--metrics") + 1] if "--metrics" in extra else None
@@ -140,6 +200,9 @@ def main(keys: str, extra: list[str]) -> None:
             pools.append(executor)
             pids = sorted(executor._processes)
             say(f"event: executor {','.join(map(str, pids))}")
+        elif words[:1] == ["relay-close"] and len(words) == 3:
+            trials = relay_close_trials(server, int(words[1]), int(words[2]))
+            say(f"event: relay-close {json.dumps(trials)}")
         elif words[:1] == ["reap"] and len(words) == 2:
             pid = int(words[1])
             say(f"event: reaped {pid} {children.pop(pid)()}")
