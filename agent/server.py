@@ -17,7 +17,7 @@ from agent.channel import serve_bounded
 from agent.config import AgentConfig
 from agent.core import AgentCore
 from agent.exits import ExitWatch
-from agent.gate import Gate
+from agent.gate import Gate, close_socket, hang_up
 from agent.security import (
     Authenticator,
     ConfigError,
@@ -138,7 +138,7 @@ class Sessions:
         finally:
             with self._lock:
                 self._live.discard(sock)
-            _close(sock)
+            close_socket(sock)
             self.release()
             finish_thread()
             self._core.remove_agent_thread(ident)
@@ -151,25 +151,22 @@ class Sessions:
         live, self._live = list(self._live), set()
         self._taken = 0
         for sock in live:
-            _close(sock, shutdown=False)
+            close_socket(sock, shutdown=False)
 
     def close_all(self, shutdown: bool = True) -> None:
-        """Disconnect every observer (their threads end and release their slots);
-        ``shutdown=False``: only close this process's descriptors (see Gate.stop)."""
+        """Disconnect every observer: each socket is shut down, and its session's thread,
+        woken, closes it as it ends and releases its slot (gate.hang_up: never closed
+        under that thread's read). ``shutdown=False``: only close this process's
+        descriptors (see Gate.stop; no session thread of theirs runs here)."""
         with self._lock:
             live = list(self._live)
             if not shutdown:
                 self._live.clear()
         for sock in live:
-            _close(sock, shutdown)
-
-
-def _close(sock: socket.socket, shutdown: bool = True) -> None:
-    if shutdown:
-        with contextlib.suppress(Exception):
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        sock.close()
+            if shutdown:
+                hang_up(sock)
+            else:
+                close_socket(sock, shutdown=False)
 
 
 class AgentServer:
