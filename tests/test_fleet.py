@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,6 +237,33 @@ def test_agent_stop_is_down_start_is_up_and_kill_is_dead(agents, keys):
         link.call(lambda node: node.hello())
     assert link.status is Status.DEAD
     link.close()
+
+
+def test_agent_stop_hangs_up_every_session_and_their_threads_close_the_sockets(agents, keys):
+    """The host stops its agent with three observers connected: it shuts their sessions
+    down, each session's thread wakes and closes its own socket (never closed under its
+    read): every observer's next call fails, and soon the host holds none of them."""
+    host, addr = agents.start()
+    port = int(addr.rsplit(":", 1)[1])
+    process = psutil.Process(host.proc.pid)
+
+    def sessions() -> int:
+        tcp = process.net_connections(kind="tcp")
+        return sum(1 for c in tcp if c.laddr and c.laddr.port == port and c.raddr)
+
+    links = [Link(spec(addr, keys)) for _ in range(3)]
+    for link in links:
+        assert link.call(lambda node: node.hello()).pid == host.proc.pid
+    assert sessions() == 3
+    mark = host.mark()
+    host.send("agent-stop")
+    host.wait_line("agent stopped", start=mark)
+    for link in links:
+        with pytest.raises(ObserverError):
+            link.call(lambda node: node.hello())
+    wait_until(lambda: sessions() == 0, message="the host closed every session's socket")
+    for link in links:
+        link.close()
 
 
 def test_new_process_at_the_same_address_is_a_restart(agents, keys):
