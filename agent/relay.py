@@ -343,11 +343,10 @@ class Relay:
     ) -> Any:
         """One round trip on the link (its lock held); EOFError when the link was closed
         under it (the link is dropped), WorkerUnreachable on any other failure."""
-        if self._closed:  # the session ended (a call woken by its hang-up logs in no more)
+        if self._closed:  # a call woken by the close's hang-up logs in no more
             raise WorkerUnreachable(f"the link to worker {pid} was closed meanwhile")
         conn = self._connected(link, pid, deadline)
-        if self._closed:  # the session ended while this link logged in
-            link.drop()
+        if self._closed:  # closed while this link logged in (call() drops the link)
             raise WorkerUnreachable(f"the link to worker {pid} was closed meanwhile")
         config = conn._config
         config["sync_request_timeout"] = max(0.01, deadline - time.monotonic())
